@@ -1,0 +1,109 @@
+package attach
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+)
+
+// Defaults for attach flags; the man page and --help quote them.
+const (
+	DefaultBlockSize = 512
+	// DefaultTimeout 0 means the kernel never fails a request because the
+	// server is slow: a local server is either working or dead, and death is
+	// handled by the dead-connection timeout. (With several connections the
+	// kernel still applies its own 30 s timer, and a request slower than
+	// that is retried on another connection.)
+	DefaultTimeout = 0
+	// DefaultDeadTimeout is how long the kernel holds I/O after the server
+	// process has died, waiting for a replacement connection (RECONFIGURE),
+	// before it fails the I/O with EIO. It matches nbd-client's persist mode.
+	DefaultDeadTimeout = 30 * time.Second
+	// MaxConnections caps the default connection count: beyond 4 the
+	// kernel's per-CPU queue mapping gains nothing on small machines.
+	MaxConnections = 4
+)
+
+// DefaultConnections is the number of CPUs, at most MaxConnections.
+func DefaultConnections() int {
+	return min(runtime.NumCPU(), MaxConnections)
+}
+
+// Config is an attach request: the SOURCE and every attach flag. The parent
+// passes it to the server process as JSON.
+type Config struct {
+	Source      string        `json:"source"`
+	Index       int           `json:"index"` // -1: the kernel picks the first free device
+	ReadOnly    bool          `json:"ro"`
+	PartScan    bool          `json:"partscan"`
+	BlockSize   int64         `json:"block_size"`
+	Connections int           `json:"connections"`
+	Timeout     time.Duration `json:"timeout"`
+	DeadTimeout time.Duration `json:"dead_timeout"`
+	Offset      int64         `json:"offset"`
+	SizeLimit   int64         `json:"sizelimit"`
+	DirectIO    bool          `json:"direct_io"`
+}
+
+// NewConfig returns a Config with every default filled in.
+func NewConfig(source string) Config {
+	return Config{
+		Source:      source,
+		Index:       -1,
+		BlockSize:   DefaultBlockSize,
+		Connections: DefaultConnections(),
+		Timeout:     DefaultTimeout,
+		DeadTimeout: DefaultDeadTimeout,
+	}
+}
+
+// Validate checks the flag values; errors name the flag and the allowed
+// range.
+func (c *Config) Validate() error {
+	if c.BlockSize < 512 || c.BlockSize > 4096 || c.BlockSize&(c.BlockSize-1) != 0 {
+		return fmt.Errorf("--block-size %d: must be a power of two from 512 to 4096", c.BlockSize)
+	}
+	if c.Connections < 1 || c.Connections > 64 {
+		return fmt.Errorf("--connections %d: must be from 1 to 64", c.Connections)
+	}
+	if c.Timeout < 0 || c.Timeout%time.Second != 0 {
+		return fmt.Errorf("--timeout %v: must be whole seconds, 0 or more (0: never time out)", c.Timeout)
+	}
+	if c.DeadTimeout < 0 || c.DeadTimeout%time.Second != 0 {
+		return fmt.Errorf("--dead-timeout %v: must be whole seconds, 0 or more", c.DeadTimeout)
+	}
+	if c.Offset < 0 {
+		return fmt.Errorf("--offset %d: must not be negative", c.Offset)
+	}
+	if c.SizeLimit < 0 {
+		return fmt.Errorf("--sizelimit %d: must not be negative", c.SizeLimit)
+	}
+	if c.Offset%512 != 0 {
+		return fmt.Errorf("--offset %d: must be a multiple of 512 bytes", c.Offset)
+	}
+	spec, err := ParseSpec(c.Source)
+	if err != nil {
+		return err
+	}
+	if spec.Kind == "memory" && (c.Offset != 0 || c.SizeLimit != 0 || c.DirectIO) {
+		return fmt.Errorf("%s: --offset, --sizelimit and --direct-io apply to files only", c.Source)
+	}
+	return nil
+}
+
+// Device describes an attached device, for `attach --json` and `list`.
+type Device struct {
+	Name        string   `json:"name"`
+	Index       int      `json:"index"`
+	Size        int64    `json:"size"`
+	Source      string   `json:"source"`
+	Format      string   `json:"format,omitempty"`
+	RO          bool     `json:"ro"`
+	PID         int      `json:"pid"`
+	State       string   `json:"state"` // running, dead, foreign
+	Connections int      `json:"connections"`
+	BlockSize   int64    `json:"block_size,omitempty"`
+	Backend     string   `json:"backend,omitempty"`
+	Partitions  []string `json:"partitions,omitempty"`
+	Mounts      []string `json:"mounts,omitempty"`
+}

@@ -1,0 +1,145 @@
+package attach
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/kernel"
+)
+
+// ParseDevice accepts /dev/nbdN, nbdN or N and returns N.
+func ParseDevice(s string) (int, error) {
+	t := strings.TrimPrefix(s, "/dev/")
+	t = strings.TrimPrefix(t, "nbd")
+	n, err := strconv.Atoi(t)
+	if err != nil || n < 0 || strconv.Itoa(n) != t {
+		return 0, fmt.Errorf("%s: not an nbd device (use /dev/nbdN)", s)
+	}
+	return n, nil
+}
+
+// ErrNotAttached is wrapped by Detach for a device that has no server.
+var ErrNotAttached = errors.New("not attached")
+
+// InUseError is returned by Detach for a device that is mounted or held
+// (by device-mapper, md, ...), unless forced.
+type InUseError struct {
+	Device  string
+	Mounts  []string // mount points
+	Holders []string // holders/ entries
+}
+
+func (e *InUseError) Error() string {
+	if len(e.Mounts) > 0 {
+		return fmt.Sprintf("%s: device is mounted on %s (unmount it first: umount %s, or use --force)", e.Device, strings.Join(e.Mounts, ", "), e.Mounts[0])
+	}
+	return fmt.Sprintf("%s: device is held by %s (stop using it first, or use --force)", e.Device, strings.Join(e.Holders, ", "))
+}
+
+// Detach disconnects /dev/nbdN and waits until its server process has
+// flushed and exited and the device is free again. It works whether the
+// server is alive or dead, and on foreign devices too (nbd-client, qemu-nbd).
+// Without force, a device that is mounted or held, directly or through a
+// partition, is refused: disconnecting fails the I/O in flight.
+func Detach(ctx context.Context, index int, force bool) error {
+	dev := fmt.Sprintf("/dev/nbd%d", index)
+	sys := kernel.Sysfs{}
+	if _, err := os.Stat(filepath.Join("/sys/block", fmt.Sprintf("nbd%d", index))); err != nil {
+		return fmt.Errorf("%s: no such nbd device", dev)
+	}
+	pid, attached, err := sys.PID(index)
+	if err != nil {
+		return fmt.Errorf("%s: %w", dev, err)
+	}
+	dir := StateDir()
+	if !attached {
+		// A stale record from a server that died after the kernel let go.
+		removeState(dir, index, 0)
+		return fmt.Errorf("%s: %w", dev, ErrNotAttached)
+	}
+	if !force {
+		if err := inUse(sys, index); err != nil {
+			return err
+		}
+	}
+	st := readState(dir, index)
+	fam, err := kernel.Open()
+	if errors.Is(err, kernel.ErrNoDriver) {
+		return fmt.Errorf("%w (load the driver: modprobe nbd)", err)
+	} else if err != nil {
+		return err
+	}
+	if err := fam.Disconnect(index); err != nil {
+		return fmt.Errorf("%s: disconnecting: %w", dev, err)
+	}
+	// The server flushes and exits when the kernel closes its sockets.
+	serverPID := pid
+	if st != nil {
+		serverPID = st.PID
+	}
+	if err := waitFor(ctx, 60*time.Second, func() bool { return !processAlive(serverPID) }); err != nil {
+		return fmt.Errorf("%s: server process %d did not exit: %w", dev, serverPID, err)
+	}
+	// The kernel removes the pid file at the last close of the device.
+	if err := waitFor(ctx, 30*time.Second, func() bool { _, ok, _ := sys.PID(index); return !ok }); err != nil {
+		return fmt.Errorf("%s: device still busy after disconnect (something keeps it open): %w", dev, err)
+	}
+	removeState(dir, index, 0)
+	clearPartitions(sys, index)
+	return nil
+}
+
+// inUse reports mounts and holders of the device and of its partitions.
+func inUse(sys kernel.Sysfs, index int) error {
+	e := &InUseError{Device: fmt.Sprintf("/dev/nbd%d", index), Mounts: mounts(sys, index)}
+	e.Holders, _ = sys.Holders(index)
+	if len(e.Mounts) > 0 || len(e.Holders) > 0 {
+		return e
+	}
+	return nil
+}
+
+// clearPartitions drops the partition nodes the kernel keeps after a
+// disconnect until the next open: without this a later attach to the same
+// index could briefly show the previous disk's partitions.
+func clearPartitions(sys kernel.Sysfs, index int) {
+	parts, _ := sys.Partitions(index)
+	if len(parts) == 0 {
+		return
+	}
+	fd, err := unix.Open(fmt.Sprintf("/dev/nbd%d", index), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return
+	}
+	unix.IoctlSetInt(fd, unix.BLKRRPART, 0)
+	unix.Close(fd)
+}
+
+// processAlive reports whether pid exists and is not a zombie.
+func processAlive(pid int) bool {
+	if pid <= 0 {
+		return false
+	}
+	if err := syscall.Kill(pid, 0); err != nil && !errors.Is(err, syscall.EPERM) {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state is the field after the parenthesised command name.
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z' && s[i+2] != 'X'
+	}
+	return true
+}

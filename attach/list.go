@@ -1,0 +1,88 @@
+package attach
+
+import (
+	"fmt"
+	"strings"
+
+	"github.com/nbdloop/nbdloop/kernel"
+)
+
+// Device states shown by `list`.
+const (
+	StateRunning = "running" // nbdloop's server process is alive
+	StateDead    = "dead"    // the server process is gone; the kernel still holds the device
+	StateForeign = "foreign" // attached by another program (nbd-client, qemu-nbd, ...)
+)
+
+// List describes every attached nbd device (one with a server pid in
+// sysfs), in index order, or only those in indices when given. Stale state
+// records (the kernel no longer has the device) are ignored.
+func List(indices []int) ([]Device, error) {
+	sys := kernel.Sysfs{}
+	all, err := sys.Devices()
+	if err != nil {
+		return nil, err
+	}
+	want := map[int]bool{}
+	for _, i := range indices {
+		want[i] = true
+	}
+	dir := StateDir()
+	devs := []Device{}
+	for _, index := range all {
+		if len(want) > 0 && !want[index] {
+			continue
+		}
+		pid, ok, err := sys.PID(index)
+		if err != nil || !ok {
+			continue
+		}
+		d := Device{Name: fmt.Sprintf("/dev/nbd%d", index), Index: index, PID: pid}
+		d.Size, _ = sys.Size(index)
+		d.RO, _ = sys.ReadOnly(index)
+		d.Connections, _ = sys.Connections(index)
+		d.Backend, _ = sys.Backend(index)
+		d.Partitions, _ = sys.Partitions(index)
+		d.Mounts = mounts(sys, index)
+		st := readState(dir, index)
+		switch {
+		case st != nil && st.BackendID == d.Backend:
+			d.Source, d.Format, d.BlockSize = st.Desc, st.Format, st.BlockSize
+			d.State = StateRunning
+			if !processAlive(pid) {
+				d.State = StateDead
+			}
+		case strings.HasPrefix(d.Backend, "nbdloop:"):
+			// Ours, but the record is gone or belongs to an older attach.
+			d.Source = "?"
+			d.State = StateRunning
+			if !processAlive(pid) {
+				d.State = StateDead
+			}
+		default:
+			d.State = StateForeign
+			d.Source = d.Backend
+			if d.Source == "" {
+				d.Source = "-"
+			}
+		}
+		devs = append(devs, d)
+	}
+	return devs, nil
+}
+
+// mounts returns the mount points of the device and of its partitions.
+func mounts(sys kernel.Sysfs, index int) []string {
+	names := []string{fmt.Sprintf("nbd%d", index)}
+	parts, _ := sys.Partitions(index)
+	var out []string
+	for _, name := range append(names, parts...) {
+		major, minor, err := sys.DevNum(name)
+		if err != nil {
+			continue
+		}
+		m, _ := kernel.MountPoints("", major, minor)
+		out = append(out, m...)
+	}
+	return out
+}

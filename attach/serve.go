@@ -1,0 +1,289 @@
+package attach
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/kernel"
+	"github.com/nbdloop/nbdloop/nbd"
+)
+
+// Result is what the server process reports to `attach` once: the device,
+// or the error that stopped it, and warnings to print either way.
+type Result struct {
+	Device   *Device  `json:"device,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Serve is the server process: it opens the source, starts serving the
+// server ends of fresh socketpairs, hands the other ends to the kernel with
+// NBD_CMD_CONNECT, waits until the device (and with PartScan its partitions)
+// can be used, writes the state record and calls report exactly once. Then it
+// serves until the kernel disconnects or ctx is cancelled (SIGTERM), in which
+// case it flushes the source and disconnects the device itself.
+//
+// If report fails (the parent is gone), Serve undoes the attach: nobody
+// would know about the device.
+func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) error) error {
+	res := Result{}
+	fail := func(err error) error {
+		res.Error = err.Error()
+		report(res)
+		return err
+	}
+	if err := cfg.Validate(); err != nil {
+		return fail(err)
+	}
+	spec, err := ParseSpec(cfg.Source)
+	if err != nil {
+		return fail(err)
+	}
+	notes := protect(spec.Kind != "memory")
+
+	opened, err := OpenSource(spec, OpenOptions{
+		ReadOnly: cfg.ReadOnly, BlockSize: cfg.BlockSize,
+		Offset: cfg.Offset, SizeLimit: cfg.SizeLimit, DirectIO: cfg.DirectIO,
+	})
+	if err != nil {
+		return fail(err)
+	}
+	src := opened.Source
+	res.Warnings = append(res.Warnings, opened.Warnings...)
+	defer src.Close()
+
+	fam, err := kernel.Open()
+	if errors.Is(err, kernel.ErrNoDriver) {
+		return fail(fmt.Errorf("%w (load the driver: modprobe nbd)", err))
+	} else if err != nil {
+		return fail(err)
+	}
+
+	caps := src.Caps()
+	ro := caps.ReadOnly || cfg.ReadOnly
+	var logger *log.Logger = log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	srv := nbd.NewServer(src, nbd.Options{Logf: logger.Printf})
+	flags := nbd.TransmissionFlags(caps, cfg.Connections > 1)
+	if cfg.ReadOnly {
+		flags |= nbd.FlagReadOnly
+	}
+
+	kernelEnds := make([]int, 0, cfg.Connections)
+	closeKernelEnds := func() {
+		for _, fd := range kernelEnds {
+			unix.Close(fd)
+		}
+		kernelEnds = nil
+	}
+	defer closeKernelEnds()
+	serveCtx, stopServing := context.WithCancel(context.Background())
+	defer stopServing()
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.Connections; i++ {
+		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+		if err != nil {
+			return fail(fmt.Errorf("creating socketpair: %w", err))
+		}
+		kernelEnds = append(kernelEnds, fds[0])
+		f := os.NewFile(uintptr(fds[1]), fmt.Sprintf("nbd-conn-%d", i))
+		conn, err := net.FileConn(f)
+		f.Close()
+		if err != nil {
+			return fail(fmt.Errorf("creating socketpair: %w", err))
+		}
+		// Serving starts before CONNECT: the kernel reads the partition
+		// table as soon as the device exists.
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer conn.Close()
+			srv.Serve(serveCtx, conn)
+		}()
+	}
+
+	backendID := newBackendID()
+	index, err := fam.Connect(kernel.ConnectRequest{
+		Index:           cfg.Index,
+		Size:            uint64(src.Size()),
+		BlockSize:       uint64(cfg.BlockSize),
+		Timeout:         cfg.Timeout,
+		DeadConnTimeout: cfg.DeadTimeout,
+		ServerFlags:     flags,
+		BackendID:       backendID,
+		Sockets:         kernelEnds,
+	})
+	closeKernelEnds() // the kernel holds its own references now
+	if err != nil {
+		stopServing()
+		wg.Wait()
+		return fail(connectError(cfg.Index, err))
+	}
+	dev := fmt.Sprintf("/dev/nbd%d", index)
+	undo := func() {
+		fam.Disconnect(index)
+		stopServing()
+		wg.Wait()
+	}
+
+	parts, err := settle(ctx, index, cfg.PartScan)
+	if err != nil {
+		undo()
+		return fail(fmt.Errorf("%s: %w", dev, err))
+	}
+
+	st := &State{
+		Device: dev, Index: index, PID: os.Getpid(), BackendID: backendID,
+		Source: cfg.Source, Desc: opened.Desc, Format: opened.Format,
+		Size: src.Size(), BlockSize: cfg.BlockSize, ReadOnly: ro,
+		Connections: cfg.Connections, ServerFlags: flags,
+		Timeout: cfg.Timeout, DeadTimeout: cfg.DeadTimeout, Config: cfg,
+		Started: time.Now().UTC(),
+	}
+	dir := StateDir()
+	if err := writeState(dir, st); err != nil {
+		undo()
+		return fail(err)
+	}
+	defer removeState(dir, index, os.Getpid())
+
+	// From here on a daemon logs to a file next to the state record,
+	// including any panic.
+	if daemon {
+		if lf, err := os.OpenFile(fmt.Sprintf("%s/nbd%d.log", dir, index), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+			unix.Dup2(int(lf.Fd()), 2)
+			lf.Close()
+		}
+	}
+
+	res.Device = &Device{
+		Name: dev, Index: index, Size: src.Size(), Source: opened.Desc, Format: opened.Format,
+		RO: ro, PID: os.Getpid(), State: "running", Connections: cfg.Connections,
+		BlockSize: cfg.BlockSize, Backend: backendID, Partitions: parts,
+	}
+	if err := report(res); err != nil {
+		logger.Printf("%s: reporting to attach failed (%v); detaching", dev, err)
+		undo()
+		return err
+	}
+	for _, n := range notes {
+		logger.Printf("%s: %s", dev, n)
+	}
+	logger.Printf("%s: serving %s (%d bytes, %d connections, flags %#x)", dev, opened.Desc, src.Size(), cfg.Connections, flags)
+
+	served := make(chan struct{})
+	go func() { wg.Wait(); close(served) }()
+	select {
+	case <-served:
+		logger.Printf("%s: every connection has ended", dev)
+	case <-ctx.Done():
+		logger.Printf("%s: signalled: flushing and disconnecting", dev)
+		if err := src.Flush(); err != nil {
+			logger.Printf("%s: flush: %v", dev, err)
+		}
+		if err := fam.Disconnect(index); err != nil {
+			logger.Printf("%s: disconnect: %v", dev, err)
+		}
+		select {
+		case <-served:
+		case <-time.After(30 * time.Second):
+			logger.Printf("%s: connections did not end after disconnect; closing them", dev)
+			stopServing()
+			wg.Wait()
+		}
+	}
+	if err := src.Flush(); err != nil {
+		logger.Printf("%s: final flush: %v", dev, err)
+		return err
+	}
+	return nil
+}
+
+func connectError(index int, err error) error {
+	switch {
+	case errors.Is(err, syscall.EBUSY) && index >= 0:
+		return fmt.Errorf("/dev/nbd%d: device is in use (detach it first: nbdloop detach /dev/nbd%d, or omit --device)", index, index)
+	case errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("attaching: permission denied (run as root)")
+	case errors.Is(err, syscall.EINVAL) && index >= 0:
+		return fmt.Errorf("/dev/nbd%d: the kernel refused the device (%v): it may be going down or the index is out of range", index, err)
+	}
+	return fmt.Errorf("attaching: %w", err)
+}
+
+// newBackendID returns the NBD_ATTR_BACKEND_IDENTIFIER: "nbdloop:" plus 16
+// random hex digits. The prefix is how `list` tells nbdloop's devices from
+// foreign ones, and the random part lets a restarted server prove, through
+// RECONFIGURE, that it is re-attaching its own device.
+func newBackendID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return "nbdloop:" + hex.EncodeToString(b)
+}
+
+// settle waits until /dev/nbdN exists and opens it once, which is what makes
+// the kernel scan the partition table (udev does that open on a normal
+// system; nbdloop does not rely on udev). With partScan it also forces a
+// re-read with BLKRRPART and waits for every partition's device node.
+func settle(ctx context.Context, index int, partScan bool) ([]string, error) {
+	dev := fmt.Sprintf("/dev/nbd%d", index)
+	if err := waitFor(ctx, 10*time.Second, func() bool { _, err := os.Stat(dev); return err == nil }); err != nil {
+		return nil, fmt.Errorf("device node did not appear: %w", err)
+	}
+	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening the device: %w", err)
+	}
+	if partScan {
+		err = unix.IoctlSetInt(fd, unix.BLKRRPART, 0)
+		if err != nil && !errors.Is(err, syscall.EINVAL) {
+			unix.Close(fd)
+			return nil, fmt.Errorf("re-reading the partition table: %w", err)
+		}
+	}
+	unix.Close(fd)
+	if !partScan {
+		return nil, nil
+	}
+	parts, err := kernel.Sysfs{}.Partitions(index)
+	if err != nil {
+		return nil, err
+	}
+	for _, p := range parts {
+		node := "/dev/" + p
+		if err := waitFor(ctx, 10*time.Second, func() bool { _, err := os.Stat(node); return err == nil }); err != nil {
+			return nil, fmt.Errorf("partition node %s did not appear: %w", node, err)
+		}
+	}
+	return parts, nil
+}
+
+// waitFor polls cond until it holds, ctx ends or timeout passes. Polling is
+// enough here: device nodes and sysfs entries have no portable notification
+// without udev.
+func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	delay := time.Millisecond
+	for !cond() {
+		if time.Now().After(deadline) {
+			return fmt.Errorf("gave up after %v", timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, 50*time.Millisecond)
+	}
+	return nil
+}

@@ -1,0 +1,192 @@
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"strings"
+
+	"github.com/nbdloop/nbdloop/sources"
+)
+
+// SourceHelp is the SOURCE syntax, shared by --help, the man page and errors.
+const SourceHelp = `SOURCE is one of:
+  PATH            a file or block device; its format is detected from its
+                  contents (magic bytes), not from its name; raw is the fallback
+  file:PATH       the same, for paths that contain a colon
+  memory:SIZE     a sparse RAM disk of SIZE bytes, up to 2^63-1 (8E); pages are
+                  allocated on first write and freed by trim; SIZE is rounded
+                  down to the block size
+SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
+and KB, MB, GB, ... (powers of 1000).`
+
+// Spec is a parsed SOURCE argument.
+type Spec struct {
+	Kind string // "file" or "memory"
+	Path string // file
+	Size int64  // memory
+	// Clamped is set when a memory size above 2^63-1 was clamped to it.
+	Clamped bool
+}
+
+// ParseSpec parses a SOURCE argument (see SourceHelp).
+func ParseSpec(s string) (Spec, error) {
+	switch {
+	case s == "":
+		return Spec{}, errors.New("no source given")
+	case strings.HasPrefix(s, "memory:"):
+		size, err := ParseSize(strings.TrimPrefix(s, "memory:"))
+		clamped := false
+		if errors.Is(err, ErrSizeTooLarge) {
+			size, err, clamped = math.MaxInt64, nil, true
+		}
+		if err != nil {
+			return Spec{}, fmt.Errorf("%s: %w", s, err)
+		}
+		if size <= 0 {
+			return Spec{}, fmt.Errorf("%s: size must be greater than 0 (e.g. memory:1G)", s)
+		}
+		return Spec{Kind: "memory", Size: size, Clamped: clamped}, nil
+	case strings.HasPrefix(s, "file:"):
+		return Spec{Kind: "file", Path: strings.TrimPrefix(s, "file:")}, nil
+	}
+	return Spec{Kind: "file", Path: s}, nil
+}
+
+// String renders the spec in the form ParseSpec reads.
+func (s Spec) String() string {
+	if s.Kind == "memory" {
+		return fmt.Sprintf("memory:%d", s.Size)
+	}
+	if strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") {
+		return "file:" + s.Path
+	}
+	return s.Path
+}
+
+// OpenOptions are the attach flags that shape how a source is opened.
+type OpenOptions struct {
+	ReadOnly  bool
+	BlockSize int64
+	Offset    int64
+	SizeLimit int64
+	DirectIO  bool
+}
+
+// format is one row of the probe table: formats are recognised by their
+// first bytes, in table order, and raw is the fallback. Later formats add
+// rows here, the composition root, so that their packages need not know each
+// other.
+type format struct {
+	name  string
+	match func(head []byte) bool
+	open  func(f *sources.File, opts OpenOptions) (sources.Source, error)
+}
+
+var probeTable = []format{}
+
+// Opened is a source ready to serve, with what to tell the user about it.
+type Opened struct {
+	Source   sources.Source
+	Desc     string   // for `list`: the absolute path, or memory:SIZE
+	Format   string   // "raw", "memory", ...
+	Warnings []string // one line each, printed by attach
+}
+
+// OpenSource opens spec and checks that its size suits a block device of
+// opts.BlockSize bytes per sector. Errors name the source and say how to fix
+// the problem.
+func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
+	bs := opts.BlockSize
+	if spec.Kind == "memory" {
+		size := spec.Size
+		var warns []string
+		if spec.Clamped {
+			warns = append(warns, fmt.Sprintf("memory: size clamped to the maximum, %d bytes", int64(math.MaxInt64)))
+		}
+		if r := size % bs; r != 0 {
+			size -= r
+			warns = append(warns, fmt.Sprintf("memory:%d: size rounded down to %d bytes, a multiple of the %d-byte block size", spec.Size, size, bs))
+		}
+		if size == 0 {
+			return nil, fmt.Errorf("memory:%d: smaller than one %d-byte block (give a larger size)", spec.Size, bs)
+		}
+		m, err := sources.NewMemory(size)
+		if err != nil {
+			return nil, fmt.Errorf("memory:%d: %w", spec.Size, err)
+		}
+		var src sources.Source = m
+		if opts.ReadOnly {
+			src = readOnly{m}
+		}
+		return &Opened{Source: src, Desc: fmt.Sprintf("memory:%d", size), Format: "memory", Warnings: warns}, nil
+	}
+
+	path := spec.Path
+	f, err := sources.OpenFile(path, sources.FileOptions{
+		ReadOnly: opts.ReadOnly, Offset: opts.Offset, SizeLimit: opts.SizeLimit, DirectIO: opts.DirectIO,
+	})
+	if err != nil {
+		return nil, err
+	}
+	head := make([]byte, 4096)
+	n, err := f.ReadAt(head[:min(int64(len(head)), f.Size())], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		f.Close()
+		return nil, fmt.Errorf("%s: reading the first bytes: %w", path, err)
+	}
+	head = head[:n]
+	desc := path
+	if abs, err := absPath(path); err == nil {
+		desc = abs
+	}
+	for _, fm := range probeTable {
+		if fm.match(head) {
+			src, err := fm.open(f, opts)
+			if err != nil {
+				f.Close()
+				return nil, fmt.Errorf("%s: %s: %w", path, fm.name, err)
+			}
+			return &Opened{Source: src, Desc: desc, Format: fm.name}, nil
+		}
+	}
+	if r := f.Size() % bs; r != 0 {
+		f.Close()
+		what := "size"
+		if opts.Offset != 0 || opts.SizeLimit != 0 {
+			what = "size of the window"
+		}
+		return nil, fmt.Errorf("%s: %s %d is not a multiple of %d bytes (round it up: truncate -s %%%d %s, or use --sizelimit)",
+			path, what, f.Size(), bs, bs, path)
+	}
+	return &Opened{Source: f, Desc: desc, Format: "raw"}, nil
+}
+
+func absPath(p string) (string, error) {
+	if strings.HasPrefix(p, "/") {
+		return p, nil
+	}
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	return wd + "/" + p, nil
+}
+
+// readOnly makes a writable source refuse writes, for `attach -r` on sources
+// that have no read-only mode of their own (memory).
+type readOnly struct{ next sources.Source }
+
+func (r readOnly) ReadAt(p []byte, off int64) (int, error) { return r.next.ReadAt(p, off) }
+func (r readOnly) WriteAt([]byte, int64) (int, error)      { return 0, sources.ErrReadOnly }
+func (r readOnly) Size() int64                             { return r.next.Size() }
+func (r readOnly) Flush() error                            { return nil }
+func (r readOnly) Trim(int64, int64) error                 { return sources.ErrReadOnly }
+func (r readOnly) Zero(int64, int64, bool) error           { return sources.ErrReadOnly }
+func (r readOnly) Close() error                            { return r.next.Close() }
+func (r readOnly) Caps() sources.Caps {
+	c := r.next.Caps()
+	return sources.Caps{ReadOnly: true, Parallel: c.Parallel, Rotational: c.Rotational}
+}

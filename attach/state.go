@@ -1,0 +1,106 @@
+package attach
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// DefaultStateDir holds one record per device attached by nbdloop. It is on
+// tmpfs, so records vanish with the kernel's devices at reboot.
+const DefaultStateDir = "/run/nbdloop"
+
+// StateDir returns the state directory: $NBDLOOP_STATE_DIR when set (tests),
+// otherwise DefaultStateDir.
+func StateDir() string {
+	if d := os.Getenv("NBDLOOP_STATE_DIR"); d != "" {
+		return d
+	}
+	return DefaultStateDir
+}
+
+// State is the record a server process writes once its device is attached.
+// It keeps everything a later restart needs to serve the same bytes again and
+// re-attach them to the same device with RECONFIGURE (same index and backend
+// identifier, new sockets) without unmounting.
+type State struct {
+	Device      string        `json:"device"` // /dev/nbdN
+	Index       int           `json:"index"`
+	PID         int           `json:"pid"`
+	BackendID   string        `json:"backend_id"`
+	Source      string        `json:"source"` // the spec as given, re-parsable
+	Desc        string        `json:"desc"`   // what `list` shows
+	Format      string        `json:"format"`
+	Size        int64         `json:"size"`
+	BlockSize   int64         `json:"block_size"`
+	ReadOnly    bool          `json:"ro"`
+	Connections int           `json:"connections"`
+	ServerFlags uint64        `json:"server_flags"`
+	Timeout     time.Duration `json:"timeout_ns"`
+	DeadTimeout time.Duration `json:"dead_timeout_ns"`
+	Config      Config        `json:"config"` // the full attach request
+	Started     time.Time     `json:"started"`
+}
+
+func statePath(dir string, index int) string {
+	return filepath.Join(dir, fmt.Sprintf("nbd%d.json", index))
+}
+
+// writeState writes the record atomically (temporary file + rename), so a
+// concurrent `list` never reads half a record.
+func writeState(dir string, st *State) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("creating state directory: %w", err)
+	}
+	b, err := json.MarshalIndent(st, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".nbd*.tmp")
+	if err != nil {
+		return fmt.Errorf("writing state: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing state: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing state: %w", err)
+	}
+	return os.Rename(tmp.Name(), statePath(dir, st.Index))
+}
+
+// readState returns the record for index, or nil when there is none or it is
+// unreadable: `list` must tolerate stale or damaged state.
+func readState(dir string, index int) *State {
+	b, err := os.ReadFile(statePath(dir, index))
+	if err != nil {
+		return nil
+	}
+	var st State
+	if json.Unmarshal(b, &st) != nil || st.Index != index {
+		return nil
+	}
+	return &st
+}
+
+// removeState removes the record for index if it still belongs to pid (0:
+// whoever wrote it), so a server that exits late cannot remove the record of
+// a newer attach to the same device.
+func removeState(dir string, index, pid int) error {
+	if pid != 0 {
+		if st := readState(dir, index); st != nil && st.PID != pid {
+			return nil
+		}
+	}
+	err := os.Remove(statePath(dir, index))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,461 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/nbdloop/nbdloop/attach"
+)
+
+const appDescription = `nbdloop attaches a file, a block device or a RAM disk to a Linux Network
+Block Device (/dev/nbdN) in one command, the way losetup attaches files to
+loop devices. The NBD server runs in a background nbdloop process, which hands
+its sockets to the kernel over the NBD generic netlink interface: no nbd-client,
+no TCP port, no second daemon. attach prints the device name and returns once
+the device is usable; detach disconnects it and waits until the server has
+flushed and exited.
+
+` + attach.SourceHelp + `
+
+The server process protects itself from memory-reclaim deadlocks
+(PR_SET_IO_FLUSHER, oom_score_adj -1000, mlockall for file sources), keeps
+a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
+
+EXAMPLES:
+  # nbdloop attach disk.img
+  /dev/nbd0
+  # nbdloop attach -r --partscan disk.img && mount -o ro /dev/nbd1p1 /mnt
+  # nbdloop attach memory:8E      (a sparse 8 EiB RAM disk)
+  # nbdloop list --json
+  # nbdloop attach --run 'mkfs.ext4 -q $DEVICE' disk.img
+  # nbdloop detach /dev/nbd0      (or: nbdloop detach -a)
+
+EXIT STATUS:
+  0 success; 1 failure; 2 bad command line. attach --run exits with the
+  command's status (128+N if it was killed by signal N).`
+
+func newApp(stdout, stderr io.Writer) *cli.App {
+	app := &cli.App{
+		Name:                 "nbdloop",
+		Usage:                "attach files and RAM disks to Linux NBD devices",
+		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]",
+		Description:          appDescription,
+		Version:              version,
+		Writer:               stdout,
+		ErrWriter:            stderr,
+		EnableBashCompletion: true,
+		HideHelpCommand:      true,
+		// Errors are printed once, by run, with the "nbdloop: " prefix.
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
+			return usageError("%s: %v (see nbdloop %s --help)", c.Command.Name, err, c.Command.Name)
+		},
+		CommandNotFound: func(c *cli.Context, name string) {
+			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach or list)\n", name)
+			os.Exit(exitUsage)
+		},
+		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), manCommand(), completionCommand()},
+	}
+	return app
+}
+
+func attachCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "attach",
+		Usage:     "attach SOURCE to an nbd device and print the device's name",
+		UsageText: "nbdloop attach [options] SOURCE",
+		Description: "Starts a server process for SOURCE, connects it to the first free nbd device\n" +
+			"(or --device) and prints the device's name once it is usable.\n\n" + attach.SourceHelp,
+		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
+			return usageError("attach: %v (see nbdloop attach --help)", err)
+		},
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "find", Aliases: []string{"f"}, Usage: "use the first free device (the default)"},
+			&cli.StringFlag{Name: "device", Usage: "attach to `/dev/nbdN` instead of the first free device"},
+			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "attach read-only"},
+			&cli.BoolFlag{Name: "partscan", Aliases: []string{"P"}, Usage: "scan the partition table and return once every /dev/nbdNpK exists"},
+			&cli.StringFlag{Name: "block-size", Aliases: []string{"b"}, Value: "512", Usage: "logical sector `SIZE` in bytes: 512, 1024, 2048 or 4096"},
+			&cli.IntFlag{Name: "connections", Aliases: []string{"c"}, Value: attach.DefaultConnections(), Usage: "use `N` sockets between kernel and server", DefaultText: "CPUs, at most 4"},
+			&cli.StringFlag{Name: "timeout", Value: "0", Usage: "`SECONDS` before the kernel fails a slow request (0: never)"},
+			&cli.StringFlag{Name: "dead-timeout", Value: "30", Usage: "`SECONDS` the kernel holds I/O after the server dies, waiting for a restart"},
+			&cli.StringFlag{Name: "offset", Aliases: []string{"o"}, Usage: "start the device at byte `OFFSET` of the file"},
+			&cli.StringFlag{Name: "sizelimit", Usage: "use at most `SIZE` bytes of the file"},
+			&cli.BoolFlag{Name: "direct-io", Usage: "open the file with O_DIRECT (bypass the page cache)"},
+			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled"},
+			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
+			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
+		},
+		Action: doAttach,
+	}
+}
+
+func detachCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "detach",
+		Usage:     "disconnect nbd devices and stop their servers",
+		UsageText: "nbdloop detach [--force] DEVICE...\nnbdloop detach -a",
+		Description: "Disconnects each DEVICE and waits until its server process has flushed and\n" +
+			"exited and the device is free again. Works when the server has died, and on\n" +
+			"devices attached by nbd-client or qemu-nbd. A device that is mounted or held\n" +
+			"(directly or through a partition) is refused unless --force: disconnecting\n" +
+			"fails the I/O in flight.",
+		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
+			return usageError("detach: %v (see nbdloop detach --help)", err)
+		},
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "detach every device attached by nbdloop"},
+			&cli.BoolFlag{Name: "force", Usage: "detach even if mounted or held"},
+		},
+		BashComplete: completeDevices,
+		Action:       doDetach,
+	}
+}
+
+func listCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "list",
+		Usage:     "list attached nbd devices",
+		UsageText: "nbdloop list [--json] [DEVICE...]",
+		Description: "Lists every attached nbd device, including those attached by nbd-client or\n" +
+			"qemu-nbd. Columns:\n" +
+			"  NAME         device name\n" +
+			"  SIZE         size in bytes, with binary suffixes\n" +
+			"  SOURCE       what the device serves (foreign devices: their backend id)\n" +
+			"  RO           read-only\n" +
+			"  PID          server process\n" +
+			"  STATE        running; dead (the server is gone: detach it); foreign (not nbdloop's)\n" +
+			"  CONNECTIONS  sockets between kernel and server",
+		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
+			return usageError("list: %v (see nbdloop list --help)", err)
+		},
+		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "json", Usage: "print JSON: {\"devices\":[...]}"},
+		},
+		BashComplete: completeDevices,
+		Action:       doList,
+	}
+}
+
+func manCommand() *cli.Command {
+	return &cli.Command{
+		Name:   "man",
+		Usage:  "print the nbdloop(8) man page (roff)",
+		Hidden: true,
+		Action: func(c *cli.Context) error {
+			s, err := manPage(c.App)
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(c.App.Writer, s)
+			return err
+		},
+	}
+}
+
+func completionCommand() *cli.Command {
+	return &cli.Command{
+		Name:      "completion",
+		Usage:     "print the bash completion script (source it, or install it as /usr/share/bash-completion/completions/nbdloop)",
+		UsageText: "nbdloop completion bash",
+		Action: func(c *cli.Context) error {
+			if c.Args().First() != "bash" {
+				return usageError("completion: only bash is supported (nbdloop completion bash)")
+			}
+			_, err := io.WriteString(c.App.Writer, bashCompletion)
+			return err
+		},
+	}
+}
+
+// bashCompletion asks nbdloop itself for candidates (urfave/cli's
+// --generate-bash-completion) and falls back to file names for SOURCE.
+const bashCompletion = `# bash completion for nbdloop
+_nbdloop() {
+	local cur words
+	cur="${COMP_WORDS[COMP_CWORD]}"
+	if [[ "$cur" == -* || $COMP_CWORD -eq 1 || "${COMP_WORDS[1]}" != attach ]]; then
+		words=$("${COMP_WORDS[0]}" "${COMP_WORDS[@]:1:$COMP_CWORD-1}" --generate-bash-completion 2>/dev/null)
+		COMPREPLY=($(compgen -W "$words" -- "$cur"))
+	else
+		COMPREPLY=($(compgen -f -- "$cur") $(compgen -W "memory:" -- "$cur"))
+	fi
+}
+complete -o filenames -F _nbdloop nbdloop
+`
+
+func completeDevices(c *cli.Context) {
+	devs, err := attach.List(nil)
+	if err != nil {
+		return
+	}
+	for _, d := range devs {
+		fmt.Fprintln(c.App.Writer, d.Name)
+	}
+}
+
+func requireRoot(cmd string) error {
+	if os.Geteuid() != 0 {
+		return fmt.Errorf("%s: permission denied (run as root: sudo nbdloop %s ...)", cmd, cmd)
+	}
+	return nil
+}
+
+// parseSeconds reads a timeout: plain seconds ("30") or a Go duration
+// ("30s", "2m").
+func parseSeconds(flag, s string) (time.Duration, error) {
+	if n, err := strconv.ParseUint(s, 10, 32); err == nil {
+		return time.Duration(n) * time.Second, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 || d%time.Second != 0 {
+		return 0, usageError("attach: --%s %q: not a number of seconds (e.g. 30 or 2m)", flag, s)
+	}
+	return d, nil
+}
+
+func configFromFlags(c *cli.Context) (attach.Config, error) {
+	if c.NArg() != 1 {
+		if c.NArg() == 0 {
+			return attach.Config{}, usageError("attach: no SOURCE given (e.g. nbdloop attach disk.img)")
+		}
+		return attach.Config{}, usageError("attach: one SOURCE expected, got %d: %s", c.NArg(), strings.Join(c.Args().Slice(), " "))
+	}
+	cfg := attach.NewConfig(c.Args().First())
+	cfg.ReadOnly = c.Bool("read-only")
+	cfg.PartScan = c.Bool("partscan")
+	cfg.DirectIO = c.Bool("direct-io")
+	cfg.Connections = c.Int("connections")
+	if dev := c.String("device"); dev != "" {
+		if c.Bool("find") {
+			return cfg, usageError("attach: --find and --device exclude each other")
+		}
+		idx, err := attach.ParseDevice(dev)
+		if err != nil {
+			return cfg, usageError("attach: --device %v", err)
+		}
+		cfg.Index = idx
+	}
+	bs, err := attach.ParseSize(c.String("block-size"))
+	if err != nil {
+		return cfg, usageError("attach: --block-size %q: %v", c.String("block-size"), err)
+	}
+	cfg.BlockSize = bs
+	if cfg.Timeout, err = parseSeconds("timeout", c.String("timeout")); err != nil {
+		return cfg, err
+	}
+	if cfg.DeadTimeout, err = parseSeconds("dead-timeout", c.String("dead-timeout")); err != nil {
+		return cfg, err
+	}
+	for _, f := range []struct {
+		name string
+		dst  *int64
+	}{{"offset", &cfg.Offset}, {"sizelimit", &cfg.SizeLimit}} {
+		if s := c.String(f.name); s != "" {
+			if *f.dst, err = attach.ParseSize(s); err != nil {
+				return cfg, usageError("attach: --%s %q: %v", f.name, s, err)
+			}
+		}
+	}
+	if c.Bool("foreground") && c.String("run") != "" {
+		return cfg, usageError("attach: --foreground and --run exclude each other")
+	}
+	if err := cfg.Validate(); err != nil {
+		return cfg, usageError("attach: %v", err)
+	}
+	return cfg, nil
+}
+
+func printWarnings(c *cli.Context, warns []string) {
+	for _, w := range warns {
+		fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", w)
+	}
+}
+
+func printDevice(c *cli.Context, d *attach.Device) {
+	if c.Bool("json") {
+		b, _ := json.Marshal(d)
+		fmt.Fprintln(c.App.Writer, string(b))
+		return
+	}
+	fmt.Fprintln(c.App.Writer, d.Name)
+}
+
+func doAttach(c *cli.Context) error {
+	cfg, err := configFromFlags(c)
+	if err != nil {
+		return err
+	}
+	if err := requireRoot("attach"); err != nil {
+		return err
+	}
+	if c.Bool("foreground") {
+		attach.ReexecWithIOFlusher()
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		defer stop()
+		return attach.Foreground(ctx, cfg, func(d *attach.Device, warns []string) {
+			printWarnings(c, warns)
+			printDevice(c, d)
+		})
+	}
+	d, warns, err := attach.Attach(context.Background(), cfg)
+	printWarnings(c, warns)
+	if err != nil {
+		return err
+	}
+	if cmd := c.String("run"); cmd != "" {
+		return runAndDetach(c, d, cmd)
+	}
+	printDevice(c, d)
+	return nil
+}
+
+// runAndDetach runs cmd with DEVICE set, then detaches, on every exit path:
+// the signals that would end nbdloop are caught and passed to the command
+// instead, and detach follows once it has exited.
+func runAndDetach(c *cli.Context, d *attach.Device, command string) error {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	defer signal.Stop(sigs)
+	cmd := exec.Command("/bin/sh", "-c", command)
+	cmd.Env = append(os.Environ(), "DEVICE="+d.Name)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, c.App.Writer, c.App.ErrWriter
+	status := 0
+	if err := cmd.Start(); err != nil {
+		status = 127
+		fmt.Fprintf(c.App.ErrWriter, "nbdloop: --run: %v\n", err)
+	} else {
+		done := make(chan struct{})
+		go func() {
+			for {
+				select {
+				case s := <-sigs:
+					cmd.Process.Signal(s)
+				case <-done:
+					return
+				}
+			}
+		}()
+		err := cmd.Wait()
+		close(done)
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+				status = 128 + int(ws.Signal())
+			} else {
+				status = ee.ExitCode()
+			}
+		} else if err != nil {
+			status = 1
+		}
+	}
+	err := attach.Detach(context.Background(), d.Index, false)
+	var inUse *attach.InUseError
+	if errors.As(err, &inUse) {
+		fmt.Fprintf(c.App.ErrWriter, "nbdloop: warning: %v; the command left it in use, detaching anyway\n", err)
+		err = attach.Detach(context.Background(), d.Index, true)
+	}
+	if err != nil {
+		fmt.Fprintf(c.App.ErrWriter, "nbdloop: %v\n", err)
+		if status == 0 {
+			status = exitError
+		}
+	}
+	if status != 0 {
+		return cli.Exit("", status)
+	}
+	return nil
+}
+
+func doDetach(c *cli.Context) error {
+	var indices []int
+	if c.Bool("all") {
+		if c.NArg() > 0 {
+			return usageError("detach: -a takes no DEVICE")
+		}
+	} else if c.NArg() == 0 {
+		return usageError("detach: no DEVICE given (e.g. nbdloop detach /dev/nbd0, or -a)")
+	}
+	for _, a := range c.Args().Slice() {
+		idx, err := attach.ParseDevice(a)
+		if err != nil {
+			return usageError("detach: %v", err)
+		}
+		indices = append(indices, idx)
+	}
+	if err := requireRoot("detach"); err != nil {
+		return err
+	}
+	if c.Bool("all") {
+		devs, err := attach.List(nil)
+		if err != nil {
+			return err
+		}
+		for _, d := range devs {
+			if d.State != attach.StateForeign {
+				indices = append(indices, d.Index)
+			}
+		}
+	}
+	failed := 0
+	for _, idx := range indices {
+		if err := attach.Detach(context.Background(), idx, c.Bool("force")); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", oneLine(err.Error()))
+			failed++
+		}
+	}
+	if failed > 0 {
+		return cli.Exit("", exitError)
+	}
+	return nil
+}
+
+func doList(c *cli.Context) error {
+	var indices []int
+	for _, a := range c.Args().Slice() {
+		idx, err := attach.ParseDevice(a)
+		if err != nil {
+			return usageError("list: %v", err)
+		}
+		indices = append(indices, idx)
+	}
+	devs, err := attach.List(indices)
+	if err != nil {
+		return err
+	}
+	if c.Bool("json") {
+		b, err := json.MarshalIndent(struct {
+			Devices []attach.Device `json:"devices"`
+		}{devs}, "", "  ")
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(c.App.Writer, string(b))
+		return nil
+	}
+	if len(devs) == 0 {
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.App.Writer, 0, 8, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tSIZE\tSOURCE\tRO\tPID\tSTATE\tCONNECTIONS")
+	for _, d := range devs {
+		ro := "no"
+		if d.RO {
+			ro = "yes"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\n", d.Name, attach.FormatSize(d.Size), d.Source, ro, d.PID, d.State, d.Connections)
+	}
+	return tw.Flush()
+}

@@ -1,0 +1,59 @@
+// Command nbdloop attaches files, RAM disks and (later) images of many
+// formats to Linux NBD devices, like losetup does for loop devices, with the
+// NBD server running in nbdloop's own background process.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/nbdloop/nbdloop/attach"
+)
+
+// version is set by the Makefile (-ldflags "-X main.version=...").
+var version = "dev"
+
+// Exit statuses, documented in the man page's EXIT STATUS section.
+const (
+	exitOK    = 0
+	exitError = 1
+	exitUsage = 2
+)
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == attach.ServeCommand {
+		os.Exit(attach.RunServerProcess())
+	}
+	os.Exit(run(os.Args, os.Stdout, os.Stderr))
+}
+
+// run executes the command line and returns the exit status; errors are
+// printed here once, as one line.
+func run(args []string, stdout, stderr io.Writer) int {
+	app := newApp(stdout, stderr)
+	err := app.Run(args)
+	if err == nil {
+		return exitOK
+	}
+	if ec, ok := err.(cli.ExitCoder); ok {
+		if msg := ec.Error(); msg != "" {
+			fmt.Fprintf(stderr, "nbdloop: %s\n", msg)
+		}
+		return ec.ExitCode()
+	}
+	fmt.Fprintf(stderr, "nbdloop: %s\n", oneLine(err.Error()))
+	return exitError
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(strings.ReplaceAll(s, "\n", " ")), " ")
+}
+
+// usageError marks bad command lines (exit status 2).
+func usageError(format string, a ...any) error {
+	return cli.Exit(oneLine(fmt.Sprintf(format, a...)), exitUsage)
+}

@@ -1,0 +1,298 @@
+package nbd
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"syscall"
+
+	"github.com/nbdloop/nbdloop/sources"
+)
+
+// DefaultWorkers is the number of goroutines per connection that call the
+// Source. The kernel keeps up to 128 requests in flight per socket; 16 is
+// enough to keep two cores and a page cache busy while bounding the number of
+// OS threads blocked in pread/pwrite.
+const DefaultWorkers = 16
+
+// Options configures a Server. The zero value is usable.
+type Options struct {
+	// Workers is the number of goroutines per connection that serve
+	// requests concurrently (DefaultWorkers when 0). Sources that are not
+	// Parallel are still called one at a time.
+	Workers int
+	// Logf receives one line per protocol problem (bad magic, absurd
+	// lengths, failed reply writes). Nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// Server serves a Source to the Linux NBD driver (or any client that starts
+// in the transmission phase, with simple replies only): the kernel end of a
+// socketpair begins directly with 28-byte requests, there is no handshake.
+//
+// A Server may serve several connections at once (CAN_MULTI_CONN): the
+// kernel's multi-connection flush rule is met because every completed write
+// is visible to every connection as soon as the Source returns.
+type Server struct {
+	src    sources.Source
+	size   uint64
+	caps   sources.Caps
+	opts   Options
+	pool   bufferPool
+	serial sync.Mutex // held around Source calls when !caps.Parallel
+}
+
+// NewServer returns a Server for src. The Server does not close src.
+func NewServer(src sources.Source, opts Options) *Server {
+	if opts.Workers <= 0 {
+		opts.Workers = DefaultWorkers
+	}
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	return &Server{src: src, size: uint64(src.Size()), caps: src.Caps(), opts: opts}
+}
+
+// TransmissionFlags returns the flags to hand to the kernel
+// (NBD_ATTR_SERVER_FLAGS) for caps. FUA is offered whenever flushes are, and
+// implemented as a write followed by Flush.
+func TransmissionFlags(caps sources.Caps, multiConn bool) uint64 {
+	f := uint64(FlagHasFlags)
+	if caps.ReadOnly {
+		f |= FlagReadOnly
+	} else {
+		if caps.Flush {
+			f |= FlagSendFlush | FlagSendFUA
+		}
+		if caps.Trim {
+			f |= FlagSendTrim
+		}
+		// WRITE_ZEROES is always offered on writable sources: the server
+		// falls back to writing zeros, and it saves the kernel from
+		// sending the zeros over the socket.
+		f |= FlagSendWriteZeroes
+	}
+	if caps.Rotational {
+		f |= FlagRotational
+	}
+	if multiConn {
+		f |= FlagCanMultiConn
+	}
+	return f
+}
+
+// ErrProtocol is wrapped by the errors Serve returns when the peer breaks
+// the protocol; the connection cannot be used any more.
+var ErrProtocol = errors.New("nbd: protocol error")
+
+type job struct {
+	req Request
+	buf *buffer // WRITE payload
+}
+
+type conn struct {
+	s    *Server
+	rw   io.ReadWriter
+	br   *bufio.Reader
+	wmu  sync.Mutex
+	jobs chan job
+	hdr  [RequestSize]byte
+	werr error // first reply write error, under wmu
+}
+
+// Serve serves requests from rw until the peer sends NBD_CMD_DISC or closes
+// its end (nil), ctx is cancelled (ctx.Err()), or the peer breaks the
+// protocol: a bad magic or a READ/WRITE longer than MaxPayload (an error
+// wrapping ErrProtocol). Requests run concurrently and their replies go out
+// in completion order, each frame in one Write. Serve returns only after
+// every request it read has been answered or has failed to be. It does not
+// close rw except to interrupt a blocked read when ctx is cancelled, and then
+// only if rw is an io.Closer.
+func (s *Server) Serve(ctx context.Context, rw io.ReadWriter) error {
+	c := &conn{
+		s:    s,
+		rw:   rw,
+		br:   bufio.NewReaderSize(rw, 256<<10),
+		jobs: make(chan job, 128),
+	}
+	var wg sync.WaitGroup
+	for i := 0; i < s.opts.Workers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.worker()
+		}()
+	}
+	stop := make(chan struct{})
+	go func() {
+		select {
+		case <-ctx.Done():
+			if cl, ok := rw.(io.Closer); ok {
+				cl.Close()
+			}
+		case <-stop:
+		}
+	}()
+	err := c.readLoop()
+	close(c.jobs)
+	wg.Wait()
+	close(stop)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		s.opts.Logf("nbd: closing connection: %v", err)
+	}
+	return err
+}
+
+func (c *conn) readLoop() error {
+	s := c.s
+	for {
+		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
+				return nil
+			}
+			if errors.Is(err, io.ErrUnexpectedEOF) {
+				return fmt.Errorf("%w: connection closed inside a request header", ErrProtocol)
+			}
+			return fmt.Errorf("reading request: %w", err)
+		}
+		req, err := ParseRequest(c.hdr[:])
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrProtocol, err)
+		}
+		j := job{req: req}
+		switch req.Cmd {
+		case CmdDisc:
+			return nil
+		case CmdRead:
+			if req.Length > MaxPayload {
+				return fmt.Errorf("%w: read of %d bytes is over the %d byte limit", ErrProtocol, req.Length, MaxPayload)
+			}
+		case CmdWrite:
+			if req.Length > MaxPayload {
+				return fmt.Errorf("%w: write of %d bytes is over the %d byte limit", ErrProtocol, req.Length, MaxPayload)
+			}
+			j.buf = s.pool.get(int(req.Length))
+			if _, err := io.ReadFull(c.br, j.buf.b); err != nil {
+				s.pool.put(j.buf)
+				return fmt.Errorf("%w: connection closed inside a write payload: %v", ErrProtocol, err)
+			}
+		}
+		c.jobs <- j
+	}
+}
+
+func (c *conn) worker() {
+	reply := make([]byte, ReplySize)
+	for j := range c.jobs {
+		c.handle(j, reply)
+	}
+}
+
+func (c *conn) handle(j job, reply []byte) {
+	s := c.s
+	req := j.req
+	if req.Cmd == CmdRead {
+		c.read(req, reply)
+		return
+	}
+	var err error
+	if req.Cmd != CmdFlush && (req.Offset > s.size || uint64(req.Length) > s.size-req.Offset) {
+		err = syscall.EINVAL
+	} else {
+		if !s.caps.Parallel {
+			s.serial.Lock()
+		}
+		err = c.modify(req, j.buf)
+		if !s.caps.Parallel {
+			s.serial.Unlock()
+		}
+	}
+	if j.buf != nil {
+		s.pool.put(j.buf)
+	}
+	PutReply(reply, ErrorCode(err), req.Cookie)
+	c.send(reply)
+}
+
+func (c *conn) modify(req Request, buf *buffer) error {
+	s := c.s
+	if s.caps.ReadOnly && req.Cmd != CmdFlush {
+		return sources.ErrReadOnly
+	}
+	off, n := int64(req.Offset), int64(req.Length)
+	switch req.Cmd {
+	case CmdWrite:
+		if _, err := s.src.WriteAt(buf.b, off); err != nil {
+			return err
+		}
+		if req.Flags&FlagFUA != 0 {
+			return s.src.Flush()
+		}
+		return nil
+	case CmdFlush:
+		return s.src.Flush()
+	case CmdTrim:
+		if err := s.src.Trim(off, n); err != nil {
+			return err
+		}
+	case CmdWriteZeroes:
+		if err := s.src.Zero(off, n, req.Flags&FlagNoHole == 0); err != nil {
+			return err
+		}
+	default:
+		return syscall.EINVAL
+	}
+	if req.Flags&FlagFUA != 0 {
+		return s.src.Flush()
+	}
+	return nil
+}
+
+func (c *conn) read(req Request, reply []byte) {
+	s := c.s
+	if req.Offset > s.size || uint64(req.Length) > s.size-req.Offset {
+		PutReply(reply, errInval, req.Cookie)
+		c.send(reply)
+		return
+	}
+	buf := s.pool.get(ReplySize + int(req.Length))
+	if !s.caps.Parallel {
+		s.serial.Lock()
+	}
+	n, err := s.src.ReadAt(buf.b[ReplySize:], int64(req.Offset))
+	if !s.caps.Parallel {
+		s.serial.Unlock()
+	}
+	if n == int(req.Length) {
+		err = nil // io.ReaderAt allows io.EOF with a full read at the end
+	} else if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		PutReply(reply, ErrorCode(err), req.Cookie)
+		c.send(reply)
+	} else {
+		PutReply(buf.b, 0, req.Cookie)
+		c.send(buf.b)
+	}
+	s.pool.put(buf)
+}
+
+// send writes one whole reply frame; frames from different workers never
+// interleave.
+func (c *conn) send(frame []byte) {
+	c.wmu.Lock()
+	if c.werr == nil {
+		if _, err := c.rw.Write(frame); err != nil {
+			c.werr = err
+			c.s.opts.Logf("nbd: writing reply: %v", err)
+		}
+	}
+	c.wmu.Unlock()
+}

@@ -1,0 +1,228 @@
+#!/bin/bash
+# run.sh: run a shell command as root in a throw-away VM whose kernel has the
+# NBD driver (and md, dm, ext4, xfs, btrfs) available as modules.
+#
+# Usage: scripts/vm/run.sh [options] [--] COMMAND...
+#
+# COMMAND (its words joined by spaces, as ssh does) runs with `/bin/sh -c`
+# semantics in the caller's current directory, inside a qemu (TCG) VM booted
+# with Debian 12's generic kernel, whose root is the host's root, read-only
+# (over 9p). Its stdout and stderr are streamed here (both to stdout), and
+# run.sh exits with its exit status; or with 1 and a message if the VM ended
+# without one (kernel panic, failed boot, timeout).
+#
+# Options:
+#   --timeout SECS      kill the VM after SECS seconds (default 1500)
+#   --mem MiB           guest memory (default 3072)
+#   --smp N             guest CPUs (default 2)
+#   --scratch-size SIZE size of the scratch disk (default 4G; sparse)
+#   --out DIR           results share (default: a new dir under the cache,
+#                       $CACHE/runs/ID/out; the last 10 runs are kept)
+#   -e NAME[=VALUE]     pass NAME from this environment (or set it) in the
+#                       guest; may be repeated
+#   -v                  print the whole console log at the end
+#
+# In the guest, the command sees:
+#   SCRATCH          an empty ext4 file system on a virtio disk, writable
+#                    (/var/tmp/scratch); use it for big images: /tmp, /run and
+#                    /var/tmp are tmpfs in guest memory
+#   NBDLOOP_VM=1
+#   NBDLOOP_VM_OUT   the results share: the one writable place whose files
+#                    outlive the VM (same path inside and outside)
+#   NBDLOOP_KDIR     root of the unpacked kernel package (modprobe -d DIR)
+#   KVER             its version (= uname -r in the guest)
+#   PATH, HOME, TERM, LANG from the caller; USER=root; nothing else unless -e
+# The NBD driver is NOT loaded: load it with
+#   scripts/vm/modprobe.sh nbd nbds_max=16 max_part=16
+# (ext4 and virtio_blk are loaded already.)
+#
+# Limits: everything the command runs must be visible in the guest, so not
+# under /tmp, /run or /var/tmp of the host (fresh tmpfs in the guest): build
+# test binaries into the repo (e.g. $CACHE/bin), not into go's temp dir. The
+# host root is read-only in the guest (so are $HOME and go's caches).
+#
+# Env: NBDLOOP_VM_CACHE (see setup.sh).
+set -eu
+
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+
+usage() {
+	sed -n '3,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+	exit 2
+}
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+timeout=1500 mem=3072 smp=2 scratch_size=4G outdir= verbose=
+pass_env=()
+while [ $# -gt 0 ]; do
+	case $1 in
+	--timeout) timeout=${2:?}; shift 2 ;;
+	--mem) mem=${2:?}; shift 2 ;;
+	--smp) smp=${2:?}; shift 2 ;;
+	--scratch-size) scratch_size=${2:?}; shift 2 ;;
+	--out) outdir=${2:?}; shift 2 ;;
+	-e) pass_env+=("${2:?}"); shift 2 ;;
+	-v) verbose=1; shift ;;
+	-h | --help) usage ;;
+	--) shift; break ;;
+	-*) echo "run.sh: unknown option $1" >&2; usage ;;
+	*) break ;;
+	esac
+done
+[ $# -gt 0 ] || usage
+command="$*"
+
+# Directories the guest covers with fresh tmpfs (or kernel file systems):
+# nothing there is visible inside.
+hidden_in_guest() {
+	case $1/ in /tmp/* | /run/* | /var/tmp/* | /dev/* | /proc/* | /sys/*) return 0 ;; esac
+	return 1
+}
+
+cwd=$(pwd -P)
+hidden_in_guest "$cwd" &&
+	die "the current directory $cwd is hidden inside the VM (tmpfs there); run from elsewhere"
+
+# setup.sh prints NBDLOOP_VM_CACHE, KVER, NBDLOOP_KDIR, NBDLOOP_VM_KERNEL,
+# NBDLOOP_VM_INITRD; it is quick once done.
+eval "$("$here/setup.sh")"
+
+runs=$NBDLOOP_VM_CACHE/runs
+mkdir -p "$runs"
+# Keep the last 10 runs' logs and results; older ones only take space.
+# shellcheck disable=SC2012 # names are ours: date-pid
+ls -1t "$runs" | tail -n +11 | while read -r old; do rm -rf "${runs:?}/$old"; done
+rundir=$runs/$(date +%Y%m%d-%H%M%S)-$$
+mkdir -p "$rundir"
+out=${outdir:-$rundir/out}
+mkdir -p "$out"
+out=$(cd "$out" && pwd -P)
+hidden_in_guest "$out" && die "--out $out is hidden inside the VM (tmpfs there)"
+rm -f "$out/status" "$out/status.tmp"
+: >"$out/output"
+log=$rundir/console.log
+scratch=$rundir/scratch.img
+scratch_mnt=/var/tmp/scratch
+
+# Single quotes for sh, so any value survives the trip.
+q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+
+# Read by the initramfs's init and by guest-stage2.sh.
+{
+	echo "GUEST_OUT=$(q "$out")"
+	echo "GUEST_STAGE2=$(q "$here/guest-stage2.sh")"
+	echo "GUEST_KDIR=$(q "$NBDLOOP_KDIR")"
+	echo "GUEST_SCRATCH=$(q "$scratch_mnt")"
+	echo "KVER=$(q "$KVER")"
+	# Debugging aid: timestamps of stage 2's steps on the console.
+	echo "GUEST_TRACE=$(q "${NBDLOOP_VM_TRACE:-}")"
+} >"$out/guest.env"
+
+# The command's whole environment (stage 2 runs it under env -i).
+{
+	echo "export PATH=$(q "${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}")"
+	# sbin is where the tests' tools (mkfs.*, mdadm, nbd-client) live.
+	echo 'case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin ;; esac'
+	echo "export HOME=$(q "${HOME:-/root}")"
+	echo "export TERM=$(q "${TERM:-dumb}")"
+	[ -n "${LANG:-}" ] && echo "export LANG=$(q "$LANG")"
+	echo "export USER=root LOGNAME=root"
+	for e in "${pass_env[@]+"${pass_env[@]}"}"; do
+		name=${e%%=*}
+		[[ $name =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || die "-e $e: not a variable name"
+		if [ "$name" = "$e" ]; then
+			[ -n "${!name+set}" ] || continue
+			value=${!name}
+		else
+			value=${e#*=}
+		fi
+		echo "export $name=$(q "$value")"
+	done
+	echo "export SCRATCH=$(q "$scratch_mnt")"
+	echo "export NBDLOOP_VM=1"
+	echo "export NBDLOOP_VM_OUT=$(q "$out")"
+	echo "export NBDLOOP_KDIR=$(q "$NBDLOOP_KDIR")"
+	echo "export KVER=$(q "$KVER")"
+	echo "cd $(q "$cwd") || exit 125"
+	echo "exec /bin/sh -c $(q "$command")"
+} >"$out/cmd.sh"
+
+# Sparse, and new each run so no state leaks from one run to the next.
+rm -f "$scratch"
+truncate -s "$scratch_size" "$scratch"
+
+qemu_pid= tail_pid=
+cleanup() {
+	if [ -n "$qemu_pid" ]; then
+		kill "$qemu_pid" 2>/dev/null || true
+		wait "$qemu_pid" 2>/dev/null || true
+	fi
+	if [ -n "$tail_pid" ]; then
+		kill "$tail_pid" 2>/dev/null || true
+	fi
+	rm -f "$scratch"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# qboot, a minimal firmware, gets to the kernel faster than SeaBIOS (~0.3 s).
+firmware=()
+[ -f /usr/share/qemu/qboot.rom ] && firmware=(-bios /usr/share/qemu/qboot.rom)
+
+start=$(date +%s%N)
+# -cpu max: TCG's default CPU lacks SSE4.2, and ext4's crc32c-intel wants it.
+# The serial console on stdout, into the log; stdin from /dev/null (CI has
+# none, and qemu would put a terminal into raw mode).
+# timeout kills qemu (after -k, hard) if the guest never powers off.
+timeout -k 10 "$timeout" qemu-system-x86_64 \
+	-nodefaults -no-user-config -display none -serial stdio \
+	-accel tcg,thread=multi -cpu max -m "$mem" -smp "$smp" \
+	-no-reboot "${firmware[@]+"${firmware[@]}"}" \
+	-kernel "$NBDLOOP_VM_KERNEL" -initrd "$NBDLOOP_VM_INITRD" \
+	-append "console=ttyS0 quiet panic=-1 nbd.nbds_max=16 nbd.max_part=16 ${NBDLOOP_VM_KARGS:-}" \
+	-virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
+	-virtfs "local,path=$out,mount_tag=out,security_model=none" \
+	-drive "file=$scratch,format=raw,if=virtio,cache=unsafe" \
+	</dev/null >"$log" 2>&1 &
+qemu_pid=$!
+
+# Stream the command's output as the guest writes it (it appends, so tail
+# never sees a truncation); tail stops once qemu is gone.
+tail -n +1 -s 0.2 -f --pid="$qemu_pid" "$out/output" &
+tail_pid=$!
+
+qemu_rc=0
+wait "$qemu_pid" || qemu_rc=$?
+qemu_pid=
+wait "$tail_pid" || true
+tail_pid=
+ms=$((($(date +%s%N) - start) / 1000000))
+elapsed=$((ms / 1000)).$(printf %03d $((ms % 1000)))
+
+if [ -n "$verbose" ]; then
+	echo "--- run.sh: VM console log ($log):" >&2
+	cat "$log" >&2
+	echo "--- run.sh: VM ran ${elapsed} s; results in $out" >&2
+fi
+
+if [ ! -f "$out/status" ]; then
+	if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+		why="timed out after $timeout s (--timeout)"
+	else
+		why="ended without the command's exit status (qemu exit $qemu_rc): kernel panic or failed boot?"
+	fi
+	if [ -z "$verbose" ]; then
+		echo "--- run.sh: last lines of the VM console log ($log):" >&2
+		tail -n 40 "$log" >&2
+	fi
+	die "the VM $why"
+fi
+rc=$(cat "$out/status")
+# Kernel warnings and oopses show on the console (quiet = warnings and up):
+# worth seeing when the command failed.
+if [ "$rc" != 0 ] && [ -z "$verbose" ] && [ -s "$log" ]; then
+	echo "--- run.sh: command exited $rc; last lines of the VM console log ($log):" >&2
+	tail -n 20 "$log" >&2
+fi
+exit "$rc"
