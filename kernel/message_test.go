@@ -8,6 +8,7 @@ package kernel
 import (
 	"bytes"
 	"errors"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -688,23 +689,11 @@ func TestParseStatusReply(t *testing.T) {
 			if err != nil {
 				t.Fatalf("parseStatusReply() error = %v", err)
 			}
-			if got == nil || !equalStatus(got, tt.want) {
+			if got == nil || !slices.Equal(got, tt.want) {
 				t.Errorf("parseStatusReply() = %#v, want %#v", got, tt.want)
 			}
 		})
 	}
-}
-
-func equalStatus(a, b []DeviceStatus) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestParseError(t *testing.T) {

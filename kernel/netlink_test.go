@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -341,7 +342,7 @@ func TestFamilyStatus(t *testing.T) {
 		t.Fatalf("Status(-1) error = %v", err)
 	}
 	want := []DeviceStatus{{0, false}, {1, true}, {2, false}}
-	if !equalStatus(got, want) {
+	if !slices.Equal(got, want) {
 		t.Errorf("Status(-1) = %v, want %v", got, want)
 	}
 	if fl := flagsOf(k.sent[0]); fl != flagRequest {
@@ -374,7 +375,7 @@ func TestWatchLinkDead(t *testing.T) {
 	if !errors.Is(err, context.Canceled) {
 		t.Errorf("WatchLinkDead() = %v, want context.Canceled", err)
 	}
-	if want := []int{3, 5, 8}; !equalInts(got, want) {
+	if want := []int{3, 5, 8}; !slices.Equal(got, want) {
 		t.Errorf("events = %v, want %v", got, want)
 	}
 	if len(k.joined) != 1 || k.joined[0] != 0x2a {
@@ -412,18 +413,6 @@ func TestWatchLinkDeadErrors(t *testing.T) {
 			t.Errorf("WatchLinkDead() = %v, want %q", err, want)
 		}
 	})
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestOpen(t *testing.T) {

@@ -337,7 +337,7 @@ func TestServerRepliesOutOfOrder(t *testing.T) {
 	f.gate = make(chan struct{})
 	f.gateOff = 0
 	h := serve(t, f, Options{Workers: 4})
-	h.send(Request{Cmd: CmdRead, Cookie: 1, Offset: 0, Length: 4096}, nil)     // blocks
+	h.send(Request{Cmd: CmdRead, Cookie: 1, Offset: 0, Length: 4096}, nil)    // blocks
 	h.send(Request{Cmd: CmdRead, Cookie: 2, Offset: 8192, Length: 4096}, nil) // completes first
 	lens := map[uint64]int{1: 4096, 2: 4096}
 	r, data := h.recv(lens)

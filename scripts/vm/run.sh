@@ -114,6 +114,7 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 	echo "GUEST_KDIR=$(q "$NBDLOOP_KDIR")"
 	echo "GUEST_SCRATCH=$(q "$scratch_mnt")"
 	echo "KVER=$(q "$KVER")"
+	echo "GUEST_HOST_CACHE=$(q "${NBDLOOP_VM_9P_CACHE:-none}")"
 	# Debugging aid: timestamps of stage 2's steps on the console.
 	echo "GUEST_TRACE=$(q "${NBDLOOP_VM_TRACE:-}")"
 } >"$out/guest.env"

@@ -1,0 +1,51 @@
+# nbdloop. `make` builds bin/nbdloop; `make check` installs what the tests
+# need and runs every test: unit tests, then the kernel tests against the
+# real NBD driver (natively when run as root where `modprobe nbd` works and
+# NBDLOOP_NATIVE=1, otherwise inside the qemu VM of scripts/vm).
+
+GO      ?= go
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X main.version=$(VERSION)
+
+.PHONY: all build check deps vet unit kernel-test man check-man demo bench clean
+
+all: build
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/nbdloop ./cmd/nbdloop
+
+bin/kerneltest.test: build
+	$(GO) test -c -tags kernel -o bin/kerneltest.test ./kerneltest
+
+deps:
+	scripts/install-deps.sh
+
+vet:
+	@test -z "$$(gofmt -l .)" || { echo "gofmt needed:"; gofmt -l .; exit 1; }
+	$(GO) vet ./...
+	$(GO) vet -tags kernel ./kerneltest
+
+unit:
+	$(GO) test -race -count=1 ./...
+
+kernel-test: build bin/kerneltest.test
+	@if [ "$${NBDLOOP_NATIVE:-}" = 1 ]; then \
+		scripts/kernel-tests.sh; \
+	else \
+		scripts/vm/setup.sh >/dev/null && scripts/vm/run.sh --timeout 1500 -- scripts/kernel-tests.sh; \
+	fi
+
+check: deps vet unit kernel-test
+	@echo "make check: all tests passed"
+
+man: build
+	bin/nbdloop man > man/nbdloop.8
+
+demo: build
+	scripts/demo.sh
+
+bench:
+	$(GO) test -run XXX -bench . -benchmem ./nbd ./sources
+
+clean:
+	rm -rf bin
