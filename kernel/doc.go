@@ -45,6 +45,6 @@
 // root, and MountPoints reads a mountinfo file, so both can be tested against
 // a fake tree. The files are the block layer's own (size, ro, inflight,
 // holders/, mq/) plus the two the NBD driver adds while a device is
-// configured: pid (the process that sent CONNECT) and backend (the
-// NBD_ATTR_BACKEND_IDENTIFIER, kernel 5.14+).
+// configured: pid (the thread that sent CONNECT; see Sysfs.PID) and backend
+// (the NBD_ATTR_BACKEND_IDENTIFIER, kernel 5.14+).
 package kernel

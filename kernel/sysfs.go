@@ -79,8 +79,9 @@ func isDigits(s string) bool {
 // disconnected device); ok is false when the file is absent.
 //
 // The kernel records task_pid_nr(current) of the thread that sent CONNECT,
-// a thread id: in a Go program that is usually not the process id. The
-// file keeps the number after that process dies.
+// a thread id: in a Go program that is usually not the process id (the Tgid
+// line of /proc/PID/status maps it). The file keeps the number after that
+// process dies, so a present file does not prove a live server.
 func (s Sysfs) PID(index int) (pid int, ok bool, err error) {
 	text, err := s.read(index, "pid")
 	if errors.Is(err, fs.ErrNotExist) {

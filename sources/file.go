@@ -40,10 +40,11 @@ import (
 //
 // Limits: the size is taken once at open (st_size, or BLKGETSIZE64 for a
 // block device); if the file shrinks later, reads past its new end fail with
-// EIO. Size is exact: checking that it is a multiple of the block size is
+// EIO. What a discarded range of a block device reads back as is up to the
+// device (most return zeros). Size is exact: checking that it is a multiple of the block size is
 // the attach layer's job. An empty file or window is an error (ErrEmpty).
-// DirectIO fails with ErrDirectIO where the filesystem refuses O_DIRECT (such
-// as tmpfs before Linux 6.6); retry without it.
+// DirectIO fails with ErrDirectIO where the filesystem refuses O_DIRECT
+// (tmpfs on older kernels, some FUSE filesystems); retry without it.
 //
 // Example, the second 1 GiB of a disk image, read-only:
 //
@@ -206,8 +207,8 @@ func (f *File) init(opts FileOptions) error {
 	}
 	if !f.ro {
 		if f.block {
-			max, _ := strconv.ParseUint(queueAttr(dev, "discard_max_bytes"), 10, 64)
-			f.caps.Trim = max > 0
+			maxDiscard, _ := strconv.ParseUint(queueAttr(dev, "discard_max_bytes"), 10, 64)
+			f.caps.Trim = maxDiscard > 0
 		} else {
 			f.caps.Trim = f.probePunch(fileSize)
 		}
@@ -264,16 +265,16 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 		err = f.readDirectIO(p, f.base+off)
 	}
 	if err != nil {
-		return 0, f.readError(err, off)
+		return 0, f.shrunk("read", err, off)
 	}
 	return len(p), nil
 }
 
-// readError turns the io.EOF of a file that shrank after open into an EIO
-// that says so; os.File's errors already name the path.
-func (f *File) readError(err error, off int64) error {
+// shrunk turns the io.EOF met in a file that shrank after open into an EIO
+// that says so. Other errors come from os.File and already name the path.
+func (f *File) shrunk(op string, err error, off int64) error {
 	if errors.Is(err, io.EOF) {
-		return &fs.PathError{Op: "read", Path: f.name, Err: fmt.Errorf(
+		return &fs.PathError{Op: op, Path: f.name, Err: fmt.Errorf(
 			"offset %d: the file ends before the size it had at open: %w: %w", off, io.ErrUnexpectedEOF, syscall.EIO)}
 	}
 	return err
@@ -290,8 +291,10 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
+	// Direct I/O reads the edges of unaligned writes first, and may meet
+	// the end of a file that shrank.
 	if err := f.writeAbs(p, f.base+off); err != nil {
-		return 0, err
+		return 0, f.shrunk("write", err, off)
 	}
 	return len(p), nil
 }

@@ -29,7 +29,8 @@ import (
 //
 // Caps: Parallel, Trim and Zero; no Flush (there is nothing to make durable).
 //
-// Example, a sparse 16 EiB disk that costs memory only for what is written:
+// Example, the largest disk there can be (8 EiB), costing memory only for
+// what is written to it:
 //
 //	m, err := sources.NewMemory(1<<63 - 1)
 type Memory struct {

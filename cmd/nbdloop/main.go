@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strings"
 
 	"github.com/urfave/cli/v2"
@@ -23,6 +24,12 @@ const (
 	exitError = 1
 	exitUsage = 2
 )
+
+// The kernel records the thread that sent NBD_CMD_CONNECT as the device's
+// pid (/sys/block/nbdN/pid shows a thread id). Locking the main goroutine to
+// the main thread makes that the process id for both the background server
+// and --foreground, which connect from the main goroutine.
+func init() { runtime.LockOSThread() }
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == attach.ServeCommand {

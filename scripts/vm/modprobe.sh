@@ -12,9 +12,10 @@
 # (modules.dep from setup.sh's depmod) and resolves dependencies as usual.
 # Outside the VM (NBDLOOP_KDIR unset) this is plain modprobe.
 #
-# Note: modprobe also applies the host's /etc/modprobe.d (nbd-client ships
-# "options nbd max_part=15") and "nbd.*=" from the kernel command line;
-# parameters given here come last and win.
+# Parameters: modprobe takes the host's /etc/modprobe.d (nbd-client ships
+# "options nbd max_part=15"), then the kernel command line (run.sh boots with
+# nbd.nbds_max=16 nbd.max_part=16), then the ones given here; the last wins.
+# (The driver then reports max_part=31: it rounds up to a power of 2 minus 1.)
 set -eu
 
 # /usr/sbin is not always in a caller's PATH.

@@ -32,27 +32,41 @@
 #   NBDLOOP_KDIR     root of the unpacked kernel package (modprobe -d DIR)
 #   KVER             its version (= uname -r in the guest)
 #   PATH, HOME, TERM, LANG from the caller; USER=root; nothing else unless -e
-# The NBD driver is NOT loaded: load it with
+# The NBD driver is NOT loaded (tests first check how nbdloop copes without
+# it): load it with
 #   scripts/vm/modprobe.sh nbd nbds_max=16 max_part=16
-# (ext4 and virtio_blk are loaded already.)
+# and md, dm, xfs, btrfs likewise. (ext4 and virtio_blk are loaded already.)
+# The loopback interface is up (nbdkit's default localhost:10809 works); there
+# is no other network. There is no udev.
 #
 # Limits: everything the command runs must be visible in the guest, so not
 # under /tmp, /run or /var/tmp of the host (fresh tmpfs in the guest): build
-# test binaries into the repo (e.g. $CACHE/bin), not into go's temp dir. The
-# host root is read-only in the guest (so are $HOME and go's caches).
+# test binaries into the repo (e.g. $CACHE/bin), not into go's temp dir (or
+# use `go test -exec scripts/vm/goexec.sh`). The host root is read-only in
+# the guest (so are $HOME and go's caches), and host files rewritten in place
+# during a run may look stale inside (9p cache=loose).
 #
-# Env: NBDLOOP_VM_CACHE (see setup.sh).
+# Env: NBDLOOP_VM_CACHE     cache dir (see setup.sh)
+#      NBDLOOP_VM_9P_CACHE  9p cache mode of the host root: loose (default),
+#                           none (slower, never stale)
+#      NBDLOOP_VM_KARGS     extra kernel command line (e.g. loglevel=7)
+#      NBDLOOP_VM_TRACE=1   boot step timestamps in the console log
 set -eu
+
+# Braces: bash reads a script as it runs it, so an edit to this file would
+# derail runs in progress; a compound command is read whole before it starts.
+{
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 
+help() { sed -n '2,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"; }
 usage() {
-	sed -n '3,/^set -eu/{/^set -eu/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2
+	echo "usage: $0 [options] [--] COMMAND...  (--help for more)" >&2
 	exit 2
 }
 die() { echo "run.sh: $*" >&2; exit 1; }
 
-timeout=1500 mem=3072 smp=2 scratch_size=4G outdir= verbose=
+timeout=1500 mem=3072 smp=2 scratch_size=4G outdir='' verbose=''
 pass_env=()
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -63,14 +77,14 @@ while [ $# -gt 0 ]; do
 	--out) outdir=${2:?}; shift 2 ;;
 	-e) pass_env+=("${2:?}"); shift 2 ;;
 	-v) verbose=1; shift ;;
-	-h | --help) usage ;;
+	-h | --help) help; exit 0 ;;
 	--) shift; break ;;
 	-*) echo "run.sh: unknown option $1" >&2; usage ;;
 	*) break ;;
 	esac
 done
 [ $# -gt 0 ] || usage
-command="$*"
+cmd="$*"
 
 # Directories the guest covers with fresh tmpfs (or kernel file systems):
 # nothing there is visible inside.
@@ -89,9 +103,17 @@ eval "$("$here/setup.sh")"
 
 runs=$NBDLOOP_VM_CACHE/runs
 mkdir -p "$runs"
-# Keep the last 10 runs' logs and results; older ones only take space.
+# Keep the last 10 runs' logs and results; older ones only take space. But
+# never remove one still running (others may run VMs at the same time): a run
+# is over once it has its `done` file, or a day after its start if run.sh was
+# killed before writing it.
 # shellcheck disable=SC2012 # names are ours: date-pid
-ls -1t "$runs" | tail -n +11 | while read -r old; do rm -rf "${runs:?}/$old"; done
+ls -1t "$runs" | tail -n +11 | while read -r old; do
+	d=$runs/$old
+	if [ -e "$d/done" ] || [ -n "$(find "$d" -maxdepth 0 -mmin +1440)" ]; then
+		rm -rf "$d"
+	fi
+done
 rundir=$runs/$(date +%Y%m%d-%H%M%S)-$$
 mkdir -p "$rundir"
 out=${outdir:-$rundir/out}
@@ -107,22 +129,20 @@ scratch_mnt=/var/tmp/scratch
 # Single quotes for sh, so any value survives the trip.
 q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 
-# Read by the initramfs's init and by guest-stage2.sh.
+# Read by the initramfs's init (see initramfs-init).
 {
 	echo "GUEST_OUT=$(q "$out")"
-	echo "GUEST_STAGE2=$(q "$here/guest-stage2.sh")"
-	echo "GUEST_KDIR=$(q "$NBDLOOP_KDIR")"
 	echo "GUEST_SCRATCH=$(q "$scratch_mnt")"
 	echo "KVER=$(q "$KVER")"
-	echo "GUEST_HOST_CACHE=$(q "${NBDLOOP_VM_9P_CACHE:-none}")"
-	# Debugging aid: timestamps of stage 2's steps on the console.
+	echo "GUEST_HOST_CACHE=$(q "${NBDLOOP_VM_9P_CACHE:-loose}")"
 	echo "GUEST_TRACE=$(q "${NBDLOOP_VM_TRACE:-}")"
 } >"$out/guest.env"
 
-# The command's whole environment (stage 2 runs it under env -i).
+# The command's whole environment (init runs it under env -i).
 {
 	echo "export PATH=$(q "${PATH:-/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin}")"
 	# sbin is where the tests' tools (mkfs.*, mdadm, nbd-client) live.
+	# shellcheck disable=SC2016 # expands in the guest
 	echo 'case ":$PATH:" in *:/usr/sbin:*) ;; *) PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin ;; esac'
 	echo "export HOME=$(q "${HOME:-/root}")"
 	echo "export TERM=$(q "${TERM:-dumb}")"
@@ -145,14 +165,20 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 	echo "export NBDLOOP_KDIR=$(q "$NBDLOOP_KDIR")"
 	echo "export KVER=$(q "$KVER")"
 	echo "cd $(q "$cwd") || exit 125"
-	echo "exec /bin/sh -c $(q "$command")"
+	echo "exec /bin/sh -c $(q "$cmd")"
 } >"$out/cmd.sh"
 
 # Sparse, and new each run so no state leaks from one run to the next.
+# mkfs here rather than in the guest: natively it takes 30 ms, under TCG
+# about a second. lazy_itable_init=0 spares the guest ext4's background
+# zeroing thread (the zeroing is hole punching on a file, so cheap here).
 rm -f "$scratch"
 truncate -s "$scratch_size" "$scratch"
+PATH=$PATH:/usr/sbin:/sbin mkfs.ext4 -q -F -E lazy_itable_init=0,lazy_journal_init=1 "$scratch" ||
+	die "mkfs.ext4 of the scratch disk $scratch failed"
 
-qemu_pid= tail_pid=
+qemu_pid='' tail_pid=''
+# shellcheck disable=SC2317 # called by the traps
 cleanup() {
 	if [ -n "$qemu_pid" ]; then
 		kill "$qemu_pid" 2>/dev/null || true
@@ -162,9 +188,14 @@ cleanup() {
 		kill "$tail_pid" 2>/dev/null || true
 	fi
 	rm -f "$scratch"
+	: >"$rundir/done"
 }
 trap cleanup EXIT
+# Exit through cleanup on the signals that stop us (go test sends QUIT on
+# its timeout), so no qemu outlives run.sh.
+trap 'exit 129' HUP
 trap 'exit 130' INT
+trap 'exit 131' QUIT
 trap 'exit 143' TERM
 
 # qboot, a minimal firmware, gets to the kernel faster than SeaBIOS (~0.3 s).
@@ -210,8 +241,10 @@ fi
 if [ ! -f "$out/status" ]; then
 	if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
 		why="timed out after $timeout s (--timeout)"
+	elif grep -q 'Kernel panic' "$log"; then
+		why="kernel panicked before the command's end"
 	else
-		why="ended without the command's exit status (qemu exit $qemu_rc): kernel panic or failed boot?"
+		why="stopped without the command's exit status (qemu exit $qemu_rc): failed boot?"
 	fi
 	if [ -z "$verbose" ]; then
 		echo "--- run.sh: last lines of the VM console log ($log):" >&2
@@ -221,9 +254,13 @@ if [ ! -f "$out/status" ]; then
 fi
 rc=$(cat "$out/status")
 # Kernel warnings and oopses show on the console (quiet = warnings and up):
-# worth seeing when the command failed.
-if [ "$rc" != 0 ] && [ -z "$verbose" ] && [ -s "$log" ]; then
-	echo "--- run.sh: command exited $rc; last lines of the VM console log ($log):" >&2
-	tail -n 20 "$log" >&2
+# worth seeing when the command failed, if there is any.
+if [ "$rc" != 0 ] && [ -z "$verbose" ]; then
+	notes=$(grep -v -e 'reboot: Power down' -e 'EXT4-fs (vda)' "$log" | tail -n 20)
+	if [ -n "$notes" ]; then
+		echo "--- run.sh: command exited $rc; last lines of the VM console log ($log):" >&2
+		printf '%s\n' "$notes" >&2
+	fi
 fi
 exit "$rc"
+}
