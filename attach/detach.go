@@ -36,13 +36,20 @@ type InUseError struct {
 	Device  string
 	Mounts  []string // mount points
 	Holders []string // holders/ entries
+	// Exclusive names the device or partition that someone has open
+	// exclusively (swap, md, a mount in another namespace, ...) when
+	// neither mounts nor holders explain it.
+	Exclusive string
 }
 
 func (e *InUseError) Error() string {
 	if len(e.Mounts) > 0 {
 		return fmt.Sprintf("%s: device is mounted on %s (unmount it first: umount %s, or use --force)", e.Device, strings.Join(e.Mounts, ", "), e.Mounts[0])
 	}
-	return fmt.Sprintf("%s: device is held by %s (stop using it first, or use --force)", e.Device, strings.Join(e.Holders, ", "))
+	if len(e.Holders) > 0 {
+		return fmt.Sprintf("%s: device is held by %s (stop using it first, or use --force)", e.Device, strings.Join(e.Holders, ", "))
+	}
+	return fmt.Sprintf("%s: %s is in use: opened exclusively, e.g. as swap or by a mount in another namespace (stop using it first, or use --force)", e.Device, e.Exclusive)
 }
 
 // Detach disconnects /dev/nbdN and waits until its server process has
@@ -89,8 +96,14 @@ func Detach(ctx context.Context, index int, force bool) error {
 	if err := waitFor(ctx, 60*time.Second, func() bool { return !processAlive(serverPID) }); err != nil {
 		return fmt.Errorf("%s: server process %d did not exit: %w", dev, serverPID, err)
 	}
-	// The kernel removes the pid file at the last close of the device.
-	if err := waitFor(ctx, 30*time.Second, func() bool { _, ok, _ := sys.PID(index); return !ok }); err != nil {
+	// The kernel removes the pid file at the last close of the device. A
+	// forced detach of a mounted device cannot wait for that: the mount
+	// keeps it open until it is unmounted.
+	wait := 30 * time.Second
+	if force {
+		wait = 2 * time.Second
+	}
+	if err := waitFor(ctx, wait, func() bool { _, ok, _ := sys.PID(index); return !ok }); err != nil && !force {
 		return fmt.Errorf("%s: device still busy after disconnect (something keeps it open): %w", dev, err)
 	}
 	removeState(dir, index, 0)
@@ -104,6 +117,21 @@ func inUse(sys kernel.Sysfs, index int) error {
 	e.Holders, _ = sys.Holders(index)
 	if len(e.Mounts) > 0 || len(e.Holders) > 0 {
 		return e
+	}
+	// An exclusive open fails with EBUSY while anything else has the device
+	// (or one of its partitions) open exclusively: every mount, swapon, md
+	// and device-mapper does. It catches what mountinfo cannot show.
+	names := []string{fmt.Sprintf("nbd%d", index)}
+	parts, _ := sys.Partitions(index)
+	for _, name := range append(names, parts...) {
+		fd, err := unix.Open("/dev/"+name, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+		if errors.Is(err, syscall.EBUSY) {
+			e.Exclusive = "/dev/" + name
+			return e
+		}
+		if err == nil {
+			unix.Close(fd)
+		}
 	}
 	return nil
 }

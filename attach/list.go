@@ -81,7 +81,7 @@ func mounts(sys kernel.Sysfs, index int) []string {
 		if err != nil {
 			continue
 		}
-		m, _ := kernel.MountPoints("", major, minor)
+		m, _ := kernel.MountPointsOf("", major, minor, "/dev/"+name)
 		out = append(out, m...)
 	}
 	return out

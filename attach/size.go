@@ -87,8 +87,10 @@ func FormatSize(n int64) string {
 		f /= 1024
 		u++
 	}
-	if f >= 100 || f == math.Trunc(f) {
+	if f >= 100 {
 		return fmt.Sprintf("%.0f%c", f, units[u])
 	}
-	return fmt.Sprintf("%.1f%c", f, units[u])
+	// One decimal, dropped when it rounds to zero: 1G, not 1.0G (1G+1,
+	// 2^63-1024 bytes) nor 100.0G (99.96G).
+	return strings.TrimSuffix(fmt.Sprintf("%.1f", f), ".0") + string(units[u])
 }

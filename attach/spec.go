@@ -4,9 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"os"
 	"strings"
+	"syscall"
 
 	"github.com/nbdloop/nbdloop/sources"
 )
@@ -50,7 +52,11 @@ func ParseSpec(s string) (Spec, error) {
 		}
 		return Spec{Kind: "memory", Size: size, Clamped: clamped}, nil
 	case strings.HasPrefix(s, "file:"):
-		return Spec{Kind: "file", Path: strings.TrimPrefix(s, "file:")}, nil
+		path := strings.TrimPrefix(s, "file:")
+		if path == "" {
+			return Spec{}, fmt.Errorf("%s: no path given (e.g. file:disk.img)", s)
+		}
+		return Spec{Kind: "file", Path: path}, nil
 	}
 	return Spec{Kind: "file", Path: s}, nil
 }
@@ -129,7 +135,7 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 		ReadOnly: opts.ReadOnly, Offset: opts.Offset, SizeLimit: opts.SizeLimit, DirectIO: opts.DirectIO,
 	})
 	if err != nil {
-		return nil, err
+		return nil, openError(path, err)
 	}
 	head := make([]byte, 4096)
 	n, err := f.ReadAt(head[:min(int64(len(head)), f.Size())], 0)
@@ -162,6 +168,31 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 			path, what, f.Size(), bs, bs, path)
 	}
 	return &Opened{Source: f, Desc: desc, Format: "raw"}, nil
+}
+
+// openError turns an error from opening a file into one line that names
+// the path once and says what to do.
+func openError(path string, err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err
+	}
+	hint := ""
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		hint = " (check the path)"
+	case errors.Is(err, fs.ErrPermission):
+		hint = " (check its permissions, or attach it read-only: -r)"
+	case errors.Is(err, syscall.EISDIR):
+		hint = " (give a file or a block device)"
+	case errors.Is(err, syscall.EROFS):
+		hint = " (attach it read-only: -r)"
+	case errors.Is(err, sources.ErrDirectIO):
+		hint = " (omit --direct-io)"
+	case errors.Is(err, sources.ErrEmpty):
+		return fmt.Errorf("%s: empty: no bytes to serve (give it a size: truncate -s 1G %s; or check --offset): %w", path, path, sources.ErrEmpty)
+	}
+	return fmt.Errorf("%s: %w%s", path, err, hint)
 }
 
 func absPath(p string) (string, error) {

@@ -294,6 +294,14 @@ func (s Sysfs) parseInt(index int, name, text string) (int, error) {
 // escapes the kernel uses for white space and backslashes (\040) are
 // decoded.
 func MountPoints(mountinfoPath string, major, minor uint32) ([]string, error) {
+	return MountPointsOf(mountinfoPath, major, minor, "")
+}
+
+// MountPointsOf is MountPoints that also matches mounts whose source (the
+// field after the file system type) is the device path source. That is
+// needed for btrfs, whose mounts show an anonymous device number
+// (0:NN) instead of the block device's.
+func MountPointsOf(mountinfoPath string, major, minor uint32, source string) ([]string, error) {
 	if mountinfoPath == "" {
 		mountinfoPath = "/proc/self/mountinfo"
 	}
@@ -318,7 +326,7 @@ func MountPoints(mountinfoPath string, major, minor uint32) ([]string, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s:%d: %w", mountinfoPath, line, err)
 		}
-		if ma == major && mi == minor {
+		if (ma == major && mi == minor) || (source != "" && mountSource(fields) == source) {
 			points = append(points, unescapeOctal(fields[4]))
 		}
 	}
@@ -326,6 +334,17 @@ func MountPoints(mountinfoPath string, major, minor uint32) ([]string, error) {
 		return nil, fmt.Errorf("%s: %w", mountinfoPath, err)
 	}
 	return points, nil
+}
+
+// mountSource returns the SOURCE field of a mountinfo line: the second
+// field after the "-" separator.
+func mountSource(fields []string) string {
+	for i, f := range fields {
+		if f == "-" && i+2 < len(fields) {
+			return unescapeOctal(fields[i+2])
+		}
+	}
+	return ""
 }
 
 // unescapeOctal decodes the \ooo escapes of show_mountinfo (space, tab,

@@ -411,3 +411,21 @@ func TestUnescapeOctal(t *testing.T) {
 		})
 	}
 }
+
+func TestMountPointsOfMatchesSource(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mountinfo")
+	info := "36 25 0:45 / /mnt/btr rw,relatime shared:1 - btrfs /dev/nbd0p1 rw,space_cache=v2\n" +
+		"37 25 43:1 / /mnt/ext rw - ext4 /dev/nbd0p1 rw\n" +
+		"38 25 0:46 / /mnt/other rw - btrfs /dev/nbd1 rw\n"
+	if err := os.WriteFile(path, []byte(info), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := MountPointsOf(path, 43, 1, "/dev/nbd0p1")
+	if want := []string{"/mnt/btr", "/mnt/ext"}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("MountPointsOf(43:1, /dev/nbd0p1) = %q, %v, want %q", got, err, want)
+	}
+	got, err = MountPoints(path, 43, 1)
+	if want := []string{"/mnt/ext"}; err != nil || !reflect.DeepEqual(got, want) {
+		t.Errorf("MountPoints(43:1) = %q, %v, want %q", got, err, want)
+	}
+}

@@ -36,7 +36,7 @@ func requireDriver(t *testing.T) {
 		t.Fatal("kernel tests must run as root")
 	}
 	if _, err := os.Stat("/sys/module/nbd"); err != nil {
-		t.Fatal("the nbd driver is not loaded: kernel tests need it (scripts/vm/run.sh loads it in the VM)")
+		t.Fatal("the nbd driver is not loaded: kernel tests need it (scripts/kernel-tests.sh loads it)")
 	}
 }
 

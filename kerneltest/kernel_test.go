@@ -370,6 +370,38 @@ func TestKernelDetachRefusesMounted(t *testing.T) {
 	must(t, "umount", mnt)
 	detach(t, dev)
 	requireClean(t, "detach after umount")
+
+	// btrfs mounts show an anonymous device number in mountinfo; the mount
+	// point must still be found.
+	dev = attachDev(t, "memory:256M")
+	must(t, "mkfs.btrfs", "-q", "-f", dev)
+	must(t, "mount", dev, mnt)
+	if r := run(t, nbdloop(t), "detach", dev); r.code == 0 || !strings.Contains(r.stderr, "mounted on "+mnt) {
+		t.Errorf("detach of a mounted btrfs: exit %d, stderr %q", r.code, r.stderr)
+	}
+	must(t, "umount", mnt)
+	detach(t, dev)
+
+	// Swap holds the device exclusively without any mount.
+	dev = attachDev(t, "memory:64M")
+	must(t, "mkswap", dev)
+	must(t, "swapon", dev)
+	if r := run(t, nbdloop(t), "detach", dev); r.code == 0 || !strings.Contains(r.stderr, "opened exclusively") {
+		t.Errorf("detach of an active swap device: exit %d, stderr %q", r.code, r.stderr)
+	}
+	must(t, "swapoff", dev)
+	detach(t, dev)
+
+	// --force detaches a mounted device (its I/O then fails).
+	dev = attachDev(t, "memory:64M")
+	must(t, "mkfs.ext4", "-q", dev)
+	must(t, "mount", dev, mnt)
+	must(t, nbdloop(t), "detach", "--force", dev)
+	if len(serverProcesses(t)) != 0 {
+		t.Error("server still running after detach --force")
+	}
+	run(t, "umount", mnt)
+	requireClean(t, "detach --force")
 }
 
 // TestKernelFileOptions: --offset/--sizelimit windows, --block-size,

@@ -1,0 +1,410 @@
+package attach
+
+import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nbdloop/nbdloop/sources"
+)
+
+var parseSpecTests = []struct {
+	name    string
+	in      string
+	want    Spec
+	wantErr string // substring of the error; "" means no error
+}{
+	{name: "path", in: "disk.img", want: Spec{Kind: "file", Path: "disk.img"}},
+	{name: "absolute path", in: "/var/lib/images/disk.img", want: Spec{Kind: "file", Path: "/var/lib/images/disk.img"}},
+	{name: "block device", in: "/dev/sdb", want: Spec{Kind: "file", Path: "/dev/sdb"}},
+	{name: "path with colon", in: "/srv/a:b.img", want: Spec{Kind: "file", Path: "/srv/a:b.img"}},
+	{name: "file prefix", in: "file:disk.img", want: Spec{Kind: "file", Path: "disk.img"}},
+	{name: "file prefix with colon", in: "file:a:b.img", want: Spec{Kind: "file", Path: "a:b.img"}},
+	{name: "file named like a memory spec", in: "file:memory:1G", want: Spec{Kind: "file", Path: "memory:1G"}},
+	{name: "file named like a file spec", in: "file:file:x", want: Spec{Kind: "file", Path: "file:x"}},
+	{name: "unknown prefix is a path", in: "nbd:disk", want: Spec{Kind: "file", Path: "nbd:disk"}},
+	{name: "memory 1G", in: "memory:1G", want: Spec{Kind: "memory", Size: 1 << 30}},
+	{name: "memory bytes", in: "memory:4096", want: Spec{Kind: "memory", Size: 4096}},
+	{name: "memory 1000-based", in: "memory:1GB", want: Spec{Kind: "memory", Size: 1e9}},
+	{name: "memory not block aligned", in: "memory:1000", want: Spec{Kind: "memory", Size: 1000}},
+	{name: "memory max int64", in: "memory:9223372036854775807", want: Spec{Kind: "memory", Size: math.MaxInt64}},
+	{name: "memory 8E clamped", in: "memory:8E", want: Spec{Kind: "memory", Size: math.MaxInt64, Clamped: true}},
+	{name: "memory 1Z clamped", in: "memory:1Z", want: Spec{Kind: "memory", Size: math.MaxInt64, Clamped: true}},
+	{name: "memory 0", in: "memory:0", wantErr: "memory:0: size must be greater than 0"},
+	{name: "memory empty", in: "memory:", wantErr: "memory:: empty size"},
+	{name: "memory bad suffix", in: "memory:12Q", wantErr: `memory:12Q: unknown suffix "Q"`},
+	{name: "memory negative", in: "memory:-1", wantErr: "memory:-1: not a size"},
+	{name: "memory fraction", in: "memory:1.5G", wantErr: "memory:1.5G: unknown suffix"},
+	{name: "empty", in: "", wantErr: "no source given"},
+	{name: "file prefix without path", in: "file:", wantErr: "file:: no path given"},
+}
+
+func TestParseSpec(t *testing.T) {
+	for _, tt := range parseSpecTests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseSpec(tt.in)
+			if tt.wantErr != "" {
+				if err == nil {
+					t.Fatalf("ParseSpec(%q) = %#v, nil, want error containing %q", tt.in, got, tt.wantErr)
+				}
+				if !strings.Contains(err.Error(), tt.wantErr) {
+					t.Errorf("ParseSpec(%q) error = %q, want it to contain %q", tt.in, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("ParseSpec(%q) error = %v, want nil", tt.in, err)
+			}
+			if got != tt.want {
+				t.Errorf("ParseSpec(%q) = %#v, want %#v", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSpecString(t *testing.T) {
+	tests := []struct {
+		name string
+		in   Spec
+		want string
+	}{
+		{name: "path", in: Spec{Kind: "file", Path: "disk.img"}, want: "disk.img"},
+		{name: "path with colon", in: Spec{Kind: "file", Path: "a:b"}, want: "a:b"},
+		{name: "path like memory", in: Spec{Kind: "file", Path: "memory:1G"}, want: "file:memory:1G"},
+		{name: "path like file", in: Spec{Kind: "file", Path: "file:x"}, want: "file:file:x"},
+		{name: "memory", in: Spec{Kind: "memory", Size: 1 << 30}, want: "memory:1073741824"},
+		{name: "memory clamped", in: Spec{Kind: "memory", Size: math.MaxInt64, Clamped: true}, want: "memory:9223372036854775807"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := tt.in.String(); got != tt.want {
+				t.Errorf("%#v.String() = %q, want %q", tt.in, got, tt.want)
+			}
+		})
+	}
+}
+
+// FuzzSpec checks that every spec ParseSpec accepts renders, with String, to
+// a spec that parses to the same thing. Clamped records how the input was
+// written (a size above 2^63-1), which String does not keep: the round trip
+// must give the same device, not the same warning.
+func FuzzSpec(f *testing.F) {
+	for _, tt := range parseSpecTests {
+		f.Add(tt.in)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		spec, err := ParseSpec(in)
+		if err != nil {
+			return
+		}
+		switch spec.Kind {
+		case "file":
+			if spec.Path == "" {
+				t.Fatalf("ParseSpec(%q) = %#v, want a non-empty path", in, spec)
+			}
+		case "memory":
+			if spec.Size <= 0 {
+				t.Fatalf("ParseSpec(%q) = %#v, want a positive size", in, spec)
+			}
+		default:
+			t.Fatalf("ParseSpec(%q) = %#v, want kind file or memory", in, spec)
+		}
+		s := spec.String()
+		again, err := ParseSpec(s)
+		if err != nil {
+			t.Fatalf("ParseSpec(%q) error = %v; the spec came from ParseSpec(%q) = %#v", s, err, in, spec)
+		}
+		if again.Clamped {
+			t.Errorf("ParseSpec(%q) = %#v, want Clamped false for a canonical spec", s, again)
+		}
+		spec.Clamped = false
+		if again != spec {
+			t.Errorf("ParseSpec(%q) = %#v, want %#v (from ParseSpec(%q))", s, again, spec, in)
+		}
+		if s2 := again.String(); s2 != s {
+			t.Errorf("String() = %q after a round trip, want %q", s2, s)
+		}
+	})
+}
+
+// writeFile creates name in dir with size bytes of a repeating pattern and
+// returns its path.
+func writeFile(t *testing.T, dir, name string, size int) string {
+	t.Helper()
+	b := make([]byte, size)
+	for i := range b {
+		b[i] = byte(i*7 + i/512)
+	}
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func openSource(t *testing.T, spec Spec, opts OpenOptions) *Opened {
+	t.Helper()
+	o, err := OpenSource(spec, opts)
+	if err != nil {
+		t.Fatalf("OpenSource(%#v, %+v) error = %v, want nil", spec, opts, err)
+	}
+	t.Cleanup(func() { o.Source.Close() })
+	return o
+}
+
+func TestOpenSourceRawFile(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "disk.img", 1<<20)
+	o := openSource(t, Spec{Kind: "file", Path: p}, OpenOptions{BlockSize: 512})
+	if o.Format != "raw" {
+		t.Errorf("Format = %q, want %q", o.Format, "raw")
+	}
+	if o.Desc != p {
+		t.Errorf("Desc = %q, want %q", o.Desc, p)
+	}
+	if len(o.Warnings) != 0 {
+		t.Errorf("Warnings = %q, want none", o.Warnings)
+	}
+	if got := o.Source.Size(); got != 1<<20 {
+		t.Errorf("Size() = %d, want %d", got, 1<<20)
+	}
+	if o.Source.Caps().ReadOnly {
+		t.Errorf("Caps().ReadOnly = true, want false")
+	}
+	want, _ := os.ReadFile(p)
+	got := make([]byte, 4096)
+	if _, err := o.Source.ReadAt(got, 8192); err != nil {
+		t.Fatalf("ReadAt(off=8192, len=4096) error = %v", err)
+	}
+	if !bytes.Equal(got, want[8192:8192+4096]) {
+		t.Errorf("ReadAt(off=8192, len=4096) returned other bytes than the file holds")
+	}
+}
+
+func TestOpenSourceRelativePathDesc(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, dir, "disk.img", 4096)
+	t.Chdir(dir)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	o := openSource(t, Spec{Kind: "file", Path: "disk.img"}, OpenOptions{BlockSize: 512})
+	if want := filepath.Join(wd, "disk.img"); o.Desc != want {
+		t.Errorf("Desc = %q, want %q", o.Desc, want)
+	}
+}
+
+func TestOpenSourceFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	odd := writeFile(t, dir, "odd.img", 1000)
+	empty := writeFile(t, dir, "empty.img", 0)
+	small := writeFile(t, dir, "small.img", 3*512)
+	window := writeFile(t, dir, "window.img", 4096+100)
+	missing := filepath.Join(dir, "missing.img")
+	tests := []struct {
+		name    string
+		path    string
+		opts    OpenOptions
+		wantErr string
+		is      error
+	}{
+		{
+			name:    "size not a multiple of 512",
+			path:    odd,
+			opts:    OpenOptions{BlockSize: 512},
+			wantErr: odd + ": size 1000 is not a multiple of 512 bytes (round it up: truncate -s %512 " + odd,
+		},
+		{
+			name:    "size not a multiple of 4096",
+			path:    small,
+			opts:    OpenOptions{BlockSize: 4096},
+			wantErr: small + ": size 1536 is not a multiple of 4096 bytes (round it up: truncate -s %4096 " + small,
+		},
+		{
+			name:    "window not a multiple of 512",
+			path:    window,
+			opts:    OpenOptions{BlockSize: 512, Offset: 512},
+			wantErr: window + ": size of the window 3684 is not a multiple of 512 bytes",
+		},
+		{
+			name:    "empty file",
+			path:    empty,
+			opts:    OpenOptions{BlockSize: 512},
+			wantErr: empty,
+			is:      sources.ErrEmpty,
+		},
+		{
+			name:    "offset past the end",
+			path:    small,
+			opts:    OpenOptions{BlockSize: 512, Offset: 2048},
+			wantErr: small,
+			is:      sources.ErrEmpty,
+		},
+		{
+			name:    "missing file",
+			path:    missing,
+			opts:    OpenOptions{BlockSize: 512},
+			wantErr: missing,
+			is:      fs.ErrNotExist,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o, err := OpenSource(Spec{Kind: "file", Path: tt.path}, tt.opts)
+			if err == nil {
+				o.Source.Close()
+				t.Fatalf("OpenSource(%q, %+v) error = nil, want one containing %q", tt.path, tt.opts, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("OpenSource(%q) error = %q, want it to contain %q", tt.path, err, tt.wantErr)
+			}
+			if n := strings.Count(err.Error(), tt.path); n == 0 || (tt.is != nil && n != 1) {
+				t.Errorf("OpenSource(%q) error = %q names the path %d times, want it named once", tt.path, err, n)
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Errorf("OpenSource(%q) error = %v, want errors.Is(err, %v)", tt.path, err, tt.is)
+			}
+		})
+	}
+}
+
+func TestOpenSourceWindow(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "disk.img", 8192)
+	want, _ := os.ReadFile(p)
+	tests := []struct {
+		name     string
+		opts     OpenOptions
+		wantSize int64
+	}{
+		{name: "offset", opts: OpenOptions{BlockSize: 512, Offset: 1024}, wantSize: 8192 - 1024},
+		{name: "sizelimit", opts: OpenOptions{BlockSize: 512, SizeLimit: 2048}, wantSize: 2048},
+		{name: "offset and sizelimit", opts: OpenOptions{BlockSize: 512, Offset: 1024, SizeLimit: 2048}, wantSize: 2048},
+		{name: "sizelimit past the end", opts: OpenOptions{BlockSize: 512, Offset: 4096, SizeLimit: 1 << 20}, wantSize: 4096},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := openSource(t, Spec{Kind: "file", Path: p}, tt.opts)
+			if got := o.Source.Size(); got != tt.wantSize {
+				t.Fatalf("Size() = %d, want %d", got, tt.wantSize)
+			}
+			got := make([]byte, 512)
+			if _, err := o.Source.ReadAt(got, 0); err != nil {
+				t.Fatalf("ReadAt(off=0, len=512) error = %v", err)
+			}
+			if wantB := want[tt.opts.Offset : tt.opts.Offset+512]; !bytes.Equal(got, wantB) {
+				t.Errorf("ReadAt(off=0, len=512) = % x..., want % x... (file bytes at offset %d)", got[:8], wantB[:8], tt.opts.Offset)
+			}
+		})
+	}
+}
+
+func TestOpenSourceReadOnlyFile(t *testing.T) {
+	p := writeFile(t, t.TempDir(), "disk.img", 4096)
+	o := openSource(t, Spec{Kind: "file", Path: p}, OpenOptions{BlockSize: 512, ReadOnly: true})
+	if !o.Source.Caps().ReadOnly {
+		t.Errorf("Caps().ReadOnly = false, want true")
+	}
+	if _, err := o.Source.WriteAt(make([]byte, 512), 0); !errors.Is(err, sources.ErrReadOnly) {
+		t.Errorf("WriteAt(off=0, len=512) error = %v, want %v", err, sources.ErrReadOnly)
+	}
+}
+
+func TestOpenSourceMemory(t *testing.T) {
+	tests := []struct {
+		name      string
+		spec      string
+		blockSize int64
+		wantSize  int64
+		wantDesc  string
+		wantWarns []string
+	}{
+		{name: "aligned", spec: "memory:1M", blockSize: 512, wantSize: 1 << 20, wantDesc: "memory:1048576"},
+		{name: "rounded down", spec: "memory:1000", blockSize: 512, wantSize: 512, wantDesc: "memory:512",
+			wantWarns: []string{"memory:1000: size rounded down to 512 bytes, a multiple of the 512-byte block size"}},
+		{name: "rounded down to 4096", spec: "memory:10000", blockSize: 4096, wantSize: 8192, wantDesc: "memory:8192",
+			wantWarns: []string{"memory:10000: size rounded down to 8192 bytes, a multiple of the 4096-byte block size"}},
+		{name: "1000-based", spec: "memory:1MB", blockSize: 512, wantSize: 999936, wantDesc: "memory:999936",
+			wantWarns: []string{"memory:1000000: size rounded down to 999936 bytes, a multiple of the 512-byte block size"}},
+		{name: "clamped", spec: "memory:8E", blockSize: 512, wantSize: math.MaxInt64 - 511, wantDesc: "memory:9223372036854775296",
+			wantWarns: []string{
+				"memory: size clamped to the maximum, 9223372036854775807 bytes",
+				"memory:9223372036854775807: size rounded down to 9223372036854775296 bytes, a multiple of the 512-byte block size",
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			spec, err := ParseSpec(tt.spec)
+			if err != nil {
+				t.Fatalf("ParseSpec(%q) error = %v", tt.spec, err)
+			}
+			o := openSource(t, spec, OpenOptions{BlockSize: tt.blockSize})
+			if got := o.Source.Size(); got != tt.wantSize {
+				t.Errorf("Size() = %d, want %d", got, tt.wantSize)
+			}
+			if o.Format != "memory" {
+				t.Errorf("Format = %q, want %q", o.Format, "memory")
+			}
+			if o.Desc != tt.wantDesc {
+				t.Errorf("Desc = %q, want %q", o.Desc, tt.wantDesc)
+			}
+			if strings.Join(o.Warnings, "\n") != strings.Join(tt.wantWarns, "\n") {
+				t.Errorf("Warnings = %q, want %q", o.Warnings, tt.wantWarns)
+			}
+			// The last block is usable.
+			buf := []byte("last block")
+			if _, err := o.Source.WriteAt(buf, o.Source.Size()-512); err != nil {
+				t.Errorf("WriteAt(off=%d, len=%d) error = %v, want nil", o.Source.Size()-512, len(buf), err)
+			}
+		})
+	}
+}
+
+func TestOpenSourceMemorySmallerThanBlock(t *testing.T) {
+	_, err := OpenSource(Spec{Kind: "memory", Size: 100}, OpenOptions{BlockSize: 512})
+	want := "memory:100: smaller than one 512-byte block (give a larger size)"
+	if err == nil || err.Error() != want {
+		t.Errorf("OpenSource(memory:100) error = %v, want %q", err, want)
+	}
+	_, err = OpenSource(Spec{Kind: "memory", Size: 4000}, OpenOptions{BlockSize: 4096})
+	want = "memory:4000: smaller than one 4096-byte block (give a larger size)"
+	if err == nil || err.Error() != want {
+		t.Errorf("OpenSource(memory:4000, block size 4096) error = %v, want %q", err, want)
+	}
+}
+
+func TestOpenSourceMemoryReadOnly(t *testing.T) {
+	o := openSource(t, Spec{Kind: "memory", Size: 1 << 20}, OpenOptions{BlockSize: 512, ReadOnly: true})
+	src := o.Source
+	if !src.Caps().ReadOnly {
+		t.Errorf("Caps().ReadOnly = false, want true")
+	}
+	if _, err := src.WriteAt(make([]byte, 512), 0); !errors.Is(err, sources.ErrReadOnly) {
+		t.Errorf("WriteAt(off=0, len=512) error = %v, want %v", err, sources.ErrReadOnly)
+	}
+	if err := src.Trim(0, 512); !errors.Is(err, sources.ErrReadOnly) {
+		t.Errorf("Trim(0, 512) error = %v, want %v", err, sources.ErrReadOnly)
+	}
+	if err := src.Zero(0, 512, true); !errors.Is(err, sources.ErrReadOnly) {
+		t.Errorf("Zero(0, 512, true) error = %v, want %v", err, sources.ErrReadOnly)
+	}
+	if err := src.Flush(); err != nil {
+		t.Errorf("Flush() error = %v, want nil", err)
+	}
+	buf := bytes.Repeat([]byte{0xff}, 512)
+	if n, err := src.ReadAt(buf, 4096); n != 512 || err != nil {
+		t.Fatalf("ReadAt(off=4096, len=512) = %d, %v, want 512, nil", n, err)
+	}
+	if !bytes.Equal(buf, make([]byte, 512)) {
+		t.Errorf("ReadAt(off=4096, len=512) returned non-zero bytes from a fresh RAM disk")
+	}
+	if got := src.Size(); got != 1<<20 {
+		t.Errorf("Size() = %d, want %d", got, 1<<20)
+	}
+}
