@@ -190,7 +190,7 @@ func openError(path string, err error) error {
 	case errors.Is(err, sources.ErrDirectIO):
 		hint = " (omit --direct-io)"
 	case errors.Is(err, sources.ErrEmpty):
-		return fmt.Errorf("%s: empty: no bytes to serve (give it a size: truncate -s 1G %s; or check --offset): %w", path, path, sources.ErrEmpty)
+		return fmt.Errorf("%s: empty, no bytes to serve (give it a size: truncate -s 1G %s, or check --offset)", path, path)
 	}
 	return fmt.Errorf("%s: %w%s", path, err, hint)
 }
