@@ -548,3 +548,82 @@ func TestKernelErrors(t *testing.T) {
 	detach(t, busy)
 	requireClean(t, "error cases")
 }
+
+// TestKernelForeignDevice: devices attached by other programs (nbdkit +
+// nbd-client) are listed as foreign with what sysfs knows, skipped by
+// detach -a, and detachable by name.
+func TestKernelForeignDevice(t *testing.T) {
+	requireDriver(t)
+	sock := filepath.Join(scratch(t), "nbdkit.sock")
+	nbdkit := exec.Command("nbdkit", "--foreground", "--exit-with-parent", "-U", sock, "memory", "64M")
+	if err := nbdkit.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { nbdkit.Process.Kill(); nbdkit.Wait() }()
+	waitNode(t, sock)
+	must(t, "nbd-client", "-unix", sock, "-N", "", "/dev/nbd9")
+	own := attachDev(t, "memory:1M")
+	l := listDevices(t)
+	var found bool
+	for _, d := range l.Devices {
+		if d.Name == "/dev/nbd9" {
+			found = true
+			if d.State != "foreign" || d.Size != 64<<20 || d.PID == 0 {
+				t.Errorf("list --json /dev/nbd9 = %+v, want a foreign 64M device with a pid", d)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("list --json lacks the nbd-client device: %+v", l.Devices)
+	}
+	must(t, nbdloop(t), "detach", "-a")
+	if _, err := os.Stat(pidFile("/dev/nbd9")); err != nil {
+		t.Error("detach -a detached a foreign device")
+	}
+	if _, err := os.Stat(pidFile(own)); err == nil {
+		t.Errorf("detach -a left %s attached", own)
+	}
+	must(t, nbdloop(t), "detach", "/dev/nbd9")
+	if _, err := os.Stat(pidFile("/dev/nbd9")); err == nil {
+		t.Error("detach of a foreign device left it attached")
+	}
+	requireClean(t, "foreign device")
+}
+
+// TestKernelBlockDeviceSource: a block device as SOURCE is sized with
+// BLKGETSIZE64, and writes, discards and zeroes reach it.
+func TestKernelBlockDeviceSource(t *testing.T) {
+	requireDriver(t)
+	lower := attachDev(t, "memory:64M")
+	upper := attachDev(t, lower)
+	if got := must(t, "blockdev", "--getsize64", upper); got != strconv.Itoa(64<<20) {
+		t.Errorf("size of an nbd device over %s = %s, want %d", lower, got, 64<<20)
+	}
+	sh(t, "head -c 4M /dev/urandom > /tmp/bd.bin && dd if=/tmp/bd.bin of="+upper+" bs=1M seek=2 oflag=direct status=none")
+	if got, want := sh(t, "dd if="+lower+" bs=1M skip=2 count=4 iflag=direct status=none | sha256sum"), sh(t, "sha256sum < /tmp/bd.bin"); got != want {
+		t.Error("data written through the upper device differs on the lower one")
+	}
+	must(t, "blkdiscard", "-z", "-o", "2097152", "-l", "1048576", upper)
+	if got := sh(t, "dd if="+lower+" bs=1M skip=2 count=1 iflag=direct status=none | tr -d '\\000' | wc -c"); got != "0" {
+		t.Errorf("%s non-zero bytes on the lower device after blkdiscard -z on the upper", got)
+	}
+	must(t, "blkdiscard", upper)
+	os.Remove("/tmp/bd.bin")
+	detach(t, upper)
+	detach(t, lower)
+	requireClean(t, "block device source")
+}
+
+// TestKernelTimeout: --timeout reaches the kernel as the request timeout.
+func TestKernelTimeout(t *testing.T) {
+	requireDriver(t)
+	dev := attachDev(t, "--timeout", "45", "--dead-timeout", "2m", "memory:1M")
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "queue/io_timeout"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.TrimSpace(string(b)); got != "45000" {
+		t.Errorf("queue/io_timeout = %s ms, want 45000", got)
+	}
+	detach(t, dev)
+}
