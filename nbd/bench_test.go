@@ -22,6 +22,9 @@ func benchmarkServer(b *testing.B, cmd Command, size int) {
 	b.SetBytes(int64(size))
 	b.ReportAllocs()
 	b.ResetTimer()
+	// inflight holds one token per request sent and not yet answered, as
+	// the kernel's tag set does.
+	inflight := make(chan struct{}, depth)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -30,17 +33,14 @@ func benchmarkServer(b *testing.B, cmd Command, size int) {
 				b.Error(err)
 				return
 			}
+			<-inflight
 		}
 	}()
-	inflight := make(chan struct{}, depth)
 	for i := 0; i < b.N; i++ {
+		inflight <- struct{}{}
 		PutRequest(frame, Request{Cmd: cmd, Cookie: uint64(i), Offset: uint64(i%slots) * uint64(size), Length: uint32(size)})
 		if _, err := h.client.Write(frame); err != nil {
 			b.Fatal(err)
-		}
-		select {
-		case inflight <- struct{}{}:
-		default:
 		}
 	}
 	<-done

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"syscall"
 
@@ -97,10 +98,18 @@ type conn struct {
 	s    *Server
 	rw   io.ReadWriter
 	br   *bufio.Reader
-	wmu  sync.Mutex
 	jobs chan job
 	hdr  [RequestSize]byte
-	werr error // first reply write error, under wmu
+
+	wmu     sync.Mutex
+	queue   []outFrame // replies waiting for the writer, under wmu
+	spare   []outFrame // the previous batch's storage, reused
+	writing bool       // a worker is writing; under wmu
+
+	// Owned by the writing worker.
+	iov  [][]byte
+	bufs net.Buffers
+	werr error // first reply write error
 }
 
 // Serve serves requests from rw until the peer sends NBD_CMD_DISC or closes
@@ -188,17 +197,16 @@ func (c *conn) readLoop() error {
 }
 
 func (c *conn) worker() {
-	reply := make([]byte, ReplySize)
 	for j := range c.jobs {
-		c.handle(j, reply)
+		c.handle(j)
 	}
 }
 
-func (c *conn) handle(j job, reply []byte) {
+func (c *conn) handle(j job) {
 	s := c.s
 	req := j.req
 	if req.Cmd == CmdRead {
-		c.read(req, reply)
+		c.read(req)
 		return
 	}
 	var err error
@@ -216,8 +224,7 @@ func (c *conn) handle(j job, reply []byte) {
 	if j.buf != nil {
 		s.pool.put(j.buf)
 	}
-	PutReply(reply, ErrorCode(err), req.Cookie)
-	c.send(reply)
+	c.sendHeader(ErrorCode(err), req.Cookie)
 }
 
 func (c *conn) modify(req Request, buf *buffer) error {
@@ -254,11 +261,10 @@ func (c *conn) modify(req Request, buf *buffer) error {
 	return nil
 }
 
-func (c *conn) read(req Request, reply []byte) {
+func (c *conn) read(req Request) {
 	s := c.s
 	if req.Offset > s.size || uint64(req.Length) > s.size-req.Offset {
-		PutReply(reply, errInval, req.Cookie)
-		c.send(reply)
+		c.sendHeader(errInval, req.Cookie)
 		return
 	}
 	buf := s.pool.get(ReplySize + int(req.Length))
@@ -275,24 +281,81 @@ func (c *conn) read(req Request, reply []byte) {
 		err = io.ErrUnexpectedEOF
 	}
 	if err != nil {
-		PutReply(reply, ErrorCode(err), req.Cookie)
-		c.send(reply)
-	} else {
-		PutReply(buf.b, 0, req.Cookie)
-		c.send(buf.b)
+		s.pool.put(buf)
+		c.sendHeader(ErrorCode(err), req.Cookie)
+		return
 	}
-	s.pool.put(buf)
+	PutReply(buf.b, 0, req.Cookie)
+	c.send(outFrame{buf: buf})
 }
 
-// send writes one whole reply frame; frames from different workers never
-// interleave.
-func (c *conn) send(frame []byte) {
+// outFrame is one reply waiting to be written: either a header-only reply
+// (hdr) or a READ reply whose header and data fill buf, which goes back to
+// the pool once written.
+type outFrame struct {
+	hdr [ReplySize]byte
+	buf *buffer
+}
+
+func (c *conn) sendHeader(errCode uint32, cookie uint64) {
+	var f outFrame
+	PutReply(f.hdr[:], errCode, cookie)
+	c.send(f)
+}
+
+// send queues one whole reply frame and writes the queue unless another
+// worker is already writing it. Under load, replies that complete while a
+// write is in progress go out together in one writev (fewer syscalls and
+// kernel wake-ups); at queue depth 1 every reply is written at once. Frames
+// never interleave.
+func (c *conn) send(f outFrame) {
 	c.wmu.Lock()
+	c.queue = append(c.queue, f)
+	if c.writing {
+		c.wmu.Unlock()
+		return
+	}
+	c.writing = true
+	for len(c.queue) > 0 {
+		batch := c.queue
+		c.queue = c.spare[:0]
+		c.wmu.Unlock()
+		c.writeBatch(batch)
+		c.wmu.Lock()
+		c.spare = batch[:0]
+	}
+	c.writing = false
+	c.wmu.Unlock()
+}
+
+// writeBatch writes frames with one writev. Only the goroutine that set
+// c.writing calls it, so c.iov and c.werr need no lock.
+func (c *conn) writeBatch(batch []outFrame) {
+	c.iov = c.iov[:0]
+	for i := range batch {
+		if batch[i].buf != nil {
+			c.iov = append(c.iov, batch[i].buf.b)
+		} else {
+			c.iov = append(c.iov, batch[i].hdr[:])
+		}
+	}
 	if c.werr == nil {
-		if _, err := c.rw.Write(frame); err != nil {
+		var err error
+		if len(c.iov) == 1 {
+			_, err = c.rw.Write(c.iov[0])
+		} else {
+			c.bufs = c.iov
+			_, err = c.bufs.WriteTo(c.rw)
+		}
+		if err != nil {
 			c.werr = err
 			c.s.opts.Logf("nbd: writing reply: %v", err)
 		}
 	}
-	c.wmu.Unlock()
+	for i := range batch {
+		if batch[i].buf != nil {
+			c.s.pool.put(batch[i].buf)
+			batch[i].buf = nil
+		}
+	}
 }
