@@ -44,8 +44,14 @@ man: build
 demo: build
 	scripts/demo.sh
 
-bench:
+# Go benchmarks of the server hot path and the sources (host), then fio on
+# loop, nbdloop, nbdkit + nbd-client and qemu-nbd (natively with
+# NBDLOOP_NATIVE=1 as root where `modprobe nbd` works, otherwise in one VM):
+# the table is printed and saved under bench-results/ (scripts/bench).
+bench: build
 	$(GO) test -run XXX -bench . -benchmem ./nbd ./sources
+	$(GO) build -o bin/benchreport ./scripts/bench/report
+	scripts/bench/bench.sh
 
 clean:
 	rm -rf bin

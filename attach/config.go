@@ -22,6 +22,10 @@ const (
 	// MaxConnections caps the default connection count: beyond 4 the
 	// kernel's per-CPU queue mapping gains nothing on small machines.
 	MaxConnections = 4
+	// DefaultCacheSize is the memory for decoded data of compressed images
+	// (xz, gzip, zstd), shared by all connections: a few dozen 4 MiB xz
+	// blocks, or a handful of xz -9's 64 MiB dictionaries.
+	DefaultCacheSize = 256 << 20
 )
 
 // DefaultConnections is the number of CPUs, at most MaxConnections.
@@ -43,6 +47,7 @@ type Config struct {
 	Offset      int64         `json:"offset"`
 	SizeLimit   int64         `json:"sizelimit"`
 	DirectIO    bool          `json:"direct_io"`
+	CacheSize   int64         `json:"cache_size,omitempty"` // 0: DefaultCacheSize
 }
 
 // NewConfig returns a Config with every default filled in.
@@ -77,6 +82,9 @@ func (c *Config) Validate() error {
 	}
 	if c.SizeLimit < 0 {
 		return fmt.Errorf("--sizelimit %d: must not be negative", c.SizeLimit)
+	}
+	if c.CacheSize < 0 {
+		return fmt.Errorf("--cache-size %d: must not be negative", c.CacheSize)
 	}
 	if c.Offset%512 != 0 {
 		return fmt.Errorf("--offset %d: must be a multiple of 512 bytes", c.Offset)

@@ -18,10 +18,10 @@ import (
 
 // ParseDevice accepts /dev/nbdN, nbdN or N and returns N.
 func ParseDevice(s string) (int, error) {
-	t := strings.TrimPrefix(s, "/dev/")
-	t = strings.TrimPrefix(t, "nbd")
+	t, dev := strings.CutPrefix(s, "/dev/")
+	t, nbd := strings.CutPrefix(t, "nbd")
 	n, err := strconv.Atoi(t)
-	if err != nil || n < 0 || strconv.Itoa(n) != t {
+	if err != nil || n < 0 || strconv.Itoa(n) != t || (dev && !nbd) {
 		return 0, fmt.Errorf("%s: not an nbd device (use /dev/nbdN)", s)
 	}
 	return n, nil

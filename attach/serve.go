@@ -55,6 +55,7 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	opened, err := OpenSource(spec, OpenOptions{
 		ReadOnly: cfg.ReadOnly, BlockSize: cfg.BlockSize,
 		Offset: cfg.Offset, SizeLimit: cfg.SizeLimit, DirectIO: cfg.DirectIO,
+		CacheSize: cfg.CacheSize,
 	})
 	if err != nil {
 		return fail(err)

@@ -16,7 +16,8 @@ import (
 // SourceHelp is the SOURCE syntax, shared by --help, the man page and errors.
 const SourceHelp = `SOURCE is one of:
   PATH            a file or block device; its format is detected from its
-                  contents (magic bytes), not from its name; raw is the fallback
+                  contents (magic bytes), not from its name; raw is the fallback;
+                  xz images are served uncompressed and read-only (-r is implied)
   file:PATH       the same, for paths that contain a colon
   memory:SIZE     a sparse RAM disk of SIZE bytes, up to 2^63-1 (8E); pages are
                   allocated on first write and freed by trim; SIZE is rounded
@@ -79,6 +80,7 @@ type OpenOptions struct {
 	Offset    int64
 	SizeLimit int64
 	DirectIO  bool
+	CacheSize int64 // decode cache of compressed images (0: the default)
 }
 
 // format is one row of the probe table: formats are recognised by their
@@ -89,9 +91,14 @@ type format struct {
 	name  string
 	match func(head []byte) bool
 	open  func(f *sources.File, opts OpenOptions) (sources.Source, error)
+	// readOnly formats are served read-only whatever -r says, and their
+	// file is never opened for writing (see probe.go).
+	readOnly bool
 }
 
-var probeTable = []format{}
+var probeTable = []format{
+	{name: "xz", match: isXZ, open: openXZ, readOnly: true},
+}
 
 // Opened is a source ready to serve, with what to tell the user about it.
 type Opened struct {
@@ -131,9 +138,13 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	}
 
 	path := spec.Path
-	f, err := sources.OpenFile(path, sources.FileOptions{
+	fopts := sources.FileOptions{
 		ReadOnly: opts.ReadOnly, Offset: opts.Offset, SizeLimit: opts.SizeLimit, DirectIO: opts.DirectIO,
-	})
+	}
+	f, err := sources.OpenFile(path, fopts)
+	if err != nil && !opts.ReadOnly {
+		f, err = openReadOnlyFormat(path, fopts, err)
+	}
 	if err != nil {
 		return nil, openError(path, err)
 	}
@@ -150,12 +161,15 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	}
 	for _, fm := range probeTable {
 		if fm.match(head) {
+			if f, err = reopenReadOnly(f, fm, path, fopts); err != nil {
+				return nil, openError(path, err)
+			}
 			src, err := fm.open(f, opts)
 			if err != nil {
 				f.Close()
 				return nil, fmt.Errorf("%s: %s: %w", path, fm.name, err)
 			}
-			return &Opened{Source: src, Desc: desc, Format: fm.name}, nil
+			return probed(path, desc, fm, src, opts)
 		}
 	}
 	if r := f.Size() % bs; r != 0 {

@@ -208,11 +208,12 @@ func TestOpenSourceFileErrors(t *testing.T) {
 	window := writeFile(t, dir, "window.img", 4096+100)
 	missing := filepath.Join(dir, "missing.img")
 	tests := []struct {
-		name    string
-		path    string
-		opts    OpenOptions
-		wantErr string
-		is      error
+		name     string
+		path     string
+		opts     OpenOptions
+		wantErr  string // substring of the error
+		is       error  // when set, errors.Is(err, is) must hold
+		pathOnce bool   // the error names the path exactly once
 	}{
 		{
 			name:    "size not a multiple of 512",
@@ -236,22 +237,28 @@ func TestOpenSourceFileErrors(t *testing.T) {
 			name:    "empty file",
 			path:    empty,
 			opts:    OpenOptions{BlockSize: 512},
-			wantErr: empty,
-			is:      sources.ErrEmpty,
+			wantErr: empty + ": empty, no bytes to serve (give it a size: truncate -s 1G " + empty + ", or check --offset)",
 		},
 		{
 			name:    "offset past the end",
 			path:    small,
 			opts:    OpenOptions{BlockSize: 512, Offset: 2048},
-			wantErr: small,
-			is:      sources.ErrEmpty,
+			wantErr: small + ": empty, no bytes to serve",
 		},
 		{
-			name:    "missing file",
-			path:    missing,
-			opts:    OpenOptions{BlockSize: 512},
-			wantErr: missing,
-			is:      fs.ErrNotExist,
+			name:     "missing file",
+			path:     missing,
+			opts:     OpenOptions{BlockSize: 512},
+			wantErr:  missing + ": no such file or directory (check the path)",
+			is:       fs.ErrNotExist,
+			pathOnce: true,
+		},
+		{
+			name:     "directory",
+			path:     dir,
+			opts:     OpenOptions{BlockSize: 512},
+			wantErr:  dir + ": is a directory (give a file or a block device)",
+			pathOnce: true,
 		},
 	}
 	for _, tt := range tests {
@@ -264,8 +271,11 @@ func TestOpenSourceFileErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("OpenSource(%q) error = %q, want it to contain %q", tt.path, err, tt.wantErr)
 			}
-			if n := strings.Count(err.Error(), tt.path); n == 0 || (tt.is != nil && n != 1) {
-				t.Errorf("OpenSource(%q) error = %q names the path %d times, want it named once", tt.path, err, n)
+			if strings.Contains(err.Error(), "\n") {
+				t.Errorf("OpenSource(%q) error = %q, want one line", tt.path, err)
+			}
+			if n := strings.Count(err.Error(), tt.path); tt.pathOnce && n != 1 {
+				t.Errorf("OpenSource(%q) error = %q names the path %d times, want once", tt.path, err, n)
 			}
 			if tt.is != nil && !errors.Is(err, tt.is) {
 				t.Errorf("OpenSource(%q) error = %v, want errors.Is(err, %v)", tt.path, err, tt.is)

@@ -8,8 +8,12 @@ import (
 // benchmarkServer drives the server with a pipelined client (queue depth 32)
 // over a socketpair, as the kernel does, and reports allocations per request.
 func benchmarkServer(b *testing.B, cmd Command, size int) {
+	benchmarkServerOpts(b, cmd, size, Options{})
+}
+
+func benchmarkServerOpts(b *testing.B, cmd Command, size int, opts Options) {
 	f := newFake(64 << 20)
-	h := serve(b, f, Options{})
+	h := serve(b, f, opts)
 	const depth = 32
 	frame := make([]byte, RequestSize+size)
 	replyLen := ReplySize

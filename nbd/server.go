@@ -9,6 +9,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/nbdloop/nbdloop/sources"
 )
@@ -28,6 +29,29 @@ type Options struct {
 	// Logf receives one line per protocol problem (bad magic, absurd
 	// lengths, failed reply writes). Nil discards them.
 	Logf func(format string, args ...any)
+	// Observe, when not nil, is called once per request after its reply
+	// has been queued (DISC, which has no reply, is not observed). It is
+	// called from the connection's worker goroutines, concurrently, and
+	// must not block: the request's worker waits for it. Event is passed
+	// by value and holds no pointers into the server, so observing
+	// allocates nothing. When Observe is nil the server does not even read
+	// the clock.
+	Observe func(Event)
+}
+
+// Event describes one served request, for Options.Observe: the request as
+// the client sent it, when its header was read, how long it took until its
+// reply was queued (time spent waiting for a worker included) and the NBD
+// error sent (0 for success).
+type Event struct {
+	Conn    int // the connection number given to ServeConn
+	Cmd     Command
+	Flags   CmdFlags
+	Offset  uint64
+	Length  uint32
+	Start   time.Time     // when the request header had been read
+	Latency time.Duration // from Start until the reply was queued
+	Error   uint32        // NBD error value; 0 is success
 }
 
 // Server serves a Source to the Linux NBD driver (or any client that starts
@@ -90,12 +114,14 @@ func TransmissionFlags(caps sources.Caps, multiConn bool) uint64 {
 var ErrProtocol = errors.New("nbd: protocol error")
 
 type job struct {
-	req Request
-	buf *buffer // WRITE payload
+	req   Request
+	buf   *buffer   // WRITE payload
+	start time.Time // header read; set only when observing
 }
 
 type conn struct {
 	s    *Server
+	id   int // connection number, for Event.Conn
 	rw   io.ReadWriter
 	br   *bufio.Reader
 	jobs chan job
@@ -121,8 +147,16 @@ type conn struct {
 // close rw except to interrupt a blocked read when ctx is cancelled, and then
 // only if rw is an io.Closer.
 func (s *Server) Serve(ctx context.Context, rw io.ReadWriter) error {
+	return s.ServeConn(ctx, rw, 0)
+}
+
+// ServeConn is Serve for the connection numbered id: the number only
+// labels the Events passed to Options.Observe (nbdloop numbers its
+// connections 0..N-1 in the order it hands them to the kernel).
+func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, id int) error {
 	c := &conn{
 		s:    s,
+		id:   id,
 		rw:   rw,
 		br:   bufio.NewReaderSize(rw, 256<<10),
 		jobs: make(chan job, 128),
@@ -175,6 +209,9 @@ func (c *conn) readLoop() error {
 			return fmt.Errorf("%w: %v", ErrProtocol, err)
 		}
 		j := job{req: req}
+		if s.opts.Observe != nil {
+			j.start = time.Now()
+		}
 		switch req.Cmd {
 		case CmdDisc:
 			return nil
@@ -205,10 +242,25 @@ func (c *conn) worker() {
 func (c *conn) handle(j job) {
 	s := c.s
 	req := j.req
+	var code uint32
 	if req.Cmd == CmdRead {
-		c.read(req)
-		return
+		code = c.read(req)
+	} else {
+		code = c.modifyAndReply(j)
 	}
+	if s.opts.Observe != nil {
+		s.opts.Observe(Event{
+			Conn: c.id, Cmd: req.Cmd, Flags: req.Flags, Offset: req.Offset, Length: req.Length,
+			Start: j.start, Latency: time.Since(j.start), Error: code,
+		})
+	}
+}
+
+// modifyAndReply serves every request but READ and returns the NBD error
+// it replied with.
+func (c *conn) modifyAndReply(j job) uint32 {
+	s := c.s
+	req := j.req
 	var err error
 	if req.Cmd != CmdFlush && (req.Offset > s.size || uint64(req.Length) > s.size-req.Offset) {
 		err = syscall.EINVAL
@@ -224,7 +276,9 @@ func (c *conn) handle(j job) {
 	if j.buf != nil {
 		s.pool.put(j.buf)
 	}
-	c.sendHeader(ErrorCode(err), req.Cookie)
+	code := ErrorCode(err)
+	c.sendHeader(code, req.Cookie)
+	return code
 }
 
 func (c *conn) modify(req Request, buf *buffer) error {
@@ -261,11 +315,12 @@ func (c *conn) modify(req Request, buf *buffer) error {
 	return nil
 }
 
-func (c *conn) read(req Request) {
+// read serves a READ and returns the NBD error it replied with.
+func (c *conn) read(req Request) uint32 {
 	s := c.s
 	if req.Offset > s.size || uint64(req.Length) > s.size-req.Offset {
 		c.sendHeader(errInval, req.Cookie)
-		return
+		return errInval
 	}
 	buf := s.pool.get(ReplySize + int(req.Length))
 	if !s.caps.Parallel {
@@ -282,11 +337,13 @@ func (c *conn) read(req Request) {
 	}
 	if err != nil {
 		s.pool.put(buf)
-		c.sendHeader(ErrorCode(err), req.Cookie)
-		return
+		code := ErrorCode(err)
+		c.sendHeader(code, req.Cookie)
+		return code
 	}
 	PutReply(buf.b, 0, req.Cookie)
 	c.send(outFrame{buf: buf})
+	return 0
 }
 
 // outFrame is one reply waiting to be written: either a header-only reply

@@ -60,8 +60,18 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		HideHelpCommand:      true,
 		// Errors are printed once, by run, with the "nbdloop: " prefix.
 		ExitErrHandler: func(*cli.Context, error) {},
+		// Only the root's own flags: each command has its OnUsageError.
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
-			return usageError("%s: %v (see nbdloop %s --help)", c.Command.Name, err, c.Command.Name)
+			return usageError("%v (see nbdloop --help)", err)
+		},
+		// `nbdloop foo` reaches the root action, which returns the usage
+		// error to run like every other one. CommandNotFound, which cannot
+		// return an error, is left for `nbdloop --help foo`.
+		Action: func(c *cli.Context) error {
+			if c.Args().Present() {
+				return usageError("%s: unknown command (use attach, detach or list)", c.Args().First())
+			}
+			return cli.ShowAppHelp(c)
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
 			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach or list)\n", name)
@@ -94,6 +104,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "offset", Aliases: []string{"o"}, Usage: "start the device at byte `OFFSET` of the file"},
 			&cli.StringFlag{Name: "sizelimit", Usage: "use at most `SIZE` bytes of the file"},
 			&cli.BoolFlag{Name: "direct-io", Usage: "open the file with O_DIRECT (bypass the page cache)"},
+			&cli.StringFlag{Name: "cache-size", Value: fmt.Sprintf("%dM", attach.DefaultCacheSize>>20), Usage: "memory for decoded data of compressed images (xz, gzip, zstd), shared by all connections, in `SIZE` bytes"},
 			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled"},
 			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
 			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
@@ -170,6 +181,9 @@ func completionCommand() *cli.Command {
 		Name:      "completion",
 		Usage:     "print the bash completion script (source it, or install it as /usr/share/bash-completion/completions/nbdloop)",
 		UsageText: "nbdloop completion bash",
+		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
+			return usageError("completion: %v (see nbdloop completion --help)", err)
+		},
 		Action: func(c *cli.Context) error {
 			if c.Args().First() != "bash" {
 				return usageError("completion: only bash is supported (nbdloop completion bash)")
@@ -184,10 +198,14 @@ func completionCommand() *cli.Command {
 // --generate-bash-completion) and falls back to file names for SOURCE.
 const bashCompletion = `# bash completion for nbdloop
 _nbdloop() {
-	local cur words
+	local cur words flag=()
 	cur="${COMP_WORDS[COMP_CWORD]}"
+	# urfave/cli lists flags when the word before its flag starts with -;
+	# a lone - lists them all (never --, which would end the flags and run
+	# the command), and compgen picks those matching $cur.
+	[[ "$cur" == -* ]] && flag=(-)
 	if [[ "$cur" == -* || $COMP_CWORD -eq 1 || "${COMP_WORDS[1]}" != attach ]]; then
-		words=$("${COMP_WORDS[0]}" "${COMP_WORDS[@]:1:$COMP_CWORD-1}" --generate-bash-completion 2>/dev/null)
+		words=$("${COMP_WORDS[0]}" "${COMP_WORDS[@]:1:$COMP_CWORD-1}" "${flag[@]}" --generate-bash-completion 2>/dev/null)
 		COMPREPLY=($(compgen -W "$words" -- "$cur"))
 	else
 		COMPREPLY=($(compgen -f -- "$cur") $(compgen -W "memory:" -- "$cur"))
@@ -197,6 +215,10 @@ complete -o filenames -F _nbdloop nbdloop
 `
 
 func completeDevices(c *cli.Context) {
+	if n := len(os.Args); n > 2 && strings.HasPrefix(os.Args[n-2], "-") {
+		cli.DefaultCompleteWithFlags(c.Command)(c)
+		return
+	}
 	devs, err := attach.List(nil)
 	if err != nil {
 		return
@@ -262,7 +284,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 	for _, f := range []struct {
 		name string
 		dst  *int64
-	}{{"offset", &cfg.Offset}, {"sizelimit", &cfg.SizeLimit}} {
+	}{{"offset", &cfg.Offset}, {"sizelimit", &cfg.SizeLimit}, {"cache-size", &cfg.CacheSize}} {
 		if s := c.String(f.name); s != "" {
 			if *f.dst, err = attach.ParseSize(s); err != nil {
 				return cfg, usageError("attach: --%s %q: %v", f.name, s, err)

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/nbdloop/nbdloop/attach"
+)
+
+// asMainEnv makes the test binary behave as nbdloop, for tests that need a
+// real process (bash completion reads os.Args).
+const asMainEnv = "NBDLOOP_TEST_AS_MAIN"
+
+func TestMain(m *testing.M) {
+	switch {
+	case len(os.Args) > 1 && os.Args[1] == attach.ServeCommand:
+		// attach.Attach re-executes its own binary as the server. Should a
+		// test reach it, refuse here: running the tests again in the child
+		// would re-execute again, without end.
+		fmt.Fprintln(os.Stderr, "nbdloop test binary: refusing to run as the server process")
+		os.Exit(1)
+	case os.Getenv(asMainEnv) == "1":
+		os.Exit(run(os.Args, os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// runArgs runs the command line (without "nbdloop") and returns the exit
+// status and what went to stdout and stderr.
+func runArgs(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	code := run(append([]string{"nbdloop"}, args...), &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// TestUsageErrors checks bad command lines. Every one is detected before the
+// root check and before any device is touched, so these run as any user and
+// without the nbd driver.
+func TestUsageErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // substring of the one stderr line, after "nbdloop: "
+	}{
+		{name: "no SOURCE", args: []string{"attach"}, want: "attach: no SOURCE given"},
+		{name: "two SOURCEs", args: []string{"attach", "a.img", "b.img"}, want: "attach: one SOURCE expected, got 2: a.img b.img"},
+		{name: "unknown flag", args: []string{"attach", "--bogus", "disk.img"}, want: "attach: flag provided but not defined: -bogus (see nbdloop attach --help)"},
+		{name: "flag without value", args: []string{"attach", "-b"}, want: "attach: flag needs an argument: -b"},
+		{name: "block size 1000", args: []string{"attach", "-b", "1000", "disk.img"}, want: "attach: --block-size 1000: must be a power of two from 512 to 4096"},
+		{name: "block size abc", args: []string{"attach", "-b", "abc", "disk.img"}, want: `attach: --block-size "abc": not a size`},
+		{name: "block size 8E", args: []string{"attach", "--block-size", "8E", "disk.img"}, want: `attach: --block-size "8E": size is larger than the maximum`},
+		{name: "connections 0", args: []string{"attach", "-c", "0", "disk.img"}, want: "attach: --connections 0: must be from 1 to 64"},
+		{name: "connections abc", args: []string{"attach", "-c", "abc", "disk.img"}, want: `attach: invalid value "abc" for flag -c`},
+		{name: "timeout soon", args: []string{"attach", "--timeout", "soon", "disk.img"}, want: `attach: --timeout "soon": not a number of seconds (e.g. 30 or 2m)`},
+		{name: "timeout negative", args: []string{"attach", "--timeout", "-5", "disk.img"}, want: `attach: --timeout "-5": not a number of seconds`},
+		{name: "timeout fraction", args: []string{"attach", "--timeout", "1.5s", "disk.img"}, want: `attach: --timeout "1.5s": not a number of seconds`},
+		{name: "dead timeout negative", args: []string{"attach", "--dead-timeout", "-1", "disk.img"}, want: `attach: --dead-timeout "-1": not a number of seconds`},
+		{name: "offset 12Q", args: []string{"attach", "--offset", "12Q", "disk.img"}, want: `attach: --offset "12Q": unknown suffix "Q"`},
+		{name: "offset unaligned", args: []string{"attach", "-o", "100", "disk.img"}, want: "attach: --offset 100: must be a multiple of 512 bytes"},
+		{name: "sizelimit negative", args: []string{"attach", "--sizelimit", "-1", "disk.img"}, want: `attach: --sizelimit "-1": not a size`},
+		{name: "device sda", args: []string{"attach", "--device", "/dev/sda", "disk.img"}, want: "attach: --device /dev/sda: not an nbd device (use /dev/nbdN)"},
+		{name: "find with device", args: []string{"attach", "--find", "--device", "/dev/nbd1", "disk.img"}, want: "attach: --find and --device exclude each other"},
+		{name: "foreground with run", args: []string{"attach", "--foreground", "--run", "true", "disk.img"}, want: "attach: --foreground and --run exclude each other"},
+		{name: "memory 0", args: []string{"attach", "memory:0"}, want: "attach: memory:0: size must be greater than 0"},
+		{name: "memory 12Q", args: []string{"attach", "memory:12Q"}, want: `attach: memory:12Q: unknown suffix "Q"`},
+		{name: "memory with offset", args: []string{"attach", "--offset", "512", "memory:1G"}, want: "attach: memory:1G: --offset, --sizelimit and --direct-io apply to files only"},
+		{name: "file prefix without path", args: []string{"attach", "file:"}, want: "attach: file:: no path given"},
+		{name: "detach without args", args: []string{"detach"}, want: "detach: no DEVICE given (e.g. nbdloop detach /dev/nbd0, or -a)"},
+		{name: "detach all with device", args: []string{"detach", "-a", "/dev/nbd0"}, want: "detach: -a takes no DEVICE"},
+		{name: "detach sda", args: []string{"detach", "/dev/sda"}, want: "detach: /dev/sda: not an nbd device (use /dev/nbdN)"},
+		{name: "detach second device bad", args: []string{"detach", "nbd1", "nbd2x"}, want: "detach: nbd2x: not an nbd device"},
+		{name: "detach unknown flag", args: []string{"detach", "--bogus"}, want: "detach: flag provided but not defined: -bogus (see nbdloop detach --help)"},
+		{name: "list sda", args: []string{"list", "/dev/sda"}, want: "list: /dev/sda: not an nbd device (use /dev/nbdN)"},
+		{name: "list unknown flag", args: []string{"list", "--bogus"}, want: "list: flag provided but not defined: -bogus (see nbdloop list --help)"},
+		{name: "unknown command", args: []string{"frobnicate"}, want: "frobnicate: unknown command (use attach, detach or list)"},
+		{name: "help is not a command", args: []string{"help"}, want: "help: unknown command"},
+		{name: "unknown global flag", args: []string{"--bogus"}, want: "flag provided but not defined: -bogus (see nbdloop --help)"},
+		{name: "completion zsh", args: []string{"completion", "zsh"}, want: "completion: only bash is supported (nbdloop completion bash)"},
+		{name: "completion without shell", args: []string{"completion"}, want: "completion: only bash is supported"},
+		{name: "completion unknown flag", args: []string{"completion", "--bogus"}, want: "completion: flag provided but not defined: -bogus (see nbdloop completion --help)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runArgs(t, tt.args...)
+			if code != exitUsage {
+				t.Errorf("run(%q) = %d, want %d", tt.args, code, exitUsage)
+			}
+			if stdout != "" {
+				t.Errorf("run(%q) stdout = %q, want nothing", tt.args, stdout)
+			}
+			lines := strings.Split(strings.TrimSuffix(stderr, "\n"), "\n")
+			if len(lines) != 1 || !strings.HasSuffix(stderr, "\n") {
+				t.Fatalf("run(%q) stderr = %q, want exactly one line", tt.args, stderr)
+			}
+			msg, ok := strings.CutPrefix(lines[0], "nbdloop: ")
+			if !ok {
+				t.Fatalf("run(%q) stderr = %q, want it to start with %q", tt.args, stderr, "nbdloop: ")
+			}
+			if strings.HasPrefix(msg, "nbdloop") {
+				t.Errorf("run(%q) stderr = %q, want the program name once", tt.args, stderr)
+			}
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("run(%q) stderr = %q, want it to contain %q", tt.args, stderr, tt.want)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	defer func(v string) { version = v }(version)
+	version = "1.2.3-test"
+	for _, flag := range []string{"--version", "-v"} {
+		code, stdout, stderr := runArgs(t, flag)
+		if code != exitOK || stderr != "" {
+			t.Errorf("run(%q) = %d, stderr %q, want %d, nothing", flag, code, stderr, exitOK)
+		}
+		if want := "nbdloop version 1.2.3-test\n"; stdout != want {
+			t.Errorf("run(%q) stdout = %q, want %q", flag, stdout, want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	tests := []struct {
+		name    string
+		args    []string
+		want    []string // substrings of stdout
+		notWant []string
+	}{
+		{name: "help flag", args: []string{"--help"}, want: []string{"attach", "detach", "list", "SOURCE is one of", "memory:SIZE", "EXIT STATUS"}, notWant: []string{"   man "}},
+		{name: "short help flag", args: []string{"-h"}, want: []string{"attach", "detach", "list"}},
+		{name: "no arguments", args: nil, want: []string{"attach", "detach", "list"}},
+		{name: "attach help", args: []string{"attach", "--help"}, want: []string{"--block-size", "--read-only", "--partscan", "--dead-timeout", "memory:SIZE"}},
+		{name: "detach help", args: []string{"detach", "-h"}, want: []string{"--all", "--force"}},
+		{name: "list help", args: []string{"list", "--help"}, want: []string{"--json", "STATE"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			code, stdout, stderr := runArgs(t, tt.args...)
+			if code != exitOK || stderr != "" {
+				t.Errorf("run(%q) = %d, stderr %q, want %d, nothing", tt.args, code, stderr, exitOK)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(stdout, w) {
+					t.Errorf("run(%q) stdout does not mention %q:\n%s", tt.args, w, stdout)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(stdout, w) {
+					t.Errorf("run(%q) stdout mentions %q:\n%s", tt.args, w, stdout)
+				}
+			}
+		})
+	}
+}
+
+func TestCompletionScript(t *testing.T) {
+	code, stdout, stderr := runArgs(t, "completion", "bash")
+	if code != exitOK || stderr != "" {
+		t.Fatalf("run(completion bash) = %d, stderr %q, want %d, nothing", code, stderr, exitOK)
+	}
+	if want := "complete -o filenames -F _nbdloop nbdloop"; !strings.Contains(stdout, want) {
+		t.Errorf("completion script does not contain %q:\n%s", want, stdout)
+	}
+}
+
+// TestCompletion sources the completion script in bash and completes command
+// lines with this test binary standing in for nbdloop (see TestMain).
+func TestCompletion(t *testing.T) {
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Skip("bash not installed")
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, script, _ := runArgs(t, "completion", "bash")
+	tests := []struct {
+		name    string
+		words   []string // after nbdloop; the last is being completed
+		want    []string
+		notWant []string
+	}{
+		{name: "commands", words: []string{""}, want: []string{"attach", "detach", "list", "completion"}, notWant: []string{"man"}},
+		{name: "command prefix", words: []string{"de"}, want: []string{"detach"}, notWant: []string{"attach"}},
+		{name: "global flags", words: []string{"-"}, want: []string{"--help", "--version"}},
+		{name: "attach flags", words: []string{"attach", "-"}, want: []string{"--block-size", "-b", "--read-only", "--partscan"}},
+		{name: "attach long flags", words: []string{"attach", "--"}, want: []string{"--block-size", "--dead-timeout"}, notWant: []string{"-b"}},
+		{name: "attach flag prefix", words: []string{"attach", "--dead"}, want: []string{"--dead-timeout"}, notWant: []string{"--device"}},
+		{name: "attach flag after SOURCE", words: []string{"attach", "disk.img", "--rea"}, want: []string{"--read-only"}},
+		{name: "detach flags", words: []string{"detach", "--"}, want: []string{"--all", "--force"}},
+		{name: "list flags", words: []string{"list", "--"}, want: []string{"--json"}},
+		{name: "attach SOURCE", words: []string{"attach", "memo"}, want: []string{"memory:"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			words := append([]string{exe}, tt.words...)
+			var q []string
+			for _, w := range words {
+				q = append(q, "'"+strings.ReplaceAll(w, "'", `'\''`)+"'")
+			}
+			prog := script + fmt.Sprintf(`
+COMP_WORDS=(%s)
+COMP_CWORD=%d
+COMPREPLY=()
+_nbdloop
+printf '%%s\n' "${COMPREPLY[@]}"
+`, strings.Join(q, " "), len(words)-1)
+			cmd := exec.Command(bash, "--norc", "--noprofile")
+			cmd.Stdin = strings.NewReader(prog)
+			cmd.Dir = t.TempDir()
+			cmd.Env = append(os.Environ(), asMainEnv+"=1")
+			out, err := cmd.CombinedOutput()
+			if err != nil {
+				t.Fatalf("bash: %v\n%s", err, out)
+			}
+			got := strings.Fields(string(out))
+			has := func(w string) bool {
+				for _, x := range got {
+					if x == w {
+						return true
+					}
+				}
+				return false
+			}
+			for _, w := range tt.want {
+				if !has(w) {
+					t.Errorf("completing %q gives %q, want it to include %q", tt.words, got, w)
+				}
+			}
+			for _, w := range tt.notWant {
+				if has(w) {
+					t.Errorf("completing %q gives %q, want it without %q", tt.words, got, w)
+				}
+			}
+		})
+	}
+}

@@ -1,0 +1,263 @@
+package filters
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nbdloop/nbdloop/sources"
+)
+
+// Op is a kind of request. Its values are the NBD command numbers
+// (NBD_CMD_READ, ...), so the server's commands convert directly.
+type Op uint16
+
+// The kinds of request a filter sees.
+const (
+	OpRead  Op = 0 // NBD_CMD_READ
+	OpWrite Op = 1 // NBD_CMD_WRITE
+	OpFlush Op = 3 // NBD_CMD_FLUSH
+	OpTrim  Op = 4 // NBD_CMD_TRIM
+	OpZero  Op = 6 // NBD_CMD_WRITE_ZEROES
+)
+
+// ops lists the kinds of request in the order help, stats and logs use.
+var ops = []Op{OpRead, OpWrite, OpFlush, OpTrim, OpZero}
+
+// String returns read, write, flush, trim or zero.
+func (o Op) String() string {
+	switch o {
+	case OpRead:
+		return "read"
+	case OpWrite:
+		return "write"
+	case OpFlush:
+		return "flush"
+	case OpTrim:
+		return "trim"
+	case OpZero:
+		return "zero"
+	}
+	return fmt.Sprintf("cmd%d", uint16(o))
+}
+
+func opByName(name string) (Op, bool) {
+	for _, o := range ops {
+		if o.String() == name {
+			return o, true
+		}
+	}
+	return 0, false
+}
+
+// OpSet is a set of kinds of request, one bit per Op value.
+type OpSet uint64
+
+const allOps = OpSet(1<<OpRead | 1<<OpWrite | 1<<OpFlush | 1<<OpTrim | 1<<OpZero)
+
+// Has reports whether op is in the set.
+func (s OpSet) Has(op Op) bool { return op < 64 && s&(1<<op) != 0 }
+
+// String joins the names with "+", or returns "all".
+func (s OpSet) String() string {
+	if s == allOps {
+		return "all"
+	}
+	var n []string
+	for _, o := range ops {
+		if s.Has(o) {
+			n = append(n, o.String())
+		}
+	}
+	return strings.Join(n, "+")
+}
+
+// Flags are NBD command flags.
+type Flags uint16
+
+// Command flags, as on the wire.
+const (
+	FlagFUA    Flags = 1 << 0 // NBD_CMD_FLAG_FUA
+	FlagNoHole Flags = 1 << 1 // NBD_CMD_FLAG_NO_HOLE
+)
+
+// Request is one request as the NBD server served it: what the log and
+// stats filters record. The attach layer builds it from the server's
+// nbd.Event; the fields are the same.
+type Request struct {
+	Conn    int // connection number, 0..N-1
+	Op      Op
+	Flags   Flags
+	Offset  uint64
+	Length  uint32
+	Start   time.Time     // when the server read the request
+	Latency time.Duration // until its reply was queued, waiting for a worker included
+	Error   uint32        // the NBD error replied (Linux errno values); 0 is success
+}
+
+// Observer is a filter that wants to see every request the server serves
+// (log, stats). Observe is called concurrently from the server's workers,
+// after each reply is queued, and must be quick and must not allocate.
+type Observer interface {
+	Observe(r Request)
+}
+
+// Clock is the time the filters that wait (delay, rate) or measure (stats)
+// use. Tests pass a fake one.
+type Clock interface {
+	Now() time.Time
+	Sleep(d time.Duration)
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time        { return time.Now() }
+func (realClock) Sleep(d time.Duration) { time.Sleep(d) }
+
+// Env is what filters get from the server process besides their options.
+type Env struct {
+	// Logf receives the filters' log lines (injected errors, unreadable
+	// rate files); nil discards them.
+	Logf func(format string, args ...any)
+	// Clock is the real clock when nil.
+	Clock Clock
+}
+
+func (e Env) clock() Clock {
+	if e.Clock == nil {
+		return realClock{}
+	}
+	return e.Clock
+}
+
+func (e Env) logf(format string, args ...any) {
+	if e.Logf != nil {
+		e.Logf(format, args...)
+	}
+}
+
+// Stack is a source wrapped in filters.
+type Stack struct {
+	// Source is the outermost filter (the first spec), or the source
+	// itself when there are no filters. Closing it closes every filter and
+	// the source.
+	Source sources.Source
+	// Observers are the log and stats filters, in spec order.
+	Observers []Observer
+}
+
+// Observe passes r to every observer.
+func (s *Stack) Observe(r Request) {
+	for _, o := range s.Observers {
+		o.Observe(r)
+	}
+}
+
+// Stats returns the first stats filter of the stack, or nil.
+func (s *Stack) Stats() *Stats {
+	for _, o := range s.Observers {
+		if st, ok := o.(*Stats); ok {
+			return st
+		}
+	}
+	return nil
+}
+
+// releaser is implemented by every filter: release frees what the filter
+// itself holds (goroutines, files) without closing the source it wraps.
+type releaser interface {
+	release() error
+}
+
+// Open wraps next in the filters of specs: the first spec is the outermost,
+// nearest the kernel, and the last one wraps next directly. On error, the
+// filters already built are released and next is left open.
+func Open(next sources.Source, specs []Spec, env Env) (*Stack, error) {
+	st := &Stack{Source: next}
+	var built []sources.Source
+	for i := len(specs) - 1; i >= 0; i-- {
+		a, err := argsOf(specs[i])
+		if err == nil && a.def.check != nil {
+			err = a.def.check(a)
+		}
+		var src sources.Source
+		if err == nil {
+			src, err = a.def.open(st.Source, a, env)
+		}
+		if err != nil {
+			for j := len(built) - 1; j >= 0; j-- {
+				built[j].(releaser).release()
+			}
+			return nil, err
+		}
+		built = append(built, src)
+		st.Source = src
+		if o, ok := src.(Observer); ok {
+			st.Observers = append([]Observer{o}, st.Observers...)
+		}
+	}
+	return st, nil
+}
+
+// closeChain releases a filter, then closes the source it wraps.
+func closeChain(r releaser, next sources.Source) error {
+	return errors.Join(r.release(), next.Close())
+}
+
+// triggerPoll is how often a trigger file's existence is checked.
+const triggerPoll = 10 * time.Millisecond
+
+// trigger follows whether a file exists, checking every triggerPoll in a
+// goroutine, so that the request path pays one atomic load. A nil trigger
+// is always on.
+type trigger struct {
+	path string
+	on   atomic.Bool
+	stop chan struct{}
+	done chan struct{}
+	once sync.Once
+}
+
+func newTrigger(path string) *trigger {
+	if path == "" {
+		return nil
+	}
+	t := &trigger{path: path, stop: make(chan struct{}), done: make(chan struct{})}
+	t.check()
+	go func() {
+		defer close(t.done)
+		tick := time.NewTicker(triggerPoll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-t.stop:
+				return
+			case <-tick.C:
+				t.check()
+			}
+		}
+	}()
+	return t
+}
+
+func (t *trigger) check() {
+	_, err := os.Stat(t.path)
+	t.on.Store(err == nil)
+}
+
+// active reports whether the file existed at the last check.
+func (t *trigger) active() bool { return t == nil || t.on.Load() }
+
+func (t *trigger) close() {
+	if t == nil {
+		return
+	}
+	t.once.Do(func() {
+		close(t.stop)
+		<-t.done
+	})
+}

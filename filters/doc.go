@@ -1,0 +1,30 @@
+// Package filters wraps a sources.Source in another Source that changes
+// what the kernel sees, like nbdkit's filters: error injects errors, delay
+// and rate slow requests down, cow makes any source writable without
+// changing it, protect and readonly refuse writes, and log and stats record
+// every request.
+//
+// Every filter is a sources.Source that holds the Source it wraps in a
+// field named next and implements every method itself (no embedding), so a
+// method added to Source stops every filter compiling until each decides
+// what it means there. Capabilities are derived from next's field by field
+// in the constructor. Closing a filter closes next.
+//
+// Filters are named on the command line as specs, NAME:KEY=VALUE,... (see
+// Parse). Table describes every filter and its options; it is the one
+// source of the --help text and man page (Help), bash completion (Complete)
+// and the "unknown key" errors. Open builds a chain from specs: the first
+// spec is the outermost filter, nearest the kernel, as with nbdkit's
+// --filter.
+//
+// The log and stats filters need what a Source cannot see (the connection,
+// the NBD flags, the latency including queueing in the server), so they are
+// also Observers: the attach layer passes them every request the NBD server
+// answers (Stack.Observe), converted from nbd.Event into Request. They see
+// the requests as the kernel sent them, wherever they are in the chain.
+//
+// Filters that wait or measure time take a Clock from Env, so their tests
+// run on a fake clock; trigger files (file=PATH) are checked by a goroutine
+// every 10 ms, so a filter that is not triggered costs an atomic load per
+// request.
+package filters

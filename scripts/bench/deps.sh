@@ -1,0 +1,21 @@
+#!/bin/sh
+# deps.sh: installs what `make bench` measures with, if any is missing
+# (Debian packages): fio, nbdkit, nbd-client, qemu-nbd (qemu-utils), losetup.
+# Idempotent and quiet when nothing is missing. perf (linux-perf) is
+# optional: the profile run uses it when present.
+set -eu
+PATH=$PATH:/usr/sbin:/sbin
+need=""
+check() { command -v "$1" >/dev/null 2>&1 || need="$need $2"; }
+check fio fio
+check nbdkit nbdkit
+check nbd-client nbd-client
+check qemu-nbd qemu-utils
+check losetup mount
+if [ -n "$need" ]; then
+	echo "bench deps: installing$need"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -qq
+	# shellcheck disable=SC2086
+	apt-get install -y -qq --no-install-recommends $need >/dev/null
+fi

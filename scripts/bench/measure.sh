@@ -1,0 +1,383 @@
+#!/bin/bash
+# measure.sh: the device side of `make bench`. Runs as root where the NBD
+# driver is (natively, or inside the VM of scripts/vm/run.sh), sets up each
+# device in turn, runs the fio workloads on it and writes the raw results
+# into OUT; scripts/bench/report turns them into the table (on the host).
+#
+# Usage: scripts/bench/measure.sh OUT
+#
+# OUT gets:
+#   meta.txt                  key=value: kernel, CPUs, connections, runtime...
+#   fio/DEVICE/WORKLOAD.json  fio --output-format=json (group_reporting)
+#   attach.tsv                kind, attach ms, detach ms (BENCH_ATTACH_RUNS each)
+#   profile/                  CPU accounting (and perf, if installed) of one
+#                             nbdloop memory 4k randread QD32 run
+#   failures                  one line per measurement that could not be taken
+# and exits 1 if anything failed (every other measurement is still taken).
+#
+# Devices: loop (losetup on a tmpfs file), nbdloop-memory (memory:1G),
+# nbdloop-file (the tmpfs file), nbdkit-memory and nbdkit-file (+ nbd-client
+# over a unix socket, as many connections as nbdloop), qemu-nbd (-c, raw, the
+# tmpfs file). Every device is 1 GiB and the jobs use its first BENCH_SPAN
+# bytes; the file (whole) and the memory disks (that span) are filled with
+# fio's (non-zero) data first, so reads never hit holes.
+#
+# Env: BENCH_NBDLOOP      the nbdloop binary (default: OUT/nbdloop, else bin/nbdloop)
+#      BENCH_DEVICES      subset of the devices, space-separated, in this order
+#      BENCH_WORKLOADS    subset of the workloads (names below)
+#      BENCH_RUNTIME      seconds per fio job (default 4), BENCH_RAMP (default 1)
+#      BENCH_SPAN         the part of each 1 GiB device the jobs use, from its
+#                         start (default 256M: filling a memory disk is slow
+#                         under emulation); memory disks are filled that far
+#      BENCH_CONNECTIONS  connections for nbdloop and nbd-client (default: CPUs, at most 4)
+#      BENCH_ATTACH_RUNS  attach timings per kind (default 5; 0: none)
+#      BENCH_PROFILE      0: skip the profile run
+set -u
+
+# Braces: bash reads a script as it runs it; a compound command is read whole.
+{
+
+[ $# -eq 1 ] || { echo "usage: $0 OUT" >&2; exit 2; }
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd -P)
+mkdir -p "$1" || exit 1
+out=$(cd "$1" && pwd -P)
+PATH=$PATH:/usr/local/sbin:/usr/sbin:/sbin
+export LC_ALL=C
+
+nbdloop=${BENCH_NBDLOOP:-}
+if [ -z "$nbdloop" ]; then
+	nbdloop=$repo/bin/nbdloop
+	[ -x "$out/nbdloop" ] && nbdloop=$out/nbdloop
+fi
+runtime=${BENCH_RUNTIME:-4}
+ramp=${BENCH_RAMP:-1}
+ncpu=$(nproc)
+conns=${BENCH_CONNECTIONS:-$((ncpu < 4 ? ncpu : 4))}
+attach_runs=${BENCH_ATTACH_RUNS:-5}
+span=${BENCH_SPAN:-256M}
+all_devices="loop nbdloop-memory nbdloop-file nbdkit-memory nbdkit-file qemu-nbd"
+devices=${BENCH_DEVICES:-$all_devices}
+
+# name|fio options. The report knows these names (labels, ratios, targets).
+all_workloads=(
+	"randread-4k-qd1|--rw=randread --bs=4k --iodepth=1 --numjobs=1"
+	"randwrite-4k-qd1|--rw=randwrite --bs=4k --iodepth=1 --numjobs=1"
+	"randread-4k-qd32|--rw=randread --bs=4k --iodepth=32 --numjobs=2"
+	"randwrite-4k-qd32|--rw=randwrite --bs=4k --iodepth=32 --numjobs=2"
+	"read-1m-qd8|--rw=read --bs=1M --iodepth=8 --numjobs=1"
+	"write-1m-qd8|--rw=write --bs=1M --iodepth=8 --numjobs=1"
+	"randrw-4k-qd32|--rw=randrw --rwmixread=70 --bs=4k --iodepth=32 --numjobs=2"
+)
+workloads=()
+for w in "${all_workloads[@]}"; do
+	if [ -z "${BENCH_WORKLOADS:-}" ] || [[ " $BENCH_WORKLOADS " == *" ${w%%|*} "* ]]; then
+		workloads+=("$w")
+	fi
+done
+
+log() { echo "bench: $*"; }
+failures=0
+fail() {
+	echo "bench: FAILED: $*" >&2
+	echo "$*" >>"$out/failures"
+	failures=$((failures + 1))
+}
+now_us() { echo "${EPOCHREALTIME/./}"; } # no exec: forks cost ~0.1 s under TCG
+
+rm -rf "$out/fio" "$out/profile" "$out/failures" "$out/attach.tsv"
+mkdir -p "$out/fio"
+
+# --- the kernel side -------------------------------------------------------
+load() {
+	if [ "${NBDLOOP_VM:-}" = 1 ]; then
+		"$repo/scripts/vm/modprobe.sh" "$@"
+	else
+		modprobe "$@"
+	fi
+}
+[ -e /sys/module/nbd ] || load nbd nbds_max=16 max_part=16 || fail "cannot load the nbd driver"
+[ -e /sys/module/loop ] || load loop 2>/dev/null || true # often built in
+mkdir -p /run/lock # qemu-nbd -c wants it
+
+work=$(mktemp -d /tmp/nbdloop-bench.XXXXXX) || exit 1
+mount -t tmpfs -o size=1100M,mode=700 tmpfs "$work" || fail "cannot mount a tmpfs on $work"
+img=$work/disk.img
+sock=$work/nbdkit.sock
+pidf=$work/nbdkit.pid
+
+# --- devices -----------------------------------------------------------------
+# setup_DEVICE sets $dev (or fails); teardown undoes whatever was set up.
+dev='' kind='' nbdkit_pid=''
+
+# A /dev/nbdN nobody serves: no pid attribute, size 0.
+free_nbd() {
+	local d
+	for d in /sys/block/nbd*; do
+		[ -e "$d/pid" ] && continue
+		[ "$(cat "$d/size" 2>/dev/null)" = 0 ] || continue
+		echo "/dev/${d##*/}"
+		return 0
+	done
+	return 1
+}
+
+# wait_free DEV: until the kernel has let go of an NBD device (at most 10 s).
+wait_free() {
+	local sys=/sys/block/${1#/dev/}
+	for _ in $(seq 100); do
+		[ ! -e "$sys/pid" ] && [ "$(cat "$sys/size" 2>/dev/null)" = 0 ] && return 0
+		sleep 0.1
+	done
+	return 1
+}
+
+start_nbdkit() { # PLUGIN ARGS...
+	rm -f "$sock" "$pidf"
+	# No -f: nbdkit forks once its socket listens, so nbd-client can go next.
+	nbdkit -U "$sock" -P "$pidf" "$@" >>"$out/tools.log" 2>&1 || return 1
+	nbdkit_pid=$(cat "$pidf")
+}
+stop_nbdkit() {
+	[ -n "$nbdkit_pid" ] || return 0
+	kill "$nbdkit_pid" 2>/dev/null
+	for _ in $(seq 100); do
+		kill -0 "$nbdkit_pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -9 "$nbdkit_pid" 2>/dev/null
+	nbdkit_pid=''
+}
+
+attach_dev() { # KIND: sets dev
+	dev=''
+	kind=$1
+	case $1 in
+	loop)
+		dev=$(losetup -f --show "$img") ;;
+	nbdloop-memory)
+		dev=$("$nbdloop" attach -c "$conns" memory:1G) ;;
+	nbdloop-file)
+		dev=$("$nbdloop" attach -c "$conns" "$img") ;;
+	nbdkit-memory | nbdkit-file)
+		local d
+		d=$(free_nbd) || { echo "no free /dev/nbdN" >&2; return 1; }
+		if [ "$1" = nbdkit-memory ]; then
+			start_nbdkit memory 1G || return 1
+		else
+			start_nbdkit file "$img" || return 1
+		fi
+		nbd-client -unix "$sock" "$d" -N '' -C "$conns" >>"$out/tools.log" 2>&1 || return 1
+		dev=$d ;;
+	qemu-nbd)
+		local d
+		d=$(free_nbd) || { echo "no free /dev/nbdN" >&2; return 1; }
+		qemu-nbd -c "$d" -f raw "$img" >>"$out/tools.log" 2>&1 || return 1
+		dev=$d ;;
+	*)
+		echo "unknown device $1" >&2
+		return 1 ;;
+	esac
+	[ -b "$dev" ]
+}
+
+detach_dev() {
+	local rc=0
+	case $kind in
+	loop)
+		[ -z "$dev" ] || losetup -d "$dev" || rc=1 ;;
+	nbdloop-*)
+		[ -z "$dev" ] || "$nbdloop" detach "$dev" || rc=1 ;;
+	nbdkit-*)
+		if [ -n "$dev" ]; then
+			nbd-client -d "$dev" >>"$out/tools.log" 2>&1 || rc=1
+		fi
+		stop_nbdkit
+		[ -z "$dev" ] || wait_free "$dev" || rc=1 ;;
+	qemu-nbd)
+		if [ -n "$dev" ]; then
+			qemu-nbd -d "$dev" >>"$out/tools.log" 2>&1 || rc=1
+			wait_free "$dev" || rc=1
+		fi ;;
+	esac
+	dev='' kind=''
+	return $rc
+}
+
+# shellcheck disable=SC2317 # called by the trap
+cleanup() {
+	[ -z "$kind" ] || detach_dev
+	stop_nbdkit
+	[ -n "${profile_fio:-}" ] && kill "$profile_fio" 2>/dev/null
+	umount "$work" 2>/dev/null
+	rmdir "$work" 2>/dev/null
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- fio ----------------------------------------------------------------------
+fio_timeout=$((runtime + ramp + 60))
+
+# run_fio NAME OUTFILE FIO-OPTIONS...
+run_fio() {
+	local name=$1 file=$2
+	shift 2
+	timeout -k 5 "$fio_timeout" fio --name="$name" --filename="$dev" \
+		--ioengine=libaio --direct=1 --time_based --runtime="$runtime" --ramp_time="$ramp" \
+		--size="$span" --norandommap --randrepeat=0 --group_reporting \
+		--output-format=json --output="$file" "$@" >>"$out/tools.log" 2>&1
+}
+
+# Fills the span of a memory disk with fio's data, so reads are served from
+# pages the server really holds (as on loop and the file devices), not from
+# holes.
+fill_dev() {
+	timeout -k 5 300 fio --name=fill --filename="$dev" --ioengine=libaio --direct=1 \
+		--rw=write --bs=1M --iodepth=8 --size="$span" \
+		--output-format=json --output="$out/fio/$kind/fill.json" >>"$out/tools.log" 2>&1
+}
+
+# profile: one nbdloop memory 4k randread QD32x2 run (fio stopped with
+# SIGINT once done) during which (1) the CPU time of every process and of the
+# whole machine is read from /proc over a window of BENCH_PROFILE_WINDOW s
+# (default 3), then (2) perf record -a -g samples every CPU for as long (if
+# perf is installed): is the server or the kernel the bottleneck?
+profile() {
+	local p=$out/profile pid window=${BENCH_PROFILE_WINDOW:-3}
+	mkdir -p "$p"
+	pid=$(sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' "/run/nbdloop/${dev#/dev/}.json" | head -n 1)
+	{
+		echo "server_pid=$pid"
+		echo "clk_tck=$(getconf CLK_TCK)"
+		echo "cpus=$ncpu"
+	} >"$p/meta.txt"
+	fio --name=profile --filename="$dev" --ioengine=libaio --direct=1 \
+		--time_based --runtime=600 --size="$span" \
+		--norandommap --randrepeat=0 --group_reporting --rw=randread --bs=4k \
+		--iodepth=32 --numjobs=2 --output-format=json --output="$p/fio.json" \
+		>>"$out/tools.log" 2>&1 &
+	profile_fio=$!
+	sleep $((ramp + 1))
+	# One cat for all of /proc: a process vanishing in between only costs its line.
+	local t0 t1
+	t0=$(now_us)
+	cat /proc/stat >"$p/stat.before"
+	cat /proc/[0-9]*/stat >"$p/pids.before" 2>/dev/null
+	[ -n "$pid" ] && cat /proc/"$pid"/task/*/stat >"$p/server-threads.before" 2>/dev/null
+	sleep "$window"
+	cat /proc/stat >"$p/stat.after"
+	cat /proc/[0-9]*/stat >"$p/pids.after" 2>/dev/null
+	[ -n "$pid" ] && cat /proc/"$pid"/task/*/stat >"$p/server-threads.after" 2>/dev/null
+	t1=$(now_us)
+	echo "window_us=$((t1 - t0))" >>"$p/meta.txt"
+	if command -v perf >/dev/null 2>&1; then
+		HOME=$work perf record -q -N -a -g -F 999 -o "$work/perf.data" -- sleep "$window" \
+			>>"$p/perf.log" 2>&1 || echo "perf record failed" >>"$p/perf.log"
+	else
+		echo "perf is not installed (apt-get install linux-perf): no symbol profile" >"$p/perf.log"
+	fi
+	top -b -n 1 -w 200 2>/dev/null | head -n 20 >"$p/top.txt"
+	kill -INT "$profile_fio" 2>/dev/null
+	wait "$profile_fio" || fail "profile: fio on nbdloop-memory"
+	profile_fio=''
+	# shellcheck disable=SC2129 # one report per file
+	if [ -s "$work/perf.data" ]; then
+		HOME=$work perf report -i "$work/perf.data" --stdio --no-children -g none \
+			--sort comm,dso --percent-limit 0.5 >"$p/perf-comm.txt" 2>>"$p/perf.log"
+		HOME=$work perf report -i "$work/perf.data" --stdio --no-children -g none \
+			--sort comm,symbol --percent-limit 0.3 >"$p/perf-symbols.txt" 2>>"$p/perf.log"
+		HOME=$work perf report -i "$work/perf.data" --stdio --no-children -G \
+			--comm nbdloop --percent-limit 2 >"$p/perf-nbdloop-callers.txt" 2>>"$p/perf.log"
+		rm -f "$work/perf.data"
+	fi
+}
+
+# --- the tmpfs file, then each device ------------------------------------------
+{
+	echo "mode=$([ "${NBDLOOP_VM:-}" = 1 ] && echo vm || echo native)"
+	echo "kernel=$(uname -r)"
+	echo "cpus=$ncpu"
+	echo "mem_kib=$(awk '/^MemTotal/ {print $2}' /proc/meminfo)"
+	echo "connections=$conns"
+	echo "runtime_s=$runtime"
+	echo "ramp_s=$ramp"
+	echo "span=$span"
+	echo "devices=$devices"
+	w=''
+	for x in "${workloads[@]}"; do w="$w ${x%%|*}"; done
+	echo "workloads=${w# }"
+	echo "fio=$(fio --version)"
+	echo "nbdkit=$(nbdkit --version 2>&1 | head -n 1)"
+	echo "nbd_client=$(nbd-client -V 2>&1 | head -n 1)"
+	echo "qemu_nbd=$(qemu-nbd --version 2>&1 | head -n 1)"
+	echo "nbdloop=$("$nbdloop" --version 2>&1 | head -n 1)"
+	echo "attach_runs=$attach_runs"
+} >"$out/meta.txt"
+
+log "filling a 1 GiB tmpfs file ($img)"
+fio --name=fill --filename="$img" --size=1G --rw=write --bs=1M --ioengine=psync \
+	--output-format=json --output="$out/fio/fill-tmpfs.json" >>"$out/tools.log" 2>&1 ||
+	fail "cannot write the 1 GiB tmpfs file"
+
+start_all=$(now_us)
+for d in $devices; do
+	mkdir -p "$out/fio/$d"
+	if ! attach_dev "$d"; then
+		fail "$d: attach failed (see tools.log)"
+		detach_dev
+		continue
+	fi
+	log "$d on $dev"
+	case $d in
+	*-memory)
+		t0=$(now_us)
+		fill_dev || fail "$d: filling the memory disk"
+		log "  filled $span in $((($(now_us) - t0) / 1000)) ms" ;;
+	esac
+	for w in "${workloads[@]}"; do
+		name=${w%%|*}
+		t0=$(now_us)
+		# shellcheck disable=SC2086 # the options are words
+		if run_fio "$name" "$out/fio/$d/$name.json" ${w#*|}; then
+			printf 'bench:   %-18s %8s IOPS  (%d ms)\n' "$name" \
+				"$(sed -n 's/.*"iops" : \([0-9.]*\),.*/\1/p' "$out/fio/$d/$name.json" | awk '$1>0 {s+=$1} END {printf "%.0f", s}')" \
+				$((($(now_us) - t0) / 1000))
+		else
+			fail "$d: fio $name"
+		fi
+	done
+	if [ "$d" = nbdloop-memory ] && [ "${BENCH_PROFILE:-1}" != 0 ]; then
+		log "$d: profile run (4k randread QD32)"
+		profile
+	fi
+	detach_dev || fail "$d: detach failed"
+done
+log "fio runs took $((($(now_us) - start_all) / 1000000)) s"
+
+# --- attach times ---------------------------------------------------------------
+# Wall time of the commands that make a usable device: nbdloop attach returns
+# once the device is usable; losetup at once; nbdkit once it listens, then
+# nbd-client once connected; qemu-nbd -c once connected.
+if [ "$attach_runs" -gt 0 ]; then
+	log "attach times ($attach_runs runs each)"
+	printf 'kind\tattach_ms\tdetach_ms\n' >"$out/attach.tsv"
+	for k in loop nbdloop-file nbdloop-memory nbdkit-file nbdkit-memory qemu-nbd; do
+		for _ in $(seq "$attach_runs"); do
+			t0=$(now_us)
+			if ! attach_dev "$k"; then
+				fail "attach time: $k attach failed"
+				detach_dev
+				break
+			fi
+			t1=$(now_us)
+			detach_dev || fail "attach time: $k detach failed"
+			t2=$(now_us)
+			printf '%s\t%d.%03d\t%d.%03d\n' "$k" $(((t1 - t0) / 1000)) $(((t1 - t0) % 1000)) \
+				$(((t2 - t1) / 1000)) $(((t2 - t1) % 1000)) >>"$out/attach.tsv"
+		done
+	done
+fi
+
+[ "$failures" = 0 ] || { log "$failures measurement(s) failed"; exit 1; }
+exit 0
+}

@@ -1,0 +1,222 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Profile summarizes measure.sh's profile run: nbdloop memory, 4k randread
+// QD32x2, with the CPU time of every process over a window (from /proc) and
+// perf's hottest symbols.
+type Profile struct {
+	IOPS      float64            `json:"iops"` // of the whole profile run (perf included)
+	WindowS   float64            `json:"window_s"`
+	CPUs      int                `json:"cpus"`
+	Machine   map[string]float64 `json:"machine_pct"` // % of all CPUs: user, system, softirq, idle...
+	Server    *ProcCPU           `json:"server,omitempty"`
+	Processes []ProcCPU          `json:"processes"`          // busiest first
+	Threads   []float64          `json:"server_threads_pct"` // the server's threads, % of one CPU, busiest first
+	PerfComm  []string           `json:"perf_comm,omitempty"`
+	PerfSyms  []string           `json:"perf_symbols,omitempty"`
+	Note      string             `json:"note,omitempty"`
+}
+
+// ProcCPU is one process's CPU use in % of one CPU (100 = a whole core).
+type ProcCPU struct {
+	Comm string  `json:"comm"`
+	PID  int     `json:"pid"`
+	CPU  float64 `json:"cpu_pct"`
+	User float64 `json:"user_pct"`
+	Sys  float64 `json:"sys_pct"`
+}
+
+type procTimes struct {
+	comm       string
+	utime, sys float64
+}
+
+func readProcs(path string) map[int]procTimes {
+	m := map[int]procTimes{}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return m
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		lp, rp := strings.IndexByte(l, '('), strings.LastIndexByte(l, ')')
+		if lp < 0 || rp < lp {
+			continue
+		}
+		pid, err := strconv.Atoi(strings.TrimSpace(l[:lp]))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(l[rp+1:]) // f[0] is field 3 (state)
+		if len(f) < 13 {
+			continue
+		}
+		u, _ := strconv.ParseFloat(f[11], 64) // field 14: utime
+		s, _ := strconv.ParseFloat(f[12], 64) // field 15: stime
+		m[pid] = procTimes{comm: l[lp+1 : rp], utime: u, sys: s}
+	}
+	return m
+}
+
+func readCPULine(path string) []float64 {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	l, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(l)
+	if len(f) < 8 || f[0] != "cpu" {
+		return nil
+	}
+	var v []float64
+	for _, x := range f[1:] {
+		n, _ := strconv.ParseFloat(x, 64)
+		v = append(v, n)
+	}
+	return v
+}
+
+func readProfile(dir string) *Profile {
+	p := &Profile{Machine: map[string]float64{}}
+	meta, _ := readKV(filepath.Join(dir, "meta.txt"))
+	tck, _ := strconv.ParseFloat(meta["clk_tck"], 64)
+	if tck == 0 {
+		tck = 100
+	}
+	us, _ := strconv.ParseFloat(meta["window_us"], 64)
+	p.WindowS = us / 1e6
+	p.CPUs, _ = strconv.Atoi(meta["cpus"])
+	server, _ := strconv.Atoi(meta["server_pid"])
+	if r, err := readFio(filepath.Join(dir, "fio.json")); err == nil {
+		p.IOPS = r.IOPS
+	}
+
+	names := []string{"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
+	a, b := readCPULine(filepath.Join(dir, "stat.before")), readCPULine(filepath.Join(dir, "stat.after"))
+	if a != nil && b != nil {
+		var total float64
+		for i := range names {
+			if i < len(a) && i < len(b) {
+				total += b[i] - a[i]
+			}
+		}
+		for i, n := range names {
+			if i < len(a) && i < len(b) && total > 0 {
+				p.Machine[n] = 100 * (b[i] - a[i]) / total
+			}
+		}
+	}
+
+	if p.WindowS > 0 {
+		before, after := readProcs(filepath.Join(dir, "pids.before")), readProcs(filepath.Join(dir, "pids.after"))
+		for pid, t1 := range after {
+			t0, ok := before[pid]
+			if !ok || t0.comm != t1.comm {
+				continue
+			}
+			du, ds := (t1.utime-t0.utime)/tck, (t1.sys-t0.sys)/tck
+			if du+ds <= 0 {
+				continue
+			}
+			pc := ProcCPU{Comm: t1.comm, PID: pid, CPU: 100 * (du + ds) / p.WindowS, User: 100 * du / p.WindowS, Sys: 100 * ds / p.WindowS}
+			p.Processes = append(p.Processes, pc)
+			if pid == server {
+				c := pc
+				p.Server = &c
+			}
+		}
+		sort.Slice(p.Processes, func(i, j int) bool { return p.Processes[i].CPU > p.Processes[j].CPU })
+		tb, ta := readProcs(filepath.Join(dir, "server-threads.before")), readProcs(filepath.Join(dir, "server-threads.after"))
+		for tid, t1 := range ta {
+			if t0, ok := tb[tid]; ok {
+				if d := (t1.utime + t1.sys - t0.utime - t0.sys) / tck; d > 0 {
+					p.Threads = append(p.Threads, 100*d/p.WindowS)
+				}
+			}
+		}
+		sort.Sort(sort.Reverse(sort.Float64Slice(p.Threads)))
+	}
+
+	p.PerfComm = perfLines(filepath.Join(dir, "perf-comm.txt"), 12)
+	p.PerfSyms = perfLines(filepath.Join(dir, "perf-symbols.txt"), 30)
+	if p.PerfSyms == nil {
+		if b, err := os.ReadFile(filepath.Join(dir, "perf.log")); err == nil {
+			p.Note = strings.TrimSpace(string(b))
+		}
+	}
+	return p
+}
+
+// perfLines returns the first n sample lines of a perf report --stdio.
+func perfLines(path string, n int) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		t := strings.TrimSpace(l)
+		if t == "" || strings.HasPrefix(t, "#") {
+			continue
+		}
+		out = append(out, strings.TrimRight(l, " "))
+		if len(out) == n {
+			break
+		}
+	}
+	return out
+}
+
+func printProfile(w io.Writer, p *Profile) {
+	fmt.Fprintf(w, "\nProfile: nbdloop memory, 4k randread QD32x2 (%s IOPS over the run, perf included), CPU over %.1f s, %d CPUs\n",
+		thousands(p.IOPS), p.WindowS, p.CPUs)
+	if len(p.Machine) > 0 {
+		fmt.Fprintf(w, "  machine (%% of all CPUs): user %.0f, system %.0f, softirq %.0f, irq %.0f, iowait %.0f, idle %.0f\n",
+			p.Machine["user"]+p.Machine["nice"], p.Machine["system"], p.Machine["softirq"], p.Machine["irq"], p.Machine["iowait"], p.Machine["idle"])
+	}
+	if p.Server != nil {
+		fmt.Fprintf(w, "  nbdloop server (pid %d): %.0f%% of a CPU (user %.0f, sys %.0f)", p.Server.PID, p.Server.CPU, p.Server.User, p.Server.Sys)
+		if len(p.Threads) > 0 {
+			fmt.Fprintf(w, "; %d threads ran, busiest:", len(p.Threads))
+			for i, t := range p.Threads {
+				if i == 8 {
+					break
+				}
+				fmt.Fprintf(w, " %.0f%%", t)
+			}
+		}
+		fmt.Fprintln(w)
+	}
+	if len(p.Processes) > 0 {
+		fmt.Fprintln(w, "  busiest processes (% of one CPU):")
+		for i, pc := range p.Processes {
+			if i == 8 {
+				break
+			}
+			fmt.Fprintf(w, "    %-24s %6d %5.0f%%  (user %.0f, sys %.0f)\n", pc.Comm, pc.PID, pc.CPU, pc.User, pc.Sys)
+		}
+	}
+	if len(p.PerfComm) > 0 {
+		fmt.Fprintln(w, "  perf, samples by command and object (all CPUs):")
+		for _, l := range p.PerfComm {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
+	if len(p.PerfSyms) > 0 {
+		fmt.Fprintln(w, "  perf, hottest symbols (all CPUs; raw reports in the raw folder's profile/):")
+		for _, l := range p.PerfSyms {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
+	if p.Note != "" {
+		fmt.Fprintln(w, "  "+p.Note)
+	}
+}

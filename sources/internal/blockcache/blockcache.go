@@ -1,0 +1,625 @@
+// Package blockcache serves random reads from a compressed image that is
+// split into independently decodable segments (xz blocks, zstd frames, gzip
+// checkpoint intervals). The format packages describe the segments and open a
+// decoder for one; the Cache does the rest, for every connection at once:
+//
+//   - Decoded bytes are kept in chunks of Options.Chunk bytes (1 MiB) in one
+//     LRU cache whose memory, decoders included, stays within Options.Budget.
+//     All-zero chunks cost no memory.
+//   - Different segments decode in parallel; a segment is never decoded twice
+//     at once: a reader that needs a chunk that a running decode will produce
+//     waits for it, and is served as soon as that chunk is out, not when the
+//     segment is done.
+//   - A decode of a large segment stops once its readers are served and parks
+//     its decoder, so a later read further into the segment continues from
+//     there instead of starting over (sequential reads through a large block
+//     decode it once). Small segments are decoded to their end.
+//   - When reads run sequentially, the segments ahead are decoded in the
+//     background, up to Options.Readahead at once (all cores by default).
+//   - A segment marked Spill (a whole image in one block) is decoded once, in
+//     the background from the start, into a sparse temporary file; a read
+//     waits until the decoder has passed its range.
+package blockcache
+
+import (
+	"container/list"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+	"sort"
+	"sync"
+	"syscall"
+)
+
+// Segment is one independently decodable piece of the uncompressed image.
+// Segments are given in order and are contiguous: each starts where the
+// previous one ends, the first at 0.
+type Segment struct {
+	Off  int64 // uncompressed offset
+	Size int64 // uncompressed size, > 0
+	// Mem is the memory a decoder of this segment holds besides its output
+	// (an LZMA dictionary, a window), charged to the budget while it lives.
+	Mem int64
+	// Spill marks a segment that is decoded once, in the background, into
+	// the spill file (see Options.SpillDir) instead of through the cache.
+	Spill bool
+}
+
+// Opener opens a decoder that yields segment i's bytes from its start. The
+// decoder must return exactly Segments[i].Size bytes before it reports the
+// end; it verifies what it can (checksums) when it reaches the end, and
+// reports a mismatch as an error from the Read that returns the last bytes.
+// If the returned reader is an io.Closer, it is closed when no longer used.
+// Opener is called from many goroutines at once.
+type Opener func(i int) (io.Reader, error)
+
+// Options tune a Cache. The zero value picks the defaults.
+type Options struct {
+	// Budget bounds the memory of cached chunks plus live decoders, in
+	// bytes. 0 means DefaultBudget. The Cache always keeps room for the
+	// decoders that readers are waiting on, so with a budget smaller than
+	// one decoder plus a chunk per reader it is exceeded by that much.
+	Budget int64
+	// Chunk is the unit of caching, in bytes. 0 means DefaultChunk.
+	Chunk int64
+	// Readahead is how many segments ahead of a sequential reader are
+	// decoded in the background. 0 means GOMAXPROCS; -1 disables it.
+	Readahead int
+	// SpillDir is the directory of the spill file for Spill segments
+	// ("" means $TMPDIR, or /var/tmp). The file is unlinked at once and
+	// sparse: all-zero chunks are never written.
+	SpillDir string
+}
+
+const (
+	// DefaultBudget is the default memory budget: room for a few dozen
+	// 4 MiB blocks, or a handful of xz -9's 64 MiB dictionaries.
+	DefaultBudget = 256 << 20
+	// DefaultChunk is the default caching unit.
+	DefaultChunk = 1 << 20
+	// fullDecodeMax: segments up to this size are decoded to their end once
+	// started (later reads of the same block are then hits); larger ones
+	// stop when their readers are served, and park the decoder.
+	fullDecodeMax = 32 << 20
+	// maxParked bounds the parked decoders, whatever their memory.
+	maxParked = 16
+)
+
+// ErrClosed is returned by reads after Close.
+var ErrClosed = errors.New("blockcache: closed")
+
+// Stats are counters for tests, benchmarks and logs.
+type Stats struct {
+	Decodes   int64 // decodes started from a segment's start
+	Resumes   int64 // decodes that continued a parked decoder
+	Prefetch  int64 // decodes started by readahead
+	Hits      int64 // chunk lookups served from the cache
+	Misses    int64 // chunk lookups that waited for a decode
+	Used      int64 // bytes held now: chunks, decoders, reservations
+	Peak      int64 // the largest Used seen
+	Budget    int64 // the effective budget
+	SpillDone int64 // bytes of spill segments decoded so far
+}
+
+// Cache serves reads over segments. All methods are safe for concurrent
+// use.
+type Cache struct {
+	segs   []Segment
+	size   int64
+	open   Opener
+	chunk  int64
+	budget int64
+	ahead  int
+
+	mu     sync.Mutex
+	cond   *sync.Cond
+	chunks map[ckey]*entry
+	lru    list.List // of *entry, front = most recently used
+	used   int64
+	jobs   map[int]*job
+	failed map[int]error // segments whose decode failed: later reads fail at once
+	parked map[int]*cursor
+	plru   list.List // of *cursor, front = most recently parked
+	closed bool
+	stats  Stats
+
+	spill *spill
+}
+
+type ckey struct {
+	seg int
+	idx int64
+}
+
+type entry struct {
+	key  ckey
+	data []byte // nil: zeros
+	n    int64
+	elem *list.Element
+	read bool // served to a reader (for sequential detection)
+}
+
+type cursor struct {
+	seg  int
+	pos  int64
+	r    io.Reader
+	mem  int64
+	elem *list.Element
+}
+
+func (c *cursor) close() {
+	if cl, ok := c.r.(io.Closer); ok {
+		cl.Close()
+	}
+}
+
+type job struct {
+	seg  int
+	cur  *cursor // nil until opened
+	pos  int64   // decoded up to here (segment-relative)
+	want int64   // decode at least up to this segment-relative offset
+	full bool    // decode to the end
+	err  error
+	done bool
+}
+
+// New returns a Cache over segs, whose decoders open opens.
+func New(segs []Segment, open Opener, opts Options) (*Cache, error) {
+	c := &Cache{
+		segs: segs, open: open,
+		chunk: opts.Chunk, budget: opts.Budget, ahead: opts.Readahead,
+		chunks: make(map[ckey]*entry),
+		jobs:   make(map[int]*job),
+		failed: make(map[int]error),
+		parked: make(map[int]*cursor),
+	}
+	c.cond = sync.NewCond(&c.mu)
+	if c.chunk <= 0 {
+		c.chunk = DefaultChunk
+	}
+	if c.budget <= 0 {
+		c.budget = DefaultBudget
+	}
+	if c.ahead == 0 {
+		c.ahead = runtime.GOMAXPROCS(0)
+	}
+	var off int64
+	spills := 0
+	for i, s := range segs {
+		if s.Off != off || s.Size <= 0 {
+			return nil, fmt.Errorf("blockcache: segment %d at %d+%d does not follow the previous one (ending at %d)", i, s.Off, s.Size, off)
+		}
+		off += s.Size
+		if s.Spill {
+			spills++
+		}
+	}
+	c.size = off
+	c.stats.Budget = c.budget
+	if spills > 0 {
+		sp, err := newSpill(c, opts.SpillDir)
+		if err != nil {
+			return nil, err
+		}
+		c.spill = sp
+	}
+	return c, nil
+}
+
+// Size is the uncompressed size: the end of the last segment.
+func (c *Cache) Size() int64 { return c.size }
+
+// Stats returns the counters.
+func (c *Cache) Stats() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := c.stats
+	s.Used = c.used
+	if c.spill != nil {
+		s.SpillDone = c.spill.doneBytes()
+	}
+	return s
+}
+
+// find returns the segment holding off.
+func (c *Cache) find(off int64) int {
+	return sort.Search(len(c.segs), func(i int) bool { return c.segs[i].Off+c.segs[i].Size > off }) // first segment ending after off
+}
+
+// ReadAt fills p with the uncompressed bytes at off. It follows io.ReaderAt,
+// except that a read past the end fails with io.EOF and fills nothing.
+func (c *Cache) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, fmt.Errorf("blockcache: negative offset %d: %w", off, syscall.EINVAL)
+	}
+	if off >= c.size {
+		if len(p) == 0 {
+			return 0, nil
+		}
+		return 0, io.EOF
+	}
+	n := 0
+	var err error
+	if int64(len(p)) > c.size-off {
+		p = p[:c.size-off]
+		err = io.EOF
+	}
+	for n < len(p) {
+		pos := off + int64(n)
+		i := c.find(pos)
+		s := c.segs[i]
+		rel := pos - s.Off
+		want := min(int64(len(p)-n), s.Size-rel)
+		if s.Spill {
+			if e := c.spill.read(p[n:n+int(want)], i, rel); e != nil {
+				return n, e
+			}
+			n += int(want)
+			continue
+		}
+		idx := rel / c.chunk
+		clo := idx * c.chunk
+		data, e := c.get(i, idx)
+		if e != nil {
+			return n, e
+		}
+		k := int(min(want, c.chunkLen(i, idx)-(rel-clo)))
+		if data == nil {
+			clear(p[n : n+k])
+		} else {
+			copy(p[n:n+k], data[rel-clo:])
+		}
+		n += k
+	}
+	return n, err
+}
+
+func (c *Cache) chunkLen(seg int, idx int64) int64 {
+	return min(c.chunk, c.segs[seg].Size-idx*c.chunk)
+}
+
+// get returns chunk idx of segment seg (nil for zeros), decoding it if
+// needed. The returned slice is never modified again.
+func (c *Cache) get(seg int, idx int64) ([]byte, error) {
+	key := ckey{seg, idx}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var waited *job
+	missed := false
+	for {
+		if c.closed {
+			return nil, ErrClosed
+		}
+		if e := c.chunks[key]; e != nil {
+			c.lru.MoveToFront(e.elem)
+			if missed {
+				c.stats.Misses++
+			} else {
+				c.stats.Hits++
+			}
+			e.read = true
+			c.readahead(seg, idx)
+			return e.data, nil
+		}
+		missed = true
+		j := c.jobs[seg]
+		if j == nil {
+			if waited != nil && waited.err != nil {
+				return nil, waited.err
+			}
+			if err := c.failed[seg]; err != nil {
+				return nil, err
+			}
+			j = c.start(seg, idx*c.chunk, false)
+		}
+		if j.pos <= idx*c.chunk {
+			// The job will produce the chunk: ask it to go at least that far.
+			j.want = max(j.want, min((idx+1)*c.chunk, c.segs[seg].Size))
+		}
+		// Otherwise the job is past the chunk, which was evicted: wait for
+		// the job to end, then start over.
+		waited = j
+		c.cond.Wait()
+	}
+}
+
+// start starts a decode job for seg that will reach at least rel. It takes
+// over the parked decoder if that is not past rel. c.mu is held.
+func (c *Cache) start(seg int, rel int64, prefetch bool) *job {
+	j := &job{seg: seg, want: rel, full: prefetch || c.segs[seg].Size <= min(fullDecodeMax, c.budget/4)}
+	if cur := c.parked[seg]; cur != nil {
+		delete(c.parked, seg)
+		c.plru.Remove(cur.elem)
+		if cur.pos <= rel {
+			j.cur, j.pos = cur, cur.pos
+			c.stats.Resumes++
+		} else {
+			c.used -= cur.mem
+			go cur.close()
+		}
+	}
+	if j.cur == nil {
+		c.stats.Decodes++
+		c.used += c.segs[seg].Mem // the decoder's memory, from now on
+		c.peak()
+	}
+	if prefetch {
+		c.stats.Prefetch++
+	}
+	c.jobs[seg] = j
+	go c.run(j)
+	return j
+}
+
+func (c *Cache) peak() {
+	if c.used > c.stats.Peak {
+		c.stats.Peak = c.used
+	}
+}
+
+// run decodes for job j until its readers are served (or to the segment's
+// end), publishing each chunk as soon as it is decoded.
+func (c *Cache) run(j *job) {
+	s := c.segs[j.seg]
+	var err error
+	if j.cur == nil {
+		r, e := c.openSafe(j.seg)
+		if e != nil {
+			err = e
+		} else {
+			j.cur = &cursor{seg: j.seg, r: r, mem: s.Mem}
+		}
+	}
+	c.mu.Lock()
+	for err == nil {
+		if c.closed || j.pos >= s.Size || (!j.full && j.pos >= j.want) {
+			break
+		}
+		n := min(c.chunk, s.Size-j.pos)
+		c.reserve(n)
+		c.mu.Unlock()
+		buf := make([]byte, n)
+		_, err = readFull(j.cur.r, buf)
+		zero := err == nil && isZero(buf)
+		c.mu.Lock()
+		c.used -= n // the reservation
+		if err != nil {
+			break
+		}
+		if zero {
+			buf = nil
+		}
+		c.insert(ckey{j.seg, j.pos / c.chunk}, buf, n)
+		j.pos += n
+		j.cur.pos = j.pos
+		c.cond.Broadcast()
+	}
+	if err != nil {
+		if !errors.Is(err, ErrClosed) {
+			err = fmt.Errorf("decoding bytes %d..%d: %w", s.Off, s.Off+s.Size, err)
+		}
+		j.err = err
+		if !errors.Is(err, ErrClosed) {
+			c.failed[j.seg] = err
+		}
+		// What this decode published may be corrupt: drop the segment.
+		for idx := int64(0); idx*c.chunk < s.Size; idx++ {
+			if e := c.chunks[ckey{j.seg, idx}]; e != nil {
+				c.remove(e)
+			}
+		}
+	}
+	if j.cur != nil {
+		if err == nil && !c.closed && j.pos < s.Size {
+			c.park(j.cur)
+		} else {
+			c.used -= j.cur.mem
+			go j.cur.close()
+		}
+	} else {
+		c.used -= s.Mem
+	}
+	j.done = true
+	delete(c.jobs, j.seg)
+	c.cond.Broadcast()
+	c.mu.Unlock()
+}
+
+// openSafe opens segment i's decoder, turning a panic in a decoder of
+// hostile input into an error.
+func (c *Cache) openSafe(i int) (r io.Reader, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("decoder panicked: %v: %w", v, syscall.EIO)
+		}
+	}()
+	r, err = c.open(i)
+	if err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// readFull is io.ReadFull that turns a decoder panic into an error and an
+// early end into io.ErrUnexpectedEOF.
+func readFull(r io.Reader, buf []byte) (n int, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("decoder panicked: %v: %w", v, syscall.EIO)
+		}
+	}()
+	// Not io.ReadFull: it drops an error that comes with the last bytes,
+	// which is where decoders report a bad checksum.
+	stalls := 0
+	for n < len(buf) {
+		k, err := r.Read(buf[n:])
+		n += k
+		if err == io.EOF && n == len(buf) {
+			return n, nil
+		}
+		if err == io.EOF {
+			return n, io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return n, err
+		}
+		if k == 0 {
+			if stalls++; stalls > 100 {
+				return n, io.ErrNoProgress
+			}
+		}
+	}
+	return n, nil
+}
+
+func isZero(b []byte) bool {
+	for len(b) >= 8 {
+		if b[0]|b[1]|b[2]|b[3]|b[4]|b[5]|b[6]|b[7] != 0 {
+			return false
+		}
+		b = b[8:]
+	}
+	for _, x := range b {
+		if x != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// reserve makes room for n more bytes within the budget, evicting the least
+// recently used chunks, then parked decoders, and charges n. c.mu is held.
+func (c *Cache) reserve(n int64) {
+	for c.used+n > c.budget {
+		if back := c.lru.Back(); back != nil {
+			c.remove(back.Value.(*entry))
+			continue
+		}
+		if back := c.plru.Back(); back != nil {
+			c.unpark(back.Value.(*cursor))
+			continue
+		}
+		break // over budget: the decoders readers wait on must go on
+	}
+	c.used += n
+	c.peak()
+}
+
+func (c *Cache) insert(key ckey, data []byte, n int64) {
+	if old := c.chunks[key]; old != nil {
+		c.remove(old)
+	}
+	e := &entry{key: key, data: data, n: n}
+	if data == nil {
+		e.n = 0
+	}
+	c.reserve(e.n)
+	e.elem = c.lru.PushFront(e)
+	c.chunks[key] = e
+}
+
+func (c *Cache) remove(e *entry) {
+	c.lru.Remove(e.elem)
+	delete(c.chunks, e.key)
+	c.used -= e.n
+}
+
+func (c *Cache) park(cur *cursor) {
+	if old := c.parked[cur.seg]; old != nil {
+		c.unpark(old)
+	}
+	cur.elem = c.plru.PushFront(cur)
+	c.parked[cur.seg] = cur
+	for c.plru.Len() > maxParked {
+		c.unpark(c.plru.Back().Value.(*cursor))
+	}
+}
+
+func (c *Cache) unpark(cur *cursor) {
+	c.plru.Remove(cur.elem)
+	delete(c.parked, cur.seg)
+	c.used -= cur.mem
+	go cur.close()
+}
+
+// readahead is called when chunk idx of seg is served. If the chunk before
+// it was read too, reads are sequential: keep the decoders ahead busy.
+// c.mu is held.
+func (c *Cache) readahead(seg int, idx int64) {
+	if c.ahead < 0 {
+		return
+	}
+	prev := ckey{seg, idx - 1}
+	if idx == 0 {
+		if seg == 0 {
+			return
+		}
+		prev = ckey{seg - 1, (c.segs[seg-1].Size - 1) / c.chunk}
+	}
+	if e := c.chunks[prev]; e == nil || !e.read {
+		return
+	}
+	// Within a large segment: keep its decoder a few chunks ahead.
+	s := c.segs[seg]
+	if !s.Spill && s.Size > c.chunk*2 {
+		ahead := min(s.Size, (idx+1+int64(c.ahead)*2)*c.chunk)
+		if j := c.jobs[seg]; j != nil {
+			j.want = max(j.want, ahead)
+		} else if cur := c.parked[seg]; cur != nil && cur.pos < ahead && c.chunks[ckey{seg, cur.pos / c.chunk}] == nil {
+			c.start(seg, ahead, false)
+		}
+	}
+	// The next segments, in parallel, within half the budget.
+	var sum int64
+	for k := seg + 1; k < len(c.segs) && k <= seg+c.ahead; k++ {
+		t := c.segs[k]
+		if t.Spill {
+			break
+		}
+		sum += t.Size + t.Mem
+		if sum > c.budget/2 {
+			break
+		}
+		if c.jobs[k] != nil || c.chunks[ckey{k, 0}] != nil {
+			continue
+		}
+		c.start(k, 0, true)
+	}
+}
+
+// Close stops the decoders and drops the cache. Reads waiting for a decode
+// return ErrClosed.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil
+	}
+	c.closed = true
+	for _, cur := range c.parked {
+		c.unpark(cur)
+	}
+	for len(c.jobs) > 0 {
+		c.cond.Broadcast()
+		c.cond.Wait()
+	}
+	c.chunks = map[ckey]*entry{}
+	c.lru.Init()
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	if c.spill != nil {
+		return c.spill.close()
+	}
+	return nil
+}
+
+// spillDir is where spill files go by default: $TMPDIR, else /var/tmp
+// (like nbdkit's LARGE_TMPDIR: /tmp is often a small tmpfs).
+func spillDir() string {
+	if d := os.Getenv("TMPDIR"); d != "" {
+		return d
+	}
+	return "/var/tmp"
+}

@@ -1,0 +1,309 @@
+package xz
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash"
+	"hash/crc32"
+	"hash/crc64"
+	"io"
+	"sync"
+
+	"github.com/ulikunitz/xz/lzma"
+)
+
+// maxDict is the largest LZMA2 dictionary accepted: xz's own limit
+// (--lzma2=dict=1536MiB). A larger one would cost that much memory per
+// decoder.
+const maxDict = 1536 << 20
+
+// filterNames names the filters the xz tools know, for the error that
+// explains how to recompress.
+var filterNames = map[uint64]string{
+	0x03: "delta", 0x04: "x86 BCJ", 0x05: "PowerPC BCJ", 0x06: "IA-64 BCJ",
+	0x07: "ARM BCJ", 0x08: "ARM-Thumb BCJ", 0x09: "SPARC BCJ", 0x0A: "ARM64 BCJ",
+	0x0B: "RISC-V BCJ", filterLZMA: "LZMA2",
+}
+
+// ErrFilter is wrapped by the error for blocks whose filter chain is not
+// LZMA2 alone (BCJ, delta).
+var ErrFilter = errors.New("unsupported xz filter")
+
+// blockHeader is what a block header says.
+type blockHeader struct {
+	size  int64 // header bytes
+	csize int64 // compressed size, or -1
+	usize int64 // uncompressed size, or -1
+	dict  int64 // LZMA2 dictionary size
+}
+
+// parseBlockHeader parses a whole block header (b holds exactly its
+// (b[0]+1)*4 bytes).
+func parseBlockHeader(b []byte) (blockHeader, error) {
+	h := blockHeader{size: int64(len(b)), csize: -1, usize: -1}
+	if len(b) < 8 || b[0] == 0 || int(b[0]+1)*4 != len(b) {
+		return h, errors.New("bad block header size")
+	}
+	n := len(b) - 4
+	if crc32.ChecksumIEEE(b[:n]) != binary.LittleEndian.Uint32(b[n:]) {
+		return h, errors.New("block header CRC32 mismatch")
+	}
+	flags := b[1]
+	if flags&0x3C != 0 {
+		return h, fmt.Errorf("reserved block flags %#02x are set (a newer xz format?)", flags)
+	}
+	r := bytes.NewReader(b[2:n])
+	if flags&0x40 != 0 {
+		v, err := readVarint(r)
+		if err != nil || v == 0 || v > 1<<62 {
+			return h, errors.New("bad compressed size in the block header")
+		}
+		h.csize = int64(v)
+	}
+	if flags&0x80 != 0 {
+		v, err := readVarint(r)
+		if err != nil || v > 1<<62 {
+			return h, errors.New("bad uncompressed size in the block header")
+		}
+		h.usize = int64(v)
+	}
+	nf := int(flags&3) + 1
+	var ids []uint64
+	var props []byte
+	for i := 0; i < nf; i++ {
+		id, err := readVarint(r)
+		if err != nil {
+			return h, errors.New("truncated filter flags in the block header")
+		}
+		psize, err := readVarint(r)
+		if err != nil || psize > uint64(r.Len()) {
+			return h, errors.New("truncated filter properties in the block header")
+		}
+		props = make([]byte, psize)
+		r.Read(props)
+		ids = append(ids, id)
+	}
+	for r.Len() > 0 {
+		if c, _ := r.ReadByte(); c != 0 {
+			return h, errors.New("block header padding is not zero")
+		}
+	}
+	if len(ids) != 1 || ids[0] != filterLZMA {
+		var names []string
+		for _, id := range ids {
+			name, ok := filterNames[id]
+			if !ok {
+				name = fmt.Sprintf("unknown filter %#x", id)
+			}
+			names = append(names, name)
+		}
+		return h, fmt.Errorf("%w: the blocks use the filter chain %q; only LZMA2 alone is supported (recompress without BCJ or delta: xz -dc IMAGE.xz | xz -T0 --filters=lzma2 > NEW.xz, or nbdloop pack)",
+			ErrFilter, names)
+	}
+	if len(props) != 1 || props[0] > 40 {
+		return h, errors.New("bad LZMA2 properties in the block header")
+	}
+	d, err := lzma.DecodeDictCap(props[0])
+	if err != nil {
+		return h, err
+	}
+	h.dict = d
+	return h, nil
+}
+
+// readBlockHeader reads and checks the header of b against the index.
+func readBlockHeader(r io.ReaderAt, b *Block) (blockHeader, error) {
+	var first [1]byte
+	if _, err := r.ReadAt(first[:], b.COff); err != nil {
+		return blockHeader{}, err
+	}
+	if first[0] == 0 {
+		return blockHeader{}, corrupt(b.COff, "the index points to an index, not a block")
+	}
+	buf := make([]byte, (int(first[0])+1)*4)
+	if _, err := r.ReadAt(buf, b.COff); err != nil {
+		return blockHeader{}, err
+	}
+	h, err := parseBlockHeader(buf)
+	if errors.Is(err, ErrFilter) {
+		return h, err
+	}
+	if err != nil {
+		return h, corrupt(b.COff, "%v", err)
+	}
+	csize := b.Unpadded - h.size - checkSize(b.Check)
+	if csize <= 0 {
+		return h, corrupt(b.COff, "the index's block size %d is smaller than the block header", b.Unpadded)
+	}
+	if h.csize >= 0 && h.csize != csize {
+		return h, corrupt(b.COff, "block header says %d compressed bytes, the index %d", h.csize, csize)
+	}
+	if h.usize >= 0 && h.usize != b.USize {
+		return h, corrupt(b.COff, "block header says %d uncompressed bytes, the index %d", h.usize, b.USize)
+	}
+	h.csize = csize
+	if h.dict > maxDict {
+		return h, corrupt(b.COff, "LZMA2 dictionary of %d bytes is larger than xz allows", h.dict)
+	}
+	return h, nil
+}
+
+// dictCap is the dictionary a decoder of b needs: the block restarts the
+// dictionary, so it never needs more than the block's size.
+func dictCap(h blockHeader, usize int64) int {
+	return int(max(lzma.MinDictCap, min(h.dict, usize)))
+}
+
+const inBufSize = 64 << 10
+
+var crc64Table = crc64.MakeTable(crc64.ECMA)
+
+var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, inBufSize) }}
+
+// countReader counts the bytes read from r.
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// blockReader decodes one block: exactly USize bytes, then it checks that
+// the LZMA2 data ends there, that its compressed size matches the index,
+// and the block's check.
+type blockReader struct {
+	r     io.ReaderAt
+	b     Block
+	h     blockHeader
+	in    *countReader
+	buf   *bufio.Reader
+	lz    *lzma.Reader2
+	hash  hash.Hash
+	left  int64
+	err   error
+	verif bool
+}
+
+func newBlockReader(r io.ReaderAt, b Block, verify bool) (*blockReader, error) {
+	h, err := readBlockHeader(r, &b)
+	if err != nil {
+		return nil, err
+	}
+	in := &countReader{r: io.NewSectionReader(r, b.COff+h.size, h.csize)}
+	buf := bufPool.Get().(*bufio.Reader)
+	buf.Reset(in)
+	lz, err := lzma.Reader2Config{DictCap: dictCap(h, b.USize)}.NewReader2(buf)
+	if err != nil {
+		bufPool.Put(buf)
+		return nil, corrupt(b.COff+h.size, "LZMA2: %v", err)
+	}
+	br := &blockReader{r: r, b: b, h: h, in: in, buf: buf, lz: lz, left: b.USize, verif: verify}
+	if verify {
+		switch b.Check {
+		case CheckCRC32:
+			br.hash = crc32.NewIEEE()
+		case CheckCRC64:
+			br.hash = crc64.New(crc64Table)
+		case CheckSHA256:
+			br.hash = sha256.New()
+		}
+	}
+	return br, nil
+}
+
+func (br *blockReader) Read(p []byte) (int, error) {
+	if br.err != nil {
+		return 0, br.err
+	}
+	if br.left == 0 {
+		br.err = io.EOF
+		return 0, io.EOF
+	}
+	if int64(len(p)) > br.left {
+		p = p[:br.left]
+	}
+	n, err := br.lz.Read(p)
+	if br.hash != nil {
+		br.hash.Write(p[:n])
+	}
+	br.left -= int64(n)
+	switch {
+	case err == io.EOF && br.left > 0:
+		err = corrupt(br.b.COff, "block ends after %d of its %d uncompressed bytes", br.b.USize-br.left, br.b.USize)
+	case err != nil && err != io.EOF:
+		var ce *CorruptError
+		if !errors.As(err, &ce) {
+			err = corrupt(br.b.COff+br.h.size+br.in.n, "LZMA2: %v", err)
+		}
+	case br.left == 0:
+		err = br.finish()
+	default:
+		err = nil
+	}
+	if err != nil && err != io.EOF {
+		br.err = err
+	}
+	return n, err
+}
+
+// finish checks the end of the block once all of its bytes are out.
+func (br *blockReader) finish() error {
+	var one [1]byte
+	if n, err := br.lz.Read(one[:]); n != 0 || err != io.EOF {
+		if n != 0 {
+			return corrupt(br.b.COff, "block holds more than the %d uncompressed bytes its index records", br.b.USize)
+		}
+		return corrupt(br.b.COff+br.h.size+br.in.n, "LZMA2 end marker: %v", err)
+	}
+	if got := br.in.n - int64(br.buf.Buffered()); got != br.h.csize {
+		return corrupt(br.b.COff, "block has %d compressed bytes, the index says %d", got, br.h.csize)
+	}
+	if !br.verif {
+		return nil
+	}
+	pad := roundup4(br.h.csize) - br.h.csize
+	tail := make([]byte, pad+checkSize(br.b.Check))
+	at := br.b.COff + br.h.size + br.h.csize
+	if _, err := br.r.ReadAt(tail, at); err != nil {
+		return err
+	}
+	for _, c := range tail[:pad] {
+		if c != 0 {
+			return corrupt(at, "block padding is not zero")
+		}
+	}
+	if br.hash == nil {
+		return nil // none, or a check ID xz reserves: not verified, as xz does
+	}
+	sum := br.hash.Sum(nil)
+	want := tail[pad:]
+	if br.b.Check != CheckSHA256 {
+		// CRC32 and CRC64 are stored little-endian; Sum is big-endian.
+		for i, j := 0, len(sum)-1; i < j; i, j = i+1, j-1 {
+			sum[i], sum[j] = sum[j], sum[i]
+		}
+	}
+	if !bytes.Equal(sum, want) {
+		return corrupt(at+pad, "%s check mismatch in the block at byte %d (the data is damaged)", CheckName(br.b.Check), br.b.COff)
+	}
+	return nil
+}
+
+// Close returns the input buffer to the pool.
+func (br *blockReader) Close() error {
+	if br.buf != nil {
+		br.buf.Reset(nil)
+		bufPool.Put(br.buf)
+		br.buf = nil
+	}
+	br.err = errors.New("xz: block reader closed")
+	return nil
+}

@@ -1,0 +1,200 @@
+// Package xz serves the uncompressed contents of an .xz file as a read-only
+// sources.Source with random access: `nbdloop attach disk.img.xz`.
+//
+// Open reads only the container's ends: the stream footers and indexes,
+// walking back from the end of the file as xz --list does (several streams,
+// stream padding, every check type). A read decodes only the blocks it
+// touches, with the LZMA2 decoder of github.com/ulikunitz/xz, and verifies
+// each block's check (CRC32, CRC64, SHA-256) and sizes when it is decoded to
+// its end. Decoded data lives in one cache shared by every connection,
+// within Options.CacheSize (DefaultCacheSize); different blocks decode in
+// parallel on all cores, a block is never decoded twice at once, reads
+// through a large block continue its decoder instead of starting over, and
+// sequential reads decode the next blocks ahead (see blockcache).
+//
+// Random access is at block granularity, so it is fast only for files of
+// many blocks: xz -T0 (the default from xz 5.6) writes blocks of 3 times the
+// dictionary (24 MiB at -6), `xz -T0 --block-size=4MiB` or `nbdloop pack`
+// smaller ones. A file that is one large block (xz -T1, older xz) is decoded
+// once, in the background, into a sparse temporary file in
+// Options.TempDir ($TMPDIR, else /var/tmp); each read waits until the decoder
+// has passed its range, and Warnings suggests repacking.
+//
+// Limits: only LZMA2 blocks; a BCJ or delta filter fails Open with an error
+// that says how to recompress. At most 2^24 blocks. Checks are verified
+// when a block is decoded to its end: bytes served from a block before its
+// end is reached are not yet verified. Read-only: every modifying call
+// fails with ErrReadOnly (a cow filter on top will make it writable).
+//
+// Example:
+//
+//	f, _ := os.Open("disk.img.xz")
+//	fi, _ := f.Stat()
+//	src, err := xz.Open(f, fi.Size(), xz.Options{})
+package xz
+
+import (
+	"fmt"
+	"io"
+
+	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
+)
+
+// DefaultCacheSize is the default memory budget of the decode cache.
+const DefaultCacheSize = blockcache.DefaultBudget
+
+// singleSpill: a file that is one block larger than this is decoded into
+// the spill file rather than through the cache.
+var singleSpill int64 = 32 << 20
+
+// largeBlock: blocks larger than this make random reads slow enough to
+// warn about.
+var largeBlock int64 = 64 << 20
+
+// ErrReadOnly is returned by every modifying call: compressed images are
+// read-only. It wraps sources.ErrReadOnly.
+var ErrReadOnly = fmt.Errorf("xz images are read-only (attach with -r, or through a cow filter (coming)): %w", sources.ErrReadOnly)
+
+// Options tune Open. The zero value is the default.
+type Options struct {
+	// CacheSize bounds the memory of decoded data and decoders, in bytes
+	// (0: DefaultCacheSize).
+	CacheSize int64
+	// TempDir is where a single-block file is decoded to ("": $TMPDIR,
+	// else /var/tmp).
+	TempDir string
+	// Readahead is how many blocks are decoded ahead of sequential reads
+	// (0: GOMAXPROCS; -1: none).
+	Readahead int
+}
+
+// Source is an .xz file served uncompressed.
+type Source struct {
+	r     io.ReaderAt
+	index *Index
+	cache *blockcache.Cache
+	warns []string
+}
+
+// Open indexes the .xz file r of size bytes. If r is an io.Closer, Close
+// closes it.
+func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
+	ix, err := ReadIndex(r, size)
+	if err != nil {
+		return nil, err
+	}
+	if ix.Size == 0 {
+		return nil, fmt.Errorf("xz file holds no data: %w", sources.ErrEmpty)
+	}
+	s := &Source{r: r, index: ix}
+	// The filter chain must be usable before the device appears: check
+	// the first block's header now (the others when they are read). xz
+	// writes every block with the same filters, so its dictionary size
+	// serves to estimate every decoder's memory.
+	h, err := readBlockHeader(r, &ix.Blocks[0])
+	if err != nil {
+		return nil, err
+	}
+	segs := make([]blockcache.Segment, len(ix.Blocks))
+	var largest int64
+	for i, b := range ix.Blocks {
+		segs[i] = blockcache.Segment{Off: b.UOff, Size: b.USize, Mem: int64(dictCap(h, b.USize)) + inBufSize}
+		largest = max(largest, b.USize)
+	}
+	if len(segs) == 1 && segs[0].Size > singleSpill {
+		segs[0].Spill = true
+		dir := opts.TempDir
+		if dir == "" {
+			dir = "$TMPDIR"
+		}
+		s.warns = append(s.warns, fmt.Sprintf("the xz file is a single %s block: it is decoded once, in the background, into a temporary file in %s, and reads wait for it (for fast random access repack it: nbdloop pack IMAGE -o NEW.xz)",
+			sizeString(segs[0].Size), dir))
+	} else if largest > largeBlock {
+		s.warns = append(s.warns, fmt.Sprintf("xz blocks of up to %s: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)", sizeString(largest)))
+	}
+	for _, c := range ix.Checks {
+		if c != CheckNone && c != CheckCRC32 && c != CheckCRC64 && c != CheckSHA256 {
+			s.warns = append(s.warns, fmt.Sprintf("xz check type %s is not verified", CheckName(c)))
+			break
+		}
+	}
+	s.cache, err = blockcache.New(segs, s.openBlock, blockcache.Options{
+		Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Source) openBlock(i int) (io.Reader, error) {
+	return newBlockReader(s.r, s.index.Blocks[i], true)
+}
+
+// Index returns the blocks found by Open.
+func (s *Source) Index() *Index { return s.index }
+
+// Stats returns the decode cache's counters.
+func (s *Source) Stats() blockcache.Stats { return s.cache.Stats() }
+
+// Warnings returns what attach should tell the user about this file, one
+// line each (a single large block, blocks large enough to make random
+// reads slow, checks that cannot be verified).
+func (s *Source) Warnings() []string { return s.warns }
+
+// Size returns the uncompressed size.
+func (s *Source) Size() int64 { return s.index.Size }
+
+// Caps: read-only and parallel.
+func (s *Source) Caps() sources.Caps { return sources.Caps{ReadOnly: true, Parallel: true} }
+
+// ReadAt reads uncompressed bytes, decoding the blocks it needs.
+func (s *Source) ReadAt(p []byte, off int64) (int, error) {
+	if err := sources.CheckRange(off, int64(len(p)), s.index.Size); err != nil {
+		return 0, err
+	}
+	return s.cache.ReadAt(p, off)
+}
+
+// WriteAt fails with ErrReadOnly.
+func (s *Source) WriteAt([]byte, int64) (int, error) { return 0, ErrReadOnly }
+
+// Flush does nothing: there is nothing to write.
+func (s *Source) Flush() error { return nil }
+
+// Trim fails with ErrReadOnly.
+func (s *Source) Trim(int64, int64) error { return ErrReadOnly }
+
+// Zero fails with ErrReadOnly.
+func (s *Source) Zero(int64, int64, bool) error { return ErrReadOnly }
+
+// Close stops the decoders, drops the cache and closes the file if it is
+// an io.Closer. A second Close returns nil.
+func (s *Source) Close() error {
+	err := s.cache.Close()
+	if c, ok := s.r.(io.Closer); ok && s.r != nil {
+		if e := c.Close(); err == nil {
+			err = e
+		}
+		s.r = nil
+	}
+	return err
+}
+
+// sizeString prints n bytes with a binary suffix, as attach does.
+func sizeString(n int64) string {
+	const units = "KMGTPE"
+	if n < 1024 {
+		return fmt.Sprintf("%d bytes", n)
+	}
+	v, u := float64(n), -1
+	for v >= 1024 && u < len(units)-1 {
+		v /= 1024
+		u++
+	}
+	if v < 10 && v != float64(int64(v)) {
+		return fmt.Sprintf("%.1f %ciB", v, units[u])
+	}
+	return fmt.Sprintf("%.0f %ciB", v, units[u])
+}
