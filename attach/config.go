@@ -48,6 +48,11 @@ type Config struct {
 	SizeLimit   int64         `json:"sizelimit"`
 	DirectIO    bool          `json:"direct_io"`
 	CacheSize   int64         `json:"cache_size,omitempty"` // 0: DefaultCacheSize
+	// Filters are --filter specs (filters.Parse), the first nearest the
+	// kernel.
+	Filters []string `json:"filters,omitempty"`
+	// Composite: --concat, --partitions and --partition (composite.go).
+	Composite
 }
 
 // NewConfig returns a Config with every default filled in.
@@ -96,6 +101,12 @@ func (c *Config) Validate() error {
 	if spec.Kind == "memory" && (c.Offset != 0 || c.SizeLimit != 0 || c.DirectIO) {
 		return fmt.Errorf("%s: --offset, --sizelimit and --direct-io apply to files only", c.Source)
 	}
+	if _, err := c.filterSpecs(); err != nil {
+		return err
+	}
+	if err := c.validateComposite(); err != nil {
+		return err
+	}
 	return nil
 }
 
@@ -114,4 +125,5 @@ type Device struct {
 	Backend     string   `json:"backend,omitempty"`
 	Partitions  []string `json:"partitions,omitempty"`
 	Mounts      []string `json:"mounts,omitempty"`
+	Filters     []string `json:"filters,omitempty"` // --filter specs as given
 }

@@ -48,6 +48,7 @@ func List(indices []int) ([]Device, error) {
 		switch {
 		case st != nil && st.BackendID == d.Backend:
 			d.Source, d.Format, d.BlockSize = st.Desc, st.Format, st.BlockSize
+			d.Filters = st.Config.Filters
 			d.State = StateRunning
 			if !processAlive(pid) {
 				d.State = StateDead

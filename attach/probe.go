@@ -6,9 +6,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
+	"path/filepath"
 	"syscall"
 
 	"github.com/nbdloop/nbdloop/sources"
+	gzipsrc "github.com/nbdloop/nbdloop/sources/gzip"
 	"github.com/nbdloop/nbdloop/sources/xz"
 )
 
@@ -29,6 +32,23 @@ func isXZ(head []byte) bool {
 
 func openXZ(f *sources.File, opts OpenOptions) (sources.Source, error) {
 	return xz.Open(f, f.Size(), xz.Options{CacheSize: opts.CacheSize})
+}
+
+func isGzip(head []byte) bool {
+	return bytes.HasPrefix(head, []byte{0x1F, 0x8B, 8})
+}
+
+// openGzip keeps the checkpoint index of gzip images in the user's cache
+// directory ($XDG_CACHE_HOME/nbdloop, else ~/.cache/nbdloop), so that the
+// second attach of the same image skips the inflating pass.
+func openGzip(f *sources.File, opts OpenOptions) (sources.Source, error) {
+	dir, err := os.UserCacheDir()
+	if err == nil {
+		dir = filepath.Join(dir, "nbdloop")
+	} else {
+		dir = ""
+	}
+	return gzipsrc.Open(f, f.Size(), gzipsrc.Options{CacheSize: opts.CacheSize, IndexDir: dir})
 }
 
 // openReadOnlyFormat is called when path cannot be opened for writing: if

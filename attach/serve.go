@@ -53,9 +53,9 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	notes := protect(spec.Kind != "memory")
 
 	opened, err := OpenSource(spec, OpenOptions{
-		ReadOnly: cfg.ReadOnly, BlockSize: cfg.BlockSize,
+		ReadOnly: cfg.sourceReadOnly(), BlockSize: cfg.BlockSize,
 		Offset: cfg.Offset, SizeLimit: cfg.SizeLimit, DirectIO: cfg.DirectIO,
-		CacheSize: cfg.CacheSize,
+		CacheSize: cfg.CacheSize, Composite: cfg.Composite,
 	})
 	if err != nil {
 		return fail(err)
@@ -63,6 +63,14 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	src := opened.Source
 	res.Warnings = append(res.Warnings, opened.Warnings...)
 	defer src.Close()
+	stack, err := openFilters(src, cfg)
+	if err != nil {
+		return fail(err)
+	}
+	if len(cfg.Filters) > 0 {
+		src = stack.Source
+		defer src.Close()
+	}
 
 	fam, err := kernel.Open()
 	if errors.Is(err, kernel.ErrNoDriver) {
@@ -74,7 +82,7 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	caps := src.Caps()
 	ro := caps.ReadOnly || cfg.ReadOnly
 	var logger *log.Logger = log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-	srv := nbd.NewServer(src, nbd.Options{Logf: logger.Printf})
+	srv := nbd.NewServer(src, nbd.Options{Logf: logger.Printf, Observe: observeFunc(stack)})
 	flags := nbd.TransmissionFlags(caps, cfg.Connections > 1)
 	if cfg.ReadOnly {
 		flags |= nbd.FlagReadOnly
@@ -109,7 +117,7 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 		go func() {
 			defer wg.Done()
 			defer conn.Close()
-			srv.Serve(serveCtx, conn)
+			srv.ServeConn(serveCtx, conn, i)
 		}()
 	}
 
@@ -170,7 +178,7 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	res.Device = &Device{
 		Name: dev, Index: index, Size: src.Size(), Source: opened.Desc, Format: opened.Format,
 		RO: ro, PID: os.Getpid(), State: "running", Connections: cfg.Connections,
-		BlockSize: cfg.BlockSize, Backend: backendID, Partitions: parts,
+		BlockSize: cfg.BlockSize, Backend: backendID, Partitions: parts, Filters: cfg.Filters,
 	}
 	if err := report(res); err != nil {
 		logger.Printf("%s: reporting to attach failed (%v); detaching", dev, err)
@@ -181,6 +189,7 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 		logger.Printf("%s: %s", dev, n)
 	}
 	logger.Printf("%s: serving %s (%d bytes, %d connections, flags %#x)", dev, opened.Desc, src.Size(), cfg.Connections, flags)
+	defer startStats(dir, st, stack, logger.Printf)()
 
 	served := make(chan struct{})
 	go func() { wg.Wait(); close(served) }()

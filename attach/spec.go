@@ -17,7 +17,8 @@ import (
 const SourceHelp = `SOURCE is one of:
   PATH            a file or block device; its format is detected from its
                   contents (magic bytes), not from its name; raw is the fallback;
-                  xz images are served uncompressed and read-only (-r is implied)
+                  xz and gzip images are served uncompressed and read-only
+                  (-r is implied)
   file:PATH       the same, for paths that contain a colon
   memory:SIZE     a sparse RAM disk of SIZE bytes, up to 2^63-1 (8E); pages are
                   allocated on first write and freed by trim; SIZE is rounded
@@ -81,6 +82,7 @@ type OpenOptions struct {
 	SizeLimit int64
 	DirectIO  bool
 	CacheSize int64 // decode cache of compressed images (0: the default)
+	Composite       // --concat, --partitions, --partition (composite.go)
 }
 
 // format is one row of the probe table: formats are recognised by their
@@ -98,6 +100,7 @@ type format struct {
 
 var probeTable = []format{
 	{name: "xz", match: isXZ, open: openXZ, readOnly: true},
+	{name: "gzip", match: isGzip, open: openGzip, readOnly: true},
 }
 
 // Opened is a source ready to serve, with what to tell the user about it.
@@ -112,6 +115,9 @@ type Opened struct {
 // opts.BlockSize bytes per sector. Errors name the source and say how to fix
 // the problem.
 func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
+	if opts.Layout != "" || opts.Partition > 0 {
+		return openComposite(spec, opts)
+	}
 	bs := opts.BlockSize
 	if spec.Kind == "memory" {
 		size := spec.Size

@@ -212,16 +212,19 @@ func (c *Cow) loadMap(f *os.File, total int64) error {
 	}
 	want := c.trailer()
 	got := make([]byte, 32)
-	if st.Size() == total {
-		_, err = f.ReadAt(got, total-32)
+	if st.Size() >= 32 {
+		_, err = f.ReadAt(got, st.Size()-32)
 	}
-	if st.Size() != total || err != nil || string(got[:8]) != cowMagic {
+	if err != nil || string(got[:8]) != cowMagic {
 		return fmt.Errorf("cow filter: %s is not an overlay of a %d-byte source with %d-byte blocks (remove it, or give another file)",
 			c.path, c.size, int64(1)<<c.shift)
 	}
 	if string(got) != string(want) {
 		return fmt.Errorf("cow filter: %s is an overlay of a %d-byte source with %d-byte blocks, not of this %d-byte source with %d-byte blocks (remove it, or give another file)",
 			c.path, binary.LittleEndian.Uint64(got[16:]), binary.LittleEndian.Uint64(got[8:]), c.size, int64(1)<<c.shift)
+	}
+	if st.Size() != total {
+		return fmt.Errorf("cow filter: %s is %d bytes, want %d: not a complete overlay (remove it, or give another file)", c.path, st.Size(), total)
 	}
 	buf := make([]byte, len(c.bits)*8)
 	if _, err := f.ReadAt(buf, c.mapOff); err != nil {

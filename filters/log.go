@@ -15,9 +15,11 @@ import (
 var logDef = &Def{
 	Name:    "log",
 	Summary: "record every request in a file, one JSON object a line",
-	Doc: "Writes one line per request the server answers: " +
-		`{"time":"2026-11-26T14:39:59.123456789Z","conn":0,"op":"write","offset":1024,` +
-		`"length":4096,"flags":"fua","latency_us":37.5,"error":""}. ` +
+	Doc: "Writes one JSON object per line for each request the server answers, with the " +
+		"fields time, conn, op, offset, length, flags, latency_us and error, in that order, " +
+		`e.g. {"time":"2026-11-26T14:39:59.123456789Z", "conn":0, "op":"write", ` +
+		`"offset":1024, "length":4096, "flags":"fua", "latency_us":37.5, "error":""} ` +
+		"(without the spaces). " +
 		"time is when the request arrived (UTC), op is read, write, flush, trim or zero, " +
 		"flags is empty or fua, nohole or fua,nohole, latency_us runs until the reply was " +
 		"queued (waiting for a worker included), error is empty or the NBD error (EIO, " +

@@ -89,9 +89,7 @@ type Rate struct {
 
 // NewRate wraps next. Closing the filter closes next.
 func NewRate(next sources.Source, opts RateOptions, env Env) *Rate {
-	if opts.Burst <= 0 {
-		opts.Burst = 100 * time.Millisecond
-	}
+	opts.Burst = max(opts.Burst, 0)
 	c := next.Caps()
 	r := &Rate{
 		next: next,

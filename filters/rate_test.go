@@ -68,7 +68,7 @@ func TestRateThroughput(t *testing.T) {
 // never wait.
 func TestRateUnlimitedOps(t *testing.T) {
 	clock := newFakeClock()
-	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{Limit: 1, Burst: time.Nanosecond}, Env{Clock: clock})
+	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{Limit: 1, Burst: 0}, Env{Clock: clock})
 	defer r.Close()
 	for _, op := range []Op{OpFlush, OpTrim, OpZero} {
 		if err := doOp(r, op, 0, 1<<20); err != nil {
@@ -85,7 +85,7 @@ func TestRateUnlimitedOps(t *testing.T) {
 // wait what their bytes cost, each booking after the previous one.
 func TestRateParallel(t *testing.T) {
 	clock := newFakeClock()
-	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{Limit: 1 << 20, Burst: time.Nanosecond}, Env{Clock: clock})
+	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{Limit: 1 << 20, Burst: 0}, Env{Clock: clock})
 	defer r.Close()
 	var wg sync.WaitGroup
 	for g := range 8 {
@@ -109,7 +109,7 @@ func TestRateFile(t *testing.T) {
 	path := missingFile(t)
 	var logs []string
 	env := Env{Clock: clock, Logf: func(f string, a ...any) { logs = append(logs, fmt.Sprintf(f, a...)) }}
-	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{Limit: 1 << 20, File: path, Burst: time.Nanosecond}, env)
+	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{Limit: 1 << 20, File: path, Burst: 0}, env)
 	defer r.Close()
 	steps := []struct {
 		write   string // file contents; "-" removes it, "" leaves it
@@ -152,7 +152,7 @@ func TestRateChangeDropsOldBookings(t *testing.T) {
 	clock := newFakeClock()
 	path := missingFile(t)
 	os.WriteFile(path, []byte("1K"), 0o644)
-	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{File: path, Burst: time.Nanosecond}, Env{Clock: clock})
+	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{File: path, Burst: 0}, Env{Clock: clock})
 	defer r.Close()
 	r.ReadAt(make([]byte, 1024), 0)
 	if got := clock.total(); got != time.Second {

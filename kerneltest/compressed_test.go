@@ -11,16 +11,16 @@ import (
 	"time"
 )
 
-// partitionedExt4 makes a GPT disk image of 64 MiB with one ext4 partition
-// (1 MiB .. 57 MiB) holding a few files, without loop devices: mkfs.ext4 -d
+// partitionedExt4 makes a GPT disk image of 40 MiB with one ext4 partition
+// (1 MiB .. 39 MiB) holding a few files, without loop devices: mkfs.ext4 -d
 // fills a partition-sized file, which dd puts into place. It returns the
 // image and the files' sha256 by name.
 func partitionedExt4(t *testing.T, dir string) (string, map[string]string) {
 	t.Helper()
 	src := filepath.Join(dir, "files")
 	os.MkdirAll(filepath.Join(src, "sub"), 0o755)
-	sh(t, "head -c 3000000 /dev/urandom > "+src+"/random.bin"+
-		" && seq 1 200000 > "+src+"/sub/numbers.txt"+
+	sh(t, "head -c 1000000 /dev/urandom > "+src+"/random.bin"+
+		" && seq 1 100000 > "+src+"/sub/numbers.txt"+
 		" && head -c 2M /dev/zero > "+src+"/zeros.bin"+
 		" && echo hello compressed nbdloop > "+src+"/hello.txt")
 	files := map[string]string{}
@@ -29,10 +29,10 @@ func partitionedExt4(t *testing.T, dir string) (string, map[string]string) {
 	}
 	part := filepath.Join(dir, "part.img")
 	img := filepath.Join(dir, "disk.img")
-	must(t, "truncate", "-s", "56M", part)
+	must(t, "truncate", "-s", "38M", part)
 	must(t, "mkfs.ext4", "-q", "-d", src, part)
-	must(t, "truncate", "-s", "64M", img)
-	must(t, "sgdisk", "-n", "1:2048:+56M", "-t", "1:8300", img)
+	must(t, "truncate", "-s", "40M", img)
+	must(t, "sgdisk", "-n", "1:2048:+38M", "-t", "1:8300", img)
 	must(t, "dd", "if="+part, "of="+img, "bs=1M", "seek=1", "conv=notrunc", "status=none")
 	os.Remove(part)
 	return img, files
@@ -74,8 +74,8 @@ func TestKernelCompressed(t *testing.T) {
 		format   string
 		warn     string // in attach's stderr besides the read-only note
 	}{
-		{name: "xz multi-block", compress: `xz -T2 --block-size=1MiB -c "$IMG" > "$OUT"`, format: "xz"},
-		{name: "xz single block", compress: `xz -T1 -c "$IMG" > "$OUT"`, format: "xz", warn: "single 64 MiB block"},
+		{name: "xz multi-block", compress: `xz -0 -T2 --block-size=1MiB -c "$IMG" > "$OUT"`, format: "xz"},
+		{name: "xz single block", compress: `xz -0 -T1 -c "$IMG" > "$OUT"`, format: "xz", warn: "single 40 MiB block"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -95,8 +95,8 @@ func TestKernelCompressed(t *testing.T) {
 			if got := must(t, "blockdev", "--getro", dev); got != "1" {
 				t.Errorf("blockdev --getro = %s, want 1", got)
 			}
-			if got := must(t, "blockdev", "--getsize64", dev); got != strconv.Itoa(64<<20) {
-				t.Errorf("blockdev --getsize64 = %s, want %d", got, 64<<20)
+			if got := must(t, "blockdev", "--getsize64", dev); got != strconv.Itoa(40<<20) {
+				t.Errorf("blockdev --getsize64 = %s, want %d", got, 40<<20)
 			}
 			if r := run(t, "dd", "if=/dev/zero", "of="+dev, "bs=4096", "count=1", "oflag=direct"); r.code == 0 {
 				t.Error("dd to a compressed image's device succeeded")

@@ -16,6 +16,7 @@ check sgdisk gdisk
 check sfdisk fdisk
 check blkdiscard util-linux
 check setpriv util-linux
+check mdadm mdadm
 [ -x /sbin/blkid ] || [ -x /usr/sbin/blkid ] || need="$need util-linux"
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"

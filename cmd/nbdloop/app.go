@@ -18,6 +18,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/nbdloop/nbdloop/attach"
+	"github.com/nbdloop/nbdloop/filters"
 )
 
 const appDescription = `nbdloop attaches a file, a block device or a RAM disk to a Linux Network
@@ -41,6 +42,9 @@ EXAMPLES:
   # nbdloop attach memory:8E      (a sparse 8 EiB RAM disk)
   # nbdloop list --json
   # nbdloop attach --run 'mkfs.ext4 -q $DEVICE' disk.img
+  # nbdloop attach -P --partitions boot.img swap.img root.img   (/dev/nbd2p1..p3)
+  # nbdloop attach --concat a.img b.img c.img
+  # nbdloop attach --partition 2 disk.img
   # nbdloop detach /dev/nbd0      (or: nbdloop detach -a)
 
 EXIT STATUS:
@@ -51,7 +55,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:                 "nbdloop",
 		Usage:                "attach files and RAM disks to Linux NBD devices",
-		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]",
+		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop stats [--json] DEVICE...",
 		Description:          appDescription,
 		Version:              version,
 		Writer:               stdout,
@@ -77,7 +81,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach or list)\n", name)
 			os.Exit(exitUsage)
 		},
-		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), manCommand(), completionCommand()},
+		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), statsCommand(), manCommand(), completionCommand()},
 	}
 	return app
 }
@@ -86,9 +90,9 @@ func attachCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "attach",
 		Usage:     "attach SOURCE to an nbd device and print the device's name",
-		UsageText: "nbdloop attach [options] SOURCE",
+		UsageText: "nbdloop attach [options] SOURCE\nnbdloop attach --concat [options] SOURCE...\nnbdloop attach --partitions [--table gpt|mbr] [--align SIZE] [--type N=TYPE]... [options] SOURCE...\nnbdloop attach --partition N [options] SOURCE",
 		Description: "Starts a server process for SOURCE, connects it to the first free nbd device\n" +
-			"(or --device) and prints the device's name once it is usable.\n\n" + attach.SourceHelp,
+			"(or --device) and prints the device's name once it is usable.\n\n" + attach.SourceHelp + "\n\n" + attach.CompositeHelp + "\n\n" + filters.Help(),
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError("attach: %v (see nbdloop attach --help)", err)
 		},
@@ -105,11 +109,14 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "sizelimit", Usage: "use at most `SIZE` bytes of the file"},
 			&cli.BoolFlag{Name: "direct-io", Usage: "open the file with O_DIRECT (bypass the page cache)"},
 			&cli.StringFlag{Name: "cache-size", Value: fmt.Sprintf("%dM", attach.DefaultCacheSize>>20), Usage: "memory for decoded data of compressed images (xz, gzip, zstd), shared by all connections, in `SIZE` bytes"},
+			filterFlag(),
+			concatFlag(), partitionsFlag(), tableFlag(), alignFlag(), typeFlag(), espFlag(), partitionFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled"},
 			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
 			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
 		},
-		Action: doAttach,
+		BashComplete: completeAttach,
+		Action:       doAttach,
 	}
 }
 
@@ -129,6 +136,7 @@ func detachCommand() *cli.Command {
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "all", Aliases: []string{"a"}, Usage: "detach every device attached by nbdloop"},
 			&cli.BoolFlag{Name: "force", Usage: "detach even if mounted or held"},
+			&cli.BoolFlag{Name: "stats", Usage: "print the final statistics of devices attached with --filter stats"},
 		},
 		BashComplete: completeDevices,
 		Action:       doDetach,
@@ -198,8 +206,27 @@ func completionCommand() *cli.Command {
 // --generate-bash-completion) and falls back to file names for SOURCE.
 const bashCompletion = `# bash completion for nbdloop
 _nbdloop() {
-	local cur words flag=()
+	local cur words flag=() line tok prev val pre c
 	cur="${COMP_WORDS[COMP_CWORD]}"
+	# --filter values: bash splits words at : and =, so take the value from
+	# the line, ask nbdloop for whole values and hand back the part after
+	# the last : or =.
+	line="${COMP_LINE:0:COMP_POINT}"
+	tok="${line##*[[:space:]]}"
+	prev="${line%"$tok"}"
+	prev="${prev%"${prev##*[![:space:]]}"}"
+	prev="${prev##*[[:space:]]}"
+	if [[ "$prev" == --filter || "$tok" == --filter=* ]]; then
+		val="${tok#--filter=}"
+		pre="${tok%"${tok##*[:=]}"}"
+		compopt -o nospace 2>/dev/null
+		COMPREPLY=()
+		while IFS= read -r c; do
+			c="${tok%"$val"}$c"
+			COMPREPLY+=("${c#"$pre"}")
+		done < <("${COMP_WORDS[0]}" attach --filter "$val" --generate-bash-completion 2>/dev/null)
+		return
+	fi
 	# urfave/cli lists flags when the word before its flag starts with -;
 	# a lone - lists them all (never --, which would end the flags and run
 	# the command), and compgen picks those matching $cur.
@@ -249,13 +276,16 @@ func parseSeconds(flag, s string) (time.Duration, error) {
 }
 
 func configFromFlags(c *cli.Context) (attach.Config, error) {
-	if c.NArg() != 1 {
+	if c.NArg() != 1 && (c.NArg() == 0 || !multiSource(c)) {
 		if c.NArg() == 0 {
 			return attach.Config{}, usageError("attach: no SOURCE given (e.g. nbdloop attach disk.img)")
 		}
-		return attach.Config{}, usageError("attach: one SOURCE expected, got %d: %s", c.NArg(), strings.Join(c.Args().Slice(), " "))
+		return attach.Config{}, usageError("attach: one SOURCE expected, got %d: %s (to combine files: --concat or --partitions)", c.NArg(), strings.Join(c.Args().Slice(), " "))
 	}
 	cfg := attach.NewConfig(c.Args().First())
+	if err := compositeFromFlags(c, &cfg); err != nil {
+		return cfg, err
+	}
 	cfg.ReadOnly = c.Bool("read-only")
 	cfg.PartScan = c.Bool("partscan")
 	cfg.DirectIO = c.Bool("direct-io")
@@ -291,6 +321,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 			}
 		}
 	}
+	cfg.Filters = filterSpecs(c)
 	if c.Bool("foreground") && c.String("run") != "" {
 		return cfg, usageError("attach: --foreground and --run exclude each other")
 	}
@@ -433,7 +464,7 @@ func doDetach(c *cli.Context) error {
 	}
 	failed := 0
 	for _, idx := range indices {
-		if err := attach.Detach(context.Background(), idx, c.Bool("force")); err != nil {
+		if err := detachWithStats(c, idx, c.Bool("force"), c.Bool("stats")); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", oneLine(err.Error()))
 			failed++
 		}

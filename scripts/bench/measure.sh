@@ -10,8 +10,9 @@
 #   meta.txt                  key=value: kernel, CPUs, connections, runtime...
 #   fio/DEVICE/WORKLOAD.json  fio --output-format=json (group_reporting)
 #   attach.tsv                kind, attach ms, detach ms (BENCH_ATTACH_RUNS each)
-#   profile/                  CPU accounting (and perf, if installed) of one
-#                             nbdloop memory 4k randread QD32 run
+#   profile/NAME/             CPU accounting, syscall counts and perf samples
+#                             (perf if installed) of nbdloop memory runs:
+#                             4k randread QD32x2 and 1M write QD8
 #   failures                  one line per measurement that could not be taken
 # and exits 1 if anything failed (every other measurement is still taken).
 #
@@ -31,7 +32,7 @@
 #                         under emulation); memory disks are filled that far
 #      BENCH_CONNECTIONS  connections for nbdloop and nbd-client (default: CPUs, at most 4)
 #      BENCH_ATTACH_RUNS  attach timings per kind (default 5; 0: none)
-#      BENCH_PROFILE      0: skip the profile run
+#      BENCH_PROFILE      0: skip the profile runs; BENCH_PROFILE_WINDOW (default 3 s)
 set -u
 
 # Braces: bash reads a script as it runs it; a compound command is read whole.
@@ -102,6 +103,10 @@ mkdir -p /run/lock # qemu-nbd -c wants it
 work=$(mktemp -d /tmp/nbdloop-bench.XXXXXX) || exit 1
 mount -t tmpfs -o size=1100M,mode=700 tmpfs "$work" || fail "cannot mount a tmpfs on $work"
 img=$work/disk.img
+# nbdloop runs from the tmpfs too: the results share it was copied to has no
+# 9p cache in the VM, so every exec (attach, the server) would fetch it again,
+# while the other tools come from the cached host root.
+mkdir -p "$work/bin" && cp "$nbdloop" "$work/bin/nbdloop" && nbdloop=$work/bin/nbdloop
 sock=$work/nbdkit.sock
 pidf=$work/nbdkit.pid
 
@@ -237,24 +242,32 @@ fill_dev() {
 		--output-format=json --output="$out/fio/$kind/fill.json" >>"$out/tools.log" 2>&1
 }
 
-# profile: one nbdloop memory 4k randread QD32x2 run (fio stopped with
-# SIGINT once done) during which (1) the CPU time of every process and of the
-# whole machine is read from /proc over a window of BENCH_PROFILE_WINDOW s
-# (default 3), then (2) perf record -a -g samples every CPU for as long (if
-# perf is installed): is the server or the kernel the bottleneck?
+# profile NAME [record] FIO-OPTIONS...: a run of fio on the current device
+# (nbdloop memory), stopped with SIGINT once done, during which (1) the CPU
+# time of every process, of the server's threads and of the whole machine is
+# read from /proc over BENCH_PROFILE_WINDOW seconds (default 3), then, if
+# perf is installed, (2) perf stat counts the server's syscalls and context
+# switches for as long and (3) with "record", perf record -a -g samples every
+# CPU for as long. Output in OUT/profile/NAME/.
+perf_events=raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev
+perf_events=$perf_events,syscalls:sys_enter_recvmsg,syscalls:sys_enter_sendmsg,syscalls:sys_enter_pread64,syscalls:sys_enter_pwrite64
+perf_events=$perf_events,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex
+perf_events=$perf_events,syscalls:sys_enter_nanosleep,syscalls:sys_enter_sched_yield,context-switches,cpu-migrations
 profile() {
-	local p=$out/profile pid window=${BENCH_PROFILE_WINDOW:-3}
+	local name=$1 p=$out/profile/$1 pid window=${BENCH_PROFILE_WINDOW:-3} record=''
+	shift
+	[ "$1" = record ] && { record=1; shift; }
 	mkdir -p "$p"
 	pid=$(sed -n 's/.*"pid": *\([0-9][0-9]*\).*/\1/p' "/run/nbdloop/${dev#/dev/}.json" | head -n 1)
 	{
 		echo "server_pid=$pid"
 		echo "clk_tck=$(getconf CLK_TCK)"
 		echo "cpus=$ncpu"
+		echo "fio=$*"
 	} >"$p/meta.txt"
-	fio --name=profile --filename="$dev" --ioengine=libaio --direct=1 \
-		--time_based --runtime=600 --size="$span" \
-		--norandommap --randrepeat=0 --group_reporting --rw=randread --bs=4k \
-		--iodepth=32 --numjobs=2 --output-format=json --output="$p/fio.json" \
+	fio --name="$name" --filename="$dev" --ioengine=libaio --direct=1 \
+		--time_based --runtime=600 --size="$span" --norandommap --randrepeat=0 \
+		--group_reporting --output-format=json --output="$p/fio.json" "$@" \
 		>>"$out/tools.log" 2>&1 &
 	profile_fio=$!
 	sleep $((ramp + 1))
@@ -270,16 +283,22 @@ profile() {
 	[ -n "$pid" ] && cat /proc/"$pid"/task/*/stat >"$p/server-threads.after" 2>/dev/null
 	t1=$(now_us)
 	echo "window_us=$((t1 - t0))" >>"$p/meta.txt"
-	if command -v perf >/dev/null 2>&1; then
-		HOME=$work perf record -q -N -a -g -F 999 -o "$work/perf.data" -- sleep "$window" \
-			>>"$p/perf.log" 2>&1 || echo "perf record failed" >>"$p/perf.log"
+	if [ -z "$has_perf" ]; then
+		echo "perf is not installed (apt-get install linux-perf): no syscall counts, no symbol profile" >"$p/perf.log"
 	else
-		echo "perf is not installed (apt-get install linux-perf): no symbol profile" >"$p/perf.log"
+		echo "perf_stat_s=$window" >>"$p/meta.txt"
+		HOME=$work perf stat -x, -o "$p/perf-stat.csv" -e "$perf_events" -p "$pid" -- sleep "$window" \
+			>>"$p/perf.log" 2>&1 || echo "perf stat failed" >>"$p/perf.log"
+		if [ -n "$record" ]; then
+			HOME=$work perf record -q -N -a -g -F 999 -o "$work/perf.data" -- sleep "$window" \
+				>>"$p/perf.log" 2>&1 || echo "perf record failed" >>"$p/perf.log"
+		fi
 	fi
 	top -b -n 1 -w 200 2>/dev/null | head -n 20 >"$p/top.txt"
 	kill -INT "$profile_fio" 2>/dev/null
-	wait "$profile_fio" || fail "profile: fio on nbdloop-memory"
+	wait "$profile_fio" # fio's status after SIGINT says little: its output does
 	profile_fio=''
+	grep -q '"jobs"' "$p/fio.json" 2>/dev/null || fail "profile $name: fio on nbdloop-memory"
 	# shellcheck disable=SC2129 # one report per file
 	if [ -s "$work/perf.data" ]; then
 		HOME=$work perf report -i "$work/perf.data" --stdio --no-children -g none \
@@ -291,6 +310,14 @@ profile() {
 		rm -f "$work/perf.data"
 	fi
 }
+has_perf=''
+if command -v perf >/dev/null 2>&1 && perf --version >/dev/null 2>&1; then
+	has_perf=1
+	# perf stat's syscall tracepoints need tracefs (not mounted in the VM).
+	if [ ! -d /sys/kernel/tracing/events ] && [ "${NBDLOOP_VM:-}" = 1 ]; then
+		mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
+	fi
+fi
 
 # --- the tmpfs file, then each device ------------------------------------------
 {
@@ -347,8 +374,9 @@ for d in $devices; do
 		fi
 	done
 	if [ "$d" = nbdloop-memory ] && [ "${BENCH_PROFILE:-1}" != 0 ]; then
-		log "$d: profile run (4k randread QD32)"
-		profile
+		log "$d: profile runs (4k randread QD32x2 with perf record, 1M write QD8)"
+		profile randread-4k-qd32 record --rw=randread --bs=4k --iodepth=32 --numjobs=2
+		profile write-1m-qd8 --rw=write --bs=1M --iodepth=8
 	fi
 	detach_dev || fail "$d: detach failed"
 done

@@ -2,6 +2,7 @@ package partitioned
 
 import (
 	"fmt"
+	"hash/crc32"
 	"testing"
 
 	"github.com/nbdloop/nbdloop/sources"
@@ -26,30 +27,45 @@ func seedDisk(f *testing.F, n int, opts Options) []byte {
 	return b
 }
 
+// byteDisk is a read-only Source over a byte slice, cheaper to set up per
+// fuzz input than a Memory.
+type byteDisk []byte
+
+func (b byteDisk) ReadAt(p []byte, off int64) (int, error) {
+	if err := sources.CheckRange(off, int64(len(p)), int64(len(b))); err != nil {
+		return 0, err
+	}
+	return copy(p, b[off:]), nil
+}
+func (b byteDisk) WriteAt(p []byte, off int64) (int, error) { return 0, sources.ErrReadOnly }
+func (b byteDisk) Size() int64                              { return int64(len(b)) }
+func (b byteDisk) Caps() sources.Caps                       { return sources.Caps{ReadOnly: true, Parallel: true} }
+func (b byteDisk) Flush() error                             { return nil }
+func (b byteDisk) Trim(off, length int64) error             { return sources.ErrReadOnly }
+func (b byteDisk) Zero(off, length int64, mayTrim bool) error {
+	return sources.ErrReadOnly
+}
+func (b byteDisk) Close() error { return nil }
+
 // checkTable reads data as a disk and checks what Read and OpenPartition
 // promise for any input: no panic, partitions numbered from 1 with a
-// positive size that does not overflow, windows only for partitions that
-// lie inside the disk, and the same answer twice.
+// positive size that does not overflow, and windows only for partitions
+// that lie inside the disk.
 func checkTable(t *testing.T, data []byte, ss int64) {
-	disk, err := sources.NewMemory(max(int64(len(data)), 1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	disk.WriteAt(data, 0)
-	tb, err := Read(disk, int64(len(data)), ss)
+	disk := byteDisk(data)
+	tb, err := Read(disk, disk.Size(), ss)
 	if err != nil {
 		return
-	}
-	again, err := Read(disk, int64(len(data)), ss)
-	if err != nil || fmt.Sprint(again) != fmt.Sprint(tb) {
-		t.Fatalf("Read is not deterministic: %+v, then %+v, %v", tb, again, err)
 	}
 	if tb.Kind != "gpt" && tb.Kind != "mbr" {
 		t.Fatalf("Kind = %q", tb.Kind)
 	}
-	for _, p := range tb.Partitions {
+	for i, p := range tb.Partitions {
 		if p.Number < 1 || p.Size <= 0 || p.Start < 0 || p.End() < p.Start {
 			t.Fatalf("partition %+v", p)
+		}
+		if i >= 2 {
+			continue // OpenPartition reads the table again: check a few
 		}
 		w, q, _, err := OpenPartition(disk, p.Number, ss)
 		if err != nil {
@@ -65,14 +81,38 @@ func checkTable(t *testing.T, data []byte, ss int64) {
 	}
 }
 
+// tinyGPT returns an 8-sector GPT disk with a 4-entry array (one sector),
+// made with the encoder's pieces: small inputs fuzz (and minimize) faster
+// than the 35 KiB of a disk with the usual 128 entries.
+func tinyGPT() []byte {
+	const ss = 512
+	b := make([]byte, 8*ss)
+	mbrEntry{Type: mbrProtective, Start: 1, Count: 7}.marshal(b[mbrEntries:])
+	b[mbrSignature], b[mbrSignature+1] = 0x55, 0xaa
+	array := b[2*ss : 3*ss]
+	gptEntry{Type: MustParseGUID("0FC63DAF-8483-4772-8E79-3D69D8477DE4"), GUID: nameGUID("a"), FirstLBA: 3, LastLBA: 3, Name: "a"}.marshal(array)
+	gptEntry{Type: MustParseGUID("0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"), GUID: nameGUID("b"), FirstLBA: 4, LastLBA: 4, Name: "b"}.marshal(array[3*gptEntrySize:])
+	copy(b[5*ss:6*ss], array)
+	h := gptHeader{CurrentLBA: 1, BackupLBA: 7, FirstUsable: 3, LastUsable: 4, DiskGUID: nameGUID("disk"),
+		EntriesLBA: 2, NumEntries: 4, EntrySize: gptEntrySize, EntriesCRC: crc32.ChecksumIEEE(array)}
+	h.marshal(b[ss : 2*ss])
+	h.CurrentLBA, h.BackupLBA, h.EntriesLBA = 7, 1, 5
+	h.marshal(b[7*ss:])
+	return b
+}
+
 func FuzzGPT(f *testing.F) {
-	f.Add(seedDisk(f, 1, Options{Align: 512}), int64(512))
-	f.Add(seedDisk(f, 3, Options{Align: 512}), int64(512))
-	f.Add(seedDisk(f, 2, Options{Align: 4096, SectorSize: 4096}), int64(4096))
-	f.Add(seedDisk(f, 2, Options{Align: 4096, SectorSize: 4096}), int64(512))
-	f.Fuzz(func(t *testing.T, data []byte, ss int64) {
-		if ss != 4096 {
-			ss = 512
+	// The sector size comes from the input's length, so that the fuzzer
+	// has one []byte to mutate: even lengths read with 512-byte sectors,
+	// odd ones with 4096 (a 4K GPT is also looked for with 512).
+	f.Add(seedDisk(f, 1, Options{Align: 512}))
+	f.Add(seedDisk(f, 3, Options{Align: 512}))
+	f.Add(append(seedDisk(f, 2, Options{Align: 4096, SectorSize: 4096}), 0))
+	f.Add(tinyGPT())
+	f.Fuzz(func(t *testing.T, data []byte) {
+		ss := int64(512)
+		if len(data)%2 == 1 {
+			ss = 4096
 		}
 		checkTable(t, data, ss)
 	})
@@ -84,4 +124,14 @@ func FuzzMBR(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkTable(t, data, 512)
 	})
+}
+
+// TestTinyGPTSeed makes sure the hand-made seed is a valid GPT, so that the
+// fuzzer starts from inputs that get past the checks.
+func TestTinyGPTSeed(t *testing.T) {
+	b := tinyGPT()
+	tb, err := Read(byteDisk(b), int64(len(b)), 512)
+	if err != nil || len(tb.Partitions) != 2 || tb.Partitions[1].Number != 4 || tb.Partitions[1].Type.Name != "swap" || len(tb.Warnings) != 0 {
+		t.Fatalf("Read(tinyGPT()) = %+v, %v; want partitions 1 and 4 (swap)", tb, err)
+	}
 }

@@ -304,7 +304,13 @@ func OpenPartition(disk sources.Source, n int, sectorSize int64) (*sources.Windo
 			continue
 		}
 		if p.Type.Name == "extended" {
-			return nil, p, t, fmt.Errorf("partitioned: partition %d is the extended partition that holds the logical ones (partitions: %s)", n, t.Numbers())
+			var logical []string
+			for _, q := range t.Partitions {
+				if q.Number > 4 {
+					logical = append(logical, strconv.Itoa(q.Number))
+				}
+			}
+			return nil, p, t, fmt.Errorf("partitioned: partition %d is the extended partition; it holds the logical partitions %s", n, strings.Join(logical, ", "))
 		}
 		if p.End() > disk.Size() || p.End() < p.Start {
 			return nil, p, t, fmt.Errorf("partitioned: partition %d (bytes %d to %d) reaches past the end of the disk (%d bytes): the image may be truncated",

@@ -234,7 +234,7 @@ func TestOpenPartition(t *testing.T) {
 		{name: "mbr logical 6", disk: mbr, n: 6, start: mbr.Partitions()[4].Start},
 		{name: "gpt missing", disk: gpt, n: 4, err: "no partition 4: the GPT table has 1, 2, 3"},
 		{name: "mbr missing", disk: mbr, n: 8, err: "no partition 8: the MBR table has 1, 2, 3, 4, 5, 6, 7"},
-		{name: "mbr extended", disk: mbr, n: 4, err: "partition 4 is the extended partition"},
+		{name: "mbr extended", disk: mbr, n: 4, err: "partition 4 is the extended partition; it holds the logical partitions 5, 6, 7"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

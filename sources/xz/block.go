@@ -180,22 +180,26 @@ func (c *countReader) Read(p []byte) (int, error) {
 // the LZMA2 data ends there, that its compressed size matches the index,
 // and the block's check.
 type blockReader struct {
-	r     io.ReaderAt
-	b     Block
-	h     blockHeader
-	in    *countReader
-	buf   *bufio.Reader
-	lz    *lzma.Reader2
-	hash  hash.Hash
-	left  int64
-	err   error
-	verif bool
+	r    io.ReaderAt
+	b    Block
+	h    blockHeader
+	in   *countReader
+	buf  *bufio.Reader
+	lz   *lzma.Reader2
+	hash hash.Hash
+	left int64
+	err  error
 }
 
-func newBlockReader(r io.ReaderAt, b Block, verify bool) (*blockReader, error) {
+// newBlockReader opens block b for decoding, refusing a dictionary larger
+// than limit bytes.
+func newBlockReader(r io.ReaderAt, b Block, limit int64) (*blockReader, error) {
 	h, err := readBlockHeader(r, &b)
 	if err != nil {
 		return nil, err
+	}
+	if d := int64(dictCap(h, b.USize)); d > limit {
+		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, sizeString(d), sizeString(limit))
 	}
 	in := &countReader{r: io.NewSectionReader(r, b.COff+h.size, h.csize)}
 	buf := bufPool.Get().(*bufio.Reader)
@@ -205,16 +209,14 @@ func newBlockReader(r io.ReaderAt, b Block, verify bool) (*blockReader, error) {
 		bufPool.Put(buf)
 		return nil, corrupt(b.COff+h.size, "LZMA2: %v", err)
 	}
-	br := &blockReader{r: r, b: b, h: h, in: in, buf: buf, lz: lz, left: b.USize, verif: verify}
-	if verify {
-		switch b.Check {
-		case CheckCRC32:
-			br.hash = crc32.NewIEEE()
-		case CheckCRC64:
-			br.hash = crc64.New(crc64Table)
-		case CheckSHA256:
-			br.hash = sha256.New()
-		}
+	br := &blockReader{r: r, b: b, h: h, in: in, buf: buf, lz: lz, left: b.USize}
+	switch b.Check {
+	case CheckCRC32:
+		br.hash = crc32.NewIEEE()
+	case CheckCRC64:
+		br.hash = crc64.New(crc64Table)
+	case CheckSHA256:
+		br.hash = sha256.New()
 	}
 	return br, nil
 }
@@ -265,9 +267,6 @@ func (br *blockReader) finish() error {
 	}
 	if got := br.in.n - int64(br.buf.Buffered()); got != br.h.csize {
 		return corrupt(br.b.COff, "block has %d compressed bytes, the index says %d", got, br.h.csize)
-	}
-	if !br.verif {
-		return nil
 	}
 	pad := roundup4(br.h.csize) - br.h.csize
 	tail := make([]byte, pad+checkSize(br.b.Check))

@@ -72,6 +72,7 @@ type Options struct {
 // Source is an .xz file served uncompressed.
 type Source struct {
 	r     io.ReaderAt
+	limit int64 // largest decoder memory accepted: the budget
 	index *Index
 	cache *blockcache.Cache
 	warns []string
@@ -87,7 +88,11 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 	if ix.Size == 0 {
 		return nil, fmt.Errorf("xz file holds no data: %w", sources.ErrEmpty)
 	}
-	s := &Source{r: r, index: ix}
+	budget := opts.CacheSize
+	if budget <= 0 {
+		budget = DefaultCacheSize
+	}
+	s := &Source{r: r, index: ix, limit: budget}
 	// The filter chain must be usable before the device appears: check
 	// the first block's header now (the others when they are read). xz
 	// writes every block with the same filters, so its dictionary size
@@ -95,6 +100,9 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 	h, err := readBlockHeader(r, &ix.Blocks[0])
 	if err != nil {
 		return nil, err
+	}
+	if m := int64(dictCap(h, ix.Blocks[0].USize)) + inBufSize; m > budget {
+		return nil, fmt.Errorf("decoding needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", sizeString(m-inBufSize), sizeString(budget))
 	}
 	segs := make([]blockcache.Segment, len(ix.Blocks))
 	var largest int64
@@ -129,7 +137,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 }
 
 func (s *Source) openBlock(i int) (io.Reader, error) {
-	return newBlockReader(s.r, s.index.Blocks[i], true)
+	return newBlockReader(s.r, s.index.Blocks[i], s.limit)
 }
 
 // Index returns the blocks found by Open.

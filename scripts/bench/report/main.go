@@ -110,7 +110,7 @@ type Summary struct {
 	Results   map[string]map[string]*Result            `json:"results"` // workload -> device
 	Ratios    map[string]map[string]float64            `json:"ratios"`  // workload -> ratio name
 	Attach    map[string]*Attach                       `json:"attach"`
-	Profile   *Profile                                 `json:"profile,omitempty"`
+	Profiles  []*Profile                               `json:"profiles,omitempty"`
 	Targets   []Target                                 `json:"targets"`
 	Missing   []string                                 `json:"missing"`
 	Fill      map[string]map[string]map[string]float64 `json:"fill,omitempty"`
@@ -206,9 +206,7 @@ func load(raw string) (*Summary, error) {
 			}
 		}
 	}
-	if _, err := os.Stat(filepath.Join(raw, "profile")); err == nil {
-		s.Profile = readProfile(filepath.Join(raw, "profile"))
-	}
+	s.Profiles = readProfiles(filepath.Join(raw, "profile"))
 	s.Targets = targets(s)
 	return s, nil
 }
@@ -397,8 +395,8 @@ func printReport(w io.Writer, s *Summary) {
 			fmt.Fprintf(w, "  %-16s %7.0f ms   (detach %5.0f ms)   %s\n", k, a.MedianAttachMs, a.MedianDetachMs, what)
 		}
 	}
-	if s.Profile != nil {
-		printProfile(w, s.Profile)
+	for _, p := range s.Profiles {
+		printProfile(w, p)
 	}
 	if len(s.Missing) > 0 {
 		fmt.Fprintln(w, "\nMissing measurements:")

@@ -14,6 +14,8 @@ import (
 // QD32x2, with the CPU time of every process over a window (from /proc) and
 // perf's hottest symbols.
 type Profile struct {
+	Name      string             `json:"name"`
+	Fio       string             `json:"fio"`
 	IOPS      float64            `json:"iops"` // of the whole profile run (perf included)
 	WindowS   float64            `json:"window_s"`
 	CPUs      int                `json:"cpus"`
@@ -21,9 +23,13 @@ type Profile struct {
 	Server    *ProcCPU           `json:"server,omitempty"`
 	Processes []ProcCPU          `json:"processes"`          // busiest first
 	Threads   []float64          `json:"server_threads_pct"` // the server's threads, % of one CPU, busiest first
-	PerfComm  []string           `json:"perf_comm,omitempty"`
-	PerfSyms  []string           `json:"perf_symbols,omitempty"`
-	Note      string             `json:"note,omitempty"`
+	// Server events (perf stat -p) per second and per request (by the
+	// run's IOPS): syscalls by name, context switches.
+	EventsPerS   map[string]float64 `json:"server_events_per_s,omitempty"`
+	EventsPerReq map[string]float64 `json:"server_events_per_request,omitempty"`
+	PerfComm     []string           `json:"perf_comm,omitempty"`
+	PerfSyms     []string           `json:"perf_symbols,omitempty"`
+	Note         string             `json:"note,omitempty"`
 }
 
 // ProcCPU is one process's CPU use in % of one CPU (100 = a whole core).
@@ -84,9 +90,24 @@ func readCPULine(path string) []float64 {
 	return v
 }
 
+// readProfiles reads every profile/NAME/ that measure.sh wrote.
+func readProfiles(dir string) []*Profile {
+	es, _ := os.ReadDir(dir)
+	var ps []*Profile
+	for _, e := range es {
+		if e.IsDir() {
+			ps = append(ps, readProfile(filepath.Join(dir, e.Name())))
+		}
+	}
+	// The order measure.sh runs them in: 4k first.
+	sort.SliceStable(ps, func(i, j int) bool { return strings.Contains(ps[i].Name, "4k") && !strings.Contains(ps[j].Name, "4k") })
+	return ps
+}
+
 func readProfile(dir string) *Profile {
-	p := &Profile{Machine: map[string]float64{}}
+	p := &Profile{Name: filepath.Base(dir), Machine: map[string]float64{}}
 	meta, _ := readKV(filepath.Join(dir, "meta.txt"))
+	p.Fio = meta["fio"]
 	tck, _ := strconv.ParseFloat(meta["clk_tck"], 64)
 	if tck == 0 {
 		tck = 100
@@ -145,6 +166,7 @@ func readProfile(dir string) *Profile {
 		sort.Sort(sort.Reverse(sort.Float64Slice(p.Threads)))
 	}
 
+	p.readPerfStat(filepath.Join(dir, "perf-stat.csv"))
 	p.PerfComm = perfLines(filepath.Join(dir, "perf-comm.txt"), 12)
 	p.PerfSyms = perfLines(filepath.Join(dir, "perf-symbols.txt"), 30)
 	if p.PerfSyms == nil {
@@ -153,6 +175,56 @@ func readProfile(dir string) *Profile {
 		}
 	}
 	return p
+}
+
+// readPerfStat reads perf stat -x, output: count,unit,event,...
+func (p *Profile) readPerfStat(path string) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	counts := map[string]float64{}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Split(l, ",")
+		if len(f) < 4 || strings.HasPrefix(l, "#") {
+			continue
+		}
+		n, err := strconv.ParseFloat(f[0], 64)
+		if err != nil {
+			continue
+		}
+		ev := f[2]
+		ev = strings.TrimPrefix(ev, "syscalls:sys_enter_")
+		if ev == "raw_syscalls:sys_enter" {
+			ev = "syscalls"
+		}
+		counts[ev] = n
+	}
+	if len(counts) == 0 {
+		return
+	}
+	// perf stat counted while its `sleep perf_stat_s` ran.
+	secs, _ := strconv.ParseFloat(readFirst(filepath.Join(filepath.Dir(path), "meta.txt"), "perf_stat_s="), 64)
+	if secs <= 0 {
+		return
+	}
+	p.EventsPerS, p.EventsPerReq = map[string]float64{}, map[string]float64{}
+	for ev, n := range counts {
+		p.EventsPerS[ev] = n / secs
+		if p.IOPS > 0 {
+			p.EventsPerReq[ev] = n / secs / p.IOPS
+		}
+	}
+}
+
+func readFirst(path, prefix string) string {
+	b, _ := os.ReadFile(path)
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, prefix) {
+			return strings.TrimPrefix(l, prefix)
+		}
+	}
+	return ""
 }
 
 // perfLines returns the first n sample lines of a perf report --stdio.
@@ -176,8 +248,8 @@ func perfLines(path string, n int) []string {
 }
 
 func printProfile(w io.Writer, p *Profile) {
-	fmt.Fprintf(w, "\nProfile: nbdloop memory, 4k randread QD32x2 (%s IOPS over the run, perf included), CPU over %.1f s, %d CPUs\n",
-		thousands(p.IOPS), p.WindowS, p.CPUs)
+	fmt.Fprintf(w, "\nProfile: nbdloop memory, %s (%s IOPS over the run, perf included), CPU over %.1f s, %d CPUs\n",
+		label(p.Name), thousands(p.IOPS), p.WindowS, p.CPUs)
 	if len(p.Machine) > 0 {
 		fmt.Fprintf(w, "  machine (%% of all CPUs): user %.0f, system %.0f, softirq %.0f, irq %.0f, iowait %.0f, idle %.0f\n",
 			p.Machine["user"]+p.Machine["nice"], p.Machine["system"], p.Machine["softirq"], p.Machine["irq"], p.Machine["iowait"], p.Machine["idle"])
@@ -203,6 +275,24 @@ func printProfile(w io.Writer, p *Profile) {
 			}
 			fmt.Fprintf(w, "    %-24s %6d %5.0f%%  (user %.0f, sys %.0f)\n", pc.Comm, pc.PID, pc.CPU, pc.User, pc.Sys)
 		}
+	}
+	if len(p.EventsPerReq) > 0 {
+		fmt.Fprintf(w, "  server events per request (perf stat): syscalls %.2f:", p.EventsPerReq["syscalls"])
+		var evs []string
+		for ev := range p.EventsPerReq {
+			if ev != "syscalls" && ev != "context-switches" && ev != "cpu-migrations" && p.EventsPerReq[ev] >= 0.01 {
+				evs = append(evs, ev)
+			}
+		}
+		sort.Slice(evs, func(i, j int) bool { return p.EventsPerReq[evs[i]] > p.EventsPerReq[evs[j]] })
+		for i, ev := range evs {
+			sep := ","
+			if i == 0 {
+				sep = ""
+			}
+			fmt.Fprintf(w, "%s %s %.2f", sep, ev, p.EventsPerReq[ev])
+		}
+		fmt.Fprintf(w, "; context switches %.2f, migrations %.2f\n", p.EventsPerReq["context-switches"], p.EventsPerReq["cpu-migrations"])
 	}
 	if len(p.PerfComm) > 0 {
 		fmt.Fprintln(w, "  perf, samples by command and object (all CPUs):")

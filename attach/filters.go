@@ -1,0 +1,202 @@
+package attach
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/nbdloop/nbdloop/filters"
+	"github.com/nbdloop/nbdloop/kernel"
+	"github.com/nbdloop/nbdloop/nbd"
+	"github.com/nbdloop/nbdloop/sources"
+)
+
+// filterSpecs parses the --filter specs.
+func (c *Config) filterSpecs() ([]filters.Spec, error) {
+	specs := make([]filters.Spec, 0, len(c.Filters))
+	for _, f := range c.Filters {
+		s, err := filters.Parse(f)
+		if err != nil {
+			return nil, err
+		}
+		specs = append(specs, s)
+	}
+	return specs, nil
+}
+
+// sourceReadOnly reports whether the source must be opened read-only: with
+// -r, or when a cow filter keeps every write away from it.
+func (c *Config) sourceReadOnly() bool {
+	specs, err := c.filterSpecs()
+	return c.ReadOnly || (err == nil && filters.IsolatesSource(specs))
+}
+
+// openFilters wraps src in cfg's filters. On error src is left open.
+func openFilters(src sources.Source, cfg Config) (*filters.Stack, error) {
+	specs, err := cfg.filterSpecs()
+	if err != nil {
+		return nil, err
+	}
+	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	return filters.Open(src, specs, filters.Env{Logf: logger.Printf})
+}
+
+// observeFunc returns the nbd.Options.Observe that feeds the stack's log
+// and stats filters, or nil when there are none (then the server does not
+// even read the clock).
+func observeFunc(st *filters.Stack) func(nbd.Event) {
+	if len(st.Observers) == 0 {
+		return nil
+	}
+	return func(e nbd.Event) {
+		st.Observe(filters.Request{
+			Conn: e.Conn, Op: filters.Op(e.Cmd), Flags: filters.Flags(e.Flags),
+			Offset: e.Offset, Length: e.Length, Start: e.Start, Latency: e.Latency, Error: e.Error,
+		})
+	}
+}
+
+func statsPath(dir string, index int) string {
+	return filepath.Join(dir, fmt.Sprintf("nbd%d.stats.json", index))
+}
+
+// startStats writes the stack's statistics to the stats file now, every
+// interval, and once more when the returned function is called (at exit).
+// Without a stats filter it does nothing.
+func startStats(dir string, st *State, stack *filters.Stack, logf func(string, ...any)) (stop func()) {
+	s := stack.Stats()
+	if s == nil {
+		return func() {}
+	}
+	write := func() {
+		snap := s.Snapshot()
+		snap.Device, snap.BackendID, snap.PID = st.Device, st.BackendID, st.PID
+		if err := writeStats(dir, st.Index, &snap); err != nil {
+			logf("%s: stats: %v", st.Device, err)
+		}
+	}
+	write()
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		if s.Interval() <= 0 {
+			<-done
+			return
+		}
+		t := time.NewTicker(s.Interval())
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				write()
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-finished
+		write()
+	}
+}
+
+// writeStats replaces the stats file atomically, so readers never see half
+// of it.
+func writeStats(dir string, index int, snap *filters.StatsSnapshot) error {
+	b, err := json.MarshalIndent(snap, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(dir, ".stats*.tmp")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(append(b, '\n')); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Chmod(0o644); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), statsPath(dir, index))
+}
+
+// readStats reads the stats file of index, which must have been written
+// for backendID when that is not empty.
+func readStats(dir string, index int, backendID string) (*filters.StatsSnapshot, error) {
+	dev := fmt.Sprintf("/dev/nbd%d", index)
+	b, err := os.ReadFile(statsPath(dir, index))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, ErrNoStats
+	}
+	if err != nil {
+		return nil, err
+	}
+	var snap filters.StatsSnapshot
+	if err := json.Unmarshal(b, &snap); err != nil {
+		return nil, fmt.Errorf("%s: %w", statsPath(dir, index), err)
+	}
+	if backendID != "" && snap.BackendID != backendID {
+		return nil, ErrNoStats // left by an earlier attach of the same device
+	}
+	if snap.Device == "" {
+		snap.Device = dev
+	}
+	return &snap, nil
+}
+
+// ErrNoStats is wrapped by ReadStats and DetachStats for a device whose
+// server keeps no statistics.
+var ErrNoStats = errors.New("no statistics (attach with --filter stats to keep them)")
+
+// ReadStats returns the statistics that the server of /dev/nbdN keeps up to
+// date (every interval of its stats filter), checking that they belong to
+// the device attached now.
+func ReadStats(index int) (*filters.StatsSnapshot, error) {
+	dev := fmt.Sprintf("/dev/nbd%d", index)
+	sys := kernel.Sysfs{}
+	if _, ok, _ := sys.PID(index); !ok {
+		return nil, fmt.Errorf("%s: %w", dev, ErrNotAttached)
+	}
+	backend, _ := sys.Backend(index)
+	if backend == "" {
+		return nil, fmt.Errorf("%s: %w", dev, ErrNoStats)
+	}
+	snap, err := readStats(StateDir(), index, backend)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dev, err)
+	}
+	return snap, nil
+}
+
+// DetachStats is Detach, and then returns the final statistics the server
+// wrote as it exited, or nil when it kept none. It removes the stats file.
+func DetachStats(ctx context.Context, index int, force bool) (*filters.StatsSnapshot, error) {
+	dir := StateDir()
+	backend, _ := kernel.Sysfs{}.Backend(index)
+	if err := Detach(ctx, index, force); err != nil {
+		return nil, err
+	}
+	defer os.Remove(statsPath(dir, index))
+	if backend == "" {
+		return nil, nil
+	}
+	snap, err := readStats(dir, index, backend)
+	if errors.Is(err, ErrNoStats) {
+		return nil, nil
+	}
+	return snap, err
+}

@@ -1,0 +1,247 @@
+// Package gzip serves the uncompressed contents of a gzip file as a
+// read-only sources.Source with random access: `nbdloop attach
+// disk.img.gz`. (The package is named after the format; import it as
+// gzipsrc where compress/gzip is also used.)
+//
+// gzip has no random access of its own: deflate blocks start at bit
+// offsets and refer back up to 32 KiB. Open therefore inflates the whole
+// file once, without keeping or spilling the output (unlike nbdkit's gzip
+// filter, which writes it all to $TMPDIR), checking every member's CRC32
+// and size, and records checkpoints (klauspost/compress flate's
+// WithEobCallback): every member start, and the end of the first deflate
+// block at least Options.Interval bytes (4 MiB, more for files over 8 GiB
+// compressed) after the previous checkpoint, with the 32 KiB window before
+// it, kept deflated. A read then resumes from the nearest checkpoint before
+// it (WithResumeFrom) and decodes at most one interval; decoded data is
+// cached like xz's blocks (see blockcache): one budget for all connections,
+// parallel decodes, readahead. Multi-member files (cat a.gz b.gz, pigz -i,
+// BGZF) work the same way; trailing zeros or garbage after the last member
+// are ignored with a warning, as gzip -d does.
+//
+// With Options.IndexDir set, the checkpoint index is saved there
+// (IndexDir/gzip-index/KEY.idx, KEY from the file's size and first and last
+// 64 KiB) and the next Open of the same file loads it instead of inflating:
+// attach is then instant. Every segment's compressed bytes are checked
+// against the CRC32 the saved index records before they are decoded, so a
+// file changed behind the index fails reads rather than serving wrong
+// bytes. attach uses $XDG_CACHE_HOME/nbdloop, else ~/.cache/nbdloop.
+//
+// Limits: Open takes one inflating pass (about 250 MiB/s of output on one
+// core) when no saved index fits. Read-only: every modifying call fails
+// with ErrReadOnly.
+package gzip
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/klauspost/compress/flate"
+
+	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
+)
+
+// DefaultInterval is the default spacing of checkpoints in uncompressed
+// bytes: a random read decodes 2 MiB on average (about 8 ms).
+const DefaultInterval = 4 << 20
+
+// maxCheckpoints: files so large that DefaultInterval would give more
+// checkpoints get a longer interval, which bounds the windows' memory.
+const maxCheckpoints = 8192
+
+// ErrReadOnly is returned by every modifying call. It wraps
+// sources.ErrReadOnly.
+var ErrReadOnly = fmt.Errorf("gzip images are read-only (attach with -r, or through a cow filter (coming)): %w", sources.ErrReadOnly)
+
+// Options tune Open. The zero value is the default.
+type Options struct {
+	// CacheSize bounds the memory of decoded data, in bytes (0: the
+	// blockcache default, 256 MiB).
+	CacheSize int64
+	// Interval is the checkpoint spacing in uncompressed bytes (0:
+	// DefaultInterval, raised for very large files).
+	Interval int64
+	// IndexDir is where checkpoint indexes are kept ("": not kept).
+	IndexDir string
+	// Readahead is how many segments are decoded ahead of sequential reads
+	// (0: GOMAXPROCS; -1: none).
+	Readahead int
+}
+
+// Source is a gzip file served uncompressed.
+type Source struct {
+	r      io.ReaderAt
+	size   int64 // of the gzip file
+	ix     *index
+	verify bool // the index came from disk: check compressed CRCs
+	cache  *blockcache.Cache
+	warns  []string
+	loaded bool
+}
+
+// Open indexes the gzip file r of size bytes (see the package doc). If r
+// is an io.Closer, Close closes it.
+func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
+	var magic [3]byte
+	if size < 18 {
+		return nil, fmt.Errorf("%w: %d bytes is too short", ErrNotGzip, size)
+	}
+	if _, err := r.ReadAt(magic[:], 0); err != nil {
+		return nil, err
+	}
+	if magic != [3]byte{0x1F, 0x8B, 8} {
+		return nil, fmt.Errorf("%w: no gzip magic at the start", ErrNotGzip)
+	}
+	s := &Source{r: r, size: size}
+	var key string
+	if opts.IndexDir != "" {
+		var err error
+		if key, err = fileKey(r, size); err != nil {
+			return nil, err
+		}
+		if s.ix = loadIndex(opts.IndexDir, key, size); s.ix != nil {
+			s.verify, s.loaded = true, true
+		}
+	}
+	if s.ix == nil {
+		interval := opts.Interval
+		if interval <= 0 {
+			// Compressed size times 4 estimates the uncompressed size.
+			interval = max(int64(DefaultInterval), size*4/maxCheckpoints)
+		}
+		ix, err := buildIndex(r, size, interval)
+		if err != nil {
+			return nil, err
+		}
+		s.ix = ix
+		if opts.IndexDir != "" {
+			err := ix.rangeCRCs(r, size)
+			if err == nil {
+				err = saveIndex(opts.IndexDir, key, ix, size)
+			}
+			if err != nil {
+				s.warns = append(s.warns, fmt.Sprintf("%v (the next attach indexes the file again)", err))
+			}
+		}
+	}
+	if s.ix.garbage > 0 {
+		s.warns = append(s.warns, fmt.Sprintf("%d bytes after the last gzip member are not gzip data: ignored, as gzip -d does", s.ix.garbage))
+	}
+	segs := make([]blockcache.Segment, len(s.ix.cps))
+	for i, cp := range s.ix.cps {
+		end := s.ix.size
+		if i+1 < len(s.ix.cps) {
+			end = s.ix.cps[i+1].uoff
+		}
+		lo, hi := s.ix.compRange(i, size)
+		segs[i] = blockcache.Segment{Off: cp.uoff, Size: end - cp.uoff, Mem: hi - lo + 96<<10}
+	}
+	var err error
+	s.cache, err = blockcache.New(segs, s.openSegment, blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// segReader decodes one segment: its size in bytes, from its checkpoint.
+type segReader struct {
+	lr   io.LimitedReader
+	base int64
+}
+
+func (r *segReader) Read(p []byte) (int, error) {
+	n, err := r.lr.Read(p)
+	var fe flate.CorruptInputError
+	if errors.As(err, &fe) {
+		err = corrupt(int64(fe), "deflate data: %v", err)
+	} else if err == io.ErrUnexpectedEOF {
+		err = corrupt(r.base, "deflate data ends early")
+	}
+	return n, err
+}
+
+func (s *Source) openSegment(i int) (io.Reader, error) {
+	cp := s.ix.cps[i]
+	lo, hi := s.ix.compRange(i, s.size)
+	buf := make([]byte, hi-lo)
+	if _, err := s.r.ReadAt(buf, lo); err != nil && !(err == io.EOF && hi == s.size) {
+		return nil, err
+	}
+	if s.verify && crc32.ChecksumIEEE(buf) != cp.crc {
+		return nil, corrupt(lo, "the file changed since its gzip index was saved (remove the index file, or attach again to rebuild it)")
+	}
+	var window []byte
+	if cp.window != nil {
+		var err error
+		window, err = io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(cp.window)), 64<<10))
+		if err != nil || len(window) > 32<<10 {
+			return nil, corrupt(lo, "damaged window in the gzip index")
+		}
+	}
+	fr := flate.NewReaderOpts(bytes.NewReader(buf), flate.WithPartialBlock(), flate.WithResumeFrom(flate.InflateCheckpoint{
+		UncompressedOffset: cp.uoff, CompressedOffset: lo, BitOffset: cp.bit, Window: window,
+	}))
+	end := s.ix.size
+	if i+1 < len(s.ix.cps) {
+		end = s.ix.cps[i+1].uoff
+	}
+	return &segReader{lr: io.LimitedReader{R: fr, N: end - cp.uoff}, base: lo}, nil
+}
+
+// Checkpoints returns how many places decoding can resume from.
+func (s *Source) Checkpoints() int { return len(s.ix.cps) }
+
+// Members returns the number of gzip members.
+func (s *Source) Members() int { return s.ix.members }
+
+// IndexLoaded reports whether Open found a saved index (no inflating pass).
+func (s *Source) IndexLoaded() bool { return s.loaded }
+
+// Stats returns the decode cache's counters.
+func (s *Source) Stats() blockcache.Stats { return s.cache.Stats() }
+
+// Warnings returns what attach should tell the user, one line each.
+func (s *Source) Warnings() []string { return s.warns }
+
+// Size returns the uncompressed size.
+func (s *Source) Size() int64 { return s.ix.size }
+
+// Caps: read-only and parallel.
+func (s *Source) Caps() sources.Caps { return sources.Caps{ReadOnly: true, Parallel: true} }
+
+// ReadAt reads uncompressed bytes, resuming from the nearest checkpoint.
+func (s *Source) ReadAt(p []byte, off int64) (int, error) {
+	if err := sources.CheckRange(off, int64(len(p)), s.ix.size); err != nil {
+		return 0, err
+	}
+	return s.cache.ReadAt(p, off)
+}
+
+// WriteAt fails with ErrReadOnly.
+func (s *Source) WriteAt([]byte, int64) (int, error) { return 0, ErrReadOnly }
+
+// Flush does nothing.
+func (s *Source) Flush() error { return nil }
+
+// Trim fails with ErrReadOnly.
+func (s *Source) Trim(int64, int64) error { return ErrReadOnly }
+
+// Zero fails with ErrReadOnly.
+func (s *Source) Zero(int64, int64, bool) error { return ErrReadOnly }
+
+// Close drops the cache and closes the file if it is an io.Closer. A
+// second Close returns nil.
+func (s *Source) Close() error {
+	err := s.cache.Close()
+	if c, ok := s.r.(io.Closer); ok {
+		if e := c.Close(); err == nil {
+			err = e
+		}
+		s.r = nil
+	}
+	return err
+}

@@ -1,0 +1,308 @@
+package gzip
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/klauspost/compress/flate"
+)
+
+// Member header fields [RFC 1952].
+const (
+	flagText    = 1 << 0
+	flagHCRC    = 1 << 1
+	flagExtra   = 1 << 2
+	flagName    = 1 << 3
+	flagComment = 1 << 4
+	maxField    = 1 << 20 // longest FNAME/FCOMMENT accepted
+)
+
+// ErrNotGzip is returned when the data does not start with a gzip member.
+var ErrNotGzip = errors.New("not a gzip file")
+
+// CorruptError reports gzip data that breaks the format at file offset
+// Offset.
+type CorruptError struct {
+	Offset int64
+	What   string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("corrupt gzip data at byte %d: %s", e.Offset, e.What)
+}
+
+func corrupt(off int64, format string, args ...any) error {
+	return &CorruptError{Offset: off, What: fmt.Sprintf(format, args...)}
+}
+
+// posReader is a bufio.Reader over the file that knows its file offset.
+type posReader struct {
+	*bufio.Reader
+	c *countReader
+}
+
+type countReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+func newPosReader(r io.ReaderAt, off, size int64) *posReader {
+	c := &countReader{r: io.NewSectionReader(r, off, size-off)}
+	return &posReader{Reader: bufio.NewReaderSize(c, 256<<10), c: c}
+}
+
+func (p *posReader) pos(base int64) int64 { return base + p.c.n - int64(p.Buffered()) }
+
+// header is what a member header says that we use.
+type header struct {
+	size  int64 // header bytes
+	bsize int64 // BGZF: the whole member's size, or 0
+}
+
+// readHeader parses a member header from r, whose first byte is at file
+// offset at.
+func readHeader(r io.ByteReader, at int64) (header, error) {
+	h := header{}
+	var n int64
+	next := func() (byte, error) {
+		b, err := r.ReadByte()
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		n++
+		return b, err
+	}
+	var fixed [10]byte
+	for i := range fixed {
+		b, err := next()
+		if err != nil {
+			return h, corrupt(at, "truncated member header")
+		}
+		fixed[i] = b
+	}
+	if fixed[0] != 0x1F || fixed[1] != 0x8B {
+		return h, corrupt(at, "no gzip magic")
+	}
+	if fixed[2] != 8 {
+		return h, corrupt(at, "compression method %d is not deflate", fixed[2])
+	}
+	flags := fixed[3]
+	if flags&0xE0 != 0 {
+		return h, corrupt(at, "reserved header flags %#02x are set", flags)
+	}
+	if flags&flagExtra != 0 {
+		lo, err1 := next()
+		hi, err2 := next()
+		if err1 != nil || err2 != nil {
+			return h, corrupt(at, "truncated extra field")
+		}
+		xlen := int(lo) | int(hi)<<8
+		extra := make([]byte, xlen)
+		for i := range extra {
+			b, err := next()
+			if err != nil {
+				return h, corrupt(at, "truncated extra field")
+			}
+			extra[i] = b
+		}
+		// BGZF: subfield "BC" of 2 bytes holds the member size - 1.
+		for len(extra) >= 4 {
+			slen := int(binary.LittleEndian.Uint16(extra[2:4]))
+			if len(extra) < 4+slen {
+				break
+			}
+			if extra[0] == 'B' && extra[1] == 'C' && slen == 2 {
+				h.bsize = int64(binary.LittleEndian.Uint16(extra[4:6])) + 1
+			}
+			extra = extra[4+slen:]
+		}
+	}
+	for _, f := range []byte{flagName, flagComment} {
+		if flags&f == 0 {
+			continue
+		}
+		for k := 0; ; k++ {
+			b, err := next()
+			if err != nil {
+				return h, corrupt(at, "truncated file name or comment")
+			}
+			if b == 0 {
+				break
+			}
+			if k > maxField {
+				return h, corrupt(at, "file name or comment longer than %d bytes", maxField)
+			}
+		}
+	}
+	if flags&flagHCRC != 0 {
+		if _, err := next(); err != nil {
+			return h, corrupt(at, "truncated header CRC")
+		}
+		if _, err := next(); err != nil {
+			return h, corrupt(at, "truncated header CRC")
+		}
+	}
+	h.size = n
+	return h, nil
+}
+
+// checkpoint is a place where decoding can resume: the start of a member's
+// deflate data, or the end of a deflate block with the 32 KiB of output
+// before it.
+type checkpoint struct {
+	uoff   int64  // uncompressed offset
+	coff   int64  // file offset of the byte holding the next bit
+	bit    uint8  // bits of that byte already consumed
+	window []byte // the window, deflated; nil at a member start
+	crc    uint32 // CRC32 of the compressed bytes up to the next checkpoint
+	// memberEnd is the file offset where this checkpoint's member's
+	// deflate data ends (its trailer starts).
+	memberEnd int64
+}
+
+// index is what the indexing pass finds.
+type index struct {
+	cps     []checkpoint
+	size    int64 // uncompressed size
+	members int
+	garbage int64 // trailing bytes after the last member, ignored
+}
+
+// buildIndex inflates the whole file once, without keeping the output,
+// checking every member's CRC32 and size, and records a checkpoint at
+// every member start and after the first deflate block that ends at least
+// interval bytes after the previous checkpoint.
+func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
+	ix := &index{}
+	pr := newPosReader(r, 0, size)
+	var uoff int64
+	var wbuf bytes.Buffer
+	comp, _ := flate.NewWriter(&wbuf, flate.BestSpeed)
+	var cbErr error
+	for {
+		start := pr.pos(0)
+		if start >= size {
+			break
+		}
+		if ix.members > 0 {
+			b, err := pr.Peek(min(2, int(size-start)))
+			if err != nil || len(b) < 2 || b[0] != 0x1F || b[1] != 0x8B {
+				ix.garbage = size - start
+				break
+			}
+		}
+		h, err := readHeader(pr, start)
+		if err != nil {
+			return nil, err
+		}
+		ix.members++
+		dstart := start + h.size
+		first := len(ix.cps)
+		ix.cps = append(ix.cps, checkpoint{uoff: uoff, coff: dstart})
+		last := uoff
+		mbase := uoff
+		fr := flate.NewReaderOpts(pr, flate.WithEobCallback(func(cp flate.InflateCheckpoint) {
+			u := mbase + cp.UncompressedOffset
+			if u-last < interval || cbErr != nil {
+				return
+			}
+			last = u
+			wbuf.Reset()
+			comp.Reset(&wbuf)
+			comp.Write(cp.Window)
+			if err := comp.Close(); err != nil {
+				cbErr = err
+			}
+			ix.cps = append(ix.cps, checkpoint{
+				uoff: u, coff: dstart + cp.CompressedOffset, bit: cp.BitOffset,
+				window: bytes.Clone(wbuf.Bytes()),
+			})
+		}))
+		h32 := crc32.NewIEEE()
+		n, err := io.Copy(h32, fr)
+		if err != nil {
+			var fe flate.CorruptInputError
+			if errors.As(err, &fe) {
+				return nil, corrupt(dstart+int64(fe), "deflate data: %v", err)
+			}
+			if err == io.ErrUnexpectedEOF {
+				return nil, corrupt(pr.pos(0), "the file ends inside a member (truncated?)")
+			}
+			return nil, err
+		}
+		if cbErr != nil {
+			return nil, cbErr
+		}
+		dend := pr.pos(0)
+		var tr [8]byte
+		if _, err := io.ReadFull(pr, tr[:]); err != nil {
+			return nil, corrupt(dend, "the file ends inside a member trailer (truncated?)")
+		}
+		if got := binary.LittleEndian.Uint32(tr[:4]); got != h32.Sum32() {
+			return nil, corrupt(dend, "member CRC32 mismatch (the data is damaged)")
+		}
+		if got := binary.LittleEndian.Uint32(tr[4:]); got != uint32(n) {
+			return nil, corrupt(dend+4, "member size %d does not match its trailer's %d", n, got)
+		}
+		for i := first; i < len(ix.cps); i++ {
+			ix.cps[i].memberEnd = dend
+		}
+		uoff += n
+	}
+	if ix.members == 0 {
+		return nil, ErrNotGzip
+	}
+	ix.size = uoff
+	// Drop checkpoints that start nothing (empty members, or a block
+	// boundary at a member's end).
+	cps := ix.cps[:0]
+	for i, cp := range ix.cps {
+		end := ix.size
+		if i+1 < len(ix.cps) {
+			end = ix.cps[i+1].uoff
+		}
+		if end > cp.uoff {
+			cps = append(cps, cp)
+		}
+	}
+	ix.cps = cps
+	return ix, nil
+}
+
+// compRange is the file range segment i's decoder reads: from its
+// checkpoint to the next one's byte (or its member's end), plus a little
+// slack for the decoder's bit buffer.
+func (ix *index) compRange(i int, fileSize int64) (int64, int64) {
+	cp := ix.cps[i]
+	end := cp.memberEnd
+	if i+1 < len(ix.cps) && ix.cps[i+1].coff < end {
+		end = ix.cps[i+1].coff + 1
+	}
+	return cp.coff, min(fileSize, end+8)
+}
+
+// rangeCRCs computes each checkpoint's CRC32 of its compressed range, so
+// that an index loaded from disk can check that it still fits the file.
+func (ix *index) rangeCRCs(r io.ReaderAt, size int64) error {
+	buf := make([]byte, 256<<10)
+	for i := range ix.cps {
+		lo, hi := ix.compRange(i, size)
+		h := crc32.NewIEEE()
+		if _, err := io.CopyBuffer(h, io.NewSectionReader(r, lo, hi-lo), buf); err != nil {
+			return err
+		}
+		ix.cps[i].crc = h.Sum32()
+	}
+	return nil
+}

@@ -1,0 +1,82 @@
+package xz
+
+import (
+	"bytes"
+	"testing"
+)
+
+// fuzzSeeds are small .xz files from the real encoder: several blocks with
+// sizes in their headers, several streams with padding, each check.
+func fuzzSeeds(f *testing.F) [][]byte {
+	// Small seeds: the fuzzer slows to a crawl on inputs of tens of KiB.
+	data := testData(6000, 11)
+	a := xzTool(f, data, "-T2", "--block-size=1500", "-0")
+	b := xzTool(f, data[:1000], "--check=sha256", "-0")
+	return [][]byte{
+		a,
+		cat(a, make([]byte, 4), b),
+		xzTool(f, data[:2000], "--check=none", "-0"),
+		xzTool(f, data[:3000], "--check=crc32", "-T1", "--block-size=1000", "-0"),
+		xzTool(f, nil),
+	}
+}
+
+// FuzzXZIndex feeds arbitrary bytes to the container parser and, when they
+// parse, to Open and a few reads: no panic, no allocation sized by an
+// unchecked field (the decoder's dictionary is bounded by the cache size),
+// and an index whose blocks line up.
+func FuzzXZIndex(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		size := int64(len(data))
+		ix, err := ReadIndex(bytes.NewReader(data), size)
+		if err != nil {
+			return
+		}
+		var uoff int64
+		for i, b := range ix.Blocks {
+			if b.UOff != uoff || b.USize <= 0 {
+				t.Fatalf("block %d at %d+%d, want it at %d", i, b.UOff, b.USize, uoff)
+			}
+			if b.COff < headerLen || b.COff+roundup4(b.Unpadded) > size {
+				t.Fatalf("block %d at file offset %d+%d lies outside the %d-byte file", i, b.COff, b.Unpadded, size)
+			}
+			uoff += b.USize
+		}
+		if uoff != ix.Size {
+			t.Fatalf("Size = %d, blocks add up to %d", ix.Size, uoff)
+		}
+		s, err := Open(bytes.NewReader(data), size, Options{CacheSize: 4 << 20, Readahead: -1, TempDir: t.TempDir()})
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		buf := make([]byte, min(s.Size(), 64<<10))
+		s.ReadAt(buf, 0)
+		s.ReadAt(buf, s.Size()-int64(len(buf)))
+	})
+}
+
+// FuzzXZBlockHeader: the block header parser never panics, and what it
+// accepts is an LZMA2 block whose header size matches.
+func FuzzXZBlockHeader(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		if len(s) > headerLen && s[headerLen] != 0 {
+			n := (int(s[headerLen]) + 1) * 4
+			if headerLen+n <= len(s) {
+				f.Add(s[headerLen : headerLen+n])
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		h, err := parseBlockHeader(b)
+		if err != nil {
+			return
+		}
+		if h.size != int64(len(b)) || h.dict < 4096 {
+			t.Fatalf("parseBlockHeader = %+v for %d bytes", h, len(b))
+		}
+	})
+}
