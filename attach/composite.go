@@ -41,10 +41,10 @@ const CompositeHelp = `COMPOSITE DEVICES: several files as one device, or one pa
                   fail with EIO (rewriting the same bytes succeeds). A file
                   that cannot be opened for writing makes its partition read-
                   only (writes fail with EPERM). Linux shows at most 255
-                  partitions of a disk, and none when the nbd driver was
-                  loaded with max_part=0 (load it with modprobe nbd
-                  max_part=16, or boot with nbd.max_part=16); attach warns in
-                  both cases.
+                  partitions of a disk; and when the nbd driver was loaded
+                  with max_part=0 it looks for them only when asked, with -P
+                  (or load it with modprobe nbd max_part=16, or boot with
+                  nbd.max_part=16). attach warns in both cases.
   --partition     (N) only partition N of SOURCE, found in its MBR or GPT
                   (logical partitions count from 5, as with /dev/sdaN); the
                   rest of the image is not served, so the kernel does not scan
@@ -70,6 +70,17 @@ type Composite struct {
 	ESP bool `json:"esp,omitempty"`
 	// Partition, when positive, serves only that partition of Source.
 	Partition int `json:"partition,omitempty"`
+
+	// partScan is Config.PartScan, for the hints of --partitions; Serve
+	// passes it in OpenOptions (see Config.openComposite).
+	partScan bool
+}
+
+// openComposite returns the Composite for OpenOptions: c's, with -P.
+func (c *Config) openComposite() Composite {
+	m := c.Composite
+	m.partScan = c.PartScan
+	return m
 }
 
 // Layouts of Composite.Layout.
@@ -410,18 +421,22 @@ func buildPartitions(parts []part, opts OpenOptions) (*Opened, error) {
 	if d.Caps().ReadOnly && !opts.ReadOnly {
 		op.Warnings = append(op.Warnings, "partitions: every file is read-only: attached read-only")
 	}
-	op.Warnings = append(op.Warnings, partitionHints(d)...)
+	op.Warnings = append(op.Warnings, partitionHints(d, opts.partScan)...)
 	return op, nil
 }
 
 // partitionHints says when the kernel will not show some or all of d's
-// partitions.
-func partitionHints(d *partitioned.Disk) []string {
+// partitions. With max_part=0 the nbd driver does not ask the kernel to
+// scan a new device for partitions, so they appear only on an explicit
+// rescan (BLKRRPART, which -P issues); the kernel itself shows at most 255
+// partitions of a disk, whatever max_part says (partitions past the
+// driver's own minors get extended device numbers).
+func partitionHints(d *partitioned.Disk, partScan bool) []string {
 	var hints []string
 	parts := d.Partitions()
-	if b, err := os.ReadFile(maxPartParam); err == nil && strings.TrimSpace(string(b)) == "0" {
-		hints = append(hints, "partitions: warning: the nbd driver was loaded with max_part=0, so the kernel shows no partitions of nbd devices "+
-			"(reload it: modprobe -r nbd && modprobe nbd max_part=16, or boot with nbd.max_part=16)")
+	if b, err := os.ReadFile(maxPartParam); err == nil && strings.TrimSpace(string(b)) == "0" && !partScan {
+		hints = append(hints, "partitions: warning: the nbd driver was loaded with max_part=0, so the kernel does not look for partitions on nbd devices by itself "+
+			"(attach with -P, which makes it; or load the driver with max_part=16: modprobe -r nbd && modprobe nbd max_part=16, or boot with nbd.max_part=16)")
 	}
 	if last := parts[len(parts)-1].Number; last > MaxKernelPartitions {
 		hints = append(hints, fmt.Sprintf("partitions: warning: Linux shows at most %d partitions of a disk: partitions %d to %d will have no device node",

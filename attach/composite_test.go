@@ -183,21 +183,25 @@ func TestPartitionHints(t *testing.T) {
 		srcs = append(srcs, "memory:512")
 	}
 	for _, tt := range []struct {
-		name    string
-		maxPart string
-		n       int
-		want    []string
+		name     string
+		maxPart  string
+		n        int
+		partScan bool
+		want     []string
 	}{
 		{name: "max_part=16, 3 partitions", maxPart: "16\n", n: 3},
 		{name: "max_part=16, 257 partitions", maxPart: "16\n", n: 257,
 			want: []string{"partitions: warning: Linux shows at most 255 partitions of a disk: partitions 256 to 257 will have no device node"}},
 		{name: "max_part=0", maxPart: "0\n", n: 2,
-			want: []string{"partitions: warning: the nbd driver was loaded with max_part=0, so the kernel shows no partitions of nbd devices (reload it: modprobe -r nbd && modprobe nbd max_part=16, or boot with nbd.max_part=16)"}},
+			want: []string{"partitions: warning: the nbd driver was loaded with max_part=0, so the kernel does not look for partitions on nbd devices by itself " +
+				"(attach with -P, which makes it; or load the driver with max_part=16: modprobe -r nbd && modprobe nbd max_part=16, or boot with nbd.max_part=16)"}},
+		{name: "max_part=0 with -P", maxPart: "0\n", n: 2, partScan: true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			os.WriteFile(param, []byte(tt.maxPart), 0o644)
 			opts := compositeOpts(LayoutPartitions, srcs[:tt.n]...)
 			opts.Align = 512
+			opts.partScan = tt.partScan
 			o := openSource(t, Spec{Kind: "memory", Size: 512}, opts)
 			if fmt.Sprint(o.Warnings) != fmt.Sprint(tt.want) {
 				t.Errorf("Warnings = %q, want %q", o.Warnings, tt.want)
@@ -280,7 +284,9 @@ func TestValidateComposite(t *testing.T) {
 		}, wantErr: "--align 512: must be a power of two from the block size (4096)"},
 		{name: "type without =", edit: func(c *Config) { c.Layout, c.Sources, c.Types = LayoutPartitions, []string{"a.img"}, []string{"swap"} },
 			wantErr: `--type "swap": want N=TYPE or FILE=TYPE (e.g. 2=swap)`},
-		{name: "unknown type", edit: func(c *Config) { c.Layout, c.Sources, c.Types = LayoutPartitions, []string{"a.img"}, []string{"1=fat64"} },
+		{name: "unknown type", edit: func(c *Config) {
+			c.Layout, c.Sources, c.Types = LayoutPartitions, []string{"a.img"}, []string{"1=fat64"}
+		},
 			wantErr: `--type 1=fat64: unknown partition type "fat64" (use linux, swap, esp, msdata, bios, lvm, raid, luks, home, a gdisk code`},
 		{name: "type of a missing partition", edit: func(c *Config) {
 			c.Layout, c.Sources, c.Types = LayoutPartitions, []string{"a.img", "b.img"}, []string{"3=swap"}

@@ -14,6 +14,10 @@ check debugfs e2fsprogs
 check mkfs.btrfs btrfs-progs
 check sgdisk gdisk
 check sfdisk fdisk
+check mkfs.xfs xfsprogs
+check mkfs.vfat dosfstools
+check mkswap util-linux
+check xz xz-utils
 check blkdiscard util-linux
 check setpriv util-linux
 check mdadm mdadm

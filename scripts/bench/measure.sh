@@ -32,7 +32,8 @@
 #                         under emulation); memory disks are filled that far
 #      BENCH_CONNECTIONS  connections for nbdloop and nbd-client (default: CPUs, at most 4)
 #      BENCH_ATTACH_RUNS  attach timings per kind (default 5; 0: none)
-#      BENCH_PROFILE      0: skip the profile runs; BENCH_PROFILE_WINDOW (default 3 s)
+#      BENCH_PROFILE      0: skip the profile runs; BENCH_PROFILE_WINDOW (default 3 s),
+#                         BENCH_PROFILE_SPAN (default 64M), BENCH_PERF=0: no perf record
 set -u
 
 # Braces: bash reads a script as it runs it; a compound command is read whole.
@@ -244,15 +245,13 @@ fill_dev() {
 
 # profile NAME [record] FIO-OPTIONS...: a run of fio on the current device
 # (nbdloop memory), stopped with SIGINT once done, during which (1) the CPU
-# time of every process, of the server's threads and of the whole machine is
-# read from /proc over BENCH_PROFILE_WINDOW seconds (default 3), then, if
-# perf is installed, (2) perf stat counts the server's syscalls and context
-# switches for as long and (3) with "record", perf record -a -g samples every
-# CPU for as long. Output in OUT/profile/NAME/.
-perf_events=raw_syscalls:sys_enter,syscalls:sys_enter_read,syscalls:sys_enter_write,syscalls:sys_enter_writev
-perf_events=$perf_events,syscalls:sys_enter_recvmsg,syscalls:sys_enter_sendmsg,syscalls:sys_enter_pread64,syscalls:sys_enter_pwrite64
-perf_events=$perf_events,syscalls:sys_enter_epoll_pwait,syscalls:sys_enter_epoll_wait,syscalls:sys_enter_futex
-perf_events=$perf_events,syscalls:sys_enter_nanosleep,syscalls:sys_enter_sched_yield,context-switches,cpu-migrations
+# time of every process, of the server's threads and of the whole machine,
+# the server's read/write syscall counts (/proc/PID/io) and its threads'
+# context switches are read from /proc over BENCH_PROFILE_WINDOW seconds
+# (default 3), then (2) with "record", if perf is installed, perf record -a
+# -g samples every CPU for as long. Output in OUT/profile/NAME/.
+# (No perf stat of syscall tracepoints: enabling them under TCG locked both
+# vCPUs up for good in a trial.)
 profile() {
 	local name=$1 p=$out/profile/$1 pid window=${BENCH_PROFILE_WINDOW:-3} record=''
 	shift
@@ -266,32 +265,33 @@ profile() {
 		echo "fio=$*"
 	} >"$p/meta.txt"
 	fio --name="$name" --filename="$dev" --ioengine=libaio --direct=1 \
-		--time_based --runtime=600 --size="$span" --norandommap --randrepeat=0 \
+		--time_based --runtime=600 --size="$profile_span" --norandommap --randrepeat=0 \
 		--group_reporting --output-format=json --output="$p/fio.json" "$@" \
 		>>"$out/tools.log" 2>&1 &
 	profile_fio=$!
 	sleep $((ramp + 1))
 	# One cat for all of /proc: a process vanishing in between only costs its line.
-	local t0 t1
-	t0=$(now_us)
-	cat /proc/stat >"$p/stat.before"
-	cat /proc/[0-9]*/stat >"$p/pids.before" 2>/dev/null
-	[ -n "$pid" ] && cat /proc/"$pid"/task/*/stat >"$p/server-threads.before" 2>/dev/null
-	sleep "$window"
-	cat /proc/stat >"$p/stat.after"
-	cat /proc/[0-9]*/stat >"$p/pids.after" 2>/dev/null
-	[ -n "$pid" ] && cat /proc/"$pid"/task/*/stat >"$p/server-threads.after" 2>/dev/null
+	local t0 t1 when
+	for when in before after; do
+		[ "$when" = after ] && sleep "$window"
+		[ "$when" = before ] && t0=$(now_us)
+		cat /proc/stat >"$p/stat.$when"
+		cat "/sys/block/${dev#/dev/}/stat" >"$p/disk.$when"
+		cat /proc/[0-9]*/stat >"$p/pids.$when" 2>/dev/null
+		if [ -n "$pid" ]; then
+			cat /proc/"$pid"/task/*/stat >"$p/server-threads.$when" 2>/dev/null
+			cat /proc/"$pid"/io >"$p/server-io.$when" 2>/dev/null
+			grep -H ctxt_switches /proc/"$pid"/task/*/status >"$p/server-ctxt.$when" 2>/dev/null
+		fi
+	done
 	t1=$(now_us)
 	echo "window_us=$((t1 - t0))" >>"$p/meta.txt"
-	if [ -z "$has_perf" ]; then
-		echo "perf is not installed (apt-get install linux-perf): no syscall counts, no symbol profile" >"$p/perf.log"
-	else
-		echo "perf_stat_s=$window" >>"$p/meta.txt"
-		HOME=$work perf stat -x, -o "$p/perf-stat.csv" -e "$perf_events" -p "$pid" -- sleep "$window" \
-			>>"$p/perf.log" 2>&1 || echo "perf stat failed" >>"$p/perf.log"
-		if [ -n "$record" ]; then
+	if [ -n "$record" ]; then
+		if [ -n "$has_perf" ]; then
 			HOME=$work perf record -q -N -a -g -F 999 -o "$work/perf.data" -- sleep "$window" \
 				>>"$p/perf.log" 2>&1 || echo "perf record failed" >>"$p/perf.log"
+		else
+			echo "perf is not installed (apt-get install linux-perf): no symbol profile" >"$p/perf.log"
 		fi
 	fi
 	top -b -n 1 -w 200 2>/dev/null | head -n 20 >"$p/top.txt"
@@ -311,13 +311,10 @@ profile() {
 	fi
 }
 has_perf=''
-if command -v perf >/dev/null 2>&1 && perf --version >/dev/null 2>&1; then
+if [ "${BENCH_PERF:-1}" != 0 ] && command -v perf >/dev/null 2>&1 && perf --version >/dev/null 2>&1; then
 	has_perf=1
-	# perf stat's syscall tracepoints need tracefs (not mounted in the VM).
-	if [ ! -d /sys/kernel/tracing/events ] && [ "${NBDLOOP_VM:-}" = 1 ]; then
-		mount -t tracefs nodev /sys/kernel/tracing 2>/dev/null
-	fi
 fi
+profile_span=${BENCH_PROFILE_SPAN:-64M}
 
 # --- the tmpfs file, then each device ------------------------------------------
 {
@@ -373,11 +370,6 @@ for d in $devices; do
 			fail "$d: fio $name"
 		fi
 	done
-	if [ "$d" = nbdloop-memory ] && [ "${BENCH_PROFILE:-1}" != 0 ]; then
-		log "$d: profile runs (4k randread QD32x2 with perf record, 1M write QD8)"
-		profile randread-4k-qd32 record --rw=randread --bs=4k --iodepth=32 --numjobs=2
-		profile write-1m-qd8 --rw=write --bs=1M --iodepth=8
-	fi
 	detach_dev || fail "$d: detach failed"
 done
 log "fio runs took $((($(now_us) - start_all) / 1000000)) s"
@@ -404,6 +396,24 @@ if [ "$attach_runs" -gt 0 ]; then
 				$(((t2 - t1) / 1000)) $(((t2 - t1) % 1000)) >>"$out/attach.tsv"
 		done
 	done
+fi
+
+# --- profile ---------------------------------------------------------------------
+# Last, so that whatever happens to the machine under perf, the measurements
+# above are in.
+if [ "${BENCH_PROFILE:-1}" != 0 ]; then
+	log "profile runs on nbdloop memory (4k randread QD32x2 with perf record, 1M write QD8)"
+	if attach_dev nbdloop-memory; then
+		timeout -k 5 300 fio --name=fill --filename="$dev" --ioengine=libaio --direct=1 \
+			--rw=write --bs=1M --iodepth=8 --size="$profile_span" --output-format=terse \
+			>>"$out/tools.log" 2>&1 || fail "profile: filling the memory disk"
+		profile randread-4k-qd32 record --rw=randread --bs=4k --iodepth=32 --numjobs=2
+		profile write-1m-qd8 --rw=write --bs=1M --iodepth=8
+		detach_dev || fail "profile: detach failed"
+	else
+		fail "profile: nbdloop-memory attach failed"
+		detach_dev
+	fi
 fi
 
 [ "$failures" = 0 ] || { log "$failures measurement(s) failed"; exit 1; }

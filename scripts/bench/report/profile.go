@@ -16,15 +16,16 @@ import (
 type Profile struct {
 	Name      string             `json:"name"`
 	Fio       string             `json:"fio"`
-	IOPS      float64            `json:"iops"` // of the whole profile run (perf included)
+	IOPS      float64            `json:"iops"`        // of the whole profile run (perf included)
+	Requests  float64            `json:"window_iops"` // device requests completed per second in the window (/sys/block/DEV/stat)
 	WindowS   float64            `json:"window_s"`
 	CPUs      int                `json:"cpus"`
 	Machine   map[string]float64 `json:"machine_pct"` // % of all CPUs: user, system, softirq, idle...
 	Server    *ProcCPU           `json:"server,omitempty"`
 	Processes []ProcCPU          `json:"processes"`          // busiest first
 	Threads   []float64          `json:"server_threads_pct"` // the server's threads, % of one CPU, busiest first
-	// Server events (perf stat -p) per second and per request (by the
-	// run's IOPS): syscalls by name, context switches.
+	// Server events per second and per request (by the run's IOPS): syscr
+	// and syscw of /proc/PID/io, its threads' context switches.
 	EventsPerS   map[string]float64 `json:"server_events_per_s,omitempty"`
 	EventsPerReq map[string]float64 `json:"server_events_per_request,omitempty"`
 	PerfComm     []string           `json:"perf_comm,omitempty"`
@@ -166,7 +167,11 @@ func readProfile(dir string) *Profile {
 		sort.Sort(sort.Reverse(sort.Float64Slice(p.Threads)))
 	}
 
-	p.readPerfStat(filepath.Join(dir, "perf-stat.csv"))
+	d0, d1 := readFields(filepath.Join(dir, "disk.before")), readFields(filepath.Join(dir, "disk.after"))
+	if len(d0) > 4 && len(d1) > 4 && p.WindowS > 0 {
+		p.Requests = (d1[0] + d1[4] - d0[0] - d0[4]) / p.WindowS // reads and writes completed
+	}
+	p.readCounters(dir)
 	p.PerfComm = perfLines(filepath.Join(dir, "perf-comm.txt"), 12)
 	p.PerfSyms = perfLines(filepath.Join(dir, "perf-symbols.txt"), 30)
 	if p.PerfSyms == nil {
@@ -177,54 +182,75 @@ func readProfile(dir string) *Profile {
 	return p
 }
 
-// readPerfStat reads perf stat -x, output: count,unit,event,...
-func (p *Profile) readPerfStat(path string) {
-	b, err := os.ReadFile(path)
-	if err != nil {
+// readCounters reads the server's syscall counts (/proc/PID/io: syscr,
+// syscw) and its threads' context switches (/proc/PID/task/*/status) at
+// both ends of the window.
+func (p *Profile) readCounters(dir string) {
+	if p.WindowS <= 0 {
 		return
 	}
+	io := func(when string) map[string]float64 {
+		m := map[string]float64{}
+		b, _ := os.ReadFile(filepath.Join(dir, "server-io."+when))
+		for _, l := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(l, ":"); ok {
+				if n, err := strconv.ParseFloat(strings.TrimSpace(v), 64); err == nil {
+					m[k] = n
+				}
+			}
+		}
+		return m
+	}
+	// path:voluntary_ctxt_switches:\tN, one line per thread and kind
+	ctxt := func(when string) map[string]float64 {
+		m := map[string]float64{}
+		b, _ := os.ReadFile(filepath.Join(dir, "server-ctxt."+when))
+		for _, l := range strings.Split(string(b), "\n") {
+			f := strings.Split(l, ":")
+			if len(f) != 3 {
+				continue
+			}
+			if n, err := strconv.ParseFloat(strings.TrimSpace(f[2]), 64); err == nil {
+				m[f[0]+" "+f[1]] = n
+			}
+		}
+		return m
+	}
 	counts := map[string]float64{}
-	for _, l := range strings.Split(string(b), "\n") {
-		f := strings.Split(l, ",")
-		if len(f) < 4 || strings.HasPrefix(l, "#") {
-			continue
+	i0, i1 := io("before"), io("after")
+	for _, k := range []string{"syscr", "syscw"} {
+		if v1, ok := i1[k]; ok {
+			counts[k] = v1 - i0[k]
 		}
-		n, err := strconv.ParseFloat(f[0], 64)
-		if err != nil {
-			continue
+	}
+	c0, c1 := ctxt("before"), ctxt("after")
+	for k, v1 := range c1 { // threads born in the window count from 0
+		kind := "voluntary context switches"
+		if strings.HasSuffix(k, " nonvoluntary_ctxt_switches") {
+			kind = "involuntary context switches"
 		}
-		ev := f[2]
-		ev = strings.TrimPrefix(ev, "syscalls:sys_enter_")
-		if ev == "raw_syscalls:sys_enter" {
-			ev = "syscalls"
-		}
-		counts[ev] = n
+		counts[kind] += v1 - c0[k]
 	}
 	if len(counts) == 0 {
 		return
 	}
-	// perf stat counted while its `sleep perf_stat_s` ran.
-	secs, _ := strconv.ParseFloat(readFirst(filepath.Join(filepath.Dir(path), "meta.txt"), "perf_stat_s="), 64)
-	if secs <= 0 {
-		return
-	}
 	p.EventsPerS, p.EventsPerReq = map[string]float64{}, map[string]float64{}
 	for ev, n := range counts {
-		p.EventsPerS[ev] = n / secs
-		if p.IOPS > 0 {
-			p.EventsPerReq[ev] = n / secs / p.IOPS
+		p.EventsPerS[ev] = n / p.WindowS
+		if p.Requests > 0 {
+			p.EventsPerReq[ev] = n / p.WindowS / p.Requests
 		}
 	}
 }
 
-func readFirst(path, prefix string) string {
+func readFields(path string) []float64 {
 	b, _ := os.ReadFile(path)
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, prefix) {
-			return strings.TrimPrefix(l, prefix)
-		}
+	var v []float64
+	for _, f := range strings.Fields(string(b)) {
+		n, _ := strconv.ParseFloat(f, 64)
+		v = append(v, n)
 	}
-	return ""
+	return v
 }
 
 // perfLines returns the first n sample lines of a perf report --stdio.
@@ -248,8 +274,8 @@ func perfLines(path string, n int) []string {
 }
 
 func printProfile(w io.Writer, p *Profile) {
-	fmt.Fprintf(w, "\nProfile: nbdloop memory, %s (%s IOPS over the run, perf included), CPU over %.1f s, %d CPUs\n",
-		label(p.Name), thousands(p.IOPS), p.WindowS, p.CPUs)
+	fmt.Fprintf(w, "\nProfile: nbdloop memory, %s: %s requests/s in a %.1f s window (%s IOPS over the whole run, perf included), %d CPUs\n",
+		label(p.Name), thousands(p.Requests), p.WindowS, thousands(p.IOPS), p.CPUs)
 	if len(p.Machine) > 0 {
 		fmt.Fprintf(w, "  machine (%% of all CPUs): user %.0f, system %.0f, softirq %.0f, irq %.0f, iowait %.0f, idle %.0f\n",
 			p.Machine["user"]+p.Machine["nice"], p.Machine["system"], p.Machine["softirq"], p.Machine["irq"], p.Machine["iowait"], p.Machine["idle"])
@@ -277,22 +303,9 @@ func printProfile(w io.Writer, p *Profile) {
 		}
 	}
 	if len(p.EventsPerReq) > 0 {
-		fmt.Fprintf(w, "  server events per request (perf stat): syscalls %.2f:", p.EventsPerReq["syscalls"])
-		var evs []string
-		for ev := range p.EventsPerReq {
-			if ev != "syscalls" && ev != "context-switches" && ev != "cpu-migrations" && p.EventsPerReq[ev] >= 0.01 {
-				evs = append(evs, ev)
-			}
-		}
-		sort.Slice(evs, func(i, j int) bool { return p.EventsPerReq[evs[i]] > p.EventsPerReq[evs[j]] })
-		for i, ev := range evs {
-			sep := ","
-			if i == 0 {
-				sep = ""
-			}
-			fmt.Fprintf(w, "%s %s %.2f", sep, ev, p.EventsPerReq[ev])
-		}
-		fmt.Fprintf(w, "; context switches %.2f, migrations %.2f\n", p.EventsPerReq["context-switches"], p.EventsPerReq["cpu-migrations"])
+		e := p.EventsPerReq
+		fmt.Fprintf(w, "  server per request: %.2f read-type + %.2f write-type syscalls (/proc/PID/io), %.2f + %.2f (involuntary) context switches\n",
+			e["syscr"], e["syscw"], e["voluntary context switches"], e["involuntary context switches"])
 	}
 	if len(p.PerfComm) > 0 {
 		fmt.Fprintln(w, "  perf, samples by command and object (all CPUs):")
