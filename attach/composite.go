@@ -72,12 +72,12 @@ type Composite struct {
 	Partition int `json:"partition,omitempty"`
 
 	// partScan is Config.PartScan, for the hints of --partitions; Serve
-	// passes it in OpenOptions (see Config.openComposite).
+	// passes it in OpenOptions (see Config.compositeOptions).
 	partScan bool
 }
 
-// openComposite returns the Composite for OpenOptions: c's, with -P.
-func (c *Config) openComposite() Composite {
+// compositeOptions returns the Composite for OpenOptions: c's, with -P.
+func (c *Config) compositeOptions() Composite {
 	m := c.Composite
 	m.partScan = c.PartScan
 	return m

@@ -13,6 +13,7 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 	gzipsrc "github.com/nbdloop/nbdloop/sources/gzip"
 	"github.com/nbdloop/nbdloop/sources/xz"
+	"github.com/nbdloop/nbdloop/sources/zstd"
 )
 
 // Compressed images (xz, gzip, zstd) are read-only sources. attach without
@@ -110,4 +111,20 @@ func probed(path, desc string, fm format, src sources.Source, opts OpenOptions) 
 		}
 	}
 	return op, nil
+}
+
+// isZstd matches a zstd frame, or a skippable frame (which zstd files,
+// seekable ones among them, may start with).
+func isZstd(head []byte) bool {
+	if len(head) < 4 {
+		return false
+	}
+	if bytes.HasPrefix(head, []byte{0x28, 0xB5, 0x2F, 0xFD}) {
+		return true
+	}
+	return head[0]&0xF0 == 0x50 && head[1] == 0x2A && head[2] == 0x4D && head[3] == 0x18
+}
+
+func openZstd(f *sources.File, opts OpenOptions) (sources.Source, error) {
+	return zstd.Open(f, f.Size(), zstd.Options{CacheSize: opts.CacheSize})
 }

@@ -55,7 +55,7 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	opened, err := OpenSource(spec, OpenOptions{
 		ReadOnly: cfg.sourceReadOnly(), BlockSize: cfg.BlockSize,
 		Offset: cfg.Offset, SizeLimit: cfg.SizeLimit, DirectIO: cfg.DirectIO,
-		CacheSize: cfg.CacheSize, Composite: cfg.openComposite(),
+		CacheSize: cfg.CacheSize, Composite: cfg.compositeOptions(),
 	})
 	if err != nil {
 		return fail(err)

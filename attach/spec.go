@@ -17,8 +17,8 @@ import (
 const SourceHelp = `SOURCE is one of:
   PATH            a file or block device; its format is detected from its
                   contents (magic bytes), not from its name; raw is the fallback;
-                  xz and gzip images are served uncompressed and read-only
-                  (-r is implied)
+                  xz, gzip and zstd images are served uncompressed and
+                  read-only (-r is implied)
   file:PATH       the same, for paths that contain a colon
   memory:SIZE     a sparse RAM disk of SIZE bytes, up to 2^63-1 (8E); pages are
                   allocated on first write and freed by trim; SIZE is rounded
@@ -101,6 +101,7 @@ type format struct {
 var probeTable = []format{
 	{name: "xz", match: isXZ, open: openXZ, readOnly: true},
 	{name: "gzip", match: isGzip, open: openGzip, readOnly: true},
+	{name: "zstd", match: isZstd, open: openZstd, readOnly: true},
 }
 
 // Opened is a source ready to serve, with what to tell the user about it.

@@ -16,6 +16,7 @@ import (
 // with the overlay in memory and in a file, with a size that is not a
 // multiple of the block size.
 func TestCowConformance(t *testing.T) {
+	t.Parallel()
 	want := testData(256<<10+1000, 4)
 	tests := []struct {
 		name string

@@ -10,6 +10,7 @@ import (
 )
 
 func TestDelayConformance(t *testing.T) {
+	t.Parallel()
 	want := testData(256<<10+512, 2)
 	sourcetest.Run(t, func(t *testing.T) sources.Source {
 		opts := DelayOptions{Jitter: time.Millisecond}

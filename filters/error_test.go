@@ -15,6 +15,7 @@ import (
 // TestErrorConformance: an error filter that is not triggered (no trigger
 // file, rate 0, ranges elsewhere, other ops) is a transparent Source.
 func TestErrorConformance(t *testing.T) {
+	t.Parallel()
 	want := testData(256<<10+512, 1)
 	t.Run("not triggered", func(t *testing.T) {
 		sourcetest.Run(t, func(t *testing.T) sources.Source {

@@ -15,6 +15,7 @@ import (
 )
 
 func TestLogConformance(t *testing.T) {
+	t.Parallel()
 	want := testData(256<<10+512, 14)
 	sourcetest.Run(t, func(t *testing.T) sources.Source {
 		l, err := NewLog(newMemoryWith(t, want), LogOptions{File: filepath.Join(t.TempDir(), "log")}, Env{})

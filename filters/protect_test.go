@@ -10,6 +10,7 @@ import (
 )
 
 func TestProtectConformance(t *testing.T) {
+	t.Parallel()
 	want := testData(256<<10+512, 13)
 	t.Run("readonly", func(t *testing.T) {
 		sourcetest.Run(t, func(t *testing.T) sources.Source {

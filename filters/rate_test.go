@@ -14,6 +14,7 @@ import (
 )
 
 func TestRateConformance(t *testing.T) {
+	t.Parallel()
 	want := testData(256<<10+512, 3)
 	sourcetest.Run(t, func(t *testing.T) sources.Source {
 		return NewRate(newMemoryWith(t, want), RateOptions{Limit: 1 << 20, Read: 512 << 10}, Env{Clock: newFakeClock()})

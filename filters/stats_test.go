@@ -13,6 +13,7 @@ import (
 )
 
 func TestStatsConformance(t *testing.T) {
+	t.Parallel()
 	want := testData(256<<10+512, 15)
 	sourcetest.Run(t, func(t *testing.T) sources.Source {
 		return NewStats(newMemoryWith(t, want), time.Second, Env{})

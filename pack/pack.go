@@ -9,8 +9,10 @@
 //   - xz: one stream of LZMA2 blocks whose headers carry both sizes (as
 //     multi-threaded xz writes them, so xz -T0 also decompresses it in
 //     parallel), a CRC64 check per block, then the index. Compressed with
-//     github.com/ulikunitz/xz/lzma; Options.Level 0..3 use its hash-table
-//     matcher, 4..9 its binary-tree matcher (smaller and slower).
+//     github.com/ulikunitz/xz/lzma (its hash-table matcher);
+//     Options.Level 0..9 picks the dictionary size of xz's presets, capped
+//     at the block size. ulikunitz/xz compresses at a few MiB/s per core,
+//     several times slower than xz(1).
 //   - zstd: the seekable format: one frame per block (with its content
 //     size and checksum) and a seek table in a final skippable frame, which
 //     ordinary zstd tools skip. Compressed with

@@ -29,11 +29,9 @@ func newXZCodec(opts Options) (*xzCodec, error) {
 		return nil, errors.New("xz level must be from 0 to 9")
 	}
 	dict := int(max(lzma.MinDictCap, min(int64(xzDict[opts.Level]), opts.BlockSize)))
-	m := lzma.HashTable4
-	if opts.Level >= 4 {
-		m = lzma.BinaryTree
-	}
-	c := &xzCodec{cfg: lzma.Writer2Config{DictCap: dict, Matcher: m}, dict: lzma.EncodeDictCap(int64(dict))}
+	// Always the hash-table matcher: ulikunitz/xz's binary tree took
+	// minutes for a few MiB of disk-like data here.
+	c := &xzCodec{cfg: lzma.Writer2Config{DictCap: dict, Matcher: lzma.HashTable4}, dict: lzma.EncodeDictCap(int64(dict))}
 	if err := c.cfg.Verify(); err != nil {
 		return nil, err
 	}

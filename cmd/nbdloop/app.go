@@ -55,7 +55,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:                 "nbdloop",
 		Usage:                "attach files and RAM disks to Linux NBD devices",
-		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop stats [--json] DEVICE...",
+		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst",
 		Description:          appDescription,
 		Version:              version,
 		Writer:               stdout,
@@ -81,7 +81,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach or list)\n", name)
 			os.Exit(exitUsage)
 		},
-		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), statsCommand(), manCommand(), completionCommand()},
+		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), statsCommand(), packCommand(), manCommand(), completionCommand()},
 	}
 	return app
 }

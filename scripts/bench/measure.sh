@@ -8,11 +8,13 @@
 #
 # OUT gets:
 #   meta.txt                  key=value: kernel, CPUs, connections, runtime...
-#   fio/DEVICE/WORKLOAD.json  fio --output-format=json (group_reporting)
+#   fio/DEVICE.json           fio --output-format=json, one group per workload
+#                             (fio/jobs.fio); fio/DEVICE-fill.json: the fill
 #   attach.tsv                kind, attach ms, detach ms (BENCH_ATTACH_RUNS each)
 #   profile/NAME/             CPU accounting, syscall counts and perf samples
 #                             (perf if installed) of nbdloop memory runs:
 #                             4k randread QD32x2 and 1M write QD8
+#   queues.txt                each device's block queue limits (max_sectors_kb...)
 #   failures                  one line per measurement that could not be taken
 # and exits 1 if anything failed (every other measurement is still taken).
 #
@@ -28,12 +30,12 @@
 #      BENCH_WORKLOADS    subset of the workloads (names below)
 #      BENCH_RUNTIME      seconds per fio job (default 4), BENCH_RAMP (default 1)
 #      BENCH_SPAN         the part of each 1 GiB device the jobs use, from its
-#                         start (default 256M: filling a memory disk is slow
+#                         start (default 128M: filling a memory disk is slow
 #                         under emulation); memory disks are filled that far
 #      BENCH_CONNECTIONS  connections for nbdloop and nbd-client (default: CPUs, at most 4)
 #      BENCH_ATTACH_RUNS  attach timings per kind (default 5; 0: none)
 #      BENCH_PROFILE      0: skip the profile runs; BENCH_PROFILE_WINDOW (default 3 s),
-#                         BENCH_PROFILE_SPAN (default 64M), BENCH_PERF=0: no perf record
+#                         BENCH_PROFILE_SPAN (default 32M), BENCH_PERF=0: no perf record
 set -u
 
 # Braces: bash reads a script as it runs it; a compound command is read whole.
@@ -56,7 +58,7 @@ ramp=${BENCH_RAMP:-1}
 ncpu=$(nproc)
 conns=${BENCH_CONNECTIONS:-$((ncpu < 4 ? ncpu : 4))}
 attach_runs=${BENCH_ATTACH_RUNS:-5}
-span=${BENCH_SPAN:-256M}
+span=${BENCH_SPAN:-128M}
 all_devices="loop nbdloop-memory nbdloop-file nbdkit-memory nbdkit-file qemu-nbd"
 devices=${BENCH_DEVICES:-$all_devices}
 
@@ -86,7 +88,7 @@ fail() {
 }
 now_us() { echo "${EPOCHREALTIME/./}"; } # no exec: forks cost ~0.1 s under TCG
 
-rm -rf "$out/fio" "$out/profile" "$out/failures" "$out/attach.tsv"
+rm -rf "$out/fio" "$out/profile" "$out/failures" "$out/attach.tsv" "$out/queues.txt"
 mkdir -p "$out/fio"
 
 # --- the kernel side -------------------------------------------------------
@@ -222,25 +224,57 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # --- fio ----------------------------------------------------------------------
-fio_timeout=$((runtime + ramp + 60))
+# One fio per device runs every workload, one after the other (stonewall),
+# each its own group in the JSON: a fio start costs seconds under TCG.
+jobfile=$out/fio/jobs.fio
+{
+	echo "[global]"
+	echo "ioengine=libaio"
+	echo "direct=1"
+	echo "time_based"
+	echo "runtime=$runtime"
+	echo "ramp_time=$ramp"
+	echo "size=$span"
+	echo "norandommap"
+	echo "randrepeat=0"
+	echo "group_reporting"
+	for w in "${workloads[@]}"; do
+		echo
+		echo "[${w%%|*}]"
+		echo "stonewall"
+		for o in ${w#*|}; do echo "${o#--}"; done
+	done
+} >"$jobfile"
+fio_timeout=$((${#workloads[@]} * (runtime + ramp + 30) + 60))
 
-# run_fio NAME OUTFILE FIO-OPTIONS...
+# run_fio: every workload on $dev into fio/$kind.json; prints IOPS per workload.
 run_fio() {
-	local name=$1 file=$2
-	shift 2
-	timeout -k 5 "$fio_timeout" fio --name="$name" --filename="$dev" \
-		--ioengine=libaio --direct=1 --time_based --runtime="$runtime" --ramp_time="$ramp" \
-		--size="$span" --norandommap --randrepeat=0 --group_reporting \
-		--output-format=json --output="$file" "$@" >>"$out/tools.log" 2>&1
+	local json=$out/fio/$kind.json
+	timeout -k 5 "$fio_timeout" fio --filename="$dev" --output-format=json --output="$json" "$jobfile" \
+		>>"$out/tools.log" 2>&1 || return 1
+	awk '/"jobname"/ {gsub(/[",]/, "", $3); n[++k] = $3}
+		/"iops" :/ {gsub(/,/, "", $3); s[k] += $3}
+		END {for (i = 1; i <= k; i++) printf "bench:   %-18s %8.0f IOPS\n", n[i], s[i]}' "$json"
+}
+
+# queue_limits: the block queue settings of $dev, for the record (queues.txt).
+queue_limits() {
+	local q v n=${dev#/dev/} hw
+	for q in max_sectors_kb max_hw_sectors_kb max_segments nr_requests scheduler read_ahead_kb logical_block_size; do
+		read -r v <"/sys/block/$n/queue/$q" 2>/dev/null || v='?'
+		printf '%s\t%s\t%s\n' "$kind" "$q" "$v"
+	done >>"$out/queues.txt"
+	hw=(/sys/block/"$n"/mq/*)
+	printf '%s\thw_queues\t%s\n' "$kind" "${#hw[@]}" >>"$out/queues.txt"
 }
 
 # Fills the span of a memory disk with fio's data, so reads are served from
 # pages the server really holds (as on loop and the file devices), not from
 # holes.
 fill_dev() {
-	timeout -k 5 300 fio --name=fill --filename="$dev" --ioengine=libaio --direct=1 \
+	timeout -k 5 600 fio --name=fill --filename="$dev" --ioengine=libaio --direct=1 \
 		--rw=write --bs=1M --iodepth=8 --size="$span" \
-		--output-format=json --output="$out/fio/$kind/fill.json" >>"$out/tools.log" 2>&1
+		--output-format=json --output="$out/fio/$kind-fill.json" >>"$out/tools.log" 2>&1
 }
 
 # profile NAME [record] FIO-OPTIONS...: a run of fio on the current device
@@ -270,18 +304,23 @@ profile() {
 		>>"$out/tools.log" 2>&1 &
 	profile_fio=$!
 	sleep $((ramp + 1))
-	# One cat for all of /proc: a process vanishing in between only costs its line.
-	local t0 t1 when
+	# Bash builtins only (a fork costs much under TCG when the CPUs are
+	# busy); a process vanishing in between only costs its line.
+	local t0 t1 when f l k v
 	for when in before after; do
 		[ "$when" = after ] && sleep "$window"
 		[ "$when" = before ] && t0=$(now_us)
-		cat /proc/stat >"$p/stat.$when"
-		cat "/sys/block/${dev#/dev/}/stat" >"$p/disk.$when"
-		cat /proc/[0-9]*/stat >"$p/pids.$when" 2>/dev/null
+		read -r l </proc/stat && echo "$l" >"$p/stat.$when"
+		read -r l <"/sys/block/${dev#/dev/}/stat" && echo "$l" >"$p/disk.$when"
+		for f in /proc/[0-9]*/stat; do read -r l <"$f" && echo "$l"; done >"$p/pids.$when" 2>/dev/null
 		if [ -n "$pid" ]; then
-			cat /proc/"$pid"/task/*/stat >"$p/server-threads.$when" 2>/dev/null
-			cat /proc/"$pid"/io >"$p/server-io.$when" 2>/dev/null
-			grep -H ctxt_switches /proc/"$pid"/task/*/status >"$p/server-ctxt.$when" 2>/dev/null
+			for f in /proc/"$pid"/task/*/stat; do read -r l <"$f" && echo "$l"; done >"$p/server-threads.$when" 2>/dev/null
+			while read -r l; do echo "$l"; done <"/proc/$pid/io" >"$p/server-io.$when" 2>/dev/null
+			for f in /proc/"$pid"/task/*/status; do
+				while read -r k v; do
+					case $k in *ctxt_switches:) echo "$f:$k$v" ;; esac
+				done <"$f"
+			done >"$p/server-ctxt.$when" 2>/dev/null
 		fi
 	done
 	t1=$(now_us)
@@ -314,7 +353,7 @@ has_perf=''
 if [ "${BENCH_PERF:-1}" != 0 ] && command -v perf >/dev/null 2>&1 && perf --version >/dev/null 2>&1; then
 	has_perf=1
 fi
-profile_span=${BENCH_PROFILE_SPAN:-64M}
+profile_span=${BENCH_PROFILE_SPAN:-32M}
 
 # --- the tmpfs file, then each device ------------------------------------------
 {
@@ -345,31 +384,22 @@ fio --name=fill --filename="$img" --size=1G --rw=write --bs=1M --ioengine=psync 
 
 start_all=$(now_us)
 for d in $devices; do
-	mkdir -p "$out/fio/$d"
 	if ! attach_dev "$d"; then
 		fail "$d: attach failed (see tools.log)"
 		detach_dev
 		continue
 	fi
 	log "$d on $dev"
+	queue_limits
 	case $d in
 	*-memory)
 		t0=$(now_us)
 		fill_dev || fail "$d: filling the memory disk"
 		log "  filled $span in $((($(now_us) - t0) / 1000)) ms" ;;
 	esac
-	for w in "${workloads[@]}"; do
-		name=${w%%|*}
-		t0=$(now_us)
-		# shellcheck disable=SC2086 # the options are words
-		if run_fio "$name" "$out/fio/$d/$name.json" ${w#*|}; then
-			printf 'bench:   %-18s %8s IOPS  (%d ms)\n' "$name" \
-				"$(sed -n 's/.*"iops" : \([0-9.]*\),.*/\1/p' "$out/fio/$d/$name.json" | awk '$1>0 {s+=$1} END {printf "%.0f", s}')" \
-				$((($(now_us) - t0) / 1000))
-		else
-			fail "$d: fio $name"
-		fi
-	done
+	t0=$(now_us)
+	run_fio || fail "$d: fio"
+	log "  fio took $((($(now_us) - t0) / 1000)) ms"
 	detach_dev || fail "$d: detach failed"
 done
 log "fio runs took $((($(now_us) - start_all) / 1000000)) s"

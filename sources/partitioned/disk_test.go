@@ -467,6 +467,15 @@ func TestNewErrors(t *testing.T) {
 	if d.Size() < 3<<40 {
 		t.Errorf("Size() = %d", d.Size())
 	}
+	// Its protective MBR says 0xFFFFFFFF sectors: as much as 32 bits can.
+	pmbr := make([]byte, 512)
+	d.ReadAt(pmbr, 0)
+	if got := pmbr[mbrEntries+12 : mbrEntries+16]; !bytes.Equal(got, []byte{0xff, 0xff, 0xff, 0xff}) {
+		t.Errorf("protective MBR sector count = % x, want ff ff ff ff", got)
+	}
+	if got := pmbr[mbrEntries+5 : mbrEntries+8]; !bytes.Equal(got, []byte{0xfe, 0xff, 0xff}) {
+		t.Errorf("protective MBR end CHS = % x, want fe ff ff", got)
+	}
 }
 
 // TestDiskWrites: writes to partitions reach the files at the right

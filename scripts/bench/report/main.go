@@ -165,12 +165,23 @@ func load(raw string) (*Summary, error) {
 	s.Meta = meta
 	s.Devices = strings.Fields(meta["devices"])
 	s.Workloads = strings.Fields(meta["workloads"])
+	byDevice := map[string]map[string]*Result{}
+	for _, d := range s.Devices {
+		rs, err := readFioGroups(filepath.Join(raw, "fio", d+".json"))
+		if err != nil {
+			s.Missing = append(s.Missing, fmt.Sprintf("%s: %v", d, err))
+		}
+		byDevice[d] = rs
+	}
 	for _, w := range s.Workloads {
 		s.Results[w] = map[string]*Result{}
 		for _, d := range s.Devices {
-			r, err := readFio(filepath.Join(raw, "fio", d, w+".json"))
-			if err != nil {
-				s.Missing = append(s.Missing, fmt.Sprintf("%s %s: %v", d, w, err))
+			if byDevice[d] == nil {
+				continue // reported above
+			}
+			r := byDevice[d][w]
+			if r == nil {
+				s.Missing = append(s.Missing, fmt.Sprintf("%s %s: not in fio's output", d, w))
 				continue
 			}
 			s.Results[w][d] = r
@@ -184,7 +195,7 @@ func load(raw string) (*Summary, error) {
 		}
 	}
 	for _, d := range s.Devices {
-		if r, err := readFio(filepath.Join(raw, "fio", d, "fill.json")); err == nil {
+		if r, err := readFio(filepath.Join(raw, "fio", d+"-fill.json")); err == nil {
 			s.Fill[d] = map[string]map[string]float64{"write": {"mb_per_s": r.MBps}}
 		}
 	}
@@ -245,7 +256,10 @@ type fioOutput struct {
 	} `json:"jobs"`
 }
 
-func readFio(path string) (*Result, error) {
+// readFioGroups reads one fio JSON output: a Result per job (one per
+// group with group_reporting), by job name. A job that failed or did no I/O
+// is left out.
+func readFioGroups(path string) (map[string]*Result, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		if os.IsNotExist(err) {
@@ -264,29 +278,43 @@ func readFio(path string) (*Result, error) {
 	if len(f.Jobs) == 0 {
 		return nil, fmt.Errorf("fio output has no job")
 	}
-	j := f.Jobs[0]
-	if j.Error != 0 {
-		return nil, fmt.Errorf("fio job error %d", j.Error)
-	}
-	r := &Result{UsrCPU: j.UsrCPU, SysCPU: j.SysCPU}
-	for i, fd := range []fioDir{j.Read, j.Write} {
-		if fd.IOPS <= 0 {
+	m := map[string]*Result{}
+	for _, j := range f.Jobs {
+		if j.Error != 0 {
 			continue
 		}
-		d := &Dir{IOPS: fd.IOPS, MBps: fd.BwBytes / 1e6, P99us: fd.ClatNs.Percentile["99.000000"] / 1e3, MeanUs: fd.ClatNs.Mean / 1e3}
-		if i == 0 {
-			r.Read = d
-		} else {
-			r.Write = d
+		r := &Result{UsrCPU: j.UsrCPU, SysCPU: j.SysCPU}
+		for i, fd := range []fioDir{j.Read, j.Write} {
+			if fd.IOPS <= 0 {
+				continue
+			}
+			d := &Dir{IOPS: fd.IOPS, MBps: fd.BwBytes / 1e6, P99us: fd.ClatNs.Percentile["99.000000"] / 1e3, MeanUs: fd.ClatNs.Mean / 1e3}
+			if i == 0 {
+				r.Read = d
+			} else {
+				r.Write = d
+			}
+			r.IOPS += d.IOPS
+			r.MBps += d.MBps
+			r.P99us = math.Max(r.P99us, d.P99us)
 		}
-		r.IOPS += d.IOPS
-		r.MBps += d.MBps
-		r.P99us = math.Max(r.P99us, d.P99us)
+		if r.IOPS > 0 {
+			m[j.Jobname] = r
+		}
 	}
-	if r.IOPS == 0 {
-		return nil, fmt.Errorf("fio did no I/O")
+	return m, nil
+}
+
+// readFio reads a fio output of one job.
+func readFio(path string) (*Result, error) {
+	m, err := readFioGroups(path)
+	if err != nil {
+		return nil, err
 	}
-	return r, nil
+	for _, r := range m {
+		return r, nil
+	}
+	return nil, fmt.Errorf("fio did no I/O")
 }
 
 func readAttach(path string, m map[string]*Attach) error {
