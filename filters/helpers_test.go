@@ -17,6 +17,9 @@ type fakeClock struct {
 	mu    sync.Mutex
 	now   time.Time
 	slept []time.Duration
+	// frozen clocks record sleeps without advancing: for concurrent
+	// sleepers, whose sleeps overlap in real time but would add up here.
+	frozen bool
 }
 
 func newFakeClock() *fakeClock {
@@ -33,7 +36,9 @@ func (c *fakeClock) Sleep(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.slept = append(c.slept, d)
-	c.now = c.now.Add(d)
+	if !c.frozen {
+		c.now = c.now.Add(d)
+	}
 }
 
 func (c *fakeClock) Advance(d time.Duration) {

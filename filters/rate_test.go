@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -82,11 +83,14 @@ func TestRateUnlimitedOps(t *testing.T) {
 	}
 }
 
-// TestRateParallel: concurrent requests share the bucket: in total they
-// wait what their bytes cost, each booking after the previous one.
+// TestRateParallel: concurrent requests share the bucket, each booking
+// after the previous one: on a clock that stands still, the last of 1 MiB
+// of requests at 1 MiB/s waits exactly one second, and every wait is a
+// distinct multiple of one request's time.
 func TestRateParallel(t *testing.T) {
 	clock := newFakeClock()
-	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{Limit: 1 << 20, Burst: 0}, Env{Clock: clock})
+	clock.frozen = true
+	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{Limit: 1 << 20}, Env{Clock: clock})
 	defer r.Close()
 	var wg sync.WaitGroup
 	for g := range 8 {
@@ -98,9 +102,16 @@ func TestRateParallel(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	// 1 MiB in all at 1 MiB/s: the last booking ends 1 s after the start.
-	if got, want := clock.Now().Sub(newFakeClock().Now()), time.Second; got < want || got > want+10*time.Millisecond {
-		t.Errorf("the clock advanced %v, want about %v", got, want)
+	sleeps := clock.sleeps()
+	slices.Sort(sleeps)
+	if len(sleeps) != 256 {
+		t.Fatalf("%d sleeps, want 256", len(sleeps))
+	}
+	const one = time.Second / 256
+	for i, s := range sleeps {
+		if want := time.Duration(i+1) * one; s != want {
+			t.Fatalf("sorted sleep %d = %v, want %v", i, s, want)
+		}
 	}
 }
 

@@ -45,17 +45,13 @@ func TestKernelFilterRAID5(t *testing.T) {
 	os.WriteFile(speedMin, []byte("500000\n"), 0o644)
 	const md = "/dev/md0"
 	start := time.Now()
-	must(t, "mdadm", append([]string{"--create", md, "--level=5", "--raid-devices=5", "--spare-devices=1", "--run", "--quiet", "--metadata=1.2"}, devs...)...)
+	must(t, "mdadm", append([]string{"--create", md, "--level=5", "--raid-devices=5", "--spare-devices=1", "--run", "--quiet"}, devs...)...)
 	t.Cleanup(func() {
 		for _, trig := range triggers {
 			os.Remove(trig)
 		}
 		run(t, "mdadm", "--stop", md)
 	})
-	// A larger stripe cache and a second parity thread speed up resync and
-	// rebuild about twofold under emulation.
-	os.WriteFile("/sys/block/md0/md/stripe_cache_size", []byte("4096\n"), 0o644)
-	os.WriteFile("/sys/block/md0/md/group_thread_cnt", []byte("2\n"), 0o644)
 	must(t, "mdadm", "--wait", md)
 	t.Logf("created and resynced in %v:\n%s", time.Since(start), readMdstat(t))
 	mnt := filepath.Join(dir, "mnt")

@@ -344,6 +344,8 @@ profile() {
 			--sort comm,dso --percent-limit 0.5 >"$p/perf-comm.txt" 2>>"$p/perf.log"
 		HOME=$work perf report -i "$work/perf.data" --stdio --no-children -g none \
 			--sort comm,symbol --percent-limit 0.3 >"$p/perf-symbols.txt" 2>>"$p/perf.log"
+		HOME=$work perf report -i "$work/perf.data" --stdio --children -g none \
+			--comm nbdloop --sort symbol --percent-limit 1.5 >"$p/perf-nbdloop-inclusive.txt" 2>>"$p/perf.log"
 		HOME=$work perf report -i "$work/perf.data" --stdio --no-children -G \
 			--comm nbdloop --percent-limit 2 >"$p/perf-nbdloop-callers.txt" 2>>"$p/perf.log"
 		rm -f "$work/perf.data"
@@ -432,13 +434,13 @@ fi
 # Last, so that whatever happens to the machine under perf, the measurements
 # above are in.
 if [ "${BENCH_PROFILE:-1}" != 0 ]; then
-	log "profile runs on nbdloop memory (4k randread QD32x2 with perf record, 1M write QD8)"
+	log "profile runs on nbdloop memory (4k randread QD32x2, 1M write QD8)"
 	if attach_dev nbdloop-memory; then
 		timeout -k 5 300 fio --name=fill --filename="$dev" --ioengine=libaio --direct=1 \
 			--rw=write --bs=1M --iodepth=8 --size="$profile_span" --output-format=terse \
 			>>"$out/tools.log" 2>&1 || fail "profile: filling the memory disk"
 		profile randread-4k-qd32 record --rw=randread --bs=4k --iodepth=32 --numjobs=2
-		profile write-1m-qd8 --rw=write --bs=1M --iodepth=8
+		profile write-1m-qd8 record --rw=write --bs=1M --iodepth=8
 		detach_dev || fail "profile: detach failed"
 	else
 		fail "profile: nbdloop-memory attach failed"

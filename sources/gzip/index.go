@@ -190,6 +190,8 @@ func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
 	var wbuf bytes.Buffer
 	comp, _ := flate.NewWriter(&wbuf, flate.BestSpeed)
 	var cbErr error
+	var pending []*pendingCP
+	dropped := map[int]bool{}
 	for {
 		start := pr.pos(0)
 		if start >= size {
@@ -228,9 +230,14 @@ func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
 				uoff: u, coff: dstart + cp.CompressedOffset, bit: cp.BitOffset,
 				window: bytes.Clone(wbuf.Bytes()),
 			})
+			pending = append(pending, &pendingCP{idx: len(ix.cps) - 1, uoff: u, window: bytes.Clone(cp.Window)})
 		}))
 		h32 := crc32.NewIEEE()
-		n, err := io.Copy(h32, fr)
+		n, err := copyVerifying(h32, fr, mbase, &pending, func(pc *pendingCP) {
+			if !fixCheckpoint(r, size, &ix.cps[pc.idx], pc.window, pc.expect) {
+				dropped[pc.idx] = true
+			}
+		})
 		if err != nil {
 			var fe flate.CorruptInputError
 			if errors.As(err, &fe) {
@@ -255,6 +262,12 @@ func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
 		if got := binary.LittleEndian.Uint32(tr[4:]); got != uint32(n) {
 			return nil, corrupt(dend+4, "member size %d does not match its trailer's %d", n, got)
 		}
+		for _, pc := range pending { // the member ended before they filled
+			if len(pc.expect) == 0 || !fixCheckpoint(r, size, &ix.cps[pc.idx], pc.window, pc.expect) {
+				dropped[pc.idx] = true
+			}
+		}
+		pending = pending[:0]
 		for i := first; i < len(ix.cps); i++ {
 			ix.cps[i].memberEnd = dend
 		}
@@ -268,6 +281,9 @@ func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
 	// boundary at a member's end).
 	cps := ix.cps[:0]
 	for i, cp := range ix.cps {
+		if dropped[i] {
+			continue
+		}
 		end := ix.size
 		if i+1 < len(ix.cps) {
 			end = ix.cps[i+1].uoff
@@ -305,4 +321,75 @@ func (ix *index) rangeCRCs(r io.ReaderAt, size int64) error {
 		ix.cps[i].crc = h.Sum32()
 	}
 	return nil
+}
+
+// verifyLen is how much output after a checkpoint is used to check it.
+const verifyLen = 4096
+
+// pendingCP is a checkpoint waiting for the output that follows it.
+type pendingCP struct {
+	idx    int
+	uoff   int64
+	window []byte
+	expect []byte
+}
+
+// copyVerifying is io.Copy from the member's inflater to w that also hands
+// each pending checkpoint the verifyLen bytes that follow it, calling done
+// once they are there. base is the member's uncompressed offset.
+func copyVerifying(w io.Writer, r io.Reader, base int64, pending *[]*pendingCP, done func(*pendingCP)) (int64, error) {
+	buf := make([]byte, 256<<10)
+	var n int64
+	for {
+		k, err := r.Read(buf)
+		if k > 0 {
+			w.Write(buf[:k])
+			pos := base + n // uncompressed offset of buf[0]
+			n += int64(k)
+			// Checkpoints are recorded during Read, at or after what it
+			// has returned before.
+			keep := (*pending)[:0]
+			for _, pc := range *pending {
+				need := pc.uoff + int64(len(pc.expect))
+				if need >= pos && need < pos+int64(k) {
+					end := min(int64(k), need-pos+int64(verifyLen-len(pc.expect)))
+					pc.expect = append(pc.expect, buf[need-pos:end]...)
+				}
+				if len(pc.expect) >= verifyLen {
+					done(pc)
+				} else {
+					keep = append(keep, pc)
+				}
+			}
+			*pending = keep
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// fixCheckpoint makes sure decoding resumes correctly at cp: it decodes
+// the bytes that follow from cp's offset, and from up to 8 bytes before it,
+// and keeps the offset that reproduces them. (klauspost/compress v1.20.4
+// reports the compressed offset too far after stored blocks: dataBlock adds
+// the bytes already in its bit buffer to roffset a second time.)
+func fixCheckpoint(r io.ReaderAt, size int64, cp *checkpoint, window, expect []byte) bool {
+	got := make([]byte, len(expect))
+	for back := int64(0); back <= 8 && cp.coff-back >= 0; back++ {
+		at := cp.coff - back
+		in := io.NewSectionReader(r, at, size-at)
+		fr := flate.NewReaderOpts(bufio.NewReaderSize(in, 64<<10), flate.WithResumeFrom(flate.InflateCheckpoint{
+			UncompressedOffset: cp.uoff, CompressedOffset: at, BitOffset: cp.bit, Window: window,
+		}))
+		n, _ := io.ReadFull(fr, got)
+		if n == len(expect) && bytes.Equal(got, expect) {
+			cp.coff = at
+			return true
+		}
+	}
+	return false
 }

@@ -30,6 +30,7 @@ type Profile struct {
 	EventsPerReq map[string]float64 `json:"server_events_per_request,omitempty"`
 	PerfComm     []string           `json:"perf_comm,omitempty"`
 	PerfSyms     []string           `json:"perf_symbols,omitempty"`
+	PerfIncl     []string           `json:"perf_nbdloop_inclusive,omitempty"`
 	Note         string             `json:"note,omitempty"`
 }
 
@@ -174,6 +175,7 @@ func readProfile(dir string) *Profile {
 	p.readCounters(dir)
 	p.PerfComm = perfLines(filepath.Join(dir, "perf-comm.txt"), 12)
 	p.PerfSyms = perfLines(filepath.Join(dir, "perf-symbols.txt"), 30)
+	p.PerfIncl = perfLines(filepath.Join(dir, "perf-nbdloop-inclusive.txt"), 30)
 	if p.PerfSyms == nil {
 		if b, err := os.ReadFile(filepath.Join(dir, "perf.log")); err == nil {
 			p.Note = strings.TrimSpace(string(b))
@@ -316,6 +318,12 @@ func printProfile(w io.Writer, p *Profile) {
 	if len(p.PerfSyms) > 0 {
 		fmt.Fprintln(w, "  perf, hottest symbols (all CPUs; raw reports in the raw folder's profile/):")
 		for _, l := range p.PerfSyms {
+			fmt.Fprintln(w, "  "+l)
+		}
+	}
+	if len(p.PerfIncl) > 0 {
+		fmt.Fprintln(w, "  perf, the nbdloop process: inclusive share of its functions (children; % of all samples):")
+		for _, l := range p.PerfIncl {
 			fmt.Fprintln(w, "  "+l)
 		}
 	}

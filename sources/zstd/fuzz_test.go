@@ -1,0 +1,63 @@
+package zstd
+
+import (
+	"bytes"
+	"testing"
+)
+
+func fuzzSeeds(f *testing.F) [][]byte {
+	data := testData(6000, 11)
+	a := zstdTool(f, data, "-1")
+	return [][]byte{
+		a,
+		cat(skippable(5), a, zstdTool(f, data[:700], "--no-content-size")),
+		seekable(f, data, 1000),
+	}
+}
+
+// FuzzZstdFrames feeds arbitrary bytes to the seek table and frame
+// parsers: no panic, no allocation sized by an unchecked field, and frames
+// that lie inside the file, in order.
+func FuzzZstdFrames(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		size := int64(len(data))
+		frames, ok, err := seekTable(bytes.NewReader(data), size)
+		if err != nil {
+			return
+		}
+		if !ok {
+			if frames, err = walkFrames(bytes.NewReader(data), size); err != nil {
+				return
+			}
+		}
+		var end int64
+		for i, fr := range frames {
+			if fr.COff < end || fr.CSize <= 0 || fr.COff+fr.CSize > size {
+				t.Fatalf("frame %d at %d+%d: out of order or outside the %d-byte file", i, fr.COff, fr.CSize, size)
+			}
+			end = fr.COff + fr.CSize
+		}
+	})
+}
+
+// FuzzZstd opens arbitrary bytes and reads what opens: no panic, and a
+// bounded amount of work (the decoder's window and memory are limited by
+// the cache size).
+func FuzzZstd(f *testing.F) {
+	for _, s := range fuzzSeeds(f) {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		s, err := Open(bytes.NewReader(data), int64(len(data)), Options{CacheSize: 8 << 20, Readahead: -1, TempDir: t.TempDir()})
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		buf := make([]byte, min(s.Size(), 64<<10))
+		s.ReadAt(buf, 0)
+		s.ReadAt(buf, s.Size()-int64(len(buf)))
+	})
+}
