@@ -414,11 +414,11 @@ func runAndDetach(c *cli.Context, d *attach.Device, command string) error {
 			status = 1
 		}
 	}
-	err := attach.Detach(context.Background(), d.Index, false)
+	_, err := attach.DetachStats(context.Background(), d.Index, false)
 	var inUse *attach.InUseError
 	if errors.As(err, &inUse) {
 		fmt.Fprintf(c.App.ErrWriter, "nbdloop: warning: %v; the command left it in use, detaching anyway\n", err)
-		err = attach.Detach(context.Background(), d.Index, true)
+		_, err = attach.DetachStats(context.Background(), d.Index, true)
 	}
 	if err != nil {
 		fmt.Fprintf(c.App.ErrWriter, "nbdloop: %v\n", err)
