@@ -58,6 +58,16 @@ func (e *InUseError) Error() string {
 // Without force, a device that is mounted or held, directly or through a
 // partition, is refused: disconnecting fails the I/O in flight.
 func Detach(ctx context.Context, index int, force bool) error {
+	err := detach(ctx, index, force)
+	if err == nil {
+		os.Remove(statsPath(StateDir(), index))
+	}
+	return err
+}
+
+// detach is Detach without removing the statistics file, which DetachStats
+// reads afterwards.
+func detach(ctx context.Context, index int, force bool) error {
 	dev := fmt.Sprintf("/dev/nbd%d", index)
 	sys := kernel.Sysfs{}
 	if _, err := os.Stat(filepath.Join("/sys/block", fmt.Sprintf("nbd%d", index))); err != nil {

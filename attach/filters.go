@@ -187,7 +187,7 @@ func ReadStats(index int) (*filters.StatsSnapshot, error) {
 func DetachStats(ctx context.Context, index int, force bool) (*filters.StatsSnapshot, error) {
 	dir := StateDir()
 	backend, _ := kernel.Sysfs{}.Backend(index)
-	if err := Detach(ctx, index, force); err != nil {
+	if err := detach(ctx, index, force); err != nil {
 		return nil, err
 	}
 	defer os.Remove(statsPath(dir, index))

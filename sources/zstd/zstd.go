@@ -114,6 +114,12 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		if f.USize == 0 {
 			continue
 		}
+		// An RLE block of 4 bytes makes at most 128 KiB: a content size
+		// beyond that ratio is a lie, and would size an allocation.
+		if f.USize/(128<<10) > f.CSize/4+1 {
+			s.dec.Close()
+			return nil, corrupt(f.COff, "frame of %d bytes claims %d uncompressed bytes", f.CSize, f.USize)
+		}
 		if uoff > 1<<62-f.USize {
 			s.dec.Close()
 			return nil, corrupt(f.COff, "uncompressed size overflows")
