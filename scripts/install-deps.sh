@@ -18,6 +18,8 @@ check mkfs.xfs xfsprogs
 check mkfs.vfat dosfstools
 check mkswap util-linux
 check xz xz-utils
+check zstd zstd
+check gzip gzip
 check blkdiscard util-linux
 check setpriv util-linux
 check mdadm mdadm

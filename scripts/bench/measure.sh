@@ -114,7 +114,8 @@ sock=$work/nbdkit.sock
 pidf=$work/nbdkit.pid
 
 # --- devices -----------------------------------------------------------------
-# setup_DEVICE sets $dev (or fails); teardown undoes whatever was set up.
+# attach_dev KIND sets $dev and $kind (or fails); detach_dev undoes whatever
+# was set up.
 dev='' kind='' nbdkit_pid=''
 
 # A /dev/nbdN nobody serves: no pid attribute, size 0.

@@ -103,17 +103,18 @@ type Attach struct {
 }
 
 type Summary struct {
-	Date      string                                   `json:"date"`
-	Meta      map[string]string                        `json:"meta"`
-	Devices   []string                                 `json:"devices"`
-	Workloads []string                                 `json:"workloads"`
-	Results   map[string]map[string]*Result            `json:"results"` // workload -> device
-	Ratios    map[string]map[string]float64            `json:"ratios"`  // workload -> ratio name
-	Attach    map[string]*Attach                       `json:"attach"`
-	Profiles  []*Profile                               `json:"profiles,omitempty"`
-	Targets   []Target                                 `json:"targets"`
-	Missing   []string                                 `json:"missing"`
-	Fill      map[string]map[string]map[string]float64 `json:"fill,omitempty"`
+	Run       string                        `json:"run"`  // the raw folder's name: when the run started
+	Date      string                        `json:"date"` // when this summary was written
+	Meta      map[string]string             `json:"meta"`
+	Devices   []string                      `json:"devices"`
+	Workloads []string                      `json:"workloads"`
+	Results   map[string]map[string]*Result `json:"results"` // workload -> device
+	Ratios    map[string]map[string]float64 `json:"ratios"`  // workload -> ratio name
+	Attach    map[string]*Attach            `json:"attach"`
+	Profiles  []*Profile                    `json:"profiles,omitempty"`
+	Targets   []Target                      `json:"targets"`
+	Missing   []string                      `json:"missing"`
+	FillMBps  map[string]float64            `json:"fill_mb_per_s,omitempty"` // first writes to the memory disks
 }
 
 func main() {
@@ -147,12 +148,13 @@ func main() {
 
 func load(raw string) (*Summary, error) {
 	s := &Summary{
-		Date:    time.Now().Format(time.RFC3339),
-		Results: map[string]map[string]*Result{},
-		Ratios:  map[string]map[string]float64{},
-		Attach:  map[string]*Attach{},
-		Missing: []string{},
-		Fill:    map[string]map[string]map[string]float64{},
+		Date:     time.Now().Format(time.RFC3339),
+		Results:  map[string]map[string]*Result{},
+		Ratios:   map[string]map[string]float64{},
+		Attach:   map[string]*Attach{},
+		Missing:  []string{},
+		FillMBps: map[string]float64{},
+		Run:      filepath.Base(raw),
 	}
 	meta, err := readKV(filepath.Join(raw, "meta.txt"))
 	if err != nil {
@@ -196,7 +198,7 @@ func load(raw string) (*Summary, error) {
 	}
 	for _, d := range s.Devices {
 		if r, err := readFio(filepath.Join(raw, "fio", d+"-fill.json")); err == nil {
-			s.Fill[d] = map[string]map[string]float64{"write": {"mb_per_s": r.MBps}}
+			s.FillMBps[d] = r.MBps
 		}
 	}
 	if b, err := os.ReadFile(filepath.Join(raw, "failures")); err == nil {
