@@ -247,6 +247,7 @@ func newBackendID() string {
 // re-read with BLKRRPART and waits for every partition's device node.
 func settle(ctx context.Context, index int, partScan bool) ([]string, error) {
 	dev := fmt.Sprintf("/dev/nbd%d", index)
+	tuneQueue(index)
 	if err := waitFor(ctx, 10*time.Second, func() bool { _, err := os.Stat(dev); return err == nil }); err != nil {
 		return nil, fmt.Errorf("device node did not appear: %w", err)
 	}
@@ -296,4 +297,17 @@ func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error
 		delay = min(2*delay, 50*time.Millisecond)
 	}
 	return nil
+}
+
+// tuneQueue sets the request queue up the way loop devices have it. nbd
+// devices start with the mq-deadline scheduler and 128 KiB requests; in
+// make bench's profiles of 1 MiB sequential I/O the kblockd workers that
+// split and schedule requests took a quarter of the CPU. The server is a
+// process on the same host, so reordering buys nothing ("none"), and larger
+// requests (1 MiB) halve the round trips. Failures are harmless: the device
+// works either way.
+func tuneQueue(index int) {
+	q := fmt.Sprintf("/sys/block/nbd%d/queue/", index)
+	os.WriteFile(q+"scheduler", []byte("none"), 0)
+	os.WriteFile(q+"max_sectors_kb", []byte("1024"), 0)
 }

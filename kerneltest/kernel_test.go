@@ -625,5 +625,11 @@ func TestKernelTimeout(t *testing.T) {
 	if got := strings.TrimSpace(string(b)); got != "45000" {
 		t.Errorf("queue/io_timeout = %s ms, want 45000", got)
 	}
+	for file, want := range map[string]string{"scheduler": "[none]", "max_sectors_kb": "1024"} {
+		b, _ := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "queue", file))
+		if got := strings.TrimSpace(string(b)); !strings.Contains(got, want) {
+			t.Errorf("queue/%s = %q, want %q", file, got, want)
+		}
+	}
 	detach(t, dev)
 }

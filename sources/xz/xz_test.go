@@ -66,17 +66,17 @@ type fixture struct {
 }
 
 func fixtures(t *testing.T) []fixture {
-	a := testData(5<<20+4096, 1)
+	a := testData(3<<20+4096, 1)
 	b := testData(1<<20+512, 2)
 	ax := xzTool(t, a, "-T2", "--block-size=1MiB")
 	bx := xzTool(t, b, "-T1", "--block-size=256KiB")
 	empty := xzTool(t, nil)
 	return []fixture{
-		{name: "xz -T2 --block-size=1MiB", file: ax, want: a, blocks: 6},
+		{name: "xz -T2 --block-size=1MiB", file: ax, want: a, blocks: 4},
 		{name: "xz -T1 --block-size=256KiB", file: bx, want: b, blocks: 5},
 		{name: "xz -T1 single block", file: xzTool(t, a, "-T1"), want: a, blocks: 1},
-		{name: "cat a.xz b.xz", file: cat(ax, bx), want: cat(a, b), blocks: 11},
-		{name: "stream padding", file: cat(ax, make([]byte, 8), bx, make([]byte, 4)), want: cat(a, b), blocks: 11},
+		{name: "cat a.xz b.xz", file: cat(ax, bx), want: cat(a, b), blocks: 9},
+		{name: "stream padding", file: cat(ax, make([]byte, 8), bx, make([]byte, 4)), want: cat(a, b), blocks: 9},
 		{name: "empty stream first", file: cat(empty, bx), want: b, blocks: 5},
 		{name: "check none", file: xzTool(t, b, "--check=none", "-T2", "--block-size=300KiB"), want: b},
 		{name: "check crc32", file: xzTool(t, b, "--check=crc32", "-T2", "--block-size=300KiB"), want: b},
@@ -141,20 +141,20 @@ func TestXZFixtures(t *testing.T) {
 }
 
 func TestXZConformance(t *testing.T) {
-	data := testData(3<<20, 4)
+	data := testData(2<<20, 4)
 	file := xzTool(t, data, "-T2", "--block-size=512KiB")
 	sourcetest.Run(t, func(t *testing.T) sources.Source { return open(t, file, Options{}) }, data)
 }
 
 func TestXZConformanceSingleBlock(t *testing.T) {
 	old := singleSpill
-	singleSpill = 1 << 20
+	singleSpill = 512 << 10
 	defer func() { singleSpill = old }()
-	data := testData(3<<20, 5)
+	data := testData(1<<20+512<<10, 5)
 	file := xzTool(t, data, "-T1")
 	sourcetest.Run(t, func(t *testing.T) sources.Source {
 		s := open(t, file, Options{TempDir: t.TempDir()})
-		if !strings.Contains(strings.Join(s.Warnings(), ""), "single 3 MiB block") {
+		if !strings.Contains(strings.Join(s.Warnings(), ""), "single 1.5 MiB block") {
 			t.Errorf("Warnings() = %q, want the single-block hint", s.Warnings())
 		}
 		return s
