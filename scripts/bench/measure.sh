@@ -19,6 +19,8 @@
 # and exits 1 if anything failed (every other measurement is still taken).
 #
 # Devices: loop (losetup on a tmpfs file), nbdloop-memory (memory:1G),
+# nbdloop-memory-errfilter (memory:1G behind an idle error filter: its
+# trigger file never exists, so it only costs its check of every request),
 # nbdloop-file (the tmpfs file), nbdkit-memory and nbdkit-file (+ nbd-client
 # over a unix socket, as many connections as nbdloop), qemu-nbd (-c, raw, the
 # tmpfs file). Every device is 1 GiB and the jobs use its first BENCH_SPAN
@@ -59,7 +61,7 @@ ncpu=$(nproc)
 conns=${BENCH_CONNECTIONS:-$((ncpu < 4 ? ncpu : 4))}
 attach_runs=${BENCH_ATTACH_RUNS:-5}
 span=${BENCH_SPAN:-128M}
-all_devices="loop nbdloop-memory nbdloop-file nbdkit-memory nbdkit-file qemu-nbd"
+all_devices="loop nbdloop-memory nbdloop-memory-errfilter nbdloop-file nbdkit-memory nbdkit-file qemu-nbd"
 devices=${BENCH_DEVICES:-$all_devices}
 
 # name|fio options. The report knows these names (labels, ratios, targets).
@@ -111,6 +113,7 @@ img=$work/disk.img
 # while the other tools come from the cached host root.
 mkdir -p "$work/bin" && cp "$nbdloop" "$work/bin/nbdloop" && nbdloop=$work/bin/nbdloop
 sock=$work/nbdkit.sock
+errfilter_trigger=/nonexistent-trigger # nbdloop-memory-errfilter: must not exist
 pidf=$work/nbdkit.pid
 
 # --- devices -----------------------------------------------------------------
@@ -165,6 +168,10 @@ attach_dev() { # KIND: sets dev
 		dev=$(losetup -f --show "$img") ;;
 	nbdloop-memory)
 		dev=$("$nbdloop" attach -c "$conns" memory:1G) ;;
+	nbdloop-memory-errfilter)
+		# Idle: requests fail only while the trigger file exists, and it never does.
+		[ ! -e "$errfilter_trigger" ] || { echo "$errfilter_trigger exists: the error filter would not be idle" >&2; return 1; }
+		dev=$("$nbdloop" attach -c "$conns" --filter "error:file=$errfilter_trigger,rate=1" memory:1G) ;;
 	nbdloop-file)
 		dev=$("$nbdloop" attach -c "$conns" "$img") ;;
 	nbdkit-memory | nbdkit-file)
@@ -369,6 +376,7 @@ profile_span=${BENCH_PROFILE_SPAN:-32M}
 	echo "ramp_s=$ramp"
 	echo "span=$span"
 	echo "devices=$devices"
+	echo "errfilter=error:file=$errfilter_trigger,rate=1"
 	w=''
 	for x in "${workloads[@]}"; do w="$w ${x%%|*}"; done
 	echo "workloads=${w# }"
@@ -395,7 +403,7 @@ for d in $devices; do
 	log "$d on $dev"
 	queue_limits
 	case $d in
-	*-memory)
+	*-memory | *-memory-errfilter)
 		t0=$(now_us)
 		fill_dev || fail "$d: filling the memory disk"
 		log "  filled $span in $((($(now_us) - t0) / 1000)) ms" ;;
