@@ -19,20 +19,21 @@ import (
 // Compressed images (xz, gzip, zstd) are read-only sources. attach without
 // -r serves them read-only anyway, the way mount falls back to read-only on
 // write-protected media and nbdkit's xz filter is read-only, and says so in
-// one line: refusing would only make the user type -r. Their file is never
-// opened for writing, so a compressed image on a read-only filesystem or
-// without write permission attaches without -r too.
+// one line: refusing would only make the user type -r. --filter cow on top
+// makes the device writable (the writes go to the overlay). The image file
+// is never opened for writing, so a compressed image on a read-only
+// filesystem or without write permission attaches without -r too.
 
 // roNote is the line attach prints when a read-only format is attached
 // without -r.
-const roNote = "%s: note: %s images are read-only: attached read-only (a cow filter will make them writable)"
+const roNote = "%s: note: %s images are read-only: attached read-only (add --filter cow for a writable overlay)"
 
 func isXZ(head []byte) bool {
 	return bytes.HasPrefix(head, []byte{0xFD, '7', 'z', 'X', 'Z', 0x00})
 }
 
 func openXZ(f *sources.File, opts OpenOptions) (sources.Source, error) {
-	return xz.Open(f, f.Size(), xz.Options{CacheSize: opts.CacheSize})
+	return xz.Open(f, f.Size(), xz.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential})
 }
 
 func isGzip(head []byte) bool {
@@ -126,5 +127,5 @@ func isZstd(head []byte) bool {
 }
 
 func openZstd(f *sources.File, opts OpenOptions) (sources.Source, error) {
-	return zstd.Open(f, f.Size(), zstd.Options{CacheSize: opts.CacheSize})
+	return zstd.Open(f, f.Size(), zstd.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential})
 }

@@ -69,8 +69,8 @@ func TestOpenSourceCompressed(t *testing.T) {
 				if _, err := op.Source.ReadAt(got, 1<<20); err != nil || !bytes.Equal(got, data[1<<20:1<<20+4096]) {
 					t.Errorf("ReadAt = %v, or wrong bytes", err)
 				}
-				if _, err := op.Source.WriteAt(got, 0); err == nil || !strings.Contains(err.Error(), "-r, or through a cow filter") {
-					t.Errorf("WriteAt = %v, want the read-only error naming -r and the cow filter", err)
+				if _, err := op.Source.WriteAt(got, 0); err == nil || !strings.Contains(err.Error(), "-r, or add --filter cow") {
+					t.Errorf("WriteAt = %v, want the read-only error naming -r and --filter cow", err)
 				}
 				op.Source.Close()
 			}

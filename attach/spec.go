@@ -82,7 +82,11 @@ type OpenOptions struct {
 	SizeLimit int64
 	DirectIO  bool
 	CacheSize int64 // decode cache of compressed images (0: the default)
-	Composite       // --concat, --partitions, --partition (composite.go)
+	// Sequential: the caller reads the source once, in order (pack), so
+	// a compressed image that is one big block is decoded as it is read
+	// rather than into a temporary file.
+	Sequential bool
+	Composite  // --concat, --partitions, --partition (composite.go)
 }
 
 // format is one row of the probe table: formats are recognised by their

@@ -148,3 +148,39 @@ func TestKernelCompressed(t *testing.T) {
 		})
 	}
 }
+
+// TestKernelCompressedCow: --filter cow makes a compressed image's device
+// writable; the writes go to the overlay and the image stays as it was.
+func TestKernelCompressedCow(t *testing.T) {
+	requireDriver(t)
+	dir := scratch(t)
+	img, files := partitionedExt4(t, dir)
+	out := img + ".xz"
+	must(t, "xz", "-0", "-T2", "--block-size=1MiB", "-k", img)
+	before := sha(t, out, 0)
+	dev, stderr := attachStderr(t, "--filter", "cow", "-P", out)
+	if strings.Contains(stderr, "read-only") {
+		t.Errorf("attach --filter cow stderr = %q, want no read-only note", stderr)
+	}
+	if got := must(t, "blockdev", "--getro", dev); got != "0" {
+		t.Errorf("blockdev --getro = %s, want 0", got)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	must(t, "mount", dev+"p1", mnt)
+	sh(t, "echo written through cow > "+mnt+"/new.txt && sync")
+	if got := sha(t, filepath.Join(mnt, "random.bin"), 0); got != files["random.bin"] {
+		t.Error("random.bin differs from the original")
+	}
+	must(t, "umount", mnt)
+	must(t, "mount", "-o", "ro", dev+"p1", mnt)
+	if got := sh(t, "cat "+mnt+"/new.txt"); got != "written through cow" {
+		t.Errorf("new.txt = %q after remount", got)
+	}
+	must(t, "umount", mnt)
+	detach(t, dev)
+	if sha(t, out, 0) != before {
+		t.Error("writing through --filter cow changed the compressed image")
+	}
+	requireClean(t, "after detach")
+}

@@ -154,13 +154,13 @@ func doPack(ctx *cli.Context) error {
 	if err != nil {
 		return usageError("pack: %v", err)
 	}
-	src, err := attach.OpenSource(spec, attach.OpenOptions{ReadOnly: true, BlockSize: 1})
+	src, err := attach.OpenSource(spec, attach.OpenOptions{ReadOnly: true, BlockSize: 1, Sequential: true})
 	if err != nil {
 		return err
 	}
 	defer src.Source.Close()
 	for _, w := range src.Warnings {
-		if !strings.Contains(w, "note: ") {
+		if !strings.Contains(w, "note: ") && !strings.Contains(w, "nbdloop pack") {
 			fmt.Fprintf(ctx.App.ErrWriter, "nbdloop: %s\n", w)
 		}
 	}

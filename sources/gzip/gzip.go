@@ -54,7 +54,7 @@ const maxCheckpoints = 8192
 
 // ErrReadOnly is returned by every modifying call. It wraps
 // sources.ErrReadOnly.
-var ErrReadOnly = fmt.Errorf("gzip images are read-only (attach with -r, or through a cow filter (coming)): %w", sources.ErrReadOnly)
+var ErrReadOnly = fmt.Errorf("gzip images are read-only (attach with -r, or add --filter cow for a writable overlay): %w", sources.ErrReadOnly)
 
 // Options tune Open. The zero value is the default.
 type Options struct {

@@ -84,7 +84,7 @@ func checkReads(t *testing.T, s *Source, want []byte) {
 		go func() {
 			defer wg.Done()
 			rng := rand.New(rand.NewPCG(uint64(g), 9))
-			for k := 0; k < 40; k++ {
+			for k := 0; k < 15; k++ {
 				off := rng.Int64N(s.Size())
 				n := min(s.Size()-off, 1+rng.Int64N(300<<10))
 				got := make([]byte, n)

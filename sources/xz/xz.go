@@ -24,7 +24,7 @@
 // that says how to recompress. At most 2^24 blocks. Checks are verified
 // when a block is decoded to its end: bytes served from a block before its
 // end is reached are not yet verified. Read-only: every modifying call
-// fails with ErrReadOnly (a cow filter on top will make it writable).
+// fails with ErrReadOnly (`--filter cow` on top makes the device writable).
 //
 // Example:
 //
@@ -54,7 +54,7 @@ var largeBlock int64 = 64 << 20
 
 // ErrReadOnly is returned by every modifying call: compressed images are
 // read-only. It wraps sources.ErrReadOnly.
-var ErrReadOnly = fmt.Errorf("xz images are read-only (attach with -r, or through a cow filter (coming)): %w", sources.ErrReadOnly)
+var ErrReadOnly = fmt.Errorf("xz images are read-only (attach with -r, or add --filter cow for a writable overlay): %w", sources.ErrReadOnly)
 
 // Options tune Open. The zero value is the default.
 type Options struct {
@@ -67,6 +67,10 @@ type Options struct {
 	// Readahead is how many blocks are decoded ahead of sequential reads
 	// (0: GOMAXPROCS; -1: none).
 	Readahead int
+	// Sequential tells that the file will be read once, in order: a
+	// single large block is then decoded as the reads go, not into a
+	// temporary file.
+	Sequential bool
 }
 
 // Source is an .xz file served uncompressed.
@@ -110,7 +114,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		segs[i] = blockcache.Segment{Off: b.UOff, Size: b.USize, Mem: int64(dictCap(h, b.USize)) + inBufSize}
 		largest = max(largest, b.USize)
 	}
-	if len(segs) == 1 && segs[0].Size > singleSpill {
+	if len(segs) == 1 && segs[0].Size > singleSpill && !opts.Sequential {
 		segs[0].Spill = true
 		dir := opts.TempDir
 		if dir == "" {

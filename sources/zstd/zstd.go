@@ -50,7 +50,7 @@ var singleSpill int64 = 32 << 20
 
 // ErrReadOnly is returned by every modifying call. It wraps
 // sources.ErrReadOnly.
-var ErrReadOnly = fmt.Errorf("zstd images are read-only (attach with -r, or through a cow filter (coming)): %w", sources.ErrReadOnly)
+var ErrReadOnly = fmt.Errorf("zstd images are read-only (attach with -r, or add --filter cow for a writable overlay): %w", sources.ErrReadOnly)
 
 // Options tune Open. The zero value is the default.
 type Options struct {
@@ -63,6 +63,10 @@ type Options struct {
 	// Readahead is how many frames are decoded ahead of sequential reads
 	// (0: GOMAXPROCS; -1: none).
 	Readahead int
+	// Sequential tells that the file will be read once, in order: a
+	// single large block is then decoded as the reads go, not into a
+	// temporary file.
+	Sequential bool
 }
 
 // Source is a zstd file served uncompressed.
@@ -141,7 +145,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		}
 		segs[i] = blockcache.Segment{Off: f.UOff, Size: f.USize, Mem: mem}
 	}
-	if len(segs) == 1 && segs[0].Size > singleSpill {
+	if len(segs) == 1 && segs[0].Size > singleSpill && !opts.Sequential {
 		segs[0].Spill = true
 		dir := opts.TempDir
 		if dir == "" {

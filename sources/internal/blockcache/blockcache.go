@@ -19,6 +19,18 @@
 //   - A segment marked Spill (a whole image in one block) is decoded once, in
 //     the background from the start, into a sparse temporary file; a read
 //     waits until the decoder has passed its range.
+//
+// Memory: a decoder starts only when its memory (Segment.Mem) and a chunk
+// fit in the budget after evicting what can be evicted; otherwise it waits
+// for a running one to end. Chunks that readers are waiting for are never
+// evicted before they have them (so decodes cannot thrash). The budget is
+// exceeded only by one decoder when nothing else runs, and by the chunks
+// readers are waiting for.
+//
+// Errors: chunks are published as they are decoded, so a read can be
+// served before the decoder has reached the segment's end and verified its
+// checksum. A decode that fails drops every chunk of its segment, and the
+// segment then fails every read (it is not decoded again).
 package blockcache
 
 import (
@@ -58,9 +70,8 @@ type Opener func(i int) (io.Reader, error)
 // Options tune a Cache. The zero value picks the defaults.
 type Options struct {
 	// Budget bounds the memory of cached chunks plus live decoders, in
-	// bytes. 0 means DefaultBudget. The Cache always keeps room for the
-	// decoders that readers are waiting on, so with a budget smaller than
-	// one decoder plus a chunk per reader it is exceeded by that much.
+	// bytes. 0 means DefaultBudget. See the package doc for the two ways
+	// it can be exceeded.
 	Budget int64
 	// Chunk is the unit of caching, in bytes. 0 means DefaultChunk.
 	Chunk int64
@@ -117,6 +128,10 @@ type Cache struct {
 	cond   *sync.Cond
 	chunks map[ckey]*entry
 	lru    list.List // of *entry, front = most recently used
+	// wanted counts the readers waiting for each chunk: those chunks are
+	// not evicted before their readers have them, or a decode that
+	// outruns the budget would throw away what it was started for.
+	wanted map[ckey]int
 	used   int64
 	jobs   map[int]*job
 	failed map[int]error // segments whose decode failed: later reads fail at once
@@ -171,6 +186,7 @@ func New(segs []Segment, open Opener, opts Options) (*Cache, error) {
 		segs: segs, open: open,
 		chunk: opts.Chunk, budget: opts.Budget, ahead: opts.Readahead,
 		chunks: make(map[ckey]*entry),
+		wanted: make(map[ckey]int),
 		jobs:   make(map[int]*job),
 		failed: make(map[int]error),
 		parked: make(map[int]*cursor),
@@ -288,6 +304,13 @@ func (c *Cache) get(seg int, idx int64) ([]byte, error) {
 	defer c.mu.Unlock()
 	var waited *job
 	missed := false
+	defer func() {
+		if missed {
+			if c.wanted[key]--; c.wanted[key] == 0 {
+				delete(c.wanted, key)
+			}
+		}
+	}()
 	for {
 		if c.closed {
 			return nil, ErrClosed
@@ -303,7 +326,10 @@ func (c *Cache) get(seg int, idx int64) ([]byte, error) {
 			c.readahead(seg, idx)
 			return e.data, nil
 		}
-		missed = true
+		if !missed {
+			missed = true
+			c.wanted[key]++
+		}
 		j := c.jobs[seg]
 		if j == nil {
 			if waited != nil && waited.err != nil {
@@ -311,6 +337,11 @@ func (c *Cache) get(seg int, idx int64) ([]byte, error) {
 			}
 			if err := c.failed[seg]; err != nil {
 				return nil, err
+			}
+			if !c.admit(seg, idx*c.chunk) {
+				// No room for another decoder: wait for one to end.
+				c.cond.Wait()
+				continue
 			}
 			j = c.start(seg, idx*c.chunk, false)
 		}
@@ -351,6 +382,36 @@ func (c *Cache) start(seg int, rel int64, prefetch bool) *job {
 	c.jobs[seg] = j
 	go c.run(j)
 	return j
+}
+
+// admit reports whether a decode of seg that must reach rel can start
+// within the budget, evicting what it can to make room. A decoder that
+// would not fit waits for running ones to end; when none runs, it starts
+// anyway (the budget is then exceeded by that one decoder). Resuming a
+// parked decoder needs no new memory. c.mu is held.
+func (c *Cache) admit(seg int, rel int64) bool {
+	if cur := c.parked[seg]; cur != nil && cur.pos <= rel {
+		return true
+	}
+	mem := c.segs[seg].Mem + min(c.chunk, c.segs[seg].Size)
+	for c.used+mem > c.budget {
+		if back := c.lru.Back(); back != nil {
+			e := back.Value.(*entry)
+			if c.wanted[e.key] == 0 {
+				c.remove(e)
+				continue
+			}
+		}
+		if back := c.plru.Back(); back != nil {
+			c.unpark(back.Value.(*cursor))
+			continue
+		}
+		break
+	}
+	if c.used+mem <= c.budget {
+		return true
+	}
+	return len(c.jobs) == 0
 }
 
 func (c *Cache) peak() {
@@ -492,9 +553,15 @@ func isZero(b []byte) bool {
 // reserve makes room for n more bytes within the budget, evicting the least
 // recently used chunks, then parked decoders, and charges n. c.mu is held.
 func (c *Cache) reserve(n int64) {
-	for c.used+n > c.budget {
-		if back := c.lru.Back(); back != nil {
-			c.remove(back.Value.(*entry))
+	for skipped := 0; c.used+n > c.budget; {
+		if back := c.lru.Back(); back != nil && skipped < c.lru.Len() {
+			e := back.Value.(*entry)
+			if c.wanted[e.key] > 0 {
+				c.lru.MoveToFront(e.elem) // a reader waits for it
+				skipped++
+				continue
+			}
+			c.remove(e)
 			continue
 		}
 		if back := c.plru.Back(); back != nil {
@@ -568,7 +635,9 @@ func (c *Cache) readahead(seg int, idx int64) {
 		if j := c.jobs[seg]; j != nil {
 			j.want = max(j.want, ahead)
 		} else if cur := c.parked[seg]; cur != nil && cur.pos < ahead && c.chunks[ckey{seg, cur.pos / c.chunk}] == nil {
-			c.start(seg, ahead, false)
+			if c.admit(seg, ahead) {
+				c.start(seg, ahead, false)
+			}
 		}
 	}
 	// The next segments, in parallel, within half the budget.
@@ -584,6 +653,9 @@ func (c *Cache) readahead(seg int, idx int64) {
 		}
 		if c.jobs[k] != nil || c.chunks[ckey{k, 0}] != nil {
 			continue
+		}
+		if !c.admit(k, 0) {
+			break
 		}
 		c.start(k, 0, true)
 	}

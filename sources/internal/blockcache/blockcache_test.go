@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // fakeFormat serves data split into segments of the given sizes; its
@@ -52,6 +53,7 @@ func (r *fakeReader) Read(p []byte) (int, error) {
 		p = p[:64<<10]
 	}
 	n2, err := r.r.Read(p)
+	time.Sleep(100 * time.Microsecond) // a decoder takes time
 	if r.seg == r.f.fail && r.r.Len() == 0 {
 		return n2, errors.New("check mismatch")
 	}
@@ -86,7 +88,7 @@ func TestCacheReads(t *testing.T) {
 		spill bool
 	}{
 		{name: "small segments", sizes: []int64{100 << 10, 300 << 10, 5000, 1 << 20}, opts: Options{Chunk: 64 << 10}},
-		{name: "large segments parked", sizes: []int64{3 << 20, 5<<20 + 17}, opts: Options{Chunk: 256 << 10, Budget: 2 << 20}},
+		{name: "large segments parked", sizes: []int64{3 << 20, 5<<20 + 17}, opts: Options{Chunk: 256 << 10, Budget: 4 << 20}},
 		{name: "no readahead", sizes: []int64{1 << 20, 1 << 20, 1 << 20}, opts: Options{Chunk: 128 << 10, Readahead: -1}},
 		{name: "spill", sizes: []int64{3<<20 + 5}, opts: Options{Chunk: 256 << 10, SpillDir: t.TempDir()}, spill: true},
 	}
@@ -285,5 +287,39 @@ func TestCacheRejectsGaps(t *testing.T) {
 	_, err := New([]Segment{{Off: 0, Size: 10}, {Off: 11, Size: 5}}, nil, Options{})
 	if err == nil {
 		t.Error("New with a gap between segments = nil error")
+	}
+}
+
+// With more readers than the budget holds decodes for, a decode's chunks
+// stay until its readers have them: every segment is decoded once, not
+// again and again.
+func TestCacheNoThrash(t *testing.T) {
+	data := testData(8 << 20)
+	f := newFake(data, 1<<20, 1<<20, 1<<20, 1<<20, 1<<20, 1<<20, 1<<20, 1<<20)
+	for i := range f.segs {
+		f.segs[i].Mem = 1 << 20
+	}
+	c, err := New(f.segs, f.open, Options{Chunk: 256 << 10, Budget: 3 << 20, Readahead: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			off := int64(i)<<20 + 900<<10
+			got := make([]byte, 4096)
+			if _, err := c.ReadAt(got, off); err != nil || !bytes.Equal(got, data[off:off+4096]) {
+				t.Errorf("ReadAt(off=%d) = %v, or wrong bytes", off, err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range f.opened {
+		if n := f.opened[i].Load(); n != 1 {
+			t.Errorf("segment %d decoded %d times, want 1", i, n)
+		}
 	}
 }
