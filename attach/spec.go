@@ -97,6 +97,10 @@ type format struct {
 	name  string
 	match func(head []byte) bool
 	open  func(f *sources.File, opts OpenOptions) (sources.Source, error)
+	// openPath, when set, is used instead of open for formats that manage
+	// their own files (images that grow, backing files and extents found
+	// relative to the image): the probe's File is closed first.
+	openPath func(path string, opts OpenOptions) (sources.Source, error)
 	// readOnly formats are served read-only whatever -r says, and their
 	// file is never opened for writing (see probe.go).
 	readOnly bool
@@ -175,9 +179,14 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 			if f, err = reopenReadOnly(f, fm, path, fopts); err != nil {
 				return nil, openError(path, err)
 			}
-			src, err := fm.open(f, opts)
-			if err != nil {
+			var src sources.Source
+			if fm.openPath != nil {
 				f.Close()
+				src, err = fm.openPath(path, opts)
+			} else if src, err = fm.open(f, opts); err != nil {
+				f.Close()
+			}
+			if err != nil {
 				return nil, fmt.Errorf("%s: %s: %w", path, fm.name, err)
 			}
 			return probed(path, desc, fm, src, opts)
