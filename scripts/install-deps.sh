@@ -23,6 +23,9 @@ check gzip gzip
 check blkdiscard util-linux
 check setpriv util-linux
 check mdadm mdadm
+check qemu-img qemu-utils
+check lvm lvm2
+check nbdkit nbdkit
 [ -x /sbin/blkid ] || [ -x /usr/sbin/blkid ] || need="$need util-linux"
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
