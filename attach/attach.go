@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"runtime"
+	"strconv"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +35,18 @@ func Attach(ctx context.Context, cfg Config) (*Device, []string, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
+	// The supervisor starts the server and restarts it if it dies
+	// (supervise.go); with --no-restart the server runs alone.
+	command := SuperviseCommand
+	if cfg.NoRestart {
+		command = ServeCommand
+	}
+	return spawn(ctx, cfg, command, nil, nil)
+}
+
+// spawn starts `nbdloop command` in a session of its own with cfg (and env,
+// extra descriptors from 4 on) and waits for its Result.
+func spawn(ctx context.Context, cfg Config, command string, env []string, extra []*os.File) (*Device, []string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, nil, fmt.Errorf("finding the nbdloop executable: %w", err)
@@ -47,9 +60,9 @@ func Attach(ctx context.Context, cfg Config) (*Device, []string, error) {
 		return nil, nil, err
 	}
 	defer r.Close()
-	cmd := exec.Command(exe, ServeCommand)
-	cmd.Env = append(os.Environ(), serveEnv+"="+string(b))
-	cmd.ExtraFiles = []*os.File{w}
+	cmd := exec.Command(exe, command)
+	cmd.Env = append(append(os.Environ(), serveEnv+"="+string(b)), env...)
+	cmd.ExtraFiles = append([]*os.File{w}, extra...)
 	// Its own session: the server must survive the shell that ran attach,
 	// and a Ctrl-C meant for a later foreground job must not reach it.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
@@ -110,7 +123,21 @@ func RunServerProcess() int {
 		fmt.Fprintf(os.Stderr, "nbdloop: %s: bad configuration: %v\n", ServeCommand, err)
 		return 2
 	}
-	os.Unsetenv(serveEnv)
+	var so serveOptions
+	if r := os.Getenv(resumeEnv); r != "" {
+		so.resume = new(resumeInfo)
+		if err := json.Unmarshal([]byte(r), so.resume); err != nil {
+			fmt.Fprintf(os.Stderr, "nbdloop: %s: bad resume record: %v\n", ServeCommand, err)
+			return 2
+		}
+	}
+	if os.Getenv(memEnv) == "1" {
+		so.memFile = os.NewFile(memFD, "memfd")
+	}
+	so.supervisor, _ = strconv.Atoi(os.Getenv(supervisEnv))
+	for _, e := range []string{serveEnv, resumeEnv, memEnv, supervisEnv} {
+		os.Unsetenv(e)
+	}
 	pipe := os.NewFile(resultFD, "result")
 	reported := false
 	report := func(res Result) error {
@@ -128,10 +155,20 @@ func RunServerProcess() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
-	if err := Serve(ctx, cfg, true, report); err != nil {
-		return 1
+	if so.supervisor != 0 {
+		restart := make(chan os.Signal, 1)
+		signal.Notify(restart, syscall.SIGUSR1)
+		so.restartRequested = restart
 	}
-	return 0
+	switch err := serve(ctx, cfg, true, so, report); {
+	case err == nil:
+		return exitDetached
+	case errors.Is(err, errConnectionsLost):
+		return exitConnectionsLost
+	case errors.Is(err, errRestartRequested):
+		return exitRestartRequested
+	}
+	return exitFailed
 }
 
 // Foreground attaches cfg and serves in the calling process until the device

@@ -48,6 +48,8 @@ type Config struct {
 	SizeLimit   int64         `json:"sizelimit"`
 	DirectIO    bool          `json:"direct_io"`
 	CacheSize   int64         `json:"cache_size,omitempty"` // 0: DefaultCacheSize
+	// NoRestart: no supervisor; a server that dies leaves the device dead.
+	NoRestart bool `json:"no_restart,omitempty"`
 	// Filters are --filter specs (filters.Parse), the first nearest the
 	// kernel.
 	Filters []string `json:"filters,omitempty"`
@@ -126,4 +128,12 @@ type Device struct {
 	Partitions  []string `json:"partitions,omitempty"`
 	Mounts      []string `json:"mounts,omitempty"`
 	Filters     []string `json:"filters,omitempty"` // --filter specs as given
+	// Supervisor restarts the server when it dies (0: --no-restart).
+	Supervisor int `json:"supervisor_pid,omitempty"`
+	// Restarts counts the servers started after the first; LastExit says
+	// how the previous one ended.
+	Restarts int    `json:"restarts"`
+	LastExit string `json:"last_exit,omitempty"`
+	// Reason says why a dead device is dead, when nbdloop knows.
+	Reason string `json:"reason,omitempty"`
 }

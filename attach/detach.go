@@ -89,6 +89,10 @@ func detach(ctx context.Context, index int, force bool) error {
 		}
 	}
 	st := readState(dir, index)
+	if st != nil && processAlive(st.Supervisor) {
+		// No restarts from here on: the server about to exit is detached.
+		syscall.Kill(st.Supervisor, syscall.SIGUSR2)
+	}
 	fam, err := kernel.Open()
 	if errors.Is(err, kernel.ErrNoDriver) {
 		return fmt.Errorf("%w (load the driver: modprobe nbd)", err)
@@ -105,6 +109,11 @@ func detach(ctx context.Context, index int, force bool) error {
 	}
 	if err := waitFor(ctx, 60*time.Second, func() bool { return !processAlive(serverPID) }); err != nil {
 		return fmt.Errorf("%s: server process %d did not exit: %w", dev, serverPID, err)
+	}
+	if st != nil && st.Supervisor != 0 {
+		if err := waitFor(ctx, 10*time.Second, func() bool { return !processAlive(st.Supervisor) }); err != nil {
+			return fmt.Errorf("%s: supervisor process %d did not exit: %w", dev, st.Supervisor, err)
+		}
 	}
 	// The kernel removes the pid file at the last close of the device. A
 	// forced detach of a mounted device cannot wait for that: the mount

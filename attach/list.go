@@ -11,7 +11,10 @@ import (
 const (
 	StateRunning = "running" // nbdloop's server process is alive
 	StateDead    = "dead"    // the server process is gone; the kernel still holds the device
-	StateForeign = "foreign" // attached by another program (nbd-client, qemu-nbd, ...)
+	// StateRestarting: the server died and its supervisor is starting
+	// another.
+	StateRestarting = "restarting"
+	StateForeign    = "foreign" // attached by another program (nbd-client, qemu-nbd, ...)
 )
 
 // List describes every attached nbd device (one with a server pid in
@@ -49,9 +52,19 @@ func List(indices []int) ([]Device, error) {
 		case st != nil && st.BackendID == d.Backend:
 			d.Source, d.Format, d.BlockSize = st.Desc, st.Format, st.BlockSize
 			d.Filters = st.Config.Filters
+			// sysfs keeps the pid of the first server; a restarted one
+			// is in the record.
+			d.PID = st.PID
+			d.Supervisor, d.Restarts, d.LastExit = st.Supervisor, st.Restarts, st.LastExit
 			d.State = StateRunning
-			if !processAlive(pid) {
+			switch {
+			case st.DeadReason != "":
+				d.State, d.Reason = StateDead, st.DeadReason
+			case !processAlive(st.PID) && processAlive(st.Supervisor):
+				d.State = StateRestarting
+			case !processAlive(st.PID):
 				d.State = StateDead
+				d.Reason = "the server died and no supervisor restarts it (nbdloop restart " + d.Name + ", or detach it)"
 			}
 		case strings.HasPrefix(d.Backend, "nbdloop:"):
 			// Ours, but the record is gone or belongs to an older attach.

@@ -37,6 +37,48 @@ type Result struct {
 // If report fails (the parent is gone), Serve undoes the attach: nobody
 // would know about the device.
 func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) error) error {
+	return serve(ctx, cfg, daemon, serveOptions{}, report)
+}
+
+// serveOptions are what a supervised server gets from its supervisor.
+type serveOptions struct {
+	// resume, when set, re-attaches the device it names with RECONFIGURE
+	// instead of attaching a new one with CONNECT.
+	resume *resumeInfo
+	// supervisor is the supervisor's pid, for the state record.
+	supervisor int
+	// memFile is the memfd of a memory: device.
+	memFile *os.File
+	// restartRequested asks the server to flush and exit without
+	// disconnecting, so that the supervisor starts a new one.
+	restartRequested <-chan os.Signal
+}
+
+// resumeInfo is what a restarted server needs to know about the device it
+// takes over.
+type resumeInfo struct {
+	Index     int       `json:"index"`
+	BackendID string    `json:"backend_id"`
+	Size      int64     `json:"size"`
+	Restarts  int       `json:"restarts"`  // including this one
+	LastExit  string    `json:"last_exit"` // why the previous server ended
+	Attached  time.Time `json:"attached"`  // when the device was first attached
+}
+
+// Exit statuses of a server process that the supervisor acts on.
+const (
+	exitDetached         = 0 // the device was detached: do not restart
+	exitFailed           = 1 // the server could not start or serve
+	exitConnectionsLost  = 3 // every connection ended without a DISC: restart
+	exitRestartRequested = 4 // SIGUSR1 (nbdloop restart): restart
+)
+
+var (
+	errConnectionsLost  = errors.New("every connection ended without a disconnect request")
+	errRestartRequested = errors.New("restart requested")
+)
+
+func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report func(Result) error) error {
 	res := Result{}
 	fail := func(err error) error {
 		res.Error = err.Error()
@@ -55,7 +97,7 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	opened, err := OpenSource(spec, OpenOptions{
 		ReadOnly: cfg.sourceReadOnly(), BlockSize: cfg.BlockSize,
 		Offset: cfg.Offset, SizeLimit: cfg.SizeLimit, DirectIO: cfg.DirectIO,
-		CacheSize: cfg.CacheSize, Composite: cfg.compositeOptions(),
+		CacheSize: cfg.CacheSize, Composite: cfg.compositeOptions(), MemFile: so.memFile,
 	})
 	if err != nil {
 		return fail(err)
@@ -63,6 +105,9 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	src := opened.Source
 	res.Warnings = append(res.Warnings, opened.Warnings...)
 	defer src.Close()
+	if r := so.resume; r != nil && src.Size() != r.Size {
+		return fail(fmt.Errorf("%s: the source now has %d bytes, not the device's %d: cannot restart the server (detach the device)", cfg.Source, src.Size(), r.Size))
+	}
 	stack, err := openFilters(src, cfg)
 	if err != nil {
 		return fail(err)
@@ -121,34 +166,53 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 		}()
 	}
 
-	backendID := newBackendID()
-	index, err := fam.Connect(kernel.ConnectRequest{
-		Index:           cfg.Index,
-		Size:            uint64(src.Size()),
-		BlockSize:       uint64(cfg.BlockSize),
-		Timeout:         cfg.Timeout,
-		DeadConnTimeout: cfg.DeadTimeout,
-		ServerFlags:     flags,
-		BackendID:       backendID,
-		Sockets:         kernelEnds,
-	})
-	closeKernelEnds() // the kernel holds its own references now
-	if err != nil {
-		stopServing()
-		wg.Wait()
-		return fail(connectError(cfg.Index, err))
+	var index int
+	var backendID string
+	var parts []string
+	if r := so.resume; r != nil {
+		index, backendID = r.Index, r.BackendID
+		err = fam.Reconfigure(kernel.ReconfigureRequest{Index: index, BackendID: backendID, Sockets: kernelEnds})
+		closeKernelEnds()
+		if err != nil {
+			stopServing()
+			wg.Wait()
+			return fail(fmt.Errorf("/dev/nbd%d: handing new connections to the kernel (RECONFIGURE): %w", index, err))
+		}
+		parts, _ = kernel.Sysfs{}.Partitions(index)
+	} else {
+		backendID = newBackendID()
+		index, err = fam.Connect(kernel.ConnectRequest{
+			Index:           cfg.Index,
+			Size:            uint64(src.Size()),
+			BlockSize:       uint64(cfg.BlockSize),
+			Timeout:         cfg.Timeout,
+			DeadConnTimeout: cfg.DeadTimeout,
+			ServerFlags:     flags,
+			BackendID:       backendID,
+			Sockets:         kernelEnds,
+		})
+		closeKernelEnds() // the kernel holds its own references now
+		if err != nil {
+			stopServing()
+			wg.Wait()
+			return fail(connectError(cfg.Index, err))
+		}
 	}
 	dev := fmt.Sprintf("/dev/nbd%d", index)
 	undo := func() {
-		fam.Disconnect(index)
+		if so.resume == nil {
+			fam.Disconnect(index)
+		}
 		stopServing()
 		wg.Wait()
 	}
 
-	parts, err := settle(ctx, index, cfg.PartScan)
-	if err != nil {
-		undo()
-		return fail(fmt.Errorf("%s: %w", dev, err))
+	if so.resume == nil {
+		parts, err = settle(ctx, index, cfg.PartScan)
+		if err != nil {
+			undo()
+			return fail(fmt.Errorf("%s: %w", dev, err))
+		}
 	}
 
 	st := &State{
@@ -157,14 +221,26 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 		Size: src.Size(), BlockSize: cfg.BlockSize, ReadOnly: ro,
 		Connections: cfg.Connections, ServerFlags: flags,
 		Timeout: cfg.Timeout, DeadTimeout: cfg.DeadTimeout, Config: cfg,
-		Started: time.Now().UTC(),
+		Started: time.Now().UTC(), Attached: time.Now().UTC(), Supervisor: so.supervisor,
+	}
+	if so.memFile != nil {
+		st.MemFD = memFD
+	}
+	if r := so.resume; r != nil {
+		st.Restarts, st.LastExit, st.Attached = r.Restarts, r.LastExit, r.Attached
 	}
 	dir := StateDir()
 	if err := writeState(dir, st); err != nil {
 		undo()
 		return fail(err)
 	}
-	defer removeState(dir, index, os.Getpid())
+	// A server that hands over to its successor leaves the record for it.
+	handover := false
+	defer func() {
+		if !handover {
+			removeState(dir, index, os.Getpid())
+		}
+	}()
 
 	// From here on a daemon logs to a file next to the state record,
 	// including any panic.
@@ -179,6 +255,7 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 		Name: dev, Index: index, Size: src.Size(), Source: opened.Desc, Format: opened.Format,
 		RO: ro, PID: os.Getpid(), State: "running", Connections: cfg.Connections,
 		BlockSize: cfg.BlockSize, Backend: backendID, Partitions: parts, Filters: cfg.Filters,
+		Supervisor: so.supervisor, Restarts: st.Restarts, LastExit: st.LastExit,
 	}
 	if err := report(res); err != nil {
 		logger.Printf("%s: reporting to attach failed (%v); detaching", dev, err)
@@ -188,6 +265,9 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	for _, n := range notes {
 		logger.Printf("%s: %s", dev, n)
 	}
+	if so.resume != nil {
+		logger.Printf("%s: restarted (restart %d; the previous server %s)", dev, st.Restarts, st.LastExit)
+	}
 	logger.Printf("%s: serving %s (%d bytes, %d connections, flags %#x)", dev, opened.Desc, src.Size(), cfg.Connections, flags)
 	defer startStats(dir, st, stack, logger.Printf)()
 
@@ -195,7 +275,24 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 	go func() { wg.Wait(); close(served) }()
 	select {
 	case <-served:
+		if !srv.Disconnected() {
+			// The kernel dropped the connections (a request timed out on
+			// each of them) without a detach: a new server can take over.
+			logger.Printf("%s: every connection has ended without a disconnect request", dev)
+			src.Flush()
+			handover = true
+			return errConnectionsLost
+		}
 		logger.Printf("%s: every connection has ended", dev)
+	case <-so.restartRequested:
+		logger.Printf("%s: restart requested: flushing and handing over", dev)
+		if err := src.Flush(); err != nil {
+			logger.Printf("%s: flush: %v", dev, err)
+		}
+		stopServing()
+		wg.Wait()
+		handover = true
+		return errRestartRequested
 	case <-ctx.Done():
 		logger.Printf("%s: signalled: flushing and disconnecting", dev)
 		if err := src.Flush(); err != nil {

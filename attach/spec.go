@@ -82,6 +82,9 @@ type OpenOptions struct {
 	SizeLimit int64
 	DirectIO  bool
 	CacheSize int64 // decode cache of compressed images (0: the default)
+	// MemFile is the memfd of a memory: device handed down by the
+	// supervisor (memory.go); nil: a new one.
+	MemFile *os.File
 	// Sequential: the caller reads the source once, in order (pack), so
 	// a compressed image that is one big block is decoded as it is read
 	// rather than into a temporary file.
@@ -129,27 +132,7 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	}
 	bs := opts.BlockSize
 	if spec.Kind == "memory" {
-		size := spec.Size
-		var warns []string
-		if spec.Clamped {
-			warns = append(warns, fmt.Sprintf("memory: size clamped to the maximum, %d bytes", int64(math.MaxInt64)))
-		}
-		if r := size % bs; r != 0 {
-			size -= r
-			warns = append(warns, fmt.Sprintf("memory:%d: size rounded down to %d bytes, a multiple of the %d-byte block size", spec.Size, size, bs))
-		}
-		if size == 0 {
-			return nil, fmt.Errorf("memory:%d: smaller than one %d-byte block (give a larger size)", spec.Size, bs)
-		}
-		m, err := sources.NewMemory(size)
-		if err != nil {
-			return nil, fmt.Errorf("memory:%d: %w", spec.Size, err)
-		}
-		var src sources.Source = m
-		if opts.ReadOnly {
-			src = readOnly{m}
-		}
-		return &Opened{Source: src, Desc: fmt.Sprintf("memory:%d", size), Format: "memory", Warnings: warns}, nil
+		return openMemory(spec, opts)
 	}
 
 	path := spec.Path

@@ -42,8 +42,20 @@ type State struct {
 	ServerFlags uint64        `json:"server_flags"`
 	Timeout     time.Duration `json:"timeout_ns"`
 	DeadTimeout time.Duration `json:"dead_timeout_ns"`
-	Config      Config        `json:"config"` // the full attach request
-	Started     time.Time     `json:"started"`
+	Config      Config        `json:"config"`   // the full attach request
+	Started     time.Time     `json:"started"`  // when this server started serving
+	Attached    time.Time     `json:"attached"` // when the device was first attached
+	// Supervisor is the pid of the process that restarts the server when
+	// it dies (supervise.go); 0 with --no-restart or --foreground.
+	Supervisor int `json:"supervisor_pid,omitempty"`
+	// MemFD is the descriptor of a memory: device's memfd in the server.
+	MemFD int `json:"mem_fd,omitempty"`
+	// Restarts counts the servers started after the first; LastExit says
+	// how the previous one ended ("killed by signal 9", "exit status 2").
+	Restarts int    `json:"restarts"`
+	LastExit string `json:"last_exit,omitempty"`
+	// DeadReason is set when the supervisor gave up restarting.
+	DeadReason string `json:"dead_reason,omitempty"`
 }
 
 func statePath(dir string, index int) string {

@@ -134,7 +134,8 @@ func attachedDevices(t *testing.T) []string {
 	return devs
 }
 
-// serverProcesses lists the pids of nbdloop server processes.
+// serverProcesses lists the pids of nbdloop server and supervisor
+// processes.
 func serverProcesses(t *testing.T) []int {
 	t.Helper()
 	var pids []int
@@ -149,7 +150,7 @@ func serverProcesses(t *testing.T) []int {
 			continue
 		}
 		args := strings.Split(string(b), "\x00")
-		if len(args) > 1 && args[1] == "__serve" {
+		if len(args) > 1 && (args[1] == "__serve" || args[1] == "__supervise") {
 			if st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(st), ") Z") {
 				pids = append(pids, pid)
 			}
@@ -216,6 +217,10 @@ type listJSON struct {
 		PID         int    `json:"pid"`
 		State       string `json:"state"`
 		Connections int    `json:"connections"`
+		Supervisor  int    `json:"supervisor_pid"`
+		Restarts    int    `json:"restarts"`
+		LastExit    string `json:"last_exit"`
+		Reason      string `json:"reason"`
 	} `json:"devices"`
 }
 

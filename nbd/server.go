@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -68,7 +69,15 @@ type Server struct {
 	opts   Options
 	pool   bufferPool
 	serial sync.Mutex // held around Source calls when !caps.Parallel
+	// disc is set once any connection has received NBD_CMD_DISC: the peer
+	// asked to end, as opposed to a connection that just closed.
+	disc atomic.Bool
 }
+
+// Disconnected reports whether a peer has sent NBD_CMD_DISC on any
+// connection. A supervisor uses it to tell a detach (the kernel sends DISC
+// on every live connection before closing them) from connections that died.
+func (s *Server) Disconnected() bool { return s.disc.Load() }
 
 // NewServer returns a Server for src. The Server does not close src.
 func NewServer(src sources.Source, opts Options) *Server {
@@ -214,6 +223,7 @@ func (c *conn) readLoop() error {
 		}
 		switch req.Cmd {
 		case CmdDisc:
+			s.disc.Store(true)
 			return nil
 		case CmdRead:
 			if req.Length > MaxPayload {

@@ -130,6 +130,31 @@ func serve(t testing.TB, src sources.Source, opts Options) *harness {
 	return h
 }
 
+// TestServerDisconnected: DISC marks the server as detached; a connection
+// that merely closes does not, which is how a supervisor tells a detach from
+// connections the kernel dropped.
+func TestServerDisconnected(t *testing.T) {
+	for _, disc := range []bool{false, true} {
+		client, server := socketpair(t)
+		srv := NewServer(newFake(4096), Options{})
+		done := make(chan error, 1)
+		go func() { done <- srv.Serve(context.Background(), server) }()
+		if disc {
+			b := make([]byte, RequestSize)
+			PutRequest(b, Request{Cmd: CmdDisc})
+			client.Write(b)
+		}
+		client.Close()
+		if err := <-done; err != nil {
+			t.Errorf("disc=%v: Serve = %v, want nil", disc, err)
+		}
+		if srv.Disconnected() != disc {
+			t.Errorf("Disconnected() = %v after a connection that %s, want %v", srv.Disconnected(),
+				map[bool]string{false: "closed", true: "sent DISC"}[disc], disc)
+		}
+	}
+}
+
 func (h *harness) send(r Request, payload []byte) {
 	h.t.Helper()
 	b := make([]byte, RequestSize+len(payload))

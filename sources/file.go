@@ -124,6 +124,23 @@ func OpenFile(path string, opts FileOptions) (*File, error) {
 	return f, nil
 }
 
+// NewFile serves osf, a file that is already open (a memfd handed down by
+// a supervisor, say), as OpenFile would serve the file at a path; name
+// stands for the path in errors. The File owns osf from then on, and closes
+// it on error too. DirectIO is not available here: it is decided at open.
+func NewFile(osf *os.File, name string, opts FileOptions) (*File, error) {
+	if opts.Offset < 0 || opts.SizeLimit < 0 || opts.DirectIO {
+		osf.Close()
+		return nil, &fs.PathError{Op: "open", Path: name, Err: fmt.Errorf("negative offset or size limit, or direct I/O on an open file: %w", syscall.EINVAL)}
+	}
+	f := &File{name: name, f: osf, ro: opts.ReadOnly, base: opts.Offset}
+	if err := f.init(opts); err != nil {
+		osf.Close()
+		return nil, &fs.PathError{Op: "open", Path: name, Err: err}
+	}
+	return f, nil
+}
+
 // openFile opens path, with O_DIRECT if direct is set, and tells a refusal
 // of O_DIRECT apart from other errors.
 func openFile(path string, flag int, direct bool) (*os.File, error) {

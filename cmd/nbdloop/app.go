@@ -55,7 +55,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:                 "nbdloop",
 		Usage:                "attach files and RAM disks to Linux NBD devices",
-		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst",
+		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst",
 		Description:          appDescription,
 		Version:              version,
 		Writer:               stdout,
@@ -81,7 +81,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach or list)\n", name)
 			os.Exit(exitUsage)
 		},
-		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), statsCommand(), packCommand(), manCommand(), completionCommand()},
+		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), statsCommand(), packCommand(), manCommand(), completionCommand()},
 	}
 	return app
 }
@@ -111,7 +111,8 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "cache-size", Value: fmt.Sprintf("%dM", attach.DefaultCacheSize>>20), Usage: "memory for decoded data of compressed images (xz, gzip, zstd), shared by all connections, in `SIZE` bytes"},
 			filterFlag(),
 			concatFlag(), partitionsFlag(), tableFlag(), alignFlag(), typeFlag(), espFlag(), partitionFlag(),
-			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled"},
+			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled (no restarts)"},
+			&cli.BoolFlag{Name: "no-restart", Usage: "do not restart the server if it dies (the device then fails I/O after --dead-timeout)"},
 			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
 			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
 		},
@@ -155,8 +156,11 @@ func listCommand() *cli.Command {
 			"  SOURCE       what the device serves (foreign devices: their backend id)\n" +
 			"  RO           read-only\n" +
 			"  PID          server process\n" +
-			"  STATE        running; dead (the server is gone: detach it); foreign (not nbdloop's)\n" +
-			"  CONNECTIONS  sockets between kernel and server",
+			"  STATE        running; restarting (the server died and its supervisor is starting\n" +
+			"               a new one); dead (the server is gone: nbdloop restart, or detach it;\n" +
+			"               the reason follows with --json); foreign (not nbdloop's)\n" +
+			"  CONNECTIONS  sockets between kernel and server\n" +
+			"  RESTARTS     servers started after the first (see --json's last_exit for why)",
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError("list: %v (see nbdloop list --help)", err)
 		},
@@ -322,6 +326,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 		}
 	}
 	cfg.Filters = filterSpecs(c)
+	cfg.NoRestart = c.Bool("no-restart")
 	if c.Bool("foreground") && c.String("run") != "" {
 		return cfg, usageError("attach: --foreground and --run exclude each other")
 	}
@@ -502,13 +507,13 @@ func doList(c *cli.Context) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.App.Writer, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSIZE\tSOURCE\tRO\tPID\tSTATE\tCONNECTIONS")
+	fmt.Fprintln(tw, "NAME\tSIZE\tSOURCE\tRO\tPID\tSTATE\tCONNECTIONS\tRESTARTS")
 	for _, d := range devs {
 		ro := "no"
 		if d.RO {
 			ro = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\n", d.Name, attach.FormatSize(d.Size), d.Source, ro, d.PID, d.State, d.Connections)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", d.Name, attach.FormatSize(d.Size), d.Source, ro, d.PID, d.State, d.Connections, d.Restarts)
 	}
 	return tw.Flush()
 }

@@ -35,6 +35,9 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == attach.ServeCommand {
 		os.Exit(attach.RunServerProcess())
 	}
+	if len(os.Args) > 1 && os.Args[1] == attach.SuperviseCommand {
+		os.Exit(attach.RunSupervisor())
+	}
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
 

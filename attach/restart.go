@@ -1,0 +1,129 @@
+package attach
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/kernel"
+)
+
+// Restart starts a new server for /dev/nbdN, which must be attached by
+// nbdloop, and waits until it serves. With a live supervisor it asks the
+// supervisor (SIGHUP: try again after giving up) or the server (SIGUSR1:
+// flush and hand over); without one it starts a new supervisor that takes
+// the device over with RECONFIGURE. A memory: device whose server and
+// supervisor are both gone has lost its contents: Restart refuses it unless
+// force.
+func Restart(ctx context.Context, index int, force bool) (*Device, error) {
+	dev := fmt.Sprintf("/dev/nbd%d", index)
+	sys := kernel.Sysfs{}
+	if _, bound, err := sys.PID(index); err != nil || !bound {
+		return nil, fmt.Errorf("%s: not attached (nothing to restart; attach it)", dev)
+	}
+	dir := StateDir()
+	st := readState(dir, index)
+	backend, _ := sys.Backend(index)
+	if st == nil || st.BackendID != backend {
+		return nil, fmt.Errorf("%s: not attached by nbdloop, or its state record is gone (detach it and attach again)", dev)
+	}
+	if why := notRestartable(st.Config); why != "" {
+		return nil, fmt.Errorf("%s: cannot restart: %s (detach it)", dev, why)
+	}
+	oldPID := st.PID
+	supAlive, srvAlive := processAlive(st.Supervisor), processAlive(st.PID)
+	switch {
+	case supAlive && srvAlive:
+		if err := syscall.Kill(st.PID, syscall.SIGUSR1); err != nil {
+			return nil, fmt.Errorf("%s: asking server %d to hand over: %w", dev, st.PID, err)
+		}
+	case supAlive:
+		if err := syscall.Kill(st.Supervisor, syscall.SIGHUP); err != nil {
+			return nil, fmt.Errorf("%s: asking supervisor %d to try again: %w", dev, st.Supervisor, err)
+		}
+	default:
+		if err := takeOver(ctx, st, srvAlive, force); err != nil {
+			return nil, fmt.Errorf("%s: %w", dev, err)
+		}
+	}
+	var cur *State
+	err := waitFor(ctx, 30*time.Second, func() bool {
+		cur = readState(dir, index)
+		return cur != nil && cur.PID != oldPID && processAlive(cur.PID) && cur.DeadReason == ""
+	})
+	if err != nil {
+		why := ""
+		if cur != nil && cur.DeadReason != "" {
+			why = ": " + cur.DeadReason
+		}
+		return nil, fmt.Errorf("%s: no new server is serving the device (%v)%s", dev, err, why)
+	}
+	devs, err := List([]int{index})
+	if err != nil || len(devs) != 1 {
+		return nil, fmt.Errorf("%s: restarted, but listing it failed: %v", dev, err)
+	}
+	return &devs[0], nil
+}
+
+// takeOver starts a new supervisor for the device of st, whose supervisor
+// is gone. A live server is asked to hand over first; a RAM disk's memfd is
+// taken from it before.
+func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
+	var extra []*os.File
+	var env []string
+	if spec, err := ParseSpec(st.Config.Source); err == nil && spec.Kind == "memory" {
+		var mem *os.File
+		if srvAlive && st.MemFD > 0 {
+			mem, err = stealFD(st.PID, st.MemFD)
+			if err != nil {
+				return fmt.Errorf("taking the RAM disk from server %d: %w", st.PID, err)
+			}
+			defer mem.Close()
+		} else if !force {
+			return fmt.Errorf("the RAM disk's contents died with its server and supervisor (detach it; or restart --force to serve it empty)")
+		}
+		if mem != nil {
+			extra = append(extra, mem)
+			env = append(env, memEnv+"=1")
+		}
+	}
+	if srvAlive {
+		// Without a supervisor the server does not handle SIGUSR1 and the
+		// signal ends it; either way the kernel keeps what it wrote.
+		syscall.Kill(st.PID, syscall.SIGUSR1)
+		if err := waitFor(ctx, 30*time.Second, func() bool { return !processAlive(st.PID) }); err != nil {
+			return fmt.Errorf("server %d did not hand over: %w", st.PID, err)
+		}
+	}
+	r := resumeInfo{
+		Index: st.Index, BackendID: st.BackendID, Size: st.Size, Restarts: st.Restarts + 1,
+		LastExit: "restarted by hand (nbdloop restart)", Attached: st.Attached,
+	}
+	rb, _ := json.Marshal(r)
+	env = append(env, resumeEnv+"="+string(rb))
+	cfg := st.Config
+	cfg.NoRestart = false
+	_, _, err := spawn(ctx, cfg, SuperviseCommand, env, extra)
+	return err
+}
+
+// stealFD duplicates descriptor fd of process pid into this process
+// (pidfd_getfd, Linux 5.6; root may do it to any process).
+func stealFD(pid, fd int) (*os.File, error) {
+	pfd, err := unix.PidfdOpen(pid, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_open: %w", err)
+	}
+	defer unix.Close(pfd)
+	nfd, err := unix.PidfdGetfd(pfd, fd, 0)
+	if err != nil {
+		return nil, fmt.Errorf("pidfd_getfd: %w", err)
+	}
+	unix.CloseOnExec(nfd)
+	return os.NewFile(uintptr(nfd), "memfd"), nil
+}

@@ -1,0 +1,463 @@
+package attach
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/kernel"
+)
+
+// Supervision. `attach` starts a supervisor process (SuperviseCommand), in
+// its own session, and the supervisor starts the server process and waits
+// for it. When the server dies without a detach (kill -9, a panic, the
+// kernel dropping every connection), the supervisor starts a new server with
+// the same Config, which serves the same source and hands fresh sockets to
+// the kernel with NBD_CMD_RECONFIGURE, matched by the device's backend
+// identifier. The kernel holds new I/O for the dead-connection timeout
+// (--dead-timeout, 30 s) while no connection is alive, so a restart within
+// it is invisible to a mounted file system; requests that were in flight in
+// the dead server are sent again when the kernel's request timer (30 s)
+// finds them.
+//
+// What survives: a file (or block device) keeps everything a server wrote
+// before it died (pwrite went to the page cache, which belongs to the
+// kernel); a memory: device keeps its bytes in a memfd that the supervisor
+// holds and hands to each server. If the supervisor dies too, the memfd
+// lives on in the server, and `nbdloop restart` takes it over (pidfd_getfd);
+// if both die, a RAM disk's contents are gone. A reboot keeps files only.
+// Sources that keep written data inside the server process (the cow filter's
+// overlay, memory: parts of --concat or --partitions) cannot be restarted:
+// the supervisor leaves such a device dead rather than serve stale data.
+//
+// A server that dies again soon after starting is restarted with a growing
+// delay (0, 0.1, 0.2, 0.4, 0.8 s); after maxQuickDeaths quick deaths in a
+// row the supervisor gives up, records why in the state record (`list`
+// shows it) and waits: SIGHUP (sent by `nbdloop restart`) tries again,
+// SIGUSR2 (sent by `detach`) or SIGTERM ends it.
+
+// SuperviseCommand is the hidden argv[1] of the supervisor process.
+const SuperviseCommand = "__supervise"
+
+// Environment of the supervisor besides serveEnv.
+const (
+	resumeEnv   = "NBDLOOP_SERVE_RESUME"   // resumeInfo: take over a device (restart)
+	memEnv      = "NBDLOOP_MEMFD"          // "1": fd memFD is the RAM disk's memfd
+	supervisEnv = "NBDLOOP_SUPERVISOR_PID" // the server's supervisor
+)
+
+const (
+	// quickDeath: a server that dies within this time of starting counts
+	// towards giving up.
+	quickDeath = 10 * time.Second
+	// maxQuickDeaths in a row make the supervisor give up.
+	maxQuickDeaths = 5
+)
+
+// restartDelay is the pause before the n-th quick restart in a row (n >= 1).
+func restartDelay(n int) time.Duration {
+	if n <= 1 {
+		return 0
+	}
+	return 100 * time.Millisecond << min(n-2, 6)
+}
+
+// exitReason describes how a server process ended, for `list`.
+func exitReason(ps *os.ProcessState) string {
+	if ps == nil {
+		return "vanished"
+	}
+	if ws, ok := ps.Sys().(syscall.WaitStatus); ok {
+		switch {
+		case ws.Signaled():
+			return fmt.Sprintf("killed by signal %d (%v)", int(ws.Signal()), ws.Signal())
+		case ws.Exited():
+			switch ws.ExitStatus() {
+			case exitConnectionsLost:
+				return "lost every connection (exit status 3)"
+			case exitRestartRequested:
+				return "handed over on request (exit status 4)"
+			}
+			return fmt.Sprintf("exit status %d", ws.ExitStatus())
+		}
+	}
+	return ps.String()
+}
+
+// notRestartable says why cfg's server cannot be restarted without losing
+// data, or "" when it can.
+func notRestartable(cfg Config) string {
+	for _, f := range cfg.Filters {
+		if name, _, _ := strings.Cut(f, ":"); name == "cow" {
+			return "the cow filter's overlay lives in the server process and died with it"
+		}
+	}
+	for _, p := range cfg.Composite.Sources {
+		if cfg.Layout != "" && strings.HasPrefix(p, "memory:") {
+			return "memory: parts of a composite disk live in the server process and died with it"
+		}
+	}
+	return ""
+}
+
+// supervisor is the state of one supervisor process.
+type supervisor struct {
+	cfg     Config
+	exe     string
+	memFile *os.File
+	logf    func(string, ...any)
+
+	mu        sync.Mutex
+	linkDeads int // LINK_DEAD events for our device since the last start
+	index     int // -1 until the first server has attached
+}
+
+// RunSupervisor is the body of the supervisor process (SuperviseCommand).
+// It reports the first server's Result to `attach` through descriptor 3,
+// then restarts servers until the device is detached. It returns the exit
+// status.
+func RunSupervisor() int {
+	var cfg Config
+	if err := json.Unmarshal([]byte(os.Getenv(serveEnv)), &cfg); err != nil {
+		fmt.Fprintf(os.Stderr, "nbdloop: %s: bad configuration: %v\n", SuperviseCommand, err)
+		return 2
+	}
+	var resume *resumeInfo
+	if r := os.Getenv(resumeEnv); r != "" {
+		resume = new(resumeInfo)
+		if err := json.Unmarshal([]byte(r), resume); err != nil {
+			fmt.Fprintf(os.Stderr, "nbdloop: %s: bad resume record: %v\n", SuperviseCommand, err)
+			return 2
+		}
+	}
+	inheritedMem := os.Getenv(memEnv) == "1"
+	for _, e := range []string{serveEnv, resumeEnv, memEnv} {
+		os.Unsetenv(e)
+	}
+	parent := os.NewFile(resultFD, "result")
+	reportParent := func(res Result) error {
+		b, _ := json.Marshal(res)
+		_, err := parent.Write(b)
+		if cerr := parent.Close(); err == nil {
+			err = cerr
+		}
+		return err
+	}
+	exe, err := os.Executable()
+	if err != nil {
+		reportParent(Result{Error: fmt.Sprintf("finding the nbdloop executable: %v", err)})
+		return 1
+	}
+	os.WriteFile("/proc/self/oom_score_adj", []byte("-1000\n"), 0)
+	signal.Ignore(syscall.SIGPIPE)
+
+	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	s := &supervisor{cfg: cfg, exe: exe, logf: logger.Printf, index: -1}
+	if spec, err := ParseSpec(cfg.Source); err == nil && spec.Kind == "memory" {
+		if inheritedMem {
+			s.memFile = os.NewFile(memFD, "memfd")
+		} else if s.memFile, err = newMemfd(spec); err != nil {
+			reportParent(Result{Error: err.Error()})
+			return 1
+		}
+	}
+	if resume != nil {
+		s.index = resume.Index
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.watchLinkDead(ctx)
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGHUP)
+	stopping := false // no more restarts: detach or SIGTERM
+
+	first := true
+	quick := 0
+	lastExit := ""
+	restarts := 0
+	var attached time.Time
+	if resume != nil {
+		restarts, lastExit, attached = resume.Restarts, resume.LastExit, resume.Attached
+	}
+	var backendID string
+	var size int64
+	if resume != nil {
+		backendID, size = resume.BackendID, resume.Size
+	}
+	for {
+		var r *resumeInfo
+		if !first || resume != nil {
+			r = &resumeInfo{Index: s.index, BackendID: backendID, Size: size, Restarts: restarts, LastExit: lastExit, Attached: attached}
+		}
+		started := time.Now()
+		cmd, res, err := s.start(r)
+		if first {
+			if err == nil && res.Device != nil {
+				res.Device.Supervisor = os.Getpid()
+			}
+			if err != nil {
+				res.Error = err.Error()
+			}
+			if rerr := reportParent(res); rerr != nil && res.Error == "" {
+				// attach is gone (interrupted): nobody knows about the
+				// device, so undo it, as an unsupervised server would.
+				s.logf("reporting to attach failed (%v); detaching", rerr)
+				cmd.Process.Signal(syscall.SIGTERM)
+				cmd.Wait()
+				return 1
+			}
+			if res.Error != "" {
+				if cmd != nil {
+					cmd.Wait()
+				}
+				return 1
+			}
+			first = false
+			s.redirectLog()
+		}
+		if err == nil && res.Device != nil {
+			s.mu.Lock()
+			s.index = res.Device.Index
+			s.linkDeads = 0
+			s.mu.Unlock()
+			backendID, size = res.Device.Backend, res.Device.Size
+			if attached.IsZero() {
+				attached = time.Now().UTC()
+			}
+		} else if err == nil {
+			err = errors.New(res.Error)
+		}
+		if err != nil {
+			s.logf("/dev/nbd%d: restart failed: %v", s.index, err)
+			lastExit = "restart failed: " + err.Error()
+		}
+		// Wait for the server, and for signals meanwhile.
+		exited := make(chan *os.ProcessState, 1)
+		if cmd != nil {
+			go func() { cmd.Wait(); exited <- cmd.ProcessState }()
+		} else {
+			exited <- nil
+		}
+		var ps *os.ProcessState
+	wait:
+		for {
+			select {
+			case ps = <-exited:
+				break wait
+			case sig := <-sigs:
+				switch sig {
+				case syscall.SIGTERM, syscall.SIGINT:
+					stopping = true
+					if cmd != nil && cmd.Process != nil {
+						cmd.Process.Signal(syscall.SIGTERM)
+					}
+				case syscall.SIGUSR2:
+					stopping = true
+				}
+			}
+		}
+		if err == nil {
+			lastExit = exitReason(ps)
+		}
+		if ps != nil && ps.Exited() && ps.ExitCode() == exitDetached && err == nil {
+			s.logf("/dev/nbd%d: server exited after a detach; supervisor done", s.index)
+			return 0
+		}
+		if stopping {
+			s.logf("/dev/nbd%d: server ended (%s) while stopping; supervisor done", s.index, lastExit)
+			return 0
+		}
+		if !s.stillOurs(backendID) {
+			s.logf("/dev/nbd%d: the device is no longer attached; supervisor done", s.index)
+			return 0
+		}
+		if why := notRestartable(s.cfg); why != "" {
+			s.giveUp(fmt.Sprintf("server %s; not restarted: %s (detach the device)", lastExit, why))
+			return s.waitAfterGivingUp(ctx, sigs, backendID, nil)
+		}
+		if time.Since(started) < quickDeath || err != nil {
+			quick++
+		} else {
+			quick = 1
+		}
+		if quick > maxQuickDeaths {
+			s.giveUp(fmt.Sprintf("server died %d times within %v of starting; last: %s (retry: nbdloop restart /dev/nbd%d; or detach it)",
+				maxQuickDeaths, quickDeath, lastExit, s.index))
+			retry := make(chan struct{}, 1)
+			if code := s.waitAfterGivingUp(ctx, sigs, backendID, retry); code >= 0 {
+				return code
+			}
+			quick = 0
+		}
+		s.logf("/dev/nbd%d: server %s; restarting", s.index, lastExit)
+		time.Sleep(restartDelay(quick))
+		s.awaitDeadLinks(time.Second)
+		restarts++
+	}
+}
+
+// start starts a server process and reads its Result. A nil error with a
+// Result.Error means the server started and then failed.
+func (s *supervisor) start(r *resumeInfo) (*exec.Cmd, Result, error) {
+	b, err := json.Marshal(s.cfg)
+	if err != nil {
+		return nil, Result{}, err
+	}
+	rp, wp, err := os.Pipe()
+	if err != nil {
+		return nil, Result{}, err
+	}
+	defer rp.Close()
+	cmd := exec.Command(s.exe, ServeCommand)
+	cmd.Env = append(os.Environ(), serveEnv+"="+string(b), fmt.Sprintf("%s=%d", supervisEnv, os.Getpid()))
+	if r != nil {
+		rb, _ := json.Marshal(r)
+		cmd.Env = append(cmd.Env, resumeEnv+"="+string(rb))
+	}
+	cmd.ExtraFiles = []*os.File{wp}
+	if s.memFile != nil {
+		cmd.ExtraFiles = append(cmd.ExtraFiles, s.memFile)
+		cmd.Env = append(cmd.Env, memEnv+"=1")
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		wp.Close()
+		return nil, Result{}, fmt.Errorf("starting the server process: %w", err)
+	}
+	wp.Close()
+	var res Result
+	b, err = io.ReadAll(rp)
+	if err == nil && len(b) == 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &res)
+	}
+	if err != nil {
+		return cmd, Result{}, fmt.Errorf("the server process exited before attaching (%s)", waitReason(cmd))
+	}
+	return cmd, res, nil
+}
+
+// waitReason waits for a server that ended without a Result and says how.
+func waitReason(cmd *exec.Cmd) string {
+	cmd.Wait()
+	return exitReason(cmd.ProcessState)
+}
+
+// watchLinkDead counts LINK_DEAD events for the device, so that a restart
+// can wait until the kernel has marked every old connection dead: a socket
+// given to RECONFIGURE while no slot is dead is silently dropped.
+func (s *supervisor) watchLinkDead(ctx context.Context) {
+	fam, err := kernel.Open()
+	if err != nil {
+		s.logf("supervisor: cannot watch for dead connections: %v", err)
+		return
+	}
+	go func() {
+		err := fam.WatchLinkDead(ctx, func(index int) {
+			s.mu.Lock()
+			if index == s.index {
+				s.linkDeads++
+			}
+			s.mu.Unlock()
+		})
+		if err != nil && ctx.Err() == nil {
+			s.logf("supervisor: watching for dead connections: %v", err)
+		}
+	}()
+}
+
+// awaitDeadLinks waits until every connection of the last server has been
+// reported dead, or timeout passes.
+func (s *supervisor) awaitDeadLinks(timeout time.Duration) {
+	waitFor(context.Background(), timeout, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.linkDeads >= s.cfg.Connections
+	})
+}
+
+// stillOurs reports whether the kernel still has the device bound with our
+// backend identifier (after a detach it does not).
+func (s *supervisor) stillOurs(backendID string) bool {
+	if s.index < 0 {
+		return false
+	}
+	sys := kernel.Sysfs{}
+	if _, ok, err := sys.PID(s.index); err != nil || !ok {
+		return false
+	}
+	b, err := sys.Backend(s.index)
+	return err == nil && b == backendID
+}
+
+// giveUp records in the state record why the device is left dead.
+func (s *supervisor) giveUp(reason string) {
+	s.logf("/dev/nbd%d: giving up: %s", s.index, reason)
+	dir := StateDir()
+	if st := readState(dir, s.index); st != nil {
+		st.DeadReason = reason
+		if err := writeState(dir, st); err != nil {
+			s.logf("/dev/nbd%d: recording why: %v", s.index, err)
+		}
+	}
+}
+
+// waitAfterGivingUp keeps the supervisor (and a RAM disk's memfd) alive
+// after giving up, until SIGHUP asks for another try (it returns -1 if
+// retry is not nil), SIGUSR2 or SIGTERM ends it, or the device is detached
+// (it returns 0).
+func (s *supervisor) waitAfterGivingUp(ctx context.Context, sigs chan os.Signal, backendID string, retry chan struct{}) int {
+	tick := time.NewTicker(2 * time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case sig := <-sigs:
+			if sig == syscall.SIGHUP && retry != nil {
+				s.logf("/dev/nbd%d: SIGHUP: trying again", s.index)
+				dir := StateDir()
+				if st := readState(dir, s.index); st != nil {
+					st.DeadReason = ""
+					writeState(dir, st)
+				}
+				return -1
+			}
+			if sig != syscall.SIGHUP {
+				return 0
+			}
+		case <-tick.C:
+			if !s.stillOurs(backendID) {
+				return 0
+			}
+		case <-ctx.Done():
+			return 0
+		}
+	}
+}
+
+// redirectLog sends the supervisor's stderr, and so its servers', to the
+// device's log file next to the state record, once the device is known.
+func (s *supervisor) redirectLog() {
+	if s.index < 0 {
+		return
+	}
+	if lf, err := os.OpenFile(fmt.Sprintf("%s/nbd%d.log", StateDir(), s.index), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+		unix.Dup2(int(lf.Fd()), 2)
+		lf.Close()
+	}
+}
