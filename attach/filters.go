@@ -38,13 +38,13 @@ func (c *Config) sourceReadOnly() bool {
 }
 
 // openFilters wraps src in cfg's filters. On error src is left open.
-func openFilters(src sources.Source, cfg Config) (*filters.Stack, error) {
+func openFilters(src sources.Source, cfg Config, restarted bool) (*filters.Stack, error) {
 	specs, err := cfg.filterSpecs()
 	if err != nil {
 		return nil, err
 	}
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-	return filters.Open(src, specs, filters.Env{Logf: logger.Printf})
+	return filters.Open(src, specs, filters.Env{Logf: logger.Printf, Restarted: restarted})
 }
 
 // observeFunc returns the nbd.Options.Observe that feeds the stack's log

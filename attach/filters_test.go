@@ -76,7 +76,7 @@ func TestObserveFunc(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
 	cfg := NewConfig("memory:1M")
 	cfg.Filters = []string{"stats", "log:file=" + path}
-	st, err = openFilters(m, cfg)
+	st, err = openFilters(m, cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestStatsFile(t *testing.T) {
 	m, _ := sources.NewMemory(1 << 20)
 	cfg := NewConfig("memory:1M")
 	cfg.Filters = []string{"stats:interval=20ms"}
-	stack, err := openFilters(m, cfg)
+	stack, err := openFilters(m, cfg, false)
 	if err != nil {
 		t.Fatal(err)
 	}

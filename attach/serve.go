@@ -108,7 +108,7 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 	if r := so.resume; r != nil && src.Size() != r.Size {
 		return fail(fmt.Errorf("%s: the source now has %d bytes, not the device's %d: cannot restart the server (detach the device)", cfg.Source, src.Size(), r.Size))
 	}
-	stack, err := openFilters(src, cfg)
+	stack, err := openFilters(src, cfg, so.resume != nil)
 	if err != nil {
 		return fail(err)
 	}

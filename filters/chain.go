@@ -125,6 +125,9 @@ type Env struct {
 	Logf func(format string, args ...any)
 	// Clock is the real clock when nil.
 	Clock Clock
+	// Restarted is set when the server replaces one that died: filters
+	// that write files continue them instead of starting afresh.
+	Restarted bool
 }
 
 func (e Env) clock() Clock {

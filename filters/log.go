@@ -25,13 +25,14 @@ var logDef = &Def{
 		"queued (waiting for a worker included), error is empty or the NBD error (EIO, " +
 		"ENOSPC, ...). Lines are buffered and written at least every second and at detach; " +
 		"the filter records the requests as the kernel sent them, wherever it is in the " +
-		"chain. Example: --filter log:file=/tmp/mkfs.jsonl",
+		"chain. A restarted server (after a crash) appends to the file. " +
+		"Example: --filter log:file=/tmp/mkfs.jsonl",
 	Options: []Option{
 		{Key: "file", Value: "PATH", Require: true, kind: pathKind, Help: "the log file, created or truncated"},
 		{Key: "append", Value: "BOOL", Default: "false", kind: boolKind, Help: "append to the file instead of truncating it"},
 	},
 	open: func(next sources.Source, a args, env Env) (sources.Source, error) {
-		return NewLog(next, LogOptions{File: a.str("file"), Append: a.bool("append")}, env)
+		return NewLog(next, LogOptions{File: a.str("file"), Append: a.bool("append") || env.Restarted}, env)
 	},
 }
 

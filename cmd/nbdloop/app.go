@@ -35,6 +35,8 @@ The server process protects itself from memory-reclaim deadlocks
 (PR_SET_IO_FLUSHER, oom_score_adj -1000, mlockall for file sources), keeps
 a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
 
+` + attach.RestartHelp + `
+
 EXAMPLES:
   # nbdloop attach disk.img
   /dev/nbd0

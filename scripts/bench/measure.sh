@@ -11,6 +11,8 @@
 #   fio/DEVICE.json           fio --output-format=json, one group per workload
 #                             (fio/jobs.fio); fio/DEVICE-fill.json: the fill
 #   attach.tsv                kind, attach ms, detach ms (BENCH_ATTACH_RUNS each)
+#   restart.tsv               kind, ms from kill -9 of the server to the first
+#                             4 KiB read served by its successor (BENCH_RESTART_RUNS)
 #   profile/NAME/             CPU accounting, syscall counts and perf samples
 #                             (perf if installed) of nbdloop memory runs:
 #                             4k randread QD32x2 and 1M write QD8
@@ -36,6 +38,7 @@
 #                         under emulation); memory disks are filled that far
 #      BENCH_CONNECTIONS  connections for nbdloop and nbd-client (default: CPUs, at most 4)
 #      BENCH_ATTACH_RUNS  attach timings per kind (default 5; 0: none)
+#      BENCH_RESTART_RUNS restart gaps per kind (default 5; 0: none)
 #      BENCH_PROFILE      0: skip the profile runs; BENCH_PROFILE_WINDOW (default 3 s),
 #                         BENCH_PROFILE_SPAN (default 32M), BENCH_PERF=0: no perf record
 set -u
@@ -60,6 +63,7 @@ ramp=${BENCH_RAMP:-1}
 ncpu=$(nproc)
 conns=${BENCH_CONNECTIONS:-$((ncpu < 4 ? ncpu : 4))}
 attach_runs=${BENCH_ATTACH_RUNS:-5}
+restart_runs=${BENCH_RESTART_RUNS:-5}
 span=${BENCH_SPAN:-128M}
 all_devices="loop nbdloop-memory nbdloop-memory-errfilter nbdloop-file nbdkit-memory nbdkit-file qemu-nbd"
 devices=${BENCH_DEVICES:-$all_devices}
@@ -386,6 +390,7 @@ profile_span=${BENCH_PROFILE_SPAN:-32M}
 	echo "qemu_nbd=$(qemu-nbd --version 2>&1 | head -n 1)"
 	echo "nbdloop=$("$nbdloop" --version 2>&1 | head -n 1)"
 	echo "attach_runs=$attach_runs"
+	echo "restart_runs=$restart_runs"
 } >"$out/meta.txt"
 
 log "filling a 1 GiB tmpfs file ($img)"
@@ -436,6 +441,41 @@ if [ "$attach_runs" -gt 0 ]; then
 			printf '%s\t%d.%03d\t%d.%03d\n' "$k" $(((t1 - t0) / 1000)) $(((t1 - t0) % 1000)) \
 				$(((t2 - t1) / 1000)) $(((t2 - t1) % 1000)) >>"$out/attach.tsv"
 		done
+	done
+fi
+
+# --- restart gap -------------------------------------------------------------------
+# kill -9 of a running server, then one 4 KiB direct read at a new offset each
+# time: its wall time is what a program on the device waits while the
+# supervisor starts a new server and hands it over (RECONFIGURE).
+if [ "$restart_runs" -gt 0 ]; then
+	log "restart gaps ($restart_runs runs each)"
+	printf 'kind\tgap_ms\n' >"$out/restart.tsv"
+	for k in nbdloop-file nbdloop-memory; do
+		if ! attach_dev "$k"; then
+			fail "restart gap: $k attach failed"
+			detach_dev
+			continue
+		fi
+		n=${dev#/dev/nbd}
+		for i in $(seq "$restart_runs"); do
+			pid=$(sed -n 's/^ *"pid": \([0-9]*\),$/\1/p' "/run/nbdloop/nbd$n.json")
+			t0=$(now_us)
+			kill -9 "$pid"
+			if ! dd if="$dev" of=/dev/null bs=4k count=1 skip=$((i * 1000)) iflag=direct status=none; then
+				fail "restart gap: $k read after kill $i failed"
+				break
+			fi
+			t1=$(now_us)
+			printf '%s\t%d.%03d\n' "$k" $(((t1 - t0) / 1000)) $(((t1 - t0) % 1000)) >>"$out/restart.tsv"
+			# the next kill must hit the new server, once its record is written
+			for _ in $(seq 100); do
+				new=$(sed -n 's/^ *"pid": \([0-9]*\),$/\1/p' "/run/nbdloop/nbd$n.json")
+				[ -n "$new" ] && [ "$new" != "$pid" ] && break
+				sleep 0.05
+			done
+		done
+		detach_dev || fail "restart gap: $k detach failed"
 	done
 fi
 

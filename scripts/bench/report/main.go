@@ -19,6 +19,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -115,10 +116,13 @@ type Summary struct {
 	Results   map[string]map[string]*Result `json:"results"` // workload -> device
 	Ratios    map[string]map[string]float64 `json:"ratios"`  // workload -> ratio name
 	Attach    map[string]*Attach            `json:"attach"`
-	Profiles  []*Profile                    `json:"profiles,omitempty"`
-	Targets   []Target                      `json:"targets"`
-	Missing   []string                      `json:"missing"`
-	FillMBps  map[string]float64            `json:"fill_mb_per_s,omitempty"` // first writes to the memory disks
+	// RestartMs: kill -9 of the server to the first read served by the
+	// next one, per kind (nbdloop-file, nbdloop-memory).
+	RestartMs map[string][]float64 `json:"restart_ms,omitempty"`
+	Profiles  []*Profile           `json:"profiles,omitempty"`
+	Targets   []Target             `json:"targets"`
+	Missing   []string             `json:"missing"`
+	FillMBps  map[string]float64   `json:"fill_mb_per_s,omitempty"` // first writes to the memory disks
 }
 
 func main() {
@@ -220,6 +224,17 @@ func load(raw string) (*Summary, error) {
 		for _, k := range []string{"loop", "nbdloop-file", "nbdloop-memory", "nbdkit-file", "nbdkit-memory", "qemu-nbd"} {
 			if a := s.Attach[k]; a == nil || len(a.AttachMs) < runs {
 				s.Missing = append(s.Missing, "attach time of "+k)
+			}
+		}
+	}
+	if runs, _ := strconv.Atoi(meta["restart_runs"]); runs > 0 {
+		s.RestartMs = map[string][]float64{}
+		if err := readRestart(filepath.Join(raw, "restart.tsv"), s.RestartMs); err != nil {
+			s.Missing = append(s.Missing, "restart gaps: "+err.Error())
+		}
+		for _, k := range []string{"nbdloop-file", "nbdloop-memory"} {
+			if len(s.RestartMs[k]) < runs {
+				s.Missing = append(s.Missing, "restart gaps of "+k)
 			}
 		}
 	}
@@ -355,6 +370,24 @@ func readAttach(path string, m map[string]*Attach) error {
 	return sc.Err()
 }
 
+// readRestart reads restart.tsv: kind, gap in ms.
+func readRestart(path string, m map[string][]float64) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		fs := strings.Split(l, "\t")
+		if len(fs) != 2 || fs[0] == "kind" {
+			continue
+		}
+		if ms, err := strconv.ParseFloat(fs[1], 64); err == nil {
+			m[fs[0]] = append(m[fs[0]], ms)
+		}
+	}
+	return nil
+}
+
 func median(v []float64) float64 {
 	if len(v) == 0 {
 		return 0
@@ -429,6 +462,17 @@ func printReport(w io.Writer, s *Summary) {
 				"qemu-nbd":       "qemu-nbd -c DEV -f raw FILE",
 			}[k]
 			fmt.Fprintf(w, "  %-16s %7.0f ms   (detach %5.0f ms)   %s\n", k, a.MedianAttachMs, a.MedianDetachMs, what)
+		}
+	}
+	if len(s.RestartMs) > 0 {
+		fmt.Fprintf(w, "\nRestart gap: kill -9 of the server to the first 4 KiB read served by the next (median, max of %s)\n", m["restart_runs"])
+		for _, k := range []string{"nbdloop-file", "nbdloop-memory"} {
+			v := s.RestartMs[k]
+			if len(v) == 0 {
+				fmt.Fprintf(w, "  %-16s  -\n", k)
+				continue
+			}
+			fmt.Fprintf(w, "  %-16s %7.0f ms   (max %5.0f ms)\n", k, median(v), slices.Max(v))
 		}
 	}
 	for _, p := range s.Profiles {
