@@ -32,6 +32,13 @@ mkdir -p "$raw"
 raw=$(cd "$raw" && pwd -P)
 # A copy of the binary under test: others may rebuild bin/ meanwhile.
 cp bin/nbdloop "$raw/nbdloop"
+# The comparison groups' images are made here: compressing in the VM would
+# take minutes.
+if [ "${BENCH_GROUPS:-}" != none ]; then
+	# shellcheck source=scripts/bench/groups.sh
+	. scripts/bench/groups.sh
+	prepare_groups "$raw" || echo "bench: could not make the comparison groups' images" >&2
+fi
 
 native=''
 if [ "${NBDLOOP_NATIVE:-}" = 1 ]; then

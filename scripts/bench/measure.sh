@@ -420,6 +420,11 @@ for d in $devices; do
 done
 log "fio runs took $((($(now_us) - start_all) / 1000000)) s"
 
+# --- comparison groups (groups.sh) ----------------------------------------------
+# shellcheck source=scripts/bench/groups.sh
+. "$repo/scripts/bench/groups.sh"
+run_groups
+
 # --- attach times ---------------------------------------------------------------
 # Wall time of the commands that make a usable device: nbdloop attach returns
 # once the device is usable; losetup at once; nbdkit once it listens, then

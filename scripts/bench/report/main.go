@@ -119,10 +119,12 @@ type Summary struct {
 	// RestartMs: kill -9 of the server to the first read served by the
 	// next one, per kind (nbdloop-file, nbdloop-memory).
 	RestartMs map[string][]float64 `json:"restart_ms,omitempty"`
-	Profiles  []*Profile           `json:"profiles,omitempty"`
-	Targets   []Target             `json:"targets"`
-	Missing   []string             `json:"missing"`
-	FillMBps  map[string]float64   `json:"fill_mb_per_s,omitempty"` // first writes to the memory disks
+	// Groups: the comparison groups of groups.sh.
+	Groups   []*Group           `json:"groups,omitempty"`
+	Profiles []*Profile         `json:"profiles,omitempty"`
+	Targets  []Target           `json:"targets"`
+	Missing  []string           `json:"missing"`
+	FillMBps map[string]float64 `json:"fill_mb_per_s,omitempty"` // first writes to the memory disks
 }
 
 func main() {
@@ -240,6 +242,7 @@ func load(raw string) (*Summary, error) {
 	}
 	s.Profiles = readProfiles(filepath.Join(raw, "profile"))
 	s.Targets = targets(s)
+	loadGroups(raw, meta, s)
 	return s, nil
 }
 
@@ -464,6 +467,7 @@ func printReport(w io.Writer, s *Summary) {
 			fmt.Fprintf(w, "  %-16s %7.0f ms   (detach %5.0f ms)   %s\n", k, a.MedianAttachMs, a.MedianDetachMs, what)
 		}
 	}
+	printGroups(w, s)
 	if len(s.RestartMs) > 0 {
 		fmt.Fprintf(w, "\nRestart gap: kill -9 of the server to the first 4 KiB read served by the next (median, max of %s)\n", m["restart_runs"])
 		for _, k := range []string{"nbdloop-file", "nbdloop-memory"} {

@@ -1,0 +1,118 @@
+#!/bin/bash
+# groups.sh: the comparison groups of `make bench`, sourced by measure.sh
+# after the device runs. A group compares a few ways of serving one image
+# (nbdloop against the peer a user would pick instead) on its own fio jobs:
+#
+#   xz     a multi-block xz image (xz -T2 --block-size=4MiB, made on the host
+#          by prepare_groups below, from bench.sh): nbdloop, nbdloop with
+#          GOMAXPROCS=1 (one core decoding), and nbdkit --filter=xz file +
+#          nbd-client; 4 KiB random reads QD32x2 for BENCH_RUNTIME, then one
+#          sequential read of the whole image (1 MiB, QD8)
+#
+# Output in OUT: fio/group-GROUP-KIND.json (fio's JSON, one group per job),
+# group-GROUP.tsv (kind, the server's peak resident memory in KiB: VmHWM),
+# and meta.txt gains groups=..., group_GROUP_kinds=..., group_GROUP_jobs=...
+# Env: BENCH_GROUPS: the groups to run (default: all; "none": none).
+
+all_groups="xz"
+
+# prepare_groups RAW: host side, before the VM starts (the VM's xz would take
+# minutes under emulation). Makes RAW/groups/disk.img.xz from 256 MiB of
+# system files: compressible like a real disk, the same on every run of a
+# machine.
+prepare_groups() {
+	local raw=$1
+	mkdir -p "$raw/groups"
+	local src=$raw/groups/disk.img
+	tar -cf - --sort=name /usr/lib/x86_64-linux-gnu /usr/share/doc /usr/bin 2>/dev/null | head -c 256M >"$src"
+	truncate -s 256M "$src"
+	xz -T2 -3 --block-size=4MiB -k -f "$src" || return 1
+	rm -f "$src"
+}
+
+# group_xz_attach KIND IMAGE: sets dev and server_pid.
+group_xz_attach() {
+	case $1 in
+	nbdloop-xz)
+		dev=$("$nbdloop" attach -r -c "$conns" "$2") || return 1 ;;
+	nbdloop-xz-1cpu)
+		dev=$(GOMAXPROCS=1 "$nbdloop" attach -r -c "$conns" "$2") || return 1 ;;
+	nbdkit-xz)
+		local d
+		d=$(free_nbd) || return 1
+		start_nbdkit --filter=xz file "$2" || return 1
+		nbd-client -unix "$sock" "$d" -N '' -C "$conns" >>"$out/tools.log" 2>&1 || return 1
+		dev=$d ;;
+	esac
+	kind=$1
+	case $1 in
+	nbdloop-*) server_pid=$(sed -n 's/^ *"pid": \([0-9]*\),$/\1/p' "/run/nbdloop/${dev#/dev/}.json") ;;
+	nbdkit-*) server_pid=$nbdkit_pid ;;
+	esac
+	[ -b "$dev" ]
+}
+
+run_groups() {
+	local groups=${BENCH_GROUPS:-$all_groups}
+	[ "$groups" = none ] && return 0
+	echo "groups=$groups" >>"$out/meta.txt"
+	local g
+	for g in $groups; do
+		case $g in
+		xz) run_group_xz ;;
+		*) fail "unknown group $g" ;;
+		esac
+	done
+}
+
+run_group_xz() {
+	local kinds="nbdloop-xz nbdloop-xz-1cpu nbdkit-xz"
+	local img=$work/disk.img.xz
+	{
+		echo "group_xz_kinds=$kinds"
+		echo "group_xz_jobs=randread-4k-qd32 read-full-1m-qd8"
+	} >>"$out/meta.txt"
+	log "group xz: $kinds"
+	if ! cp "$out/groups/disk.img.xz" "$img"; then
+		fail "group xz: no image (prepare_groups did not run?)"
+		return
+	fi
+	local job=$out/fio/group-xz.fio
+	cat >"$job" <<-EOF
+		[global]
+		ioengine=libaio
+		direct=1
+		readonly
+		group_reporting
+		[randread-4k-qd32]
+		rw=randread
+		bs=4k
+		iodepth=32
+		numjobs=2
+		time_based
+		runtime=$runtime
+		norandommap
+		randrepeat=0
+		[read-full-1m-qd8]
+		stonewall
+		rw=read
+		bs=1M
+		iodepth=8
+	EOF
+	printf 'kind\tpeak_rss_kib\n' >"$out/group-xz.tsv"
+	local k
+	for k in $kinds; do
+		if ! group_xz_attach "$k" "$img"; then
+			fail "group xz: $k attach failed"
+			detach_dev
+			continue
+		fi
+		log "  $k on $dev"
+		if ! timeout -k 5 900 fio --output-format=json --output="$out/fio/group-xz-$k.json" "$job" >>"$out/tools.log" 2>&1; then
+			fail "group xz: $k fio"
+		fi
+		printf '%s\t%s\n' "$k" "$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$server_pid/status")" >>"$out/group-xz.tsv"
+		detach_dev || fail "group xz: $k detach failed"
+	done
+	rm -f "$img"
+}
