@@ -67,7 +67,9 @@ run_groups() {
 
 run_group_xz() {
 	local kinds="nbdloop-xz nbdloop-xz-1cpu nbdkit-xz"
-	local img=$work/disk.img.xz
+	# Not in $work: the 1 GiB device file fills that tmpfs.
+	local img
+	img=$(mktemp /tmp/nbdloop-bench-xz.XXXXXX) || return
 	{
 		echo "group_xz_kinds=$kinds"
 		echo "group_xz_jobs=randread-4k-qd32 read-full-1m-qd8"
