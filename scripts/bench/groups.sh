@@ -84,7 +84,6 @@ run_group_xz() {
 		[global]
 		ioengine=libaio
 		direct=1
-		readonly
 		group_reporting
 		[randread-4k-qd32]
 		rw=randread
@@ -110,7 +109,7 @@ run_group_xz() {
 			continue
 		fi
 		log "  $k on $dev"
-		if ! timeout -k 5 900 fio --output-format=json --output="$out/fio/group-xz-$k.json" "$job" >>"$out/tools.log" 2>&1; then
+		if ! timeout -k 5 900 fio --readonly --filename="$dev" --output-format=json --output="$out/fio/group-xz-$k.json" "$job" >>"$out/tools.log" 2>&1; then
 			fail "group xz: $k fio"
 		fi
 		printf '%s\t%s\n' "$k" "$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$server_pid/status")" >>"$out/group-xz.tsv"
