@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"bytes"
 	"testing"
+
+	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
 
 func fuzzSeeds(f *testing.F) [][]byte {
-	data := testData(5000, 11)
-	a := gzipTool(f, data, "-1")
-	return [][]byte{a, cat(a, gzipTool(f, data[:300], "-N")), cat(gzipTool(f, nil), make([]byte, 8))}
+	data := imagetest.Data(5000, 11)
+	a := imagetest.Gzip(f, data, "-1")
+	return [][]byte{a, imagetest.Cat(a, imagetest.Gzip(f, data[:300], "-N")), imagetest.Cat(imagetest.Gzip(f, nil), make([]byte, 8))}
 }
 
 // FuzzGzip opens arbitrary bytes (the indexing pass and the member parser)
@@ -48,8 +50,8 @@ func FuzzGzipHeader(f *testing.F) {
 // FuzzGzipIndexFile: a saved index file, damaged or hostile, is rejected
 // or yields checkpoints inside the file; a good one round-trips.
 func FuzzGzipIndexFile(f *testing.F) {
-	data := testData(20000, 3)
-	file := gzipTool(f, data, "-1")
+	data := imagetest.Data(20000, 3)
+	file := imagetest.Gzip(f, data, "-1")
 	ix, err := buildIndex(bytes.NewReader(file), int64(len(file)), 4096)
 	if err != nil {
 		f.Fatal(err)

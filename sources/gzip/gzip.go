@@ -42,6 +42,7 @@ import (
 
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
+	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 )
 
 // DefaultInterval is the default spacing of checkpoints in uncompressed
@@ -71,16 +72,25 @@ type Options struct {
 	Readahead int
 }
 
-// Source is a gzip file served uncompressed.
+// Source is a gzip file served uncompressed: a read-only sources.Source
+// whose methods, except Close, may be called in parallel. ReadAt resumes
+// from the nearest checkpoint before the range, through the shared cache;
+// WriteAt, Trim and Zero fail with ErrReadOnly and Flush does nothing.
+// Stats returns the decode cache's counters and Warnings what attach should
+// tell the user, one line each. Close drops the cache and closes the file
+// if it is an io.Closer; a second Close returns nil.
 type Source struct {
+	image  // Size, Caps, ReadAt, WriteAt, Flush, Trim, Zero, Close, Stats, Warnings
 	r      io.ReaderAt
 	size   int64 // of the gzip file
 	ix     *index
 	verify bool // the index came from disk: check compressed CRCs
-	cache  *blockcache.Cache
-	warns  []string
 	loaded bool
 }
+
+// image is embedded under an unexported name, so that Source exports
+// nothing but its methods.
+type image = compressed.Image
 
 // Open indexes the gzip file r of size bytes (see the package doc). If r
 // is an io.Closer, Close closes it.
@@ -96,6 +106,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		return nil, fmt.Errorf("%w: no gzip magic at the start", ErrNotGzip)
 	}
 	s := &Source{r: r, size: size}
+	var warns []string
 	var key string
 	if opts.IndexDir != "" {
 		var err error
@@ -123,12 +134,12 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 				err = saveIndex(opts.IndexDir, key, ix, size)
 			}
 			if err != nil {
-				s.warns = append(s.warns, fmt.Sprintf("%v (the next attach indexes the file again)", err))
+				warns = append(warns, fmt.Sprintf("%v (the next attach indexes the file again)", err))
 			}
 		}
 	}
 	if s.ix.garbage > 0 {
-		s.warns = append(s.warns, fmt.Sprintf("%d bytes after the last gzip member are not gzip data: ignored, as gzip -d does", s.ix.garbage))
+		warns = append(warns, fmt.Sprintf("%d bytes after the last gzip member are not gzip data: ignored, as gzip -d does", s.ix.garbage))
 	}
 	segs := make([]blockcache.Segment, len(s.ix.cps))
 	for i, cp := range s.ix.cps {
@@ -140,7 +151,11 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		segs[i] = blockcache.Segment{Off: cp.uoff, Size: end - cp.uoff, Mem: hi - lo + 96<<10}
 	}
 	var err error
-	s.cache, err = blockcache.New(segs, s.openSegment, blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead})
+	s.image, err = compressed.New(compressed.Config{
+		File: r, ReadOnly: ErrReadOnly, Warnings: warns,
+		Segments: segs, Open: s.openSegment,
+		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead},
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -200,48 +215,3 @@ func (s *Source) Members() int { return s.ix.members }
 
 // IndexLoaded reports whether Open found a saved index (no inflating pass).
 func (s *Source) IndexLoaded() bool { return s.loaded }
-
-// Stats returns the decode cache's counters.
-func (s *Source) Stats() blockcache.Stats { return s.cache.Stats() }
-
-// Warnings returns what attach should tell the user, one line each.
-func (s *Source) Warnings() []string { return s.warns }
-
-// Size returns the uncompressed size.
-func (s *Source) Size() int64 { return s.ix.size }
-
-// Caps: read-only and parallel.
-func (s *Source) Caps() sources.Caps { return sources.Caps{ReadOnly: true, Parallel: true} }
-
-// ReadAt reads uncompressed bytes, resuming from the nearest checkpoint.
-func (s *Source) ReadAt(p []byte, off int64) (int, error) {
-	if err := sources.CheckRange(off, int64(len(p)), s.ix.size); err != nil {
-		return 0, err
-	}
-	return s.cache.ReadAt(p, off)
-}
-
-// WriteAt fails with ErrReadOnly.
-func (s *Source) WriteAt([]byte, int64) (int, error) { return 0, ErrReadOnly }
-
-// Flush does nothing.
-func (s *Source) Flush() error { return nil }
-
-// Trim fails with ErrReadOnly.
-func (s *Source) Trim(int64, int64) error { return ErrReadOnly }
-
-// Zero fails with ErrReadOnly.
-func (s *Source) Zero(int64, int64, bool) error { return ErrReadOnly }
-
-// Close drops the cache and closes the file if it is an io.Closer. A
-// second Close returns nil.
-func (s *Source) Close() error {
-	err := s.cache.Close()
-	if c, ok := s.r.(io.Closer); ok {
-		if e := c.Close(); err == nil {
-			err = e
-		}
-		s.r = nil
-	}
-	return err
-}

@@ -10,6 +10,8 @@ import (
 	"io"
 
 	"github.com/klauspost/compress/flate"
+
+	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 )
 
 // Member header fields [RFC 1952].
@@ -43,26 +45,15 @@ func corrupt(off int64, format string, args ...any) error {
 // posReader is a bufio.Reader over the file that knows its file offset.
 type posReader struct {
 	*bufio.Reader
-	c *countReader
-}
-
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
+	c *compressed.CountReader
 }
 
 func newPosReader(r io.ReaderAt, off, size int64) *posReader {
-	c := &countReader{r: io.NewSectionReader(r, off, size-off)}
+	c := &compressed.CountReader{R: io.NewSectionReader(r, off, size-off)}
 	return &posReader{Reader: bufio.NewReaderSize(c, 256<<10), c: c}
 }
 
-func (p *posReader) pos(base int64) int64 { return base + p.c.n - int64(p.Buffered()) }
+func (p *posReader) pos(base int64) int64 { return base + p.c.N - int64(p.Buffered()) }
 
 // header is what a member header says that we use.
 type header struct {

@@ -14,6 +14,8 @@ import (
 	"sync"
 
 	"github.com/ulikunitz/xz/lzma"
+
+	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 )
 
 // maxDict is the largest LZMA2 dictionary accepted: xz's own limit
@@ -164,18 +166,6 @@ var crc64Table = crc64.MakeTable(crc64.ECMA)
 
 var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, inBufSize) }}
 
-// countReader counts the bytes read from r.
-type countReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
-}
-
 // blockReader decodes one block: exactly USize bytes, then it checks that
 // the LZMA2 data ends there, that its compressed size matches the index,
 // and the block's check.
@@ -183,7 +173,7 @@ type blockReader struct {
 	r    io.ReaderAt
 	b    Block
 	h    blockHeader
-	in   *countReader
+	in   *compressed.CountReader
 	buf  *bufio.Reader
 	lz   *lzma.Reader2
 	hash hash.Hash
@@ -199,9 +189,9 @@ func newBlockReader(r io.ReaderAt, b Block, limit int64) (*blockReader, error) {
 		return nil, err
 	}
 	if d := int64(dictCap(h, b.USize)); d > limit {
-		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, sizeString(d), sizeString(limit))
+		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, compressed.SizeString(d), compressed.SizeString(limit))
 	}
-	in := &countReader{r: io.NewSectionReader(r, b.COff+h.size, h.csize)}
+	in := &compressed.CountReader{R: io.NewSectionReader(r, b.COff+h.size, h.csize)}
 	buf := bufPool.Get().(*bufio.Reader)
 	buf.Reset(in)
 	lz, err := lzma.Reader2Config{DictCap: dictCap(h, b.USize)}.NewReader2(buf)
@@ -243,7 +233,7 @@ func (br *blockReader) Read(p []byte) (int, error) {
 	case err != nil && err != io.EOF:
 		var ce *CorruptError
 		if !errors.As(err, &ce) {
-			err = corrupt(br.b.COff+br.h.size+br.in.n, "LZMA2: %v", err)
+			err = corrupt(br.b.COff+br.h.size+br.in.N, "LZMA2: %v", err)
 		}
 	case br.left == 0:
 		err = br.finish()
@@ -263,9 +253,9 @@ func (br *blockReader) finish() error {
 		if n != 0 {
 			return corrupt(br.b.COff, "block holds more than the %d uncompressed bytes its index records", br.b.USize)
 		}
-		return corrupt(br.b.COff+br.h.size+br.in.n, "LZMA2 end marker: %v", err)
+		return corrupt(br.b.COff+br.h.size+br.in.N, "LZMA2 end marker: %v", err)
 	}
-	if got := br.in.n - int64(br.buf.Buffered()); got != br.h.csize {
+	if got := br.in.N - int64(br.buf.Buffered()); got != br.h.csize {
 		return corrupt(br.b.COff, "block has %d compressed bytes, the index says %d", got, br.h.csize)
 	}
 	pad := roundup4(br.h.csize) - br.h.csize

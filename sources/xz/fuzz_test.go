@@ -3,21 +3,23 @@ package xz
 import (
 	"bytes"
 	"testing"
+
+	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
 
 // fuzzSeeds are small .xz files from the real encoder: several blocks with
 // sizes in their headers, several streams with padding, each check.
 func fuzzSeeds(f *testing.F) [][]byte {
 	// Small seeds: the fuzzer slows to a crawl on inputs of tens of KiB.
-	data := testData(6000, 11)
-	a := xzTool(f, data, "-T2", "--block-size=1500", "-0")
-	b := xzTool(f, data[:1000], "--check=sha256", "-0")
+	data := imagetest.Data(6000, 11)
+	a := imagetest.XZ(f, data, "-T2", "--block-size=1500", "-0")
+	b := imagetest.XZ(f, data[:1000], "--check=sha256", "-0")
 	return [][]byte{
 		a,
-		cat(a, make([]byte, 4), b),
-		xzTool(f, data[:2000], "--check=none", "-0"),
-		xzTool(f, data[:3000], "--check=crc32", "-T1", "--block-size=1000", "-0"),
-		xzTool(f, nil),
+		imagetest.Cat(a, make([]byte, 4), b),
+		imagetest.XZ(f, data[:2000], "--check=none", "-0"),
+		imagetest.XZ(f, data[:3000], "--check=crc32", "-T1", "--block-size=1000", "-0"),
+		imagetest.XZ(f, nil),
 	}
 }
 
@@ -53,9 +55,7 @@ func FuzzXZIndex(f *testing.F) {
 			return
 		}
 		defer s.Close()
-		buf := make([]byte, min(s.Size(), 64<<10))
-		s.ReadAt(buf, 0)
-		s.ReadAt(buf, s.Size()-int64(len(buf)))
+		imagetest.ReadEnds(s, 64<<10)
 	})
 }
 

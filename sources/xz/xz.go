@@ -39,6 +39,7 @@ import (
 
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
+	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 )
 
 // DefaultCacheSize is the default memory budget of the decode cache.
@@ -73,14 +74,25 @@ type Options struct {
 	Sequential bool
 }
 
-// Source is an .xz file served uncompressed.
+// Source is an .xz file served uncompressed: a read-only sources.Source
+// whose methods, except Close, may be called in parallel. ReadAt decodes
+// the blocks it needs through the shared cache; WriteAt, Trim and Zero fail
+// with ErrReadOnly and Flush does nothing. Stats returns the decode cache's
+// counters and Warnings what attach should tell the user about this file,
+// one line each (a single large block, blocks large enough to make random
+// reads slow, checks that cannot be verified). Close stops the decoders,
+// drops the cache and closes the file if it is an io.Closer; a second Close
+// returns nil.
 type Source struct {
+	image // Size, Caps, ReadAt, WriteAt, Flush, Trim, Zero, Close, Stats, Warnings
 	r     io.ReaderAt
 	limit int64 // largest decoder memory accepted: the budget
 	index *Index
-	cache *blockcache.Cache
-	warns []string
 }
+
+// image is embedded under an unexported name, so that Source exports
+// nothing but its methods.
+type image = compressed.Image
 
 // Open indexes the .xz file r of size bytes. If r is an io.Closer, Close
 // closes it.
@@ -106,7 +118,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		return nil, err
 	}
 	if m := int64(dictCap(h, ix.Blocks[0].USize)) + inBufSize; m > budget {
-		return nil, fmt.Errorf("decoding needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", sizeString(m-inBufSize), sizeString(budget))
+		return nil, fmt.Errorf("decoding needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", compressed.SizeString(m-inBufSize), compressed.SizeString(budget))
 	}
 	segs := make([]blockcache.Segment, len(ix.Blocks))
 	var largest int64
@@ -114,25 +126,22 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		segs[i] = blockcache.Segment{Off: b.UOff, Size: b.USize, Mem: int64(dictCap(h, b.USize)) + inBufSize}
 		largest = max(largest, b.USize)
 	}
-	if len(segs) == 1 && segs[0].Size > singleSpill && !opts.Sequential {
-		segs[0].Spill = true
-		dir := opts.TempDir
-		if dir == "" {
-			dir = "$TMPDIR"
-		}
-		s.warns = append(s.warns, fmt.Sprintf("the xz file is a single %s block: it is decoded once, in the background, into a temporary file in %s, and reads wait for it (for fast random access repack it: nbdloop pack IMAGE -o NEW.xz)",
-			sizeString(segs[0].Size), dir))
+	var warns []string
+	if w := compressed.SpillSingle(segs, singleSpill, opts.Sequential, opts.TempDir, compressed.Names{Format: "xz", Segment: "block", Ext: ".xz"}); w != "" {
+		warns = append(warns, w)
 	} else if largest > largeBlock {
-		s.warns = append(s.warns, fmt.Sprintf("xz blocks of up to %s: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)", sizeString(largest)))
+		warns = append(warns, fmt.Sprintf("xz blocks of up to %s: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)", compressed.SizeString(largest)))
 	}
 	for _, c := range ix.Checks {
 		if c != CheckNone && c != CheckCRC32 && c != CheckCRC64 && c != CheckSHA256 {
-			s.warns = append(s.warns, fmt.Sprintf("xz check type %s is not verified", CheckName(c)))
+			warns = append(warns, fmt.Sprintf("xz check type %s is not verified", CheckName(c)))
 			break
 		}
 	}
-	s.cache, err = blockcache.New(segs, s.openBlock, blockcache.Options{
-		Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir,
+	s.image, err = compressed.New(compressed.Config{
+		File: r, ReadOnly: ErrReadOnly, Warnings: warns,
+		Segments: segs, Open: s.openBlock,
+		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir},
 	})
 	if err != nil {
 		return nil, err
@@ -146,67 +155,3 @@ func (s *Source) openBlock(i int) (io.Reader, error) {
 
 // Index returns the blocks found by Open.
 func (s *Source) Index() *Index { return s.index }
-
-// Stats returns the decode cache's counters.
-func (s *Source) Stats() blockcache.Stats { return s.cache.Stats() }
-
-// Warnings returns what attach should tell the user about this file, one
-// line each (a single large block, blocks large enough to make random
-// reads slow, checks that cannot be verified).
-func (s *Source) Warnings() []string { return s.warns }
-
-// Size returns the uncompressed size.
-func (s *Source) Size() int64 { return s.index.Size }
-
-// Caps: read-only and parallel.
-func (s *Source) Caps() sources.Caps { return sources.Caps{ReadOnly: true, Parallel: true} }
-
-// ReadAt reads uncompressed bytes, decoding the blocks it needs.
-func (s *Source) ReadAt(p []byte, off int64) (int, error) {
-	if err := sources.CheckRange(off, int64(len(p)), s.index.Size); err != nil {
-		return 0, err
-	}
-	return s.cache.ReadAt(p, off)
-}
-
-// WriteAt fails with ErrReadOnly.
-func (s *Source) WriteAt([]byte, int64) (int, error) { return 0, ErrReadOnly }
-
-// Flush does nothing: there is nothing to write.
-func (s *Source) Flush() error { return nil }
-
-// Trim fails with ErrReadOnly.
-func (s *Source) Trim(int64, int64) error { return ErrReadOnly }
-
-// Zero fails with ErrReadOnly.
-func (s *Source) Zero(int64, int64, bool) error { return ErrReadOnly }
-
-// Close stops the decoders, drops the cache and closes the file if it is
-// an io.Closer. A second Close returns nil.
-func (s *Source) Close() error {
-	err := s.cache.Close()
-	if c, ok := s.r.(io.Closer); ok && s.r != nil {
-		if e := c.Close(); err == nil {
-			err = e
-		}
-		s.r = nil
-	}
-	return err
-}
-
-// sizeString prints n bytes with a binary suffix, as attach does.
-func sizeString(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	v, u := float64(n), -1
-	for v >= 1024 && u < len(units)-1 {
-		v /= 1024
-		u++
-	}
-	if v < 10 && v != float64(int64(v)) {
-		return fmt.Sprintf("%.1f %ciB", v, units[u])
-	}
-	return fmt.Sprintf("%.0f %ciB", v, units[u])
-}

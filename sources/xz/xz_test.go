@@ -4,65 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
-
-// testData is n bytes of a disk-like mix: runs of zeros, text and random
-// bytes, in 4 KiB pieces.
-func testData(n int, seed uint64) []byte {
-	rng := rand.New(rand.NewPCG(seed, 7))
-	b := make([]byte, n)
-	words := []string{"nbdloop ", "block ", "device ", "xz ", "sector ", "\n"}
-	for i := 0; i < n; i += 4096 {
-		end := min(n, i+4096)
-		switch rng.IntN(4) {
-		case 0: // zeros
-		case 1:
-			for j := i; j < end; j++ {
-				b[j] = byte(rng.Uint32())
-			}
-		default:
-			for j := i; j < end; {
-				j += copy(b[j:end], words[rng.IntN(len(words))])
-			}
-		}
-	}
-	return b
-}
-
-// xzTool compresses data with the real xz and the given options (at -1
-// unless they give a level).
-func xzTool(t testing.TB, data []byte, args ...string) []byte {
-	t.Helper()
-	if _, err := exec.LookPath("xz"); err != nil {
-		t.Fatal("xz not found: install xz-utils (scripts/install-deps.sh)")
-	}
-	level := "-1" // fast; a test that cares gives its own level
-	for _, a := range args {
-		if len(a) >= 2 && a[0] == '-' && a[1] >= '0' && a[1] <= '9' {
-			level = a
-		}
-	}
-	cmd := exec.Command("xz", append([]string{"-c", "-q", level}, args...)...)
-	cmd.Stdin = bytes.NewReader(data)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("xz %s: %v: %s", strings.Join(args, " "), err, errb.String())
-	}
-	return out.Bytes()
-}
-
-func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
 type fixture struct {
 	name   string
@@ -73,97 +24,55 @@ type fixture struct {
 }
 
 func fixtures(t *testing.T) []fixture {
-	a := testData(3<<20+4096, 1)
-	b := testData(1<<20+512, 2)
-	ax := xzTool(t, a, "-T2", "--block-size=1MiB")
-	bx := xzTool(t, b, "-T1", "--block-size=256KiB")
-	empty := xzTool(t, nil)
+	a := imagetest.Data(3<<20+4096, 1)
+	b := imagetest.Data(1<<20+512, 2)
+	ax := imagetest.XZ(t, a, "-T2", "--block-size=1MiB")
+	bx := imagetest.XZ(t, b, "-T1", "--block-size=256KiB")
+	empty := imagetest.XZ(t, nil)
 	return []fixture{
 		{name: "xz -T2 --block-size=1MiB", file: ax, want: a, blocks: 4},
 		{name: "xz -T1 --block-size=256KiB", file: bx, want: b, blocks: 5},
-		{name: "xz -T1 single block", file: xzTool(t, a, "-T1"), want: a, blocks: 1},
-		{name: "cat a.xz b.xz", file: cat(ax, bx), want: cat(a, b), blocks: 9},
-		{name: "stream padding", file: cat(ax, make([]byte, 8), bx, make([]byte, 4)), want: cat(a, b), blocks: 9},
-		{name: "empty stream first", file: cat(empty, bx), want: b, blocks: 5},
-		{name: "check none", file: xzTool(t, b, "--check=none", "-T2", "--block-size=300KiB"), want: b},
-		{name: "check crc32", file: xzTool(t, b, "--check=crc32", "-T2", "--block-size=300KiB"), want: b},
-		{name: "check crc64", file: xzTool(t, b, "--check=crc64", "-T2", "--block-size=300KiB"), want: b},
-		{name: "check sha256", file: xzTool(t, b, "--check=sha256", "-T2", "--block-size=300KiB"), want: b},
-		{name: "xz -9e", file: xzTool(t, b, "-9e", "-T1", "--block-size=700KiB"), want: b, blocks: 2},
+		{name: "xz -T1 single block", file: imagetest.XZ(t, a, "-T1"), want: a, blocks: 1},
+		{name: "cat a.xz b.xz", file: imagetest.Cat(ax, bx), want: imagetest.Cat(a, b), blocks: 9},
+		{name: "stream padding", file: imagetest.Cat(ax, make([]byte, 8), bx, make([]byte, 4)), want: imagetest.Cat(a, b), blocks: 9},
+		{name: "empty stream first", file: imagetest.Cat(empty, bx), want: b, blocks: 5},
+		{name: "check none", file: imagetest.XZ(t, b, "--check=none", "-T2", "--block-size=300KiB"), want: b},
+		{name: "check crc32", file: imagetest.XZ(t, b, "--check=crc32", "-T2", "--block-size=300KiB"), want: b},
+		{name: "check crc64", file: imagetest.XZ(t, b, "--check=crc64", "-T2", "--block-size=300KiB"), want: b},
+		{name: "check sha256", file: imagetest.XZ(t, b, "--check=sha256", "-T2", "--block-size=300KiB"), want: b},
+		{name: "xz -9e", file: imagetest.XZ(t, b, "-9e", "-T1", "--block-size=700KiB"), want: b, blocks: 2},
 	}
-}
-
-func open(t *testing.T, file []byte, opts Options) *Source {
-	t.Helper()
-	s, err := Open(bytes.NewReader(file), int64(len(file)), opts)
-	if err != nil {
-		t.Fatalf("Open: %v", err)
-	}
-	return s
 }
 
 func TestXZFixtures(t *testing.T) {
 	for _, fx := range fixtures(t) {
 		t.Run(fx.name, func(t *testing.T) {
-			s := open(t, fx.file, Options{})
+			s := imagetest.Open(t, Open, fx.file, Options{})
 			defer s.Close()
-			if s.Size() != int64(len(fx.want)) {
-				t.Fatalf("Size() = %d, want %d", s.Size(), len(fx.want))
-			}
 			if fx.blocks != 0 && len(s.Index().Blocks) != fx.blocks {
 				t.Errorf("%d blocks, want %d", len(s.Index().Blocks), fx.blocks)
 			}
-			if w := strings.Join(s.Warnings(), "\n"); !strings.Contains(w, fx.warn) || (fx.warn == "" && w != "") {
-				t.Errorf("Warnings() = %q, want %q", w, fx.warn)
-			}
-			// Random reads, from several goroutines, byte for byte.
-			var wg sync.WaitGroup
-			for g := 0; g < 4; g++ {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					rng := rand.New(rand.NewPCG(uint64(g), 9))
-					for k := 0; k < 15; k++ {
-						off := rng.Int64N(s.Size())
-						n := min(s.Size()-off, 1+rng.Int64N(300<<10))
-						got := make([]byte, n)
-						if _, err := s.ReadAt(got, off); err != nil {
-							t.Errorf("ReadAt(off=%d, len=%d) = %v", off, n, err)
-							return
-						}
-						if !bytes.Equal(got, fx.want[off:off+n]) {
-							t.Errorf("ReadAt(off=%d, len=%d): bytes differ from the original", off, n)
-							return
-						}
-					}
-				}()
-			}
-			wg.Wait()
-			got := make([]byte, s.Size())
-			if _, err := s.ReadAt(got, 0); err != nil || !bytes.Equal(got, fx.want) {
-				t.Errorf("ReadAt(whole) = %v, or bytes differ", err)
-			}
+			imagetest.CheckWarnings(t, s.Warnings(), fx.warn)
+			imagetest.CheckReads(t, s, fx.want)
 		})
 	}
 }
 
 func TestXZConformance(t *testing.T) {
-	data := testData(2<<20, 4)
-	file := xzTool(t, data, "-T2", "--block-size=512KiB")
-	sourcetest.Run(t, func(t *testing.T) sources.Source { return open(t, file, Options{}) }, data)
+	data := imagetest.Data(2<<20, 4)
+	file := imagetest.XZ(t, data, "-T2", "--block-size=512KiB")
+	sourcetest.Run(t, func(t *testing.T) sources.Source { return imagetest.Open(t, Open, file, Options{}) }, data)
 }
 
 func TestXZConformanceSingleBlock(t *testing.T) {
 	old := singleSpill
 	singleSpill = 512 << 10
 	defer func() { singleSpill = old }()
-	data := testData(1<<20+512<<10, 5)
-	file := xzTool(t, data, "-T1")
+	data := imagetest.Data(1<<20+512<<10, 5)
+	file := imagetest.XZ(t, data, "-T1")
 	sourcetest.Run(t, func(t *testing.T) sources.Source {
-		s := open(t, file, Options{TempDir: t.TempDir()})
-		if !strings.Contains(strings.Join(s.Warnings(), ""), "single 1.5 MiB block") {
-			t.Errorf("Warnings() = %q, want the single-block hint", s.Warnings())
-		}
+		s := imagetest.Open(t, Open, file, Options{TempDir: t.TempDir()})
+		imagetest.CheckWarnings(t, s.Warnings(), "single 1.5 MiB block")
 		return s
 	}, data)
 }
@@ -174,10 +83,10 @@ func TestXZSingleBlockSpill(t *testing.T) {
 	old := singleSpill
 	singleSpill = 1 << 20
 	defer func() { singleSpill = old }()
-	data := testData(6<<20, 6)
-	file := xzTool(t, data, "-T1")
+	data := imagetest.Data(6<<20, 6)
+	file := imagetest.XZ(t, data, "-T1")
 	dir := t.TempDir()
-	s := open(t, file, Options{TempDir: dir})
+	s := imagetest.Open(t, Open, file, Options{TempDir: dir})
 	defer s.Close()
 	for _, off := range []int64{5 << 20, 0, 3<<20 + 17, 6<<20 - 4096} {
 		got := make([]byte, 4096)
@@ -194,18 +103,14 @@ func TestXZSingleBlockSpill(t *testing.T) {
 }
 
 func TestXZErrors(t *testing.T) {
-	data := testData(2<<20, 8)
-	good := xzTool(t, data, "-T2", "--block-size=512KiB")
+	data := imagetest.Data(2<<20, 8)
+	good := imagetest.XZ(t, data, "-T2", "--block-size=512KiB")
 	ix, err := ReadIndex(bytes.NewReader(good), int64(len(good)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	b1 := ix.Blocks[1]
-	flip := func(at int64) []byte {
-		c := bytes.Clone(good)
-		c[at] ^= 0x55
-		return c
-	}
+	flip := func(at int64) []byte { return imagetest.Flip(good, int(at)) }
 	tests := []struct {
 		name     string
 		file     []byte
@@ -213,8 +118,8 @@ func TestXZErrors(t *testing.T) {
 		readErr  string // substring of the error reading everything
 		isFilter bool
 	}{
-		{name: "x86 BCJ filter", file: xzTool(t, data, "--x86", "--lzma2"), openErr: `filter chain ["x86 BCJ" "LZMA2"]`, isFilter: true},
-		{name: "delta filter", file: xzTool(t, data, "--delta", "--lzma2"), openErr: "only LZMA2 alone", isFilter: true},
+		{name: "x86 BCJ filter", file: imagetest.XZ(t, data, "--x86", "--lzma2"), openErr: `filter chain ["x86 BCJ" "LZMA2"]`, isFilter: true},
+		{name: "delta filter", file: imagetest.XZ(t, data, "--delta", "--lzma2"), openErr: "only LZMA2 alone", isFilter: true},
 		{name: "truncated", file: good[:len(good)-4], openErr: "footer"},
 		{name: "truncated odd", file: good[:len(good)-3], openErr: "not a multiple of 4"},
 		{name: "not xz", file: bytes.Repeat([]byte{1}, 100), openErr: "not an xz file"},
@@ -267,18 +172,18 @@ func TestXZWarnings(t *testing.T) {
 	old := largeBlock
 	largeBlock = 1 << 20
 	defer func() { largeBlock = old }()
-	data := testData(3<<20, 3)
+	data := imagetest.Data(3<<20, 3)
 	tests := []struct {
 		name string
 		file []byte
 		want string
 	}{
-		{name: "small blocks", file: xzTool(t, data, "-T2", "--block-size=1MiB")},
-		{name: "large blocks", file: xzTool(t, data, "-T2", "--block-size=1500KiB"), want: "xz blocks of up to 1.5 MiB: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)"},
+		{name: "small blocks", file: imagetest.XZ(t, data, "-T2", "--block-size=1MiB")},
+		{name: "large blocks", file: imagetest.XZ(t, data, "-T2", "--block-size=1500KiB"), want: "xz blocks of up to 1.5 MiB: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := open(t, tt.file, Options{})
+			s := imagetest.Open(t, Open, tt.file, Options{})
 			defer s.Close()
 			if got := strings.Join(s.Warnings(), "\n"); got != tt.want {
 				t.Errorf("Warnings() = %q, want %q", got, tt.want)
@@ -288,7 +193,7 @@ func TestXZWarnings(t *testing.T) {
 }
 
 func TestXZReadOnly(t *testing.T) {
-	s := open(t, xzTool(t, testData(4096, 1)), Options{})
+	s := imagetest.Open(t, Open, imagetest.XZ(t, imagetest.Data(4096, 1)), Options{})
 	defer s.Close()
 	_, err := s.WriteAt([]byte{1}, 0)
 	if !errors.Is(err, sources.ErrReadOnly) || !strings.Contains(err.Error(), "-r, or add --filter cow") {
@@ -302,8 +207,8 @@ func TestXZIndexMatchesXZList(t *testing.T) {
 	if _, err := exec.LookPath("xz"); err != nil {
 		t.Fatal("xz not found: install xz-utils")
 	}
-	data := testData(3<<20, 10)
-	file := cat(xzTool(t, data, "-T2", "--block-size=700KiB"), make([]byte, 4), xzTool(t, data[:100000], "--check=sha256"))
+	data := imagetest.Data(3<<20, 10)
+	file := imagetest.Cat(imagetest.XZ(t, data, "-T2", "--block-size=700KiB"), make([]byte, 4), imagetest.XZ(t, data[:100000], "--check=sha256"))
 	path := filepath.Join(t.TempDir(), "f.xz")
 	os.WriteFile(path, file, 0o644)
 	out, err := exec.Command("xz", "--robot", "--list", "-vv", path).Output()
@@ -340,8 +245,8 @@ func TestXZSingleBlockSequential(t *testing.T) {
 	old := singleSpill
 	singleSpill = 512 << 10
 	defer func() { singleSpill = old }()
-	data := testData(3<<20, 12)
-	s := open(t, xzTool(t, data, "-T1"), Options{Sequential: true, CacheSize: 3 << 20, TempDir: "/nonexistent"})
+	data := imagetest.Data(3<<20, 12)
+	s := imagetest.Open(t, Open, imagetest.XZ(t, data, "-T1"), Options{Sequential: true, CacheSize: 3 << 20, TempDir: "/nonexistent"})
 	defer s.Close()
 	if len(s.Warnings()) != 0 {
 		t.Errorf("Warnings() = %q, want none", s.Warnings())

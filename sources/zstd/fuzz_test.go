@@ -3,14 +3,16 @@ package zstd
 import (
 	"bytes"
 	"testing"
+
+	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
 
 func fuzzSeeds(f *testing.F) [][]byte {
-	data := testData(6000, 11)
-	a := zstdTool(f, data, "-1")
+	data := imagetest.Data(6000, 11)
+	a := imagetest.Zstd(f, data, "-1")
 	return [][]byte{
 		a,
-		cat(skippable(5), a, zstdTool(f, data[:700], "--no-content-size")),
+		imagetest.Cat(skippable(5), a, imagetest.Zstd(f, data[:700], "--no-content-size")),
 		seekable(f, data, 1000),
 	}
 }
@@ -56,8 +58,6 @@ func FuzzZstd(f *testing.F) {
 			return
 		}
 		defer s.Close()
-		buf := make([]byte, min(s.Size(), 64<<10))
-		s.ReadAt(buf, 0)
-		s.ReadAt(buf, s.Size()-int64(len(buf)))
+		imagetest.ReadEnds(s, 64<<10)
 	})
 }

@@ -39,6 +39,7 @@ import (
 
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
+	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 )
 
 // wholeFrame: frames up to this size are decoded with DecodeAll.
@@ -69,17 +70,25 @@ type Options struct {
 	Sequential bool
 }
 
-// Source is a zstd file served uncompressed.
+// Source is a zstd file served uncompressed: a read-only sources.Source
+// whose methods, except Close, may be called in parallel. ReadAt decodes
+// the frames it needs through the shared cache; WriteAt, Trim and Zero fail
+// with ErrReadOnly and Flush does nothing. Stats returns the decode cache's
+// counters and Warnings what attach should tell the user, one line each.
+// Close stops the decoders, drops the cache and closes the file if it is
+// an io.Closer; a second Close returns nil.
 type Source struct {
+	image    // Size, Caps, ReadAt, WriteAt, Flush, Trim, Zero, Close, Stats, Warnings
 	r        io.ReaderAt
 	frames   []Frame // the non-empty ones
-	size     int64
 	limit    int64
 	seekable bool
 	dec      *kzstd.Decoder // for DecodeAll, shared
-	cache    *blockcache.Cache
-	warns    []string
 }
+
+// image is embedded under an unexported name, so that Source exports
+// nothing but its methods.
+type image = compressed.Image
 
 // Open finds the frames of the zstd file r of size bytes. If r is an
 // io.Closer, Close closes it.
@@ -132,8 +141,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		uoff += f.USize
 		s.frames = append(s.frames, f)
 	}
-	s.size = uoff
-	if s.size == 0 {
+	if uoff == 0 {
 		s.dec.Close()
 		return nil, fmt.Errorf("zstd file holds no data: %w", sources.ErrEmpty)
 	}
@@ -145,17 +153,14 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		}
 		segs[i] = blockcache.Segment{Off: f.UOff, Size: f.USize, Mem: mem}
 	}
-	if len(segs) == 1 && segs[0].Size > singleSpill && !opts.Sequential {
-		segs[0].Spill = true
-		dir := opts.TempDir
-		if dir == "" {
-			dir = "$TMPDIR"
-		}
-		s.warns = append(s.warns, fmt.Sprintf("the zstd file is a single %s frame: it is decoded once, in the background, into a temporary file in %s, and reads wait for it (for fast random access repack it: nbdloop pack IMAGE -o NEW.zst)",
-			sizeString(segs[0].Size), dir))
+	var warns []string
+	if w := compressed.SpillSingle(segs, singleSpill, opts.Sequential, opts.TempDir, compressed.Names{Format: "zstd", Segment: "frame", Ext: ".zst"}); w != "" {
+		warns = append(warns, w)
 	}
-	s.cache, err = blockcache.New(segs, s.openFrame, blockcache.Options{
-		Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir,
+	s.image, err = compressed.New(compressed.Config{
+		File: r, ReadOnly: ErrReadOnly, Warnings: warns, Release: s.dec.Close,
+		Segments: segs, Open: s.openFrame,
+		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir},
 	})
 	if err != nil {
 		s.dec.Close()
@@ -263,69 +268,3 @@ func (s *Source) Frames() []Frame { return s.frames }
 
 // Seekable reports whether the file has a seek table.
 func (s *Source) Seekable() bool { return s.seekable }
-
-// Stats returns the decode cache's counters.
-func (s *Source) Stats() blockcache.Stats { return s.cache.Stats() }
-
-// Warnings returns what attach should tell the user, one line each.
-func (s *Source) Warnings() []string { return s.warns }
-
-// Size returns the uncompressed size.
-func (s *Source) Size() int64 { return s.size }
-
-// Caps: read-only and parallel.
-func (s *Source) Caps() sources.Caps { return sources.Caps{ReadOnly: true, Parallel: true} }
-
-// ReadAt reads uncompressed bytes, decoding the frames it needs.
-func (s *Source) ReadAt(p []byte, off int64) (int, error) {
-	if err := sources.CheckRange(off, int64(len(p)), s.size); err != nil {
-		return 0, err
-	}
-	return s.cache.ReadAt(p, off)
-}
-
-// WriteAt fails with ErrReadOnly.
-func (s *Source) WriteAt([]byte, int64) (int, error) { return 0, ErrReadOnly }
-
-// Flush does nothing.
-func (s *Source) Flush() error { return nil }
-
-// Trim fails with ErrReadOnly.
-func (s *Source) Trim(int64, int64) error { return ErrReadOnly }
-
-// Zero fails with ErrReadOnly.
-func (s *Source) Zero(int64, int64, bool) error { return ErrReadOnly }
-
-// Close stops the decoders, drops the cache and closes the file if it is
-// an io.Closer. A second Close returns nil.
-func (s *Source) Close() error {
-	if s.dec == nil {
-		return nil
-	}
-	err := s.cache.Close()
-	s.dec.Close()
-	s.dec = nil
-	if c, ok := s.r.(io.Closer); ok {
-		if e := c.Close(); err == nil {
-			err = e
-		}
-	}
-	return err
-}
-
-// sizeString prints n bytes with a binary suffix, as attach does.
-func sizeString(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	v, u := float64(n), -1
-	for v >= 1024 && u < len(units)-1 {
-		v /= 1024
-		u++
-	}
-	if v < 10 && v != float64(int64(v)) {
-		return fmt.Sprintf("%.1f %ciB", v, units[u])
-	}
-	return fmt.Sprintf("%.0f %ciB", v, units[u])
-}
