@@ -14,7 +14,8 @@ var statsDef = &Def{
 	Summary: "count requests, bytes, errors, latencies and request sizes",
 	Doc: "Keeps, per kind of request: the count, the errors, the bytes, latency percentiles " +
 		"and a histogram of request sizes, as the kernel sent them (wherever the filter is " +
-		"in the chain). The server writes them to /run/nbdloop/nbdN.stats.json every " +
+		"in the chain), and counts of requests per 256th of the device, which nbdloop top " +
+		"draws as a map of recent I/O. The server writes them to /run/nbdloop/nbdN.stats.json every " +
 		"interval and when it exits; read them with nbdloop stats /dev/nbdN while attached, " +
 		"or get the final ones with nbdloop detach --stats. Latency runs from the arrival of " +
 		"a request until its reply is queued; percentiles are at most 1/8 above the truth. " +
@@ -36,6 +37,10 @@ const (
 	latBuckets = 64 * latSub
 	// Request sizes: one bucket per power of two up to 2^32.
 	sizeBuckets = 34
+	// HeatCells is how many equal ranges of offsets the heat map of
+	// StatsSnapshot counts requests in: a 16 x 16 square along a Hilbert
+	// curve for nbdloop top, small enough for the stats file to stay small.
+	HeatCells = 256
 )
 
 type opCounters struct {
@@ -64,6 +69,10 @@ type Stats struct {
 	started  time.Time
 	interval time.Duration
 	ops      [OpZero + 1]opCounters
+	// heat counts requests per range of heatBytes offsets: reads, writes,
+	// and trims and zeroes together.
+	heatBytes uint64
+	heat      [3][HeatCells]atomic.Uint64
 }
 
 // NewStats wraps next; interval is how often the server should write the
@@ -71,15 +80,17 @@ type Stats struct {
 func NewStats(next sources.Source, interval time.Duration, env Env) *Stats {
 	c := next.Caps()
 	clock := env.clock()
+	size := uint64(max(next.Size(), 1))
 	return &Stats{
 		next: next,
 		caps: sources.Caps{
 			ReadOnly: c.ReadOnly, Flush: c.Flush, Trim: c.Trim, Zero: c.Zero,
 			Parallel: c.Parallel, Rotational: c.Rotational,
 		},
-		clock:    clock,
-		started:  clock.Now(),
-		interval: interval,
+		clock:     clock,
+		started:   clock.Now(),
+		interval:  interval,
+		heatBytes: (size-1)/HeatCells + 1,
 	}
 }
 
@@ -140,6 +151,33 @@ func (s *Stats) Observe(r Request) {
 	c.lat[latBucket(ns)].Add(1)
 	if r.Op != OpFlush {
 		c.sizes[sizeBucket(r.Length)].Add(1)
+		s.observeHeat(r)
+	}
+}
+
+// observeHeat counts r in every heat cell its range touches (at most
+// HeatCells additions, for a trim of the whole device).
+func (s *Stats) observeHeat(r Request) {
+	k := 0
+	switch r.Op {
+	case OpRead:
+	case OpWrite:
+		k = 1
+	case OpTrim, OpZero:
+		k = 2
+	default:
+		return
+	}
+	first := r.Offset / s.heatBytes
+	if first >= HeatCells {
+		return
+	}
+	last := first
+	if r.Length > 0 {
+		last = min((r.Offset+uint64(r.Length)-1)/s.heatBytes, HeatCells-1)
+	}
+	for i := first; i <= last; i++ {
+		s.heat[k][i].Add(1)
 	}
 }
 
@@ -152,6 +190,24 @@ type StatsSnapshot struct {
 	Time      time.Time `json:"time"`
 	Started   time.Time `json:"started"`
 	Ops       []OpStats `json:"ops"`
+	// BusyUS is the sum of the latencies of all requests so far, in
+	// microseconds: its growth over an interval divided by the interval is
+	// the mean number of requests in flight then (Little's law).
+	BusyUS float64 `json:"busy_us"`
+	// Heat counts requests by offset; nil from servers older than it.
+	Heat *OffsetHeat `json:"heat,omitempty"`
+}
+
+// OffsetHeat counts requests by where they fell on the device: the device
+// is cut into HeatCells ranges of CellBytes bytes (the last one may be
+// shorter), and each count is of the requests that touched a range
+// (a request over several ranges counts in each). Counts only grow: the
+// difference between two snapshots is the I/O in between.
+type OffsetHeat struct {
+	CellBytes uint64   `json:"cell_bytes"`
+	Read      []uint64 `json:"read"`
+	Write     []uint64 `json:"write"`
+	Trim      []uint64 `json:"trim_zero"`
 }
 
 // OpStats are the statistics of one kind of request. Bytes counts the
@@ -185,10 +241,13 @@ type SizeCount struct {
 }
 
 // Snapshot returns the statistics so far, one OpStats per kind of request
-// in the order read, write, flush, trim, zero.
+// in the order read, write, flush, trim, zero, the total latency and the
+// heat map of offsets.
 func (s *Stats) Snapshot() StatsSnapshot {
 	snap := StatsSnapshot{Time: s.clock.Now().UTC(), Started: s.started.UTC()}
+	var busy uint64
 	for _, op := range ops {
+		busy += s.ops[op].latSum.Load()
 		c := &s.ops[op]
 		o := OpStats{Op: op.String(), Count: c.count.Load(), Errors: c.errors.Load(), Bytes: c.bytes.Load()}
 		var hist [latBuckets]uint64
@@ -224,6 +283,15 @@ func (s *Stats) Snapshot() StatsSnapshot {
 		}
 		snap.Ops = append(snap.Ops, o)
 	}
+	snap.BusyUS = math.Round(float64(busy)/10) / 100
+	h := &OffsetHeat{CellBytes: s.heatBytes}
+	for k, dst := range []*[]uint64{&h.Read, &h.Write, &h.Trim} {
+		*dst = make([]uint64, HeatCells)
+		for i := range *dst {
+			(*dst)[i] = s.heat[k][i].Load()
+		}
+	}
+	snap.Heat = h
 	return snap
 }
 

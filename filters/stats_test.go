@@ -153,3 +153,40 @@ func TestStatsObserveAllocatesNothing(t *testing.T) {
 		t.Errorf("Observe allocates %v times per call, want 0", n)
 	}
 }
+
+// TestStatsHeat: requests are counted in every 256th of the device they
+// touch, by kind; flushes are not; the total latency is the sum.
+func TestStatsHeat(t *testing.T) {
+	const size = 1 << 20 // 4 KiB a cell
+	s := NewStats(newMemoryWith(t, make([]byte, size)), time.Second, Env{})
+	defer s.Close()
+	s.Observe(Request{Op: OpWrite, Offset: 0, Length: 8192, Latency: 10 * time.Microsecond})
+	s.Observe(Request{Op: OpWrite, Offset: 4095, Length: 2, Latency: 10 * time.Microsecond})
+	s.Observe(Request{Op: OpRead, Offset: size - 1, Length: 1, Latency: 5 * time.Microsecond})
+	s.Observe(Request{Op: OpTrim, Offset: 0, Length: size, Latency: 100 * time.Microsecond})
+	s.Observe(Request{Op: OpZero, Offset: 10 * 4096, Length: 4096, Latency: 20 * time.Microsecond})
+	s.Observe(Request{Op: OpFlush, Latency: 1 * time.Millisecond})
+	s.Observe(Request{Op: OpRead, Offset: size, Length: 512, Latency: 0}) // past the end: not counted
+	snap := s.Snapshot()
+	h := snap.Heat
+	if h == nil || h.CellBytes != 4096 || len(h.Read) != HeatCells || len(h.Write) != HeatCells || len(h.Trim) != HeatCells {
+		t.Fatalf("heat = %+v, want %d cells of 4096 bytes", h, HeatCells)
+	}
+	want := func(name string, got []uint64, cells map[int]uint64, others uint64) {
+		for i, n := range got {
+			w, ok := cells[i]
+			if !ok {
+				w = others
+			}
+			if n != w {
+				t.Errorf("%s[%d] = %d, want %d", name, i, n, w)
+			}
+		}
+	}
+	want("write", h.Write, map[int]uint64{0: 2, 1: 2}, 0)
+	want("read", h.Read, map[int]uint64{HeatCells - 1: 1}, 0)
+	want("trim", h.Trim, map[int]uint64{10: 2}, 1)
+	if want := 10 + 10 + 5 + 100 + 20 + 1000 + 0.0; snap.BusyUS != want {
+		t.Errorf("BusyUS = %v, want %v", snap.BusyUS, want)
+	}
+}

@@ -26,6 +26,7 @@ check mdadm mdadm
 check qemu-img qemu-utils
 check lvm lvm2
 check nbdkit nbdkit
+check chromium-headless-shell chromium-headless-shell
 [ -x /sbin/blkid ] || [ -x /usr/sbin/blkid ] || need="$need util-linux"
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"

@@ -57,7 +57,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:                 "nbdloop",
 		Usage:                "attach files and RAM disks to Linux NBD devices",
-		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst",
+		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst\nnbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html\nnbdloop top [--once] DEVICE",
 		Description:          appDescription,
 		Version:              version,
 		Writer:               stdout,
@@ -75,15 +75,15 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		// return an error, is left for `nbdloop --help foo`.
 		Action: func(c *cli.Context) error {
 			if c.Args().Present() {
-				return usageError("%s: unknown command (use attach, detach or list)", c.Args().First())
+				return usageError("%s: unknown command (use attach, detach, list or see nbdloop --help)", c.Args().First())
 			}
 			return cli.ShowAppHelp(c)
 		},
 		CommandNotFound: func(c *cli.Context, name string) {
-			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach or list)\n", name)
+			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach, list or see nbdloop --help)\n", name)
 			os.Exit(exitUsage)
 		},
-		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), statsCommand(), packCommand(), manCommand(), completionCommand()},
+		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), statsCommand(), packCommand(), drawCommand(), topCommand(), manCommand(), completionCommand()},
 	}
 	return app
 }

@@ -77,7 +77,7 @@ func TestUsageErrors(t *testing.T) {
 		{name: "detach unknown flag", args: []string{"detach", "--bogus"}, want: "detach: flag provided but not defined: -bogus (see nbdloop detach --help)"},
 		{name: "list sda", args: []string{"list", "/dev/sda"}, want: "list: /dev/sda: not an nbd device (use /dev/nbdN)"},
 		{name: "list unknown flag", args: []string{"list", "--bogus"}, want: "list: flag provided but not defined: -bogus (see nbdloop list --help)"},
-		{name: "unknown command", args: []string{"frobnicate"}, want: "frobnicate: unknown command (use attach, detach or list)"},
+		{name: "unknown command", args: []string{"frobnicate"}, want: "frobnicate: unknown command (use attach, detach, list or see nbdloop --help)"},
 		{name: "help is not a command", args: []string{"help"}, want: "help: unknown command"},
 		{name: "unknown global flag", args: []string{"--bogus"}, want: "flag provided but not defined: -bogus (see nbdloop --help)"},
 		{name: "completion zsh", args: []string{"completion", "zsh"}, want: "completion: only bash is supported (nbdloop completion bash)"},

@@ -1,0 +1,161 @@
+package pictures
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Record is one line of the log filter's output (see filters.Log for the
+// format). Fields that a later version adds are ignored.
+type Record struct {
+	Time      time.Time `json:"time"`
+	Conn      int       `json:"conn"`
+	Op        string    `json:"op"`
+	Offset    uint64    `json:"offset"`
+	Length    uint64    `json:"length"`
+	Flags     string    `json:"flags"`
+	LatencyUS float64   `json:"latency_us"`
+	Error     string    `json:"error"`
+}
+
+// maxLine bounds one log line; the log filter writes about 150 bytes.
+const maxLine = 64 << 10
+
+// Class is the kind of request a pixel stands for.
+type Class int
+
+// The classes, in the order the legend lists them. Trim and zero share
+// one: both make the range read back as zeros.
+const (
+	ClassNone Class = iota
+	ClassRead
+	ClassWrite
+	ClassTrim
+	ClassFlush
+)
+
+func (c Class) String() string {
+	switch c {
+	case ClassNone:
+		return "none"
+	case ClassRead:
+		return "read"
+	case ClassWrite:
+		return "write"
+	case ClassTrim:
+		return "trim/zero"
+	case ClassFlush:
+		return "flush"
+	}
+	return fmt.Sprintf("class%d", int(c))
+}
+
+// Class returns the kind of request r is, or ClassNone for an operation
+// this version does not know (a later NBD command).
+func (r *Record) Class() Class {
+	switch r.Op {
+	case "read":
+		return ClassRead
+	case "write":
+		return ClassWrite
+	case "trim", "zero":
+		return ClassTrim
+	case "flush":
+		return ClassFlush
+	}
+	return ClassNone
+}
+
+// Reader reads log records one at a time, like bufio.Scanner: call Next
+// until it returns false, then Err. Empty lines are skipped; a line that is
+// not a JSON object with a time stops the reader with an error that names
+// the line.
+type Reader struct {
+	s    *bufio.Scanner
+	line int
+	rec  Record
+	err  error
+}
+
+// NewReader reads records from r.
+func NewReader(r io.Reader) *Reader {
+	s := bufio.NewScanner(r)
+	s.Buffer(make([]byte, 0, 4096), maxLine)
+	return &Reader{s: s}
+}
+
+// Next reads the next record; it returns false at the end of the log or
+// at the first error.
+func (r *Reader) Next() bool {
+	if r.err != nil {
+		return false
+	}
+	for r.s.Scan() {
+		r.line++
+		b := r.s.Bytes()
+		if len(b) == 0 {
+			continue
+		}
+		r.rec = Record{}
+		if err := json.Unmarshal(b, &r.rec); err != nil {
+			r.err = fmt.Errorf("line %d: %w", r.line, err)
+			return false
+		}
+		if r.rec.Time.IsZero() {
+			r.err = fmt.Errorf("line %d: no time: not a line of the log filter", r.line)
+			return false
+		}
+		return true
+	}
+	if err := r.s.Err(); err != nil {
+		if errors.Is(err, bufio.ErrTooLong) {
+			err = fmt.Errorf("longer than %d bytes: not a line of the log filter", maxLine)
+		}
+		r.err = fmt.Errorf("line %d: %w", r.line+1, err)
+	}
+	return false
+}
+
+// Record returns the record Next read. It is overwritten by the next call.
+func (r *Reader) Record() *Record { return &r.rec }
+
+// Line is the number of the line of the last record read.
+func (r *Reader) Line() int { return r.line }
+
+// Err returns the error that stopped Next, or nil at the end of the log.
+func (r *Reader) Err() error { return r.err }
+
+// Summary is what a first pass over a log finds out.
+type Summary struct {
+	Records     int64     // lines read (flushes and unknown operations included)
+	First, Last time.Time // earliest and latest request time
+	MaxEnd      uint64    // the end of the highest byte range
+}
+
+// Summarize reads a whole log and returns its summary.
+func Summarize(r io.Reader) (Summary, error) {
+	var s Summary
+	lr := NewReader(r)
+	for lr.Next() {
+		rec := lr.Record()
+		if s.Records == 0 || rec.Time.Before(s.First) {
+			s.First = rec.Time
+		}
+		if s.Records == 0 || rec.Time.After(s.Last) {
+			s.Last = rec.Time
+		}
+		s.Records++
+		if rec.Class() != ClassFlush && rec.Class() != ClassNone {
+			end := rec.Offset + rec.Length
+			if end < rec.Offset { // wrapped: clamp to the largest range
+				end = ^uint64(0)
+			}
+			s.MaxEnd = max(s.MaxEnd, end)
+		}
+	}
+	return s, lr.Err()
+}
