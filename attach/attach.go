@@ -138,6 +138,12 @@ func RunServerProcess() int {
 	for _, e := range []string{serveEnv, resumeEnv, memEnv, supervisEnv} {
 		os.Unsetenv(e)
 	}
+	// Programs the server starts (exec: sources) must not inherit the
+	// report pipe, which would keep attach waiting, nor the RAM disk.
+	unix.CloseOnExec(resultFD)
+	if so.memFile != nil {
+		unix.CloseOnExec(memFD)
+	}
 	pipe := os.NewFile(resultFD, "result")
 	reported := false
 	report := func(res Result) error {

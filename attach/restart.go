@@ -32,7 +32,7 @@ func Restart(ctx context.Context, index int, force bool) (*Device, error) {
 	if st == nil || st.BackendID != backend {
 		return nil, fmt.Errorf("%s: not attached by nbdloop, or its state record is gone (detach it and attach again)", dev)
 	}
-	if why := notRestartable(st.Config); why != "" {
+	if why := notRestartable(st.Config, st.Format); why != "" {
 		return nil, fmt.Errorf("%s: cannot restart: %s (detach it)", dev, why)
 	}
 	oldPID := st.PID

@@ -18,19 +18,39 @@ const SourceHelp = `SOURCE is one of:
   PATH            a file or block device; its format is detected from its
                   contents (magic bytes), not from its name; raw is the fallback;
                   xz, gzip and zstd images are served uncompressed and
-                  read-only (-r is implied)
+                  read-only (-r is implied); qcow2 (v2, v3: backing files,
+                  compressed and zero clusters, extended L2) and VMDK
+                  (monolithic and split, sparse and flat, streamOptimized
+                  read-only, delta disks over their parent) are read and
+                  written in place, so qemu-img check stays clean; their
+                  backing files and parents are never written; images with
+                  snapshots, dirty or corrupt qcow2 and compressed VMDK attach
+                  read-only (with a note); encryption and external data files
+                  are refused; --offset and --sizelimit do not apply to them
   file:PATH       the same, for paths that contain a colon
   memory:SIZE     a sparse RAM disk of SIZE bytes, up to 2^63-1 (8E); pages are
                   allocated on first write and freed by trim; SIZE is rounded
                   down to the block size
+  exec:PATH       a device served by the program PATH (any executable), run
+                  once per request the way nbdkit's sh plugin runs it (PATH
+                  pread HANDLE COUNT OFFSET, ...), so nbdkit sh scripts work
+                  unchanged; options follow the path after commas:
+                  exec:PATH,persistent starts PATH once and sends it one
+                  request per line on stdin; timeout=DURATION bounds each
+                  request (default 30s; a program that takes longer is
+                  killed and the request fails with EIO); KEY=VALUE items go
+                  to the program (config KEY VALUE, or arguments when
+                  persistent); no commas in PATH or values
 SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
 and KB, MB, GB, ... (powers of 1000).`
 
 // Spec is a parsed SOURCE argument.
 type Spec struct {
-	Kind string // "file" or "memory"
-	Path string // file
+	Kind string // "file", "memory" or "exec"
+	Path string // file, exec
 	Size int64  // memory
+	// Options are exec's options as written, after the path's comma.
+	Options string
 	// Clamped is set when a memory size above 2^63-1 was clamped to it.
 	Clamped bool
 }
@@ -53,6 +73,8 @@ func ParseSpec(s string) (Spec, error) {
 			return Spec{}, fmt.Errorf("%s: size must be greater than 0 (e.g. memory:1G)", s)
 		}
 		return Spec{Kind: "memory", Size: size, Clamped: clamped}, nil
+	case strings.HasPrefix(s, "exec:"):
+		return parseExecSpec(s)
 	case strings.HasPrefix(s, "file:"):
 		path := strings.TrimPrefix(s, "file:")
 		if path == "" {
@@ -68,7 +90,10 @@ func (s Spec) String() string {
 	if s.Kind == "memory" {
 		return fmt.Sprintf("memory:%d", s.Size)
 	}
-	if strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") {
+	if s.Kind == "exec" {
+		return execSpecString(s)
+	}
+	if strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") || strings.HasPrefix(s.Path, "exec:") {
 		return "file:" + s.Path
 	}
 	return s.Path
@@ -110,6 +135,8 @@ type format struct {
 }
 
 var probeTable = []format{
+	{name: "vmdk", match: isVMDK, openPath: openVMDK},
+	{name: "qcow2", match: isQcow2, openPath: openQcow2},
 	{name: "xz", match: isXZ, open: openXZ, readOnly: true},
 	{name: "gzip", match: isGzip, open: openGzip, readOnly: true},
 	{name: "zstd", match: isZstd, open: openZstd, readOnly: true},
@@ -133,6 +160,9 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	bs := opts.BlockSize
 	if spec.Kind == "memory" {
 		return openMemory(spec, opts)
+	}
+	if spec.Kind == "exec" {
+		return openExec(spec, opts)
 	}
 
 	path := spec.Path

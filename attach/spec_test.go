@@ -111,8 +111,12 @@ func FuzzSpec(f *testing.F) {
 			if spec.Size <= 0 {
 				t.Fatalf("ParseSpec(%q) = %#v, want a positive size", in, spec)
 			}
+		case "exec":
+			if spec.Path == "" {
+				t.Fatalf("ParseSpec(%q) = %#v, want a non-empty program", in, spec)
+			}
 		default:
-			t.Fatalf("ParseSpec(%q) = %#v, want kind file or memory", in, spec)
+			t.Fatalf("ParseSpec(%q) = %#v, want kind file, memory or exec", in, spec)
 		}
 		s := spec.String()
 		again, err := ParseSpec(s)

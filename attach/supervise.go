@@ -39,7 +39,8 @@ import (
 // lives on in the server, and `nbdloop restart` takes it over (pidfd_getfd);
 // if both die, a RAM disk's contents are gone. A reboot keeps files only.
 // Sources that keep written data inside the server process (the cow filter's
-// overlay, memory: parts of --concat or --partitions) cannot be restarted:
+// overlay, memory: parts of --concat or --partitions, qcow2's unflushed
+// cluster mappings) cannot be restarted:
 // the supervisor leaves such a device dead rather than serve stale data.
 //
 // A server that dies again soon after starting is restarted with a growing
@@ -72,7 +73,16 @@ const RestartHelp = `WHAT SURVIVES WHAT:
   (pidfd_getfd). If both die, a RAM disk's contents are lost (restart refuses
   it without --force). A reboot or power loss keeps what files and block
   devices had flushed: FLUSH (and FUA, which is a write plus a flush) is
-  answered only after fdatasync has returned. The cow filter's overlay and the
+  answered only after fdatasync has returned. VMDK images write each new
+  grain before the tables that point to it, and the tables as they change,
+  so a server crash loses nothing; after a power loss they are as of the
+  last flush. qcow2 images keep new cluster mappings in the server until a
+  flush (then data, L2 and L1 tables reach the disk in that order, so a
+  crash can leak clusters but never corrupt the image): a crashed server
+  takes unflushed writes with it, so a qcow2 device is not restarted. An
+  exec: program is started again (its open method again too): a script that
+  keeps its data only in its $tmpdir comes back empty, one backed by a file
+  does not. The cow filter's overlay and the
   memory: parts of --concat and --partitions live inside the server: such
   devices are not restarted (they stay dead, with that reason). The log filter
   appends to its file after a restart; the stats filter starts counting anew.`
@@ -127,7 +137,10 @@ func exitReason(ps *os.ProcessState) string {
 
 // notRestartable says why cfg's server cannot be restarted without losing
 // data, or "" when it can.
-func notRestartable(cfg Config) string {
+func notRestartable(cfg Config, format string) string {
+	if format == "qcow2" {
+		return "qcow2 keeps new cluster mappings in the server until a flush, and they died with it"
+	}
 	for _, f := range cfg.Filters {
 		if name, _, _ := strings.Cut(f, ":"); name == "cow" {
 			return "the cow filter's overlay lives in the server process and died with it"
@@ -174,6 +187,10 @@ func RunSupervisor() int {
 	inheritedMem := os.Getenv(memEnv) == "1"
 	for _, e := range []string{serveEnv, resumeEnv, memEnv} {
 		os.Unsetenv(e)
+	}
+	unix.CloseOnExec(resultFD)
+	if inheritedMem {
+		unix.CloseOnExec(memFD)
 	}
 	parent := os.NewFile(resultFD, "result")
 	reportParent := func(res Result) error {
@@ -222,7 +239,7 @@ func RunSupervisor() int {
 	if resume != nil {
 		restarts, lastExit, attached = resume.Restarts, resume.LastExit, resume.Attached
 	}
-	var backendID string
+	var backendID, format string
 	var size int64
 	if resume != nil {
 		backendID, size = resume.BackendID, resume.Size
@@ -263,7 +280,7 @@ func RunSupervisor() int {
 			s.index = res.Device.Index
 			s.linkDeads = 0
 			s.mu.Unlock()
-			backendID, size = res.Device.Backend, res.Device.Size
+			backendID, size, format = res.Device.Backend, res.Device.Size, res.Device.Format
 			if attached.IsZero() {
 				attached = time.Now().UTC()
 			}
@@ -314,7 +331,7 @@ func RunSupervisor() int {
 			s.logf("/dev/nbd%d: the device is no longer attached; supervisor done", s.index)
 			return 0
 		}
-		if why := notRestartable(s.cfg); why != "" {
+		if why := notRestartable(s.cfg, format); why != "" {
 			s.giveUp(fmt.Sprintf("server %s; not restarted: %s (detach the device)", lastExit, why))
 			return s.waitAfterGivingUp(ctx, sigs, backendID, nil)
 		}

@@ -537,8 +537,8 @@ func TestKernelErrors(t *testing.T) {
 			if len(after) != len(before) {
 				t.Errorf("devices attached before %v, after %v", before, after)
 			}
-			if p := serverProcesses(t); len(p) != 1 {
-				t.Errorf("server processes %v, want only the busy device's", p)
+			if p := serverProcesses(t); len(p) != 2 {
+				t.Errorf("server and supervisor processes %v, want only the busy device's two", p)
 			}
 		})
 	}

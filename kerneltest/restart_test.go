@@ -20,7 +20,7 @@ import (
 // deviceInfo returns dev's entry in `list --json`.
 func deviceInfo(t *testing.T, dev string) (d struct {
 	PID, Supervisor, Restarts int
-	State, LastExit, Reason  string
+	State, LastExit, Reason   string
 }) {
 	t.Helper()
 	for _, e := range listDevices(t).Devices {
@@ -85,7 +85,10 @@ func TestKernelRestartFio(t *testing.T) {
 
 	fio := exec.Command("fio", "--name=verify", "--directory="+mnt, "--size=64M", "--bs=4k",
 		"--rw=randwrite", "--direct=1", "--ioengine=psync", "--fsync=32", "--verify=crc32c",
-		"--do_verify=1", "--verify_fatal=1")
+		"--do_verify=1", "--verify_fatal=1",
+		// Writes at a set pace, so that both kills land in the write phase
+		// on slow and fast machines alike (about 80 s).
+		"--rate_iops=,300")
 	out := &strings.Builder{}
 	fio.Stdout, fio.Stderr = out, out
 	if err := fio.Start(); err != nil {
@@ -94,7 +97,10 @@ func TestKernelRestartFio(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- fio.Wait() }()
 	for i := 0; i < 2; i++ {
-		time.Sleep(2 * time.Second)
+		// The second kill comes after the kernel's 30 s request timer has
+		// resent what the first kill left inside the dead server: a kill
+		// within that window once left a request unanswered (kernel 6.1).
+		time.Sleep([]time.Duration{2 * time.Second, 35 * time.Second}[i])
 		select {
 		case err := <-done:
 			t.Fatalf("fio ended before kill %d (%v): make its run longer\n%s", i+1, err, out)
@@ -110,7 +116,10 @@ func TestKernelRestartFio(t *testing.T) {
 		}
 	case <-time.After(5 * time.Minute):
 		fio.Process.Kill()
-		t.Fatalf("fio did not finish\n%s", out)
+		n := strings.TrimPrefix(dev, "/dev/")
+		inflight, _ := os.ReadFile("/sys/block/" + n + "/inflight")
+		logTail := run(t, "tail", "-n", "30", "/run/nbdloop/"+n+".log")
+		t.Fatalf("fio did not finish (in flight: %s)\n%s\nserver log:\n%s", strings.TrimSpace(string(inflight)), out, logTail.stdout)
 	}
 	if strings.Contains(out.String(), "verify") && strings.Contains(out.String(), "bad") {
 		t.Errorf("fio reports bad blocks:\n%s", out)

@@ -25,7 +25,13 @@
 # trigger file never exists, so it only costs its check of every request),
 # nbdloop-file (the tmpfs file), nbdkit-memory and nbdkit-file (+ nbd-client
 # over a unix socket, as many connections as nbdloop), qemu-nbd (-c, raw, the
-# tmpfs file). Every device is 1 GiB and the jobs use its first BENCH_SPAN
+# tmpfs file), and block devices written as scripts over the tmpfs file:
+# nbdloop-script (exec:scripts/examples/ramdisk.sh,file=FILE: a fork of sh
+# and dd per request, nbdkit's sh plugin convention), nbdkit-script (the
+# same script under nbdkit sh + nbd-client) and nbdloop-script-persistent
+# (exec:scripts/examples/file-persistent.py,persistent,file=FILE: one python3
+# process, requests serialized over its stdin/stdout). Every device is 1 GiB
+# and the jobs use its first BENCH_SPAN
 # bytes; the file (whole) and the memory disks (that span) are filled with
 # fio's (non-zero) data first, so reads never hit holes.
 #
@@ -65,7 +71,7 @@ conns=${BENCH_CONNECTIONS:-$((ncpu < 4 ? ncpu : 4))}
 attach_runs=${BENCH_ATTACH_RUNS:-5}
 restart_runs=${BENCH_RESTART_RUNS:-5}
 span=${BENCH_SPAN:-128M}
-all_devices="loop nbdloop-memory nbdloop-memory-errfilter nbdloop-file nbdkit-memory nbdkit-file qemu-nbd"
+all_devices="loop nbdloop-memory nbdloop-memory-errfilter nbdloop-file nbdkit-memory nbdkit-file qemu-nbd nbdloop-script nbdkit-script nbdloop-script-persistent"
 devices=${BENCH_DEVICES:-$all_devices}
 
 # name|fio options. The report knows these names (labels, ratios, targets).
@@ -178,11 +184,17 @@ attach_dev() { # KIND: sets dev
 		dev=$("$nbdloop" attach -c "$conns" --filter "error:file=$errfilter_trigger,rate=1" memory:1G) ;;
 	nbdloop-file)
 		dev=$("$nbdloop" attach -c "$conns" "$img") ;;
-	nbdkit-memory | nbdkit-file)
+	nbdloop-script)
+		dev=$("$nbdloop" attach -c "$conns" "exec:$repo/scripts/examples/ramdisk.sh,file=$img") ;;
+	nbdloop-script-persistent)
+		dev=$("$nbdloop" attach -c "$conns" "exec:$repo/scripts/examples/file-persistent.py,persistent,timeout=5m,file=$img") ;;
+	nbdkit-memory | nbdkit-file | nbdkit-script)
 		local d
 		d=$(free_nbd) || { echo "no free /dev/nbdN" >&2; return 1; }
 		if [ "$1" = nbdkit-memory ]; then
 			start_nbdkit memory 1G || return 1
+		elif [ "$1" = nbdkit-script ]; then
+			start_nbdkit sh "$repo/scripts/examples/ramdisk.sh" file="$img" || return 1
 		else
 			start_nbdkit file "$img" || return 1
 		fi

@@ -27,7 +27,8 @@ import (
 )
 
 // Device columns, in the order measure.sh runs them.
-var deviceOrder = []string{"loop", "nbdloop-memory", "nbdloop-memory-errfilter", "nbdloop-file", "nbdkit-memory", "nbdkit-file", "qemu-nbd"}
+var deviceOrder = []string{"loop", "nbdloop-memory", "nbdloop-memory-errfilter", "nbdloop-file", "nbdkit-memory", "nbdkit-file", "qemu-nbd",
+	"nbdloop-script", "nbdkit-script", "nbdloop-script-persistent"}
 
 var deviceShort = map[string]string{
 	"loop":           "loop",
@@ -38,6 +39,11 @@ var deviceShort = map[string]string{
 	"nbdkit-memory":            "nbdkit-mem",
 	"nbdkit-file":              "nbdkit-file",
 	"qemu-nbd":                 "qemu-nbd",
+	// scripts/examples/ramdisk.sh over the file: exec: (a fork per
+	// request), the same under nbdkit sh, and file-persistent.py
+	"nbdloop-script":            "script-exec",
+	"nbdkit-script":             "nbdkit-sh",
+	"nbdloop-script-persistent": "script-pers",
 }
 
 var workloadOrder = []string{
@@ -72,6 +78,8 @@ var ratioDefs = []struct{ Name, Num, Den string }{
 	{"nbdloop-memory/loop", "nbdloop-memory", "loop"},
 	// The cost of an idle error filter (issue 6 item 8): > 1 means the filter is free.
 	{"nbdloop-memory-errfilter/nbdloop-memory", "nbdloop-memory-errfilter", "nbdloop-memory"},
+	// The same shell script under nbdloop and under nbdkit's sh plugin.
+	{"nbdloop-script/nbdkit-script", "nbdloop-script", "nbdkit-script"},
 }
 
 type Dir struct {

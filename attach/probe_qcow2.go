@@ -1,0 +1,26 @@
+package attach
+
+import (
+	"bytes"
+	"errors"
+
+	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/qcow2"
+)
+
+// isQcow2 matches the qcow2 magic "QFI\xfb" followed by version 2 or 3.
+// Other versions fall through to qcow2.Open's "unsupported version" error
+// only if they carry the magic: a raw disk that starts with these bytes is
+// unlikely enough (qemu probes the same way).
+func isQcow2(head []byte) bool {
+	return len(head) >= 8 && bytes.HasPrefix(head, []byte{'Q', 'F', 'I', 0xfb})
+}
+
+// openQcow2 opens a qcow2 image by path: it opens its backing chain itself,
+// relative to the image's directory, and writes in place unless -r.
+func openQcow2(path string, opts OpenOptions) (sources.Source, error) {
+	if opts.Offset != 0 || opts.SizeLimit != 0 {
+		return nil, errors.New("--offset and --sizelimit do not apply to qcow2 images (convert the window to raw first: qemu-img convert -O raw)")
+	}
+	return qcow2.Open(path, qcow2.Options{ReadOnly: opts.ReadOnly, CacheSize: opts.CacheSize})
+}

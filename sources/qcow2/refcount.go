@@ -1,0 +1,317 @@
+package qcow2
+
+import (
+	"encoding/binary"
+	"fmt"
+	"syscall"
+)
+
+// maxHostOffset bounds host offsets to the 56 bits an L2 entry holds.
+const maxHostOffset = int64(1) << 56
+
+// initWrite loads what writing needs: the refcount table, and clears the
+// autoclear feature bits, as the spec asks of writers that do not know
+// them (bitmaps would no longer match the data).
+func (im *Image) initWrite(opts Options) error {
+	h := im.h
+	im.refBits = 1 << h.refcountOrder
+	im.refEntries = im.cs * 8 / int64(im.refBits)
+	im.refMax = ^uint64(0) >> (64 - im.refBits)
+	cache := opts.CacheSize
+	if cache <= 0 {
+		cache = DefaultCacheSize
+	}
+	im.refBlocks = newTableCache(int(max(4, cache/8/im.cs)))
+	b := make([]byte, int64(h.refTableClusters)<<h.clusterBits)
+	if err := preadFull(im.f, b, int64(h.refTableOffset)); err != nil {
+		return fmt.Errorf("reading the refcount table: %w", err)
+	}
+	im.refTable = make([]uint64, len(b)/8)
+	for i := range im.refTable {
+		im.refTable[i] = binary.BigEndian.Uint64(b[i*8:])
+	}
+	im.refTableOff = int64(h.refTableOffset)
+	im.freeHint = 1
+	im.endCluster = (im.fileSize + im.cs - 1) / im.cs
+	if h.version == 3 && h.autoclear != 0 {
+		var zero [8]byte
+		if _, err := im.f.WriteAt(zero[:], offAutoclear); err != nil {
+			return fmt.Errorf("clearing the autoclear features: %w", err)
+		}
+		h.autoclear = 0
+	}
+	return nil
+}
+
+// refBlock returns the refcount block that covers host cluster c and c's
+// index in it; nil when there is none and create is false. With create it
+// makes one (and grows the refcount table) as needed, avoiding the
+// clusters in im.reserved.
+func (im *Image) refBlock(c int64, create bool) (*table, int64, error) {
+	ri := c / im.refEntries
+	if ri >= int64(len(im.refTable)) {
+		if !create {
+			return nil, 0, nil
+		}
+		if err := im.growRefTable(ri); err != nil {
+			return nil, 0, err
+		}
+	}
+	off := int64(im.refTable[ri] &^ 0x1ff)
+	if off == 0 {
+		if !create {
+			return nil, 0, nil
+		}
+		var err error
+		if off, err = im.newRefBlock(ri); err != nil {
+			return nil, 0, err
+		}
+	}
+	if off%im.cs != 0 {
+		return nil, 0, fmt.Errorf("refcount block at unaligned offset %#x: %w", off, ErrCorrupt)
+	}
+	t := im.refBlocks.get(off)
+	if t == nil {
+		data := make([]byte, im.cs)
+		if err := preadFull(im.f, data, off); err != nil {
+			return nil, 0, fmt.Errorf("reading a refcount block: %w", err)
+		}
+		t = im.refBlocks.put(&table{off: off, data: data})
+	}
+	return t, c % im.refEntries, nil
+}
+
+// refcount returns the refcount of host cluster c (0 where no block
+// covers it).
+func (im *Image) refcount(c int64) (uint64, error) {
+	t, i, err := im.refBlock(c, false)
+	if t == nil || err != nil {
+		return 0, err
+	}
+	return getRefcount(t.data, i, im.h.refcountOrder), nil
+}
+
+// setRefcount sets the refcount of host cluster c and writes it through.
+func (im *Image) setRefcount(c int64, v uint64) error {
+	if v > im.refMax {
+		return fmt.Errorf("refcount of cluster %d would exceed %d bits: %w", c, im.refBits, syscall.EOVERFLOW)
+	}
+	t, i, err := im.refBlock(c, true)
+	if err != nil {
+		return err
+	}
+	lo, hi := setRefcount(t.data, i, im.h.refcountOrder, v)
+	if _, err := im.f.WriteAt(t.data[lo:hi], t.off+lo); err != nil {
+		return fmt.Errorf("writing a refcount: %w", err)
+	}
+	return nil
+}
+
+// newRefBlock creates the refcount block of refcount table index ri. No
+// block covers the clusters [ri*E, (ri+1)*E) yet, so they are all free:
+// the block goes into the first of them that is not reserved, and counts
+// itself. It is written and synced before the table points to it.
+func (im *Image) newRefBlock(ri int64) (int64, error) {
+	first := ri * im.refEntries
+	c := first
+	for ; c < first+im.refEntries && im.isReserved(c); c++ {
+	}
+	if c == first+im.refEntries || c*im.cs >= maxHostOffset {
+		return 0, fmt.Errorf("no room for a refcount block: %w", syscall.ENOSPC)
+	}
+	off := c * im.cs
+	data := make([]byte, im.cs)
+	setRefcount(data, c-first, im.h.refcountOrder, 1)
+	if _, err := im.f.WriteAt(data, off); err != nil {
+		return 0, fmt.Errorf("writing a refcount block: %w", err)
+	}
+	if err := im.sync(); err != nil {
+		return 0, err
+	}
+	im.refTable[ri] = uint64(off)
+	var e [8]byte
+	binary.BigEndian.PutUint64(e[:], uint64(off))
+	if _, err := im.f.WriteAt(e[:], im.refTableOff+ri*8); err != nil {
+		return 0, fmt.Errorf("writing the refcount table: %w", err)
+	}
+	im.refBlocks.put(&table{off: off, data: data})
+	im.endCluster = max(im.endCluster, c+1)
+	return off, nil
+}
+
+func (im *Image) isReserved(c int64) bool {
+	for _, r := range im.reserved {
+		if c >= r.off && c < r.off+r.n {
+			return true
+		}
+	}
+	return false
+}
+
+// growRefTable moves the refcount table to a larger one that has index
+// ri: the new table is written (with the refcounts of its own clusters,
+// which may need new blocks) and synced, then the header is pointed at it
+// and synced, then the old table's clusters are freed.
+func (im *Image) growRefTable(ri int64) error {
+	perCluster := im.cs / 8
+	n := max(ri+1, int64(len(im.refTable))*3/2)
+	n = (n + perCluster - 1) / perCluster * perCluster
+	clusters := n / perCluster
+	if clusters*im.cs > maxRefTableBytes {
+		return fmt.Errorf("refcount table would exceed %d MiB: %w", maxRefTableBytes>>20, syscall.ENOSPC)
+	}
+	// A run of free clusters for the new table.
+	start, err := im.findFree(clusters)
+	if err != nil {
+		return err
+	}
+	oldTable, oldOff := im.refTable, im.refTableOff
+	oldClusters := int64(len(oldTable)) * 8 / im.cs
+	im.refTable = make([]uint64, n)
+	copy(im.refTable, oldTable)
+	im.refTableOff = start * im.cs
+	im.endCluster = max(im.endCluster, start+clusters)
+	im.reserved = append(im.reserved, hostRange{start, clusters})
+	defer func() { im.reserved = im.reserved[:len(im.reserved)-1] }()
+	undo := func(err error) error {
+		im.refTable, im.refTableOff = oldTable, oldOff
+		return err
+	}
+	for c := start; c < start+clusters; c++ {
+		if err := im.setRefcount(c, 1); err != nil {
+			return undo(err)
+		}
+	}
+	b := make([]byte, n*8)
+	for i, e := range im.refTable {
+		binary.BigEndian.PutUint64(b[i*8:], e)
+	}
+	if _, err := im.f.WriteAt(b, im.refTableOff); err != nil {
+		return undo(fmt.Errorf("writing the refcount table: %w", err))
+	}
+	if err := im.sync(); err != nil {
+		return undo(err)
+	}
+	var hdr [12]byte
+	binary.BigEndian.PutUint64(hdr[:], uint64(im.refTableOff))
+	binary.BigEndian.PutUint32(hdr[8:], uint32(clusters))
+	if _, err := im.f.WriteAt(hdr[:], offRefTable); err != nil {
+		return undo(fmt.Errorf("writing the header: %w", err))
+	}
+	if err := im.sync(); err != nil {
+		return err
+	}
+	im.h.refTableOffset, im.h.refTableClusters = uint64(im.refTableOff), uint32(clusters)
+	for c := oldOff / im.cs; c < oldOff/im.cs+oldClusters; c++ {
+		if err := im.decRefcount(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// findFree returns the first cluster of a run of n free clusters at or
+// after im.freeHint, none reserved.
+func (im *Image) findFree(n int64) (int64, error) {
+	run := int64(0)
+	for c := im.freeHint; ; c++ {
+		if c*im.cs >= maxHostOffset {
+			return 0, fmt.Errorf("image file full: %w", syscall.ENOSPC)
+		}
+		var rc uint64
+		if c < im.endCluster {
+			var err error
+			if rc, err = im.refcount(c); err != nil {
+				return 0, err
+			}
+		}
+		if rc != 0 || im.isReserved(c) {
+			run = 0
+			continue
+		}
+		if run++; run == n {
+			return c - n + 1, nil
+		}
+	}
+}
+
+// allocCluster finds a free host cluster, sets its refcount to 1 and
+// returns its offset.
+func (im *Image) allocCluster() (int64, error) {
+	c, err := im.findFree(1)
+	if err != nil {
+		return 0, err
+	}
+	im.reserved = append(im.reserved, hostRange{c, 1})
+	err = im.setRefcount(c, 1)
+	im.reserved = im.reserved[:len(im.reserved)-1]
+	if err != nil {
+		return 0, err
+	}
+	im.freeHint = c + 1
+	im.endCluster = max(im.endCluster, c+1)
+	return c * im.cs, nil
+}
+
+// decRefcount drops one reference to host cluster c.
+func (im *Image) decRefcount(c int64) error {
+	rc, err := im.refcount(c)
+	if err != nil {
+		return err
+	}
+	if rc == 0 {
+		return fmt.Errorf("freeing cluster %d whose refcount is 0: %w", c, ErrCorrupt)
+	}
+	if err := im.setRefcount(c, rc-1); err != nil {
+		return err
+	}
+	if rc == 1 && c < im.freeHint {
+		im.freeHint = c
+	}
+	return nil
+}
+
+// getRefcount reads entry i of a refcount block of 1<<order-bit entries.
+// Entries narrower than a byte are packed from the low bits up, as qemu
+// does (get_refcount_ro0..2).
+func getRefcount(d []byte, i int64, order uint32) uint64 {
+	switch order {
+	case 0, 1, 2:
+		bits := int64(1) << order
+		per := 8 / bits
+		return uint64(d[i/per]>>((i%per)*bits)) & (1<<bits - 1)
+	case 3:
+		return uint64(d[i])
+	case 4:
+		return uint64(binary.BigEndian.Uint16(d[i*2:]))
+	case 5:
+		return uint64(binary.BigEndian.Uint32(d[i*4:]))
+	default:
+		return binary.BigEndian.Uint64(d[i*8:])
+	}
+}
+
+// setRefcount sets entry i and returns the byte range it changed.
+func setRefcount(d []byte, i int64, order uint32, v uint64) (lo, hi int64) {
+	switch order {
+	case 0, 1, 2:
+		bits := int64(1) << order
+		per := 8 / bits
+		shift := (i % per) * bits
+		mask := byte(1<<bits-1) << shift
+		d[i/per] = d[i/per]&^mask | byte(v)<<shift&mask
+		return i / per, i/per + 1
+	case 3:
+		d[i] = byte(v)
+		return i, i + 1
+	case 4:
+		binary.BigEndian.PutUint16(d[i*2:], uint16(v))
+		return i * 2, i*2 + 2
+	case 5:
+		binary.BigEndian.PutUint32(d[i*4:], uint32(v))
+		return i * 4, i*4 + 4
+	default:
+		binary.BigEndian.PutUint64(d[i*8:], v)
+		return i * 8, i*8 + 8
+	}
+}
