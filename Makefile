@@ -7,7 +7,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build check deps vet unit kernel-test man check-man demo bench clean
+.PHONY: all build check deps vet unit fuzz-short kernel-test man check-man demo bench clean
 
 all: build
 
@@ -28,6 +28,18 @@ vet:
 unit:
 	$(GO) test -race -count=1 ./...
 
+# A short fuzz pass over the parsers of untrusted disk images (the corpora
+# in testdata/fuzz run as seeds in `unit` too); `go test -fuzz` takes one
+# target at a time.
+FUZZ_TARGETS := ./sources/qcow2:FuzzQcow2Header ./sources/qcow2:FuzzQcow2Image \
+	./sources/vmdk:FuzzVMDKDescriptor ./sources/vmdk:FuzzVMDKHeader ./sources/vmdk:FuzzVMDKGrainTable
+FUZZTIME ?= 5s
+fuzz-short:
+	@for t in $(FUZZ_TARGETS); do \
+		echo "$(GO) test -run XXX -fuzz '^$${t#*:}$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s -parallel 1 $${t%%:*}"; \
+		$(GO) test -run XXX -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s -parallel 1 "$${t%%:*}" || exit 1; \
+	done
+
 kernel-test: build bin/kerneltest.test
 	@if [ "$${NBDLOOP_NATIVE:-}" = 1 ]; then \
 		scripts/kernel-tests.sh; \
@@ -35,7 +47,7 @@ kernel-test: build bin/kerneltest.test
 		scripts/vm/setup.sh >/dev/null && scripts/vm/run.sh --timeout 1500 -- scripts/kernel-tests.sh; \
 	fi
 
-check: deps vet unit kernel-test
+check: deps vet unit fuzz-short kernel-test
 	@echo "make check: all tests passed"
 
 man: build

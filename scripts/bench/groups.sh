@@ -12,13 +12,18 @@
 #          connection each: with more, the kernel gives up on a
 #          connection whose request took 30 s, which cold decodes do under
 #          emulation
+#   qcow2  a new 1 GiB qcow2 image (qemu-img create, 64 KiB clusters) in the
+#          guest's memory, for each of nbdloop and qemu-nbd -c: 1 MiB
+#          sequential writes over its first 128 MiB (allocating clusters),
+#          1 MiB sequential reads, then 4 KiB random writes and reads QD32x2
+#          for BENCH_RUNTIME each, over the same 128 MiB
 #
 # Output in OUT: fio/group-GROUP-KIND.json (fio's JSON, one group per job),
 # group-GROUP.tsv (kind, the server's peak resident memory in KiB: VmHWM),
 # and meta.txt gains groups=..., group_GROUP_kinds=..., group_GROUP_jobs=...
 # Env: BENCH_GROUPS: the groups to run (default: all; "none": none).
 
-all_groups="xz"
+all_groups="xz qcow2"
 
 # prepare_groups RAW: host side, before the VM starts (the VM's xz would take
 # minutes under emulation). Makes RAW/groups/disk.img.xz from 128 MiB of
@@ -64,6 +69,7 @@ run_groups() {
 	for g in $groups; do
 		case $g in
 		xz) run_group_xz ;;
+		qcow2) run_group_qcow2 ;;
 		*) fail "unknown group $g" ;;
 		esac
 	done
@@ -123,4 +129,81 @@ run_group_xz() {
 		detach_dev || fail "group xz: $k detach failed"
 	done
 	rm -f "$img"
+}
+
+run_group_qcow2() {
+	local kinds="nbdloop-qcow2 qemu-nbd-qcow2"
+	{
+		echo "group_qcow2_kinds=$kinds"
+		echo "group_qcow2_jobs=write-1m-qd8 read-1m-qd8 randwrite-4k-qd32 randread-4k-qd32"
+	} >>"$out/meta.txt"
+	log "group qcow2: $kinds"
+	local job=$out/fio/group-qcow2.fio
+	cat >"$job" <<-EOF
+		[global]
+		ioengine=libaio
+		direct=1
+		group_reporting
+		size=128M
+		[write-1m-qd8]
+		rw=write
+		bs=1M
+		iodepth=8
+		[read-1m-qd8]
+		stonewall
+		rw=read
+		bs=1M
+		iodepth=8
+		[randwrite-4k-qd32]
+		stonewall
+		rw=randwrite
+		bs=4k
+		iodepth=32
+		numjobs=2
+		time_based
+		runtime=$runtime
+		norandommap
+		randrepeat=0
+		[randread-4k-qd32]
+		stonewall
+		rw=randread
+		bs=4k
+		iodepth=32
+		numjobs=2
+		time_based
+		runtime=$runtime
+		norandommap
+		randrepeat=0
+	EOF
+	printf 'kind\tpeak_rss_kib\n' >"$out/group-qcow2.tsv"
+	local k img
+	for k in $kinds; do
+		img=$(mktemp /tmp/nbdloop-bench-qcow2.XXXXXX) || return
+		if ! qemu-img create -q -f qcow2 -o cluster_size=64k "$img" 1G >>"$out/tools.log" 2>&1; then
+			fail "group qcow2: qemu-img create"
+			rm -f "$img"
+			return
+		fi
+		case $k in
+		nbdloop-qcow2)
+			kind=$k
+			dev=$("$nbdloop" attach -c "$conns" "$img") || { fail "group qcow2: $k attach failed"; detach_dev; rm -f "$img"; continue; }
+			server_pid=$(sed -n 's/^ *"pid": \([0-9]*\),$/\1/p' "/run/nbdloop/${dev#/dev/}.json") ;;
+		qemu-nbd-qcow2)
+			kind=qemu-nbd
+			dev=$(free_nbd) && qemu-nbd -c "$dev" -f qcow2 "$img" >>"$out/tools.log" 2>&1 ||
+				{ fail "group qcow2: $k attach failed"; dev=''; detach_dev; rm -f "$img"; continue; }
+			server_pid=$(pgrep -n -f "qemu-nbd -c $dev") ;;
+		esac
+		log "  $k on $dev"
+		if ! timeout -k 5 900 fio --filename="$dev" --output-format=json --output="$out/fio/group-qcow2-$k.json" "$job" >>"$out/tools.log" 2>&1; then
+			fail "group qcow2: $k fio"
+		fi
+		printf '%s\t%s\n' "$k" "$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$server_pid/status")" >>"$out/group-qcow2.tsv"
+		detach_dev || fail "group qcow2: $k detach failed"
+		if ! qemu-img check -q "$img" >>"$out/tools.log" 2>&1; then
+			fail "group qcow2: qemu-img check after $k"
+		fi
+		rm -f "$img"
+	done
 }

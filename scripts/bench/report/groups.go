@@ -27,6 +27,12 @@ var groupTargets = map[string][]struct {
 	name, num, den, job string
 	want                float64
 }{
+	"qcow2": {
+		{"nbdloop qcow2 >= 1.0x qemu-nbd", "nbdloop-qcow2", "qemu-nbd-qcow2", "randread-4k-qd32", 1.0},
+		{"nbdloop qcow2 >= 1.0x qemu-nbd", "nbdloop-qcow2", "qemu-nbd-qcow2", "randwrite-4k-qd32", 1.0},
+		{"nbdloop qcow2 >= 1.0x qemu-nbd", "nbdloop-qcow2", "qemu-nbd-qcow2", "read-1m-qd8", 1.0},
+		{"nbdloop qcow2 >= 1.0x qemu-nbd", "nbdloop-qcow2", "qemu-nbd-qcow2", "write-1m-qd8", 1.0},
+	},
 	"xz": {
 		{"nbdloop xz >= 1.5x nbdkit xz filter", "nbdloop-xz", "nbdkit-xz", "randread-4k-qd32", 1.5},
 		{"nbdloop xz >= 1.0x nbdkit xz filter", "nbdloop-xz", "nbdkit-xz", "read-full-1m-qd8", 1.0},
