@@ -34,6 +34,23 @@ func deviceInfo(t *testing.T, dev string) (d struct {
 	return d
 }
 
+// mountedExt4 attaches a new image file of the given size, makes ext4 on
+// it and mounts it; it returns the device and the mount point, unmounted at
+// cleanup.
+func mountedExt4(t *testing.T, size string) (dev, mnt string) {
+	t.Helper()
+	dir := scratch(t)
+	img := filepath.Join(dir, "ext4.img")
+	must(t, "truncate", "-s", size, img)
+	dev = attachDev(t, img)
+	must(t, "mkfs.ext4", "-q", dev)
+	mnt = filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	must(t, "mount", dev, mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	return dev, mnt
+}
+
 // killServer kills dev's server with SIGKILL, waits until a new server runs
 // and returns the time from the kill until a 4 KiB direct read at a random
 // offset was served: the restart gap a program on the device sees.
@@ -73,15 +90,7 @@ func killServer(t *testing.T, dev string, size int64) time.Duration {
 // clean and list counts two restarts.
 func TestKernelRestartFio(t *testing.T) {
 	requireDriver(t)
-	dir := scratch(t)
-	img := filepath.Join(dir, "restart.img")
-	must(t, "truncate", "-s", "512M", img)
-	dev := attachDev(t, img)
-	must(t, "mkfs.ext4", "-q", dev)
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	must(t, "mount", dev, mnt)
-	t.Cleanup(func() { run(t, "umount", mnt) })
+	dev, mnt := mountedExt4(t, "512M")
 
 	fio := exec.Command("fio", "--name=verify", "--directory="+mnt, "--size=64M", "--bs=4k",
 		"--rw=randwrite", "--direct=1", "--ioengine=psync", "--fsync=32", "--verify=crc32c",
@@ -165,15 +174,7 @@ func TestKernelRestartMemory(t *testing.T) {
 // whose fsync returned is in the file, and the file system is clean.
 func TestKernelRestartByHand(t *testing.T) {
 	requireDriver(t)
-	dir := scratch(t)
-	img := filepath.Join(dir, "records.img")
-	must(t, "truncate", "-s", "128M", img)
-	dev := attachDev(t, img)
-	must(t, "mkfs.ext4", "-q", dev)
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	must(t, "mount", dev, mnt)
-	t.Cleanup(func() { run(t, "umount", mnt) })
+	dev, mnt := mountedExt4(t, "128M")
 
 	path := filepath.Join(mnt, "records")
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
