@@ -81,14 +81,7 @@ func spawn(ctx context.Context, cfg Config, command string, env []string, extra 
 	}
 	got := make(chan readResult, 1)
 	go func() {
-		var res Result
-		b, err := io.ReadAll(r)
-		if err == nil && len(b) == 0 {
-			err = io.ErrUnexpectedEOF
-		}
-		if err == nil {
-			err = json.Unmarshal(b, &res)
-		}
+		res, err := receiveResult(r)
 		got <- readResult{res, err}
 	}()
 	var rr readResult
@@ -112,6 +105,21 @@ func spawn(ctx context.Context, cfg Config, command string, env []string, extra 
 	}
 	cmd.Process.Release()
 	return rr.res.Device, rr.res.Warnings, nil
+}
+
+// receiveResult reads the one Result a server (or supervisor) process
+// writes on its report pipe; a process that exits without writing one gives
+// io.ErrUnexpectedEOF.
+func receiveResult(r io.Reader) (Result, error) {
+	var res Result
+	b, err := io.ReadAll(r)
+	if err == nil && len(b) == 0 {
+		err = io.ErrUnexpectedEOF
+	}
+	if err == nil {
+		err = json.Unmarshal(b, &res)
+	}
+	return res, err
 }
 
 // RunServerProcess is the body of the re-executed server process: it reads

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log"
 	"os"
 	"os/exec"
@@ -385,14 +384,7 @@ func (s *supervisor) start(r *resumeInfo) (*exec.Cmd, Result, error) {
 		return nil, Result{}, fmt.Errorf("starting the server process: %w", err)
 	}
 	wp.Close()
-	var res Result
-	b, err = io.ReadAll(rp)
-	if err == nil && len(b) == 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	if err == nil {
-		err = json.Unmarshal(b, &res)
-	}
+	res, err := receiveResult(rp)
 	if err != nil {
 		return cmd, Result{}, fmt.Errorf("the server process exited before attaching (%s)", waitReason(cmd))
 	}

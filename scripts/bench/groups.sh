@@ -55,7 +55,7 @@ group_xz_attach() {
 	esac
 	kind=$1
 	case $1 in
-	nbdloop-*) server_pid=$(sed -n 's/^ *"pid": \([0-9]*\),$/\1/p' "/run/nbdloop/${dev#/dev/}.json") ;;
+	nbdloop-*) server_pid=$(state_pid "$dev") ;;
 	nbdkit-*) server_pid=$nbdkit_pid ;;
 	esac
 	[ -b "$dev" ]
@@ -188,7 +188,7 @@ run_group_qcow2() {
 		nbdloop-qcow2)
 			kind=$k
 			dev=$("$nbdloop" attach -c "$conns" "$img") || { fail "group qcow2: $k attach failed"; detach_dev; rm -f "$img"; continue; }
-			server_pid=$(sed -n 's/^ *"pid": \([0-9]*\),$/\1/p' "/run/nbdloop/${dev#/dev/}.json") ;;
+			server_pid=$(state_pid "$dev") ;;
 		qemu-nbd-qcow2)
 			kind=qemu-nbd
 			dev=$(free_nbd) && qemu-nbd -c "$dev" -f qcow2 "$img" >>"$out/tools.log" 2>&1 ||

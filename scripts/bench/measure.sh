@@ -170,6 +170,12 @@ stop_nbdkit() {
 	nbdkit_pid=''
 }
 
+# state_pid DEV: the pid of nbdloop's current server for DEV, from its state
+# record (sysfs keeps the first server's pid across restarts).
+state_pid() {
+	sed -n 's/^ *"pid": \([0-9]*\),$/\1/p' "/run/nbdloop/${1#/dev/}.json"
+}
+
 attach_dev() { # KIND: sets dev
 	dev=''
 	kind=$1
@@ -474,9 +480,8 @@ if [ "$restart_runs" -gt 0 ]; then
 			detach_dev
 			continue
 		fi
-		n=${dev#/dev/nbd}
 		for i in $(seq "$restart_runs"); do
-			pid=$(sed -n 's/^ *"pid": \([0-9]*\),$/\1/p' "/run/nbdloop/nbd$n.json")
+			pid=$(state_pid "$dev")
 			t0=$(now_us)
 			kill -9 "$pid"
 			if ! dd if="$dev" of=/dev/null bs=4k count=1 skip=$((i * 1000)) iflag=direct status=none; then
@@ -487,7 +492,7 @@ if [ "$restart_runs" -gt 0 ]; then
 			printf '%s\t%d.%03d\n' "$k" $(((t1 - t0) / 1000)) $(((t1 - t0) % 1000)) >>"$out/restart.tsv"
 			# the next kill must hit the new server, once its record is written
 			for _ in $(seq 100); do
-				new=$(sed -n 's/^ *"pid": \([0-9]*\),$/\1/p' "/run/nbdloop/nbd$n.json")
+				new=$(state_pid "$dev")
 				[ -n "$new" ] && [ "$new" != "$pid" ] && break
 				sleep 0.05
 			done
