@@ -100,10 +100,12 @@ func TestOpenCaps(t *testing.T) {
 		specs []string
 		want  sources.Caps
 	}{
-		{nil, sources.Caps{Parallel: true, Trim: true, Zero: true}},
+		{nil, sources.Caps{Parallel: true, Trim: true, Zero: true, InMemory: true}},
+		// Filters that may block (delay, rate, log, cow) drop InMemory.
 		{[]string{"error", "delay:read=1", "rate:limit=1M", "stats"}, sources.Caps{Parallel: true, Trim: true, Zero: true}},
-		{[]string{"readonly"}, sources.Caps{ReadOnly: true, Parallel: true}},
-		{[]string{"error", "readonly"}, sources.Caps{ReadOnly: true, Parallel: true}},
+		{[]string{"error", "stats"}, sources.Caps{Parallel: true, Trim: true, Zero: true, InMemory: true}},
+		{[]string{"readonly"}, sources.Caps{ReadOnly: true, Parallel: true, InMemory: true}},
+		{[]string{"error", "readonly"}, sources.Caps{ReadOnly: true, Parallel: true, InMemory: true}},
 		{[]string{"cow", "readonly"}, sources.Caps{Parallel: true, Trim: true, Zero: true}},
 	}
 	for _, tt := range tests {

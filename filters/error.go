@@ -122,7 +122,7 @@ func NewError(next sources.Source, opts ErrorOptions, env Env) *Error {
 		next: next,
 		caps: sources.Caps{
 			ReadOnly: c.ReadOnly, Flush: c.Flush, Trim: c.Trim, Zero: c.Zero,
-			Parallel: c.Parallel, Rotational: c.Rotational,
+			Parallel: c.Parallel, Rotational: c.Rotational, InMemory: c.InMemory,
 		},
 		opts:   opts,
 		err:    fmt.Errorf("filters: error filter: injected error: %w", opts.Errno),

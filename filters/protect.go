@@ -71,11 +71,11 @@ func NewProtect(next sources.Source, opts ProtectOptions) *Protect {
 	c := next.Caps()
 	p := &Protect{next: next, ranges: opts.Ranges, trig: newTrigger(opts.File)}
 	if len(opts.Ranges) == 0 && opts.File == "" {
-		p.caps = sources.Caps{ReadOnly: true, Parallel: c.Parallel, Rotational: c.Rotational}
+		p.caps = sources.Caps{ReadOnly: true, Parallel: c.Parallel, Rotational: c.Rotational, InMemory: c.InMemory}
 	} else {
 		p.caps = sources.Caps{
 			ReadOnly: c.ReadOnly, Flush: c.Flush, Trim: c.Trim, Zero: c.Zero,
-			Parallel: c.Parallel, Rotational: c.Rotational,
+			Parallel: c.Parallel, Rotational: c.Rotational, InMemory: c.InMemory,
 		}
 	}
 	return p

@@ -85,7 +85,7 @@ func NewStats(next sources.Source, interval time.Duration, env Env) *Stats {
 		next: next,
 		caps: sources.Caps{
 			ReadOnly: c.ReadOnly, Flush: c.Flush, Trim: c.Trim, Zero: c.Zero,
-			Parallel: c.Parallel, Rotational: c.Rotational,
+			Parallel: c.Parallel, Rotational: c.Rotational, InMemory: c.InMemory,
 		},
 		clock:     clock,
 		started:   clock.Now(),

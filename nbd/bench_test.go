@@ -8,11 +8,18 @@ import (
 // benchmarkServer drives the server with a pipelined client (queue depth 32)
 // over a socketpair, as the kernel does, and reports allocations per request.
 func benchmarkServer(b *testing.B, cmd Command, size int) {
-	benchmarkServerOpts(b, cmd, size, Options{})
+	benchmarkServerOpts(b, cmd, size, Options{}, false)
 }
 
-func benchmarkServerOpts(b *testing.B, cmd Command, size int, opts Options) {
+// benchmarkInline is benchmarkServer for an InMemory source, which the
+// reading goroutine serves itself.
+func benchmarkInline(b *testing.B, cmd Command, size int) {
+	benchmarkServerOpts(b, cmd, size, Options{}, true)
+}
+
+func benchmarkServerOpts(b *testing.B, cmd Command, size int, opts Options, inMemory bool) {
 	f := newFake(64 << 20)
+	f.caps.InMemory = inMemory
 	h := serve(b, f, opts)
 	const depth = 32
 	frame := make([]byte, RequestSize+size)
@@ -53,6 +60,10 @@ func benchmarkServerOpts(b *testing.B, cmd Command, size int, opts Options) {
 func BenchmarkServerRead4K(b *testing.B)  { benchmarkServer(b, CmdRead, 4096) }
 func BenchmarkServerWrite4K(b *testing.B) { benchmarkServer(b, CmdWrite, 4096) }
 func BenchmarkServerRead1M(b *testing.B)  { benchmarkServer(b, CmdRead, 1<<20) }
+
+func BenchmarkServerInlineRead4K(b *testing.B)  { benchmarkInline(b, CmdRead, 4096) }
+func BenchmarkServerInlineWrite4K(b *testing.B) { benchmarkInline(b, CmdWrite, 4096) }
+func BenchmarkServerInlineRead1M(b *testing.B)  { benchmarkInline(b, CmdRead, 1<<20) }
 
 func FuzzRequest(f *testing.F) {
 	seed := make([]byte, RequestSize)

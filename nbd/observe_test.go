@@ -84,5 +84,5 @@ func BenchmarkServerRead4KObserved(b *testing.B) {
 	benchmarkServerOpts(b, CmdRead, 4096, Options{Observe: func(e Event) {
 		n.Add(1)
 		bytes.Add(uint64(e.Length))
-	}})
+	}}, false)
 }

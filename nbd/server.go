@@ -140,6 +140,9 @@ type conn struct {
 	queue   []outFrame // replies waiting for the writer, under wmu
 	spare   []outFrame // the previous batch's storage, reused
 	writing bool       // a worker is writing; under wmu
+	// corked is set while readLoop serves requests itself: replies wait
+	// in queue until it is about to block on the socket. Under wmu.
+	corked bool
 
 	// Owned by the writing worker.
 	iov  [][]byte
@@ -151,7 +154,9 @@ type conn struct {
 // its end (nil), ctx is cancelled (ctx.Err()), or the peer breaks the
 // protocol: a bad magic or a READ/WRITE longer than MaxPayload (an error
 // wrapping ErrProtocol). Requests run concurrently and their replies go out
-// in completion order, each frame in one Write. Serve returns only after
+// in completion order, each frame in one Write. For an InMemory Source the
+// reading goroutine serves requests of up to 128 KiB itself, in order, and
+// writes the replies of all the requests it had already received together. Serve returns only after
 // every request it read has been answered or has failed to be. It does not
 // close rw except to interrupt a blocked read when ctx is cancelled, and then
 // only if rw is an io.Closer.
@@ -203,7 +208,21 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, id int) error 
 
 func (c *conn) readLoop() error {
 	s := c.s
+	inMemory := s.caps.InMemory
+	corked := false
+	// uncork sends the replies that piled up while the loop was serving
+	// requests itself; it runs before every read that may block.
+	uncork := func() {
+		if corked {
+			c.uncork()
+			corked = false
+		}
+	}
+	defer uncork()
 	for {
+		if inMemory && c.br.Buffered() < RequestSize {
+			uncork()
+		}
 		if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 				return nil
@@ -234,12 +253,61 @@ func (c *conn) readLoop() error {
 				return fmt.Errorf("%w: write of %d bytes is over the %d byte limit", ErrProtocol, req.Length, MaxPayload)
 			}
 			j.buf = s.pool.get(int(req.Length))
+			if inMemory && c.br.Buffered() < int(req.Length) {
+				uncork()
+			}
 			if _, err := io.ReadFull(c.br, j.buf.b); err != nil {
 				s.pool.put(j.buf)
 				return fmt.Errorf("%w: connection closed inside a write payload: %v", ErrProtocol, err)
 			}
 		}
+		if inMemory && req.Length <= inlineMax {
+			if !corked {
+				c.wmu.Lock()
+				c.corked = true
+				c.wmu.Unlock()
+				corked = true
+			}
+			c.handle(j)
+			continue
+		}
 		c.jobs <- j
+	}
+}
+
+// inlineMax is the largest request an InMemory source serves on the reading
+// goroutine. Small requests cost less than the hand-off to a worker
+// (BenchmarkServerInlineRead4K: 6.4 us per request against 10.1 us with
+// workers); copying megabytes is better spread over the cores
+// (BenchmarkServerRead1M: 289 us against 371 us inline).
+const inlineMax = 128 << 10
+
+// uncork ends a batch of requests served by readLoop: replies queued
+// while corked go out together now, unless a worker is writing, which then
+// writes them too.
+func (c *conn) uncork() {
+	c.wmu.Lock()
+	c.corked = false
+	if c.writing {
+		c.wmu.Unlock()
+		return
+	}
+	c.writing = true
+	c.flushLocked()
+	c.writing = false
+	c.wmu.Unlock()
+}
+
+// flushLocked writes the queue until it stays empty. c.wmu is held on entry
+// and on return, and c.writing is set by the caller.
+func (c *conn) flushLocked() {
+	for len(c.queue) > 0 {
+		batch := c.queue
+		c.queue = c.spare[:0]
+		c.wmu.Unlock()
+		c.writeBatch(batch)
+		c.wmu.Lock()
+		c.spare = batch[:0]
 	}
 }
 
@@ -378,19 +446,12 @@ func (c *conn) sendHeader(errCode uint32, cookie uint64) {
 func (c *conn) send(f outFrame) {
 	c.wmu.Lock()
 	c.queue = append(c.queue, f)
-	if c.writing {
+	if c.writing || c.corked {
 		c.wmu.Unlock()
 		return
 	}
 	c.writing = true
-	for len(c.queue) > 0 {
-		batch := c.queue
-		c.queue = c.spare[:0]
-		c.wmu.Unlock()
-		c.writeBatch(batch)
-		c.wmu.Lock()
-		c.spare = batch[:0]
-	}
+	c.flushLocked()
 	c.writing = false
 	c.wmu.Unlock()
 }

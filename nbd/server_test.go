@@ -288,8 +288,7 @@ func TestServerRequests(t *testing.T) {
 		{name: "zero-length read", req: Request{Cmd: CmdRead, Offset: 65536, Length: 0}},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f := newFake(65536)
+		forEachMode(t, tt.name, 65536, func(t *testing.T, f *fakeSource) {
 			h := serve(t, f, Options{})
 			tt.req.Cookie = 0xdeadbeef00000001
 			h.send(tt.req, tt.payload)
@@ -380,8 +379,10 @@ func TestServerRepliesOutOfOrder(t *testing.T) {
 }
 
 func TestServerManyInFlight(t *testing.T) {
-	const size = 8 << 20
-	f := newFake(size)
+	forEachMode(t, "", 8<<20, testServerManyInFlight)
+}
+
+func testServerManyInFlight(t *testing.T, f *fakeSource) {
 	h := serve(t, f, Options{})
 	// 128 requests in flight, as the kernel's queue depth allows; the
 	// writer runs concurrently so a full socket buffer cannot deadlock.
@@ -410,7 +411,10 @@ func TestServerManyInFlight(t *testing.T) {
 }
 
 func TestServer32MiB(t *testing.T) {
-	f := newFake(40 << 20)
+	forEachMode(t, "", 40<<20, testServer32MiB)
+}
+
+func testServer32MiB(t *testing.T, f *fakeSource) {
 	h := serve(t, f, Options{})
 	payload := bytes.Repeat([]byte{0xa5}, MaxPayload)
 	go h.send(Request{Cmd: CmdWrite, Cookie: 1, Offset: 4096, Length: MaxPayload}, payload)
@@ -476,15 +480,65 @@ func TestServerProtocolErrors(t *testing.T) {
 }
 
 func TestServerEOFIsCleanAndCancelStops(t *testing.T) {
-	h := serve(t, newFake(4096), Options{})
-	h.client.Close()
-	if err := h.wait(); err != nil {
-		t.Errorf("Serve after EOF = %v, want nil", err)
+	forEachMode(t, "", 4096, func(t *testing.T, f *fakeSource) {
+		h := serve(t, f, Options{})
+		h.client.Close()
+		if err := h.wait(); err != nil {
+			t.Errorf("Serve after EOF = %v, want nil", err)
+		}
+		h = serve(t, f, Options{})
+		h.cancel()
+		if err := h.wait(); !errors.Is(err, context.Canceled) {
+			t.Errorf("Serve after cancel = %v, want context.Canceled", err)
+		}
+	})
+}
+
+// forEachMode runs test twice, as a subtest named name (or "workers" /
+// "inline" when name is empty), on a fake source of size bytes: served by
+// worker goroutines and, InMemory, by the reading goroutine itself.
+func forEachMode(t *testing.T, name string, size int, test func(t *testing.T, f *fakeSource)) {
+	for _, inMemory := range []bool{false, true} {
+		mode := "workers"
+		if inMemory {
+			mode = "inline"
+		}
+		if name != "" {
+			mode = name + "/" + mode
+		}
+		t.Run(mode, func(t *testing.T) {
+			f := newFake(size)
+			f.caps.InMemory = inMemory
+			test(t, f)
+		})
 	}
-	h = serve(t, newFake(4096), Options{})
-	h.cancel()
-	if err := h.wait(); !errors.Is(err, context.Canceled) {
-		t.Errorf("Serve after cancel = %v, want context.Canceled", err)
+}
+
+// TestServerInlineInOrder: an InMemory source's requests are served one
+// after the other by the reading goroutine, so a slow first request delays
+// the rest and the replies leave in request order (with workers, the others
+// would overtake it).
+func TestServerInlineInOrder(t *testing.T) {
+	f := newFake(1 << 20)
+	f.caps.InMemory = true
+	f.gate, f.gateOff = make(chan struct{}), 0
+	time.AfterFunc(50*time.Millisecond, func() { close(f.gate) })
+	h := serve(t, f, Options{})
+	const n = 32
+	frames := make([]byte, n*RequestSize)
+	lens := map[uint64]int{}
+	for i := 0; i < n; i++ {
+		PutRequest(frames[i*RequestSize:], Request{Cmd: CmdRead, Cookie: uint64(i), Offset: uint64(i) * 4096, Length: 4096})
+		lens[uint64(i)] = 4096
+	}
+	if _, err := h.client.Write(frames); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n; i++ {
+		r, data := h.recv(lens)
+		if r.Cookie != uint64(i) || r.Error != 0 || !bytes.Equal(data, f.data[i*4096:(i+1)*4096]) {
+			t.Fatalf("reply %d: cookie %d, error %d, data equal %v; want cookie %d and the source's data", i, r.Cookie, r.Error, bytes.Equal(data, f.data[i*4096:(i+1)*4096]), i)
+		}
 	}
 }
 

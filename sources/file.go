@@ -221,6 +221,7 @@ func (f *File) init(opts FileOptions) error {
 		Zero:       !f.ro,
 		Parallel:   true,
 		Rotational: queueAttr(dev, "rotational") == "1",
+		InMemory:   !f.block && f.inRAM(),
 	}
 	if !f.ro {
 		if f.block {
@@ -234,6 +235,21 @@ func (f *File) init(opts FileOptions) error {
 		return f.initDirect()
 	}
 	return nil
+}
+
+// inRAM reports whether the file lives on a RAM file system (tmpfs, which
+// also holds memfds, ramfs or hugetlbfs), where reads and writes are memory
+// copies that never wait for a device.
+func (f *File) inRAM() bool {
+	var st unix.Statfs_t
+	if f.control(func(fd int) error { return unix.Fstatfs(fd, &st) }) != nil {
+		return false
+	}
+	switch st.Type {
+	case unix.TMPFS_MAGIC, unix.RAMFS_MAGIC, unix.HUGETLBFS_MAGIC:
+		return true
+	}
+	return false
 }
 
 // probePunch reports whether the filesystem can punch holes, by punching

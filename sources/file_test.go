@@ -3,6 +3,7 @@ package sources_test
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"math/rand/v2"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
+	"golang.org/x/sys/unix"
 )
 
 // writeTemp writes size random bytes to a new file in a temporary directory
@@ -265,13 +267,67 @@ func TestFileCaps(t *testing.T) {
 			}
 			defer f.Close()
 			got := f.Caps()
-			// Trim depends on the filesystem, Rotational on the disk.
-			got.Trim, got.Rotational = false, false
+			// Trim and InMemory depend on the filesystem, Rotational on
+			// the disk.
+			got.Trim, got.Rotational, got.InMemory = false, false, false
 			if got != tt.want {
-				t.Errorf("Caps() = %v, want %v (ignoring trim and rotational)", got, tt.want)
+				t.Errorf("Caps() = %v, want %v (ignoring trim, rotational and inmemory)", got, tt.want)
 			}
 			if tt.opts.ReadOnly && f.Caps().Trim {
 				t.Errorf("Caps() = %v, want no trim when read-only", f.Caps())
+			}
+		})
+	}
+}
+
+// TestFileInMemory: files on tmpfs and memfds are served inline by the
+// server; a file on a disk file system is not.
+func TestFileInMemory(t *testing.T) {
+	memfd, err := unix.MemfdCreate("test", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf := os.NewFile(uintptr(memfd), "memfd")
+	if err := mf.Truncate(1 << 20); err != nil {
+		t.Fatal(err)
+	}
+	shm := filepath.Join("/dev/shm", fmt.Sprintf("nbdloop-test-%d", os.Getpid()))
+	if err := os.WriteFile(shm, make([]byte, 4096), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(shm)
+	disk := "/var/tmp"
+	var st unix.Statfs_t
+	if err := unix.Statfs(disk, &st); err != nil {
+		t.Fatal(err)
+	}
+	diskFile, err := os.CreateTemp(disk, "nbdloop-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.Remove(diskFile.Name())
+	diskFile.Write(make([]byte, 4096))
+	diskFile.Close()
+
+	open := func(path string) (*sources.File, error) { return sources.OpenFile(path, sources.FileOptions{}) }
+	tests := []struct {
+		name string
+		open func() (*sources.File, error)
+		want bool
+	}{
+		{"memfd", func() (*sources.File, error) { return sources.NewFile(mf, "memfd", sources.FileOptions{}) }, true},
+		{"tmpfs", func() (*sources.File, error) { return open(shm) }, true},
+		{"disk", func() (*sources.File, error) { return open(diskFile.Name()) }, st.Type == unix.TMPFS_MAGIC},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := tt.open()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if got := f.Caps().InMemory; got != tt.want {
+				t.Errorf("Caps().InMemory = %v, want %v", got, tt.want)
 			}
 		})
 	}

@@ -101,7 +101,7 @@ func NewMemory(size int64) (*Memory, error) {
 func (m *Memory) Size() int64 { return m.size }
 
 // Caps reports Parallel, Trim and Zero.
-func (m *Memory) Caps() Caps { return Caps{Parallel: true, Trim: true, Zero: true} }
+func (m *Memory) Caps() Caps { return Caps{Parallel: true, Trim: true, Zero: true, InMemory: true} }
 
 // Resident returns the bytes held in allocated pages: a multiple of the page
 // size, growing with non-zero data written and shrinking with Trim and Zero.

@@ -88,6 +88,13 @@ type Caps struct {
 	Parallel bool
 	// Rotational hints that the storage is a spinning disk.
 	Rotational bool
+	// InMemory is true when the bytes live in RAM (a memfd, tmpfs, the Go
+	// heap) and no call ever waits for a device or a network: the server
+	// then serves requests on the connection's reader goroutine, in
+	// batches, instead of handing each to a worker goroutine (a wake-up
+	// and a thread switch per request, which cost more than a memory copy).
+	// Filters leave it false unless they never block either.
+	InMemory bool
 }
 
 // String lists the capabilities that are set, for logs and `list --json`.
@@ -107,6 +114,7 @@ func (c Caps) String() string {
 	add(c.Zero, "zero")
 	add(c.Parallel, "parallel")
 	add(c.Rotational, "rotational")
+	add(c.InMemory, "inmemory")
 	return s
 }
 
