@@ -144,6 +144,10 @@ type conn struct {
 	// in queue until it is about to block on the socket. Under wmu.
 	corked bool
 
+	// raw, when not nil, reads and writes rw's socket with raw system
+	// calls (a net.Conn: what nbdloop serves the kernel on).
+	raw *rawSocket
+
 	// Owned by the writing worker.
 	iov  [][]byte
 	bufs net.Buffers
@@ -172,9 +176,16 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, id int) error 
 		s:    s,
 		id:   id,
 		rw:   rw,
-		br:   bufio.NewReaderSize(rw, 256<<10),
 		jobs: make(chan job, 128),
 	}
+	var in io.Reader = rw
+	if sc, ok := rw.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			c.raw = newRawSocket(rc)
+			in = c.raw
+		}
+	}
+	c.br = bufio.NewReaderSize(in, 256<<10)
 	var wg sync.WaitGroup
 	for i := 0; i < s.opts.Workers; i++ {
 		wg.Add(1)
@@ -469,7 +480,9 @@ func (c *conn) writeBatch(batch []outFrame) {
 	}
 	if c.werr == nil {
 		var err error
-		if len(c.iov) == 1 {
+		if c.raw != nil {
+			err = c.raw.WriteBuffers(c.iov)
+		} else if len(c.iov) == 1 {
 			_, err = c.rw.Write(c.iov[0])
 		} else {
 			c.bufs = c.iov

@@ -21,7 +21,7 @@ func ExampleNewMemory() {
 		log.Fatal(err)
 	}
 	fmt.Println(m.Size(), m.Resident(), m.Caps())
-	// Output: 1099511627776 65536 trim,zero,parallel
+	// Output: 1099511627776 65536 trim,zero,parallel,inmemory
 }
 
 func ExampleOpenFile() {

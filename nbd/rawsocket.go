@@ -1,0 +1,131 @@
+package nbd
+
+import (
+	"io"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// rawSocket reads and writes a connection's non-blocking socket with raw
+// system calls, keeping Go's poller for the waiting. A socket call that
+// would block returns EAGAIN at once, so it never needs the scheduler's
+// syscall bookkeeping (entersyscall/exitsyscall); without it sysmon stops
+// handing the goroutine's P to another thread for calls that only took a
+// few microseconds, which cost the server about a tenth of its CPU in
+// perf profiles of 4 KiB reads at depth 32.
+//
+// Its methods run on one goroutine each (Read on the reading one, Write and
+// WriteBuffers on the one holding the connection's write turn), so the
+// state each one passes to its callback needs no lock.
+type rawSocket struct {
+	rc syscall.RawConn
+
+	// Read's call, bound once so that passing it allocates nothing.
+	rp    []byte
+	rn    int
+	rerr  syscall.Errno
+	rcall func(fd uintptr) bool
+
+	wiov  []unix.Iovec
+	wn    int
+	werr  syscall.Errno
+	wcall func(fd uintptr) bool
+}
+
+func newRawSocket(rc syscall.RawConn) *rawSocket {
+	s := &rawSocket{rc: rc}
+	s.rcall = s.read
+	s.wcall = s.writev
+	return s
+}
+
+func (s *rawSocket) read(fd uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rp[0])), uintptr(len(s.rp)))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false // wait for the poller
+		}
+		s.rn, s.rerr = int(n), e
+		return true
+	}
+}
+
+func (s *rawSocket) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	s.rp = p
+	err := s.rc.Read(s.rcall)
+	s.rp = nil
+	switch {
+	case err != nil:
+		return 0, err // closed
+	case s.rerr != 0:
+		return 0, s.rerr
+	case s.rn == 0:
+		return 0, io.EOF
+	}
+	return s.rn, nil
+}
+
+func (s *rawSocket) writev(fd uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.wiov[0])), uintptr(len(s.wiov)))
+		switch e {
+		case unix.EINTR:
+			continue
+		case unix.EAGAIN:
+			return false
+		}
+		s.wn, s.werr = int(n), e
+		return true
+	}
+}
+
+func (s *rawSocket) Write(p []byte) (int, error) {
+	if err := s.WriteBuffers([][]byte{p}); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// WriteBuffers writes every byte of bufs, in as few writev(2) calls as the
+// socket buffer allows.
+func (s *rawSocket) WriteBuffers(bufs [][]byte) error {
+	s.wiov = s.wiov[:0]
+	for _, b := range bufs {
+		if len(b) > 0 {
+			s.wiov = append(s.wiov, unix.Iovec{Base: &b[0], Len: uint64(len(b))})
+		}
+	}
+	iov := s.wiov
+	for len(iov) > 0 {
+		s.wiov = iov[:min(len(iov), maxIovecs)]
+		if err := s.rc.Write(s.wcall); err != nil {
+			return err
+		}
+		if s.werr != 0 {
+			return s.werr
+		}
+		n := uint64(s.wn)
+		for n > 0 {
+			if n < iov[0].Len {
+				iov[0].Base = (*byte)(unsafe.Add(unsafe.Pointer(iov[0].Base), n))
+				iov[0].Len -= n
+				break
+			}
+			n -= iov[0].Len
+			iov = iov[1:]
+		}
+	}
+	s.wiov = s.wiov[:0]
+	return nil
+}
+
+// maxIovecs is IOV_MAX, the most buffers one writev(2) takes.
+const maxIovecs = 1024
