@@ -305,7 +305,7 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	var err error
 	switch {
 	case f.ramFD >= 0:
-		err = f.preadRAM(p, f.base+off)
+		err = f.rawRAM(unix.SYS_PREAD64, "read", p, f.base+off)
 	case f.dio == nil:
 		_, err = f.f.ReadAt(p, f.base+off)
 	default:
@@ -317,18 +317,21 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// preadRAM reads a file that lives in RAM with raw pread(2) calls: they
-// cannot block on a device, so they skip the scheduler's syscall
-// bookkeeping, which hands the goroutine's P to another thread whenever a
-// call takes longer than sysmon's 20 us tick and costs more than the copy.
-func (f *File) preadRAM(p []byte, abs int64) error {
+// rawRAM reads (SYS_PREAD64) or writes (SYS_PWRITE64) all of p at abs in a
+// file that lives in RAM, with raw system calls: they cannot block on a
+// device, so they skip the scheduler's syscall bookkeeping, which hands the
+// goroutine's P to another thread whenever a call takes longer than
+// sysmon's 20 us tick. In the VM benchmark that raised 4 KiB random reads
+// at depth 32 on a memory: device from about 10k to 13-16k IOPS (with raw
+// socket calls in the server).
+func (f *File) rawRAM(call uintptr, op string, p []byte, abs int64) error {
 	for len(p) > 0 {
-		n, _, e := unix.RawSyscall6(unix.SYS_PREAD64, uintptr(f.ramFD), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), uintptr(abs), 0, 0)
+		n, _, e := unix.RawSyscall6(call, uintptr(f.ramFD), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), uintptr(abs), 0, 0)
 		switch {
 		case e == unix.EINTR:
 			continue
 		case e != 0:
-			return &fs.PathError{Op: "read", Path: f.name, Err: e}
+			return &fs.PathError{Op: op, Path: f.name, Err: e}
 		case n == 0:
 			return io.EOF
 		}
@@ -372,6 +375,9 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 func (f *File) writeAbs(p []byte, abs int64) error {
 	if f.dio != nil {
 		return f.writeDirectIO(p, abs)
+	}
+	if f.ramFD >= 0 {
+		return f.rawRAM(unix.SYS_PWRITE64, "write", p, abs)
 	}
 	_, err := f.f.WriteAt(p, abs)
 	return err

@@ -20,6 +20,26 @@ import (
 
 // writeTemp writes size random bytes to a new file in a temporary directory
 // and returns its path and contents.
+// moveToShm moves the file at path to tmpfs (/dev/shm), removed at the
+// end of the test, and returns its new path.
+func moveToShm(t testing.TB, path string) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("/dev/shm", "nbdloop-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shm := filepath.Join(dir, filepath.Base(path))
+	if err := os.WriteFile(shm, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return shm
+}
+
 func writeTemp(t testing.TB, size int) (string, []byte) {
 	t.Helper()
 	data := make([]byte, size)
@@ -57,6 +77,7 @@ func TestFileConformance(t *testing.T) {
 		// noFallocate makes Zero write zeros, as on a filesystem
 		// without fallocate.
 		noFallocate bool
+		inRAM       bool
 	}{
 		{name: "whole", fileSize: 1 << 20},
 		{name: "odd size", fileSize: 1<<20 + 100},
@@ -72,6 +93,10 @@ func TestFileConformance(t *testing.T) {
 		{name: "direct unaligned end", fileSize: 1<<20 + 512, opts: sources.FileOptions{DirectIO: true, Offset: 4096}},
 		{name: "direct tiny", fileSize: 3000, opts: sources.FileOptions{DirectIO: true, Offset: 100}},
 		{name: "direct writing zeros", fileSize: 1<<20 + 100, opts: sources.FileOptions{DirectIO: true, Offset: 512}, noFallocate: true},
+		// Files on tmpfs are read and written with raw system calls.
+		{name: "tmpfs", fileSize: 1 << 20, inRAM: true},
+		{name: "tmpfs window", fileSize: 1<<20 + 100, opts: sources.FileOptions{Offset: 1000, SizeLimit: 700001}, inRAM: true},
+		{name: "tmpfs read-only", fileSize: 1 << 20, opts: sources.FileOptions{ReadOnly: true}, inRAM: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -86,9 +111,15 @@ func TestFileConformance(t *testing.T) {
 			want := data[tt.opts.Offset:end]
 			sourcetest.Run(t, func(t *testing.T) sources.Source {
 				path, _ := writeTemp(t, tt.fileSize)
+				if tt.inRAM {
+					path = moveToShm(t, path)
+				}
 				f, err := sources.OpenFile(path, tt.opts)
 				if err != nil {
 					t.Fatalf("OpenFile(%+v) = %v", tt.opts, err)
+				}
+				if tt.inRAM && !f.Caps().InMemory {
+					t.Fatalf("Caps() = %v, want inmemory for a file on tmpfs", f.Caps())
 				}
 				if tt.noFallocate {
 					sources.DisableFallocate(f)
