@@ -1,7 +1,6 @@
 package xz
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/binary"
@@ -16,6 +15,7 @@ import (
 	"github.com/ulikunitz/xz/lzma"
 
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
+	"github.com/nbdloop/nbdloop/sources/internal/lzma2"
 )
 
 // maxDict is the largest LZMA2 dictionary accepted: xz's own limit
@@ -160,11 +160,16 @@ func dictCap(h blockHeader, usize int64) int {
 	return int(max(lzma.MinDictCap, min(h.dict, usize)))
 }
 
-const inBufSize = 64 << 10
+// inBufSize is what a decoder needs besides its dictionary: an
+// lzma2.Reader holds one compressed chunk (64 KiB) and its probabilities.
+const inBufSize = 128 << 10
 
 var crc64Table = crc64.MakeTable(crc64.ECMA)
 
-var bufPool = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, inBufSize) }}
+// decoders holds idle *lzma2.Reader: a decoder taken for a block keeps
+// the dictionary and buffers of the one before whenever they are large
+// enough, so decoding a block allocates next to nothing.
+var decoders sync.Pool
 
 // blockReader decodes one block: exactly USize bytes, then it checks that
 // the LZMA2 data ends there, that its compressed size matches the index,
@@ -174,8 +179,7 @@ type blockReader struct {
 	b    Block
 	h    blockHeader
 	in   *compressed.CountReader
-	buf  *bufio.Reader
-	lz   *lzma.Reader2
+	lz   *lzma2.Reader
 	hash hash.Hash
 	left int64
 	err  error
@@ -191,15 +195,18 @@ func newBlockReader(r io.ReaderAt, b Block, limit int64) (*blockReader, error) {
 	if d := int64(dictCap(h, b.USize)); d > limit {
 		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, compressed.SizeString(d), compressed.SizeString(limit))
 	}
+	// The decoder reads each chunk's compressed bytes whole, straight
+	// from the file, and nothing past the end marker: in.N is the
+	// compressed size it used.
 	in := &compressed.CountReader{R: io.NewSectionReader(r, b.COff+h.size, h.csize)}
-	buf := bufPool.Get().(*bufio.Reader)
-	buf.Reset(in)
-	lz, err := lzma.Reader2Config{DictCap: dictCap(h, b.USize)}.NewReader2(buf)
-	if err != nil {
-		bufPool.Put(buf)
-		return nil, corrupt(b.COff+h.size, "LZMA2: %v", err)
+	lz, _ := decoders.Get().(*lzma2.Reader)
+	if lz == nil {
+		lz = new(lzma2.Reader)
 	}
-	br := &blockReader{r: r, b: b, h: h, in: in, buf: buf, lz: lz, left: b.USize}
+	if err := lz.Reset(in, dictCap(h, b.USize)); err != nil {
+		return nil, err // not reached: dictCap is at least 4 KiB
+	}
+	br := &blockReader{r: r, b: b, h: h, in: in, lz: lz, left: b.USize}
 	switch b.Check {
 	case CheckCRC32:
 		br.hash = crc32.NewIEEE()
@@ -232,8 +239,8 @@ func (br *blockReader) Read(p []byte) (int, error) {
 		err = corrupt(br.b.COff, "block ends after %d of its %d uncompressed bytes", br.b.USize-br.left, br.b.USize)
 	case err != nil && err != io.EOF:
 		var ce *CorruptError
-		if !errors.As(err, &ce) {
-			err = corrupt(br.b.COff+br.h.size+br.in.N, "LZMA2: %v", err)
+		if errors.Is(err, lzma2.ErrCorrupt) && !errors.As(err, &ce) {
+			err = corrupt(br.b.COff+br.h.size+br.in.N, "%v", err)
 		}
 	case br.left == 0:
 		err = br.finish()
@@ -253,9 +260,12 @@ func (br *blockReader) finish() error {
 		if n != 0 {
 			return corrupt(br.b.COff, "block holds more than the %d uncompressed bytes its index records", br.b.USize)
 		}
+		if err != nil && !errors.Is(err, lzma2.ErrCorrupt) {
+			return err // reading the file
+		}
 		return corrupt(br.b.COff+br.h.size+br.in.N, "LZMA2 end marker: %v", err)
 	}
-	if got := br.in.N - int64(br.buf.Buffered()); got != br.h.csize {
+	if got := br.in.N; got != br.h.csize {
 		return corrupt(br.b.COff, "block has %d compressed bytes, the index says %d", got, br.h.csize)
 	}
 	pad := roundup4(br.h.csize) - br.h.csize
@@ -286,12 +296,12 @@ func (br *blockReader) finish() error {
 	return nil
 }
 
-// Close returns the input buffer to the pool.
+// Close returns the decoder to the pool.
 func (br *blockReader) Close() error {
-	if br.buf != nil {
-		br.buf.Reset(nil)
-		bufPool.Put(br.buf)
-		br.buf = nil
+	if br.lz != nil {
+		br.lz.Reset(nil, 1) // drops the file, keeps the buffers
+		decoders.Put(br.lz)
+		br.lz = nil
 	}
 	br.err = errors.New("xz: block reader closed")
 	return nil
