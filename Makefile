@@ -28,16 +28,21 @@ vet:
 unit:
 	$(GO) test -race -count=1 ./...
 
-# A short fuzz pass over the parsers of untrusted disk images (the corpora
-# in testdata/fuzz run as seeds in `unit` too); `go test -fuzz` takes one
+# A short fuzz pass over the parsers of untrusted disk images, the xz
+# container and the LZMA2 decoder (the corpora in testdata/fuzz run as seeds
+# in `unit` too); `go test -fuzz` takes one
 # target at a time. The targets that open whole image files (FuzzQcow2Image,
 # FuzzVMDKGrainTable) run a few dozen inputs a second: go test -fuzz then
 # reports "context deadline exceeded" when a new input is still being
 # minimized at the end of a short run, so they are left to longer runs by
-# hand and their corpora to `unit`.
+# hand and their corpora to `unit`. FUZZTIME counts inputs rather than
+# seconds: a timed run fails the same way whenever a slow input is being
+# minimized as time runs out, which a loaded machine makes likely.
 FUZZ_TARGETS := ./sources/qcow2:FuzzQcow2Header \
-	./sources/vmdk:FuzzVMDKDescriptor ./sources/vmdk:FuzzVMDKHeader
-FUZZTIME ?= 5s
+	./sources/vmdk:FuzzVMDKDescriptor ./sources/vmdk:FuzzVMDKHeader \
+	./sources/xz:FuzzXZIndex ./sources/xz:FuzzXZBlockHeader \
+	./sources/internal/lzma2:FuzzLZMA2
+FUZZTIME ?= 5000x
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do \
 		echo "$(GO) test -run XXX -fuzz '^$${t#*:}$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 2s -parallel 1 $${t%%:*}"; \
