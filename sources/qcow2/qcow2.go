@@ -22,14 +22,15 @@
 // zeros; Trim deallocates whole clusters the same way (partial clusters
 // keep their data, which the Trim contract allows).
 //
-// Crash safety: refcount increments are written before any reference to
-// the cluster reaches the disk; data is written in place at once, but new
-// L2 and L1 entries stay in memory until Flush, which syncs the data, then
-// writes the L2 tables, syncs, writes the L1 entries and syncs again, and
-// only then drops the refcounts of clusters that no longer have a
-// reference. A crash can therefore leak clusters (qemu-img check -r leaks
-// reclaims them), never leave a reference to unwritten data or a cluster
-// in use with a refcount of 0. The image is not marked dirty while open,
+// Crash safety: data is written at once, but changed refcount blocks and
+// new L2 and L1 entries stay in memory until Flush, which writes the
+// refcount blocks and syncs them with the data, then writes the L2 tables,
+// syncs, writes the L1 entries and syncs again, and only then drops the
+// refcounts of clusters that no longer have a reference (written then,
+// synced by the next flush). An L2 entry points at a new cluster only once
+// the cluster's data is written. A crash can therefore leak clusters
+// (qemu-img check -r leaks reclaims them), never leave a reference to
+// unwritten data or a cluster in use with a refcount of 0. The image is not marked dirty while open,
 // since its refcounts are always valid; lazy refcounts are not used.
 //
 // Refused: encryption, external data files and unknown incompatible
@@ -48,7 +49,10 @@
 //
 // Concurrency: Caps().Parallel is true. Reads, and writes to clusters that
 // are already allocated, run in parallel under a shared lock; allocation
-// and the other metadata changes take it exclusively.
+// and the other metadata changes take it exclusively. A write covering
+// whole clusters that need allocating holds it only to allocate them (a
+// host-contiguous run when the file allows) and then to point the L2
+// entries at them: the data goes out in between, in one pwrite per run.
 //
 // Example:
 //

@@ -91,18 +91,45 @@ func (im *Image) refcount(c int64) (uint64, error) {
 	return getRefcount(t.data, i, im.h.refcountOrder), nil
 }
 
-// setRefcount sets the refcount of host cluster c and writes it through.
-func (im *Image) setRefcount(c int64, v uint64) error {
+// setRefcount sets the refcount of host cluster c, in memory.
+func (im *Image) setRefcount(c int64, v uint64) error { return im.setRefcounts(c, 1, v) }
+
+// setRefcounts sets the refcounts of host clusters [c, c+n) to v, making
+// refcount blocks (and growing the table) as needed, which avoids the
+// clusters in im.reserved. The blocks change in memory only: flushes write
+// them (writeRefBlocks). Any refcount in memory may reach the disk at any
+// time: increments come before the references that need them exist,
+// decrements after the removal of the reference is durable (flushMeta).
+func (im *Image) setRefcounts(c, n int64, v uint64) error {
 	if v > im.refMax {
 		return fmt.Errorf("refcount of cluster %d would exceed %d bits: %w", c, im.refBits, syscall.EOVERFLOW)
 	}
-	t, i, err := im.refBlock(c, true)
-	if err != nil {
-		return err
+	for end := c + n; c < end; {
+		t, i, err := im.refBlock(c, true)
+		if err != nil {
+			return err
+		}
+		k := min(end-c, im.refEntries-i)
+		for j := range k {
+			setRefcount(t.data, i+j, im.h.refcountOrder, v)
+		}
+		im.refBlocks.markDirty(t)
+		c += k
 	}
-	lo, hi := setRefcount(t.data, i, im.h.refcountOrder, v)
-	if _, err := im.f.WriteAt(t.data[lo:hi], t.off+lo); err != nil {
-		return fmt.Errorf("writing a refcount: %w", err)
+	return nil
+}
+
+// writeRefBlocks writes the refcount blocks changed in memory (without
+// syncing).
+func (im *Image) writeRefBlocks() error {
+	if im.refBlocks.dirtyCount() == 0 {
+		return nil
+	}
+	for _, t := range im.refBlocks.dirtyTables() {
+		if _, err := im.f.WriteAt(t.data, t.off); err != nil {
+			return fmt.Errorf("writing a refcount block: %w", err)
+		}
+		im.refBlocks.clean(t)
 	}
 	return nil
 }
@@ -110,10 +137,12 @@ func (im *Image) setRefcount(c int64, v uint64) error {
 // newRefBlock creates the refcount block of refcount table index ri. No
 // block covers the clusters [ri*E, (ri+1)*E) yet, so they are all free:
 // the block goes into the first of them that is not reserved, and counts
-// itself. It is written and synced before the table points to it.
+// itself; never into cluster 0, the header (only a corrupt image has no
+// block for it), whose offset would read as no block. It is written and
+// synced before the table points to it.
 func (im *Image) newRefBlock(ri int64) (int64, error) {
 	first := ri * im.refEntries
-	c := first
+	c := max(first, 1)
 	for ; c < first+im.refEntries && im.isReserved(c); c++ {
 	}
 	if c == first+im.refEntries || c*im.cs >= maxHostOffset {
@@ -189,6 +218,9 @@ func (im *Image) growRefTable(ri int64) error {
 	if _, err := im.f.WriteAt(b, im.refTableOff); err != nil {
 		return undo(fmt.Errorf("writing the refcount table: %w", err))
 	}
+	if err := im.writeRefBlocks(); err != nil {
+		return undo(err)
+	}
 	if err := im.sync(); err != nil {
 		return undo(err)
 	}
@@ -238,19 +270,60 @@ func (im *Image) findFree(n int64) (int64, error) {
 // allocCluster finds a free host cluster, sets its refcount to 1 and
 // returns its offset.
 func (im *Image) allocCluster() (int64, error) {
-	c, err := im.findFree(1)
-	if err != nil {
-		return 0, err
+	c, _, err := im.allocRun(1)
+	return c * im.cs, err
+}
+
+// allocRun allocates a run of up to n host-contiguous free clusters, the
+// first free one on: it sets their refcounts to 1 and returns the first
+// cluster and the run's length. The
+// run stops before a cluster that is in use, reserved, or covered by no
+// refcount block yet (the next call makes that block, which then lies
+// just before the data it counts, as qemu places it).
+func (im *Image) allocRun(n int64) (start, got int64, err error) {
+	for {
+		if start, err = im.findFree(1); err != nil {
+			return 0, 0, err
+		}
+		if im.hasRefBlock(start) {
+			break
+		}
+		// Make the block now: it may take start itself.
+		if _, _, err := im.refBlock(start, true); err != nil {
+			return 0, 0, err
+		}
+		if !im.hasRefBlock(start) {
+			return 0, 0, fmt.Errorf("no refcount block covers cluster %d: %w", start, ErrCorrupt)
+		}
 	}
-	im.reserved = append(im.reserved, hostRange{c, 1})
-	err = im.setRefcount(c, 1)
-	im.reserved = im.reserved[:len(im.reserved)-1]
-	if err != nil {
-		return 0, err
+	got = 1
+	for ; got < n; got++ {
+		c := start + got
+		if (c+1)*im.cs > maxHostOffset || im.isReserved(c) || !im.hasRefBlock(c) {
+			break
+		}
+		if c < im.endCluster {
+			rc, err := im.refcount(c)
+			if err != nil {
+				return 0, 0, err
+			}
+			if rc != 0 {
+				break
+			}
+		}
 	}
-	im.freeHint = c + 1
-	im.endCluster = max(im.endCluster, c+1)
-	return c * im.cs, nil
+	if err := im.setRefcounts(start, got, 1); err != nil {
+		return 0, 0, err
+	}
+	im.freeHint = start + got
+	im.endCluster = max(im.endCluster, start+got)
+	return start, got, nil
+}
+
+// hasRefBlock reports whether a refcount block covers host cluster c.
+func (im *Image) hasRefBlock(c int64) bool {
+	ri := c / im.refEntries
+	return ri < int64(len(im.refTable)) && im.refTable[ri]&^0x1ff != 0
 }
 
 // decRefcount drops one reference to host cluster c.

@@ -11,9 +11,11 @@ import (
 
 // WriteAt writes virtual bytes. Writes to clusters that are allocated and
 // not shared are written in place under the shared lock, in one pwrite per
-// run of host-contiguous clusters; the rest of the request (allocation,
-// copy-on-write, replacing compressed or zero clusters) takes the
-// exclusive lock.
+// run of host-contiguous clusters. The rest of the request takes the
+// exclusive lock, briefly when it covers whole clusters that need a new
+// host cluster (see writeAllocating); partial clusters that need one
+// (copy-on-write) and replaced compressed or zero clusters are written
+// under it.
 func (im *Image) WriteAt(p []byte, off int64) (int, error) {
 	if im.ro {
 		return 0, sources.ErrReadOnly
@@ -31,20 +33,154 @@ func (im *Image) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil || n == len(p) {
 		return n, err
 	}
+	return im.writeAllocating(p, off, n)
+}
+
+// newRun is a run of whole guest clusters that get new, host-contiguous
+// clusters: p[at:at+n*cs] goes to host cluster host on, guest cluster ci
+// on.
+type newRun struct {
+	at       int
+	ci, host int64
+	n        int64
+}
+
+// writeAllocating writes p[done:] at off+done in three steps, so that
+// concurrent allocating writes (a queue of sequential 1 MiB writes) only
+// serialize on the metadata work:
+//
+//  1. Under the exclusive lock, the whole clusters that need a host cluster
+//     get host-contiguous runs (allocRun: their refcounts are set in
+//     memory, no I/O); the other clusters are written as writeCluster
+//     does.
+//  2. Without the lock, each run's data is written, in one pwrite.
+//  3. Under the exclusive lock again, the L2 entries are pointed at the
+//     runs, and the clusters they replace are released.
+//
+// Until step 3, nothing refers to the new clusters (a crash leaks them),
+// and readers see the clusters' old contents, as they may while the write
+// is in progress. A write that lands on one of the clusters meanwhile
+// (concurrently with this one, which covers the whole cluster) is
+// replaced by this one, as if it had come first; its own new cluster, if
+// it made one, is released like any replaced cluster. Flush only writes
+// the L2 entries of step 3, after syncing, so data still comes before the
+// references to it.
+func (im *Image) writeAllocating(p []byte, off int64, done int) (int, error) {
+	var buf [4]newRun
+	runs := buf[:0]
 	im.meta.Lock()
-	defer im.meta.Unlock()
-	for done := n; done < len(p); {
+	for done < len(p) {
 		o := off + int64(done)
 		c := int(min(int64(len(p)-done), im.cs-o&(im.cs-1)))
 		if err := im.maybeFlushMeta(); err != nil {
-			return done, err
+			im.meta.Unlock()
+			return im.dropRuns(runs, done, err)
+		}
+		if c == int(im.cs) {
+			n, err := im.needNew(o>>im.cbits, int64(len(p)-done)>>im.cbits)
+			if err != nil {
+				im.meta.Unlock()
+				return im.dropRuns(runs, done, err)
+			}
+			if n > 0 {
+				start, got, err := im.allocRun(n)
+				if err != nil {
+					im.meta.Unlock()
+					return im.dropRuns(runs, done, err)
+				}
+				if k := len(runs) - 1; k >= 0 && runs[k].host+runs[k].n == start && runs[k].ci+runs[k].n == o>>im.cbits {
+					runs[k].n += got
+				} else {
+					runs = append(runs, newRun{at: done, ci: o >> im.cbits, host: start, n: got})
+				}
+				done += int(got << im.cbits)
+				continue
+			}
 		}
 		if err := im.writeCluster(p[done:done+c], o); err != nil {
-			return done, err
+			im.meta.Unlock()
+			return im.dropRuns(runs, done, err)
 		}
 		done += c
 	}
+	im.meta.Unlock()
+	if len(runs) == 0 {
+		return len(p), nil
+	}
+	for _, r := range runs {
+		if _, err := im.f.WriteAt(p[r.at:r.at+int(r.n<<im.cbits)], r.host<<im.cbits); err != nil {
+			return im.dropRuns(runs, len(p), fmt.Errorf("writing the image: %w", err))
+		}
+	}
+	im.meta.Lock()
+	defer im.meta.Unlock()
+	for i := range runs {
+		r := &runs[i]
+		for r.n > 0 {
+			t, k, err := im.l2ForWrite(r.ci)
+			if err != nil {
+				im.freeRunsLocked(runs[i:])
+				return runs[0].at, err
+			}
+			im.release(binary.BigEndian.Uint64(t.data[k:]))
+			im.setL2(t, k, uint64(r.host<<im.cbits)|entryCopied, 0xffffffff)
+			r.ci, r.host, r.n = r.ci+1, r.host+1, r.n-1
+		}
+	}
 	return len(p), nil
+}
+
+// needNew counts the guest clusters from ci on, at most max, that a write
+// covering them whole gives a new host cluster: those neither writable in
+// place nor a standard cluster of our own (reused by writeCluster). It
+// makes their L2 tables, so that these come before the data in the file.
+// The caller holds im.meta exclusively.
+func (im *Image) needNew(ci, max int64) (int64, error) {
+	var t *table
+	l1i := int64(-1)
+	for n := int64(0); n < max; n++ {
+		var i int64
+		if (ci+n)>>im.l2bits != l1i {
+			var err error
+			if t, i, err = im.l2ForWrite(ci + n); err != nil {
+				return n, err
+			}
+			l1i = (ci + n) >> im.l2bits
+		} else {
+			i = ((ci + n) & (1<<im.l2bits - 1)) * im.h.l2EntryBytes
+		}
+		entry, bitmap := binary.BigEndian.Uint64(t.data[i:]), uint64(0)
+		if im.h.extendedL2 {
+			bitmap = binary.BigEndian.Uint64(t.data[i+8:])
+		}
+		if im.inPlace(entry, bitmap) || im.reusable(entry) {
+			return n, nil
+		}
+	}
+	return max, nil
+}
+
+// dropRuns frees the clusters of runs that will not be referenced, since
+// the write failed, and returns with err the count of bytes surely
+// written: at, or fewer if a run starts before.
+func (im *Image) dropRuns(runs []newRun, at int, err error) (int, error) {
+	if len(runs) == 0 {
+		return at, err
+	}
+	im.meta.Lock()
+	im.freeRunsLocked(runs)
+	im.meta.Unlock()
+	return min(at, runs[0].at), err
+}
+
+// freeRunsLocked drops the refcounts that allocRun set: nothing refers to
+// these clusters. The caller holds im.meta exclusively.
+func (im *Image) freeRunsLocked(runs []newRun) {
+	for _, r := range runs {
+		if im.setRefcounts(r.host, r.n, 0) == nil {
+			im.freeHint = min(im.freeHint, r.host)
+		}
+	}
 }
 
 // writeInPlace writes the longest prefix of p that falls on clusters it
@@ -150,9 +286,7 @@ func (im *Image) writeCluster(p []byte, off int64) error {
 		}
 		return nil
 	}
-	// A standard cluster of our own (a v3 zero cluster that kept its
-	// allocation, or one with unallocated subclusters) is reused.
-	reuse := entry&entryCompressed == 0 && entry&entryCopied != 0 && host != 0 && host%im.cs == 0
+	reuse := im.reusable(entry)
 	data := p
 	if int64(len(p)) != im.cs {
 		bp := im.getBuf()
@@ -176,6 +310,15 @@ func (im *Image) writeCluster(p []byte, off int64) error {
 	}
 	im.setL2(t, i, uint64(host)|entryCopied, 0xffffffff)
 	return nil
+}
+
+// reusable reports whether an L2 entry is a standard cluster of our own
+// (refcount 1, aligned; a v3 zero cluster that kept its allocation, or one
+// with unallocated subclusters), which a write of the whole cluster may
+// reuse.
+func (im *Image) reusable(entry uint64) bool {
+	host := int64(entry & offsetMask)
+	return entry&entryCompressed == 0 && entry&entryCopied != 0 && host != 0 && host%im.cs == 0
 }
 
 // release schedules the host clusters of an L2 entry that is being
@@ -282,7 +425,7 @@ func (im *Image) zeroCluster(ci int64, mayTrim, trim bool) error {
 		return nil
 	}
 	host := int64(entry & offsetMask)
-	keep := !mayTrim && entry&entryCompressed == 0 && entry&entryCopied != 0 && host != 0 && host%im.cs == 0
+	keep := !mayTrim && im.reusable(entry)
 	var newEntry, newBitmap uint64
 	if im.h.extendedL2 {
 		newBitmap = 0xffffffff << 32
@@ -333,23 +476,34 @@ func (im *Image) Flush() error {
 }
 
 func (im *Image) metaDirty() bool {
-	return im.l1HasDirty || len(im.pendingFree) > 0 || im.l2.dirtyCount() > 0
+	return im.l1HasDirty || len(im.pendingFree) > 0 || im.l2.dirtyCount() > 0 || im.refBlocks.dirtyCount() > 0
 }
 
 // maybeFlushMeta flushes when dirty L2 tables fill half of the L2 cache,
-// which keeps the cache's memory bounded. The caller holds im.meta
+// and writes the refcount blocks when dirty ones fill half of theirs,
+// which keeps the caches' memory bounded. The caller holds im.meta
 // exclusively.
 func (im *Image) maybeFlushMeta() error {
 	if im.l2.dirtyCount() > im.l2.max/2 || len(im.pendingFree) > 4096 {
 		return im.flushMeta()
 	}
+	if im.refBlocks.dirtyCount() > im.refBlocks.max/2 {
+		return im.writeRefBlocks()
+	}
 	return nil
 }
 
-// flushMeta is Flush under the exclusive lock.
+// flushMeta is Flush under the exclusive lock: refcount blocks, sync, L2
+// tables, sync, L1 table, sync; then the replaced clusters lose their
+// refcounts, which are written (not synced: until the next flush, a crash
+// leaks these clusters).
 func (im *Image) flushMeta() error {
 	im.dataWritten.Store(false)
-	if err := im.sync(); err != nil {
+	err := im.writeRefBlocks()
+	if err == nil {
+		err = im.sync()
+	}
+	if err != nil {
 		im.dataWritten.Store(true)
 		return err
 	}
@@ -402,7 +556,7 @@ func (im *Image) flushMeta() error {
 			}
 		}
 	}
-	return nil
+	return im.writeRefBlocks()
 }
 
 // sync is fdatasync on the image file.
