@@ -299,6 +299,13 @@ const inlineMax = 128 << 10
 func (c *conn) uncork() {
 	c.wmu.Lock()
 	c.corked = false
+	c.takeWriteTurn()
+}
+
+// takeWriteTurn writes the queue unless another goroutine holds the write
+// turn, which will write what was queued. c.wmu is held on entry and
+// released on return.
+func (c *conn) takeWriteTurn() {
 	if c.writing {
 		c.wmu.Unlock()
 		return
@@ -457,14 +464,11 @@ func (c *conn) sendHeader(errCode uint32, cookie uint64) {
 func (c *conn) send(f outFrame) {
 	c.wmu.Lock()
 	c.queue = append(c.queue, f)
-	if c.writing || c.corked {
+	if c.corked {
 		c.wmu.Unlock()
 		return
 	}
-	c.writing = true
-	c.flushLocked()
-	c.writing = false
-	c.wmu.Unlock()
+	c.takeWriteTurn()
 }
 
 // writeBatch writes frames with one writev. Only the goroutine that set
