@@ -150,6 +150,9 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 			return fail(fmt.Errorf("creating socketpair: %w", err))
 		}
 		kernelEnds = append(kernelEnds, fds[0])
+		for _, fd := range fds {
+			growSendBuffer(fd)
+		}
 		f := os.NewFile(uintptr(fds[1]), fmt.Sprintf("nbd-conn-%d", i))
 		conn, err := net.FileConn(f)
 		f.Close()
@@ -407,4 +410,22 @@ func tuneQueue(index int) {
 	q := fmt.Sprintf("/sys/block/nbd%d/queue/", index)
 	os.WriteFile(q+"scheduler", []byte("none"), 0)
 	os.WriteFile(q+"max_sectors_kb", []byte("1024"), 0)
+}
+
+// socketBuffer is the send buffer of both ends of each connection. The
+// default (net.core.wmem_default, 208 KiB) makes a 1 MiB request or reply
+// stop five times on the way for the other side to drain it, each stop a
+// sleep and a wake-up of the sender; with room for several such messages the
+// sender writes a request in one go. In the VM (qemu TCG), 1 MiB sequential
+// writes at QD8 into a new qcow2 image went from 54-61 to 74-79 MB/s, and to
+// a memory disk from about 132 to 160 MB/s.
+const socketBuffer = 4 << 20
+
+// growSendBuffer raises fd's send buffer to socketBuffer, past
+// net.core.wmem_max where the process may (CAP_NET_ADMIN, which attach has
+// as root). A smaller buffer only costs speed, so failures are ignored.
+func growSendBuffer(fd int) {
+	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer) != nil {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
+	}
 }
