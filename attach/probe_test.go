@@ -2,12 +2,15 @@ package attach
 
 import (
 	"bytes"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 // compressTool writes data to dir/name through a real compressor.
@@ -115,5 +118,64 @@ func TestOpenSourceCompressedErrors(t *testing.T) {
 				t.Errorf("OpenSource = %q, want one line starting %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestOpenSourceImageFileOptions: qcow2 and VMDK open their files
+// themselves, so the raw file's window and O_DIRECT options would be
+// silently dropped; they are refused instead.
+func TestOpenSourceImageFileOptions(t *testing.T) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		t.Fatal("qemu-img not found: install it (scripts/install-deps.sh)")
+	}
+	dir := t.TempDir()
+	for _, format := range []string{"qcow2", "vmdk"} {
+		img := filepath.Join(dir, "disk."+format)
+		if b, err := exec.Command("qemu-img", "create", "-q", "-f", format, img, "1M").CombinedOutput(); err != nil {
+			t.Fatalf("qemu-img create: %v: %s", err, b)
+		}
+		// The image inside a larger file, as --offset would find it.
+		b, err := os.ReadFile(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inner := filepath.Join(dir, "inner."+format)
+		if err := os.WriteFile(inner, append(make([]byte, 1<<20), b...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tests := []struct {
+			name string
+			path string
+			opts OpenOptions
+		}{
+			{name: "direct-io", opts: OpenOptions{BlockSize: 512, DirectIO: true}},
+			{name: "offset", path: inner, opts: OpenOptions{BlockSize: 512, Offset: 1 << 20}},
+			{name: "sizelimit", opts: OpenOptions{BlockSize: 512, SizeLimit: 1 << 20}},
+			{name: "none", opts: OpenOptions{BlockSize: 512}},
+		}
+		for _, tt := range tests {
+			t.Run(format+"/"+tt.name, func(t *testing.T) {
+				path := img
+				if tt.path != "" {
+					path = tt.path
+				}
+				op, err := OpenSource(Spec{Kind: "file", Path: path}, tt.opts)
+				if tt.name == "none" {
+					if err != nil {
+						t.Fatalf("OpenSource = %v", err)
+					}
+					op.Source.Close()
+					return
+				}
+				if err == nil {
+					op.Source.Close()
+					t.Fatalf("OpenSource(%+v) = nil error, want a refusal", tt.opts)
+				}
+				want := path + ": " + format + " image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)"
+				if err.Error() != want && !(tt.name == "direct-io" && errors.Is(err, sources.ErrDirectIO)) {
+					t.Errorf("OpenSource(%+v) = %q, want %q", tt.opts, err, want)
+				}
+			})
+		}
 	}
 }

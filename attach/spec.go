@@ -195,6 +195,11 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 			var src sources.Source
 			if fm.openPath != nil {
 				f.Close()
+				if opts.DirectIO || opts.Offset != 0 || opts.SizeLimit != 0 {
+					// These open the image file themselves, the whole of it
+					// and through the page cache.
+					return nil, fmt.Errorf("%s: %s image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)", path, fm.name)
+				}
 				src, err = fm.openPath(path, opts)
 			} else if src, err = fm.open(f, opts); err != nil {
 				f.Close()

@@ -489,6 +489,8 @@ func TestKernelErrors(t *testing.T) {
 	os.WriteFile(odd, make([]byte, 1000), 0o644)
 	good := filepath.Join(dir, "good.img")
 	must(t, "truncate", "-s", "1M", good)
+	qcow := filepath.Join(dir, "disk.qcow2")
+	must(t, "qemu-img", "create", "-q", "-f", "qcow2", qcow, "1M")
 	busy := attachDev(t, "memory:1M")
 
 	tests := []struct {
@@ -511,6 +513,7 @@ func TestKernelErrors(t *testing.T) {
 		{"bad timeout", []string{"attach", "--timeout", "soon", good}, `--timeout "soon": not a number of seconds`, false},
 		{"unknown flag", []string{"attach", "--frobnicate", good}, "flag provided but not defined", false},
 		{"offset on memory", []string{"attach", "-o", "512", "memory:1M"}, "apply to files only", false},
+		{"direct-io on qcow2", []string{"attach", "--direct-io", qcow}, qcow + ": qcow2 image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)", false},
 		{"detach not attached", []string{"detach", "/dev/nbd15"}, "/dev/nbd15: not attached", false},
 		{"detach not nbd", []string{"detach", "/dev/loop0"}, "/dev/loop0: not an nbd device", false},
 	}
