@@ -3,10 +3,7 @@ package filters
 import (
 	"errors"
 	"fmt"
-	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nbdloop/nbdloop/sources"
@@ -209,58 +206,4 @@ func Open(next sources.Source, specs []Spec, env Env) (*Stack, error) {
 // closeChain releases a filter, then closes the source it wraps.
 func closeChain(r releaser, next sources.Source) error {
 	return errors.Join(r.release(), next.Close())
-}
-
-// triggerPoll is how often a trigger file's existence is checked.
-const triggerPoll = 10 * time.Millisecond
-
-// trigger follows whether a file exists, checking every triggerPoll in a
-// goroutine, so that the request path pays one atomic load. A nil trigger
-// is always on.
-type trigger struct {
-	path string
-	on   atomic.Bool
-	stop chan struct{}
-	done chan struct{}
-	once sync.Once
-}
-
-func newTrigger(path string) *trigger {
-	if path == "" {
-		return nil
-	}
-	t := &trigger{path: path, stop: make(chan struct{}), done: make(chan struct{})}
-	t.check()
-	go func() {
-		defer close(t.done)
-		tick := time.NewTicker(triggerPoll)
-		defer tick.Stop()
-		for {
-			select {
-			case <-t.stop:
-				return
-			case <-tick.C:
-				t.check()
-			}
-		}
-	}()
-	return t
-}
-
-func (t *trigger) check() {
-	_, err := os.Stat(t.path)
-	t.on.Store(err == nil)
-}
-
-// active reports whether the file existed at the last check.
-func (t *trigger) active() bool { return t == nil || t.on.Load() }
-
-func (t *trigger) close() {
-	if t == nil {
-		return
-	}
-	t.once.Do(func() {
-		close(t.stop)
-		<-t.done
-	})
 }

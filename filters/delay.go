@@ -31,7 +31,7 @@ var delayDef = &Def{
 		{Key: "after", Value: "MS", Default: "0", kind: durationKind,
 			Help: "start delaying only MS after attach (a disk that turns slow)"},
 		{Key: "file", Value: "PATH", kind: pathKind,
-			Help: "delay only while PATH exists (checked every 10 ms)"},
+			Help: "delay only while PATH exists (watched with inotify, and checked every second)"},
 		{Key: "seed", Value: "N", kind: countKind,
 			Help: "seed of the jitter, for reproducible runs (default: random)"},
 	},

@@ -24,7 +24,7 @@
 // the requests as the kernel sent them, wherever they are in the chain.
 //
 // Filters that wait or measure time take a Clock from Env, so their tests
-// run on a fake clock; trigger files (file=PATH) are checked by a goroutine
-// every 10 ms, so a filter that is not triggered costs an atomic load per
-// request.
+// run on a fake clock; trigger files (file=PATH) are followed by a
+// goroutine (an inotify watch on their directory, and a poll every second),
+// so a filter that is not triggered costs an atomic load per request.
 package filters

@@ -29,7 +29,7 @@ var errorDef = &Def{
 		{Key: "rate", Value: "P", Default: "1", kind: probabilityKind,
 			Help: "probability that a request which qualifies fails: 0..1 or 0%..100%"},
 		{Key: "file", Value: "PATH", kind: pathKind,
-			Help: "fail only while PATH exists (checked every 10 ms)"},
+			Help: "fail only while PATH exists (watched with inotify, and checked every second)"},
 		{Key: "ops", Value: "OPS", Default: "all", kind: opsKind,
 			Help: "the kinds of request that can fail"},
 		{Key: "range", Value: "RANGE", Repeat: true, kind: rangeKind,
@@ -80,8 +80,8 @@ type ErrorOptions struct {
 // through Env.Logf, at most 10 lines a second.
 //
 // Caps are next's, unchanged. A filter whose requests do not qualify costs
-// a few comparisons and, with File, one atomic load per request: the file
-// is checked by a goroutine every 10 ms, not by the requests.
+// a few comparisons and, with File, one atomic load per request: a
+// goroutine follows the file (see trigger), not the requests.
 //
 // Limits: After counts requests as they reach the filter, so with parallel
 // requests which ones are the first N is up to the scheduler, and so are the

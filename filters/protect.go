@@ -19,7 +19,7 @@ var protectDef = &Def{
 		{Key: "range", Value: "RANGE", Repeat: true, kind: rangeKind,
 			Help: "protect these bytes (default: the whole device)"},
 		{Key: "file", Value: "PATH", kind: pathKind,
-			Help: "protect only while PATH exists (checked every 10 ms)"},
+			Help: "protect only while PATH exists (watched with inotify, and checked every second)"},
 	},
 	open: func(next sources.Source, a args, env Env) (sources.Source, error) {
 		return NewProtect(next, ProtectOptions{Ranges: a.ranges("range"), File: a.str("file")}), nil
@@ -34,7 +34,7 @@ var readonlyDef = &Def{
 		"exists and work again once it is gone. Example: --filter readonly:file=/tmp/freeze",
 	Options: []Option{
 		{Key: "file", Value: "PATH", kind: pathKind,
-			Help: "read-only only while PATH exists (checked every 10 ms)"},
+			Help: "read-only only while PATH exists (watched with inotify, and checked every second)"},
 	},
 	open: func(next sources.Source, a args, env Env) (sources.Source, error) {
 		return NewProtect(next, ProtectOptions{File: a.str("file")}), nil
