@@ -34,6 +34,24 @@ func compressTool(t *testing.T, dir, name string, data []byte, tool string, args
 	return out
 }
 
+// openOutcome opens path as a file source and closes it again. It fails the
+// test when the outcome is not the wanted one (opened, or an error), and
+// returns the error.
+func openOutcome(t *testing.T, path string, opts OpenOptions, wantOpen bool) error {
+	t.Helper()
+	op, err := OpenSource(Spec{Kind: "file", Path: path}, opts)
+	if err == nil {
+		op.Source.Close()
+	}
+	switch {
+	case wantOpen && err != nil:
+		t.Fatalf("OpenSource(%s, %+v) = %v", path, opts, err)
+	case !wantOpen && err == nil:
+		t.Fatalf("OpenSource(%s, %+v) = nil error, want one", path, opts)
+	}
+	return err
+}
+
 func TestOpenSourceCompressed(t *testing.T) {
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	dir := t.TempDir()
@@ -102,17 +120,9 @@ func TestOpenSourceCompressedErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			op, err := OpenSource(Spec{Kind: "file", Path: tt.path}, OpenOptions{BlockSize: tt.bs})
+			err := openOutcome(t, tt.path, OpenOptions{BlockSize: tt.bs}, tt.want == "")
 			if tt.want == "" {
-				if err != nil {
-					t.Fatalf("OpenSource = %v", err)
-				}
-				op.Source.Close()
 				return
-			}
-			if err == nil {
-				op.Source.Close()
-				t.Fatalf("OpenSource = nil error, want %q", tt.want)
 			}
 			if !strings.HasPrefix(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
 				t.Errorf("OpenSource = %q, want one line starting %q", err, tt.want)
@@ -159,17 +169,9 @@ func TestOpenSourceImageFileOptions(t *testing.T) {
 				if tt.path != "" {
 					path = tt.path
 				}
-				op, err := OpenSource(Spec{Kind: "file", Path: path}, tt.opts)
+				err := openOutcome(t, path, tt.opts, tt.name == "none")
 				if tt.name == "none" {
-					if err != nil {
-						t.Fatalf("OpenSource = %v", err)
-					}
-					op.Source.Close()
 					return
-				}
-				if err == nil {
-					op.Source.Close()
-					t.Fatalf("OpenSource(%+v) = nil error, want a refusal", tt.opts)
 				}
 				want := path + ": " + format + " image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)"
 				if err.Error() != want && !(tt.name == "direct-io" && errors.Is(err, sources.ErrDirectIO)) {
