@@ -3,6 +3,8 @@ package nbd
 import (
 	"io"
 	"testing"
+
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 // benchmarkServer drives the server with a pipelined client (queue depth 32)
@@ -20,7 +22,11 @@ func benchmarkInline(b *testing.B, cmd Command, size int) {
 func benchmarkServerOpts(b *testing.B, cmd Command, size int, opts Options, inMemory bool) {
 	f := newFake(64 << 20)
 	f.caps.InMemory = inMemory
-	h := serve(b, f, opts)
+	benchmarkSource(b, f, cmd, size, opts)
+}
+
+func benchmarkSource(b *testing.B, src sources.Source, cmd Command, size int, opts Options) {
+	h := serve(b, src, opts)
 	const depth = 32
 	frame := make([]byte, RequestSize+size)
 	replyLen := ReplySize
@@ -64,6 +70,13 @@ func BenchmarkServerRead1M(b *testing.B)  { benchmarkServer(b, CmdRead, 1<<20) }
 func BenchmarkServerInlineRead4K(b *testing.B)  { benchmarkInline(b, CmdRead, 4096) }
 func BenchmarkServerInlineWrite4K(b *testing.B) { benchmarkInline(b, CmdWrite, 4096) }
 func BenchmarkServerInlineRead1M(b *testing.B)  { benchmarkInline(b, CmdRead, 1<<20) }
+
+// BenchmarkServerSendFile1M reads 1 MiB from a memfd source: the replies'
+// data go out with sendfile.
+func BenchmarkServerSendFile1M(b *testing.B) {
+	f, _ := memfdSource(b, make([]byte, 64<<20))
+	benchmarkSource(b, f, CmdRead, 1<<20, Options{})
+}
 
 func FuzzRequest(f *testing.F) {
 	seed := make([]byte, RequestSize)

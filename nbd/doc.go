@@ -27,10 +27,18 @@
 //     another thread whenever a call outlasts its 20 us tick, which under
 //     emulation is most calls. memory: devices went from about 10k to
 //     13-16k IOPS (loop: 23-32k in the same runs).
+//   - READs over 128 KiB from a file in RAM (memory: devices, files on
+//     tmpfs; sources.File.RAMRegion) are answered with the header, then
+//     sendfile(2) from the file: the socket takes the file's pages, where
+//     pread would copy them into a buffer that writev copies again. 1 MiB
+//     sequential reads at depth 8, three alternating rounds in the VM:
+//     43-51 -> 83-106 MB/s.
 //   - Request and reply buffers come from size-classed pools: no allocation
 //     per request at steady state (see the benchmarks' allocs/op).
 //
 // Errors from the Source become NBD error replies (ErrorCode is the one place
 // that maps them); only a peer that breaks the protocol (bad magic, a payload
-// over MaxPayload) loses its connection.
+// over MaxPayload) loses its connection, and so does a READ sent with
+// sendfile whose file ends before its data (it shrank under the source):
+// its success header is already out.
 package nbd

@@ -68,7 +68,8 @@ type Server struct {
 	caps   sources.Caps
 	opts   Options
 	pool   bufferPool
-	serial sync.Mutex // held around Source calls when !caps.Parallel
+	serial sync.Mutex  // held around Source calls when !caps.Parallel
+	region ramRegioner // src, when its READ replies can be sent with sendfile
 	// disc is set once any connection has received NBD_CMD_DISC: the peer
 	// asked to end, as opposed to a connection that just closed.
 	disc atomic.Bool
@@ -87,7 +88,20 @@ func NewServer(src sources.Source, opts Options) *Server {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	return &Server{src: src, size: uint64(src.Size()), caps: src.Caps(), opts: opts}
+	s := &Server{src: src, size: uint64(src.Size()), caps: src.Caps(), opts: opts}
+	s.region, _ = src.(ramRegioner)
+	return s
+}
+
+// ramRegioner is a source whose bytes sit in a file in RAM (sources.File
+// on a memfd or tmpfs). READ replies larger than inlineMax are sent from it
+// with sendfile(2): the socket takes references to the file's pages instead
+// of the server copying them into a buffer and the socket copying them
+// again. The kernel has copied the data out of the socket before it
+// completes the READ, so only writes that race with the READ, whose
+// outcome NBD leaves open anyway, can show in the reply.
+type ramRegioner interface {
+	RAMRegion(off, n int64) (fd int, fileOff int64, ok bool)
 }
 
 // TransmissionFlags returns the flags to hand to the kernel
@@ -158,7 +172,7 @@ type conn struct {
 // its end (nil), ctx is cancelled (ctx.Err()), or the peer breaks the
 // protocol: a bad magic or a READ/WRITE longer than MaxPayload (an error
 // wrapping ErrProtocol). Requests run concurrently and their replies go out
-// in completion order, each frame in one Write. For an InMemory Source the
+// in completion order, frames never interleaving. For an InMemory Source the
 // reading goroutine serves requests of up to 128 KiB itself, in order, and
 // writes the replies of all the requests it had already received together. Serve returns only after
 // every request it read has been answered or has failed to be. It does not
@@ -418,6 +432,14 @@ func (c *conn) read(req Request) uint32 {
 		c.sendHeader(errInval, req.Cookie)
 		return errInval
 	}
+	if s.region != nil && c.raw != nil && req.Length > inlineMax {
+		if fd, off, ok := s.region.RAMRegion(int64(req.Offset), int64(req.Length)); ok {
+			f := outFrame{file: fileRegion{fd: fd, off: off, n: int(req.Length)}}
+			PutReply(f.hdr[:], 0, req.Cookie)
+			c.send(f)
+			return 0
+		}
+	}
 	buf := s.pool.get(ReplySize + int(req.Length))
 	if !s.caps.Parallel {
 		s.serial.Lock()
@@ -442,12 +464,21 @@ func (c *conn) read(req Request) uint32 {
 	return 0
 }
 
-// outFrame is one reply waiting to be written: either a header-only reply
-// (hdr) or a READ reply whose header and data fill buf, which goes back to
-// the pool once written.
+// outFrame is one reply waiting to be written: a header-only reply (hdr),
+// a READ reply whose header and data fill buf, which goes back to the pool
+// once written, or a READ reply whose header is hdr and whose data is sent
+// from file.
 type outFrame struct {
-	hdr [ReplySize]byte
-	buf *buffer
+	hdr  [ReplySize]byte
+	buf  *buffer
+	file fileRegion
+}
+
+// fileRegion is n bytes of the file fd from offset off; n is 0 for none.
+type fileRegion struct {
+	fd  int
+	off int64
+	n   int
 }
 
 func (c *conn) sendHeader(errCode uint32, cookie uint64) {
@@ -476,11 +507,31 @@ func (c *conn) send(f outFrame) {
 func (c *conn) writeBatch(batch []outFrame) {
 	c.iov = c.iov[:0]
 	for i := range batch {
-		if batch[i].buf != nil {
-			c.iov = append(c.iov, batch[i].buf.b)
-		} else {
-			c.iov = append(c.iov, batch[i].hdr[:])
+		switch f := &batch[i]; {
+		case f.buf != nil:
+			c.iov = append(c.iov, f.buf.b)
+		case f.file.n > 0:
+			c.iov = append(c.iov, f.hdr[:])
+			c.writeIovecs()
+			c.sendFile(f.file)
+		default:
+			c.iov = append(c.iov, f.hdr[:])
 		}
+	}
+	c.writeIovecs()
+	for i := range batch {
+		if batch[i].buf != nil {
+			c.s.pool.put(batch[i].buf)
+			batch[i].buf = nil
+		}
+	}
+}
+
+// writeIovecs writes and empties c.iov. After a write error nothing more is
+// written: the connection is lost.
+func (c *conn) writeIovecs() {
+	if len(c.iov) == 0 {
+		return
 	}
 	if c.werr == nil {
 		var err error
@@ -497,10 +548,21 @@ func (c *conn) writeBatch(batch []outFrame) {
 			c.s.opts.Logf("nbd: writing reply: %v", err)
 		}
 	}
-	for i := range batch {
-		if batch[i].buf != nil {
-			c.s.pool.put(batch[i].buf)
-			batch[i].buf = nil
-		}
+	c.iov = c.iov[:0]
+}
+
+// sendFile sends the data of a READ reply whose header is already written.
+// If the file cannot supply it (it shrank under us), the reply cannot be
+// turned into an error any more, so the connection is shut down: the
+// kernel then fails or retries the request instead of taking short data as
+// success.
+func (c *conn) sendFile(r fileRegion) {
+	if c.werr != nil {
+		return
+	}
+	if err := c.raw.SendFile(r.fd, r.off, r.n); err != nil {
+		c.werr = err
+		c.s.opts.Logf("nbd: sending a READ reply from the source file: %v (closing the connection)", err)
+		c.raw.Shutdown()
 	}
 }

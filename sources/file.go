@@ -294,6 +294,18 @@ func (f *File) Size() int64 { return f.size }
 // Caps returns the capabilities computed at open.
 func (f *File) Caps() Caps { return f.caps }
 
+// RAMRegion returns the descriptor and file offset of the n bytes at off
+// when the file lives in RAM, so that a server can have the kernel send
+// them with sendfile(2) rather than read them into a buffer first; ok is
+// false for files on disk (sendfile would wait for the disk) and ranges
+// outside the window. The descriptor stays open until Close.
+func (f *File) RAMRegion(off, n int64) (fd int, fileOff int64, ok bool) {
+	if f.ramFD < 0 || CheckRange(off, n, f.size) != nil {
+		return -1, 0, false
+	}
+	return f.ramFD, f.base + off, true
+}
+
 // ReadAt reads len(p) bytes at off in the window.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if err := CheckRange(off, int64(len(p)), f.size); err != nil {
