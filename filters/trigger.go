@@ -68,28 +68,26 @@ func (t *trigger) check() {
 // active reports whether the file existed at the last check.
 func (t *trigger) active() bool { return t == nil || t.on.Load() }
 
-// startWatch watches the file's directory, if it can. It reports whether
-// the trigger is watching.
-func (t *trigger) startWatch() bool {
+// startWatch watches the file's directory, if it can and is not already.
+func (t *trigger) startWatch() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.watch != nil || t.closed {
-		return t.watch != nil
+		return
 	}
 	fd, err := unix.InotifyInit1(unix.IN_NONBLOCK | unix.IN_CLOEXEC)
 	if err != nil {
-		return false
+		return
 	}
 	const mask = unix.IN_CREATE | unix.IN_DELETE | unix.IN_MOVED_FROM | unix.IN_MOVED_TO |
 		unix.IN_DELETE_SELF | unix.IN_MOVE_SELF | unix.IN_ONLYDIR
 	if _, err := unix.InotifyAddWatch(fd, filepath.Dir(t.path), mask); err != nil {
 		unix.Close(fd)
-		return false
+		return
 	}
 	// Non-blocking: the runtime's poller waits for it, and Read takes
 	// deadlines.
 	t.watch = os.NewFile(uintptr(fd), "inotify")
-	return true
 }
 
 // stopWatch closes the watch, which ends a Read waiting on it.

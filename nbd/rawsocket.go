@@ -50,18 +50,25 @@ func newRawSocket(rc syscall.RawConn) *rawSocket {
 	return s
 }
 
-func (s *rawSocket) read(fd uintptr) bool {
+// rawCall makes a socket system call with RawSyscall6, again after EINTR.
+// ready is false when the call would block (EAGAIN): the RawConn callback
+// returns it so that the poller waits for the socket.
+func rawCall(trap, a1, a2, a3, a4 uintptr) (n int, errno syscall.Errno, ready bool) {
 	for {
-		n, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rp[0])), uintptr(len(s.rp)))
+		r, _, e := unix.RawSyscall6(trap, a1, a2, a3, a4, 0, 0)
 		switch e {
 		case unix.EINTR:
 			continue
 		case unix.EAGAIN:
-			return false // wait for the poller
+			return 0, 0, false
 		}
-		s.rn, s.rerr = int(n), e
-		return true
+		return int(r), e, true
 	}
+}
+
+func (s *rawSocket) read(fd uintptr) (ready bool) {
+	s.rn, s.rerr, ready = rawCall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&s.rp[0])), uintptr(len(s.rp)), 0)
+	return ready
 }
 
 func (s *rawSocket) Read(p []byte) (int, error) {
@@ -82,18 +89,9 @@ func (s *rawSocket) Read(p []byte) (int, error) {
 	return s.rn, nil
 }
 
-func (s *rawSocket) writev(fd uintptr) bool {
-	for {
-		n, _, e := unix.RawSyscall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.wiov[0])), uintptr(len(s.wiov)))
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		s.wn, s.werr = int(n), e
-		return true
-	}
+func (s *rawSocket) writev(fd uintptr) (ready bool) {
+	s.wn, s.werr, ready = rawCall(unix.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&s.wiov[0])), uintptr(len(s.wiov)), 0)
+	return ready
 }
 
 // WriteBuffers writes every byte of bufs, in as few writev(2) calls as the
@@ -132,20 +130,11 @@ func (s *rawSocket) WriteBuffers(bufs [][]byte) error {
 // maxIovecs is IOV_MAX, the most buffers one writev(2) takes.
 const maxIovecs = 1024
 
-func (s *rawSocket) sendfile(fd uintptr) bool {
-	for {
-		// The file is in RAM (ramRegioner): the call does not wait for a
-		// disk, so it needs no syscall bookkeeping either.
-		n, _, e := unix.RawSyscall6(unix.SYS_SENDFILE, fd, uintptr(s.sfd), uintptr(unsafe.Pointer(&s.soff)), uintptr(s.sleft), 0, 0)
-		switch e {
-		case unix.EINTR:
-			continue
-		case unix.EAGAIN:
-			return false
-		}
-		s.sn, s.serr = int(n), e
-		return true
-	}
+// sendfile reads a file in RAM (ramRegioner): the call does not wait for a
+// disk, so it needs no syscall bookkeeping either.
+func (s *rawSocket) sendfile(fd uintptr) (ready bool) {
+	s.sn, s.serr, ready = rawCall(unix.SYS_SENDFILE, fd, uintptr(s.sfd), uintptr(unsafe.Pointer(&s.soff)), uintptr(s.sleft))
+	return ready
 }
 
 // SendFile sends n bytes of the file fd from offset off with sendfile(2).
