@@ -1,22 +1,38 @@
 #!/bin/sh
-# install-deps.sh: installs the Debian packages that the tests and the VM
-# harness use, if any is missing. Idempotent and quiet when nothing is
-# missing.
+# install-deps.sh: installs the Debian packages that the tests, `make demo`
+# and the VM harness use, if any is missing. Idempotent and quiet when
+# nothing is missing. Each package is checked by a command it provides;
+# kerneltest's TestDepsInstalled holds this list against the commands the
+# tests and scripts run, so add a line here with every new tool.
 set -eu
+PATH=$PATH:/usr/sbin:/sbin
 need=""
-check() { command -v "$1" >/dev/null 2>&1 || need="$need $2"; }
+check() {
+	command -v "$1" >/dev/null 2>&1 && return
+	case " $need " in *" $2 "*) ;; *) need="$need $2" ;; esac
+}
 check qemu-system-x86_64 qemu-system-x86
 check busybox busybox-static
 check cpio cpio
 check depmod kmod
+check modprobe kmod
+check rmmod kmod
+check make make
 check mkfs.ext4 e2fsprogs
 check debugfs e2fsprogs
+check e2fsck e2fsprogs
+check fsck.ext4 e2fsprogs
+check dumpe2fs e2fsprogs
+check chattr e2fsprogs
 check mkfs.btrfs btrfs-progs
 check sgdisk gdisk
 check sfdisk fdisk
 check mkfs.xfs xfsprogs
 check mkfs.vfat dosfstools
 check mkswap util-linux
+check swapon mount
+check swapoff mount
+check fstrim util-linux
 check xz xz-utils
 check zstd zstd
 check gzip gzip
@@ -24,10 +40,15 @@ check blkdiscard util-linux
 check setpriv util-linux
 check mdadm mdadm
 check qemu-img qemu-utils
+check qemu-io qemu-utils
+check fio fio
+check nbd-client nbd-client
+check python3 python3
+check groff groff-base
 check lvm lvm2
 check nbdkit nbdkit
 check chromium-headless-shell chromium-headless-shell
-[ -x /sbin/blkid ] || [ -x /usr/sbin/blkid ] || need="$need util-linux"
+check blkid util-linux
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive

@@ -40,9 +40,11 @@
 # is no other network. There is no udev.
 #
 # Limits: everything the command runs must be visible in the guest, so not
-# under /tmp, /run or /var/tmp of the host (fresh tmpfs in the guest): build
-# test binaries into the repo (e.g. $CACHE/bin), not into go's temp dir (or
-# use `go test -exec scripts/vm/goexec.sh`). The host root is read-only in
+# under /tmp, /run or /var/tmp of the host (fresh tmpfs in the guest), except
+# the current directory's checkout (or the current directory), which the
+# guest binds back at its path: build test binaries into the repo (e.g.
+# $CACHE/bin), not into go's temp dir (or use
+# `go test -exec scripts/vm/goexec.sh`). The host root is read-only in
 # the guest (so are $HOME and go's caches), and host files rewritten in place
 # during a run may look stale inside (9p cache=loose).
 #
@@ -93,9 +95,19 @@ hidden_in_guest() {
 	return 1
 }
 
+# A current directory under /tmp, /run or /var/tmp (a clone made there) is
+# covered by the guest's tmpfs: the guest's init binds it back at the same
+# path (read-only, as the rest of the host). The whole checkout if it is one,
+# so that the command can reach the repository's other files.
 cwd=$(pwd -P)
-hidden_in_guest "$cwd" &&
-	die "the current directory $cwd is hidden inside the VM (tmpfs there); run from elsewhere"
+keep=''
+if hidden_in_guest "$cwd"; then
+	case $cwd/ in /dev/* | /proc/* | /sys/*) die "cannot run in $cwd (a kernel file system in the guest)" ;; esac
+	keep=$(git -C "$cwd" rev-parse --show-toplevel 2>/dev/null || true)
+	case $cwd/ in "$keep"/*) ;; *) keep=$cwd ;; esac
+	case $keep in /tmp | /run | /var/tmp) keep=$cwd ;; esac
+	case $keep in /tmp | /run | /var/tmp) die "cannot run in $cwd itself (the guest's own tmpfs); run from a directory inside it" ;; esac
+fi
 
 # setup.sh prints NBDLOOP_VM_CACHE, KVER, NBDLOOP_KDIR, NBDLOOP_VM_KERNEL,
 # NBDLOOP_VM_INITRD; it is quick once done.
@@ -119,7 +131,7 @@ mkdir -p "$rundir"
 out=${outdir:-$rundir/out}
 mkdir -p "$out"
 out=$(cd "$out" && pwd -P)
-hidden_in_guest "$out" && die "--out $out is hidden inside the VM (tmpfs there)"
+case $out/ in /dev/* | /proc/* | /sys/*) die "--out $out is a kernel file system in the guest" ;; esac
 rm -f "$out/status" "$out/status.tmp"
 : >"$out/output"
 log=$rundir/console.log
@@ -136,6 +148,7 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 	echo "KVER=$(q "$KVER")"
 	echo "GUEST_HOST_CACHE=$(q "${NBDLOOP_VM_9P_CACHE:-loose}")"
 	echo "GUEST_TRACE=$(q "${NBDLOOP_VM_TRACE:-}")"
+	echo "GUEST_KEEP=$(q "$keep")"
 } >"$out/guest.env"
 
 # The command's whole environment (init runs it under env -i).

@@ -10,8 +10,9 @@
 #
 # Idempotent, and quick (well under 0.1 s) once done, so run.sh calls it on
 # every run.
-# The cache dir is $NBDLOOP_VM_CACHE, default $REPO/.cache/vm. It must be
-# visible in the guest, so not under /tmp, /run or /var/tmp (tmpfs there).
+# The cache dir is $NBDLOOP_VM_CACHE, default $REPO/.cache/vm, or
+# ${XDG_CACHE_HOME:-~/.cache}/nbdloop/vm for a checkout under /tmp, /run or
+# /var/tmp. It must be visible in the guest, so not under those (tmpfs there).
 #
 # Env: NBDLOOP_VM_CACHE         cache dir (see above)
 #      NBDLOOP_VM_KERNEL_PKG    kernel package to use instead of the one that
@@ -34,16 +35,27 @@ fi
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
 repo=$(cd "$here/../.." && pwd -P)
-cache=$(realpath -m "${NBDLOOP_VM_CACHE:-$repo/.cache/vm}")
 
 die() { echo "setup.sh: $*" >&2; exit 1; }
 
-# The guest mounts fresh tmpfs on these, which would hide the kernel modules
-# and the results share.
-case $cache/ in
-/tmp/* | /run/* | /var/tmp/* | /dev/* | /proc/* | /sys/*)
-	die "cache dir $cache is hidden inside the VM (tmpfs there): set NBDLOOP_VM_CACHE to a directory elsewhere" ;;
-esac
+# The guest mounts fresh tmpfs on these, which would hide the kernel modules.
+hidden_in_guest() {
+	case $1/ in /tmp/* | /run/* | /var/tmp/* | /dev/* | /proc/* | /sys/*) return 0 ;; esac
+	return 1
+}
+# The default cache is in the checkout, unless the checkout is where the
+# guest cannot see it (a clone under /tmp, where people try things): then it
+# is the user's cache directory, shared by such clones.
+if [ -n "${NBDLOOP_VM_CACHE:-}" ]; then
+	cache=$(realpath -m "$NBDLOOP_VM_CACHE")
+	hidden_in_guest "$cache" &&
+		die "cache dir $cache is hidden inside the VM (tmpfs there): set NBDLOOP_VM_CACHE to a directory outside /tmp, /run and /var/tmp"
+elif ! hidden_in_guest "$repo"; then
+	cache=$repo/.cache/vm
+else
+	cache=$(realpath -m "${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/nbdloop/vm")
+	hidden_in_guest "$cache" && cache=/var/cache/nbdloop/vm
+fi
 mkdir -p "$cache"
 
 # Bump when the layout of the cache changes, so that old caches get rebuilt.
