@@ -14,6 +14,7 @@ import (
 
 	"github.com/ulikunitz/xz/lzma"
 
+	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 	"github.com/nbdloop/nbdloop/sources/internal/lzma2"
 )
@@ -193,7 +194,7 @@ func newBlockReader(r io.ReaderAt, b Block, limit int64) (*blockReader, error) {
 		return nil, err
 	}
 	if d := int64(dictCap(h, b.USize)); d > limit {
-		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, compressed.SizeString(d), compressed.SizeString(limit))
+		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, sources.SizeString(d), sources.SizeString(limit))
 	}
 	// The decoder reads each chunk's compressed bytes whole, straight
 	// from the file, and nothing past the end marker: in.N is the

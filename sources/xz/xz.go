@@ -119,7 +119,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 		return nil, err
 	}
 	if m := int64(dictCap(h, ix.Blocks[0].USize)) + inBufSize; m > budget {
-		return nil, fmt.Errorf("decoding needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", compressed.SizeString(m-inBufSize), compressed.SizeString(budget))
+		return nil, fmt.Errorf("decoding needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", sources.SizeString(m-inBufSize), sources.SizeString(budget))
 	}
 	segs := make([]blockcache.Segment, len(ix.Blocks))
 	var largest int64
@@ -131,7 +131,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 	if w := compressed.SpillSingle(segs, singleSpill, opts.Sequential, opts.TempDir, compressed.Names{Format: "xz", Segment: "block", Ext: ".xz"}); w != "" {
 		warns = append(warns, w)
 	} else if largest > largeBlock {
-		warns = append(warns, fmt.Sprintf("xz blocks of up to %s: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)", compressed.SizeString(largest)))
+		warns = append(warns, fmt.Sprintf("xz blocks of up to %s: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)", sources.SizeString(largest)))
 	}
 	for _, c := range ix.Checks {
 		if c != CheckNone && c != CheckCRC32 && c != CheckCRC64 && c != CheckSHA256 {

@@ -130,25 +130,7 @@ func SpillSingle(segs []blockcache.Segment, threshold int64, sequential bool, te
 		tempDir = "$TMPDIR"
 	}
 	return fmt.Sprintf("the %s file is a single %s %s: it is decoded once, in the background, into a temporary file in %s, and reads wait for it (for fast random access repack it: nbdloop pack IMAGE -o NEW%s)",
-		n.Format, SizeString(segs[0].Size), n.Segment, tempDir, n.Ext)
-}
-
-// SizeString prints n bytes with a binary suffix, as attach does: "512
-// bytes", "1.5 MiB", "64 MiB".
-func SizeString(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	v, u := float64(n), -1
-	for v >= 1024 && u < len(units)-1 {
-		v /= 1024
-		u++
-	}
-	if v < 10 && v != float64(int64(v)) {
-		return fmt.Sprintf("%.1f %ciB", v, units[u])
-	}
-	return fmt.Sprintf("%.0f %ciB", v, units[u])
+		n.Format, sources.SizeString(segs[0].Size), n.Segment, tempDir, n.Ext)
 }
 
 // CountReader counts the bytes read through it.
