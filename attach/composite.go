@@ -268,7 +268,8 @@ func openParts(opts OpenOptions) ([]part, error) {
 		if err != nil {
 			return fail(err)
 		}
-		sub := OpenOptions{ReadOnly: opts.ReadOnly, BlockSize: 1, DirectIO: opts.DirectIO, CacheSize: opts.CacheSize}
+		sub := OpenOptions{ReadOnly: opts.ReadOnly, BlockSize: 1, DirectIO: opts.DirectIO, CacheSize: opts.CacheSize,
+			AllowPaths: opts.AllowPaths, AllowDevices: opts.AllowDevices, Budget: opts.Budget, SpillLimit: opts.SpillLimit, Logf: opts.Logf}
 		p := part{arg: arg}
 		if spec.Kind == "file" {
 			st, err := os.Stat(spec.Path)

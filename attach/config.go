@@ -2,6 +2,7 @@ package attach
 
 import (
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"time"
 )
@@ -55,6 +56,17 @@ type Config struct {
 	Filters []string `json:"filters,omitempty"`
 	// Composite: --concat, --partitions and --partition (composite.go).
 	Composite
+	// Format is --format: the file's format as the user says it is, not
+	// probed ("" probes).
+	Format string `json:"format,omitempty"`
+	// AllowPaths (--allow-path, absolute) and AllowDevices
+	// (--allow-devices) widen where the files an image names may be.
+	AllowPaths   []string `json:"allow_paths,omitempty"`
+	AllowDevices bool     `json:"allow_devices,omitempty"`
+	// MetadataLimit is --metadata-limit (0: sources.DefaultMetadataLimit);
+	// SpillLimit is --spill-limit (0: the default).
+	MetadataLimit int64 `json:"metadata_limit,omitempty"`
+	SpillLimit    int64 `json:"spill_limit,omitempty"`
 }
 
 // NewConfig returns a Config with every default filled in.
@@ -92,6 +104,25 @@ func (c *Config) Validate() error {
 	}
 	if c.CacheSize < 0 {
 		return fmt.Errorf("--cache-size %d: must not be negative", c.CacheSize)
+	}
+	if c.MetadataLimit < 0 {
+		return fmt.Errorf("--metadata-limit %d: must not be negative", c.MetadataLimit)
+	}
+	if c.SpillLimit < 0 {
+		return fmt.Errorf("--spill-limit %d: must not be negative", c.SpillLimit)
+	}
+	for _, d := range c.AllowPaths {
+		if !filepath.IsAbs(d) {
+			return fmt.Errorf("--allow-path %s: must be an absolute path", d)
+		}
+	}
+	if c.Format != "" {
+		if err := checkFormatName(c.Format); err != nil {
+			return err
+		}
+		if c.Layout != "" {
+			return fmt.Errorf("--format %s: applies to one file (and --partition), not to --%s parts, which are probed each", c.Format, c.Layout)
+		}
 	}
 	if c.Offset%512 != 0 {
 		return fmt.Errorf("--offset %d: must be a multiple of 512 bytes", c.Offset)

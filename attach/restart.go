@@ -102,7 +102,7 @@ func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
 	}
 	r := resumeInfo{
 		Index: st.Index, BackendID: st.BackendID, Size: st.Size, Restarts: st.Restarts + 1,
-		LastExit: "restarted by hand (nbdloop restart)", Attached: st.Attached,
+		LastExit: "restarted by hand (nbdloop restart)", Attached: st.Attached, Format: st.Format,
 	}
 	rb, _ := json.Marshal(r)
 	env = append(env, resumeEnv+"="+string(rb))

@@ -63,6 +63,9 @@ type resumeInfo struct {
 	Restarts  int       `json:"restarts"`  // including this one
 	LastExit  string    `json:"last_exit"` // why the previous server ended
 	Attached  time.Time `json:"attached"`  // when the device was first attached
+	// Format is what the source was served as: a source that now
+	// probes otherwise is not served (chooseFormat).
+	Format string `json:"format,omitempty"`
 }
 
 // Exit statuses of a server process that the supervisor acts on.
@@ -94,11 +97,18 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 	}
 	notes := protect(spec.Kind != "memory")
 
-	opened, err := OpenSource(spec, OpenOptions{
+	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	oo := OpenOptions{
 		ReadOnly: cfg.sourceReadOnly(), BlockSize: cfg.BlockSize,
 		Offset: cfg.Offset, SizeLimit: cfg.SizeLimit, DirectIO: cfg.DirectIO,
 		CacheSize: cfg.CacheSize, Composite: cfg.compositeOptions(), MemFile: so.memFile,
-	})
+		Format: cfg.Format, AllowPaths: cfg.AllowPaths, AllowDevices: cfg.AllowDevices,
+		MetadataLimit: cfg.MetadataLimit, SpillLimit: cfg.SpillLimit, Logf: logger.Printf,
+	}
+	if so.resume != nil {
+		oo.ExpectFormat = so.resume.Format
+	}
+	opened, err := OpenSource(spec, oo)
 	if err != nil {
 		return fail(err)
 	}
@@ -126,7 +136,6 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 
 	caps := src.Caps()
 	ro := caps.ReadOnly || cfg.ReadOnly
-	var logger *log.Logger = log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 	srv := nbd.NewServer(src, nbd.Options{Logf: logger.Printf, Observe: observeFunc(stack)})
 	flags := nbd.TransmissionFlags(caps, cfg.Connections > 1)
 	if cfg.ReadOnly {

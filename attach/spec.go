@@ -115,6 +115,29 @@ type OpenOptions struct {
 	// rather than into a temporary file.
 	Sequential bool
 	Composite  // --concat, --partitions, --partition (composite.go)
+
+	// Format is the format the user named (--format): the file is opened
+	// as that, without probing. "" probes.
+	Format string
+	// ExpectFormat is the format the device was attached with, for a
+	// restart: a file that now probes as another format is refused.
+	ExpectFormat string
+	// AllowPaths are directories beyond an image's own beneath which the
+	// files it names (backing files, extents, parents) may be
+	// (--allow-path); AllowDevices lets them be block devices.
+	AllowPaths   []string
+	AllowDevices bool
+	// MetadataLimit bounds the memory of the images' metadata
+	// (--metadata-limit; 0: sources.DefaultMetadataLimit), charged to
+	// Budget, one per device (nil: OpenSource makes it).
+	MetadataLimit int64
+	Budget        *sources.Budget
+	// SpillLimit bounds the temporary file that a compressed image of
+	// one big block is decoded into (--spill-limit; 0: the default).
+	SpillLimit int64
+	// Logf receives the lines a device's log gets from its sources (the
+	// first-sector guard's refusals); nil discards them.
+	Logf func(format string, args ...any)
 }
 
 // format is one row of the probe table: formats are recognised by their
@@ -154,7 +177,15 @@ type Opened struct {
 // opts.BlockSize bytes per sector. Errors name the source and say how to fix
 // the problem.
 func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
+	if opts.Budget == nil {
+		opts.Budget = sources.NewBudget(opts.MetadataLimit)
+	}
+	if opts.Format != "" && spec.Kind != "file" {
+		return nil, fmt.Errorf("%s: --format applies to files only (omit it)", spec)
+	}
 	if opts.Layout != "" || opts.Partition > 0 {
+		// The parts are probed each; the device's format is the layout's.
+		opts.ExpectFormat = ""
 		return openComposite(spec, opts)
 	}
 	bs := opts.BlockSize
@@ -176,7 +207,7 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	if err != nil {
 		return nil, openError(path, err)
 	}
-	head := make([]byte, 4096)
+	head := make([]byte, probeLen)
 	n, err := f.ReadAt(head[:min(int64(len(head)), f.Size())], 0)
 	if err != nil && !errors.Is(err, io.EOF) {
 		f.Close()
@@ -187,9 +218,14 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	if abs, err := absPath(path); err == nil {
 		desc = abs
 	}
-	for _, fm := range probeTable {
-		if fm.match(head) {
-			if f, err = reopenReadOnly(f, fm, path, fopts); err != nil {
+	fm, err := chooseFormat(path, head, opts)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if fm != nil {
+		{
+			if f, err = reopenReadOnly(f, *fm, path, fopts); err != nil {
 				return nil, openError(path, err)
 			}
 			var src sources.Source
@@ -207,7 +243,7 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: %s: %w", path, fm.name, err)
 			}
-			return probed(path, desc, fm, src, opts)
+			return probed(path, desc, *fm, src, opts)
 		}
 	}
 	if r := f.Size() % bs; r != 0 {
@@ -219,7 +255,10 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 		return nil, fmt.Errorf("%s: %s %d is not a multiple of %d bytes (round it up: truncate -s %%%d %s, or use --sizelimit)",
 			path, what, f.Size(), bs, bs, path)
 	}
-	return &Opened{Source: f, Desc: desc, Format: "raw"}, nil
+	if opts.Format == "raw" || f.Caps().ReadOnly {
+		return &Opened{Source: f, Desc: desc, Format: "raw"}, nil
+	}
+	return &Opened{Source: newProbeGuard(f, path, opts.Logf), Desc: desc, Format: "raw"}, nil
 }
 
 // openError turns an error from opening a file into one line that names

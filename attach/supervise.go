@@ -241,12 +241,12 @@ func RunSupervisor() int {
 	var backendID, format string
 	var size int64
 	if resume != nil {
-		backendID, size = resume.BackendID, resume.Size
+		backendID, size, format = resume.BackendID, resume.Size, resume.Format
 	}
 	for {
 		var r *resumeInfo
 		if !first || resume != nil {
-			r = &resumeInfo{Index: s.index, BackendID: backendID, Size: size, Restarts: restarts, LastExit: lastExit, Attached: attached}
+			r = &resumeInfo{Index: s.index, BackendID: backendID, Size: size, Restarts: restarts, LastExit: lastExit, Attached: attached, Format: format}
 		}
 		started := time.Now()
 		cmd, res, err := s.start(r)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/nbdloop/nbdloop/attach"
 	"github.com/nbdloop/nbdloop/filters"
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 const appDescription = `nbdloop attaches a file, a block device or a RAM disk to a Linux Network
@@ -111,6 +113,11 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "sizelimit", Usage: "use at most `SIZE` bytes of the file"},
 			&cli.BoolFlag{Name: "direct-io", Usage: "open the file with O_DIRECT (bypass the page cache; raw and compressed files, not qcow2 or VMDK)"},
 			&cli.StringFlag{Name: "cache-size", Value: fmt.Sprintf("%dM", attach.DefaultCacheSize>>20), Usage: "memory for decoded data of compressed images (xz, gzip, zstd), shared by all connections, in `SIZE` bytes"},
+			&cli.StringFlag{Name: "format", Usage: "open the file as `FORMAT` (" + strings.Join(attach.FormatNames(), ", ") + ") instead of probing its contents; with raw, the guest may write any first sector"},
+			&cli.StringSliceFlag{Name: "allow-path", Usage: "let the files an image names (backing files, extents, parents) be beneath `DIR` too, not only beneath the image's own directory (repeatable)"},
+			&cli.BoolFlag{Name: "allow-devices", Usage: "let the files an image names be block devices"},
+			&cli.StringFlag{Name: "metadata-limit", Value: fmt.Sprintf("%dM", sources.DefaultMetadataLimit>>20), Usage: "memory for image metadata (qcow2 and VMDK tables, compressed images' indexes), all files of the device together, in `SIZE` bytes; an image that needs more is refused"},
+			&cli.StringFlag{Name: "spill-limit", Usage: "largest temporary file a compressed image of one big block is decoded into, in `SIZE` bytes", DefaultText: "free space of $TMPDIR minus a margin"},
 			filterFlag(),
 			concatFlag(), partitionsFlag(), tableFlag(), alignFlag(), typeFlag(), espFlag(), partitionFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled (no restarts)"},
@@ -320,7 +327,8 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 	for _, f := range []struct {
 		name string
 		dst  *int64
-	}{{"offset", &cfg.Offset}, {"sizelimit", &cfg.SizeLimit}, {"cache-size", &cfg.CacheSize}} {
+	}{{"offset", &cfg.Offset}, {"sizelimit", &cfg.SizeLimit}, {"cache-size", &cfg.CacheSize},
+		{"metadata-limit", &cfg.MetadataLimit}, {"spill-limit", &cfg.SpillLimit}} {
 		if s := c.String(f.name); s != "" {
 			if *f.dst, err = attach.ParseSize(s); err != nil {
 				return cfg, usageError("attach: --%s %q: %v", f.name, s, err)
@@ -328,6 +336,15 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 		}
 	}
 	cfg.Filters = filterSpecs(c)
+	cfg.Format = c.String("format")
+	cfg.AllowDevices = c.Bool("allow-devices")
+	for _, d := range c.StringSlice("allow-path") {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return cfg, usageError("attach: --allow-path %s: %v", d, err)
+		}
+		cfg.AllowPaths = append(cfg.AllowPaths, abs)
+	}
 	cfg.NoRestart = c.Bool("no-restart")
 	if c.Bool("foreground") && c.String("run") != "" {
 		return cfg, usageError("attach: --foreground and --run exclude each other")
