@@ -216,11 +216,12 @@ func parseHeader(b []byte, fileSize int64) (*header, error) {
 		if h.backingSize == 0 || h.backingSize > maxBackingName {
 			return nil, fmt.Errorf("backing file name length %d is outside 1..%d", h.backingSize, maxBackingName)
 		}
-		end := h.backingOffset + uint64(h.backingSize)
-		if end > uint64(cs) || end > uint64(len(b)) {
-			return nil, fmt.Errorf("backing file name at %d+%d lies outside the first cluster", h.backingOffset, h.backingSize)
+		// Compared without adding: offset+size may wrap around.
+		area := uint64(min(cs, int64(len(b))))
+		if h.backingOffset > area || uint64(h.backingSize) > area-h.backingOffset {
+			return nil, fmt.Errorf("backing file name at %d+%d lies outside the first cluster (%d bytes)", h.backingOffset, h.backingSize, area)
 		}
-		h.backingFile = string(b[h.backingOffset:end])
+		h.backingFile = string(b[h.backingOffset : h.backingOffset+uint64(h.backingSize)])
 	}
 
 	if err := h.parseExtensions(b); err != nil {

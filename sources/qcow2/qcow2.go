@@ -42,9 +42,15 @@
 //
 // Safety with untrusted images: every header field is checked against the
 // file and against caps taken from qemu (L1 table at most 32 MiB, refcount
-// table at most 8 MiB, backing name at most 1023 bytes), every table entry
-// is checked before use, memory is bounded by Options.CacheSize per image
-// of the chain, and backing chains are limited in depth with loops
+// table at most 8 MiB, backing name at most 1023 bytes), without sums or
+// products that could wrap; every table entry is checked before use. The
+// memory of the tables (L1, refcount table, and the caches, at most
+// Options.CacheSize per image) is charged to Options.Budget, one for the
+// whole chain, and an image that needs more is refused at Open. Backing
+// files are opened through Options.Named, read-only: by default only
+// regular files beneath the top image's directory, so a name that is
+// absolute, leaves by "..", or is a symbolic link leading out, a FIFO or a
+// device is refused. Backing chains are limited in depth, with loops
 // detected.
 //
 // Concurrency: Caps().Parallel is true. Reads, and writes to clusters that
@@ -98,8 +104,20 @@ type Options struct {
 	ReadOnly bool
 	// CacheSize bounds the metadata and decompression cache of each image
 	// in the chain, in bytes (0: DefaultCacheSize). At least 4 tables are
-	// always cached.
+	// always cached when the image has that many.
 	CacheSize int64
+	// Named opens the backing files that the images of the chain name,
+	// always read-only; its zero value (Dir "") confines them beneath the
+	// directory of the image at path (sources.Confine). The image at path
+	// itself is opened as named.
+	Named sources.NamedFiles
+	// Budget is charged, for the whole backing chain, the memory of the
+	// tables kept in memory: the L1 and refcount tables and what each
+	// image's caches can grow to (at most CacheSize, less when the image's
+	// tables cannot fill them). An image whose metadata would exceed it is
+	// refused at Open with a *sources.BudgetError; Close gives it back.
+	// nil: sources.NewBudget(0), the default limit.
+	Budget *sources.Budget
 }
 
 // Image is an open qcow2 image. It implements sources.Source.
@@ -154,6 +172,9 @@ type Image struct {
 	dataWritten atomic.Bool // a write since the last Flush
 	warnings    []string
 	closed      atomic.Bool
+
+	budget  *sources.Budget
+	charged int64 // bytes taken from budget by this image (not its backing file)
 }
 
 // hostRange is a byte range of the image file whose clusters lose one
@@ -169,6 +190,12 @@ type reader interface {
 
 // Open opens the qcow2 image at path and its backing chain.
 func Open(path string, opts Options) (*Image, error) {
+	if opts.Named.Dir == "" {
+		opts.Named.Dir = sources.Confine(path).Dir
+	}
+	if opts.Budget == nil {
+		opts.Budget = sources.NewBudget(0)
+	}
 	return open(path, opts, 0, map[fileID]bool{})
 }
 
@@ -228,7 +255,16 @@ func newImage(f *os.File, path string, opts Options, depth int, seen map[fileID]
 	im := &Image{
 		f: f, path: path, h: h, ro: opts.ReadOnly,
 		size: int64(h.size), cbits: uint(h.clusterBits), cs: h.clusterSize(), fileSize: fileSize,
+		budget: opts.Budget,
 	}
+	ok := false
+	defer func() {
+		if !ok {
+			im.closeBacking()
+			im.closeDecoders()
+			im.budget.Release(im.charged)
+		}
+	}()
 	im.l2bits = uint(h.clusterBits) - 3
 	if h.extendedL2 {
 		im.l2bits--
@@ -244,25 +280,19 @@ func newImage(f *os.File, path string, opts Options, depth int, seen map[fileID]
 		return nil, fmt.Errorf("qemu marked the image corrupt (repair it: qemu-img check -r all %s, or attach it read-only: -r)", path)
 	}
 
-	cache := opts.CacheSize
-	if cache <= 0 {
-		cache = DefaultCacheSize
-	}
-	// Three quarters for L2 tables, the rest for decompressed clusters and
-	// refcount blocks.
-	im.l2 = newTableCache(int(max(4, cache*3/4/im.cs)))
-	im.ccache = newClusterCache(int(max(2, cache/8/im.cs)))
-	im.bufs.New = func() any { b := make([]byte, im.cs); return &b }
-
-	l1 := make([]byte, int64(h.l1Size)*8)
-	if err := preadFull(f, l1, int64(h.l1Offset)); err != nil {
-		return nil, fmt.Errorf("reading the L1 table: %w", err)
+	if err := im.charge(int64(h.l1Size)*8, fmt.Sprintf("the L1 table of %s (%d entries)", path, h.l1Size)); err != nil {
+		return nil, err
 	}
 	im.l1 = make([]uint64, h.l1Size)
-	for i := range im.l1 {
-		im.l1[i] = binary.BigEndian.Uint64(l1[i*8:])
+	if err := readTable(f, im.l1, int64(h.l1Offset)); err != nil {
+		return nil, fmt.Errorf("reading the L1 table: %w", err)
 	}
-	im.l1Dirty = make([]bool, (int64(len(l1))+im.cs-1)/im.cs)
+	im.l1Dirty = make([]bool, (int64(h.l1Size)*8+im.cs-1)/im.cs)
+
+	if err := im.makeCaches(opts); err != nil {
+		return nil, err
+	}
+	im.bufs.New = func() any { b := make([]byte, im.cs); return &b }
 
 	if h.compressionType == compressionZstd {
 		im.zstd, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(0), zstd.WithDecoderMaxMemory(uint64(2*im.cs)), zstd.WithDecoderMaxWindow(uint64(max(im.cs, zstd.MinWindowSize))))
@@ -273,42 +303,116 @@ func newImage(f *os.File, path string, opts Options, depth int, seen map[fileID]
 
 	if h.backingFile != "" {
 		if depth+1 >= MaxBackingDepth {
-			im.closeDecoders()
 			return nil, fmt.Errorf("backing chain is deeper than %d images (flatten it: qemu-img convert -O qcow2 IMAGE NEW.qcow2)", MaxBackingDepth)
 		}
 		if err := im.openBacking(opts, depth, seen); err != nil {
-			im.closeDecoders()
 			return nil, err
 		}
 	}
 
 	if !im.ro {
-		if err := im.initWrite(opts); err != nil {
-			im.closeBacking()
-			im.closeDecoders()
+		if err := im.initWrite(); err != nil {
 			return nil, err
 		}
 	}
+	ok = true
 	return im, nil
 }
 
-// openBacking opens the backing file named in the header, relative to the
-// image's directory unless absolute, with the format of the backing format
-// extension (probed from its first bytes when absent).
-func (im *Image) openBacking(opts Options, depth int, seen map[fileID]bool) error {
-	name := im.h.backingFile
-	if len(name) > 0 && name[0] != '/' {
-		if u := filepath.Dir(im.path); u != "" {
-			name = filepath.Join(u, name)
+// charge takes n bytes from the budget for what, counting them as this
+// image's.
+func (im *Image) charge(n int64, what string) error {
+	if err := im.budget.Charge(n, what); err != nil {
+		return err
+	}
+	im.charged += n
+	return nil
+}
+
+// makeCaches sizes the L2 table, compressed cluster and (writable images)
+// refcount block caches to what they can hold at most: CacheSize, or less
+// when the image's tables cannot fill that, and charges the budget for
+// them. Three quarters of CacheSize go to L2 tables, an eighth to
+// decompressed clusters and an eighth to refcount blocks.
+func (im *Image) makeCaches(opts Options) error {
+	cache := opts.CacheSize
+	if cache <= 0 {
+		cache = DefaultCacheSize
+	}
+	h := im.h
+	guestClusters := (int64(h.size) + im.cs - 1) >> im.cbits
+	needL1 := (guestClusters + h.l2Entries - 1) / h.l2Entries // <= len(im.l1), checked by parseHeader
+	// L2 tables: one per L1 entry that covers the virtual size, and
+	// read-only only those that are allocated.
+	l2Tables := needL1
+	if im.ro {
+		l2Tables = 0
+		for _, e := range im.l1[:needL1] {
+			if e&offsetMask != 0 {
+				l2Tables++
+			}
 		}
 	}
+	nL2 := max(1, min(max(4, cache*3/4/im.cs), l2Tables))
+	nC := max(1, min(max(2, cache/8/im.cs), guestClusters))
+	var nRef int64
+	if !im.ro {
+		// Refcount blocks: enough to count every cluster the file can
+		// hold (what it holds now, two per guest cluster, the L2 tables,
+		// a refcount table twice), at least 4, as dirty ones wait for a
+		// flush.
+		refEntries := im.cs * 8 >> h.refcountOrder
+		host := (im.fileSize+im.cs-1)/im.cs + 2*guestClusters + needL1 + 2*maxRefTableBytes/im.cs
+		nRef = max(4, min(max(4, cache/8/im.cs), host/refEntries+1))
+	}
+	need := (nL2 + nC + nRef) * im.cs
+	what := fmt.Sprintf("the metadata cache of %s (%d L2 tables, %d compressed clusters, %d refcount blocks of %s)",
+		im.path, nL2, nC, nRef, sources.SizeString(im.cs))
+	if err := im.charge(need, what); err != nil {
+		return err
+	}
+	im.l2 = newTableCache(int(nL2))
+	im.ccache = newClusterCache(int(nC))
+	if nRef > 0 {
+		im.refBlocks = newTableCache(int(nRef))
+	}
+	return nil
+}
+
+// readTable fills t with the big-endian entries at off in f, reading a
+// bounded chunk at a time, so that the table is not held twice.
+func readTable(f *os.File, t []uint64, off int64) error {
+	var buf [8192]byte
+	for len(t) > 0 {
+		n := min(len(t), len(buf)/8)
+		b := buf[:n*8]
+		if err := preadFull(f, b, off); err != nil {
+			return err
+		}
+		for i := range n {
+			t[i] = binary.BigEndian.Uint64(b[i*8:])
+		}
+		t, off = t[n:], off+int64(len(b))
+	}
+	return nil
+}
+
+// openBacking opens the backing file named in the header, relative to the
+// image's directory unless absolute, through opts.Named (so confined, and
+// read-only), with the format of the backing format extension (probed from
+// its first bytes when absent).
+func (im *Image) openBacking(opts Options, depth int, seen map[fileID]bool) error {
 	if strings.HasPrefix(im.h.backingFile, "json:") || containsProtocol(im.h.backingFile) {
 		return fmt.Errorf("backing file %q: %w (only plain file names are; rebase the image: qemu-img rebase -b FILE -F FORMAT IMAGE)", im.h.backingFile, ErrUnsupported)
 	}
-	format := im.h.backingFormat
-	f, err := os.Open(name)
+	base, err := filepath.Abs(filepath.Dir(im.path))
 	if err != nil {
-		return fmt.Errorf("opening the backing file: %w", err)
+		return fmt.Errorf("backing file %q of %s: %w", im.h.backingFile, im.path, err)
+	}
+	format := im.h.backingFormat
+	f, name, err := opts.Named.Open(base, im.h.backingFile, false)
+	if err != nil {
+		return fmt.Errorf("backing file of %s: %w", im.path, err)
 	}
 	if format == "" {
 		var m [4]byte
@@ -338,7 +442,9 @@ func (im *Image) openBacking(opts Options, depth int, seen map[fileID]bool) erro
 		}
 		im.backing = &rawFile{f: f, size: size}
 	case "qcow2":
-		b, err := newImage(f, name, Options{ReadOnly: true, CacheSize: opts.CacheSize}, depth+1, seen)
+		bopts := opts
+		bopts.ReadOnly = true
+		b, err := newImage(f, name, bopts, depth+1, seen)
 		if err != nil {
 			f.Close()
 			return fmt.Errorf("backing file %s: %w", name, err)
@@ -428,6 +534,7 @@ func (im *Image) Close() error {
 	}
 	im.closeBacking()
 	im.closeDecoders()
+	im.budget.Release(im.charged)
 	if e := im.f.Close(); err == nil {
 		err = e
 	}

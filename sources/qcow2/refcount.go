@@ -12,23 +12,18 @@ const maxHostOffset = int64(1) << 56
 // initWrite loads what writing needs: the refcount table, and clears the
 // autoclear feature bits, as the spec asks of writers that do not know
 // them (bitmaps would no longer match the data).
-func (im *Image) initWrite(opts Options) error {
+func (im *Image) initWrite() error {
 	h := im.h
 	im.refBits = 1 << h.refcountOrder
 	im.refEntries = im.cs * 8 / int64(im.refBits)
 	im.refMax = ^uint64(0) >> (64 - im.refBits)
-	cache := opts.CacheSize
-	if cache <= 0 {
-		cache = DefaultCacheSize
+	n := int64(h.refTableClusters) << h.clusterBits
+	if err := im.charge(n, fmt.Sprintf("the refcount table of %s (%d clusters)", im.path, h.refTableClusters)); err != nil {
+		return err
 	}
-	im.refBlocks = newTableCache(int(max(4, cache/8/im.cs)))
-	b := make([]byte, int64(h.refTableClusters)<<h.clusterBits)
-	if err := preadFull(im.f, b, int64(h.refTableOffset)); err != nil {
+	im.refTable = make([]uint64, n/8)
+	if err := readTable(im.f, im.refTable, int64(h.refTableOffset)); err != nil {
 		return fmt.Errorf("reading the refcount table: %w", err)
-	}
-	im.refTable = make([]uint64, len(b)/8)
-	for i := range im.refTable {
-		im.refTable[i] = binary.BigEndian.Uint64(b[i*8:])
 	}
 	im.refTableOff = int64(h.refTableOffset)
 	im.freeHint = 1
@@ -57,7 +52,10 @@ func (im *Image) refBlock(c int64, create bool) (*table, int64, error) {
 			return nil, 0, err
 		}
 	}
-	off := int64(im.refTable[ri] &^ 0x1ff)
+	if e := im.refTable[ri]; e&^offsetMask&^0x1ff != 0 {
+		return nil, 0, fmt.Errorf("refcount table entry %d is %#x, past the 2^56 bytes a qcow2 file can have: %w", ri, e, ErrCorrupt)
+	}
+	off := int64(im.refTable[ri] & offsetMask)
 	if off == 0 {
 		if !create {
 			return nil, 0, nil
@@ -194,6 +192,10 @@ func (im *Image) growRefTable(ri int64) error {
 	if err != nil {
 		return err
 	}
+	grow := (n - int64(len(im.refTable))) * 8
+	if err := im.charge(grow, "the refcount table of "+im.path); err != nil {
+		return fmt.Errorf("growing the refcount table: %w: %w", err, syscall.ENOSPC)
+	}
 	oldTable, oldOff := im.refTable, im.refTableOff
 	oldClusters := int64(len(oldTable)) * 8 / im.cs
 	im.refTable = make([]uint64, n)
@@ -204,6 +206,8 @@ func (im *Image) growRefTable(ri int64) error {
 	defer func() { im.reserved = im.reserved[:len(im.reserved)-1] }()
 	undo := func(err error) error {
 		im.refTable, im.refTableOff = oldTable, oldOff
+		im.budget.Release(grow)
+		im.charged -= grow
 		return err
 	}
 	for c := start; c < start+clusters; c++ {
@@ -323,7 +327,7 @@ func (im *Image) allocRun(n int64) (start, got int64, err error) {
 // hasRefBlock reports whether a refcount block covers host cluster c.
 func (im *Image) hasRefBlock(c int64) bool {
 	ri := c / im.refEntries
-	return ri < int64(len(im.refTable)) && im.refTable[ri]&^0x1ff != 0
+	return ri < int64(len(im.refTable)) && im.refTable[ri]&offsetMask != 0
 }
 
 // decRefcount drops one reference to host cluster c.
