@@ -39,6 +39,8 @@ a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
 
 ` + attach.RestartHelp + `
 
+` + untrustedHelp + `
+
 EXAMPLES:
   # nbdloop attach disk.img
   /dev/nbd0
@@ -54,6 +56,44 @@ EXAMPLES:
 EXIT STATUS:
   0 success; 1 failure; 2 bad command line. attach --run exits with the
   command's status (128+N if it was killed by signal N).`
+
+// untrustedHelp is the man page's UNTRUSTED IMAGES section: what nbdloop
+// confines and bounds when it opens an image that came from elsewhere, and
+// the flags that open it up.
+const untrustedHelp = `UNTRUSTED IMAGES:
+nbdloop runs as root and treats every byte of an image as hostile.
+
+Probing. The format of a file is probed from its first 4 KiB on every open,
+restarts included. A file probed as raw stays raw: a write, write-zeroes or
+trim that would make those bytes probe as VMDK, qcow2, xz, gzip or zstd
+fails with EPERM (EIO on kernels that do not pass errors through) and the
+device's log says so, so a guest cannot turn its disk into an image that
+names host files (qemu restricts block 0 of probed-raw images the same
+way). A restart that finds another format than the device was attached
+with refuses, with the reason in list. --format FORMAT opens the file as
+FORMAT without probing; --format raw lets the guest write any first sector.
+
+Files an image names. qcow2 backing files, VMDK extents and parents must
+resolve, symbolic links included, beneath the directory of the image named
+on the command line; anything else is refused with the path and the flag
+that allows it: --allow-path DIR (repeatable) for further directories,
+--allow-devices for block devices. FIFOs, sockets and character devices are
+never opened. An image attached read-only opens nothing for writing, and
+backing files and parents are always read-only.
+
+Memory and disk. The tables an image keeps in memory (qcow2 L1 and refcount
+tables and caches, VMDK grain directories and tables, the indexes of xz,
+zstd and gzip files), of all its files together, are charged to one budget
+per device, --metadata-limit (default 256M): an image that needs more is
+refused at open with the figures. The decode cache charges each compressed
+block its real dictionary and buffer size. A compressed file of one big
+block is decoded into a temporary file bounded by --spill-limit and by the
+free space of its directory; a larger one is refused, and nothing is decoded
+in full while attaching.
+
+The gzip index cache (~/.cache/nbdloop) is checked by content and by the
+file's identity before use; its directory is private (0700) and never
+reached through a symbolic link.`
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
