@@ -121,7 +121,7 @@ func parseHeader(b []byte) (header, error) {
 	if h.compression != compressNone && h.compression != compressDeflate {
 		return h, fmt.Errorf("sparse extent header: compression algorithm %d is not supported", h.compression)
 	}
-	if h.descSize*sectorSize > maxDescriptorSize {
+	if h.descSize > maxDescriptorSize/sectorSize {
 		return h, fmt.Errorf("sparse extent header: embedded descriptor of %d sectors is larger than %d bytes", h.descSize, maxDescriptorSize)
 	}
 	return h, nil

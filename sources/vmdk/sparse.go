@@ -7,8 +7,10 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
+	"github.com/nbdloop/nbdloop/sources"
 	"golang.org/x/sys/unix"
 )
 
@@ -31,6 +33,9 @@ type sparse struct {
 	size       int64 // capacity in bytes
 	grains     int64 // grains in the capacity
 	perGT      int64 // GTEs per grain table
+	// gd and rgd hold the directory entries for the part of the extent in
+	// use (the descriptor may give it less than its capacity); rgd only
+	// when the extent is written.
 	gd, rgd    []uint32
 	gdOff      int64 // bytes
 	rgdOff     int64 // bytes, 0: no redundant directory
@@ -46,12 +51,32 @@ type sparse struct {
 	cache *gtCache
 
 	stream *streamCache // compressed extents only
+
+	budget  *sources.Budget
+	charged atomic.Int64 // taken from budget, given back by close
+}
+
+// extentOverhead is what an open extent costs besides its tables: its
+// structures, file and cache indexes.
+const extentOverhead = 1 << 10
+
+// inflaterSize is the memory of one zlib reader (its 32 KiB window and
+// Huffman tables), rounded up.
+const inflaterSize = 64 << 10
+
+// sparseOptions are the parameters of openSparse.
+type sparseOptions struct {
+	writable    bool
+	need        int64 // bytes of the extent in use; 0: its capacity
+	cacheBytes  int64 // grain table cache (at least one table is kept)
+	streamBytes int64 // inflated grain cache (at least one grain)
+	budget      *sources.Budget
 }
 
 // openSparse reads the header (or the footer, for GD_AT_END) and the grain
-// directories of the sparse extent in f. cacheSlots bounds the grain table
-// cache.
-func openSparse(f *os.File, name string, writable bool, cacheSlots int, streamBudget int64) (*sparse, error) {
+// directories of the sparse extent in f, charging what it keeps to
+// o.budget. The extent is writable if o.writable and its format allows it.
+func openSparse(f *os.File, name string, o sparseOptions) (_ *sparse, err error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, fmt.Errorf("reading the sparse extent's size: %w", err)
@@ -71,7 +96,8 @@ func openSparse(f *os.File, name string, writable bool, cacheSlots int, streamBu
 		}
 	}
 	e := &sparse{
-		f: f, name: name, h: h, writable: writable,
+		f: f, name: name, h: h,
+		writable:   o.writable && !h.compressed() && h.gdOffset != gdAtEnd && h.version != 3,
 		grainBytes: int64(h.grainSize) * sectorSize,
 		size:       int64(h.capacity) * sectorSize,
 		perGT:      int64(h.numGTEs),
@@ -79,13 +105,33 @@ func openSparse(f *os.File, name string, writable bool, cacheSlots int, streamBu
 		compressed: h.compressed(),
 		markers:    h.flags&flagMarkers != 0,
 		fileSize:   size,
+		budget:     o.budget,
+	}
+	defer func() {
+		if err != nil {
+			e.budget.Release(e.charged.Swap(0))
+		}
+	}()
+	if err := e.charge(extentOverhead, "extent "+name); err != nil {
+		return nil, err
 	}
 	e.grains = (e.size + e.grainBytes - 1) / e.grainBytes
-	n := int64(h.gdEntries())
+	need := e.size
+	if o.need > 0 {
+		need = min(need, o.need)
+	}
+	span := e.perGT * e.grainBytes // at most 2^29
+	n := (need + span - 1) / span  // at most gdEntries
+	if err := e.charge(n*4, fmt.Sprintf("the grain directory of %s (%d entries)", name, n)); err != nil {
+		return nil, err
+	}
 	if e.gd, e.gdOff, err = readDirectory(f, h.gdOffset, n, size); err != nil {
 		return nil, fmt.Errorf("%s: grain directory: %w", name, err)
 	}
-	if h.flags&flagRGD != 0 && h.rgdOffset != 0 {
+	if e.writable && h.flags&flagRGD != 0 && h.rgdOffset != 0 {
+		if err := e.charge(n*4, fmt.Sprintf("the redundant grain directory of %s (%d entries)", name, n)); err != nil {
+			return nil, err
+		}
 		if e.rgd, e.rgdOff, err = readDirectory(f, h.rgdOffset, n, size); err != nil {
 			return nil, fmt.Errorf("%s: redundant grain directory: %w", name, err)
 		}
@@ -95,11 +141,43 @@ func openSparse(f *os.File, name string, writable bool, cacheSlots int, streamBu
 	gs := int64(h.grainSize)
 	e.next = (size + sectorSize - 1) / sectorSize
 	e.next = (e.next + gs - 1) / gs * gs
-	e.cache = newGTCache(cacheSlots, int(h.numGTEs))
+	tableBytes := e.perGT * 4
+	if err := e.charge(tableBytes, "a grain table of "+name); err != nil {
+		return nil, err
+	}
+	e.cache = newGTCache(int(min(o.cacheBytes/tableBytes, maxGDEntries)), int(tableBytes), e.chargeSlot)
 	if e.compressed {
-		e.stream = newStreamCache(e.grainBytes, streamBudget)
+		if err := e.charge(3*e.grainBytes+inflaterSize, "a compressed grain of "+name+" and its inflater"); err != nil {
+			return nil, err
+		}
+		e.stream = newStreamCache(e.grainBytes, o.streamBytes, e.chargeSlot)
 	}
 	return e, nil
+}
+
+// charge takes n bytes from the budget for what.
+func (e *sparse) charge(n int64, what string) error {
+	if err := e.budget.Charge(n, what); err != nil {
+		return fmt.Errorf("%s: %w", e.name, err)
+	}
+	e.charged.Add(n)
+	return nil
+}
+
+// chargeSlot takes n bytes for one more cache slot, if the budget has
+// them; caches that get false reuse the slots they have.
+func (e *sparse) chargeSlot(n int64) bool {
+	if e.budget.Charge(n, "a cache slot") != nil {
+		return false
+	}
+	e.charged.Add(n)
+	return true
+}
+
+// close closes the file and gives the memory back to the budget.
+func (e *sparse) close() error {
+	e.budget.Release(e.charged.Swap(0))
+	return e.f.Close()
 }
 
 // readFooter reads the copy of the header at the end of a GD_AT_END
@@ -129,17 +207,21 @@ func readFooter(f *os.File, size int64) (header, error) {
 
 // readDirectory loads a grain directory of n entries at sector.
 func readDirectory(f *os.File, sector uint64, n, fileSize int64) ([]uint32, int64, error) {
-	if sector == 0 || sector > uint64(fileSize)/sectorSize || int64(sector)*sectorSize+n*4 > fileSize {
+	if sector == 0 || sector > uint64(fileSize)/sectorSize || n > (fileSize-int64(sector)*sectorSize)/4 {
 		return nil, 0, fmt.Errorf("%d entries at sector %d lie outside the %d-byte file: %w", n, sector, fileSize, syscall.EIO)
 	}
 	off := int64(sector) * sectorSize
-	b := make([]byte, n*4)
-	if _, err := f.ReadAt(b, off); err != nil {
-		return nil, 0, noEOF(err)
-	}
 	d := make([]uint32, n)
-	for i := range d {
-		d[i] = binary.LittleEndian.Uint32(b[i*4:])
+	var b [16 << 10]byte
+	for i := int64(0); i < n; {
+		k := min(n-i, int64(len(b)/4))
+		if _, err := f.ReadAt(b[:k*4], off+i*4); err != nil {
+			return nil, 0, noEOF(err)
+		}
+		for j := range k {
+			d[i+j] = binary.LittleEndian.Uint32(b[j*4:])
+		}
+		i += k
 	}
 	return d, off, nil
 }
@@ -149,10 +231,11 @@ func (e *sparse) descriptor() ([]byte, error) {
 	if e.h.descOffset == 0 || e.h.descSize == 0 {
 		return nil, nil
 	}
-	off, n := int64(e.h.descOffset)*sectorSize, int64(e.h.descSize)*sectorSize
-	if e.h.descOffset > uint64(e.fileSize) || off+n > e.fileSize {
+	// parseHeader bounds descSize to maxDescriptorSize.
+	if e.h.descOffset > uint64(e.fileSize)/sectorSize || int64(e.h.descSize)*sectorSize > e.fileSize-int64(e.h.descOffset)*sectorSize {
 		return nil, e.corrupt("the embedded descriptor lies outside the file")
 	}
+	off, n := int64(e.h.descOffset)*sectorSize, int64(e.h.descSize)*sectorSize
 	b := make([]byte, n)
 	if _, err := e.f.ReadAt(b, off); err != nil {
 		return nil, fmt.Errorf("reading the embedded descriptor: %w", noEOF(err))
@@ -176,6 +259,9 @@ func (e *sparse) gtes(grain int64, dst []uint32) (int, error) {
 	gdIdx := grain / e.perGT
 	first := grain % e.perGT
 	n := int(min(int64(len(dst)), e.perGT-first, e.grains-grain))
+	if gdIdx >= int64(len(e.gd)) {
+		return 0, e.corrupt(fmt.Sprintf("grain %d lies past the grain directory", grain))
+	}
 	if e.gd[gdIdx] == 0 {
 		clear(dst[:n])
 		return n, nil
@@ -186,7 +272,10 @@ func (e *sparse) gtes(grain int64, dst []uint32) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	return copy(dst[:n], t[first:]), nil
+	for i := range n {
+		dst[i] = binary.LittleEndian.Uint32(t[(first+int64(i))*4:])
+	}
+	return n, nil
 }
 
 // Grain states, from a GTE.
@@ -371,12 +460,17 @@ func (e *sparse) writeAllocating(p []byte, off, end int64, parent func(p []byte,
 // zeros.
 func (e *sparse) writeChunk(p []byte, off, end int64, parent func(p []byte, off int64) error, mode int) error {
 	gdIdx := uint32(off / (e.perGT * e.grainBytes))
+	if int(gdIdx) >= len(e.gd) {
+		return e.corrupt(fmt.Sprintf("byte %d lies past the grain directory", off))
+	}
 	tbl := make([]uint32, e.perGT)
 	if e.gd[gdIdx] != 0 {
 		e.cmu.Lock()
 		t, err := e.table(gdIdx)
 		if err == nil {
-			copy(tbl, t)
+			for i := range tbl {
+				tbl[i] = binary.LittleEndian.Uint32(t[i*4:])
+			}
 		}
 		e.cmu.Unlock()
 		if err != nil {
@@ -519,7 +613,7 @@ func (e *sparse) writeTable(gdIdx uint32, tbl []uint32, lo, hi int) error {
 		}
 	}
 	e.cmu.Lock()
-	e.cache.store(gdIdx, tbl)
+	e.cache.store(gdIdx, raw)
 	e.cmu.Unlock()
 	return nil
 }

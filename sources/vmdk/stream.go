@@ -14,11 +14,15 @@ import (
 // (streamOptimized) extent: sequential reads of a grain in pieces inflate it
 // once. Slots are allocated on first use and then reused (clock eviction);
 // the inflater and the buffer of compressed bytes are reused too, so a hit
-// allocates nothing and a miss little. mu serializes the inflating.
+// allocates nothing and a miss little. The first slot, the buffer and the
+// inflater are paid for at open; each further slot, up to limit, only if
+// grow says the memory budget allows it. mu serializes the inflating.
 type streamCache struct {
 	mu    sync.Mutex
 	slots []streamSlot
 	limit int
+	size  int64 // bytes of a slot: a grain
+	grow  func(n int64) bool
 	index map[uint64]int // grain's file sector -> slot
 	hand  int
 	comp  []byte // compressed bytes of the grain being inflated
@@ -33,8 +37,8 @@ type streamSlot struct {
 	data   []byte
 }
 
-func newStreamCache(grainBytes, budget int64) *streamCache {
-	return &streamCache{limit: int(max(2, budget/grainBytes)), index: make(map[uint64]int)}
+func newStreamCache(grainBytes, budget int64, grow func(n int64) bool) *streamCache {
+	return &streamCache{limit: int(max(1, min(budget/grainBytes, 1<<20))), size: grainBytes, grow: grow, index: make(map[uint64]int)}
 }
 
 // maxCompressed bounds a compressed grain: DEFLATE never grows data by more
@@ -71,7 +75,7 @@ func (e *sparse) inflated(sector uint64) (*streamSlot, error) {
 		return &c.slots[i], nil
 	}
 	pos := int64(sector) * sectorSize
-	if sector == 0 || sector > uint64(e.fileSize) || pos >= e.fileSize {
+	if sector == 0 || sector >= uint64(e.fileSize)/sectorSize+1 || pos >= e.fileSize {
 		return nil, e.corrupt(fmt.Sprintf("a compressed grain at sector %d lies outside the file", sector))
 	}
 	var size int64
@@ -82,7 +86,7 @@ func (e *sparse) inflated(sector uint64) (*streamSlot, error) {
 		}
 		size = int64(binary.LittleEndian.Uint32(m[8:]))
 		pos += 12
-		if size == 0 || size > e.maxCompressed() || pos+size > e.fileSize {
+		if size == 0 || size > e.maxCompressed() || size > e.fileSize-pos {
 			return nil, e.corrupt(fmt.Sprintf("the grain marker at sector %d gives a compressed size of %d bytes", sector, size))
 		}
 	} else {
@@ -121,8 +125,11 @@ func (e *sparse) inflated(sector uint64) (*streamSlot, error) {
 
 func (c *streamCache) slot() int {
 	if len(c.slots) < c.limit {
-		c.slots = append(c.slots, streamSlot{})
-		return len(c.slots) - 1
+		if len(c.slots) == 0 || c.grow(c.size+slotOverhead) {
+			c.slots = append(c.slots, streamSlot{})
+			return len(c.slots) - 1
+		}
+		c.limit = len(c.slots)
 	}
 	for {
 		i := c.hand
@@ -132,7 +139,9 @@ func (c *streamCache) slot() int {
 			s.ref = false
 			continue
 		}
-		delete(c.index, s.sector)
+		if j, ok := c.index[s.sector]; ok && j == i {
+			delete(c.index, s.sector)
+		}
 		s.n = 0
 		return i
 	}

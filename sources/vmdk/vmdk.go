@@ -38,12 +38,27 @@
 // fails (the parent changed after the delta was made). Chains are followed
 // to a depth of 16; a loop is an error.
 //
-// Safety with untrusted images: every offset and size read from a file is
-// checked against the file before use; memory is bounded by caps on the
-// descriptor (1 MiB, 4096 extents), the grain directory (2^20 entries), the
-// grain (1 MiB) and the grain table (512 entries), and by the caches
-// (Options.CacheSize). Writes never go to a grain that a grain table places
-// inside the extent's metadata.
+// Safety with untrusted images: the file the user names is trusted, what it
+// names is not. Extents and parents are opened through Options.Named: a name
+// must resolve, symbolic links included, beneath the top file's directory
+// (or a directory the user allowed), and only to a regular file (or a block
+// device where allowed); anything else fails Open with an error naming the
+// extent or parent and the flag that would allow it. A disk opened
+// read-only opens nothing for writing; parents are always opened
+// read-only. Every offset and size read from a file is checked against the
+// file before use, with sums and products checked for overflow. Memory kept
+// for metadata is charged to Options.Budget, shared by all extents and
+// parents, and an image that needs more is refused at Open with the
+// figures: per sparse extent, the grain directory for the part of the
+// extent the descriptor uses (4 bytes per grain table, twice for a
+// writable extent with a redundant directory), one grain table (at most 2
+// KiB) and, when compressed, one inflated grain and its compressed bytes
+// (at most 3 MiB); the descriptor, twice its size. Further cache slots, up
+// to Options.CacheSize, are charged as they are first used and, when the
+// budget is spent, not taken (the cache evicts instead). The caps on the
+// descriptor (1 MiB, 4096 extents), the grain directory (2^20 entries),
+// the grain (1 MiB) and the grain table (512 entries) stay. Writes never
+// go to a grain that a grain table places inside the extent's metadata.
 //
 // Concurrency: Caps().Parallel is true. Reads, and writes to allocated
 // grains, of one extent run in parallel; allocating writes, trims and zeros
@@ -96,8 +111,18 @@ type Options struct {
 	// CacheSize bounds the memory of cached grain tables and inflated
 	// grains, in bytes (0: DefaultCacheSize), shared out among the extents
 	// (half for each); each parent of a delta disk has a quarter of its
-	// child's (at least 1 MiB).
+	// child's (at least 1 MiB). Every extent keeps at least one grain table
+	// (and one inflated grain) whatever the size.
 	CacheSize int64
+	// Named opens the extents and parents the disk names. Its zero value
+	// (Dir empty) confines them beneath the directory of the file given to
+	// Open, as sources.Confine does; ReadOnly is set when Options.ReadOnly
+	// is, and always for parents.
+	Named sources.NamedFiles
+	// Budget is charged for the metadata kept in memory, by every extent
+	// and parent (nil: sources.NewBudget(0), the default limit). Close
+	// gives it back.
+	Budget *sources.Budget
 }
 
 // ErrStreamReadOnly is returned by modifying calls on a streamOptimized
@@ -130,6 +155,9 @@ type extent struct {
 // Disk is an open VMDK disk. It implements sources.Source.
 type Disk struct {
 	path     string
+	dir      string // absolute directory of path, where names are relative to
+	budget   *sources.Budget
+	charged  int64 // charged to budget by the disk itself (the descriptor)
 	desc     *Descriptor
 	size     int64
 	extents  []extent
@@ -159,10 +187,15 @@ func Open(path string, opts Options) (*Disk, error) {
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = DefaultCacheSize
 	}
-	return open(path, opts, 0, map[[2]uint64]bool{})
-}
-
-func open(path string, opts Options, depth int, seen map[[2]uint64]bool) (*Disk, error) {
+	if opts.Named.Dir == "" {
+		opts.Named.Dir = sources.Confine(path).Dir
+	}
+	if opts.ReadOnly {
+		opts.Named.ReadOnly = true
+	}
+	if opts.Budget == nil {
+		opts.Budget = sources.NewBudget(0)
+	}
 	if err := checkFileType(path); err != nil {
 		return nil, err
 	}
@@ -170,7 +203,17 @@ func open(path string, opts Options, depth int, seen map[[2]uint64]bool) (*Disk,
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
+	return open(f, path, opts, 0, map[[2]uint64]bool{})
+}
+
+// open opens the disk whose file f (read-only, closed by open) is at path:
+// the file the user named (depth 0), or a parent.
+func open(f *os.File, path string, opts Options, depth int, seen map[[2]uint64]bool) (*Disk, error) {
+	defer func() {
+		if f != nil {
+			f.Close()
+		}
+	}()
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -186,10 +229,14 @@ func open(path string, opts Options, depth int, seen map[[2]uint64]bool) (*Disk,
 	if _, err := io.ReadFull(f, head); err != nil {
 		return nil, fmt.Errorf("%s: reading the first bytes: %w", path, err)
 	}
-	d := &Disk{path: path}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return nil, err
+	}
+	d := &Disk{path: path, dir: filepath.Dir(abs), budget: opts.Budget}
 	switch {
 	case bytes.HasPrefix(head, magic[:]):
-		err = d.openMonolithic(path, opts)
+		err = d.openMonolithic(&f, path, opts)
 	case IsDescriptor(head):
 		err = d.openDescriptor(f, fi.Size(), path, opts)
 	case bytes.HasPrefix(head, []byte("COWD")):
@@ -232,11 +279,23 @@ func IsDescriptor(head []byte) bool {
 // IsSparse reports whether head starts a hosted sparse extent (KDMV).
 func IsSparse(head []byte) bool { return bytes.HasPrefix(head, magic[:]) }
 
-// openMonolithic opens a sparse file as the disk's only extent, whatever
-// its embedded descriptor says the extent file is called (files get
-// renamed); the descriptor gives the CIDs and the parent.
-func (d *Disk) openMonolithic(path string, opts Options) error {
-	x, err := d.openSparseExtent(path, !opts.ReadOnly, opts.CacheSize/2, opts.CacheSize/2)
+// openMonolithic opens the sparse file *f as the disk's only extent,
+// whatever its embedded descriptor says the extent file is called (files
+// get renamed); the descriptor gives the CIDs and the parent. It takes *f
+// over (setting it to nil), or reopens path for writing when the disk is
+// writable (path is then the file the user named).
+func (d *Disk) openMonolithic(f **os.File, path string, opts Options) error {
+	sf := *f
+	if !opts.ReadOnly {
+		w, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		sf = w
+	} else {
+		*f = nil
+	}
+	x, err := d.openSparseExtent(sf, path, !opts.ReadOnly, 0, opts.CacheSize/2, opts.CacheSize/2, opts.Budget)
 	if err != nil {
 		return err
 	}
@@ -248,6 +307,9 @@ func (d *Disk) openMonolithic(path string, opts Options) error {
 		return err
 	}
 	if raw != nil {
+		if err := d.charge(2*int64(len(raw)), "the embedded descriptor of "+path); err != nil {
+			return err
+		}
 		if d.desc, err = ParseDescriptor(raw); err != nil {
 			return fmt.Errorf("%s: embedded %w", path, err)
 		}
@@ -259,35 +321,34 @@ func (d *Disk) openMonolithic(path string, opts Options) error {
 	return nil
 }
 
-func (d *Disk) openSparseExtent(path string, writable bool, cacheBudget, streamBudget int64) (extent, error) {
-	if err := checkFileType(path); err != nil {
-		return extent{}, err
+// charge takes n bytes from the budget for the disk itself.
+func (d *Disk) charge(n int64, what string) error {
+	if err := d.budget.Charge(n, what); err != nil {
+		return err
 	}
-	flag := os.O_RDONLY
-	if writable {
-		flag = os.O_RDWR
-	}
-	f, err := os.OpenFile(path, flag, 0)
-	if err != nil {
-		return extent{}, err
-	}
-	sp, err := openSparse(f, path, writable, int(cacheBudget/(int64(maxGTEs)*4)), streamBudget)
+	d.charged += n
+	return nil
+}
+
+// openSparseExtent serves the sparse extent file f (closed on error) of
+// which the disk uses the first need bytes (0: all of it).
+func (d *Disk) openSparseExtent(f *os.File, path string, writable bool, need, cacheBudget, streamBudget int64, budget *sources.Budget) (extent, error) {
+	sp, err := openSparse(f, path, sparseOptions{
+		writable: writable, need: need, cacheBytes: cacheBudget, streamBytes: streamBudget, budget: budget,
+	})
 	if err != nil {
 		f.Close()
 		return extent{}, err
 	}
-	x := extent{kind: kindSparse, name: path, sp: sp, writable: writable}
+	x := extent{kind: kindSparse, name: path, sp: sp, writable: sp.writable}
 	switch {
 	case sp.compressed:
 		d.stream = true
-		x.writable, sp.writable = false, false
 	case sp.h.gdOffset == gdAtEnd:
-		x.writable, sp.writable = false, false
 		if writable {
 			d.warnings = append(d.warnings, fmt.Sprintf("%s: grain directory at the end of the file: served read-only", path))
 		}
 	case sp.h.version == 3:
-		x.writable, sp.writable = false, false
 		if writable {
 			d.warnings = append(d.warnings, fmt.Sprintf("%s: version 3 sparse extent that is not compressed: served read-only, as qemu does", path))
 		}
@@ -303,6 +364,9 @@ func (d *Disk) openDescriptor(f *os.File, size int64, path string, opts Options)
 	if size > maxDescriptorSize {
 		return fmt.Errorf("%s: descriptor file of %d bytes is larger than %d", path, size, maxDescriptorSize)
 	}
+	if err := d.charge(2*size, "the descriptor "+path); err != nil {
+		return err
+	}
 	raw := make([]byte, size)
 	if _, err := f.ReadAt(raw, 0); err != nil {
 		return fmt.Errorf("%s: reading the descriptor: %w", path, err)
@@ -316,13 +380,12 @@ func (d *Disk) openDescriptor(f *os.File, size int64, path string, opts Options)
 	}
 	d.desc = desc
 	d.descFile, d.descRaw = path, raw
-	dir := filepath.Dir(path)
 	n := int64(len(desc.Extents))
 	var off int64
 	for i, ed := range desc.Extents {
-		file := ed.File
-		if file != "" && !filepath.IsAbs(file) {
-			file = filepath.Join(dir, file)
+		file := ""
+		if ed.File != "" {
+			file = opts.Named.Resolve(d.dir, ed.File)
 		}
 		writable := !opts.ReadOnly && ed.Access == "RW"
 		length := ed.Sectors * sectorSize
@@ -333,10 +396,16 @@ func (d *Disk) openDescriptor(f *os.File, size int64, path string, opts Options)
 		case ed.Type == "ZERO":
 			x = extent{kind: kindZero, name: fmt.Sprintf("ZERO extent %d", i+1)}
 		case ed.Type == "FLAT" || ed.Type == "VMFS" || ed.Type == "VMFSRAW" || ed.Type == "VMFSRDM":
-			if err := checkFileType(file); err != nil {
-				return fmt.Errorf("%s: extent %d: %w", path, i+1, err)
+			osf, abs, err := opts.Named.Open(d.dir, ed.File, writable)
+			if err != nil {
+				return fmt.Errorf("%s: extent %d (%s %s): %w", path, i+1, ed.Access, ed.Type, err)
 			}
-			fl, err := sources.OpenFile(file, sources.FileOptions{ReadOnly: !writable, Offset: ed.Offset * sectorSize, SizeLimit: length})
+			file = abs
+			if err := d.charge(extentOverhead, "extent "+file); err != nil {
+				osf.Close()
+				return err
+			}
+			fl, err := sources.NewFile(osf, file, sources.FileOptions{ReadOnly: !writable, Offset: ed.Offset * sectorSize, SizeLimit: length})
 			if err != nil {
 				return fmt.Errorf("%s: extent %d: %w", path, i+1, err)
 			}
@@ -346,8 +415,12 @@ func (d *Disk) openDescriptor(f *os.File, size int64, path string, opts Options)
 				return fmt.Errorf("%s: extent %d: %s holds %d bytes after offset %d, the extent needs %d", path, i+1, file, fl.Size(), ed.Offset*sectorSize, length)
 			}
 		case ed.Type == "SPARSE":
-			var err error
-			x, err = d.openSparseExtent(file, writable, opts.CacheSize/2/n, opts.CacheSize/2/n)
+			osf, abs, err := opts.Named.Open(d.dir, ed.File, writable)
+			if err != nil {
+				return fmt.Errorf("%s: extent %d (%s %s): %w", path, i+1, ed.Access, ed.Type, err)
+			}
+			file = abs
+			x, err = d.openSparseExtent(osf, file, writable, length, opts.CacheSize/2/n, opts.CacheSize/2/n, opts.Budget)
 			if err != nil {
 				return fmt.Errorf("%s: extent %d: %w", path, i+1, err)
 			}
@@ -381,16 +454,17 @@ func (d *Disk) openParent(opts Options, depth int, seen map[[2]uint64]bool) erro
 	if depth+1 > maxParents {
 		return fmt.Errorf("%s: more than %d parents in the chain", d.path, maxParents)
 	}
-	ppath := hint
-	if !filepath.IsAbs(ppath) {
-		ppath = filepath.Join(filepath.Dir(d.path), ppath)
-	}
 	// Parents are read only where the delta has no grain: they get a
 	// quarter of its cache, so a chain's caches add up to a bounded total.
 	popts := opts
 	popts.ReadOnly = true
+	popts.Named.ReadOnly = true
 	popts.CacheSize = max(opts.CacheSize/4, 1<<20)
-	p, err := open(ppath, popts, depth+1, seen)
+	pf, ppath, err := popts.Named.Open(d.dir, hint, false)
+	if err != nil {
+		return fmt.Errorf("%s: opening the parent (parentFileNameHint): %w", d.path, err)
+	}
+	p, err := open(pf, ppath, popts, depth+1, seen)
 	if err != nil {
 		return fmt.Errorf("%s: opening the parent: %w", d.path, err)
 	}
@@ -696,9 +770,11 @@ func (d *Disk) Close() error {
 		case kindFlat:
 			errs = append(errs, x.flat.Close())
 		case kindSparse:
-			errs = append(errs, x.sp.f.Close())
+			errs = append(errs, x.sp.close())
 		}
 	}
+	d.budget.Release(d.charged)
+	d.charged = 0
 	if d.parent != nil {
 		errs = append(errs, d.parent.Close())
 	}
