@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
 	"sync"
 	"time"
@@ -25,21 +24,26 @@ var logDef = &Def{
 		"queued (waiting for a worker included), error is empty or the NBD error (EIO, " +
 		"ENOSPC, ...). Lines are buffered and written at least every second and at detach; " +
 		"the filter records the requests as the kernel sent them, wherever it is in the " +
-		"chain. A restarted server (after a crash) appends to the file. " +
+		"chain. The file is appended to, never truncated (a restarted server and a new " +
+		"attach add their lines after the old ones); it is created, mode 0600, with the first " +
+		"line, so an attach that fails leaves nothing behind; a symbolic link or anything but " +
+		"a regular file at PATH is refused. " +
 		"Example: --filter log:file=/tmp/mkfs.jsonl",
 	Options: []Option{
-		{Key: "file", Value: "PATH", Require: true, kind: pathKind, Help: "the log file, created or truncated"},
-		{Key: "append", Value: "BOOL", Default: "false", kind: boolKind, Help: "append to the file instead of truncating it"},
+		{Key: "file", Value: "PATH", Require: true, kind: pathKind, Help: "the log file, appended to (created 0600 with the first line)"},
+		{Key: "append", Value: "BOOL", Default: "true", kind: boolKind, Help: "accepted for old command lines: the file is always appended to"},
 	},
 	open: func(next sources.Source, a args, env Env) (sources.Source, error) {
-		return NewLog(next, LogOptions{File: a.str("file"), Append: a.bool("append") || env.Restarted}, env)
+		return NewLog(next, LogOptions{File: a.str("file")}, env)
 	},
 }
 
 // LogOptions configure a Log filter.
 type LogOptions struct {
-	File   string // created if missing, truncated unless Append
-	Append bool
+	// File is appended to; a missing file is created (0600) when the
+	// first line is written. A symbolic link, or anything but a regular
+	// file, is refused.
+	File string
 }
 
 // logFlushEvery is how often buffered log lines are written out.
@@ -79,7 +83,7 @@ type Log struct {
 	env  Env
 
 	mu      sync.Mutex
-	f       *os.File
+	f       *logFile
 	w       *bufio.Writer
 	line    []byte
 	failed  bool
@@ -91,11 +95,7 @@ type Log struct {
 // NewLog opens the log file and wraps next. Closing the filter flushes and
 // closes the file and closes next.
 func NewLog(next sources.Source, opts LogOptions, env Env) (*Log, error) {
-	flag := os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	if opts.Append {
-		flag = os.O_WRONLY | os.O_CREATE | os.O_APPEND
-	}
-	f, err := os.OpenFile(opts.File, flag, 0o644)
+	f, err := openLogFile(opts.File)
 	if err != nil {
 		return nil, fmt.Errorf("log filter: %w", err)
 	}
@@ -139,7 +139,7 @@ func (l *Log) flushLocked() {
 	}
 	if err := l.w.Flush(); err != nil {
 		l.failed = true
-		l.env.logf("log filter: %s: %v; dropping further lines", l.f.Name(), err)
+		l.env.logf("log filter: %s: %v; dropping further lines", l.f.path, err)
 	}
 }
 
@@ -153,7 +153,7 @@ func (l *Log) Observe(r Request) {
 	l.line = appendLogLine(l.line[:0], r)
 	if _, err := l.w.Write(l.line); err != nil {
 		l.failed = true
-		l.env.logf("log filter: %s: %v; dropping further lines", l.f.Name(), err)
+		l.env.logf("log filter: %s: %v; dropping further lines", l.f.path, err)
 	}
 }
 
@@ -245,7 +245,7 @@ func (l *Log) release() error {
 	err := l.f.Close()
 	l.w = nil
 	if l.failed {
-		return errors.Join(err, fmt.Errorf("log filter: %s: lines were lost", l.f.Name()))
+		return errors.Join(err, fmt.Errorf("log filter: %s: lines were lost", l.f.path))
 	}
 	return err
 }

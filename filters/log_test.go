@@ -2,11 +2,15 @@ package filters
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,5 +145,86 @@ func TestLogAppend(t *testing.T) {
 		if got, _ := readLog(t, path); len(got) != i+1 {
 			t.Errorf("after %q: %d lines, want %d", spec, len(got), i+1)
 		}
+	}
+}
+
+// TestLogFileSafety: the log file is appended to and never truncated, is
+// created 0600 only once a line is written (a failed attach leaves
+// nothing), and a symbolic link or a non-regular file is refused.
+func TestLogFileSafety(t *testing.T) {
+	dir := t.TempDir()
+	existing := filepath.Join(dir, "existing.jsonl")
+	old := []byte("{\"an\":\"old line\"}\n")
+	if err := os.WriteFile(existing, old, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	target := filepath.Join(dir, "target")
+	if err := os.WriteFile(target, []byte("precious"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "link.jsonl")
+	if err := os.Symlink(target, link); err != nil {
+		t.Fatal(err)
+	}
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		path    string
+		lines   int    // lines observed before Close
+		wantErr string // from NewLog
+		check   func(t *testing.T)
+	}{
+		{name: "existing, no line (a failed attach)", path: existing, check: func(t *testing.T) {
+			if b, _ := os.ReadFile(existing); !bytes.Equal(b, old) {
+				t.Errorf("the file changed: %q", b)
+			}
+		}},
+		{name: "existing, appended", path: existing, lines: 2, check: func(t *testing.T) {
+			b, _ := os.ReadFile(existing)
+			if !bytes.HasPrefix(b, old) || bytes.Count(b, []byte("\n")) != 3 {
+				t.Errorf("want the old line and 2 new ones, got %q", b)
+			}
+		}},
+		{name: "new, no line", path: filepath.Join(dir, "new1.jsonl"), check: func(t *testing.T) {
+			if _, err := os.Lstat(filepath.Join(dir, "new1.jsonl")); !errors.Is(err, fs.ErrNotExist) {
+				t.Errorf("a log file was created without a line: %v", err)
+			}
+		}},
+		{name: "new, created 0600", path: filepath.Join(dir, "new2.jsonl"), lines: 1, check: func(t *testing.T) {
+			fi, err := os.Stat(filepath.Join(dir, "new2.jsonl"))
+			if err != nil || fi.Mode().Perm() != 0o600 {
+				t.Errorf("stat: %v, mode %v, want 0600", err, fi.Mode())
+			}
+		}},
+		{name: "symbolic link", path: link, wantErr: "is a symbolic link: refused"},
+		{name: "fifo", path: fifo, wantErr: "not a regular file"},
+		{name: "directory missing", path: filepath.Join(dir, "nodir", "x.jsonl"), wantErr: "cannot create it"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l, err := NewLog(newMemoryWith(t, make([]byte, 4096)), LogOptions{File: tt.path}, Env{})
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("NewLog = %v, want an error containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for range tt.lines {
+				l.Observe(Request{Op: OpWrite, Length: 512, Start: time.Now()})
+			}
+			if err := l.Close(); err != nil {
+				t.Fatal(err)
+			}
+			tt.check(t)
+		})
+	}
+	if b, _ := os.ReadFile(target); string(b) != "precious" {
+		t.Errorf("the symlink's target changed: %q", b)
 	}
 }
