@@ -3,8 +3,10 @@ package gzip
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
 
@@ -48,20 +50,34 @@ func FuzzGzipHeader(f *testing.F) {
 }
 
 // FuzzGzipIndexFile: a saved index file, damaged or hostile, is rejected
-// or yields checkpoints inside the file; a good one round-trips.
+// or yields checkpoints inside the file, charging no more than the budget;
+// a good one round-trips.
 func FuzzGzipIndexFile(f *testing.F) {
 	data := imagetest.Data(20000, 3)
 	file := imagetest.Gzip(f, data, "-1")
-	ix, err := buildIndex(bytes.NewReader(file), int64(len(file)), 4096)
+	size := int64(len(file))
+	c := &charger{budget: sources.NewBudget(1 << 20)}
+	ix, err := buildIndex(bytes.NewReader(file), size, 4096, c)
 	if err != nil {
 		f.Fatal(err)
 	}
-	ix.rangeCRCs(bytes.NewReader(file), int64(len(file)))
-	f.Add(ix.marshal(int64(len(file))), int64(len(file)))
+	ix.rangeHashes(bytes.NewReader(file), size)
+	key := indexKey{id: identity{Dev: 1, Ino: 2, Size: size, Mtime: 3, Ctime: 4}, hasID: true}
+	good := ix.marshal(key, size)
+	f.Add(good, size)
+	for _, s := range hostileIndexes(good) {
+		f.Add(s, size)
+	}
 	f.Fuzz(func(t *testing.T, b []byte, fileSize int64) {
-		ix, err := unmarshalIndex(b, fileSize)
+		key := key
+		key.id.Size = fileSize
+		c := &charger{budget: sources.NewBudget(1 << 20)}
+		ix, err := unmarshalIndex(b, key, fileSize, c.charge)
 		if err != nil {
 			return
+		}
+		if c.charged > 1<<20 {
+			t.Fatalf("charged %d bytes, over the budget", c.charged)
 		}
 		for i, cp := range ix.cps {
 			lo, hi := ix.compRange(i, fileSize)
@@ -69,8 +85,47 @@ func FuzzGzipIndexFile(f *testing.F) {
 				t.Fatalf("checkpoint %d: %+v gives range %d..%d in a %d-byte file", i, cp, lo, hi, fileSize)
 			}
 		}
-		if again, err := unmarshalIndex(ix.marshal(fileSize), fileSize); err != nil || len(again.cps) != len(ix.cps) {
+		if again, err := unmarshalIndex(ix.marshal(key, fileSize), key, fileSize, c.charge); err != nil || len(again.cps) != len(ix.cps) {
 			t.Fatalf("round trip: %v", err)
 		}
 	})
+}
+
+// hostileIndexes returns index files made from good with extreme fields
+// (counts, offsets and window lengths at 0, 1, max-1, max), each with its
+// checksum set again so that the field checks are what refuses them.
+func hostileIndexes(good []byte) [][]byte {
+	// Offsets of fields in good: magic, fileSize, hasID, identity (40),
+	// sum (32), size, members, garbage, n, then the first checkpoint:
+	// uoff, coff, bit, sum, memberEnd, wlen.
+	o := len(indexMagic)
+	fsizeAt := o
+	sizeAt := o + 8 + 1 + 40 + 32
+	membersAt := sizeAt + 8
+	garbageAt := membersAt + 4
+	nAt := garbageAt + 8
+	cp := nAt + 4
+	uoffAt, coffAt, bitAt, endAt, wlenAt := cp, cp+8, cp+16, cp+16+1+32, cp+16+1+32+8
+	type field struct{ at, width int }
+	fields := []field{{fsizeAt, 8}, {sizeAt, 8}, {membersAt, 4}, {garbageAt, 8}, {nAt, 4},
+		{uoffAt, 8}, {coffAt, 8}, {bitAt, 1}, {endAt, 8}, {wlenAt, 4}}
+	var out [][]byte
+	for _, fl := range fields {
+		for _, v := range []uint64{0, 1, 1<<(8*fl.width-1) - 1, 1 << (8*fl.width - 1), 1<<(8*fl.width) - 2, 1<<(8*fl.width) - 1} {
+			b := bytes.Clone(good)
+			for k := range fl.width {
+				b[fl.at+k] = byte(v >> (8 * k))
+			}
+			out = append(out, resum(b))
+		}
+	}
+	out = append(out, good[:len(good)/2], resum(bytes.Clone(good[:len(good)/2])), good[:len(indexMagic)+32])
+	return out
+}
+
+// resum sets the SHA-256 at the end of an index file again.
+func resum(b []byte) []byte {
+	sum := sha256.Sum256(b[:len(b)-32])
+	copy(b[len(b)-32:], sum[:])
+	return b
 }

@@ -18,13 +18,30 @@
 // BGZF) work the same way; trailing zeros or garbage after the last member
 // are ignored with a warning, as gzip -d does.
 //
-// With Options.IndexDir set, the checkpoint index is saved there
-// (IndexDir/gzip-index/KEY.idx, KEY from the file's size and first and last
-// 64 KiB) and the next Open of the same file loads it instead of inflating:
-// attach is then instant. Every segment's compressed bytes are checked
-// against the CRC32 the saved index records before they are decoded, so a
-// file changed behind the index fails reads rather than serving wrong
-// bytes. attach uses $XDG_CACHE_HOME/nbdloop, else ~/.cache/nbdloop.
+// With Options.IndexDir set, the checkpoint index is saved in
+// IndexDir/gzip-index and the next Open of the same file loads it instead
+// of inflating. A saved index is looked up by the file's identity when r
+// is an *os.File (device, inode, size, mtime, ctime: any write to the file
+// changes its ctime) and by its size and first and last 64 KiB; the index
+// records the SHA-256 of each segment's compressed bytes, and Open reads
+// the whole file once (no inflating) to check them all before it uses the
+// index; reads check a segment's again before they decode it, so a file
+// changed while served fails reads rather than serving wrong bytes. The
+// index file also records the identity and sample, and the SHA-256 of its
+// own bytes. A saved index that does not match in any of these, or is
+// damaged, truncated or crafted, is ignored and the index rebuilt.
+// IndexDir and IndexDir/gzip-index are created 0700 and opened without
+// following symbolic links; one that is a link, belongs to another user or
+// is writable by group or others is not used (Open warns and keeps the
+// index in memory only). After each save, indexes unused for MaxCacheAge
+// (90 days) are removed, then the least recently used ones until the rest
+// take at most MaxCacheBytes (1 GiB). attach uses $XDG_CACHE_HOME/nbdloop,
+// else ~/.cache/nbdloop.
+//
+// The index kept in memory (a small record per checkpoint, and each
+// checkpoint's 32 KiB window, deflated) is charged to Options.Budget, as
+// it is found or before a saved one is read: a file whose index needs more
+// is refused at open with the figures.
 //
 // Limits: Open takes one inflating pass (about 250 MiB/s of output on one
 // core) when no saved index fits. Read-only: every modifying call fails
@@ -33,9 +50,9 @@ package gzip
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
-	"hash/crc32"
 	"io"
 
 	"github.com/klauspost/compress/flate"
@@ -70,6 +87,9 @@ type Options struct {
 	// Readahead is how many segments are decoded ahead of sequential reads
 	// (0: GOMAXPROCS; -1: none).
 	Readahead int
+	// Budget is charged for the index kept in memory (nil: a budget of
+	// sources.DefaultMetadataLimit for this file alone).
+	Budget *sources.Budget
 }
 
 // Source is a gzip file served uncompressed: a read-only sources.Source
@@ -84,8 +104,8 @@ type Source struct {
 	r      io.ReaderAt
 	size   int64 // of the gzip file
 	ix     *index
-	verify bool // the index came from disk: check compressed CRCs
 	loaded bool
+	charge *charger // what the index took from Options.Budget
 }
 
 // image is embedded under an unexported name, so that Source exports
@@ -105,16 +125,41 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 	if magic != [3]byte{0x1F, 0x8B, 8} {
 		return nil, fmt.Errorf("%w: no gzip magic at the start", ErrNotGzip)
 	}
-	s := &Source{r: r, size: size}
+	budget := opts.Budget
+	if budget == nil {
+		budget = sources.NewBudget(0)
+	}
+	name := "the gzip file"
+	if n, ok := r.(interface{ Name() string }); ok {
+		name = n.Name()
+	}
+	s := &Source{r: r, size: size, charge: &charger{budget: budget, what: "the gzip index of " + name + " (a checkpoint every Interval bytes, each with its 32 KiB window)"}}
+	src, err := s.open(opts)
+	if err != nil {
+		s.charge.undo(0)
+		return nil, err
+	}
+	return src, nil
+}
+
+func (s *Source) open(opts Options) (*Source, error) {
+	r, size := s.r, s.size
 	var warns []string
-	var key string
+	var dir *cacheDir
+	var key indexKey
 	if opts.IndexDir != "" {
 		var err error
-		if key, err = fileKey(r, size); err != nil {
-			return nil, err
-		}
-		if s.ix = loadIndex(opts.IndexDir, key, size); s.ix != nil {
-			s.verify, s.loaded = true, true
+		if dir, err = openCacheDir(opts.IndexDir); err != nil {
+			warns = append(warns, fmt.Sprintf("%v; the index is kept in memory only", err))
+		} else {
+			defer dir.Close()
+			key.id, key.hasID = fileIdentity(r, size)
+			if key.sample, err = fileSample(r, size); err != nil {
+				return nil, err
+			}
+			if s.ix = dir.load(key, r, size, s.charge); s.ix != nil {
+				s.loaded = true
+			}
 		}
 	}
 	if s.ix == nil {
@@ -123,15 +168,15 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 			// Compressed size times 4 estimates the uncompressed size.
 			interval = max(int64(DefaultInterval), size*4/maxCheckpoints)
 		}
-		ix, err := buildIndex(r, size, interval)
+		ix, err := buildIndex(r, size, interval, s.charge)
 		if err != nil {
 			return nil, err
 		}
 		s.ix = ix
-		if opts.IndexDir != "" {
-			err := ix.rangeCRCs(r, size)
+		if dir != nil {
+			err := ix.rangeHashes(r, size)
 			if err == nil {
-				err = saveIndex(opts.IndexDir, key, ix, size)
+				err = dir.save(key, ix, size)
 			}
 			if err != nil {
 				warns = append(warns, fmt.Sprintf("%v (the next attach indexes the file again)", err))
@@ -162,6 +207,14 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 	return s, nil
 }
 
+// Close drops the cache, gives the index's memory back to Options.Budget
+// and closes the file if it is an io.Closer. A second Close returns nil.
+func (s *Source) Close() error {
+	err := s.image.Close()
+	s.charge.undo(0)
+	return err
+}
+
 // segReader decodes one segment: its size in bytes, from its checkpoint.
 type segReader struct {
 	lr   io.LimitedReader
@@ -186,8 +239,8 @@ func (s *Source) openSegment(i int) (io.Reader, error) {
 	if _, err := s.r.ReadAt(buf, lo); err != nil && !(err == io.EOF && hi == s.size) {
 		return nil, err
 	}
-	if s.verify && crc32.ChecksumIEEE(buf) != cp.crc {
-		return nil, corrupt(lo, "the file changed since its gzip index was saved (remove the index file, or attach again to rebuild it)")
+	if s.ix.hashed && sha256.Sum256(buf) != cp.sum {
+		return nil, corrupt(lo, "the file changed since it was indexed (its SHA-256 from byte %d to %d differs): detach and attach it again", lo, hi)
 	}
 	var window []byte
 	if cp.window != nil {

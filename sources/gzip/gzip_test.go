@@ -5,7 +5,9 @@ import (
 	"errors"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/nbdloop/nbdloop/sources"
@@ -73,49 +75,96 @@ func TestGzipConformance(t *testing.T) {
 	sourcetest.Run(t, func(t *testing.T) sources.Source { return imagetest.Open(t, Open, file, Options{Interval: 300 << 10}) }, data)
 }
 
-// A saved index makes the second Open instant, and a file changed behind
-// it fails reads instead of serving wrong bytes.
+// A saved index makes the second Open instant; a file changed behind it
+// is indexed again, or fails reads if it changes while served.
 func TestGzipSavedIndex(t *testing.T) {
-	dir := t.TempDir()
 	data := imagetest.Data(2<<20, 5)
 	file := imagetest.Gzip(t, data)
-	s := imagetest.Open(t, Open, file, Options{Interval: 256 << 10, IndexDir: dir})
+	opts := Options{Interval: 256 << 10, IndexDir: t.TempDir()}
+
+	// Readers without a file identity are matched by their SHA-256.
+	s := imagetest.Open(t, Open, file, opts)
 	if s.IndexLoaded() {
 		t.Error("first Open: IndexLoaded() = true, want false")
 	}
+	imagetest.CheckWarnings(t, s.Warnings(), "")
 	s.Close()
-	s = imagetest.Open(t, Open, file, Options{Interval: 256 << 10, IndexDir: dir})
+	s = imagetest.Open(t, Open, file, opts)
 	if !s.IndexLoaded() {
 		t.Error("second Open: IndexLoaded() = false, want true")
 	}
 	imagetest.CheckReads(t, s, data)
 	s.Close()
 
-	// Same size, head and tail; different bytes in the middle.
-	changed := bytes.Clone(file)
-	for i := len(file)/2 - 100; i < len(file)/2+100; i++ {
-		changed[i] ^= 0xA5
+	// An *os.File is matched by its identity; a write changes it.
+	path := filepath.Join(t.TempDir(), "disk.gz")
+	if err := os.WriteFile(path, file, 0o644); err != nil {
+		t.Fatal(err)
 	}
-	s = imagetest.Open(t, Open, changed, Options{Interval: 256 << 10, IndexDir: dir})
+	for i, want := range []bool{false, true} {
+		s := openPath(t, path, opts)
+		if s.IndexLoaded() != want {
+			t.Errorf("Open %d of the file: IndexLoaded() = %v, want %v", i+1, s.IndexLoaded(), want)
+		}
+		imagetest.CheckReads(t, s, data)
+		s.Close()
+	}
+	st, _ := os.Stat(path)
+	if err := os.WriteFile(path, file, 0o644); err != nil { // same bytes, new ctime
+		t.Fatal(err)
+	}
+	os.Chtimes(path, st.ModTime(), st.ModTime())
+	s = openPath(t, path, opts)
+	if s.IndexLoaded() {
+		t.Error("Open after a write: IndexLoaded() = true, want false")
+	}
+	s.Close()
+
+	// Bytes that change under a loaded index fail reads.
+	m := &mutable{b: bytes.Clone(file)}
+	s, err := Open(m, int64(len(file)), opts)
+	if err != nil || !s.IndexLoaded() {
+		t.Fatalf("Open = %v, IndexLoaded() = %v", err, err == nil && s.IndexLoaded())
+	}
 	defer s.Close()
+	m.mu.Lock()
+	for i := len(file)/2 - 100; i < len(file)/2+100; i++ {
+		m.b[i] ^= 0xA5
+	}
+	m.mu.Unlock()
 	got := make([]byte, s.Size())
-	_, err := s.ReadAt(got, 0)
-	if err == nil || !strings.Contains(err.Error(), "the file changed since its gzip index was saved") {
+	_, err = s.ReadAt(got, 0)
+	if err == nil || !strings.Contains(err.Error(), "the file changed since it was indexed") {
 		t.Errorf("ReadAt of a changed file = %v, want the changed-file error", err)
 	}
-	// A damaged index file is ignored and rebuilt.
-	ents, _ := os.ReadDir(dir + "/gzip-index")
-	if len(ents) != 1 {
-		t.Fatalf("index directory holds %d files, want 1", len(ents))
+}
+
+// mutable is a ReaderAt whose bytes a test changes.
+type mutable struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (m *mutable) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return bytes.NewReader(m.b).ReadAt(p, off)
+}
+
+// openPath opens the gzip file at path as an *os.File.
+func openPath(t *testing.T, path string, opts Options) *Source {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
 	}
-	path := dir + "/gzip-index/" + ents[0].Name()
-	os.WriteFile(path, []byte("nbdloop gzip index 1\ngarbage"), 0o644)
-	s2 := imagetest.Open(t, Open, file, Options{Interval: 256 << 10, IndexDir: dir})
-	defer s2.Close()
-	if s2.IndexLoaded() {
-		t.Error("Open with a damaged index: IndexLoaded() = true, want false")
+	st, _ := f.Stat()
+	s, err := Open(f, st.Size(), opts)
+	if err != nil {
+		f.Close()
+		t.Fatalf("Open(%s) = %v", path, err)
 	}
-	imagetest.CheckReads(t, s2, data)
+	return s
 }
 
 func TestGzipErrors(t *testing.T) {

@@ -3,6 +3,7 @@ package gzip
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -152,11 +153,11 @@ func readHeader(r io.ByteReader, at int64) (header, error) {
 // deflate data, or the end of a deflate block with the 32 KiB of output
 // before it.
 type checkpoint struct {
-	uoff   int64  // uncompressed offset
-	coff   int64  // file offset of the byte holding the next bit
-	bit    uint8  // bits of that byte already consumed
-	window []byte // the window, deflated; nil at a member start
-	crc    uint32 // CRC32 of the compressed bytes up to the next checkpoint
+	uoff   int64    // uncompressed offset
+	coff   int64    // file offset of the byte holding the next bit
+	bit    uint8    // bits of that byte already consumed
+	window []byte   // the window, deflated; nil at a member start
+	sum    [32]byte // SHA-256 of the compressed bytes of compRange
 	// memberEnd is the file offset where this checkpoint's member's
 	// deflate data ends (its trailer starts).
 	memberEnd int64
@@ -168,13 +169,15 @@ type index struct {
 	size    int64 // uncompressed size
 	members int
 	garbage int64 // trailing bytes after the last member, ignored
+	hashed  bool  // every checkpoint's sum is set
 }
 
 // buildIndex inflates the whole file once, without keeping the output,
 // checking every member's CRC32 and size, and records a checkpoint at
 // every member start and after the first deflate block that ends at least
-// interval bytes after the previous checkpoint.
-func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
+// interval bytes after the previous checkpoint. Every checkpoint is
+// charged to c before it is kept; when c refuses, so does buildIndex.
+func buildIndex(r io.ReaderAt, size, interval int64, c *charger) (*index, error) {
 	ix := &index{}
 	pr := newPosReader(r, 0, size)
 	var uoff int64
@@ -202,6 +205,9 @@ func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
 		ix.members++
 		dstart := start + h.size
 		first := len(ix.cps)
+		if err := c.charge(cpMem); err != nil {
+			return nil, err
+		}
 		ix.cps = append(ix.cps, checkpoint{uoff: uoff, coff: dstart})
 		last := uoff
 		mbase := uoff
@@ -216,6 +222,11 @@ func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
 			comp.Write(cp.Window)
 			if err := comp.Close(); err != nil {
 				cbErr = err
+				return
+			}
+			if err := c.charge(cpMem + int64(wbuf.Len())); err != nil {
+				cbErr = err
+				return
 			}
 			ix.cps = append(ix.cps, checkpoint{
 				uoff: u, coff: dstart + cp.CompressedOffset, bit: cp.BitOffset,
@@ -224,11 +235,14 @@ func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
 			pending = append(pending, &pendingCP{idx: len(ix.cps) - 1, uoff: u, window: bytes.Clone(cp.Window)})
 		}))
 		h32 := crc32.NewIEEE()
-		n, err := copyVerifying(h32, fr, mbase, &pending, func(pc *pendingCP) {
+		n, err := copyVerifying(h32, fr, mbase, &pending, &cbErr, func(pc *pendingCP) {
 			if !fixCheckpoint(r, size, &ix.cps[pc.idx], pc.window, pc.expect) {
 				dropped[pc.idx] = true
 			}
 		})
+		if cbErr != nil {
+			return nil, cbErr
+		}
 		if err != nil {
 			var fe flate.CorruptInputError
 			if errors.As(err, &fe) {
@@ -238,9 +252,6 @@ func buildIndex(r io.ReaderAt, size, interval int64) (*index, error) {
 				return nil, corrupt(pr.pos(0), "the file ends inside a member (truncated?)")
 			}
 			return nil, err
-		}
-		if cbErr != nil {
-			return nil, cbErr
 		}
 		dend := pr.pos(0)
 		var tr [8]byte
@@ -299,18 +310,19 @@ func (ix *index) compRange(i int, fileSize int64) (int64, int64) {
 	return cp.coff, min(fileSize, end+8)
 }
 
-// rangeCRCs computes each checkpoint's CRC32 of its compressed range, so
-// that an index loaded from disk can check that it still fits the file.
-func (ix *index) rangeCRCs(r io.ReaderAt, size int64) error {
+// rangeHashes computes each checkpoint's SHA-256 of its compressed range,
+// which reads check before they decode from it.
+func (ix *index) rangeHashes(r io.ReaderAt, size int64) error {
 	buf := make([]byte, 256<<10)
 	for i := range ix.cps {
 		lo, hi := ix.compRange(i, size)
-		h := crc32.NewIEEE()
+		h := sha256.New()
 		if _, err := io.CopyBuffer(h, io.NewSectionReader(r, lo, hi-lo), buf); err != nil {
 			return err
 		}
-		ix.cps[i].crc = h.Sum32()
+		h.Sum(ix.cps[i].sum[:0])
 	}
+	ix.hashed = true
 	return nil
 }
 
@@ -327,11 +339,12 @@ type pendingCP struct {
 
 // copyVerifying is io.Copy from the member's inflater to w that also hands
 // each pending checkpoint the verifyLen bytes that follow it, calling done
-// once they are there. base is the member's uncompressed offset.
-func copyVerifying(w io.Writer, r io.Reader, base int64, pending *[]*pendingCP, done func(*pendingCP)) (int64, error) {
+// once they are there. base is the member's uncompressed offset. It stops
+// early when *stop is set.
+func copyVerifying(w io.Writer, r io.Reader, base int64, pending *[]*pendingCP, stop *error, done func(*pendingCP)) (int64, error) {
 	buf := make([]byte, 256<<10)
 	var n int64
-	for {
+	for *stop == nil {
 		k, err := r.Read(buf)
 		if k > 0 {
 			w.Write(buf[:k])
@@ -361,6 +374,7 @@ func copyVerifying(w io.Writer, r io.Reader, base int64, pending *[]*pendingCP, 
 			return n, err
 		}
 	}
+	return n, nil
 }
 
 // fixCheckpoint makes sure decoding resumes correctly at cp: it decodes
