@@ -353,8 +353,10 @@ func (im *Image) makeCaches(opts Options) error {
 			}
 		}
 	}
-	nL2 := max(1, min(max(4, cache*3/4/im.cs), l2Tables))
-	nC := max(1, min(max(2, cache/8/im.cs), guestClusters))
+	// Compressed clusters: no more than the guest clusters mapped by
+	// those tables.
+	nL2 := min(max(4, cache*3/4/im.cs), l2Tables)
+	nC := min(max(2, cache/8/im.cs), guestClusters, l2Tables*h.l2Entries)
 	var nRef int64
 	if !im.ro {
 		// Refcount blocks: enough to count every cluster the file can

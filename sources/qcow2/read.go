@@ -323,7 +323,7 @@ func (c *clusterCache) read(entry uint64, p []byte, in int64) bool {
 func (c *clusterCache) put(entry uint64, d []byte) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.m[entry]; ok {
+	if _, ok := c.m[entry]; ok || c.max <= 0 {
 		return
 	}
 	if len(c.fifo) >= c.max {
