@@ -124,7 +124,7 @@ func writeStats(dir string, index int, snap *filters.StatsSnapshot) error {
 		tmp.Close()
 		return err
 	}
-	if err := tmp.Chmod(0o644); err != nil {
+	if err := tmp.Chmod(0o600); err != nil {
 		tmp.Close()
 		return err
 	}

@@ -257,7 +257,7 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 	// From here on a daemon logs to a file next to the state record,
 	// including any panic.
 	if daemon {
-		if lf, err := os.OpenFile(fmt.Sprintf("%s/nbd%d.log", dir, index), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+		if lf, err := openDeviceLog(dir, index); err == nil {
 			unix.Dup2(int(lf.Fd()), 2)
 			lf.Close()
 		}

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 )
 
@@ -65,8 +66,8 @@ func statePath(dir string, index int) string {
 // writeState writes the record atomically (temporary file + rename), so a
 // concurrent `list` never reads half a record.
 func writeState(dir string, st *State) error {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("creating state directory: %w", err)
+	if err := makeStateDir(dir); err != nil {
+		return err
 	}
 	b, err := json.MarshalIndent(st, "", "  ")
 	if err != nil {
@@ -85,6 +86,39 @@ func writeState(dir string, st *State) error {
 		return fmt.Errorf("writing state: %w", err)
 	}
 	return os.Rename(tmp.Name(), statePath(dir, st.Index))
+}
+
+// makeStateDir creates the state directory, private to root (0700): its
+// records name the files served and its logs hold what exec: programs
+// print. A directory left 0755 by an older nbdloop is tightened.
+func makeStateDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating state directory: %w", err)
+	}
+	if fi, err := os.Lstat(dir); err == nil && fi.IsDir() && fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return fmt.Errorf("state directory %s: %w", dir, err)
+		}
+	}
+	return nil
+}
+
+// openDeviceLog opens the log of device index in dir for appending: created
+// 0600, never through a symbolic link, and made 0600 if an older nbdloop
+// left it readable by others.
+func openDeviceLog(dir string, index int) (*os.File, error) {
+	if err := makeStateDir(dir); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("nbd%d.log", index)),
+		os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err == nil && fi.Mode().Perm() != 0o600 {
+		f.Chmod(0o600)
+	}
+	return f, nil
 }
 
 // readState returns the record for index, or nil when there is none or it is

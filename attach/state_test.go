@@ -273,3 +273,49 @@ func TestProcessAliveZombie(t *testing.T) {
 		t.Errorf("processAlive(%d) = true for a zombie, want false", pid)
 	}
 }
+
+// TestStateFilesPrivate: the state directory is 0700 (tightened if an older
+// nbdloop left it 0755), records and logs are 0600, and a log that is a
+// symbolic link is refused.
+func TestStateFilesPrivate(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeState(dir, &State{Device: "/dev/nbd3", Index: 3}); err != nil {
+		t.Fatal(err)
+	}
+	old := filepath.Join(dir, "nbd3.log")
+	if err := os.WriteFile(old, []byte("old line\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lf, err := openDeviceLog(dir, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lf.Close()
+	for _, c := range []struct {
+		path string
+		want os.FileMode
+	}{{dir, 0o700}, {statePath(dir, 3), 0o600}, {old, 0o600}} {
+		fi, err := os.Stat(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := fi.Mode().Perm(); got != c.want {
+			t.Errorf("%s: mode %v, want %v", c.path, got, c.want)
+		}
+	}
+	if b, _ := os.ReadFile(old); string(b) != "old line\n" {
+		t.Errorf("the log was not appended to: %q", b)
+	}
+	target := filepath.Join(t.TempDir(), "target")
+	os.WriteFile(target, nil, 0o644)
+	if err := os.Symlink(target, filepath.Join(dir, "nbd4.log")); err != nil {
+		t.Fatal(err)
+	}
+	if lf, err := openDeviceLog(dir, 4); err == nil {
+		lf.Close()
+		t.Error("a log that is a symbolic link was opened")
+	}
+}

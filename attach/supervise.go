@@ -494,7 +494,7 @@ func (s *supervisor) redirectLog() {
 	if s.index < 0 {
 		return
 	}
-	if lf, err := os.OpenFile(fmt.Sprintf("%s/nbd%d.log", StateDir(), s.index), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644); err == nil {
+	if lf, err := openDeviceLog(StateDir(), s.index); err == nil {
 		unix.Dup2(int(lf.Fd()), 2)
 		lf.Close()
 	}
