@@ -164,35 +164,31 @@ func doPack(ctx *cli.Context) error {
 			fmt.Fprintf(ctx.App.ErrWriter, "nbdloop: %s\n", w)
 		}
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if c.Bool("force") {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	if spec.Kind == "file" && sameFile(spec.Path, out) {
+		return fmt.Errorf("%s: is the image being packed (%s): refused (write to another file)", out, image)
 	}
-	f, err := os.OpenFile(out, flags, 0o644)
-	if errors.Is(err, os.ErrExist) {
+	if _, err := os.Lstat(out); err == nil && !c.Bool("force") {
 		return fmt.Errorf("%s: already exists (remove it, or add --force)", out)
 	}
+	w, err := newSafeOutput(out, c.Bool("force"))
 	if err != nil {
-		return fmt.Errorf("%s: %w", out, unwrapPath(err))
+		return err
 	}
+	defer w.abort()
 	size := src.Source.Size()
 	prog := newProgress(ctx.App.ErrWriter, size)
 	opts.Progress = prog.update
-	bw := bufio.NewWriterSize(f, 1<<20)
+	bw := bufio.NewWriterSize(w.f, 1<<20)
 	start := time.Now()
 	res, err := pack.Pack(bw, src.Source, size, opts)
 	if err == nil {
 		err = bw.Flush()
 	}
 	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+		err = w.commit()
 	}
 	prog.done()
 	if err != nil {
-		os.Remove(out)
 		return fmt.Errorf("pack: %s: %w", out, err)
 	}
 	el := time.Since(start)

@@ -2,11 +2,16 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestPack runs `nbdloop pack` and checks the output with the real tools;
@@ -59,6 +64,13 @@ func TestPackErrors(t *testing.T) {
 	os.WriteFile(img, make([]byte, 4096), 0o644)
 	exists := filepath.Join(dir, "exists.xz")
 	os.WriteFile(exists, nil, 0o644)
+	xzImg := filepath.Join(dir, "self.xz")
+	if code, _, stderr := runArgs(t, "pack", img, "-o", xzImg); code != 0 {
+		t.Fatal(stderr)
+	}
+	xzSum := fileSum(t, xzImg)
+	link := filepath.Join(dir, "link.xz")
+	os.Symlink(xzImg, link)
 	tests := []struct {
 		name string
 		args []string
@@ -74,6 +86,8 @@ func TestPackErrors(t *testing.T) {
 		{name: "output exists", args: []string{"pack", img, "-o", exists}, code: exitError, want: exists + ": already exists (remove it, or add --force)"},
 		{name: "missing image", args: []string{"pack", filepath.Join(dir, "nope.img"), "-o", filepath.Join(dir, "n.xz")}, code: exitError, want: "no such file or directory (check the path)"},
 		{name: "late unknown flag", args: []string{"pack", img, "--bogus"}, code: exitUsage, want: "pack: flag provided but not defined: -bogus"},
+		{name: "onto itself", args: []string{"pack", xzImg, "-o", xzImg, "--force"}, code: exitError, want: xzImg + ": is the image being packed"},
+		{name: "onto itself through a symlink", args: []string{"pack", xzImg, "-o", link, "--force"}, code: exitError, want: link + ": is the image being packed"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,5 +99,84 @@ func TestPackErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "l.xz")); err == nil {
 		t.Error("a failed pack left its output behind")
+	}
+	if fileSum(t, xzImg) != xzSum {
+		t.Error("pack onto itself changed the image")
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp")); len(tmps) > 0 {
+		t.Errorf("temporary files left: %q", tmps)
+	}
+}
+
+func fileSum(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%x", sha256.Sum256(b))
+}
+
+// TestPackInterrupted: pack stopped by SIGINT or SIGTERM at random points
+// leaves the input unchanged and no output, partial or temporary, and a
+// re-run succeeds. With --force over an existing output, that output is
+// either the old one, untouched, or the complete new one.
+func TestPackInterrupted(t *testing.T) {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.img")
+	data := make([]byte, 48<<20)
+	rand.New(rand.NewPCG(1, 2)).Read(data)
+	if err := os.WriteFile(img, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	imgSum := fileSum(t, img)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i, sig := range []syscall.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGINT, syscall.SIGTERM} {
+		force := i >= 2
+		out := filepath.Join(dir, fmt.Sprintf("out%d.zst", i))
+		oldOut := []byte("the old output")
+		if force {
+			os.WriteFile(out, oldOut, 0o644)
+		}
+		args := []string{"nbdloop", "pack", "--threads", "1", img, "-o", out}
+		if force {
+			args = append(args, "--force")
+		}
+		cmd := exec.Command(exe, args[1:]...)
+		cmd.Args[0] = "nbdloop"
+		cmd.Env = append(os.Environ(), asMainEnv+"=1")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Duration(20+rng.IntN(300)) * time.Millisecond)
+		cmd.Process.Signal(sig)
+		err := cmd.Wait()
+		if fileSum(t, img) != imgSum {
+			t.Fatalf("%v: the input changed", sig)
+		}
+		if tmps, _ := filepath.Glob(filepath.Join(dir, ".*.tmp")); len(tmps) > 0 {
+			t.Fatalf("%v: temporary files left: %q", sig, tmps)
+		}
+		b, rerr := os.ReadFile(out)
+		switch {
+		case err == nil:
+			t.Logf("%v came after pack ended", sig)
+		case force && !bytes.Equal(b, oldOut):
+			t.Fatalf("%v: the old output was replaced by %d bytes although pack failed: %v, %s", sig, len(b), err, stderr.String())
+		case !force && rerr == nil:
+			t.Fatalf("%v: a partial output of %d bytes was left: %s", sig, len(b), stderr.String())
+		}
+		if code, _, se := runArgs(t, append(args[1:], "--force")...); code != 0 {
+			t.Fatalf("re-run after %v: %s", sig, se)
+		}
+		if z, err := exec.Command("zstd", "-dc", out).Output(); err != nil || !bytes.Equal(z, data) {
+			t.Fatalf("re-run after %v: zstd -dc gives %d bytes (%v)", sig, len(z), err)
+		}
 	}
 }
