@@ -145,15 +145,16 @@ func BenchmarkXZSequential(b *testing.B) {
 // of a cache miss.
 func BenchmarkXZDecodeBlock(b *testing.B) {
 	f, size := benchImage(b)
-	ix, err := ReadIndex(f, size)
+	ix, err := ReadIndex(f, size, nil, "")
 	if err != nil {
 		b.Fatal(err)
 	}
-	blk := ix.Blocks[len(ix.Blocks)/2]
-	buf := make([]byte, blk.USize)
-	b.SetBytes(blk.USize)
+	bi := len(ix.Blocks) / 2
+	blk, usize := ix.Blocks[bi], ix.USize(bi)
+	buf := make([]byte, usize)
+	b.SetBytes(usize)
 	for i := 0; i < b.N; i++ {
-		br, err := newBlockReader(f, blk, 1<<30)
+		br, err := newBlockReader(f, blk, usize, 1<<30)
 		if err != nil {
 			b.Fatal(err)
 		}

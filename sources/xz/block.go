@@ -10,6 +10,7 @@ import (
 	"hash/crc32"
 	"hash/crc64"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/ulikunitz/xz/lzma"
@@ -118,8 +119,9 @@ func parseBlockHeader(b []byte) (blockHeader, error) {
 	return h, nil
 }
 
-// readBlockHeader reads and checks the header of b against the index.
-func readBlockHeader(r io.ReaderAt, b *Block) (blockHeader, error) {
+// readBlockHeader reads and checks the header of b, of usize uncompressed
+// bytes, against the index.
+func readBlockHeader(r io.ReaderAt, b Block, usize int64) (blockHeader, error) {
 	var first [1]byte
 	if _, err := r.ReadAt(first[:], b.COff); err != nil {
 		return blockHeader{}, err
@@ -138,15 +140,15 @@ func readBlockHeader(r io.ReaderAt, b *Block) (blockHeader, error) {
 	if err != nil {
 		return h, corrupt(b.COff, "%v", err)
 	}
-	csize := b.Unpadded - h.size - checkSize(b.Check)
+	csize := b.Unpadded() - h.size - checkSize(b.Check())
 	if csize <= 0 {
-		return h, corrupt(b.COff, "the index's block size %d is smaller than the block header", b.Unpadded)
+		return h, corrupt(b.COff, "the index's block size %d is smaller than the block header", b.Unpadded())
 	}
 	if h.csize >= 0 && h.csize != csize {
 		return h, corrupt(b.COff, "block header says %d compressed bytes, the index %d", h.csize, csize)
 	}
-	if h.usize >= 0 && h.usize != b.USize {
-		return h, corrupt(b.COff, "block header says %d uncompressed bytes, the index %d", h.usize, b.USize)
+	if h.usize >= 0 && h.usize != usize {
+		return h, corrupt(b.COff, "block header says %d uncompressed bytes, the index %d", h.usize, usize)
 	}
 	h.csize = csize
 	if h.dict > maxDict {
@@ -155,10 +157,35 @@ func readBlockHeader(r io.ReaderAt, b *Block) (blockHeader, error) {
 	return h, nil
 }
 
-// dictCap is the dictionary a decoder of b needs: the block restarts the
-// dictionary, so it never needs more than the block's size.
-func dictCap(h blockHeader, usize int64) int {
-	return int(max(lzma.MinDictCap, min(h.dict, usize)))
+// dictCap is the dictionary a decoder of a block of usize bytes needs:
+// the block restarts the dictionary, so it never needs more than the
+// block's size.
+func dictCap(h blockHeader, usize int64) int64 {
+	return max(lzma.MinDictCap, min(h.dict, usize))
+}
+
+// dictClasses are the dictionary sizes an LZMA2 properties byte can give
+// (2^n and 3*2^(n-1) bytes, from 4 KiB): decoders are pooled by class,
+// so a block's decoder holds its class's dictionary, no more.
+var dictClasses = func() []int64 {
+	var c []int64
+	for p := 0; p < 40; p++ {
+		c = append(c, int64(2|p&1)<<(p/2+11))
+	}
+	return c
+}()
+
+// dictClass returns the index of the smallest class of at least d bytes
+// (d <= maxDict).
+func dictClass(d int64) int {
+	i, _ := slices.BinarySearch(dictClasses, d)
+	return i
+}
+
+// decoderMem is the memory a decoder of a block needs: its dictionary
+// class and its buffers.
+func decoderMem(h blockHeader, usize int64) int64 {
+	return dictClasses[dictClass(dictCap(h, usize))] + inBufSize
 }
 
 // inBufSize is what a decoder needs besides its dictionary: an
@@ -167,48 +194,45 @@ const inBufSize = 128 << 10
 
 var crc64Table = crc64.MakeTable(crc64.ECMA)
 
-// decoders holds idle *lzma2.Reader: a decoder taken for a block keeps
-// the dictionary and buffers of the one before whenever they are large
-// enough, so decoding a block allocates next to nothing.
-var decoders sync.Pool
+// decoders holds idle *lzma2.Reader by dictionary class: a decoder taken
+// for a block keeps the dictionary and buffers of the one before, so
+// decoding a block allocates next to nothing, and holds no more than its
+// class's dictionary.
+var decoders [40]sync.Pool
 
-// blockReader decodes one block: exactly USize bytes, then it checks that
-// the LZMA2 data ends there, that its compressed size matches the index,
-// and the block's check.
+// blockReader decodes one block: exactly its uncompressed size, then it
+// checks that the LZMA2 data ends there, that its compressed size matches
+// the index, and the block's check. It takes its decoder (and so its
+// dictionary) at the first Read; Mem tells the cache how much that is.
 type blockReader struct {
-	r    io.ReaderAt
-	b    Block
-	h    blockHeader
-	in   *compressed.CountReader
-	lz   *lzma2.Reader
-	hash hash.Hash
-	left int64
-	err  error
+	r     io.ReaderAt
+	b     Block
+	usize int64
+	h     blockHeader
+	in    *compressed.CountReader
+	lz    *lzma2.Reader
+	class int
+	hash  hash.Hash
+	left  int64
+	err   error
 }
 
-// newBlockReader opens block b for decoding, refusing a dictionary larger
-// than limit bytes.
-func newBlockReader(r io.ReaderAt, b Block, limit int64) (*blockReader, error) {
-	h, err := readBlockHeader(r, &b)
+// newBlockReader opens block b of usize uncompressed bytes for decoding,
+// refusing a dictionary larger than limit bytes.
+func newBlockReader(r io.ReaderAt, b Block, usize, limit int64) (*blockReader, error) {
+	h, err := readBlockHeader(r, b, usize)
 	if err != nil {
 		return nil, err
 	}
-	if d := int64(dictCap(h, b.USize)); d > limit {
+	if d := dictCap(h, usize); d > limit {
 		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, sources.SizeString(d), sources.SizeString(limit))
 	}
 	// The decoder reads each chunk's compressed bytes whole, straight
 	// from the file, and nothing past the end marker: in.N is the
 	// compressed size it used.
 	in := &compressed.CountReader{R: io.NewSectionReader(r, b.COff+h.size, h.csize)}
-	lz, _ := decoders.Get().(*lzma2.Reader)
-	if lz == nil {
-		lz = new(lzma2.Reader)
-	}
-	if err := lz.Reset(in, dictCap(h, b.USize)); err != nil {
-		return nil, err // not reached: dictCap is at least 4 KiB
-	}
-	br := &blockReader{r: r, b: b, h: h, in: in, lz: lz, left: b.USize}
-	switch b.Check {
+	br := &blockReader{r: r, b: b, usize: usize, h: h, in: in, class: dictClass(dictCap(h, usize)), left: usize}
+	switch b.Check() {
 	case CheckCRC32:
 		br.hash = crc32.NewIEEE()
 	case CheckCRC64:
@@ -218,6 +242,10 @@ func newBlockReader(r io.ReaderAt, b Block, limit int64) (*blockReader, error) {
 	}
 	return br, nil
 }
+
+// Mem is the memory the decoder holds once reading: its dictionary class
+// and buffers.
+func (br *blockReader) Mem() int64 { return dictClasses[br.class] + inBufSize }
 
 func (br *blockReader) Read(p []byte) (int, error) {
 	if br.err != nil {
@@ -230,6 +258,17 @@ func (br *blockReader) Read(p []byte) (int, error) {
 	if int64(len(p)) > br.left {
 		p = p[:br.left]
 	}
+	if br.lz == nil {
+		lz, _ := decoders[br.class].Get().(*lzma2.Reader)
+		if lz == nil {
+			lz = new(lzma2.Reader)
+		}
+		if err := lz.Reset(br.in, int(dictClasses[br.class])); err != nil {
+			br.err = err // not reached: classes are at least 4 KiB
+			return 0, err
+		}
+		br.lz = lz
+	}
 	n, err := br.lz.Read(p)
 	if br.hash != nil {
 		br.hash.Write(p[:n])
@@ -237,7 +276,7 @@ func (br *blockReader) Read(p []byte) (int, error) {
 	br.left -= int64(n)
 	switch {
 	case err == io.EOF && br.left > 0:
-		err = corrupt(br.b.COff, "block ends after %d of its %d uncompressed bytes", br.b.USize-br.left, br.b.USize)
+		err = corrupt(br.b.COff, "block ends after %d of its %d uncompressed bytes", br.usize-br.left, br.usize)
 	case err != nil && err != io.EOF:
 		var ce *CorruptError
 		if errors.Is(err, lzma2.ErrCorrupt) && !errors.As(err, &ce) {
@@ -259,7 +298,7 @@ func (br *blockReader) finish() error {
 	var one [1]byte
 	if n, err := br.lz.Read(one[:]); n != 0 || err != io.EOF {
 		if n != 0 {
-			return corrupt(br.b.COff, "block holds more than the %d uncompressed bytes its index records", br.b.USize)
+			return corrupt(br.b.COff, "block holds more than the %d uncompressed bytes its index records", br.usize)
 		}
 		if err != nil && !errors.Is(err, lzma2.ErrCorrupt) {
 			return err // reading the file
@@ -270,7 +309,7 @@ func (br *blockReader) finish() error {
 		return corrupt(br.b.COff, "block has %d compressed bytes, the index says %d", got, br.h.csize)
 	}
 	pad := roundup4(br.h.csize) - br.h.csize
-	tail := make([]byte, pad+checkSize(br.b.Check))
+	tail := make([]byte, pad+checkSize(br.b.Check()))
 	at := br.b.COff + br.h.size + br.h.csize
 	if _, err := br.r.ReadAt(tail, at); err != nil {
 		return err
@@ -285,14 +324,14 @@ func (br *blockReader) finish() error {
 	}
 	sum := br.hash.Sum(nil)
 	want := tail[pad:]
-	if br.b.Check != CheckSHA256 {
+	if br.b.Check() != CheckSHA256 {
 		// CRC32 and CRC64 are stored little-endian; Sum is big-endian.
 		for i, j := 0, len(sum)-1; i < j; i, j = i+1, j-1 {
 			sum[i], sum[j] = sum[j], sum[i]
 		}
 	}
 	if !bytes.Equal(sum, want) {
-		return corrupt(at+pad, "%s check mismatch in the block at byte %d (the data is damaged)", CheckName(br.b.Check), br.b.COff)
+		return corrupt(at+pad, "%s check mismatch in the block at byte %d (the data is damaged)", CheckName(br.b.Check()), br.b.COff)
 	}
 	return nil
 }
@@ -300,8 +339,8 @@ func (br *blockReader) finish() error {
 // Close returns the decoder to the pool.
 func (br *blockReader) Close() error {
 	if br.lz != nil {
-		br.lz.Reset(nil, 1) // drops the file, keeps the buffers
-		decoders.Put(br.lz)
+		br.lz.Reset(nil, int(dictClasses[br.class])) // drops the file, keeps the buffers
+		decoders[br.class].Put(br.lz)
 		br.lz = nil
 	}
 	br.err = errors.New("xz: block reader closed")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
 
@@ -33,19 +34,19 @@ func FuzzXZIndex(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
-		ix, err := ReadIndex(bytes.NewReader(data), size)
+		ix, err := ReadIndex(bytes.NewReader(data), size, sources.NewBudget(16<<20), "")
 		if err != nil {
 			return
 		}
 		var uoff int64
 		for i, b := range ix.Blocks {
-			if b.UOff != uoff || b.USize <= 0 {
-				t.Fatalf("block %d at %d+%d, want it at %d", i, b.UOff, b.USize, uoff)
+			if b.UOff != uoff || ix.USize(i) <= 0 {
+				t.Fatalf("block %d at %d+%d, want it at %d", i, b.UOff, ix.USize(i), uoff)
 			}
-			if b.COff < headerLen || b.COff+roundup4(b.Unpadded) > size {
-				t.Fatalf("block %d at file offset %d+%d lies outside the %d-byte file", i, b.COff, b.Unpadded, size)
+			if b.COff < headerLen || b.COff+roundup4(b.Unpadded()) > size {
+				t.Fatalf("block %d at file offset %d+%d lies outside the %d-byte file", i, b.COff, b.Unpadded(), size)
 			}
-			uoff += b.USize
+			uoff += ix.USize(i)
 		}
 		if uoff != ix.Size {
 			t.Fatalf("Size = %d, blocks add up to %d", ix.Size, uoff)

@@ -8,13 +8,16 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"slices"
+
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 // Sizes and magic of the .xz container [xz-file-format.txt].
 const (
 	headerLen  = 12
 	footerLen  = 12
-	maxBlocks  = 1 << 24 // 640 MiB of index in memory; refuse more
+	maxBlocks  = 1 << 24 // 384 MiB of index in memory; refuse more
 	maxVarint  = 9
 	filterLZMA = 0x21
 )
@@ -66,14 +69,29 @@ func CheckName(id byte) string {
 	return fmt.Sprintf("Unknown-%d", id)
 }
 
-// Block is one block of an .xz file, as its stream's index records it.
+// Block is one block of an .xz file, as its stream's index records it. It
+// takes 24 bytes (BlockBytes), charged to the Budget of ReadIndex: an index
+// of millions of records is refused rather than held. Its uncompressed size
+// is Index.USize.
 type Block struct {
-	UOff     int64 // uncompressed offset in the whole file
-	USize    int64 // uncompressed size
-	COff     int64 // file offset of the block header
-	Unpadded int64 // header + compressed data + check, without block padding
-	Check    byte  // the stream's check ID
+	UOff int64  // uncompressed offset in the whole file
+	COff int64  // file offset of the block header
+	unp  uint64 // the unpadded size (header + compressed data + check), and the check ID above bit 58
 }
+
+// BlockBytes is the memory one Block takes, as charged to the Budget.
+const BlockBytes = 24
+
+// maxUnpadded bounds a block's size on disk so that the check ID fits
+// beside it in Block: 256 PiB.
+const maxUnpadded = 1<<58 - 1
+
+// Unpadded is the block's size on disk without its padding: header,
+// compressed data and check.
+func (b Block) Unpadded() int64 { return int64(b.unp & maxUnpadded) }
+
+// Check is the ID of the block's check (its stream's).
+func (b Block) Check() byte { return byte(b.unp >> 58) }
 
 // Index is what ReadIndex finds: every non-empty block of every stream, in
 // order.
@@ -82,7 +100,26 @@ type Index struct {
 	Streams int
 	Size    int64 // uncompressed size
 	Padding int64 // stream padding bytes
-	Checks  []byte
+	Checks  []byte // the check IDs of the streams, each once
+
+	budget  *sources.Budget
+	charged int64
+}
+
+// USize is the uncompressed size of block i.
+func (ix *Index) USize(i int) int64 {
+	if i+1 < len(ix.Blocks) {
+		return ix.Blocks[i+1].UOff - ix.Blocks[i].UOff
+	}
+	return ix.Size - ix.Blocks[i].UOff
+}
+
+// Release gives the index's memory back to the Budget it was charged to;
+// the Index must not be used afterwards.
+func (ix *Index) Release() {
+	ix.budget.Release(ix.charged)
+	ix.charged = 0
+	ix.Blocks = nil
 }
 
 // CorruptError reports an .xz file that breaks the format at file offset
@@ -103,11 +140,30 @@ func corrupt(off int64, format string, args ...any) error {
 // ErrNotXZ is returned when the data does not start like an .xz file.
 var ErrNotXZ = errors.New("not an xz file")
 
+// maxRatio bounds what a block can claim to decode to: an LZMA2 chunk of
+// at least 6 bytes yields at most 2 MiB.
+func maxUSize(unpadded int64) int64 { return (unpadded/6 + 1) << 21 }
+
+// indexReader holds what the streams' walk shares: buffers reused from one
+// stream to the next, and the budget.
+type indexReader struct {
+	r      io.ReaderAt
+	ix     *Index
+	what   string
+	zeros  []byte
+	br     *bufio.Reader
+	counts []int // blocks per stream, last stream first
+}
+
 // ReadIndex reads the stream footers, indexes and headers of the .xz file
 // r of size bytes, walking from its end, the way xz --list does: several
 // streams, stream padding, every check type. It reads the blocks' data not
-// at all, and the index of each stream once.
-func ReadIndex(r io.ReaderAt, size int64) (*Index, error) {
+// at all, and the index of each stream once. The index's memory (BlockBytes
+// per block, 16 bytes per stream) is charged to budget before it is
+// allocated, naming the file as name; a nil budget charges nothing. On
+// success the caller owns the charge (Index.Release); on error nothing
+// stays charged.
+func ReadIndex(r io.ReaderAt, size int64, budget *sources.Budget, name string) (*Index, error) {
 	if size < headerLen+footerLen+8 {
 		return nil, fmt.Errorf("%w: %d bytes is too short", ErrNotXZ, size)
 	}
@@ -121,13 +177,25 @@ func ReadIndex(r io.ReaderAt, size int64) (*Index, error) {
 	if size%4 != 0 {
 		return nil, fmt.Errorf("%w: size %d is not a multiple of 4 bytes (truncated? check it with xz -t)", ErrNotXZ, size)
 	}
-	ix := &Index{}
-	var streams [][]Block // last stream first
+	if name == "" {
+		name = "the xz file"
+	}
+	ix := &Index{budget: budget}
+	w := &indexReader{r: r, ix: ix, what: name, zeros: make([]byte, 4<<10)}
+	ix, err := w.read(size)
+	if err != nil {
+		w.ix.Release()
+		return nil, err
+	}
+	return ix, nil
+}
+
+func (w *indexReader) read(size int64) (*Index, error) {
+	ix := w.ix
 	pos := size
-	nblocks := 0
 	for pos > 0 {
 		// Stream padding: NUL bytes in multiples of 4.
-		pad, err := zerosBefore(r, pos)
+		pad, err := w.zerosBefore(pos)
 		if err != nil {
 			return nil, err
 		}
@@ -139,37 +207,82 @@ func ReadIndex(r io.ReaderAt, size int64) (*Index, error) {
 		if pos < headerLen+footerLen+8 {
 			return nil, corrupt(pos, "too short for a stream (truncated?)")
 		}
-		blocks, start, check, err := readStream(r, pos, maxBlocks-nblocks)
+		if len(w.counts) == cap(w.counts) {
+			// Hostile files can hold millions of empty streams.
+			n := max(16, 2*cap(w.counts))
+			if err := w.charge(int64(n-cap(w.counts))*16, "streams"); err != nil {
+				return nil, err
+			}
+			w.counts = append(make([]int, 0, n), w.counts...)
+		}
+		n, start, check, err := w.readStream(pos)
 		if err != nil {
 			return nil, err
 		}
-		nblocks += len(blocks)
-		streams = append(streams, blocks)
-		ix.Checks = append(ix.Checks, check)
+		w.counts = append(w.counts, n)
+		if !bytes.Contains(ix.Checks, []byte{check}) {
+			ix.Checks = append(ix.Checks, check)
+		}
 		pos = start
 	}
-	ix.Streams = len(streams)
+	ix.Streams = len(w.counts)
+	// The blocks went in stream by stream from the last: put the streams
+	// in order, keeping each stream's blocks in theirs.
+	b := ix.Blocks
+	slices.Reverse(b)
+	at := 0
+	for i := len(w.counts) - 1; i >= 0; i-- {
+		slices.Reverse(b[at : at+w.counts[i]])
+		at += w.counts[i]
+	}
+	w.counts = nil
+	// UOff held each block's uncompressed size until now.
 	var uoff int64
-	for s := len(streams) - 1; s >= 0; s-- {
-		for _, b := range streams[s] {
-			if b.USize == 0 {
-				continue
-			}
-			if uoff > 1<<62-b.USize {
-				return nil, corrupt(b.COff, "uncompressed size overflows")
-			}
-			b.UOff = uoff
-			uoff += b.USize
-			ix.Blocks = append(ix.Blocks, b)
+	for i := range b {
+		usize := b[i].UOff
+		if uoff > 1<<62-usize {
+			return nil, corrupt(b[i].COff, "the blocks' uncompressed sizes add up to more than 2^62 bytes")
 		}
+		b[i].UOff = uoff
+		uoff += usize
 	}
 	ix.Size = uoff
 	return ix, nil
 }
 
+// charge takes n bytes for the index from the budget.
+func (w *indexReader) charge(n int64, what string) error {
+	if err := w.ix.budget.Charge(n, fmt.Sprintf("the index of %s (%s)", w.what, what)); err != nil {
+		return err
+	}
+	w.ix.charged += n
+	return nil
+}
+
+// grow makes room for n more blocks, charging the budget first.
+func (w *indexReader) grow(n int) error {
+	ix := w.ix
+	if cap(ix.Blocks)-len(ix.Blocks) >= n {
+		return nil
+	}
+	if len(ix.Blocks)+n > maxBlocks {
+		return fmt.Errorf("xz file has more than %d blocks (recompress with larger blocks: nbdloop pack --block-size)", maxBlocks)
+	}
+	c := max(len(ix.Blocks)+n, min(2*cap(ix.Blocks), maxBlocks))
+	if err := w.charge(int64(c)*BlockBytes, fmt.Sprintf("%d blocks", len(ix.Blocks)+n)); err != nil {
+		return err
+	}
+	nb := make([]Block, len(ix.Blocks), c)
+	copy(nb, ix.Blocks)
+	ix.budget.Release(int64(cap(ix.Blocks)) * BlockBytes)
+	ix.charged -= int64(cap(ix.Blocks)) * BlockBytes
+	ix.Blocks = nb
+	return nil
+}
+
 // zerosBefore counts the NUL bytes (a multiple of 4) right before end.
-func zerosBefore(r io.ReaderAt, end int64) (int64, error) {
-	buf := make([]byte, 64<<10)
+func (w *indexReader) zerosBefore(end int64) (int64, error) {
+	r, buf := w.r, w.zeros
 	var n int64
 	for end-n > 0 {
 		k := min(int64(len(buf)), end-n)
@@ -189,57 +302,73 @@ func zerosBefore(r io.ReaderAt, end int64) (int64, error) {
 	return n &^ 3, nil // a partial word of zeros belongs to the footer
 }
 
-// readStream reads the stream that ends at end and returns its blocks
-// (offsets filled in, UOff not yet), where the stream starts and its check.
-func readStream(r io.ReaderAt, end int64, blockLimit int) ([]Block, int64, byte, error) {
+// readStream reads the stream that ends at end, appends its non-empty
+// blocks to the index (UOff holding their uncompressed size), and returns
+// how many, where the stream starts and its check.
+func (w *indexReader) readStream(end int64) (int, int64, byte, error) {
+	r := w.r
 	var ft [footerLen]byte
 	fpos := end - footerLen
 	if _, err := r.ReadAt(ft[:], fpos); err != nil {
-		return nil, 0, 0, err
+		return 0, 0, 0, err
 	}
 	flags, backward, err := parseFooter(ft[:])
 	if err != nil {
-		return nil, 0, 0, &CorruptError{Offset: fpos, What: err.Error()}
+		return 0, 0, 0, &CorruptError{Offset: fpos, What: err.Error()}
 	}
 	idxSize := (int64(backward) + 1) * 4
 	idxPos := fpos - idxSize
 	if idxPos < headerLen {
-		return nil, 0, 0, corrupt(fpos, "index size %d does not fit in the file", idxSize)
+		return 0, 0, 0, corrupt(fpos, "index size %d does not fit in the file", idxSize)
 	}
-	blocks, dataSize, err := parseIndex(bufio.NewReaderSize(io.NewSectionReader(r, idxPos, idxSize), 64<<10), idxSize, blockLimit)
+	sec := io.NewSectionReader(r, idxPos, idxSize)
+	if w.br == nil {
+		w.br = bufio.NewReaderSize(sec, 64<<10)
+	} else {
+		w.br.Reset(sec)
+	}
+	first := len(w.ix.Blocks)
+	dataSize, err := w.parseIndex(w.br, idxSize)
 	if err != nil {
 		var ce *CorruptError
 		if errors.As(err, &ce) {
 			ce.Offset += idxPos
 		}
-		return nil, 0, 0, err
+		return 0, 0, 0, err
 	}
 	start := idxPos - dataSize - headerLen
 	if dataSize > idxPos || start < 0 {
-		return nil, 0, 0, corrupt(idxPos, "the index's blocks (%d bytes) do not fit before it", dataSize)
+		return 0, 0, 0, corrupt(idxPos, "the index's blocks (%d bytes) do not fit before it", dataSize)
 	}
 	var hd [headerLen]byte
 	if _, err := r.ReadAt(hd[:], start); err != nil {
-		return nil, 0, 0, err
+		return 0, 0, 0, err
 	}
 	hflags, err := parseHeader(hd[:])
 	if err != nil {
-		return nil, 0, 0, &CorruptError{Offset: start, What: err.Error()}
+		return 0, 0, 0, &CorruptError{Offset: start, What: err.Error()}
 	}
 	if hflags != flags {
-		return nil, 0, 0, corrupt(fpos, "stream footer flags %#04x differ from the header's %#04x", flags, hflags)
+		return 0, 0, 0, corrupt(fpos, "stream footer flags %#04x differ from the header's %#04x", flags, hflags)
 	}
 	check := byte(flags & 0x0F)
 	coff := start + headerLen
-	for i := range blocks {
-		blocks[i].COff = coff
-		blocks[i].Check = check
-		if blocks[i].Unpadded <= checkSize(check)+8 {
-			return nil, 0, 0, corrupt(idxPos, "index record %d: unpadded size %d is too small for a block with a %s check", i, blocks[i].Unpadded, CheckName(check))
+	blocks := w.ix.Blocks[first:]
+	kept := 0
+	for i, b := range blocks {
+		b.COff = coff
+		b.unp |= uint64(check) << 58
+		if b.Unpadded() <= checkSize(check)+8 {
+			return 0, 0, 0, corrupt(idxPos, "index record %d: unpadded size %d is too small for a block with a %s check", i, b.Unpadded(), CheckName(check))
 		}
-		coff += roundup4(blocks[i].Unpadded)
+		coff += roundup4(b.Unpadded())
+		if b.UOff > 0 { // an empty block serves nothing
+			blocks[kept] = b
+			kept++
+		}
 	}
-	return blocks, start, check, nil
+	w.ix.Blocks = w.ix.Blocks[:first+kept]
+	return kept, start, check, nil
 }
 
 func roundup4(n int64) int64 { return (n + 3) &^ 3 }
@@ -298,73 +427,77 @@ func (c *crcReader) ReadByte() (byte, error) {
 }
 
 // parseIndex parses an index of size bytes: records, padding, CRC32. It
-// returns the blocks with Unpadded and USize set and the blocks' total size
-// on disk. Offsets in errors are relative to the index.
-func parseIndex(br io.ByteReader, size int64, blockLimit int) ([]Block, int64, error) {
+// appends the blocks to the index with their unpadded size and, in UOff,
+// their uncompressed size, and returns the blocks' total size on disk.
+// Offsets in errors are relative to the index.
+func (w *indexReader) parseIndex(br io.ByteReader, size int64) (int64, error) {
 	c := &crcReader{r: br}
 	ind, err := c.ReadByte()
 	if err != nil {
-		return nil, 0, err
+		return 0, err
 	}
 	if ind != 0 {
-		return nil, 0, corrupt(0, "index indicator is %#02x, not 0", ind)
+		return 0, corrupt(0, "index indicator is %#02x, not 0", ind)
 	}
 	count, err := readVarint(c)
 	if err != nil {
-		return nil, 0, corrupt(c.n, "index record count: %v", err)
+		return 0, corrupt(c.n, "index record count: %v", err)
 	}
 	// Each record takes at least 2 bytes: an unchecked count cannot
 	// make us allocate or loop beyond the index's size.
 	if count > uint64(size/2) {
-		return nil, 0, corrupt(1, "index claims %d records in %d bytes", count, size)
+		return 0, corrupt(1, "index claims %d records in %d bytes", count, size)
 	}
-	if count > uint64(blockLimit) {
-		return nil, 0, fmt.Errorf("xz file has more than %d blocks (recompress with larger blocks: nbdloop pack --block-size)", maxBlocks)
+	// Checked against the index's size above: now it may size the table.
+	if err := w.grow(int(count)); err != nil {
+		return 0, err
 	}
-	blocks := make([]Block, 0, count)
 	var total int64
 	for i := uint64(0); i < count; i++ {
 		at := c.n
 		unpadded, err := readVarint(c)
 		if err != nil {
-			return nil, 0, corrupt(at, "index record %d: %v", i, err)
+			return 0, corrupt(at, "index record %d: %v", i, err)
 		}
 		usize, err := readVarint(c)
 		if err != nil {
-			return nil, 0, corrupt(at, "index record %d: %v", i, err)
+			return 0, corrupt(at, "index record %d: %v", i, err)
 		}
-		if unpadded == 0 || unpadded > 1<<62 || usize > 1<<62 {
-			return nil, 0, corrupt(at, "index record %d: sizes %d, %d are out of range", i, unpadded, usize)
+		if unpadded == 0 || unpadded > maxUnpadded || usize > 1<<62 {
+			return 0, corrupt(at, "index record %d: sizes %d, %d are out of range", i, unpadded, usize)
+		}
+		if int64(usize) > maxUSize(int64(unpadded)) {
+			return 0, corrupt(at, "index record %d: a block of %d bytes claims %d uncompressed bytes, more than LZMA2 can produce", i, unpadded, usize)
 		}
 		total += roundup4(int64(unpadded))
 		if total > 1<<62 {
-			return nil, 0, corrupt(at, "index: block sizes overflow")
+			return 0, corrupt(at, "index: block sizes overflow")
 		}
-		blocks = append(blocks, Block{Unpadded: int64(unpadded), USize: int64(usize)})
+		w.ix.Blocks = append(w.ix.Blocks, Block{UOff: int64(usize), unp: unpadded})
 	}
 	for c.n%4 != 0 {
 		b, err := c.ReadByte()
 		if err != nil {
-			return nil, 0, err
+			return 0, err
 		}
 		if b != 0 {
-			return nil, 0, corrupt(c.n-1, "index padding is not zero")
+			return 0, corrupt(c.n-1, "index padding is not zero")
 		}
 	}
 	want := c.crc
 	var crc [4]byte
 	for i := range crc {
 		if crc[i], err = br.ReadByte(); err != nil {
-			return nil, 0, corrupt(c.n, "index ends early")
+			return 0, corrupt(c.n, "index ends early")
 		}
 	}
 	if c.n+4 != size {
-		return nil, 0, corrupt(c.n, "index is %d bytes, but the footer says %d", c.n+4, size)
+		return 0, corrupt(c.n, "index is %d bytes, but the footer says %d", c.n+4, size)
 	}
 	if binary.LittleEndian.Uint32(crc[:]) != want {
-		return nil, 0, corrupt(c.n, "index CRC32 mismatch")
+		return 0, corrupt(c.n, "index CRC32 mismatch")
 	}
-	return blocks, total, nil
+	return total, nil
 }
 
 // readVarint reads the xz multibyte integer: 7 bits a byte, low first, at

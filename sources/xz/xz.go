@@ -21,6 +21,17 @@
 // Options.TempDir ($TMPDIR, else /var/tmp); each read waits until the decoder
 // has passed its range, and Warnings suggests repacking.
 //
+// Untrusted files: the index takes BlockBytes (24) per block, charged to
+// Options.Budget (the device's metadata limit, sources.DefaultMetadataLimit
+// when nil) before it is allocated, so a file whose index lists millions of
+// blocks is refused at open with the figures. Each decoder is charged to
+// the cache its block's own dictionary (rounded up to the sizes LZMA2 can
+// declare) plus 128 KiB of buffers, from the moment it reads its header. A
+// single-block file is spilled only if its uncompressed size fits in
+// Options.SpillLimit and the free space of TempDir (see
+// blockcache.SpillBound); Open refuses it otherwise. Nothing is decoded
+// inside Open.
+//
 // Limits: only LZMA2 blocks; a BCJ or delta filter fails Open with an error
 // that says how to recompress. At most 2^24 blocks. Checks are verified
 // when a block is decoded to its end: bytes served from a block before its
@@ -73,6 +84,16 @@ type Options struct {
 	// single large block is then decoded as the reads go, not into a
 	// temporary file.
 	Sequential bool
+	// Budget is the device's metadata memory budget, charged for the
+	// index (nil: a budget of sources.DefaultMetadataLimit of its own).
+	// The charge is released by Close.
+	Budget *sources.Budget
+	// SpillLimit bounds the temporary file of a single-block file, in
+	// bytes (0: blockcache.DefaultSpillLimit, 64 GiB; negative: only the
+	// free space bounds it). See blockcache.SpillBound.
+	SpillLimit int64
+	// Name names the file in messages ("" : the name of r if it has one).
+	Name string
 }
 
 // Source is an .xz file served uncompressed: a read-only sources.Source
@@ -89,6 +110,7 @@ type Source struct {
 	r     io.ReaderAt
 	limit int64 // largest decoder memory accepted: the budget
 	index *Index
+	first blockHeader // block 0's
 }
 
 // image is embedded under an unexported name, so that Source exports
@@ -98,10 +120,27 @@ type image = compressed.Image
 // Open indexes the .xz file r of size bytes. If r is an io.Closer, Close
 // closes it.
 func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
-	ix, err := ReadIndex(r, size)
+	budget := opts.Budget
+	if budget == nil {
+		budget = sources.NewBudget(0)
+	}
+	name := opts.Name
+	if n, ok := r.(interface{ Name() string }); ok && name == "" {
+		name = n.Name()
+	}
+	ix, err := ReadIndex(r, size, budget, name)
 	if err != nil {
 		return nil, err
 	}
+	s, err := open(r, ix, opts)
+	if err != nil {
+		ix.Release()
+		return nil, err
+	}
+	return s, nil
+}
+
+func open(r io.ReaderAt, ix *Index, opts Options) (*Source, error) {
 	if ix.Size == 0 {
 		return nil, fmt.Errorf("xz file holds no data: %w", sources.ErrEmpty)
 	}
@@ -113,24 +152,36 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 	// The filter chain must be usable before the device appears: check
 	// the first block's header now (the others when they are read). xz
 	// writes every block with the same filters, so its dictionary size
-	// serves to estimate every decoder's memory.
-	h, err := readBlockHeader(r, &ix.Blocks[0])
+	// serves to estimate every decoder's memory until its own header is
+	// read (see blockReader.Mem).
+	h, err := readBlockHeader(r, ix.Blocks[0], ix.USize(0))
 	if err != nil {
 		return nil, err
 	}
-	if m := int64(dictCap(h, ix.Blocks[0].USize)) + inBufSize; m > budget {
-		return nil, fmt.Errorf("decoding needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", sources.SizeString(m-inBufSize), sources.SizeString(budget))
+	if d := dictCap(h, ix.USize(0)); d+inBufSize > budget {
+		return nil, fmt.Errorf("decoding needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", sources.SizeString(d), sources.SizeString(budget))
 	}
-	segs := make([]blockcache.Segment, len(ix.Blocks))
+	s.first = h
 	var largest int64
-	for i, b := range ix.Blocks {
-		segs[i] = blockcache.Segment{Off: b.UOff, Size: b.USize, Mem: int64(dictCap(h, b.USize)) + inBufSize}
-		largest = max(largest, b.USize)
+	for i := range ix.Blocks {
+		largest = max(largest, ix.USize(i))
 	}
 	var warns []string
-	if w := compressed.SpillSingle(segs, singleSpill, opts.Sequential, opts.TempDir, compressed.Names{Format: "xz", Segment: "block", Ext: ".xz"}); w != "" {
-		warns = append(warns, w)
-	} else if largest > largeBlock {
+	cfg := compressed.Config{
+		File: r, ReadOnly: ErrReadOnly, Release: ix.Release,
+		Open:  s.openBlock,
+		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir, SpillLimit: opts.SpillLimit},
+	}
+	if len(ix.Blocks) == 1 {
+		cfg.Segments = []blockcache.Segment{s.segment(0)}
+		if w := compressed.SpillSingle(cfg.Segments, singleSpill, opts.Sequential, opts.TempDir, compressed.Names{Format: "xz", Segment: "block", Ext: ".xz"}); w != "" {
+			warns = append(warns, w)
+			largest = 0
+		}
+	} else {
+		cfg.Table = table{s}
+	}
+	if largest > largeBlock {
 		warns = append(warns, fmt.Sprintf("xz blocks of up to %s: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)", sources.SizeString(largest)))
 	}
 	for _, c := range ix.Checks {
@@ -139,19 +190,29 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 			break
 		}
 	}
-	s.image, err = compressed.New(compressed.Config{
-		File: r, ReadOnly: ErrReadOnly, Warnings: warns,
-		Segments: segs, Open: s.openBlock,
-		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir},
-	})
+	cfg.Warnings = warns
+	s.image, err = compressed.New(cfg)
 	if err != nil {
 		return nil, err
 	}
 	return s, nil
 }
 
+// table is the index as the cache's table of segments, without a copy: a
+// block's memory is estimated from the first block's header until its own
+// is read.
+type table struct{ s *Source }
+
+func (t table) Len() int                         { return len(t.s.index.Blocks) }
+func (t table) Segment(i int) blockcache.Segment { return t.s.segment(i) }
+
+func (s *Source) segment(i int) blockcache.Segment {
+	usize := s.index.USize(i)
+	return blockcache.Segment{Off: s.index.Blocks[i].UOff, Size: usize, Mem: decoderMem(s.first, usize)}
+}
+
 func (s *Source) openBlock(i int) (io.Reader, error) {
-	return newBlockReader(s.r, s.index.Blocks[i], s.limit)
+	return newBlockReader(s.r, s.index.Blocks[i], s.index.USize(i), s.limit)
 }
 
 // Index returns the blocks found by Open.

@@ -105,7 +105,7 @@ func TestXZSingleBlockSpill(t *testing.T) {
 func TestXZErrors(t *testing.T) {
 	data := imagetest.Data(2<<20, 8)
 	good := imagetest.XZ(t, data, "-T2", "--block-size=512KiB")
-	ix, err := ReadIndex(bytes.NewReader(good), int64(len(good)))
+	ix, err := ReadIndex(bytes.NewReader(good), int64(len(good)), nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,7 +128,7 @@ func TestXZErrors(t *testing.T) {
 		{name: "header flags", file: flip(7), openErr: "stream header"},
 		{name: "block header CRC", file: flip(b1.COff + 2), readErr: "block header CRC32 mismatch"},
 		{name: "compressed data", file: flip(b1.COff + 200), readErr: "corrupt xz data"},
-		{name: "check", file: flip(b1.COff + b1.Unpadded - 1), readErr: "CRC64 check mismatch"},
+		{name: "check", file: flip(b1.COff + b1.Unpadded() - 1), readErr: "CRC64 check mismatch"},
 		{name: "first block header", file: flip(12 + 2), openErr: "block header CRC32"},
 	}
 	for _, tt := range tests {
@@ -223,13 +223,13 @@ func TestXZIndexMatchesXZList(t *testing.T) {
 			want = append(want, fmt.Sprintf("%s@%s+%s", f[4], f[5], f[7]))
 		}
 	}
-	ix, err := ReadIndex(bytes.NewReader(file), int64(len(file)))
+	ix, err := ReadIndex(bytes.NewReader(file), int64(len(file)), nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []string
-	for _, b := range ix.Blocks {
-		got = append(got, fmt.Sprintf("%d@%d+%d", b.COff, b.UOff, b.USize))
+	for i, b := range ix.Blocks {
+		got = append(got, fmt.Sprintf("%d@%d+%d", b.COff, b.UOff, ix.USize(i)))
 	}
 	if strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Errorf("blocks = %v\nxz --list = %v", got, want)

@@ -18,10 +18,13 @@
 //     background, up to Options.Readahead at once (all cores by default).
 //   - A segment marked Spill (a whole image in one block) is decoded once, in
 //     the background from the start, into a sparse temporary file; a read
-//     waits until the decoder has passed its range.
+//     waits until the decoder has passed its range. The spill file is
+//     bounded (see Options.SpillLimit): a Spill segment larger than the
+//     bound is refused by New, and a decode that would write past it fails.
 //
 // Memory: a decoder starts only when its memory (Segment.Mem) and a chunk
-// fit in the budget after evicting what can be evicted; otherwise it waits
+// fit in the budget (a decoder that reports its real memory once opened, see
+// MemReader, is charged that instead, and waits for room like a new one) after evicting what can be evicted; otherwise it waits
 // for a running one to end. Chunks that readers are waiting for are never
 // evicted before they have them (so decodes cannot thrash). The budget is
 // exceeded only by one decoder when nothing else runs, and by the chunks
@@ -59,6 +62,31 @@ type Segment struct {
 	Spill bool
 }
 
+// Table lists the segments of an image, for formats that keep them in a
+// compact form of their own rather than as a []Segment (an index of
+// millions of blocks). Segment(i) is called often, under the cache's lock:
+// it must be cheap and must not block.
+type Table interface {
+	Len() int
+	Segment(i int) Segment
+}
+
+// Slice is a Table over a []Segment.
+type Slice []Segment
+
+func (s Slice) Len() int              { return len(s) }
+func (s Slice) Segment(i int) Segment { return s[i] }
+
+// MemReader is implemented by decoders that know the memory they hold only
+// once opened (the dictionary or window a block's header asks for): the
+// cache charges Mem() instead of Segment.Mem from then on. Such a decoder
+// should allocate that memory on its first Read, not in the Opener, since
+// the cache may make it wait for room in between.
+type MemReader interface {
+	io.Reader
+	Mem() int64
+}
+
 // Opener opens a decoder that yields segment i's bytes from its start. The
 // decoder must return exactly Segments[i].Size bytes before it reports the
 // end; it verifies what it can (checksums) when it reaches the end, and
@@ -82,6 +110,12 @@ type Options struct {
 	// ("" means $TMPDIR, or /var/tmp). The file is unlinked at once and
 	// sparse: all-zero chunks are never written.
 	SpillDir string
+	// SpillLimit bounds the spill file, in bytes (0 means
+	// DefaultSpillLimit; negative means no limit but the free space). The
+	// bound is the smaller of SpillLimit and the free space of SpillDir
+	// less a margin (SpillMargin): New refuses Spill segments whose sizes
+	// add up to more, and a decode that would write more fails its reads.
+	SpillLimit int64
 }
 
 const (
@@ -96,6 +130,9 @@ const (
 	fullDecodeMax = 32 << 20
 	// maxParked bounds the parked decoders, whatever their memory.
 	maxParked = 16
+	// DefaultSpillLimit is the default bound of the spill file: 64 GiB
+	// (less if SpillDir has less room, see SpillBound).
+	DefaultSpillLimit = 64 << 30
 )
 
 // ErrClosed is returned by reads after Close.
@@ -117,7 +154,7 @@ type Stats struct {
 // Cache serves reads over segments. All methods are safe for concurrent
 // use.
 type Cache struct {
-	segs   []Segment
+	segs   Table
 	size   int64
 	open   Opener
 	chunk  int64
@@ -134,11 +171,14 @@ type Cache struct {
 	wanted map[ckey]int
 	used   int64
 	jobs   map[int]*job
-	failed map[int]error // segments whose decode failed: later reads fail at once
-	parked map[int]*cursor
-	plru   list.List // of *cursor, front = most recently parked
-	closed bool
-	stats  Stats
+	// memWait counts the jobs waiting for room for the memory their
+	// decoder reported once opened.
+	memWait int
+	failed  map[int]error // segments whose decode failed: later reads fail at once
+	parked  map[int]*cursor
+	plru    list.List // of *cursor, front = most recently parked
+	closed  bool
+	stats   Stats
 
 	spill *spill
 }
@@ -182,6 +222,13 @@ type job struct {
 
 // New returns a Cache over segs, whose decoders open opens.
 func New(segs []Segment, open Opener, opts Options) (*Cache, error) {
+	return NewTable(Slice(segs), open, opts)
+}
+
+// NewTable returns a Cache over the segments of segs, whose decoders open
+// opens. It fails if the segments do not follow each other from 0, or if
+// the Spill segments do not fit in the spill bound (a *SpillError).
+func NewTable(segs Table, open Opener, opts Options) (*Cache, error) {
 	c := &Cache{
 		segs: segs, open: open,
 		chunk: opts.Chunk, budget: opts.Budget, ahead: opts.Readahead,
@@ -201,21 +248,21 @@ func New(segs []Segment, open Opener, opts Options) (*Cache, error) {
 	if c.ahead == 0 {
 		c.ahead = runtime.GOMAXPROCS(0)
 	}
-	var off int64
-	spills := 0
-	for i, s := range segs {
-		if s.Off != off || s.Size <= 0 {
+	var off, spills int64
+	for i := range segs.Len() {
+		s := segs.Segment(i)
+		if s.Off != off || s.Size <= 0 || s.Size > 1<<62-off || s.Mem < 0 {
 			return nil, fmt.Errorf("blockcache: segment %d at %d+%d does not follow the previous one (ending at %d)", i, s.Off, s.Size, off)
 		}
 		off += s.Size
 		if s.Spill {
-			spills++
+			spills += s.Size
 		}
 	}
 	c.size = off
 	c.stats.Budget = c.budget
 	if spills > 0 {
-		sp, err := newSpill(c, opts.SpillDir)
+		sp, err := newSpill(c, opts.SpillDir, opts.SpillLimit, spills)
 		if err != nil {
 			return nil, err
 		}
@@ -241,7 +288,7 @@ func (c *Cache) Stats() Stats {
 
 // find returns the segment holding off.
 func (c *Cache) find(off int64) int {
-	return sort.Search(len(c.segs), func(i int) bool { return c.segs[i].Off+c.segs[i].Size > off }) // first segment ending after off
+	return sort.Search(c.segs.Len(), func(i int) bool { s := c.segs.Segment(i); return s.Off+s.Size > off }) // first segment ending after off
 }
 
 // ReadAt fills p with the uncompressed bytes at off. It follows io.ReaderAt,
@@ -265,7 +312,7 @@ func (c *Cache) ReadAt(p []byte, off int64) (int, error) {
 	for n < len(p) {
 		pos := off + int64(n)
 		i := c.find(pos)
-		s := c.segs[i]
+		s := c.segs.Segment(i)
 		rel := pos - s.Off
 		want := min(int64(len(p)-n), s.Size-rel)
 		if s.Spill {
@@ -293,7 +340,7 @@ func (c *Cache) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (c *Cache) chunkLen(seg int, idx int64) int64 {
-	return min(c.chunk, c.segs[seg].Size-idx*c.chunk)
+	return min(c.chunk, c.segs.Segment(seg).Size-idx*c.chunk)
 }
 
 // get returns chunk idx of segment seg (nil for zeros), decoding it if
@@ -347,7 +394,7 @@ func (c *Cache) get(seg int, idx int64) ([]byte, error) {
 		}
 		if j.pos <= idx*c.chunk {
 			// The job will produce the chunk: ask it to go at least that far.
-			j.want = max(j.want, min((idx+1)*c.chunk, c.segs[seg].Size))
+			j.want = max(j.want, min((idx+1)*c.chunk, c.segs.Segment(seg).Size))
 		}
 		// Otherwise the job is past the chunk, which was evicted: wait for
 		// the job to end, then start over.
@@ -359,7 +406,7 @@ func (c *Cache) get(seg int, idx int64) ([]byte, error) {
 // start starts a decode job for seg that will reach at least rel. It takes
 // over the parked decoder if that is not past rel. c.mu is held.
 func (c *Cache) start(seg int, rel int64, prefetch bool) *job {
-	j := &job{seg: seg, want: rel, full: prefetch || c.segs[seg].Size <= min(fullDecodeMax, c.budget/4)}
+	j := &job{seg: seg, want: rel, full: prefetch || c.segs.Segment(seg).Size <= min(fullDecodeMax, c.budget/4)}
 	if cur := c.parked[seg]; cur != nil {
 		delete(c.parked, seg)
 		c.plru.Remove(cur.elem)
@@ -373,7 +420,7 @@ func (c *Cache) start(seg int, rel int64, prefetch bool) *job {
 	}
 	if j.cur == nil {
 		c.stats.Decodes++
-		c.used += c.segs[seg].Mem // the decoder's memory, from now on
+		c.used += c.segs.Segment(seg).Mem // the decoder's memory, from now on
 		c.peak()
 	}
 	if prefetch {
@@ -393,7 +440,7 @@ func (c *Cache) admit(seg int, rel int64) bool {
 	if cur := c.parked[seg]; cur != nil && cur.pos <= rel {
 		return true
 	}
-	mem := c.segs[seg].Mem + min(c.chunk, c.segs[seg].Size)
+	mem := c.segs.Segment(seg).Mem + min(c.chunk, c.segs.Segment(seg).Size)
 	for c.used+mem > c.budget {
 		if back := c.lru.Back(); back != nil {
 			e := back.Value.(*entry)
@@ -423,17 +470,22 @@ func (c *Cache) peak() {
 // run decodes for job j until its readers are served (or to the segment's
 // end), publishing each chunk as soon as it is decoded.
 func (c *Cache) run(j *job) {
-	s := c.segs[j.seg]
+	s := c.segs.Segment(j.seg)
 	var err error
+	opened := false
 	if j.cur == nil {
 		r, e := c.openSafe(j.seg)
 		if e != nil {
 			err = e
 		} else {
 			j.cur = &cursor{seg: j.seg, r: r, mem: s.Mem}
+			opened = true
 		}
 	}
 	c.mu.Lock()
+	if opened {
+		c.recharge(j.cur)
+	}
 	for err == nil {
 		if c.closed || j.pos >= s.Size || (!j.full && j.pos >= j.want) {
 			break
@@ -486,6 +538,58 @@ func (c *Cache) run(j *job) {
 	delete(c.jobs, j.seg)
 	c.cond.Broadcast()
 	c.mu.Unlock()
+}
+
+// recharge charges the memory a new decoder reports (MemReader) instead of
+// its segment's estimate, waiting for room as admit would: evicting what
+// it can, then waiting for other decoders to end, unless none runs that is
+// not itself waiting. c.mu is held.
+func (c *Cache) recharge(cur *cursor) {
+	m, ok := cur.r.(MemReader)
+	if !ok {
+		return
+	}
+	mem := max(m.Mem(), 0)
+	extra := mem - cur.mem
+	c.used += extra
+	cur.mem = mem
+	if extra <= 0 {
+		return
+	}
+	c.used -= extra
+	for {
+		c.reserveEvict(extra)
+		if c.used+extra <= c.budget || c.closed || len(c.jobs)-1-c.memWait <= 0 {
+			break
+		}
+		c.memWait++
+		c.cond.Wait()
+		c.memWait--
+	}
+	c.used += extra
+	c.peak()
+}
+
+// reserveEvict evicts unwanted chunks, then parked decoders, until n more
+// bytes fit in the budget or nothing more can go. c.mu is held.
+func (c *Cache) reserveEvict(n int64) {
+	for skipped := 0; c.used+n > c.budget; {
+		if back := c.lru.Back(); back != nil && skipped < c.lru.Len() {
+			e := back.Value.(*entry)
+			if c.wanted[e.key] > 0 {
+				c.lru.MoveToFront(e.elem)
+				skipped++
+				continue
+			}
+			c.remove(e)
+			continue
+		}
+		if back := c.plru.Back(); back != nil {
+			c.unpark(back.Value.(*cursor))
+			continue
+		}
+		return
+	}
 }
 
 // openSafe opens segment i's decoder, turning a panic in a decoder of
@@ -553,23 +657,8 @@ func isZero(b []byte) bool {
 // reserve makes room for n more bytes within the budget, evicting the least
 // recently used chunks, then parked decoders, and charges n. c.mu is held.
 func (c *Cache) reserve(n int64) {
-	for skipped := 0; c.used+n > c.budget; {
-		if back := c.lru.Back(); back != nil && skipped < c.lru.Len() {
-			e := back.Value.(*entry)
-			if c.wanted[e.key] > 0 {
-				c.lru.MoveToFront(e.elem) // a reader waits for it
-				skipped++
-				continue
-			}
-			c.remove(e)
-			continue
-		}
-		if back := c.plru.Back(); back != nil {
-			c.unpark(back.Value.(*cursor))
-			continue
-		}
-		break // over budget: the decoders readers wait on must go on
-	}
+	// Over budget after this: the decoders readers wait on must go on.
+	c.reserveEvict(n)
 	c.used += n
 	c.peak()
 }
@@ -623,13 +712,13 @@ func (c *Cache) readahead(seg int, idx int64) {
 		if seg == 0 {
 			return
 		}
-		prev = ckey{seg - 1, (c.segs[seg-1].Size - 1) / c.chunk}
+		prev = ckey{seg - 1, (c.segs.Segment(seg-1).Size - 1) / c.chunk}
 	}
 	if e := c.chunks[prev]; e == nil || !e.read {
 		return
 	}
 	// Within a large segment: keep its decoder a few chunks ahead.
-	s := c.segs[seg]
+	s := c.segs.Segment(seg)
 	if !s.Spill && s.Size > c.chunk*2 {
 		ahead := min(s.Size, (idx+1+int64(c.ahead)*2)*c.chunk)
 		if j := c.jobs[seg]; j != nil {
@@ -642,8 +731,8 @@ func (c *Cache) readahead(seg int, idx int64) {
 	}
 	// The next segments, in parallel, within half the budget.
 	var sum int64
-	for k := seg + 1; k < len(c.segs) && k <= seg+c.ahead; k++ {
-		t := c.segs[k]
+	for k := seg + 1; k < c.segs.Len() && k <= seg+c.ahead; k++ {
+		t := c.segs.Segment(k)
 		if t.Spill {
 			break
 		}

@@ -1,12 +1,16 @@
 package blockcache
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
 	"sync"
+	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 // spill decodes the Spill segments once, in the background, into a sparse
@@ -20,13 +24,99 @@ type spill struct {
 	cond     *sync.Cond
 	frontier map[int]int64 // per spill segment: decoded up to (relative)
 	errs     map[int]error
+	bound    Bound // what the file may hold
+	written  int64 // bytes written to the file (all-zero chunks are not)
 	closed   bool
 	wg       sync.WaitGroup
 }
 
-func newSpill(c *Cache, dir string) (*spill, error) {
+// SpillMargin is the free space a spill file leaves in its filesystem: 1
+// GiB, or a tenth of the filesystem if that is less.
+const SpillMargin = 1 << 30
+
+// Bound is how much a spill file may hold, and why.
+type Bound struct {
+	Dir    string
+	Bytes  int64 // the bound: min(Limit, Free-Margin), at least 0
+	Limit  int64 // the configured limit (Options.SpillLimit or DefaultSpillLimit), -1 for none
+	Free   int64 // free space in Dir when measured
+	Margin int64 // what is left free
+}
+
+func (b Bound) String() string {
+	lim := "none"
+	if b.Limit >= 0 {
+		lim = sources.SizeString(b.Limit)
+	}
+	return fmt.Sprintf("at most %s may be decoded into %s (--spill-limit %s; %s free there, of which %s is left free)",
+		sources.SizeString(b.Bytes), b.Dir, lim, sources.SizeString(b.Free), sources.SizeString(b.Margin))
+}
+
+// SpillBound returns the bound of a spill file in dir ("" for the default,
+// $TMPDIR or /var/tmp) under limit (Options.SpillLimit): the smaller of
+// limit and the free space of dir less SpillMargin.
+func SpillBound(dir string, limit int64) (Bound, error) {
 	if dir == "" {
 		dir = spillDir()
+	}
+	if limit == 0 {
+		limit = DefaultSpillLimit
+	}
+	if limit < 0 {
+		limit = -1
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return Bound{}, fmt.Errorf("measuring the free space for temporary files in %s: %w (set TMPDIR to a directory with room for the image)", dir, err)
+	}
+	b := Bound{Dir: dir, Limit: limit}
+	bs := int64(st.Bsize)
+	b.Free = int64(min(st.Bavail, uint64(1<<62/max(bs, 1)))) * bs
+	total := int64(min(st.Blocks, uint64(1<<62/max(bs, 1)))) * bs
+	b.Margin = min(SpillMargin, total/10)
+	b.Bytes = max(b.Free-b.Margin, 0)
+	if limit >= 0 {
+		b.Bytes = min(b.Bytes, limit)
+	}
+	return b, nil
+}
+
+// SpillError is the error of New for Spill segments larger than the spill
+// bound, and of reads of a spill segment whose decode ran past it.
+type SpillError struct {
+	Size  int64 // what was to be decoded into the file (at New), or written (at a read)
+	Bound Bound
+	Open  bool // at New: the declared size; else the decode ran past the bound
+}
+
+func (e *SpillError) Error() string {
+	if e.Open {
+		return fmt.Sprintf("the image's %s of uncompressed data would be decoded into a temporary file, but %s: raise --spill-limit, set TMPDIR to a larger filesystem, or repack the image with smaller blocks (nbdloop pack)",
+			sources.SizeString(e.Size), e.Bound)
+	}
+	return fmt.Sprintf("the temporary file of the decoded image reached its bound after %s: %s (raise --spill-limit or set TMPDIR elsewhere, or repack the image: nbdloop pack): %v",
+		sources.SizeString(e.Size), e.Bound, syscall.EIO)
+}
+
+// Unwrap makes a decode that ran past the bound an I/O error (EIO to the
+// reader).
+func (e *SpillError) Unwrap() error {
+	if e.Open {
+		return nil
+	}
+	return syscall.EIO
+}
+
+func newSpill(c *Cache, dir string, limit, size int64) (*spill, error) {
+	if dir == "" {
+		dir = spillDir()
+	}
+	bound, err := SpillBound(dir, limit)
+	if err != nil {
+		return nil, err
+	}
+	if size > bound.Bytes {
+		return nil, &SpillError{Size: size, Bound: bound, Open: true}
 	}
 	f, err := openTemp(dir)
 	if err != nil {
@@ -36,11 +126,11 @@ func newSpill(c *Cache, dir string) (*spill, error) {
 		f.Close()
 		return nil, fmt.Errorf("sizing the temporary file in %s to %d bytes: %w (set TMPDIR to a filesystem with room for the image)", dir, c.size, err)
 	}
-	sp := &spill{c: c, f: f, frontier: map[int]int64{}, errs: map[int]error{}}
+	sp := &spill{c: c, f: f, frontier: map[int]int64{}, errs: map[int]error{}, bound: bound}
 	sp.cond = sync.NewCond(&sp.mu)
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
-	for i, s := range c.segs {
-		if !s.Spill {
+	for i := range c.segs.Len() {
+		if !c.segs.Segment(i).Spill {
 			continue
 		}
 		sp.frontier[i] = 0
@@ -72,20 +162,26 @@ func openTemp(dir string) (*os.File, error) {
 
 func (sp *spill) decode(i int) {
 	c := sp.c
-	s := c.segs[i]
+	s := c.segs.Segment(i)
+	mem := s.Mem
 	c.mu.Lock()
-	c.used += s.Mem
+	c.used += mem
 	c.stats.Decodes++
 	c.peak()
 	c.mu.Unlock()
 	defer func() {
 		c.mu.Lock()
-		c.used -= s.Mem
+		c.used -= mem
 		c.mu.Unlock()
 	}()
 	fail := func(err error) {
 		sp.mu.Lock()
-		sp.errs[i] = fmt.Errorf("decoding bytes %d..%d: %w", s.Off, s.Off+s.Size, err)
+		var se *SpillError
+		if errors.As(err, &se) {
+			sp.errs[i] = err
+		} else {
+			sp.errs[i] = fmt.Errorf("decoding bytes %d..%d: %w", s.Off, s.Off+s.Size, err)
+		}
 		sp.cond.Broadcast()
 		sp.mu.Unlock()
 	}
@@ -94,8 +190,17 @@ func (sp *spill) decode(i int) {
 		fail(err)
 		return
 	}
-	cur := &cursor{r: r}
+	cur := &cursor{r: r, mem: mem}
 	defer cur.close()
+	if m, ok := r.(MemReader); ok {
+		// The spill decoder runs whatever the budget: charge what it
+		// really holds.
+		c.mu.Lock()
+		c.used += max(m.Mem(), 0) - mem
+		mem = max(m.Mem(), 0)
+		c.peak()
+		c.mu.Unlock()
+	}
 	buf := make([]byte, c.chunk)
 	for pos := int64(0); pos < s.Size; {
 		sp.mu.Lock()
@@ -110,6 +215,16 @@ func (sp *spill) decode(i int) {
 			return
 		}
 		if !isZero(buf[:n]) {
+			sp.mu.Lock()
+			over := sp.written+n > sp.bound.Bytes
+			if !over {
+				sp.written += n
+			}
+			sp.mu.Unlock()
+			if over {
+				fail(&SpillError{Size: sp.written, Bound: sp.bound})
+				return
+			}
 			if _, err := sp.f.WriteAt(buf[:n], s.Off+pos); err != nil {
 				fail(fmt.Errorf("writing the temporary file: %w", err))
 				return
@@ -139,7 +254,7 @@ func (sp *spill) read(p []byte, i int, rel int64) error {
 		sp.cond.Wait()
 	}
 	sp.mu.Unlock()
-	_, err := sp.f.ReadAt(p, sp.c.segs[i].Off+rel)
+	_, err := sp.f.ReadAt(p, sp.c.segs.Segment(i).Off+rel)
 	return err
 }
 

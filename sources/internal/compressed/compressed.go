@@ -4,8 +4,13 @@
 // decoder for one, and builds an Image with New; the Image is the
 // read-only, parallel sources.Source over the blockcache.Cache of those
 // segments, and the format's Source embeds it. SpillSingle is the policy for
-// a file that is one large segment, SizeString prints sizes in messages,
-// and CountReader tells a decoder how far into its input it is.
+// a file that is one large segment, and CountReader tells a decoder how far
+// into its input it is.
+//
+// Every format passes its Options.SpillLimit (--spill-limit) as
+// Config.Cache.SpillLimit: the temporary file of a one-segment image is
+// bounded by it and by the free space of its directory (see
+// blockcache.SpillBound), and an image declaring more is refused by New.
 package compressed
 
 import (
@@ -23,9 +28,13 @@ type Config struct {
 	// ReadOnly is the error of every modifying call: the format's
 	// ErrReadOnly, which wraps sources.ErrReadOnly.
 	ReadOnly error
-	// Segments, Open and Cache make the blockcache.Cache that serves
-	// reads (see blockcache.New).
+	// Segments (or Table, if not nil: a compact table of many segments),
+	// Open and Cache make the blockcache.Cache that serves reads (see
+	// blockcache.NewTable). Cache.SpillLimit bounds the temporary file of
+	// Spill segments: New fails with a *blockcache.SpillError when they
+	// are larger than the bound.
 	Segments []blockcache.Segment
+	Table    blockcache.Table
 	Open     blockcache.Opener
 	Cache    blockcache.Options
 	// Warnings are what attach should tell the user, one line each.
@@ -50,7 +59,11 @@ type Image struct {
 // one blockcache.Cache. It fails only where blockcache.New does; it neither
 // closes c.File nor calls c.Release then.
 func New(c Config) (Image, error) {
-	cache, err := blockcache.New(c.Segments, c.Open, c.Cache)
+	var t blockcache.Table = blockcache.Slice(c.Segments)
+	if c.Table != nil {
+		t = c.Table
+	}
+	cache, err := blockcache.NewTable(t, c.Open, c.Cache)
 	if err != nil {
 		return Image{}, err
 	}
