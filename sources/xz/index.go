@@ -98,8 +98,8 @@ func (b Block) Check() byte { return byte(b.unp >> 58) }
 type Index struct {
 	Blocks  []Block
 	Streams int
-	Size    int64 // uncompressed size
-	Padding int64 // stream padding bytes
+	Size    int64  // uncompressed size
+	Padding int64  // stream padding bytes
 	Checks  []byte // the check IDs of the streams, each once
 
 	budget  *sources.Budget
