@@ -154,8 +154,8 @@ func TestStatsFile(t *testing.T) {
 	if err != nil || snap.Ops[1].Count != 1 {
 		t.Errorf("stats file after stop = %+v, %v, want the write counted", snap, err)
 	}
-	if info, err := os.Stat(statsPath(dir, 7)); err != nil || info.Mode().Perm() != 0o644 {
-		t.Errorf("stats file mode = %v, %v, want 0644", info.Mode(), err)
+	if info, err := os.Stat(statsPath(dir, 7)); err != nil || info.Mode().Perm() != 0o600 {
+		t.Errorf("stats file mode = %v, %v, want 0600", info.Mode(), err)
 	}
 	if _, err := readStats(dir, 7, "nbdloop:other"); !errors.Is(err, ErrNoStats) {
 		t.Errorf("readStats for another backend = %v, want ErrNoStats", err)

@@ -129,7 +129,7 @@ func TestPackInterrupted(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
 	data := make([]byte, 48<<20)
-	rand.New(rand.NewPCG(1, 2)).Read(data)
+	rand.NewChaCha8([32]byte{1}).Read(data)
 	if err := os.WriteFile(img, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
