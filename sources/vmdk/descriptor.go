@@ -61,7 +61,9 @@ func ParseDescriptor(b []byte) (*Descriptor, error) {
 	}
 	d := &Descriptor{CID: 0, ParentCID: NoParent}
 	var total int64
-	for n, line := range strings.Split(string(b), "\n") {
+	n := -1
+	for line := range strings.Lines(string(b)) {
+		n++
 		line = strings.TrimSpace(line)
 		if line == "" || line[0] == '#' {
 			continue

@@ -158,7 +158,7 @@ func openSparse(f *os.File, name string, o sparseOptions) (_ *sparse, err error)
 // charge takes n bytes from the budget for what.
 func (e *sparse) charge(n int64, what string) error {
 	if err := e.budget.Charge(n, what); err != nil {
-		return fmt.Errorf("%s: %w", e.name, err)
+		return err
 	}
 	e.charged.Add(n)
 	return nil

@@ -23,7 +23,7 @@
 // last. Trim and Zero turn whole grains into zeroed-grain entries where the
 // header allows it (qemu-img create -o zeroed_grain=on), and otherwise
 // write zeros (Zero) or do nothing (Trim). Flush is fdatasync of every
-// extent file: durability, including of that order, is promised only at
+// extent file written since the last Flush: durability, including of that order, is promised only at
 // Flush, as on a real disk with a write cache.
 //
 // streamOptimized extents (DEFLATE-compressed grains with markers, as for
@@ -147,6 +147,9 @@ type extent struct {
 	name       string
 	flat       *sources.File
 	sp         *sparse
+	// dirty is set, for a writable extent, when a modifying call on it
+	// returns; Flush syncs only the extents written since the last one.
+	dirty *atomic.Bool
 	// parent reads the parent disk at offsets relative to the extent;
 	// nil when the disk has none.
 	parent func(p []byte, off int64) error
@@ -300,6 +303,9 @@ func (d *Disk) openMonolithic(f **os.File, path string, opts Options) error {
 		return err
 	}
 	x.start, x.end = 0, x.sp.size
+	if x.writable {
+		x.dirty = new(atomic.Bool)
+	}
 	d.extents = append(d.extents, x)
 	d.size = x.end
 	raw, err := x.sp.descriptor()
@@ -438,6 +444,9 @@ func (d *Disk) openDescriptor(f *os.File, size int64, path string, opts Options)
 			d.warnings = append(d.warnings, fmt.Sprintf("extent %d (%s) is NOACCESS: bytes %d to %d cannot be read or written", i+1, x.name, off, off+length-1))
 		}
 		x.start, x.end = off, off+length
+		if x.writable {
+			x.dirty = new(atomic.Bool)
+		}
 		d.extents = append(d.extents, x)
 		off += length
 	}
@@ -600,7 +609,11 @@ func (d *Disk) modify(off, length int64, fn func(x *extent, rel, n, done int64) 
 		if !x.writable && x.kind != kindZero {
 			return fmt.Errorf("%s: %w", x.name, errExtentReadOnly)
 		}
-		if err := fn(x, off+done-x.start, n, done); err != nil {
+		err := fn(x, off+done-x.start, n, done)
+		if x.dirty != nil {
+			x.dirty.Store(true)
+		}
+		if err != nil {
 			return err
 		}
 		done += n
@@ -624,20 +637,20 @@ func (d *Disk) newCID() error {
 	for cid == d.desc.CID || cid == NoParent {
 		cid = rand.Uint32()
 	}
-	lines := strings.SplitAfter(string(raw), "\n")
-	found := false
-	for i, l := range lines {
+	var out []byte
+	at := 0
+	for l := range strings.Lines(string(raw)) {
 		if k, _, ok := strings.Cut(strings.TrimSpace(l), "="); ok && strings.TrimSpace(k) == "CID" {
 			eol := l[len(strings.TrimRight(l, "\r\n")):]
-			lines[i] = fmt.Sprintf("CID=%08x%s", cid, eol)
-			found = true
+			out = fmt.Appendf(append([]byte(nil), raw[:at]...), "CID=%08x%s", cid, eol)
+			out = append(out, raw[at+len(l):]...)
 			break
 		}
+		at += len(l)
 	}
-	if !found {
+	if out == nil {
 		return nil
 	}
-	out := []byte(strings.Join(lines, ""))
 	switch {
 	case d.descSparse != nil:
 		if int64(len(out)) > d.descMax {
@@ -724,29 +737,37 @@ func (d *Disk) Trim(off, length int64) error {
 	})
 }
 
-// Flush makes completed writes durable: fdatasync of every extent file.
+// Flush makes completed writes durable: fdatasync of every extent file
+// written since the last Flush.
 func (d *Disk) Flush() error {
 	if d.closed.Load() {
 		return errClosed
 	}
 	var first error
 	for i := range d.extents {
-		x := &d.extents[i]
-		if !x.writable {
-			continue
-		}
-		var err error
-		switch x.kind {
-		case kindFlat:
-			err = x.flat.Flush()
-		case kindSparse:
-			err = x.sp.flush()
-		}
-		if err != nil && first == nil {
+		if err := d.extents[i].flush(); err != nil && first == nil {
 			first = err
 		}
 	}
 	return first
+}
+
+// flush syncs the extent's file if it was written since the last flush.
+func (x *extent) flush() error {
+	if !x.writable || x.dirty == nil || !x.dirty.Swap(false) {
+		return nil
+	}
+	var err error
+	switch x.kind {
+	case kindFlat:
+		err = x.flat.Flush()
+	case kindSparse:
+		err = x.sp.flush()
+	}
+	if err != nil {
+		x.dirty.Store(true)
+	}
+	return err
 }
 
 // Close flushes and closes every file, the parents' too. A second Close
@@ -758,14 +779,7 @@ func (d *Disk) Close() error {
 	var errs []error
 	for i := range d.extents {
 		x := &d.extents[i]
-		if x.writable {
-			switch x.kind {
-			case kindFlat:
-				errs = append(errs, x.flat.Flush())
-			case kindSparse:
-				errs = append(errs, x.sp.flush())
-			}
-		}
+		errs = append(errs, x.flush())
 		switch x.kind {
 		case kindFlat:
 			errs = append(errs, x.flat.Close())
