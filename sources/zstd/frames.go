@@ -1,6 +1,7 @@
 package zstd
 
 import (
+	"bufio"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -38,12 +39,18 @@ func corrupt(off int64, format string, args ...any) error {
 
 // Frame is one zstd frame of the file.
 type Frame struct {
-	COff   int64 // file offset
-	CSize  int64 // compressed size, header to checksum
-	UOff   int64 // uncompressed offset
-	USize  int64 // uncompressed size, or -1 while unknown
-	Window int64 // window size from the header (0 if not yet read)
+	COff  int64 // file offset
+	CSize int64 // compressed size, header to checksum
+	UOff  int64 // uncompressed offset
+	USize int64 // uncompressed size, or -1 while unknown
+	// Bound is the most a frame of unknown size can hold, from its block
+	// headers: their sizes for raw and RLE blocks, min(window, 128 KiB)
+	// for compressed ones. 0 when USize is known.
+	Bound int64
 }
+
+// maxBlock is the largest a block can decode to (Block_Maximum_Size).
+const maxBlock = 128 << 10
 
 // frameHeader is what a frame header says.
 type frameHeader struct {
@@ -115,39 +122,45 @@ func parseFrameHeader(b []byte) (frameHeader, error) {
 }
 
 // walkFrame finds the compressed size of the frame at off by walking its
-// block headers (no decoding), and returns its header.
-func walkFrame(r io.ReaderAt, off, size int64) (frameHeader, int64, error) {
+// block headers (no decoding), and returns its header, that size, the bytes
+// its raw and RLE blocks decode to and the number of its compressed blocks.
+func walkFrame(r io.ReaderAt, off, size int64) (h frameHeader, csize, known, ncomp int64, err error) {
 	var hb [18]byte
 	n, err := r.ReadAt(hb[:min(int64(len(hb)), size-off)], off)
 	if err != nil && !(err == io.EOF && n > 0) {
-		return frameHeader{}, 0, err
+		return h, 0, 0, 0, err
 	}
-	h, err := parseFrameHeader(hb[:n])
+	h, err = parseFrameHeader(hb[:n])
 	if err != nil {
-		return h, 0, &CorruptError{Offset: off, What: err.Error()}
+		return h, 0, 0, 0, &CorruptError{Offset: off, What: err.Error()}
 	}
 	pos := off + h.size
 	var bh [3]byte
 	for {
 		if pos+3 > size {
-			return h, 0, corrupt(pos, "the file ends inside a frame (truncated?)")
+			return h, 0, 0, 0, corrupt(pos, "the file ends inside a frame (truncated?)")
 		}
 		if _, err := r.ReadAt(bh[:], pos); err != nil {
-			return h, 0, err
+			return h, 0, 0, 0, err
 		}
 		v := uint32(bh[0]) | uint32(bh[1])<<8 | uint32(bh[2])<<16
 		last, typ, bsize := v&1 != 0, (v>>1)&3, int64(v>>3)
+		if bsize > maxBlock {
+			return h, 0, 0, 0, corrupt(pos, "block of %d bytes is larger than 128 KiB", bsize)
+		}
 		pos += 3
 		switch typ {
-		case 0, 2: // raw, compressed
-			if bsize > 128<<10 {
-				return h, 0, corrupt(pos-3, "block of %d bytes is larger than 128 KiB", bsize)
-			}
+		case 0: // raw
 			pos += bsize
-		case 1: // RLE
+			known += bsize
+		case 1: // RLE: one byte, bsize times
 			pos++
+			known += bsize
+		case 2: // compressed
+			pos += bsize
+			ncomp++
 		default:
-			return h, 0, corrupt(pos-3, "reserved block type")
+			return h, 0, 0, 0, corrupt(pos-3, "reserved block type")
 		}
 		if last {
 			break
@@ -157,82 +170,99 @@ func walkFrame(r io.ReaderAt, off, size int64) (frameHeader, int64, error) {
 		pos += 4
 	}
 	if pos > size {
-		return h, 0, corrupt(size, "the file ends inside a frame (truncated?)")
+		return h, 0, 0, 0, corrupt(size, "the file ends inside a frame (truncated?)")
 	}
-	return h, pos - off, nil
+	return h, pos - off, known, ncomp, nil
 }
 
+// FrameBytes is the memory a Source keeps per frame, charged to the
+// Budget.
+const FrameBytes = 24
+
 // seekTable reads the seekable format's seek table, if the file ends with
-// one; ok is false if it does not.
-func seekTable(r io.ReaderAt, size int64) (frames []Frame, ok bool, err error) {
+// one, passing each frame to emit in order (UOff not set); ok is false if
+// the file has no seek table. It calls reserve with the number of frames
+// before the first emit, once that number is checked against the file's
+// size: it may size a table then.
+func seekTable(r io.ReaderAt, size int64, reserve func(n int) error, emit func(Frame) error) (ok bool, err error) {
 	if size < seekFooterLen+8 {
-		return nil, false, nil
+		return false, nil
 	}
 	var ft [seekFooterLen]byte
 	if _, err := r.ReadAt(ft[:], size-seekFooterLen); err != nil {
-		return nil, false, err
+		return false, err
 	}
 	if binary.LittleEndian.Uint32(ft[5:]) != seekableMagic {
-		return nil, false, nil
+		return false, nil
 	}
 	n := int64(binary.LittleEndian.Uint32(ft[0:]))
 	desc := ft[4]
 	if desc&0x7C != 0 {
-		return nil, false, corrupt(size-5, "reserved seek table descriptor bits are set")
+		return false, corrupt(size-5, "reserved seek table descriptor bits are set")
 	}
 	entry := int64(8)
 	if desc&0x80 != 0 {
 		entry = 12
 	}
-	if n > maxFrames {
-		return nil, false, fmt.Errorf("seek table lists %d frames, more than %d (repack with larger frames: nbdloop pack --block-size)", n, maxFrames)
-	}
 	tsize := n*entry + seekFooterLen
 	tpos := size - tsize - 8
 	if tpos < 0 {
-		return nil, false, corrupt(size-seekFooterLen, "seek table of %d frames does not fit in the file", n)
+		return false, corrupt(size-seekFooterLen, "seek table of %d frames does not fit in the file", n)
+	}
+	if n > maxFrames {
+		return false, fmt.Errorf("seek table lists %d frames, more than %d (repack with larger frames: nbdloop pack --block-size)", n, maxFrames)
 	}
 	var sh [8]byte
 	if _, err := r.ReadAt(sh[:], tpos); err != nil {
-		return nil, false, err
+		return false, err
 	}
 	if binary.LittleEndian.Uint32(sh[:]) != seekTableMagic || int64(binary.LittleEndian.Uint32(sh[4:])) != tsize {
-		return nil, false, corrupt(tpos, "no seek table frame where the footer says")
+		return false, corrupt(tpos, "no seek table frame where the footer says")
 	}
-	tab := make([]byte, n*entry)
-	if _, err := r.ReadAt(tab, tpos+8); err != nil {
-		return nil, false, err
+	if err := reserve(int(n)); err != nil {
+		return false, err
 	}
-	var coff, uoff int64
+	br := bufio.NewReaderSize(io.NewSectionReader(r, tpos+8, n*entry), int(min(64<<10, max(n*entry, 16))))
+	e := make([]byte, entry)
+	var coff int64
 	for i := int64(0); i < n; i++ {
-		e := tab[i*entry:]
+		if _, err := io.ReadFull(br, e); err != nil {
+			return false, err
+		}
 		cs, us := int64(binary.LittleEndian.Uint32(e)), int64(binary.LittleEndian.Uint32(e[4:]))
 		if cs == 0 {
-			return nil, false, corrupt(tpos+8+i*entry, "seek table entry %d has no compressed bytes", i)
+			return false, corrupt(tpos+8+i*entry, "seek table entry %d has no compressed bytes", i)
 		}
-		frames = append(frames, Frame{COff: coff, CSize: cs, UOff: uoff, USize: us})
+		if coff+cs > tpos {
+			return false, corrupt(tpos, "the seek table's frames add up to more than the %d bytes before it", tpos)
+		}
+		if err := emit(Frame{COff: coff, CSize: cs, USize: us}); err != nil {
+			return false, err
+		}
 		coff += cs
-		uoff += us
 	}
 	if coff != tpos {
-		return nil, false, corrupt(tpos, "the seek table's frames add up to %d bytes, but it starts at %d", coff, tpos)
+		return false, corrupt(tpos, "the seek table's frames add up to %d bytes, but it starts at %d", coff, tpos)
 	}
-	return frames, true, nil
+	return true, nil
 }
 
 // walkFrames lists the frames of a file that has no seek table, walking
-// frame and block headers from the start; skippable frames are passed
-// over. Frames without a content size get USize -1.
-func walkFrames(r io.ReaderAt, size int64) ([]Frame, error) {
-	var frames []Frame
+// frame and block headers from the start, passing each frame to emit in
+// order (UOff not set); skippable frames are passed over. A frame without
+// a content size whose blocks are all raw or RLE gets the size they add up
+// to; one with compressed blocks gets USize -1 and its Bound. A content
+// size that its blocks cannot hold is refused.
+func walkFrames(r io.ReaderAt, size int64, emit func(Frame) error) error {
 	var off int64
 	var m [8]byte
+	frames := 0
 	for off < size {
 		if size-off < 8 {
-			return nil, corrupt(off, "%d bytes after the last frame are not a frame", size-off)
+			return corrupt(off, "%d bytes after the last frame are not a frame", size-off)
 		}
 		if _, err := r.ReadAt(m[:], off); err != nil {
-			return nil, err
+			return err
 		}
 		magic := binary.LittleEndian.Uint32(m[:])
 		if magic >= skipMagicMin && magic <= skipMagicMax {
@@ -241,28 +271,41 @@ func walkFrames(r io.ReaderAt, size int64) ([]Frame, error) {
 		}
 		if magic != frameMagic {
 			if off == 0 {
-				return nil, ErrNotZstd
+				return ErrNotZstd
 			}
-			return nil, corrupt(off, "no zstd frame magic after the previous frame")
+			return corrupt(off, "no zstd frame magic after the previous frame")
 		}
-		h, csize, err := walkFrame(r, off, size)
+		h, csize, known, ncomp, err := walkFrame(r, off, size)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if h.dictID != 0 {
-			return nil, fmt.Errorf("zstd frame at byte %d needs dictionary %d: dictionaries are not supported (recompress without --dict)", off, h.dictID)
+			return fmt.Errorf("zstd frame at byte %d needs dictionary %d: dictionaries are not supported (recompress without --dict)", off, h.dictID)
 		}
-		if len(frames) >= maxFrames {
-			return nil, fmt.Errorf("more than %d zstd frames (repack with larger frames: nbdloop pack --block-size)", maxFrames)
+		if frames >= maxFrames {
+			return fmt.Errorf("more than %d zstd frames (repack with larger frames: nbdloop pack --block-size)", maxFrames)
 		}
-		frames = append(frames, Frame{COff: off, CSize: csize, USize: h.fcs, Window: h.window})
+		bound := known + ncomp*min(h.window, maxBlock)
+		f := Frame{COff: off, CSize: csize, USize: h.fcs}
+		switch {
+		case h.fcs >= 0 && (h.fcs > bound || ncomp == 0 && h.fcs != known):
+			return corrupt(off, "frame claims %d uncompressed bytes, but its blocks hold %d (at most %d)", h.fcs, known, bound)
+		case h.fcs < 0 && ncomp == 0:
+			f.USize = known
+		case h.fcs < 0:
+			f.Bound = bound
+		}
+		if err := emit(f); err != nil {
+			return err
+		}
+		frames++
 		off += csize
 	}
 	if off > size {
-		return nil, corrupt(size, "a skippable frame runs past the end of the file (truncated?)")
+		return corrupt(size, "a skippable frame runs past the end of the file (truncated?)")
 	}
-	if len(frames) == 0 {
-		return nil, ErrNotZstd
+	if frames == 0 {
+		return ErrNotZstd
 	}
-	return frames, nil
+	return nil
 }

@@ -26,12 +26,20 @@ func FuzzZstdFrames(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
-		frames, ok, err := seekTable(bytes.NewReader(data), size)
+		var frames []Frame
+		reserve := func(n int) error {
+			if int64(n) > size/8 {
+				t.Fatalf("seek table of %d frames accepted in %d bytes", n, size)
+			}
+			return nil
+		}
+		emit := func(f Frame) error { frames = append(frames, f); return nil }
+		ok, err := seekTable(bytes.NewReader(data), size, reserve, emit)
 		if err != nil {
 			return
 		}
 		if !ok {
-			if frames, err = walkFrames(bytes.NewReader(data), size); err != nil {
+			if err = walkFrames(bytes.NewReader(data), size, emit); err != nil {
 				return
 			}
 		}
@@ -41,6 +49,9 @@ func FuzzZstdFrames(f *testing.F) {
 				t.Fatalf("frame %d at %d+%d: out of order or outside the %d-byte file", i, fr.COff, fr.CSize, size)
 			}
 			end = fr.COff + fr.CSize
+			if fr.USize < 0 && fr.Bound <= 0 || fr.USize >= 0 && fr.Bound != 0 {
+				t.Fatalf("frame %d: USize %d, Bound %d", i, fr.USize, fr.Bound)
+			}
 		}
 	})
 }

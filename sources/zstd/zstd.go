@@ -11,8 +11,11 @@
 //   - Any other file of one or more frames (pzstd, cat a.zst b.zst, zstd
 //     --block-size... ): the frame and block headers are walked from the
 //     start; skippable frames are passed over. A frame whose header has no
-//     content size (zstd reading a pipe) is decoded once at Open to count
-//     its bytes.
+//     content size (zstd reading a pipe) gets the size its block headers
+//     give when they are all raw or RLE blocks; one with compressed blocks
+//     is decoded once at Open, into nothing, to count its bytes (the
+//     contract of sources.Source wants the size at open), after the most
+//     its blocks can hold has been checked against the spill bound.
 //
 // Frames up to 32 MiB are decoded whole with a shared DecodeAll; larger
 // ones through a streaming decoder, incrementally. Decoded data is cached
@@ -22,6 +25,14 @@
 // temporary file in Options.TempDir ($TMPDIR, else /var/tmp), each read
 // waiting until the decoder has passed its range, and Warnings suggests
 // repacking with `nbdloop pack`.
+//
+// Untrusted files: the frame table takes FrameBytes (24) per frame,
+// charged to Options.Budget before it is allocated; a content size that
+// the frame's blocks cannot hold is refused at open, and so is a single
+// frame to be spilled, or frames to be counted, beyond the spill bound
+// (Options.SpillLimit and the free space of TempDir, see
+// blockcache.SpillBound). A streaming decoder is charged its frame's
+// window once it reads the header.
 //
 // Limits: frames that need a dictionary are refused. Frame checksums are
 // verified by the decoder; the seek table's optional per-frame checksums
@@ -68,6 +79,17 @@ type Options struct {
 	// single large block is then decoded as the reads go, not into a
 	// temporary file.
 	Sequential bool
+	// Budget is the device's metadata memory budget, charged for the
+	// frame table (nil: a budget of sources.DefaultMetadataLimit of its
+	// own). The charge is released by Close.
+	Budget *sources.Budget
+	// SpillLimit bounds the temporary file of a single-frame file and the
+	// bytes counted in frames without a content size (0:
+	// blockcache.DefaultSpillLimit, 64 GiB; negative: only the free space
+	// of TempDir bounds them). See blockcache.SpillBound.
+	SpillLimit int64
+	// Name names the file in messages ("": the name of r if it has one).
+	Name string
 }
 
 // Source is a zstd file served uncompressed: a read-only sources.Source
@@ -80,7 +102,8 @@ type Options struct {
 type Source struct {
 	image    // Size, Caps, ReadAt, WriteAt, Flush, Trim, Zero, Close, Stats, Warnings
 	r        io.ReaderAt
-	frames   []Frame // the non-empty ones
+	frames   []frame // the non-empty ones
+	size     int64
 	limit    int64
 	seekable bool
 	dec      *kzstd.Decoder // for DecodeAll, shared
@@ -90,83 +113,197 @@ type Source struct {
 // nothing but its methods.
 type image = compressed.Image
 
+// frame is a frame as a Source keeps it (FrameBytes): its uncompressed
+// size is where the next one starts.
+type frame struct {
+	uoff, coff, csize int64
+}
+
+// frameTable collects frames, charging the budget before it grows.
+type frameTable struct {
+	frames  []frame
+	budget  *sources.Budget
+	what    string
+	charged int64
+	bound   int64 // the Bounds of the frames of unknown size, added up
+}
+
+func (t *frameTable) reserve(n int) error {
+	if cap(t.frames)-len(t.frames) >= n {
+		return nil
+	}
+	c := max(len(t.frames)+n, min(2*cap(t.frames), maxFrames))
+	need := int64(c) * FrameBytes
+	if err := t.budget.Charge(need, fmt.Sprintf("the frame table of %s (%d frames)", t.what, len(t.frames)+n)); err != nil {
+		return err
+	}
+	nf := make([]frame, len(t.frames), c)
+	copy(nf, t.frames)
+	t.budget.Release(t.charged)
+	t.charged = need
+	t.frames = nf
+	return nil
+}
+
+// add keeps f, its uncompressed size (or -1) in uoff until Open adds them
+// up.
+func (t *frameTable) add(f Frame) error {
+	if len(t.frames) == cap(t.frames) {
+		if err := t.reserve(max(16, len(t.frames))); err != nil {
+			return err
+		}
+	}
+	t.frames = append(t.frames, frame{uoff: f.USize, coff: f.COff, csize: f.CSize})
+	t.bound += f.Bound
+	return nil
+}
+
+func (t *frameTable) release() {
+	t.budget.Release(t.charged)
+	t.charged = 0
+}
+
 // Open finds the frames of the zstd file r of size bytes. If r is an
 // io.Closer, Close closes it.
 func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
+	t := &frameTable{budget: opts.Budget, what: opts.Name}
+	if t.budget == nil {
+		t.budget = sources.NewBudget(0)
+	}
+	if n, ok := r.(interface{ Name() string }); ok && t.what == "" {
+		t.what = n.Name()
+	}
+	if t.what == "" {
+		t.what = "the zstd file"
+	}
+	s, err := open(r, size, opts, t)
+	if err != nil {
+		t.release()
+		return nil, err
+	}
+	return s, nil
+}
+
+func open(r io.ReaderAt, size int64, opts Options, t *frameTable) (*Source, error) {
 	budget := opts.CacheSize
 	if budget <= 0 {
 		budget = blockcache.DefaultBudget
 	}
 	s := &Source{r: r, limit: budget}
-	frames, seekable, err := seekTable(r, size)
+	seekable, err := seekTable(r, size, t.reserve, t.add)
 	if err != nil {
 		return nil, err
 	}
 	if !seekable {
-		if frames, err = walkFrames(r, size); err != nil {
+		if err = walkFrames(r, size, t.add); err != nil {
 			return nil, err
 		}
 	}
 	s.seekable = seekable
+	if t.bound > 0 {
+		// Frames without a content size are counted here: within the
+		// spill bound only.
+		b, err := blockcache.SpillBound(opts.TempDir, opts.SpillLimit)
+		if err != nil {
+			return nil, err
+		}
+		if t.bound > b.Bytes {
+			return nil, fmt.Errorf("zstd frames without a content size may hold up to %s, and %s: raise --spill-limit, set TMPDIR to a larger filesystem, or repack the image (nbdloop pack)", sources.SizeString(t.bound), b)
+		}
+	}
 	s.dec, err = kzstd.NewReader(nil, kzstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
 		kzstd.WithDecoderMaxWindow(uint64(budget)), kzstd.WithDecoderMaxMemory(2*wholeFrame))
 	if err != nil {
 		return nil, err
 	}
-	var uoff int64
-	for _, f := range frames {
-		if f.USize < 0 {
-			// No content size in the header: count the bytes once.
-			n, err := s.count(f)
-			if err != nil {
-				s.dec.Close()
-				return nil, err
-			}
-			f.USize = n
-		}
-		if f.USize == 0 {
-			continue
-		}
-		// An RLE block of 4 bytes makes at most 128 KiB: a content size
-		// beyond that ratio is a lie, and would size an allocation.
-		if f.USize/(128<<10) > f.CSize/4+1 {
-			s.dec.Close()
-			return nil, corrupt(f.COff, "frame of %d bytes claims %d uncompressed bytes", f.CSize, f.USize)
-		}
-		if uoff > 1<<62-f.USize {
-			s.dec.Close()
-			return nil, corrupt(f.COff, "uncompressed size overflows")
-		}
-		f.UOff = uoff
-		uoff += f.USize
-		s.frames = append(s.frames, f)
-	}
-	if uoff == 0 {
+	s.frames, err = s.layout(t.frames, t.bound)
+	if err != nil {
 		s.dec.Close()
-		return nil, fmt.Errorf("zstd file holds no data: %w", sources.ErrEmpty)
+		return nil, err
 	}
-	segs := make([]blockcache.Segment, len(s.frames))
-	for i, f := range s.frames {
-		mem := f.CSize + f.USize
-		if f.USize > wholeFrame {
-			mem = max(f.Window, 1<<20) + 1<<20
+	cfg := compressed.Config{
+		File: r, ReadOnly: ErrReadOnly, Release: func() { s.dec.Close(); t.release() },
+		Open:  s.openFrame,
+		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir, SpillLimit: opts.SpillLimit},
+	}
+	if len(s.frames) == 1 {
+		cfg.Segments = []blockcache.Segment{s.segment(0)}
+		if w := compressed.SpillSingle(cfg.Segments, singleSpill, opts.Sequential, opts.TempDir, compressed.Names{Format: "zstd", Segment: "frame", Ext: ".zst"}); w != "" {
+			cfg.Warnings = append(cfg.Warnings, w)
 		}
-		segs[i] = blockcache.Segment{Off: f.UOff, Size: f.USize, Mem: mem}
+	} else {
+		cfg.Table = table{s}
 	}
-	var warns []string
-	if w := compressed.SpillSingle(segs, singleSpill, opts.Sequential, opts.TempDir, compressed.Names{Format: "zstd", Segment: "frame", Ext: ".zst"}); w != "" {
-		warns = append(warns, w)
-	}
-	s.image, err = compressed.New(compressed.Config{
-		File: r, ReadOnly: ErrReadOnly, Warnings: warns, Release: s.dec.Close,
-		Segments: segs, Open: s.openFrame,
-		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir},
-	})
+	s.image, err = compressed.New(cfg)
 	if err != nil {
 		s.dec.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// layout counts the frames of unknown size, drops the empty ones and turns
+// the sizes kept in uoff into offsets.
+func (s *Source) layout(fs []frame, bound int64) ([]frame, error) {
+	kept := 0
+	var uoff int64
+	for _, f := range fs {
+		usize := f.uoff
+		if usize < 0 {
+			// No content size in the header: count the bytes once,
+			// within what the blocks of all such frames can hold.
+			n, err := s.count(Frame{COff: f.coff, CSize: f.csize}, bound)
+			if err != nil {
+				return nil, err
+			}
+			usize = n
+			bound -= n
+		}
+		if usize == 0 {
+			continue
+		}
+		// An RLE block of 4 bytes makes at most 128 KiB: a content size
+		// beyond that ratio is a lie, and would size an allocation.
+		if usize/maxBlock > f.csize/4+1 {
+			return nil, corrupt(f.coff, "frame of %d bytes claims %d uncompressed bytes", f.csize, usize)
+		}
+		if uoff > 1<<62-usize {
+			return nil, corrupt(f.coff, "the frames' uncompressed sizes add up to more than 2^62 bytes")
+		}
+		fs[kept] = frame{uoff: uoff, coff: f.coff, csize: f.csize}
+		kept++
+		uoff += usize
+	}
+	if uoff == 0 {
+		return nil, fmt.Errorf("zstd file holds no data: %w", sources.ErrEmpty)
+	}
+	s.size = uoff
+	return fs[:kept], nil
+}
+
+// usize is the uncompressed size of frame i.
+func (s *Source) usize(i int) int64 {
+	if i+1 < len(s.frames) {
+		return s.frames[i+1].uoff - s.frames[i].uoff
+	}
+	return s.size - s.frames[i].uoff
+}
+
+// table is the frames as the cache's table of segments, without a copy.
+type table struct{ s *Source }
+
+func (t table) Len() int                         { return len(t.s.frames) }
+func (t table) Segment(i int) blockcache.Segment { return t.s.segment(i) }
+
+// segment is frame i as a cache segment. A streaming decoder is charged
+// 2 MiB until it reads its frame's window (frameReader.Mem).
+func (s *Source) segment(i int) blockcache.Segment {
+	f, usize := s.frames[i], s.usize(i)
+	mem := f.csize + usize
+	if usize > wholeFrame {
+		mem = 2 << 20
+	}
+	return blockcache.Segment{Off: f.uoff, Size: usize, Mem: mem}
 }
 
 // streamDecoder opens a streaming decoder of frame f.
@@ -175,16 +312,23 @@ func (s *Source) streamDecoder(f Frame) (*kzstd.Decoder, error) {
 		kzstd.WithDecoderConcurrency(1), kzstd.WithDecoderLowmem(true), kzstd.WithDecoderMaxWindow(uint64(s.limit)))
 }
 
-// count decodes frame f to count its bytes.
-func (s *Source) count(f Frame) (int64, error) {
+// count decodes frame f into nothing to count its bytes, failing if they
+// are more than most.
+func (s *Source) count(f Frame, most int64) (int64, error) {
 	d, err := s.streamDecoder(f)
 	if err != nil {
 		return 0, err
 	}
 	defer d.Close()
-	n, err := io.Copy(io.Discard, d)
+	n, err := io.CopyN(io.Discard, d, most+1)
+	if err == io.EOF {
+		err = nil
+	}
 	if err != nil {
 		return 0, frameError(f, err)
+	}
+	if n > most {
+		return 0, corrupt(f.COff, "frame without a content size decodes to more than its blocks can hold (%d bytes)", most)
 	}
 	return n, nil
 }
@@ -203,8 +347,13 @@ type frameReader struct {
 	f    Frame
 	r    io.Reader
 	d    *kzstd.Decoder // streaming, closed by Close
+	mem  int64          // for a streaming decoder: what its window takes
 	left int64
 }
+
+// Mem is the memory a streaming decoder holds: its frame's window and a
+// block buffer of 1 MiB. (Whole-frame decodes are charged by their segment.)
+func (fr *frameReader) Mem() int64 { return fr.mem }
 
 func (fr *frameReader) Read(p []byte) (int, error) {
 	if fr.left == 0 {
@@ -240,14 +389,34 @@ func (fr *frameReader) Close() error {
 	return nil
 }
 
-func (s *Source) openFrame(i int) (io.Reader, error) {
+// frameAt returns frame i.
+func (s *Source) frameAt(i int) Frame {
 	f := s.frames[i]
+	return Frame{COff: f.coff, CSize: f.csize, UOff: f.uoff, USize: s.usize(i)}
+}
+
+func (s *Source) openFrame(i int) (io.Reader, error) {
+	f := s.frameAt(i)
 	if f.USize > wholeFrame {
+		var hb [18]byte
+		n, err := s.r.ReadAt(hb[:min(f.CSize, 18)], f.COff)
+		if err != nil && !(err == io.EOF && n > 0) {
+			return nil, err
+		}
+		h, err := parseFrameHeader(hb[:n])
+		if err != nil {
+			return nil, corrupt(f.COff, "%v", err)
+		}
+		if h.window > s.limit {
+			return nil, corrupt(f.COff, "frame needs a %s window, more than the cache size of %s (raise --cache-size)", sources.SizeString(h.window), sources.SizeString(s.limit))
+		}
+		// klauspost's decoder starts reading when first read: the window
+		// is allocated after the cache has charged Mem.
 		d, err := s.streamDecoder(f)
 		if err != nil {
 			return nil, frameError(f, err)
 		}
-		return &frameReader{f: f, r: d, d: d, left: f.USize}, nil
+		return &frameReader{f: f, r: d, d: d, left: f.USize, mem: max(h.window, 1<<20) + 1<<20}, nil
 	}
 	in := make([]byte, f.CSize)
 	if _, err := s.r.ReadAt(in, f.COff); err != nil {
@@ -260,11 +429,21 @@ func (s *Source) openFrame(i int) (io.Reader, error) {
 	if int64(len(out)) != f.USize {
 		return nil, corrupt(f.COff, "frame holds %d bytes, the index says %d", len(out), f.USize)
 	}
-	return &frameReader{f: f, r: bytes.NewReader(out), left: f.USize}, nil
+	return &wholeReader{bytes.NewReader(out)}, nil
 }
 
-// Frames returns the non-empty frames found by Open.
-func (s *Source) Frames() []Frame { return s.frames }
+// wholeReader serves a frame decoded whole (charged by its segment).
+type wholeReader struct{ *bytes.Reader }
+
+// Frames returns the non-empty frames found by Open (a copy, made at each
+// call: for tests and tools).
+func (s *Source) Frames() []Frame {
+	fs := make([]Frame, len(s.frames))
+	for i := range fs {
+		fs[i] = s.frameAt(i)
+	}
+	return fs
+}
 
 // Seekable reports whether the file has a seek table.
 func (s *Source) Seekable() bool { return s.seekable }
