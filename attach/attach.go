@@ -35,6 +35,10 @@ func Attach(ctx context.Context, cfg Config) (*Device, []string, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
+	cfg, err := cfg.pinned()
+	if err != nil {
+		return nil, nil, err
+	}
 	// The supervisor starts the server and restarts it if it dies
 	// (supervise.go); with --no-restart the server runs alone.
 	command := SuperviseCommand
@@ -188,8 +192,12 @@ func RunServerProcess() int {
 // Foreground attaches cfg and serves in the calling process until the device
 // is detached or ctx is cancelled; ready is called once the device is usable.
 func Foreground(ctx context.Context, cfg Config, ready func(*Device, []string)) error {
+	cfg, err := cfg.pinned()
+	if err != nil {
+		return err
+	}
 	var attachErr error
-	err := Serve(ctx, cfg, false, func(res Result) error {
+	err = Serve(ctx, cfg, false, func(res Result) error {
 		if res.Error != "" {
 			attachErr = errors.New(res.Error)
 			for _, w := range res.Warnings {

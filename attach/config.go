@@ -67,6 +67,9 @@ type Config struct {
 	// SpillLimit is --spill-limit (0: the default).
 	MetadataLimit int64 `json:"metadata_limit,omitempty"`
 	SpillLimit    int64 `json:"spill_limit,omitempty"`
+	// Files are the files served, as they were at attach (pinned): a
+	// server started later refuses a path that leads elsewhere now.
+	Files []FileIdentity `json:"files,omitempty"`
 }
 
 // NewConfig returns a Config with every default filled in.

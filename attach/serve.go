@@ -96,6 +96,9 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 		return fail(err)
 	}
 	notes := protect(spec.Kind != "memory")
+	if err := checkFiles(cfg.Files); err != nil {
+		return fail(err)
+	}
 
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 	oo := OpenOptions{

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/big"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strconv"
@@ -50,6 +51,20 @@ func (s Spec) String() string {
 	return b.String()
 }
 
+// Absolute returns the spec with every file name in it (the values of
+// options that name files) made absolute against dir, so that it names the
+// same files wherever the server later runs from.
+func (s Spec) Absolute(dir string) Spec {
+	d := Lookup(s.Name)
+	out := Spec{Name: s.Name, Params: slices.Clone(s.Params)}
+	for i, p := range out.Params {
+		if o := d.optionOf(p.Key); o != nil && o.kind.path && p.Value != "" && !filepath.IsAbs(p.Value) {
+			out.Params[i].Value = filepath.Join(dir, p.Value)
+		}
+	}
+	return out
+}
+
 // Def describes one filter: the single source of its name, help text and
 // options for the spec parser, --help, the man page, bash completion and
 // the "unknown key" errors.
@@ -79,6 +94,7 @@ type Option struct {
 // kind parses one type of value and renders it in canonical form.
 type kind struct {
 	parse func(s string) (any, string, error)
+	path  bool // the value is a file name
 }
 
 // Table lists every filter, in the order --help shows them.
@@ -113,6 +129,14 @@ func (d *Def) option(key string) *Option {
 		}
 	}
 	return nil
+}
+
+// optionOf is option for a Def that may be nil.
+func (d *Def) optionOf(key string) *Option {
+	if d == nil {
+		return nil
+	}
+	return d.option(key)
 }
 
 func (d *Def) keys() string {
@@ -373,7 +397,7 @@ var pathKind = kind{parse: func(s string) (any, string, error) {
 		return nil, "", errors.New("is empty (give a file name)")
 	}
 	return s, s, nil
-}}
+}, path: true}
 
 // boolKind: true or false (also yes/no, on/off, 1/0).
 var boolKind = kind{parse: func(s string) (any, string, error) {

@@ -214,3 +214,21 @@ func TestIsolatesSource(t *testing.T) {
 		t.Error("IsolatesSource(error, cow) = false, want true")
 	}
 }
+
+func TestSpecAbsolute(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{"log:file=x.jsonl", "log:file=/srv/x.jsonl"},
+		{"log:file=/abs/x.jsonl", "log:file=/abs/x.jsonl"},
+		{"error:file=../t/e0,rate=1", "error:file=/t/e0,rate=1"},
+		{"cow", "cow"},
+	}
+	for _, tt := range tests {
+		s, err := Parse(tt.in)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := s.Absolute("/srv").String(); got != tt.want {
+			t.Errorf("Absolute(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
