@@ -32,6 +32,9 @@ func FuzzXZIndex(f *testing.F) {
 	for _, s := range fuzzSeeds(f) {
 		f.Add(s)
 	}
+	for _, s := range extremeSeeds() {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		size := int64(len(data))
 		ix, err := ReadIndex(bytes.NewReader(data), size, sources.NewBudget(16<<20), "")
@@ -71,6 +74,9 @@ func FuzzXZBlockHeader(f *testing.F) {
 			}
 		}
 	}
+	for _, s := range extremeHeaders() {
+		f.Add(s)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := parseBlockHeader(b)
 		if err != nil {
@@ -80,4 +86,38 @@ func FuzzXZBlockHeader(f *testing.F) {
 			t.Fatalf("parseBlockHeader = %+v for %d bytes", h, len(b))
 		}
 	})
+}
+
+// extremeSeeds are small files whose index fields sit at the edges: record
+// counts and sizes at 0, 1, max-1, max, and sums that overflow.
+func extremeSeeds() [][]byte {
+	const max62 = 1 << 62
+	var out [][]byte
+	for _, recs := range [][][2]uint64{
+		nil,
+		{{0, 0}},
+		{{1, 1}},
+		{{24, 0}},
+		{{24, 1}},
+		{{24, 1 << 21}},
+		{{max62, max62}},
+		{{max62 - 1, max62 - 1}},
+		{{maxUnpadded, 1}},
+		{{24, max62}, {24, max62}},
+		{{1<<63 - 1, 1}, {1<<63 - 1, 1}},
+	} {
+		out = append(out, hostileXZ(recs, 0, 0))
+	}
+	return out
+}
+
+// extremeHeaders are block headers with extreme sizes and dictionaries.
+func extremeHeaders() [][]byte {
+	var out [][]byte
+	for _, dict := range []byte{0, 1, 39, 40, 41, 0xFF} {
+		for _, sizes := range [][2]uint64{{0, 0}, {1, 1}, {1<<62 - 1, 1 << 62}, {1 << 63, 1<<64 - 1}} {
+			out = append(out, blockHeaderBytes(sizes[0], sizes[1], dict))
+		}
+	}
+	return out
 }
