@@ -89,9 +89,9 @@ func detach(ctx context.Context, index int, force bool) error {
 		}
 	}
 	st := readState(dir, index)
-	if st != nil && processAlive(st.Supervisor) {
+	if st != nil {
 		// No restarts from here on: the server about to exit is detached.
-		syscall.Kill(st.Supervisor, syscall.SIGUSR2)
+		st.supervisor().signal(syscall.SIGUSR2)
 	}
 	fam, err := kernel.Open()
 	if errors.Is(err, kernel.ErrNoDriver) {
@@ -103,15 +103,15 @@ func detach(ctx context.Context, index int, force bool) error {
 		return fmt.Errorf("%s: disconnecting: %w", dev, err)
 	}
 	// The server flushes and exits when the kernel closes its sockets.
-	serverPID := pid
+	server := procRef{PID: pid}
 	if st != nil {
-		serverPID = st.PID
+		server = st.server()
 	}
-	if err := waitFor(ctx, 60*time.Second, func() bool { return !processAlive(serverPID) }); err != nil {
-		return fmt.Errorf("%s: server process %d did not exit: %w", dev, serverPID, err)
+	if err := waitFor(ctx, 60*time.Second, func() bool { return !server.alive() }); err != nil {
+		return fmt.Errorf("%s: server process %d did not exit: %w", dev, server.PID, err)
 	}
 	if st != nil && st.Supervisor != 0 {
-		if err := waitFor(ctx, 10*time.Second, func() bool { return !processAlive(st.Supervisor) }); err != nil {
+		if err := waitFor(ctx, 10*time.Second, func() bool { return !st.supervisor().alive() }); err != nil {
 			return fmt.Errorf("%s: supervisor process %d did not exit: %w", dev, st.Supervisor, err)
 		}
 	}

@@ -60,9 +60,9 @@ func List(indices []int) ([]Device, error) {
 			switch {
 			case st.DeadReason != "":
 				d.State, d.Reason = StateDead, st.DeadReason
-			case !processAlive(st.PID) && processAlive(st.Supervisor):
+			case !st.server().alive() && st.supervisor().alive():
 				d.State = StateRestarting
-			case !processAlive(st.PID):
+			case !st.server().alive():
 				d.State = StateDead
 				d.Reason = "the server died and no supervisor restarts it (nbdloop restart " + d.Name + ", or detach it)"
 			}

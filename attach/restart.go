@@ -36,14 +36,14 @@ func Restart(ctx context.Context, index int, force bool) (*Device, error) {
 		return nil, fmt.Errorf("%s: cannot restart: %s (detach it)", dev, why)
 	}
 	oldPID := st.PID
-	supAlive, srvAlive := processAlive(st.Supervisor), processAlive(st.PID)
+	supAlive, srvAlive := st.supervisor().alive(), st.server().alive()
 	switch {
 	case supAlive && srvAlive:
-		if err := syscall.Kill(st.PID, syscall.SIGUSR1); err != nil {
+		if err := st.server().signal(syscall.SIGUSR1); err != nil {
 			return nil, fmt.Errorf("%s: asking server %d to hand over: %w", dev, st.PID, err)
 		}
 	case supAlive:
-		if err := syscall.Kill(st.Supervisor, syscall.SIGHUP); err != nil {
+		if err := st.supervisor().signal(syscall.SIGHUP); err != nil {
 			return nil, fmt.Errorf("%s: asking supervisor %d to try again: %w", dev, st.Supervisor, err)
 		}
 	default:
@@ -54,7 +54,7 @@ func Restart(ctx context.Context, index int, force bool) (*Device, error) {
 	var cur *State
 	err := waitFor(ctx, 30*time.Second, func() bool {
 		cur = readState(dir, index)
-		return cur != nil && cur.PID != oldPID && processAlive(cur.PID) && cur.DeadReason == ""
+		return cur != nil && cur.PID != oldPID && cur.server().alive() && cur.DeadReason == ""
 	})
 	if err != nil {
 		why := ""
@@ -79,7 +79,7 @@ func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
 	if spec, err := ParseSpec(st.Config.Source); err == nil && spec.Kind == "memory" {
 		var mem *os.File
 		if srvAlive && st.MemFD > 0 {
-			mem, err = stealFD(st.PID, st.MemFD)
+			mem, err = stealFD(st.server(), st.MemFD)
 			if err != nil {
 				return fmt.Errorf("taking the RAM disk from server %d: %w", st.PID, err)
 			}
@@ -95,8 +95,8 @@ func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
 	if srvAlive {
 		// Without a supervisor the server does not handle SIGUSR1 and the
 		// signal ends it; either way the kernel keeps what it wrote.
-		syscall.Kill(st.PID, syscall.SIGUSR1)
-		if err := waitFor(ctx, 30*time.Second, func() bool { return !processAlive(st.PID) }); err != nil {
+		st.server().signal(syscall.SIGUSR1)
+		if err := waitFor(ctx, 30*time.Second, func() bool { return !st.server().alive() }); err != nil {
 			return fmt.Errorf("server %d did not hand over: %w", st.PID, err)
 		}
 	}
@@ -112,14 +112,20 @@ func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
 	return err
 }
 
-// stealFD duplicates descriptor fd of process pid into this process
-// (pidfd_getfd, Linux 5.6; root may do it to any process).
-func stealFD(pid, fd int) (*os.File, error) {
-	pfd, err := unix.PidfdOpen(pid, 0)
+// stealFD duplicates descriptor fd of process p into this process
+// (pidfd_getfd, Linux 5.6; root may do it to any process), never of a
+// process that reused p's pid.
+func stealFD(p procRef, fd int) (*os.File, error) {
+	pfd, err := unix.PidfdOpen(p.PID, 0)
 	if err != nil {
 		return nil, fmt.Errorf("pidfd_open: %w", err)
 	}
 	defer unix.Close(pfd)
+	if p.Start != 0 {
+		if start, ok := procStart(p.PID); !ok || start != p.Start {
+			return nil, errProcessGone
+		}
+	}
 	nfd, err := unix.PidfdGetfd(pfd, fd, 0)
 	if err != nil {
 		return nil, fmt.Errorf("pidfd_getfd: %w", err)

@@ -237,6 +237,10 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 		Connections: cfg.Connections, ServerFlags: flags,
 		Timeout: cfg.Timeout, DeadTimeout: cfg.DeadTimeout, Config: cfg,
 		Started: time.Now().UTC(), Attached: time.Now().UTC(), Supervisor: so.supervisor,
+		PIDStart: refOf(os.Getpid()).Start,
+	}
+	if so.supervisor != 0 {
+		st.SupervisorStart = refOf(so.supervisor).Start
 	}
 	if so.memFile != nil {
 		st.MemFD = memFD

@@ -57,7 +57,16 @@ type State struct {
 	LastExit string `json:"last_exit,omitempty"`
 	// DeadReason is set when the supervisor gave up restarting.
 	DeadReason string `json:"dead_reason,omitempty"`
+	// PIDStart and SupervisorStart are the start times of the server and
+	// the supervisor (procRef): signals never reach a process that reused
+	// one of their pids.
+	PIDStart        uint64 `json:"pid_start,omitempty"`
+	SupervisorStart uint64 `json:"supervisor_start,omitempty"`
 }
+
+// server and supervisor name the record's processes for signals.
+func (st *State) server() procRef     { return procRef{st.PID, st.PIDStart} }
+func (st *State) supervisor() procRef { return procRef{st.Supervisor, st.SupervisorStart} }
 
 func statePath(dir string, index int) string {
 	return filepath.Join(dir, fmt.Sprintf("nbd%d.json", index))
