@@ -24,6 +24,7 @@ const (
 	maxRefTableBytes = 8 << 20
 	maxSnapshots     = 65536
 	maxBackingName   = 1023
+	maxBackingFormat = 15
 
 	// Largest virtual size accepted: 2^62 keeps every offset computation
 	// far from overflow (qemu's own limit comes from the L1 table size).
@@ -277,6 +278,10 @@ func (h *header) parseExtensions(b []byte) error {
 		data := b[off : off+n]
 		switch typ {
 		case extBackingFmt:
+			// qemu's limit too (bs->backing_format).
+			if len(data) > maxBackingFormat {
+				return fmt.Errorf("backing format name of %d bytes, more than %d", len(data), maxBackingFormat)
+			}
 			h.backingFormat = string(data)
 		case extFeatureNames:
 			// 48-byte entries: type, bit number, 46-byte name.
@@ -284,6 +289,9 @@ func (h *header) parseExtensions(b []byte) error {
 				h.featureNames = map[[2]byte]string{}
 			}
 			for e := data; len(e) >= 48; e = e[48:] {
+				if e[0] > 2 || e[1] > 63 {
+					continue // no such feature bit: keep at most 3*64 names
+				}
 				name := e[2:48]
 				for i, c := range name {
 					if c == 0 {
@@ -294,7 +302,7 @@ func (h *header) parseExtensions(b []byte) error {
 				h.featureNames[[2]byte{e[0], e[1]}] = string(name)
 			}
 		case extExternalData:
-			h.externalDataName = string(data)
+			h.externalDataName = string(data[:min(len(data), maxBackingName)])
 		}
 		off += (n + 7) &^ 7
 	}
@@ -313,7 +321,7 @@ func (h *header) featureList(typ byte, bits uint64) string {
 			s += ", "
 		}
 		if name, ok := h.featureNames[[2]byte{typ, byte(i)}]; ok && name != "" {
-			s += fmt.Sprintf("bit %d (%s)", i, name)
+			s += fmt.Sprintf("bit %d (%q)", i, name)
 		} else {
 			s += fmt.Sprintf("bit %d", i)
 		}

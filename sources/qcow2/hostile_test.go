@@ -152,6 +152,11 @@ func TestHostileQcow2(t *testing.T) {
 		// data (nil: zeros).
 		want []string
 		data []byte
+		// writeErr: after a successful Open, a write of 64 KiB at 0 must
+		// fail with an error containing it, or ("" and write set) read
+		// back as written.
+		write    bool
+		writeErr string
 	}{
 		{name: "backing offset+size wraps (0xFFFFFFFFFFFFFFF0+0x20)", make: func(t *testing.T, dir, out, canary string) string {
 			return spec{backing: "base.raw", patch: patches(put64(hBackingOffset, 0xFFFFFFFFFFFFFFF0), put32(hBackingSize, 0x20))}.write(t, dir, "a.qcow2")
@@ -241,6 +246,53 @@ func TestHostileQcow2(t *testing.T) {
 		{name: "extension running into the backing name", make: func(t *testing.T, dir, out, canary string) string {
 			return spec{backing: "base.raw", backingFmt: "raw", patch: put32(v3HeaderLen+4, 17)}.write(t, dir, "a.qcow2")
 		}, want: []string{"runs past the header area"}},
+		{name: "backing name with a newline", make: func(t *testing.T, dir, out, canary string) string {
+			return spec{backing: "base.raw\nsecond line", backingFmt: "raw"}.write(t, dir, "a.qcow2")
+		}, want: []string{`backing file "base.raw\nsecond line" of $DIR/a.qcow2: a control character in a file name`}},
+		{name: "backing format of 1000 bytes", make: func(t *testing.T, dir, out, canary string) string {
+			return spec{backing: "base.raw", backingFmt: strings.Repeat("r", 1000)}.write(t, dir, "a.qcow2")
+		}, want: []string{"backing format name of 1000 bytes, more than 15"}},
+		{name: "feature name table filling the cluster", make: func(t *testing.T, dir, out, canary string) string {
+			return spec{clusterBits: 21, patch: func(b []byte) {
+				n := (1<<21 - v3HeaderLen - 16) / 48 * 48
+				binary.BigEndian.PutUint32(b[v3HeaderLen:], extFeatureNames)
+				binary.BigEndian.PutUint32(b[v3HeaderLen+4:], uint32(n))
+				for i := 0; i < n; i += 48 {
+					e := b[v3HeaderLen+8+i:]
+					e[0], e[1] = byte(i/48), byte(i/48>>8)
+					copy(e[2:48], "a feature name\nover two lines, 46 bytes long..")
+				}
+				binary.BigEndian.PutUint64(b[hIncompatible:], 1<<63)
+				e := b[v3HeaderLen+8:]
+				e[0], e[1] = 0, 63
+			}}.write(t, dir, "a.qcow2")
+		}, want: []string{`incompatible features bit 63 ("a feature name\nover two lines, 46 bytes long..")`}},
+		{name: "refcount table entry past 2^56, written", make: func(t *testing.T, dir, out, canary string) string {
+			return spec{patch: put64(cs, 1<<60|2*cs)}.write(t, dir, "a.qcow2")
+		}, write: true, writeErr: "refcount table entry 0 is 0x1000000000020000, past the 2^56 bytes"},
+		{name: "refcount table entry unaligned, written", make: func(t *testing.T, dir, out, canary string) string {
+			return spec{patch: put64(cs, 2*cs+512)}.write(t, dir, "a.qcow2")
+		}, write: true, writeErr: "refcount block at unaligned offset 0x20200"},
+		{name: "L1 entry to the last cluster a qcow2 file can have, written", make: func(t *testing.T, dir, out, canary string) string {
+			return spec{patch: put64(3*cs, entryCopied|(offsetMask&^(cs-1)))}.write(t, dir, "a.qcow2")
+		}, write: true, writeErr: "L2 table at 0xffffffffff0000 lies past the end of the file"},
+		{name: "refcount table entry past the end of the file, written", make: func(t *testing.T, dir, out, canary string) string {
+			return spec{patch: put64(cs, 1<<40)}.write(t, dir, "a.qcow2")
+		}, write: true, writeErr: "refcount block at 0x10000000000 lies past the end of the file"},
+		{name: "L1 entry to the refcount table, read", make: func(t *testing.T, dir, out, canary string) string {
+			return spec{patch: put64(3*cs, entryCopied|cs)}.write(t, dir, "a.qcow2")
+		}, readOnly: true, data: func() []byte {
+			// The refcount table read as an L2 table maps guest cluster 0
+			// to the refcount block.
+			b := make([]byte, mib)
+			for c := range 4 {
+				binary.BigEndian.PutUint16(b[2*c:], 1)
+			}
+			return b
+		}()},
+		{name: "refcount table of 128 clusters, written", make: func(t *testing.T, dir, out, canary string) string {
+			return spec{clusterBits: 9, patch: put32(hRefClusters, 128), fileSize: 1 << 20}.write(t, dir, "a.qcow2")
+		}, write: true},
 		{name: "backing absolute, to the canary", make: func(t *testing.T, dir, out, canary string) string {
 			return spec{backing: canary, backingFmt: "raw"}.write(t, dir, "a.qcow2")
 		}, want: []string{"backing file of $DIR/a.qcow2: \"$OUT/canary\": outside $DIR (allow its directory with --allow-path $OUT)"}},
@@ -362,6 +414,9 @@ func TestHostileQcow2(t *testing.T) {
 						if _, rerr := im.ReadAt(got, 0); rerr != nil {
 							t.Errorf("ReadAt: %v", rerr)
 						}
+						if c.write {
+							hostileWrite(t, im, c.writeErr)
+						}
 					}
 				}()
 				select {
@@ -419,6 +474,29 @@ func TestHostileQcow2(t *testing.T) {
 		})
 	}
 	t.Logf("most allocated: %s (%s)", sources.SizeString(int64(worst)), worstName)
+}
+
+// hostileWrite writes 64 KiB at 0 and reads them back, or checks the
+// write's error.
+func hostileWrite(t *testing.T, im *Image, wantErr string) {
+	p := testData(64<<10, 99)
+	_, err := im.WriteAt(p, 0)
+	if err == nil {
+		err = im.Flush()
+	}
+	switch {
+	case err != nil && wantErr == "":
+		t.Errorf("write: %v", err)
+	case err != nil && (!strings.Contains(err.Error(), wantErr) || strings.Contains(err.Error(), "\n")):
+		t.Errorf("write error\n%s\ndoes not contain\n%s", err, wantErr)
+	case err == nil && wantErr != "":
+		t.Errorf("write succeeded, want an error containing %q", wantErr)
+	case err == nil:
+		q := make([]byte, len(p))
+		if _, err := im.ReadAt(q, 0); err != nil || !bytes.Equal(p, q) {
+			t.Errorf("read after write: %v, differs at %d", err, firstDiff(p, q))
+		}
+	}
 }
 
 func mkdir(t *testing.T, dir string) {

@@ -407,6 +407,9 @@ func (im *Image) openBacking(opts Options, depth int, seen map[fileID]bool) erro
 	if strings.HasPrefix(im.h.backingFile, "json:") || containsProtocol(im.h.backingFile) {
 		return fmt.Errorf("backing file %q: %w (only plain file names are; rebase the image: qemu-img rebase -b FILE -F FORMAT IMAGE)", im.h.backingFile, ErrUnsupported)
 	}
+	if strings.ContainsFunc(im.h.backingFile, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return fmt.Errorf("backing file %q of %s: a control character in a file name (rebase the image: qemu-img rebase -b FILE -F FORMAT IMAGE)", im.h.backingFile, im.path)
+	}
 	base, err := filepath.Abs(filepath.Dir(im.path))
 	if err != nil {
 		return fmt.Errorf("backing file %q of %s: %w", im.h.backingFile, im.path, err)

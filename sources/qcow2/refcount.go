@@ -68,6 +68,9 @@ func (im *Image) refBlock(c int64, create bool) (*table, int64, error) {
 	if off%im.cs != 0 {
 		return nil, 0, fmt.Errorf("refcount block at unaligned offset %#x: %w", off, ErrCorrupt)
 	}
+	if !im.inFile(off) {
+		return nil, 0, fmt.Errorf("refcount block at %#x lies past the end of the file: %w", off, ErrCorrupt)
+	}
 	t := im.refBlocks.get(off)
 	if t == nil {
 		data := make([]byte, im.cs)

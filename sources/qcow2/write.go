@@ -217,7 +217,14 @@ func (im *Image) writeInPlace(p []byte, off int64) (int, error) {
 }
 
 func (im *Image) inPlace(entry, bitmap uint64) bool {
-	return entry&entryCopied != 0 && im.fullData(entry, bitmap) && int64(entry&offsetMask)%im.cs == 0
+	return entry&entryCopied != 0 && im.fullData(entry, bitmap) && int64(entry&offsetMask)%im.cs == 0 && im.inFile(int64(entry&offsetMask))
+}
+
+// inFile reports whether the cluster at host offset off lies in the file
+// (as it was at open, or allocated since): metadata and data are written
+// only there, not wherever a corrupt entry points.
+func (im *Image) inFile(off int64) bool {
+	return off >= 0 && off>>im.cbits < im.endCluster
 }
 
 // l2ForWrite returns the L2 table of guest cluster ci and the byte offset
@@ -231,6 +238,9 @@ func (im *Image) l2ForWrite(ci int64) (*table, int64, error) {
 	i := (ci & (1<<im.l2bits - 1)) * im.h.l2EntryBytes
 	l1e := im.l1[l1i]
 	if off := int64(l1e & offsetMask); off != 0 {
+		if !im.inFile(off) {
+			return nil, 0, fmt.Errorf("L2 table at %#x lies past the end of the file: %w", off, ErrCorrupt)
+		}
 		if l1e&entryCopied == 0 {
 			// Only snapshots share L2 tables, and images with snapshots
 			// are opened read-only.
@@ -318,7 +328,7 @@ func (im *Image) writeCluster(p []byte, off int64) error {
 // reuse.
 func (im *Image) reusable(entry uint64) bool {
 	host := int64(entry & offsetMask)
-	return entry&entryCompressed == 0 && entry&entryCopied != 0 && host != 0 && host%im.cs == 0
+	return entry&entryCompressed == 0 && entry&entryCopied != 0 && host != 0 && host%im.cs == 0 && im.inFile(host)
 }
 
 // release schedules the host clusters of an L2 entry that is being
