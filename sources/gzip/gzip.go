@@ -133,8 +133,8 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 	if n, ok := r.(interface{ Name() string }); ok {
 		name = n.Name()
 	}
-	s := &Source{r: r, size: size, charge: &charger{budget: budget, what: "the gzip index of " + name + " (a checkpoint every Interval bytes, each with its 32 KiB window)"}}
-	src, err := s.open(opts)
+	s := &Source{r: r, size: size, charge: &charger{budget: budget}}
+	src, err := s.open(opts, name)
 	if err != nil {
 		s.charge.undo(0)
 		return nil, err
@@ -142,7 +142,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 	return src, nil
 }
 
-func (s *Source) open(opts Options) (*Source, error) {
+func (s *Source) open(opts Options, name string) (*Source, error) {
 	r, size := s.r, s.size
 	var warns []string
 	var dir *cacheDir
@@ -157,6 +157,7 @@ func (s *Source) open(opts Options) (*Source, error) {
 			if key.sample, err = fileSample(r, size); err != nil {
 				return nil, err
 			}
+			s.charge.what = "the saved gzip index of " + name
 			if s.ix = dir.load(key, r, size, s.charge); s.ix != nil {
 				s.loaded = true
 			}
@@ -168,6 +169,7 @@ func (s *Source) open(opts Options) (*Source, error) {
 			// Compressed size times 4 estimates the uncompressed size.
 			interval = max(int64(DefaultInterval), size*4/maxCheckpoints)
 		}
+		s.charge.what = fmt.Sprintf("the gzip index of %s (a checkpoint every %s of data, with its 32 KiB window)", name, sources.SizeString(interval))
 		ix, err := buildIndex(r, size, interval, s.charge)
 		if err != nil {
 			return nil, err
@@ -215,21 +217,51 @@ func (s *Source) Close() error {
 	return err
 }
 
-// segReader decodes one segment: its size in bytes, from its checkpoint.
+// segReader decodes one segment: its size in bytes, from its checkpoint,
+// through as many members as the segment holds.
 type segReader struct {
-	lr   io.LimitedReader
-	base int64
+	fr   io.Reader     // the current member's inflater
+	in   *bytes.Reader // the segment's compressed bytes
+	base int64         // their file offset
+	left int64         // bytes of the segment not yet returned
 }
 
 func (r *segReader) Read(p []byte) (int, error) {
-	n, err := r.lr.Read(p)
-	var fe flate.CorruptInputError
-	if errors.As(err, &fe) {
-		err = corrupt(int64(fe), "deflate data: %v", err)
-	} else if err == io.ErrUnexpectedEOF {
-		err = corrupt(r.base, "deflate data ends early")
+	for {
+		if r.left == 0 {
+			return 0, io.EOF
+		}
+		n, err := r.fr.Read(p[:min(int64(len(p)), r.left)])
+		r.left -= int64(n)
+		at := r.base + r.in.Size() - int64(r.in.Len())
+		var fe flate.CorruptInputError
+		switch {
+		case r.left == 0:
+			// The data the segment needs is all there; what follows
+			// (a block cut by the segment's end) is not.
+			err = nil
+		case errors.As(err, &fe):
+			return n, corrupt(at, "deflate data: %v", err)
+		case err == io.ErrUnexpectedEOF:
+			return n, corrupt(at, "deflate data ends early")
+		case err == io.EOF && r.left > 0:
+			// The member ends inside the segment: skip its trailer
+			// and go on with the next member.
+			if _, serr := r.in.Seek(8, io.SeekCurrent); serr != nil || r.in.Len() == 0 {
+				return n, corrupt(at, "the segment ends inside a member trailer")
+			}
+			if _, herr := readHeader(r.in, at+8); herr != nil {
+				return n, herr
+			}
+			r.fr.(flate.Resetter).Reset(r.in, nil)
+			err = nil
+		case err == io.EOF:
+			err = nil
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
 	}
-	return n, err
 }
 
 func (s *Source) openSegment(i int) (io.Reader, error) {
@@ -250,14 +282,15 @@ func (s *Source) openSegment(i int) (io.Reader, error) {
 			return nil, corrupt(lo, "damaged window in the gzip index")
 		}
 	}
-	fr := flate.NewReaderOpts(bytes.NewReader(buf), flate.WithPartialBlock(), flate.WithResumeFrom(flate.InflateCheckpoint{
+	in := bytes.NewReader(buf)
+	fr := flate.NewReaderOpts(in, flate.WithPartialBlock(), flate.WithResumeFrom(flate.InflateCheckpoint{
 		UncompressedOffset: cp.uoff, CompressedOffset: lo, BitOffset: cp.bit, Window: window,
 	}))
 	end := s.ix.size
 	if i+1 < len(s.ix.cps) {
 		end = s.ix.cps[i+1].uoff
 	}
-	return &segReader{lr: io.LimitedReader{R: fr, N: end - cp.uoff}, base: lo}, nil
+	return &segReader{fr: fr, in: in, base: lo, left: end - cp.uoff}, nil
 }
 
 // Checkpoints returns how many places decoding can resume from.

@@ -46,15 +46,17 @@ func corrupt(off int64, format string, args ...any) error {
 // posReader is a bufio.Reader over the file that knows its file offset.
 type posReader struct {
 	*bufio.Reader
-	c *compressed.CountReader
+	c    *compressed.CountReader
+	base int64 // file offset of the reader's first byte
 }
 
 func newPosReader(r io.ReaderAt, off, size int64) *posReader {
 	c := &compressed.CountReader{R: io.NewSectionReader(r, off, size-off)}
-	return &posReader{Reader: bufio.NewReaderSize(c, 256<<10), c: c}
+	return &posReader{Reader: bufio.NewReaderSize(c, 256<<10), c: c, base: off}
 }
 
-func (p *posReader) pos(base int64) int64 { return base + p.c.N - int64(p.Buffered()) }
+// pos returns the file offset of the next byte Read returns.
+func (p *posReader) pos() int64 { return p.base + p.c.N - int64(p.Buffered()) }
 
 // header is what a member header says that we use.
 type header struct {
@@ -158,8 +160,9 @@ type checkpoint struct {
 	bit    uint8    // bits of that byte already consumed
 	window []byte   // the window, deflated; nil at a member start
 	sum    [32]byte // SHA-256 of the compressed bytes of compRange
-	// memberEnd is the file offset where this checkpoint's member's
-	// deflate data ends (its trailer starts).
+	// memberEnd is the file offset where the deflate data of the last
+	// member that this checkpoint's segment reaches ends (its trailer
+	// starts).
 	memberEnd int64
 }
 
@@ -173,21 +176,27 @@ type index struct {
 }
 
 // buildIndex inflates the whole file once, without keeping the output,
-// checking every member's CRC32 and size, and records a checkpoint at
-// every member start and after the first deflate block that ends at least
-// interval bytes after the previous checkpoint. Every checkpoint is
+// checking every member's CRC32 and size, and records a checkpoint at the
+// first member's start, then at the first member start or deflate block
+// end at least interval bytes after the previous checkpoint (a segment may
+// hold many members). Every checkpoint is
 // charged to c before it is kept; when c refuses, so does buildIndex.
 func buildIndex(r io.ReaderAt, size, interval int64, c *charger) (*index, error) {
 	ix := &index{}
 	pr := newPosReader(r, 0, size)
 	var uoff int64
+	var last int64 // the last checkpoint's uncompressed offset
 	var wbuf bytes.Buffer
 	comp, _ := flate.NewWriter(&wbuf, flate.BestSpeed)
 	var cbErr error
 	var pending []*pendingCP
 	dropped := map[int]bool{}
+	plain := flate.NewReader(nil)
+	fd := newFixDecoder()
+	h32 := crc32.NewIEEE()
+	cbuf := make([]byte, 256<<10)
 	for {
-		start := pr.pos(0)
+		start := pr.pos()
 		if start >= size {
 			break
 		}
@@ -204,42 +213,60 @@ func buildIndex(r io.ReaderAt, size, interval int64, c *charger) (*index, error)
 		}
 		ix.members++
 		dstart := start + h.size
-		first := len(ix.cps)
-		if err := c.charge(cpMem); err != nil {
-			return nil, err
+		// A member starts a checkpoint when it starts interval bytes
+		// after the last one: a segment may hold many small members.
+		open := len(ix.cps) - 1 // the checkpoint whose segment holds the member's start
+		prevLast := last
+		added := len(ix.cps) == 0 || uoff-last >= interval
+		if added {
+			if err := c.charge(cpMem); err != nil {
+				return nil, err
+			}
+			ix.cps = append(ix.cps, checkpoint{uoff: uoff, coff: dstart})
+			open, last = len(ix.cps)-1, uoff
 		}
-		ix.cps = append(ix.cps, checkpoint{uoff: uoff, coff: dstart})
-		last := uoff
 		mbase := uoff
-		fr := flate.NewReaderOpts(pr, flate.WithEobCallback(func(cp flate.InflateCheckpoint) {
-			u := mbase + cp.UncompressedOffset
-			if u-last < interval || cbErr != nil {
-				return
-			}
-			last = u
-			wbuf.Reset()
-			comp.Reset(&wbuf)
-			comp.Write(cp.Window)
-			if err := comp.Close(); err != nil {
-				cbErr = err
-				return
-			}
-			if err := c.charge(cpMem + int64(wbuf.Len())); err != nil {
-				cbErr = err
-				return
-			}
-			ix.cps = append(ix.cps, checkpoint{
-				uoff: u, coff: dstart + cp.CompressedOffset, bit: cp.BitOffset,
-				window: bytes.Clone(wbuf.Bytes()),
+		// Most members of many-member files (pigz -i, BGZF) end before
+		// the next checkpoint is due: one reused decoder inflates them.
+		// A member that does not is inflated again from its start by a
+		// decoder that records checkpoints (klauspost/compress drops the
+		// callback on Reset, so that one is new for every such member).
+		need := last + interval - uoff
+		plain.(flate.Resetter).Reset(pr, nil)
+		h32.Reset()
+		n, err := io.CopyBuffer(h32, io.LimitReader(plain, need+1), cbuf)
+		if err == nil && n > need {
+			pr = newPosReader(r, dstart, size)
+			fr := flate.NewReaderOpts(pr, flate.WithEobCallback(func(cp flate.InflateCheckpoint) {
+				u := mbase + cp.UncompressedOffset
+				if u-last < interval || cbErr != nil {
+					return
+				}
+				last = u
+				wbuf.Reset()
+				comp.Reset(&wbuf)
+				comp.Write(cp.Window)
+				if err := comp.Close(); err != nil {
+					cbErr = err
+					return
+				}
+				if err := c.charge(cpMem + int64(wbuf.Len())); err != nil {
+					cbErr = err
+					return
+				}
+				ix.cps = append(ix.cps, checkpoint{
+					uoff: u, coff: dstart + cp.CompressedOffset, bit: cp.BitOffset,
+					window: bytes.Clone(wbuf.Bytes()),
+				})
+				pending = append(pending, &pendingCP{idx: len(ix.cps) - 1, uoff: u, window: bytes.Clone(cp.Window)})
+			}))
+			h32.Reset()
+			n, err = copyVerifying(h32, fr, mbase, &pending, &cbErr, cbuf, func(pc *pendingCP) {
+				if !fixCheckpoint(fd, r, size, &ix.cps[pc.idx], pc.window, pc.expect) {
+					dropped[pc.idx] = true
+				}
 			})
-			pending = append(pending, &pendingCP{idx: len(ix.cps) - 1, uoff: u, window: bytes.Clone(cp.Window)})
-		}))
-		h32 := crc32.NewIEEE()
-		n, err := copyVerifying(h32, fr, mbase, &pending, &cbErr, func(pc *pendingCP) {
-			if !fixCheckpoint(r, size, &ix.cps[pc.idx], pc.window, pc.expect) {
-				dropped[pc.idx] = true
-			}
-		})
+		}
 		if cbErr != nil {
 			return nil, cbErr
 		}
@@ -249,11 +276,11 @@ func buildIndex(r io.ReaderAt, size, interval int64, c *charger) (*index, error)
 				return nil, corrupt(dstart+int64(fe), "deflate data: %v", err)
 			}
 			if err == io.ErrUnexpectedEOF {
-				return nil, corrupt(pr.pos(0), "the file ends inside a member (truncated?)")
+				return nil, corrupt(pr.pos(), "the file ends inside a member (truncated?)")
 			}
 			return nil, err
 		}
-		dend := pr.pos(0)
+		dend := pr.pos()
 		var tr [8]byte
 		if _, err := io.ReadFull(pr, tr[:]); err != nil {
 			return nil, corrupt(dend, "the file ends inside a member trailer (truncated?)")
@@ -265,12 +292,17 @@ func buildIndex(r io.ReaderAt, size, interval int64, c *charger) (*index, error)
 			return nil, corrupt(dend+4, "member size %d does not match its trailer's %d", n, got)
 		}
 		for _, pc := range pending { // the member ended before they filled
-			if len(pc.expect) == 0 || !fixCheckpoint(r, size, &ix.cps[pc.idx], pc.window, pc.expect) {
+			if len(pc.expect) == 0 || !fixCheckpoint(fd, r, size, &ix.cps[pc.idx], pc.window, pc.expect) {
 				dropped[pc.idx] = true
 			}
 		}
 		pending = pending[:0]
-		for i := first; i < len(ix.cps); i++ {
+		if n == 0 && added { // an empty member starts nothing
+			ix.cps = ix.cps[:open]
+			c.undo(c.charged - cpMem)
+			open, last = open-1, prevLast
+		}
+		for i := max(open, 0); i < len(ix.cps); i++ {
 			ix.cps[i].memberEnd = dend
 		}
 		uoff += n
@@ -282,19 +314,24 @@ func buildIndex(r io.ReaderAt, size, interval int64, c *charger) (*index, error)
 	// Drop checkpoints that start nothing (empty members, or a block
 	// boundary at a member's end).
 	cps := ix.cps[:0]
+	var freed int64
 	for i, cp := range ix.cps {
-		if dropped[i] {
-			continue
-		}
 		end := ix.size
 		if i+1 < len(ix.cps) {
 			end = ix.cps[i+1].uoff
 		}
-		if end > cp.uoff {
-			cps = append(cps, cp)
+		if dropped[i] || end <= cp.uoff {
+			freed += cpMem + int64(len(cp.window))
+			if len(cps) > 0 { // its members are the previous segment's now
+				prev := &cps[len(cps)-1]
+				prev.memberEnd = max(prev.memberEnd, cp.memberEnd)
+			}
+			continue
 		}
+		cps = append(cps, cp)
 	}
 	ix.cps = cps
+	c.undo(c.charged - freed)
 	return ix, nil
 }
 
@@ -341,8 +378,7 @@ type pendingCP struct {
 // each pending checkpoint the verifyLen bytes that follow it, calling done
 // once they are there. base is the member's uncompressed offset. It stops
 // early when *stop is set.
-func copyVerifying(w io.Writer, r io.Reader, base int64, pending *[]*pendingCP, stop *error, done func(*pendingCP)) (int64, error) {
-	buf := make([]byte, 256<<10)
+func copyVerifying(w io.Writer, r io.Reader, base int64, pending *[]*pendingCP, stop *error, buf []byte, done func(*pendingCP)) (int64, error) {
 	var n int64
 	for *stop == nil {
 		k, err := r.Read(buf)
@@ -377,20 +413,34 @@ func copyVerifying(w io.Writer, r io.Reader, base int64, pending *[]*pendingCP, 
 	return n, nil
 }
 
+// fixDecoder is what fixCheckpoint reuses from one checkpoint to the next.
+type fixDecoder struct {
+	in  *bufio.Reader
+	fr  io.Reader
+	got []byte
+}
+
+func newFixDecoder() *fixDecoder {
+	return &fixDecoder{in: bufio.NewReaderSize(nil, 64<<10), fr: flate.NewReader(nil), got: make([]byte, verifyLen)}
+}
+
 // fixCheckpoint makes sure decoding resumes correctly at cp: it decodes
 // the bytes that follow from cp's offset, and from up to 8 bytes before it,
 // and keeps the offset that reproduces them. (klauspost/compress v1.20.4
 // reports the compressed offset too far after stored blocks: dataBlock adds
 // the bytes already in its bit buffer to roffset a second time.)
-func fixCheckpoint(r io.ReaderAt, size int64, cp *checkpoint, window, expect []byte) bool {
-	got := make([]byte, len(expect))
+func fixCheckpoint(d *fixDecoder, r io.ReaderAt, size int64, cp *checkpoint, window, expect []byte) bool {
+	got := d.got[:len(expect)]
 	for back := int64(0); back <= 8 && cp.coff-back >= 0; back++ {
 		at := cp.coff - back
-		in := io.NewSectionReader(r, at, size-at)
-		fr := flate.NewReaderOpts(bufio.NewReaderSize(in, 64<<10), flate.WithResumeFrom(flate.InflateCheckpoint{
-			UncompressedOffset: cp.uoff, CompressedOffset: at, BitOffset: cp.bit, Window: window,
-		}))
-		n, _ := io.ReadFull(fr, got)
+		d.in.Reset(io.NewSectionReader(r, at, size-at))
+		err := d.fr.(interface {
+			ResetCP(io.Reader, flate.InflateCheckpoint) error
+		}).ResetCP(d.in, flate.InflateCheckpoint{UncompressedOffset: cp.uoff, CompressedOffset: at, BitOffset: cp.bit, Window: window})
+		if err != nil {
+			continue
+		}
+		n, _ := io.ReadFull(d.fr, got)
 		if n == len(expect) && bytes.Equal(got, expect) {
 			cp.coff = at
 			return true
