@@ -70,6 +70,8 @@ type Config struct {
 	// Files are the files served, as they were at attach (pinned): a
 	// server started later refuses a path that leads elsewhere now.
 	Files []FileIdentity `json:"files,omitempty"`
+	// NoLock is --no-lock: take no image locks (lock.go).
+	NoLock bool `json:"no_lock,omitempty"`
 }
 
 // NewConfig returns a Config with every default filled in.

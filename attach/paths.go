@@ -18,6 +18,9 @@ type FileIdentity struct {
 	Path string `json:"path"`
 	Dev  uint64 `json:"dev"`
 	Ino  uint64 `json:"ino"`
+	// Program is set for an exec: program, which is run, not served,
+	// and so not locked.
+	Program bool `json:"program,omitempty"`
 }
 
 // pinned returns cfg with every path it names made absolute against the
@@ -60,6 +63,7 @@ func (c Config) pinned() (Config, error) {
 			continue
 		}
 		if id, ok := identify(spec.Path); ok && !c.hasFile(id.Path) {
+			id.Program = spec.Kind == "exec"
 			c.Files = append(c.Files, id)
 		}
 	}

@@ -25,7 +25,7 @@ type procRef struct {
 // one the procRef names.
 var errProcessGone = errors.New("the process has exited")
 
-// self returns a procRef for pid, which must be this process or one it
+// refOf returns a procRef for pid, which must be this process or one it
 // knows to be alive and its own (its parent, its child).
 func refOf(pid int) procRef {
 	start, _ := procStart(pid)

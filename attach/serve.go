@@ -99,6 +99,15 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 	if err := checkFiles(cfg.Files); err != nil {
 		return fail(err)
 	}
+	// Locks before the files are opened (a reader's), upgraded to a
+	// writer's once the source is known to be writable; held until exit.
+	var locks imageLocks
+	if !cfg.NoLock {
+		if locks, err = lockFiles(cfg.Files); err != nil {
+			return fail(err)
+		}
+		defer locks.Close()
+	}
 
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 	oo := OpenOptions{
@@ -118,6 +127,11 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 	src := opened.Source
 	res.Warnings = append(res.Warnings, opened.Warnings...)
 	defer src.Close()
+	if !src.Caps().ReadOnly && !cfg.ReadOnly {
+		if err := locks.upgrade(); err != nil {
+			return fail(err)
+		}
+	}
 	if r := so.resume; r != nil && src.Size() != r.Size {
 		return fail(fmt.Errorf("%s: the source now has %d bytes, not the device's %d: cannot restart the server (detach the device)", cfg.Source, src.Size(), r.Size))
 	}

@@ -155,6 +155,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "cache-size", Value: fmt.Sprintf("%dM", attach.DefaultCacheSize>>20), Usage: "memory for decoded data of compressed images (xz, gzip, zstd), shared by all connections, in `SIZE` bytes"},
 			&cli.StringFlag{Name: "format", Usage: "open the file as `FORMAT` (" + strings.Join(attach.FormatNames(), ", ") + ") instead of probing its contents; with raw, the guest may write any first sector"},
 			&cli.StringSliceFlag{Name: "allow-path", Usage: "let the files an image names (backing files, extents, parents) be beneath `DIR` too, not only beneath the image's own directory (repeatable)"},
+			&cli.BoolFlag{Name: "no-lock", Usage: "take no locks on the image files (by default a writable device locks its files against other writers and readers, a read-only one against writers, as qemu does)"},
 			&cli.BoolFlag{Name: "allow-devices", Usage: "let the files an image names be block devices"},
 			&cli.StringFlag{Name: "metadata-limit", Value: fmt.Sprintf("%dM", sources.DefaultMetadataLimit>>20), Usage: "memory for image metadata (qcow2 and VMDK tables, compressed images' indexes), all files of the device together, in `SIZE` bytes; an image that needs more is refused"},
 			&cli.StringFlag{Name: "spill-limit", Usage: "largest temporary file a compressed image of one big block is decoded into, in `SIZE` bytes", DefaultText: "free space of $TMPDIR minus a margin"},
@@ -378,6 +379,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 	cfg.Filters = filterSpecs(c)
 	cfg.Format = c.String("format")
 	cfg.AllowDevices = c.Bool("allow-devices")
+	cfg.NoLock = c.Bool("no-lock")
 	for _, d := range c.StringSlice("allow-path") {
 		abs, err := filepath.Abs(d)
 		if err != nil {
