@@ -2,6 +2,7 @@ package partitioned
 
 import (
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -26,8 +27,11 @@ type Table struct {
 	// of them, with Type.Name "extended".
 	Partitions []Partition
 	// Warnings say what Read had to work around, such as a damaged
-	// primary GPT header replaced by the backup.
+	// primary GPT header replaced by the backup, or partitions that
+	// overlap each other or the table.
 	Warnings []string
+	// meta are the byte ranges of the table's own sectors that Read used.
+	meta [][2]int64
 }
 
 // Numbers returns the partitions' numbers, as text: "1, 2, 3, 5".
@@ -71,6 +75,16 @@ func Read(r io.ReaderAt, size, sectorSize int64) (*Table, error) {
 		return nil, err
 	}
 	haveMBR := hasSignature(mbr)
+	t, err := readTable(r, size, sectorSize, mbr, haveMBR)
+	if err != nil {
+		return nil, err
+	}
+	t.Warnings = append(t.Warnings, overlaps(t)...)
+	return t, nil
+}
+
+// readTable is Read once the sector size is checked and the MBR read.
+func readTable(r io.ReaderAt, size, sectorSize int64, mbr []byte, haveMBR bool) (*Table, error) {
 	protective := false
 	if haveMBR {
 		for _, e := range entries(mbr) {
@@ -187,7 +201,8 @@ func readGPTAt(r io.ReaderAt, total uint64, ss int64, lba uint64) (*Table, error
 	if got := crc32.ChecksumIEEE(array); got != h.EntriesCRC {
 		return nil, fmt.Errorf("%w: entry array CRC32 is %#08x, the entries give %#08x", errGPTHeader, h.EntriesCRC, got)
 	}
-	t := &Table{Kind: "gpt", SectorSize: ss, GUID: h.DiskGUID}
+	t := &Table{Kind: "gpt", SectorSize: ss, GUID: h.DiskGUID, meta: [][2]int64{{0, ss}, {int64(lba) * ss, int64(lba+1) * ss},
+		{int64(h.EntriesLBA) * ss, int64(h.EntriesLBA)*ss + int64(arrayLen)}}}
 	for i := uint32(0); i < h.NumEntries; i++ {
 		e := parseGPTEntry(array[uint64(i)*uint64(h.EntrySize):])
 		if e.Type.IsZero() || e.LastLBA < e.FirstLBA || e.LastLBA >= 1<<63/uint64(ss)-1 {
@@ -209,7 +224,7 @@ func readGPTAt(r io.ReaderAt, total uint64, ss int64, lba uint64) (*Table, error
 // extended partition.
 func readMBR(r io.ReaderAt, size, ss int64, mbr []byte) (*Table, error) {
 	t := &Table{Kind: "mbr", SectorSize: ss, DiskID: uint32(mbr[mbrDiskID]) | uint32(mbr[mbrDiskID+1])<<8 |
-		uint32(mbr[mbrDiskID+2])<<16 | uint32(mbr[mbrDiskID+3])<<24}
+		uint32(mbr[mbrDiskID+2])<<16 | uint32(mbr[mbrDiskID+3])<<24, meta: [][2]int64{{0, 512}}}
 	var ext *mbrEntry
 	for i, e := range entries(mbr) {
 		if e.Type == mbrEmpty || e.Count == 0 {
@@ -243,6 +258,7 @@ func readMBR(r io.ReaderAt, size, ss int64, mbr []byte) (*Table, error) {
 		if _, err := readFull(r, sector, ebr*ss); err != nil {
 			return nil, err
 		}
+		t.meta = append(t.meta, [2]int64{ebr * ss, ebr*ss + 512})
 		if !hasSignature(sector) {
 			t.Warnings = append(t.Warnings, fmt.Sprintf("the EBR at LBA %d has no 55 AA signature; logical partitions end there", ebr))
 			break
@@ -274,6 +290,54 @@ func readMBR(r io.ReaderAt, size, ss int64, mbr []byte) (*Table, error) {
 	return t, nil
 }
 
+// overlaps returns a warning for each partition that overlaps another
+// (an extended partition and its logical ones aside) or the sectors of the
+// table itself (the MBR, the EBRs, the GPT header and entries read), at
+// most maxListed of them and then a count. Linux uses such partitions as
+// they are, and so does OpenPartition; a write to one changes the other,
+// or the table.
+func overlaps(t *Table) []string {
+	type span struct {
+		number     int // 0 for the table's sectors
+		start, end int64
+	}
+	var spans []span
+	for _, m := range t.meta {
+		spans = append(spans, span{0, m[0], m[1]})
+	}
+	for _, p := range t.Partitions {
+		if p.Type.Name != "extended" {
+			spans = append(spans, span{p.Number, p.Start, p.End()})
+		}
+	}
+	slices.SortStableFunc(spans, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	var warns []string
+	var n int
+	var far span // the span that reaches furthest so far
+	for i, s := range spans {
+		if i > 0 && s.start < far.end && (s.number != 0 || far.number != 0) {
+			n++
+			if len(warns) < maxListed {
+				switch {
+				case s.number == 0:
+					warns = append(warns, fmt.Sprintf("partition %d (bytes %d to %d) overlaps the partition table: writing to it changes the table", far.number, far.start, far.end))
+				case far.number == 0:
+					warns = append(warns, fmt.Sprintf("partition %d (bytes %d to %d) overlaps the partition table: writing to it changes the table", s.number, s.start, s.end))
+				default:
+					warns = append(warns, fmt.Sprintf("partition %d (bytes %d to %d) overlaps partition %d: writing to one changes the other", s.number, s.start, s.end, far.number))
+				}
+			}
+		}
+		if i == 0 || s.end > far.end {
+			far = s
+		}
+	}
+	if n > len(warns) {
+		warns = append(warns, fmt.Sprintf("%d more partitions overlap", n-len(warns)))
+	}
+	return warns
+}
+
 // NoPartitionError is returned by OpenPartition for a number the table
 // does not have.
 type NoPartitionError struct {
@@ -285,7 +349,27 @@ func (e *NoPartitionError) Error() string {
 	if len(e.Table.Partitions) == 0 {
 		return fmt.Sprintf("partitioned: no partition %d: the %s table is empty", e.Number, strings.ToUpper(e.Table.Kind))
 	}
-	return fmt.Sprintf("partitioned: no partition %d: the %s table has %s", e.Number, strings.ToUpper(e.Table.Kind), e.Table.Numbers())
+	var numbers []int
+	for _, p := range e.Table.Partitions {
+		numbers = append(numbers, p.Number)
+	}
+	return fmt.Sprintf("partitioned: no partition %d: the %s table has %s", e.Number, strings.ToUpper(e.Table.Kind), shortList(numbers))
+}
+
+// maxListed bounds the partition numbers an error message lists.
+const maxListed = 32
+
+// shortList prints numbers as "1, 2, 3", or the first maxListed of them
+// and how many there are in all.
+func shortList(numbers []int) string {
+	var s []string
+	for _, n := range numbers[:min(len(numbers), maxListed)] {
+		s = append(s, strconv.Itoa(n))
+	}
+	if len(numbers) > maxListed {
+		return fmt.Sprintf("%s, ... (%d partitions)", strings.Join(s, ", "), len(numbers))
+	}
+	return strings.Join(s, ", ")
 }
 
 // OpenPartition reads disk's partition table (see Read) and returns
@@ -304,13 +388,13 @@ func OpenPartition(disk sources.Source, n int, sectorSize int64) (*sources.Windo
 			continue
 		}
 		if p.Type.Name == "extended" {
-			var logical []string
+			var logical []int
 			for _, q := range t.Partitions {
 				if q.Number > 4 {
-					logical = append(logical, strconv.Itoa(q.Number))
+					logical = append(logical, q.Number)
 				}
 			}
-			return nil, p, t, fmt.Errorf("partitioned: partition %d is the extended partition; it holds the logical partitions %s", n, strings.Join(logical, ", "))
+			return nil, p, t, fmt.Errorf("partitioned: partition %d is the extended partition; it holds the logical partitions %s", n, shortList(logical))
 		}
 		if p.End() > disk.Size() || p.End() < p.Start {
 			return nil, p, t, fmt.Errorf("partitioned: partition %d (bytes %d to %d) reaches past the end of the disk (%d bytes): the image may be truncated",
