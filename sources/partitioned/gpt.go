@@ -127,6 +127,15 @@ func (e gptEntry) marshal(b []byte) {
 	}
 }
 
+// parseGPTEntryLBAs decodes only an entry's type and LBAs.
+func parseGPTEntryLBAs(b []byte) gptEntry {
+	var e gptEntry
+	copy(e.Type[:], b[0:16])
+	e.FirstLBA = binary.LittleEndian.Uint64(b[32:])
+	e.LastLBA = binary.LittleEndian.Uint64(b[40:])
+	return e
+}
+
 func parseGPTEntry(b []byte) gptEntry {
 	le := binary.LittleEndian
 	var e gptEntry

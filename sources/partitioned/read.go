@@ -203,11 +203,22 @@ func readGPTAt(r io.ReaderAt, total uint64, ss int64, lba uint64) (*Table, error
 	}
 	t := &Table{Kind: "gpt", SectorSize: ss, GUID: h.DiskGUID, meta: [][2]int64{{0, ss}, {int64(lba) * ss, int64(lba+1) * ss},
 		{int64(h.EntriesLBA) * ss, int64(h.EntriesLBA)*ss + int64(arrayLen)}}}
+	used := func(e gptEntry) bool {
+		return !e.Type.IsZero() && e.LastLBA >= e.FirstLBA && e.LastLBA < 1<<63/uint64(ss)-1
+	}
+	n := 0
 	for i := uint32(0); i < h.NumEntries; i++ {
-		e := parseGPTEntry(array[uint64(i)*uint64(h.EntrySize):])
-		if e.Type.IsZero() || e.LastLBA < e.FirstLBA || e.LastLBA >= 1<<63/uint64(ss)-1 {
+		if used(parseGPTEntryLBAs(array[uint64(i)*uint64(h.EntrySize):])) {
+			n++
+		}
+	}
+	t.Partitions = make([]Partition, 0, n)
+	for i := uint32(0); i < h.NumEntries; i++ {
+		b := array[uint64(i)*uint64(h.EntrySize):]
+		if !used(parseGPTEntryLBAs(b)) {
 			continue
 		}
+		e := parseGPTEntry(b)
 		t.Partitions = append(t.Partitions, Partition{
 			Number: int(i) + 1,
 			Start:  int64(e.FirstLBA) * ss,
@@ -301,7 +312,7 @@ func overlaps(t *Table) []string {
 		number     int // 0 for the table's sectors
 		start, end int64
 	}
-	var spans []span
+	spans := make([]span, 0, len(t.meta)+len(t.Partitions))
 	for _, m := range t.meta {
 		spans = append(spans, span{0, m[0], m[1]})
 	}
@@ -349,25 +360,27 @@ func (e *NoPartitionError) Error() string {
 	if len(e.Table.Partitions) == 0 {
 		return fmt.Sprintf("partitioned: no partition %d: the %s table is empty", e.Number, strings.ToUpper(e.Table.Kind))
 	}
-	var numbers []int
-	for _, p := range e.Table.Partitions {
-		numbers = append(numbers, p.Number)
-	}
-	return fmt.Sprintf("partitioned: no partition %d: the %s table has %s", e.Number, strings.ToUpper(e.Table.Kind), shortList(numbers))
+	return fmt.Sprintf("partitioned: no partition %d: the %s table has %s", e.Number, strings.ToUpper(e.Table.Kind),
+		shortList(e.Table.Partitions, func(Partition) bool { return true }))
 }
 
 // maxListed bounds the partition numbers an error message lists.
 const maxListed = 32
 
-// shortList prints numbers as "1, 2, 3", or the first maxListed of them
-// and how many there are in all.
-func shortList(numbers []int) string {
+// shortList prints the numbers of the partitions that keep selects as
+// "1, 2, 3", or the first maxListed of them and how many there are in all.
+func shortList(parts []Partition, keep func(Partition) bool) string {
 	var s []string
-	for _, n := range numbers[:min(len(numbers), maxListed)] {
-		s = append(s, strconv.Itoa(n))
+	n := 0
+	for _, p := range parts {
+		if keep(p) {
+			if n++; n <= maxListed {
+				s = append(s, strconv.Itoa(p.Number))
+			}
+		}
 	}
-	if len(numbers) > maxListed {
-		return fmt.Sprintf("%s, ... (%d partitions)", strings.Join(s, ", "), len(numbers))
+	if n > maxListed {
+		return fmt.Sprintf("%s, ... (%d partitions)", strings.Join(s, ", "), n)
 	}
 	return strings.Join(s, ", ")
 }
@@ -388,13 +401,8 @@ func OpenPartition(disk sources.Source, n int, sectorSize int64) (*sources.Windo
 			continue
 		}
 		if p.Type.Name == "extended" {
-			var logical []int
-			for _, q := range t.Partitions {
-				if q.Number > 4 {
-					logical = append(logical, q.Number)
-				}
-			}
-			return nil, p, t, fmt.Errorf("partitioned: partition %d is the extended partition; it holds the logical partitions %s", n, shortList(logical))
+			logical := shortList(t.Partitions, func(q Partition) bool { return q.Number > 4 })
+			return nil, p, t, fmt.Errorf("partitioned: partition %d is the extended partition; it holds the logical partitions %s", n, logical)
 		}
 		if p.End() > disk.Size() || p.End() < p.Start {
 			return nil, p, t, fmt.Errorf("partitioned: partition %d (bytes %d to %d) reaches past the end of the disk (%d bytes): the image may be truncated",
