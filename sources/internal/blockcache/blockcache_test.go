@@ -5,8 +5,10 @@ import (
 	"errors"
 	"io"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -321,5 +323,123 @@ func TestCacheNoThrash(t *testing.T) {
 		if n := f.opened[i].Load(); n != 1 {
 			t.Errorf("segment %d decoded %d times, want 1", i, n)
 		}
+	}
+}
+
+// memReader is a fakeReader that reports, once opened, more memory than
+// its segment's estimate.
+type memReader struct {
+	*fakeReader
+	mem int64
+}
+
+func (m memReader) Mem() int64 { return m.mem }
+
+// A decoder that reports its real memory once opened is charged that, not
+// its segment's estimate: with decoders of half the budget, at most two
+// decode at once, however many readers ask.
+func TestCacheMemReader(t *testing.T) {
+	data := testData(16 << 20)
+	sizes := make([]int64, 16)
+	for i := range sizes {
+		sizes[i] = 1 << 20
+	}
+	f := newFake(data, sizes...)
+	const budget = 8 << 20
+	open := func(i int) (io.Reader, error) {
+		r, _ := f.open(i)
+		return memReader{r.(*fakeReader), budget / 2}, nil
+	}
+	c, err := New(f.segs, open, Options{Budget: budget, Readahead: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var wg sync.WaitGroup
+	for i := range sizes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 4096)
+			off := int64(i) << 20
+			if _, err := c.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {
+				t.Errorf("ReadAt(%d) = %v, or wrong bytes", off, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if p := f.peak.Load(); p > 2 {
+		t.Errorf("%d decoders ran at once, want at most 2 (each reports half the budget)", p)
+	}
+	if st := c.Stats(); st.Peak > budget+2<<20 {
+		t.Errorf("peak use %d, budget %d", st.Peak, budget)
+	}
+}
+
+// Spill segments larger than the spill bound are refused by New, with the
+// figures.
+func TestCacheSpillLimit(t *testing.T) {
+	data := testData(4 << 20)
+	f := newFake(data, 4<<20)
+	f.segs[0].Spill = true
+	for _, tt := range []struct {
+		limit int64
+		err   string
+	}{
+		{limit: 1 << 20, err: "the image's 4 MiB of uncompressed data would be decoded into a temporary file, but at most 1 MiB may be decoded"},
+		{limit: 4<<20 - 1, err: "at most 4.0 MiB"},
+		{limit: 4 << 20},
+		{limit: -1},
+	} {
+		c, err := New(f.segs, f.open, Options{SpillDir: t.TempDir(), SpillLimit: tt.limit})
+		var se *SpillError
+		if tt.err != "" {
+			if err == nil || !errors.As(err, &se) || !strings.Contains(err.Error(), tt.err) {
+				t.Errorf("limit %d: New = %v, want a SpillError containing %q", tt.limit, err, tt.err)
+			}
+			if c != nil {
+				c.Close()
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("limit %d: New = %v", tt.limit, err)
+			continue
+		}
+		buf := make([]byte, len(data))
+		if _, err := c.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data) {
+			t.Errorf("limit %d: ReadAt = %v, or wrong bytes", tt.limit, err)
+		}
+		c.Close()
+	}
+}
+
+// A spill decode that would write past the bound (the free space shrank
+// since New) fails its reads with EIO and the figures, and writes no more.
+func TestCacheSpillRunsPastBound(t *testing.T) {
+	data := testData(4 << 20)
+	f := newFake(data, 4<<20)
+	f.segs[0].Spill = true
+	gate := make(chan struct{})
+	open := func(i int) (io.Reader, error) {
+		<-gate
+		return f.open(i)
+	}
+	c, err := New(f.segs, open, Options{SpillDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.spill.mu.Lock()
+	c.spill.bound.Bytes = 1 << 20
+	c.spill.mu.Unlock()
+	close(gate)
+	buf := make([]byte, 4096)
+	_, err = c.ReadAt(buf, 4<<20-4096)
+	if !errors.Is(err, syscall.EIO) || !strings.Contains(err.Error(), "reached its bound after") {
+		t.Errorf("ReadAt past the bound = %v, want EIO with the figures", err)
+	}
+	if _, err := c.ReadAt(buf, 0); err != nil || !bytes.Equal(buf, data[:4096]) {
+		t.Errorf("ReadAt(0) = %v, or wrong bytes", err)
 	}
 }
