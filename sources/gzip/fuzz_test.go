@@ -13,7 +13,44 @@ import (
 func fuzzSeeds(f *testing.F) [][]byte {
 	data := imagetest.Data(5000, 11)
 	a := imagetest.Gzip(f, data, "-1")
-	return [][]byte{a, imagetest.Cat(a, imagetest.Gzip(f, data[:300], "-N")), imagetest.Cat(imagetest.Gzip(f, nil), make([]byte, 8))}
+	seeds := [][]byte{a, imagetest.Cat(a, imagetest.Gzip(f, data[:300], "-N")), imagetest.Cat(imagetest.Gzip(f, nil), make([]byte, 8))}
+	// Extreme header fields: every flag, XLEN 0, 1, 0xfffe, 0xffff, a BGZF
+	// subfield claiming 0 and 0xffff bytes, stored blocks of LEN 0 and
+	// 0xffff (with and without the data), a member cut in its trailer,
+	// and many empty and one-byte members.
+	member := func(flags byte, extra []byte, deflate []byte, trailer []byte) []byte {
+		b := []byte{0x1f, 0x8b, 8, flags, 0, 0, 0, 0, 0, 3}
+		if flags&flagExtra != 0 {
+			b = append(b, byte(len(extra)), byte(len(extra)>>8))
+			b = append(b, extra...)
+		}
+		if flags&flagName != 0 {
+			b = append(b, 'n', 0)
+		}
+		if flags&flagComment != 0 {
+			b = append(b, 'c', 0)
+		}
+		if flags&flagHCRC != 0 {
+			b = append(b, 0, 0)
+		}
+		return append(append(b, deflate...), trailer...)
+	}
+	empty := []byte{3, 0}          // a final fixed block with no symbols
+	zeroTrailer := make([]byte, 8) // CRC 0, size 0
+	for _, xlen := range []int{0, 1, 0xfffe, 0xffff} {
+		seeds = append(seeds, member(0x1f, make([]byte, xlen), empty, zeroTrailer))
+	}
+	for _, bsize := range []uint16{0, 1, 0xffff} {
+		seeds = append(seeds, member(flagExtra, []byte{'B', 'C', 2, 0, byte(bsize), byte(bsize >> 8)}, empty, zeroTrailer))
+	}
+	for _, n := range []uint16{0, 1, 0xffff} {
+		stored := []byte{1, byte(n), byte(n >> 8), ^byte(n), ^byte(n >> 8)}
+		seeds = append(seeds, member(0, nil, stored, zeroTrailer))
+		seeds = append(seeds, member(0, nil, append(stored, make([]byte, n)...), zeroTrailer))
+	}
+	seeds = append(seeds, a[:len(a)-3], a[:10], bytes.Repeat(member(0, nil, empty, zeroTrailer), 1000),
+		bytes.Repeat(imagetest.Gzip(f, []byte{7}), 1000), imagetest.Cat(a, []byte{0x1f, 0x8b}), imagetest.Cat(a, []byte{0x1f, 0x8b, 8, 0xff}))
+	return seeds
 }
 
 // FuzzGzip opens arbitrary bytes (the indexing pass and the member parser)

@@ -90,6 +90,11 @@ type Options struct {
 	// Budget is charged for the index kept in memory (nil: a budget of
 	// sources.DefaultMetadataLimit for this file alone).
 	Budget *sources.Budget
+	// SpillLimit bounds temporary spill files as in the other compressed
+	// formats (0: blockcache.DefaultSpillLimit). gzip segments are always
+	// decoded through the cache, never spilled, so it bounds nothing
+	// today; it is passed to the cache for uniformity.
+	SpillLimit int64
 }
 
 // Source is a gzip file served uncompressed: a read-only sources.Source
@@ -201,7 +206,7 @@ func (s *Source) open(opts Options, name string) (*Source, error) {
 	s.image, err = compressed.New(compressed.Config{
 		File: r, ReadOnly: ErrReadOnly, Warnings: warns,
 		Segments: segs, Open: s.openSegment,
-		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead},
+		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillLimit: opts.SpillLimit},
 	})
 	if err != nil {
 		return nil, err
@@ -227,6 +232,9 @@ type segReader struct {
 }
 
 func (r *segReader) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
 	for {
 		if r.left == 0 {
 			return 0, io.EOF
