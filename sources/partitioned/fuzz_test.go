@@ -3,6 +3,7 @@ package partitioned
 import (
 	"fmt"
 	"hash/crc32"
+	"math"
 	"testing"
 
 	"github.com/nbdloop/nbdloop/sources"
@@ -109,6 +110,25 @@ func FuzzGPT(f *testing.F) {
 	f.Add(seedDisk(f, 3, Options{Align: 512}))
 	f.Add(append(seedDisk(f, 2, Options{Align: 4096, SectorSize: 4096}), 0))
 	f.Add(tinyGPT())
+	// Extreme header and entry fields: counts and sizes at 0, 1, max-1,
+	// max; LBAs at 0, 1, 2^64-2, 2^64-1 and where sector arithmetic
+	// overflows.
+	for _, edit := range []func(h *gptHeader, e []gptEntry){
+		func(h *gptHeader, _ []gptEntry) { h.NumEntries = math.MaxUint32 },
+		func(h *gptHeader, _ []gptEntry) { h.NumEntries = 1 },
+		func(h *gptHeader, _ []gptEntry) { h.NumEntries, h.EntrySize = 65536, 4096 },
+		func(h *gptHeader, _ []gptEntry) { h.EntrySize = math.MaxUint32 - 7 },
+		func(h *gptHeader, _ []gptEntry) { h.EntriesLBA = math.MaxUint64 },
+		func(h *gptHeader, _ []gptEntry) { h.EntriesLBA = 0 },
+		func(h *gptHeader, _ []gptEntry) { h.CurrentLBA, h.BackupLBA = math.MaxUint64, math.MaxUint64-1 },
+		func(h *gptHeader, _ []gptEntry) { h.FirstUsable, h.LastUsable = math.MaxUint64, 0 },
+		func(_ *gptHeader, e []gptEntry) { e[0].FirstLBA, e[0].LastLBA = math.MaxUint64-1, math.MaxUint64 },
+		func(_ *gptHeader, e []gptEntry) { e[0].FirstLBA, e[0].LastLBA = 0, 1<<63/512-2 },
+		func(_ *gptHeader, e []gptEntry) { e[0].FirstLBA, e[0].LastLBA = 1<<55, 1<<55+1 },
+		func(_ *gptHeader, e []gptEntry) { e[0].FirstLBA, e[0].LastLBA = 0, 0 },
+	} {
+		f.Add(hostileGPT(48, 4, edit))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ss := int64(512)
 		if len(data)%2 == 1 {
@@ -121,6 +141,19 @@ func FuzzGPT(f *testing.F) {
 func FuzzMBR(f *testing.F) {
 	f.Add(seedDisk(f, 2, Options{Table: "mbr", Align: 512}))
 	f.Add(seedDisk(f, 7, Options{Table: "mbr", Align: 512}))
+	// Extreme entries: start and count at 0, 1, 2^32-1; EBRs that link
+	// to themselves, to each other, past the disk, and a deep chain.
+	const linux = 0x83
+	f.Add(hostileMBR(16, []mbrEntry{{Type: linux, Start: math.MaxUint32, Count: math.MaxUint32}, {Type: linux, Start: 0, Count: 1}, {Type: linux, Start: 1, Count: math.MaxUint32}}, nil))
+	f.Add(hostileMBR(16, []mbrEntry{{Type: mbrExtended, Start: 2, Count: 12}}, map[int64][]mbrEntry{2: {{Type: linux, Start: 1, Count: 2}, {Type: mbrExtended, Start: 0, Count: 1}}}))
+	f.Add(hostileMBR(16, []mbrEntry{{Type: mbrExtended, Start: 2, Count: 12}}, map[int64][]mbrEntry{
+		2: {{Type: linux, Start: 1, Count: 2}, {Type: mbrExtended, Start: 4, Count: 1}}, 6: {{Type: linux, Start: 1, Count: 2}, {Type: mbrExtended, Start: 0, Count: 1}}}))
+	f.Add(hostileMBR(16, []mbrEntry{{Type: mbrExtendedLBA, Start: 2, Count: math.MaxUint32}}, map[int64][]mbrEntry{2: {{Type: linux, Start: math.MaxUint32, Count: 1}, {Type: mbrExtended, Start: math.MaxUint32, Count: math.MaxUint32}}}))
+	deep := map[int64][]mbrEntry{}
+	for k := int64(0); k < 60; k++ {
+		deep[2+k] = []mbrEntry{{Type: linux, Start: 0, Count: 1}, {Type: mbrExtended, Start: uint32(k + 1), Count: 1}}
+	}
+	f.Add(hostileMBR(64, []mbrEntry{{Type: mbrExtended, Start: 2, Count: 62}}, deep))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		checkTable(t, data, 512)
 	})
