@@ -3,9 +3,13 @@ package vmdk
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 // tinySparse builds a small hosted sparse extent the way qemu lays one out
@@ -108,6 +112,9 @@ func FuzzVMDKDescriptor(f *testing.F) {
 		"RW 4194304 FLAT \"t-f001.vmdk\" 0\r\nRDONLY 100 FLAT \"with space.vmdk\" 7\r\nRW 10 ZERO\r\nNOACCESS 5 SPARSE \"s.vmdk\"\r\n" +
 		"ddb.geometry.heads = \"16\"\r\n"))
 	f.Add([]byte("# Disk DescriptorFile\nversion=1\nCID=1\nparentCID=2\nparentFileNameHint=\"base.vmdk\"\nRW 8 SPARSE \"top.vmdk\"\n\x00\x00"))
+	for _, s := range extremeDescriptors() {
+		f.Add([]byte(s))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		d, err := ParseDescriptor(data)
 		if err != nil {
@@ -142,24 +149,34 @@ func FuzzVMDKHeader(f *testing.F) {
 	for _, s := range tinySeeds() {
 		f.Add(s)
 	}
+	for _, s := range extremeHeaders() {
+		f.Add(s)
+	}
+	p := filepath.Join(f.TempDir(), "f.vmdk") // one worker runs one input at a time
 	f.Fuzz(func(t *testing.T, data []byte) {
 		if h, err := parseHeader(data); err == nil {
 			if h.grainSize == 0 || h.grainSize > maxGrainSectors || h.gdEntries() > maxGDEntries {
 				t.Fatalf("header accepted with grain %d, %d directory entries", h.grainSize, h.gdEntries())
 			}
 		}
-		p := filepath.Join(t.TempDir(), "f.vmdk")
 		if err := os.WriteFile(p, data, 0o644); err != nil {
 			t.Fatal(err)
 		}
-		d, err := Open(p, Options{ReadOnly: true, CacheSize: 1 << 20})
+		b := sources.NewBudget(8 << 20)
+		d, err := Open(p, Options{ReadOnly: true, CacheSize: 1 << 20, Budget: b})
 		if err != nil {
+			if b.Used() != 0 {
+				t.Fatalf("a failed Open left %d bytes charged", b.Used())
+			}
 			return
 		}
-		defer d.Close()
 		buf := make([]byte, min(d.Size(), 256<<10))
 		d.ReadAt(buf, 0)
 		d.ReadAt(buf, d.Size()-int64(len(buf)))
+		d.Close()
+		if b.Used() != 0 {
+			t.Fatalf("Close left %d bytes charged", b.Used())
+		}
 	})
 }
 
@@ -172,19 +189,31 @@ func FuzzVMDKGrainTable(f *testing.F) {
 		f.Add(s[512:])
 	}
 	hdr := tinySparse(16, 1, 4, flagRGD|flagZeroGrain, tinyDesc, func(int) []byte { return nil })[:512]
+	for _, s := range extremeTables(hdr) {
+		f.Add(s)
+	}
+	p := filepath.Join(f.TempDir(), "f.vmdk")
 	f.Fuzz(func(t *testing.T, rest []byte) {
 		if len(rest) > 1<<20 {
 			return
 		}
-		p := filepath.Join(t.TempDir(), "f.vmdk")
 		if err := os.WriteFile(p, append(append([]byte(nil), hdr...), rest...), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		d, err := Open(p, Options{CacheSize: 1 << 20})
+		b := sources.NewBudget(8 << 20)
+		d, err := Open(p, Options{CacheSize: 1 << 20, Budget: b})
 		if err != nil {
+			if b.Used() != 0 {
+				t.Fatalf("a failed Open left %d bytes charged", b.Used())
+			}
 			return
 		}
-		defer d.Close()
+		defer func() {
+			d.Close()
+			if b.Used() != 0 {
+				t.Fatalf("Close left %d bytes charged", b.Used())
+			}
+		}()
 		all := make([]byte, d.Size())
 		d.ReadAt(all, 0)
 		w := bytes.Repeat([]byte{0x5a}, 700)
@@ -195,4 +224,83 @@ func FuzzVMDKGrainTable(f *testing.F) {
 		d.Trim(0, d.Size())
 		d.ReadAt(all, 0)
 	})
+}
+
+// extremes are the values every numeric field is tried at: 0, 1, max-1,
+// max, and around the powers of 2 where products and sums wrap.
+var extremes = []uint64{0, 1, 2, 1<<32 - 1, 1 << 32, 1<<32 + 1, 1<<54 - 1, 1 << 54, 1 << 55, 1<<63 - 1, 1 << 63, 1<<64 - 2, 1<<64 - 1}
+
+// extremeDescriptors are descriptors with extent sizes and offsets at the
+// extremes, sums that pass 2^63, and names that lead outside.
+func extremeDescriptors() []string {
+	var out []string
+	head := "# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\n"
+	for _, v := range extremes {
+		out = append(out,
+			head+fmt.Sprintf("RW %d FLAT \"f\" 0\n", v),
+			head+fmt.Sprintf("RW 8 FLAT \"f\" %d\n", v),
+			head+fmt.Sprintf("RW %d FLAT \"f\" %d\n", v, v),
+			head+fmt.Sprintf("RW %d ZERO\nRW %d ZERO\n", v, v))
+	}
+	out = append(out,
+		head+"RW 18014398509481983 ZERO\nRW 1 ZERO\n",
+		head+"RW 9007199254740992 ZERO\nRW 9007199254740992 ZERO\n",
+		head+"RW 8 FLAT \"../../etc/shadow\" 0\n",
+		head+"RW 8 FLAT \"/etc/shadow\" 0\nRDONLY 8 SPARSE \"/dev/zero\"\n",
+		head+"parentFileNameHint=\"../../etc/passwd\"\nRW 8 SPARSE \"a b\"\n",
+		head+"CID=ffffffffff\nRW 8 ZERO\n",
+		head+"version=2147483648\nRW 8 ZERO\n",
+		head+strings.Repeat("RW 1 ZERO\n", 64),
+		head+"RW 8 FLAT \"f\" 0 0\nRW 8 FLAT \"unterminated\n",
+		head+"RW 8 SPARSE \"\"\n"+strings.Repeat("\n", 200)+"RW 8 ZERO\r\n")
+	return out
+}
+
+// extremeHeaders are sparse extents with each header field at the
+// extremes, and pairs of fields whose sum or product wraps.
+func extremeHeaders() [][]byte {
+	var out [][]byte
+	for _, v := range extremes {
+		for _, off := range []int{hCapacity, hGrain, hDescOffset, hDescSize, hRGD, hGD, 64} {
+			out = append(out, kdmv(le64(off, v)))
+		}
+		out = append(out, kdmv(le32(hNumGTEs, uint32(v))))
+	}
+	pair := func(a, b func([]byte)) []byte { return kdmv(func(h []byte) { a(h); b(h) }) }
+	out = append(out,
+		pair(le64(hDescOffset, 1), le64(hDescSize, 1<<55+1)),
+		pair(le64(hDescOffset, 1<<55), le64(hDescSize, 1)),
+		pair(le64(hDescOffset, 1<<64-1), le64(hDescSize, 2)),
+		pair(le64(hCapacity, 1<<32), le64(hGrain, 1)),
+		pair(le64(hCapacity, 1<<32), le64(hGrain, 2048)),
+		pair(le64(hCapacity, 1<<32), le32(hNumGTEs, 1)),
+		pair(le64(hGD, 1<<64-1), le64(hRGD, 1<<64-1)),
+		pair(le64(hGD, 1<<55), le64(hRGD, 1<<55)),
+		pair(le32(8, flagNewlineTest|flagCompressed|flagMarkers), func(h []byte) { binary.LittleEndian.PutUint16(h[77:], compressDeflate) }),
+		pair(le32(4, 3), le32(8, flagNewlineTest|flagZeroGrain|flagRGD)),
+		pair(le32(4, 1<<32-1), le32(8, 1<<32-1)),
+	)
+	return out
+}
+
+// extremeTables are the bytes after hdr (see FuzzVMDKGrainTable) with grain
+// directory entries and GTEs at the extremes.
+func extremeTables(hdr []byte) [][]byte {
+	base := tinySparse(16, 1, 4, flagRGD|flagZeroGrain, tinyDesc, func(i int) []byte {
+		if i%2 == 0 {
+			return []byte{byte(i)}
+		}
+		return nil
+	})
+	le := binary.LittleEndian
+	rgd, gd := le.Uint64(hdr[hRGD:]), le.Uint64(hdr[hGD:])
+	var out [][]byte
+	for _, v := range []uint32{0, 1, 2, 1<<31 - 1, 1 << 31, 1<<32 - 2, 1<<32 - 1} {
+		for _, at := range []uint64{rgd * 512, gd * 512, uint64(le.Uint32(base[gd*512:])) * 512, uint64(le.Uint32(base[gd*512+4:]))*512 + 12} {
+			b := append([]byte(nil), base...)
+			le.PutUint32(b[at:], v)
+			out = append(out, b[512:])
+		}
+	}
+	return out
 }
