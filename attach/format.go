@@ -3,7 +3,10 @@ package attach
 import (
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
+
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 // FormatNames are the values of --format: raw and the probe table's rows.
@@ -89,4 +92,16 @@ func fileHead(path string) []byte {
 	head := make([]byte, probeLen)
 	n, _ := f.ReadAt(head, 0)
 	return head[:n]
+}
+
+// namedFiles is where the files that the image at path names may be: its
+// directory, and what --allow-path and --allow-devices add; nothing
+// writable when the device is read-only.
+func namedFiles(path string, opts OpenOptions) sources.NamedFiles {
+	n := sources.Confine(path)
+	if abs, err := filepath.Abs(path); err == nil {
+		n.Dir = filepath.Dir(abs)
+	}
+	n.Allow, n.Devices, n.ReadOnly = opts.AllowPaths, opts.AllowDevices, opts.ReadOnly
+	return n
 }

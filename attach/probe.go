@@ -33,7 +33,8 @@ func isXZ(head []byte) bool {
 }
 
 func openXZ(f *sources.File, opts OpenOptions) (sources.Source, error) {
-	return xz.Open(f, f.Size(), xz.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential})
+	return xz.Open(f, f.Size(), xz.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential,
+		Budget: opts.Budget, SpillLimit: opts.SpillLimit})
 }
 
 func isGzip(head []byte) bool {
@@ -127,5 +128,6 @@ func isZstd(head []byte) bool {
 }
 
 func openZstd(f *sources.File, opts OpenOptions) (sources.Source, error) {
-	return zstd.Open(f, f.Size(), zstd.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential})
+	return zstd.Open(f, f.Size(), zstd.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential,
+		Budget: opts.Budget, SpillLimit: opts.SpillLimit})
 }

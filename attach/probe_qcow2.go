@@ -22,5 +22,6 @@ func openQcow2(path string, opts OpenOptions) (sources.Source, error) {
 	if opts.Offset != 0 || opts.SizeLimit != 0 {
 		return nil, errors.New("--offset and --sizelimit do not apply to qcow2 images (convert the window to raw first: qemu-img convert -O raw)")
 	}
-	return qcow2.Open(path, qcow2.Options{ReadOnly: opts.ReadOnly, CacheSize: opts.CacheSize})
+	return qcow2.Open(path, qcow2.Options{ReadOnly: opts.ReadOnly, CacheSize: opts.CacheSize,
+		Named: namedFiles(path, opts), Budget: opts.Budget})
 }

@@ -22,5 +22,6 @@ func openVMDK(path string, opts OpenOptions) (sources.Source, error) {
 	if opts.Offset != 0 || opts.SizeLimit != 0 {
 		return nil, errors.New("--offset and --sizelimit do not apply to VMDK images (attach the raw file with file: or use --partition)")
 	}
-	return vmdk.Open(path, vmdk.Options{ReadOnly: opts.ReadOnly, CacheSize: opts.CacheSize})
+	return vmdk.Open(path, vmdk.Options{ReadOnly: opts.ReadOnly, CacheSize: opts.CacheSize,
+		Named: namedFiles(path, opts), Budget: opts.Budget})
 }
