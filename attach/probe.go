@@ -51,7 +51,8 @@ func openGzip(f *sources.File, opts OpenOptions) (sources.Source, error) {
 	} else {
 		dir = ""
 	}
-	return gzipsrc.Open(f, f.Size(), gzipsrc.Options{CacheSize: opts.CacheSize, IndexDir: dir})
+	return gzipsrc.Open(f, f.Size(), gzipsrc.Options{CacheSize: opts.CacheSize, IndexDir: dir,
+		Budget: opts.Budget, SpillLimit: opts.SpillLimit})
 }
 
 // openReadOnlyFormat is called when path cannot be opened for writing: if
