@@ -38,7 +38,10 @@ const SourceHelp = `SOURCE is one of:
                   exec:PATH,persistent starts PATH once and sends it one
                   request per line on stdin; timeout=DURATION bounds each
                   request (default 30s; a program that takes longer is
-                  killed and the request fails with EIO); KEY=VALUE items go
+                  killed, with all it started, setsid or not, and the
+                  request fails with EIO); the program gets PATH, HOME, LANG,
+                  LC_ALL and $tmpdir, plus each variable an env=NAME item
+                  names, none of the rest; KEY=VALUE items go
                   to the program (config KEY VALUE, or arguments when
                   persistent); no commas in PATH or values
 SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)

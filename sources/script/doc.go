@@ -43,6 +43,9 @@
 // Options: KEY=VALUE items after the path, `exec:PATH,KEY=VALUE,...`, are
 // passed as `config KEY VALUE` calls, like `nbdkit sh PATH KEY=VALUE`; a
 // bare VALUE uses the key that the magic_config_key method prints.
+// env=NAME (repeatable) passes the variable NAME of nbdloop's environment
+// to the program: it gets only PATH, HOME, LANG, LC_ALL, $tmpdir and those,
+// never the rest of the environment of whoever ran attach.
 // timeout=DURATION (Go syntax, 10s, 2m, or bare seconds; default
 // DefaultTimeout, at most 24h) bounds every call.
 //

@@ -151,6 +151,7 @@ type proc struct {
 	stdout, stderr *os.File // stderr is nil when not captured
 	waited         chan struct{}
 	state          *os.ProcessState
+	mark           string // its callVar
 }
 
 // start starts the program in a process group of its own, so that kill
@@ -166,10 +167,11 @@ func startProc(path string, args, env []string, withInput, captureStderr bool) (
 			f.Close()
 		}
 	}()
+	mark := newMark()
 	cmd := exec.Command(path, args...)
-	cmd.Env = env
+	cmd.Env = append(env[:len(env):len(env)], callVar+"="+mark)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p = &proc{cmd: cmd, waited: make(chan struct{})}
+	p = &proc{cmd: cmd, waited: make(chan struct{}), mark: mark}
 	pipe := func() (r, w *os.File, err error) {
 		r, w, err = os.Pipe()
 		if err != nil {
@@ -229,14 +231,15 @@ func (p *proc) setDeadline(t time.Time) {
 }
 
 // kill kills the program's process group, ends any read or write of our
-// pipe ends in progress (by moving their deadline to now) and waits for
-// the program. Killing the group before the program is reaped is safe: its
+// pipe ends in progress (by moving their deadline to now), waits for the
+// program, and then kills what it started outside its group (strays.go). Killing the group before the program is reaped is safe: its
 // pid, the group's id, cannot be reused before that. (A group whose leader
 // was already reaped keeps its id while any member lives.)
 func (p *proc) kill() {
 	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 	p.setDeadline(time.Now())
 	<-p.waited
+	killMarked(callVar, p.mark)
 }
 
 func (p *proc) closePipes() {

@@ -33,6 +33,9 @@ type Options struct {
 	// Logf receives the stderr lines of a persistent program and notes
 	// about restarts; nil writes them to the standard logger.
 	Logf func(format string, args ...any)
+	// Env names the variables of nbdloop's own environment that the
+	// program gets besides the minimal one (env=NAME items; see Open).
+	Env []string
 }
 
 // Param is one KEY=VALUE option; Key is "" for a bare VALUE (nbdkit's
@@ -77,6 +80,11 @@ func ParseOptions(s string) (Options, error) {
 				return Options{}, err
 			}
 			o.Timeout, timeoutSet = d, true
+		case key == "env" && hasValue:
+			if !validEnvName(value) {
+				return Options{}, fmt.Errorf("env=%s: not a variable name (letters, digits and '_', not starting with a digit)", value)
+			}
+			o.Env = append(o.Env, value)
 		case !hasValue:
 			o.Params = append(o.Params, Param{Value: item})
 		case !validKey(key):
@@ -100,6 +108,16 @@ func parseTimeout(s string) (time.Duration, error) {
 		return 0, fmt.Errorf("timeout=%s: must be more than 0 and at most %v", s, MaxTimeout)
 	}
 	return d, nil
+}
+
+// validEnvName accepts a shell variable name.
+func validEnvName(k string) bool {
+	for i, c := range k {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || i > 0 && c >= '0' && c <= '9') {
+			return false
+		}
+	}
+	return k != ""
 }
 
 // validKey accepts the config keys nbdkit accepts: a letter or '_', then

@@ -82,8 +82,10 @@ func (c *persistentCaller) stop(grace time.Duration) string {
 	defer t.Stop()
 	select {
 	case <-p.waited:
-		// The leader exited; whatever it left in its group goes too.
+		// The leader exited; whatever it left in its group, or started
+		// outside it, goes too.
 		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		killMarked(callVar, p.mark)
 	case <-t.C:
 		p.kill()
 	}

@@ -39,6 +39,7 @@ type Source struct {
 	c          caller
 	handle     []string // nbdkit mode: the HANDLE argument; persistent: none
 	tmpdir     string
+	mark       string // markVar of its programs
 	size       int64
 	caps       sources.Caps
 	canFlush   bool
@@ -70,8 +71,9 @@ func Open(path string, opts Options) (*Source, error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating $tmpdir: %w", err)
 	}
-	env := append(os.Environ(), "tmpdir="+tmpdir)
-	s := &Source{path: abs, persistent: opts.Persistent, tmpdir: tmpdir}
+	mark := newMark()
+	env := append(programEnv(opts.Env), "tmpdir="+tmpdir, markVar+"="+mark)
+	s := &Source{path: abs, persistent: opts.Persistent, tmpdir: tmpdir, mark: mark}
 	if opts.Persistent {
 		logf := opts.Logf
 		if logf == nil {
@@ -422,6 +424,7 @@ func (s *Source) Close() error {
 			s.c.call([]string{"unload"}, nil, nil)
 		}
 		s.c.close()
+		killMarked(markVar, s.mark)
 		os.RemoveAll(s.tmpdir)
 	})
 	return s.closeErr

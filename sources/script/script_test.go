@@ -452,3 +452,85 @@ func TestOpenErrors(t *testing.T) {
 		})
 	}
 }
+
+// TestProgramEnvironmentAndStrays: programs get PATH, HOME, LANG, $tmpdir
+// and what env= names, none of the caller's other variables; a descendant
+// that leaves the program's process group (setsid) is killed at the call's
+// timeout, and one left behind by a call that succeeded is killed at Close.
+func TestProgramEnvironmentAndStrays(t *testing.T) {
+	t.Setenv("SECRET_TOKEN", "hunter2")
+	t.Setenv("KEEP_ME", "kept")
+	out := t.TempDir()
+	prog := filepath.Join(t.TempDir(), "disk.sh")
+	script := `#!/bin/sh
+case "$1" in
+get_size) echo 1048576 ;;
+pread)
+	env > ` + out + `/env.txt
+	if [ "$4" = 0 ]; then
+		setsid sh -c 'echo $$ > ` + out + `/timeout.pid; exec sleep 300' </dev/null >/dev/null 2>&1 &
+		sleep 300
+	fi
+	setsid sh -c 'echo $$ > ` + out + `/left.pid; exec sleep 300' </dev/null >/dev/null 2>&1 &
+	head -c "$3" /dev/zero ;;
+*) exit 2 ;;
+esac
+`
+	if err := os.WriteFile(prog, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts, err := ParseOptions("timeout=2s,env=KEEP_ME")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, prog, opts)
+	readPid := func(name string) int {
+		t.Helper()
+		for i := 0; i < 100; i++ {
+			b, _ := os.ReadFile(filepath.Join(out, name))
+			if pid, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil {
+				return pid
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("%s was not written", name)
+		return 0
+	}
+	running := func(pid int) bool {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			return false
+		}
+		i := bytes.LastIndexByte(b, ')')
+		return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
+	}
+	buf := make([]byte, 4096)
+	if _, err := s.ReadAt(buf, 0); err == nil {
+		t.Fatal("a read that sleeps past the timeout succeeded")
+	}
+	if pid := readPid("timeout.pid"); running(pid) {
+		t.Errorf("the setsid child (pid %d) of a timed-out call is still running", pid)
+	}
+	env, _ := os.ReadFile(filepath.Join(out, "env.txt"))
+	for _, want := range []string{"PATH=", "KEEP_ME=kept", "tmpdir="} {
+		if !bytes.Contains(env, []byte(want)) {
+			t.Errorf("the program's environment lacks %s:\n%s", want, env)
+		}
+	}
+	if bytes.Contains(env, []byte("SECRET_TOKEN")) {
+		t.Errorf("the program saw the caller's SECRET_TOKEN:\n%s", env)
+	}
+	if _, err := s.ReadAt(buf, 4096); err != nil {
+		t.Fatal(err)
+	}
+	left := readPid("left.pid")
+	if !running(left) {
+		t.Fatal("the daemon of a successful call is not running (the test proves nothing)")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if running(left) {
+		t.Errorf("a daemon left by a call (pid %d) outlived Close", left)
+	}
+}
