@@ -21,13 +21,13 @@ import (
 // served as data, and the named file is never opened.
 func TestKernelProbeGuard(t *testing.T) {
 	requireDriver(t)
-	dir := scratch(t)
-	hostDir := filepath.Join(dir, "host")
+	top := scratch(t)
+	dir, hostDir := filepath.Join(top, "images"), filepath.Join(top, "host")
+	os.Mkdir(dir, 0o755)
 	os.Mkdir(hostDir, 0o755)
 	canary := filepath.Join(hostDir, "secret")
 	sh(t, "head -c 1M /dev/urandom > "+canary)
 	canarySum := sha(t, canary, 0)
-	watch := watchOpens(t, hostDir)
 
 	qcow2Hdr := filepath.Join(dir, "evil.qcow2")
 	must(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", canary, "-F", "raw", qcow2Hdr, "1M")
@@ -39,6 +39,7 @@ func TestKernelProbeGuard(t *testing.T) {
 	}
 	// Whole 64 KiB blocks, for dd oflag=direct.
 	must(t, "truncate", "-s", "%64K", qcow2Hdr, vmdkHdr)
+	watch := watchOpens(t, hostDir) // after qemu-img, which reads the canary
 
 	for _, tt := range []struct{ name, header string }{{"vmdk descriptor", vmdkHdr}, {"qcow2 header", qcow2Hdr}} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -78,13 +79,15 @@ func TestKernelProbeGuard(t *testing.T) {
 				t.Error("--format raw, after restart: the written header does not read back")
 			}
 			detach(t, dev)
-			// A plain attach of the file now refuses nothing but names
-			// nothing outside: the image is confined.
+			// A plain attach of the file now probes the image it holds,
+			// which is confined to its directory: the host file is
+			// refused (qcow2: naming it; the VMDK descriptor of an 8 MiB
+			// file is refused before its extents are read).
 			r := run(t, nbdloop(t), "attach", img)
 			if r.code == 0 {
 				run(t, nbdloop(t), "detach", strings.TrimSpace(r.stdout))
 				t.Errorf("attach of a raw file holding a %s naming %s succeeded", tt.name, canary)
-			} else if !strings.Contains(r.stderr, canary) || !strings.Contains(r.stderr, "--allow-path") {
+			} else if tt.name == "qcow2 header" && (!strings.Contains(r.stderr, canary) || !strings.Contains(r.stderr, "--allow-path")) {
 				t.Errorf("attach of a %s naming a host file: %q, want the path and --allow-path named", tt.name, r.stderr)
 			}
 			if got := watch(); len(got) > 0 {
