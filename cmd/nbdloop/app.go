@@ -87,13 +87,17 @@ zstd and gzip files), of all its files together, are charged to one budget
 per device, --metadata-limit (default 256M): an image that needs more is
 refused at open with the figures. The decode cache charges each compressed
 block its real dictionary and buffer size. A compressed file of one big
-block is decoded into a temporary file bounded by --spill-limit and by the
-free space of its directory; a larger one is refused, and nothing is decoded
-in full while attaching.
+block is decoded into a temporary file bounded by --spill-limit (default 64G)
+and by the free space of its directory less 1G (or a tenth of the file
+system): a file whose size is known and larger is refused at attach, a
+decode that runs past the bound fails its reads with EIO, and nothing is
+decoded in full while attaching.
 
-The gzip index cache (~/.cache/nbdloop) is checked by content and by the
-file's identity before use; its directory is private (0700) and never
-reached through a symbolic link.`
+The gzip index cache (~/.cache/nbdloop/gzip-index) is checked by content
+(a SHA-256 of each indexed segment, checked again at each decode) and by
+the file's identity before use; its directory is private (0700), never
+reached through a symbolic link, and pruned (entries unused for 90 days,
+then the least recently used beyond 1 GiB).`
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
@@ -158,7 +162,7 @@ func attachCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-lock", Usage: "take no locks on the image files (by default a writable device locks its files against other writers and readers, a read-only one against writers, as qemu does)"},
 			&cli.BoolFlag{Name: "allow-devices", Usage: "let the files an image names be block devices"},
 			&cli.StringFlag{Name: "metadata-limit", Value: fmt.Sprintf("%dM", sources.DefaultMetadataLimit>>20), Usage: "memory for image metadata (qcow2 and VMDK tables, compressed images' indexes), all files of the device together, in `SIZE` bytes; an image that needs more is refused"},
-			&cli.StringFlag{Name: "spill-limit", Usage: "largest temporary file a compressed image of one big block is decoded into, in `SIZE` bytes", DefaultText: "free space of $TMPDIR minus a margin"},
+			&cli.StringFlag{Name: "spill-limit", Usage: "largest temporary file a compressed image of one big block is decoded into, in `SIZE` bytes; it is also kept 1G (or a tenth of the file system) short of filling $TMPDIR", DefaultText: "64G"},
 			filterFlag(),
 			concatFlag(), partitionsFlag(), tableFlag(), alignFlag(), typeFlag(), espFlag(), partitionFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled (no restarts)"},
