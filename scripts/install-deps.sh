@@ -41,6 +41,7 @@ check setpriv util-linux
 check mdadm mdadm
 check qemu-img qemu-utils
 check qemu-io qemu-utils
+check qemu-nbd qemu-utils
 check fio fio
 check nbd-client nbd-client
 check python3 python3
