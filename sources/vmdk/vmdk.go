@@ -55,10 +55,11 @@
 // KiB) and, when compressed, one inflated grain and its compressed bytes
 // (at most 3 MiB); the descriptor, twice its size. Further cache slots, up
 // to Options.CacheSize, are charged as they are first used and, when the
-// budget is spent, not taken (the cache evicts instead). The caps on the
+// budget is spent, not taken (the cache evicts instead). Caps bound the
 // descriptor (1 MiB, 4096 extents), the grain directory (2^20 entries),
-// the grain (1 MiB) and the grain table (512 entries) stay. Writes never
-// go to a grain that a grain table places inside the extent's metadata.
+// the grain (1 MiB) and the grain table (512 entries) whatever the budget.
+// Writes never go to a grain that a grain table places inside the
+// extent's metadata.
 //
 // Concurrency: Caps().Parallel is true. Reads, and writes to allocated
 // grains, of one extent run in parallel; allocating writes, trims and zeros
