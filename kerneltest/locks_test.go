@@ -149,3 +149,43 @@ func TestKernelRestartElsewhere(t *testing.T) {
 	detach(t, dev)
 	requireClean(t, "restart elsewhere")
 }
+
+// TestKernelLogAppends: --filter log:file= on an existing log appends, a
+// second attach after the first; an attach that fails (its device is busy)
+// leaves the log untouched, and a new log path is not created.
+func TestKernelLogAppends(t *testing.T) {
+	requireDriver(t)
+	dir := scratch(t)
+	logPath := filepath.Join(dir, "req.jsonl")
+	lines := func() int {
+		b, _ := os.ReadFile(logPath)
+		return bytes.Count(b, []byte("\n"))
+	}
+	var counts []int
+	for i := 0; i < 2; i++ {
+		dev := attachDev(t, "--filter", "log:file="+logPath, "memory:16M")
+		must(t, "dd", "if=/dev/zero", "of="+dev, "bs=4k", "count=8", "oflag=direct", "status=none")
+		detach(t, dev)
+		counts = append(counts, lines())
+	}
+	if counts[0] == 0 || counts[1] <= counts[0] {
+		t.Fatalf("log lines after two attaches: %v, want the second attach appended", counts)
+	}
+	before := sha(t, logPath, 0)
+	busy := attachDev(t, "memory:16M")
+	newLog := filepath.Join(dir, "new.jsonl")
+	for _, l := range []string{logPath, newLog} {
+		r := run(t, nbdloop(t), "attach", "--device", busy, "--filter", "log:file="+l, "memory:16M")
+		if r.code == 0 {
+			t.Fatalf("attach to the busy %s succeeded", busy)
+		}
+	}
+	if sha(t, logPath, 0) != before {
+		t.Error("a failed attach changed the existing log")
+	}
+	if _, err := os.Stat(newLog); err == nil {
+		t.Error("a failed attach left a new, empty log behind")
+	}
+	detach(t, busy)
+	requireClean(t, "log appends")
+}
