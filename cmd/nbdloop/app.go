@@ -41,6 +41,8 @@ a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
 
 ` + untrustedHelp + `
 
+` + nothingLostHelp + `
+
 EXAMPLES:
   # nbdloop attach disk.img
   /dev/nbd0
@@ -98,6 +100,37 @@ The gzip index cache (~/.cache/nbdloop/gzip-index) is checked by content
 the file's identity before use; its directory is private (0700), never
 reached through a symbolic link, and pruned (entries unused for 90 days,
 then the least recently used beyond 1 GiB).`
+
+// nothingLostHelp is the man page's LOCKS AND RESTARTS section: what keeps
+// a command from destroying data.
+const nothingLostHelp = `LOCKS AND RESTARTS:
+Image locks. attach locks the files it serves the way qemu does (open file
+description locks on bytes 100 and up, 200 and up), so nbdloop, qemu,
+qemu-nbd and qemu-img see each other: a writable device excludes other
+writers and readers of its files, a read-only device excludes writers, and
+read-only devices share. A conflict is refused with the holder named
+(/dev/nbdN, or another program). The locks are held by the server process
+and taken again by a restarted one before it serves. --no-lock takes none.
+
+Restarts serve the same files. attach records its SOURCE, parts, filter
+files and exec: program by absolute path, with each served file's device
+and inode. A server started later (by the supervisor after a crash, or by
+nbdloop restart from any directory) refuses a path that now leads to
+another file, and list shows why. Signals to servers and supervisors go
+through pidfds, after checking the start time recorded with the pid, so a
+recycled pid is never signalled.
+
+exec: programs run with PATH, HOME, LANG, LC_ALL, $tmpdir and the
+variables env=NAME items name, nothing else of the environment attach was
+run in; whatever a program starts, in its process group or not (setsid),
+is killed when a call times out and at detach.
+
+Outputs. The log filter appends to its file (never truncates), creates it
+0600 with its first line (a failed attach creates nothing), and refuses a
+symbolic link. pack writes to a temporary file beside its output and
+renames it into place; it refuses an output that is its input, and an
+error or a signal leaves no partial output. /run/nbdloop is 0700, its
+files 0600.`
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
