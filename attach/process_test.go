@@ -13,19 +13,22 @@ import (
 // the pid after the named process is gone (a reused pid is stood in for by
 // a child whose start time differs from the recorded one).
 func TestProcRef(t *testing.T) {
-	start := func() *exec.Cmd {
-		cmd := exec.Command("sleep", "60")
-		if err := cmd.Start(); err != nil {
+	type child struct {
+		cmd  *exec.Cmd
+		done chan struct{} // closed once it is reaped
+	}
+	start := func() child {
+		c := child{cmd: exec.Command("sleep", "60"), done: make(chan struct{})}
+		if err := c.cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-		return cmd
+		go func() { c.cmd.Wait(); close(c.done) }()
+		t.Cleanup(func() { c.cmd.Process.Kill(); <-c.done })
+		return c
 	}
-	exited := func(cmd *exec.Cmd) bool {
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
+	exited := func(c child) bool {
 		select {
-		case <-done:
+		case <-c.done:
 			return true
 		case <-time.After(2 * time.Second):
 			return false
@@ -33,13 +36,13 @@ func TestProcRef(t *testing.T) {
 	}
 
 	ours := start()
-	ref := refOf(ours.Process.Pid)
+	ref := refOf(ours.cmd.Process.Pid)
 	if ref.Start == 0 || !ref.alive() {
 		t.Fatalf("refOf(child) = %+v, alive %v", ref, ref.alive())
 	}
 
 	other := start()
-	recycled := procRef{PID: other.Process.Pid, Start: refOf(other.Process.Pid).Start - 1}
+	recycled := procRef{PID: other.cmd.Process.Pid, Start: refOf(other.cmd.Process.Pid).Start - 1}
 	if recycled.alive() {
 		t.Error("a pid with another start time counts as alive")
 	}
