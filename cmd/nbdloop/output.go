@@ -44,14 +44,14 @@ func newSafeOutput(path string, force bool) (*safeOutput, error) {
 	}
 	o := &safeOutput{path: path, tmp: f.Name(), force: force, f: f, sigs: make(chan os.Signal, 1)}
 	signal.Notify(o.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	go o.onSignal()
+	go o.onSignal(o.sigs)
 	return o, nil
 }
 
 // onSignal removes the temporary file and ends the process as the signal
-// would have (status 128+N).
-func (o *safeOutput) onSignal() {
-	sig, ok := <-o.sigs
+// would have (status 128+N); it returns when sigs is closed.
+func (o *safeOutput) onSignal(sigs <-chan os.Signal) {
+	sig, ok := <-sigs
 	if !ok {
 		return
 	}
