@@ -13,40 +13,6 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 )
 
-// SourceHelp is the SOURCE syntax, shared by --help, the man page and errors.
-const SourceHelp = `SOURCE is one of:
-  PATH            a file or block device; its format is detected from its
-                  contents (magic bytes), not from its name; raw is the fallback;
-                  xz, gzip and zstd images are served uncompressed and
-                  read-only (-r is implied); qcow2 (v2, v3: backing files,
-                  compressed and zero clusters, extended L2) and VMDK
-                  (monolithic and split, sparse and flat, streamOptimized
-                  read-only, delta disks over their parent) are read and
-                  written in place, so qemu-img check stays clean; their
-                  backing files and parents are never written; images with
-                  snapshots, dirty or corrupt qcow2 and compressed VMDK attach
-                  read-only (with a note); encryption and external data files
-                  are refused; --offset and --sizelimit do not apply to them
-  file:PATH       the same, for paths that contain a colon
-  memory:SIZE     a sparse RAM disk of SIZE bytes, up to 2^63-1 (8E); pages are
-                  allocated on first write and freed by trim; SIZE is rounded
-                  down to the block size
-  exec:PATH       a device served by the program PATH (any executable), run
-                  once per request the way nbdkit's sh plugin runs it (PATH
-                  pread HANDLE COUNT OFFSET, ...), so nbdkit sh scripts work
-                  unchanged; options follow the path after commas:
-                  exec:PATH,persistent starts PATH once and sends it one
-                  request per line on stdin; timeout=DURATION bounds each
-                  request (default 30s; a program that takes longer is
-                  killed, with all it started, setsid or not, and the
-                  request fails with EIO); the program gets PATH, HOME, LANG,
-                  LC_ALL and $tmpdir, plus each variable an env=NAME item
-                  names, none of the rest; KEY=VALUE items go
-                  to the program (config KEY VALUE, or arguments when
-                  persistent); no commas in PATH or values
-SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
-and KB, MB, GB, ... (powers of 1000).`
-
 // Spec is a parsed SOURCE argument.
 type Spec struct {
 	Kind string // "file", "memory" or "exec"
@@ -58,7 +24,7 @@ type Spec struct {
 	Clamped bool
 }
 
-// ParseSpec parses a SOURCE argument (see SourceHelp).
+// ParseSpec parses a SOURCE argument (the syntax is in the attach command's help).
 func ParseSpec(s string) (Spec, error) {
 	switch {
 	case s == "":

@@ -48,44 +48,6 @@ import (
 // shows it) and waits: SIGHUP (sent by `nbdloop restart`) tries again,
 // SIGUSR2 (sent by `detach`) or SIGTERM ends it.
 
-// RestartHelp is the man page's section on supervision and durability.
-const RestartHelp = `WHAT SURVIVES WHAT:
-  attach starts a small supervisor process, which starts the server and
-  restarts it when it dies without a detach (kill -9, a crash, the kernel
-  dropping every connection): the new server serves the same source with the
-  same options and hands new sockets to the kernel with NBD_CMD_RECONFIGURE,
-  matched by the device's backend identifier. Meanwhile the kernel holds new
-  I/O for --dead-timeout (30 s), so a mounted file system carries on; a
-  request that was inside the dead server is sent again when the kernel's
-  request timer finds it (up to 30 s later). A server that dies again within
-  10 s of starting is retried after 0, 0.1, 0.2, 0.4 and 0.8 s; after 5 such
-  deaths the supervisor gives up and list shows the device dead, with the
-  reason (list --json). nbdloop restart tries again, also after the
-  supervisor itself was killed. --no-restart and --foreground run no
-  supervisor.
-
-  A server crash loses nothing that was written: files and block devices
-  have every completed write in the kernel's page cache; a memory: device
-  keeps its bytes in a memfd held by the supervisor; compressed images are
-  read-only. A crash of the supervisor alone changes nothing until the server
-  dies too: nbdloop restart takes over a live server, and its memfd
-  (pidfd_getfd). If both die, a RAM disk's contents are lost (restart refuses
-  it without --force). A reboot or power loss keeps what files and block
-  devices had flushed: FLUSH (and FUA, which is a write plus a flush) is
-  answered only after fdatasync has returned. VMDK images write each new
-  grain before the tables that point to it, and the tables as they change,
-  so a server crash loses nothing; after a power loss they are as of the
-  last flush. qcow2 images keep new cluster mappings in the server until a
-  flush (then data, L2 and L1 tables reach the disk in that order, so a
-  crash can leak clusters but never corrupt the image): a crashed server
-  takes unflushed writes with it, so a qcow2 device is not restarted. An
-  exec: program is started again (its open method again too): a script that
-  keeps its data only in its $tmpdir comes back empty, one backed by a file
-  does not. The cow filter's overlay and the
-  memory: parts of --concat and --partitions live inside the server: such
-  devices are not restarted (they stay dead, with that reason). The log filter
-  appends to its file after a restart; the stats filter starts counting anew.`
-
 // SuperviseCommand is the hidden argv[1] of the supervisor process.
 const SuperviseCommand = "__supervise"
 
