@@ -280,38 +280,33 @@ func RunSupervisor() int {
 		if err == nil {
 			lastExit = exitReason(ps)
 		}
-		if ps != nil && ps.Exited() && ps.ExitCode() == exitDetached && err == nil {
-			s.logf("/dev/nbd%d: server exited after a detach; supervisor done", s.index)
+		d := decideRestart(serverEnd{
+			Index: s.index, LastExit: lastExit, Stopping: stopping, Failed: err != nil,
+			Detached:       ps != nil && ps.Exited() && ps.ExitCode() == exitDetached,
+			Attached:       !stopping && s.stillOurs(backendID),
+			NotRestartable: notRestartable(s.cfg, format),
+			Ran:            time.Since(started), Quick: quick,
+		})
+		quick = d.Quick
+		switch d.Action {
+		case stopSupervising:
+			s.logf("%s", d.Why)
 			return 0
-		}
-		if stopping {
-			s.logf("/dev/nbd%d: server ended (%s) while stopping; supervisor done", s.index, lastExit)
-			return 0
-		}
-		if !s.stillOurs(backendID) {
-			s.logf("/dev/nbd%d: the device is no longer attached; supervisor done", s.index)
-			return 0
-		}
-		if why := notRestartable(s.cfg, format); why != "" {
-			s.giveUp(fmt.Sprintf("server %s; not restarted: %s (detach the device)", lastExit, why))
+		case giveUp:
+			s.giveUp(d.Why)
 			return s.waitAfterGivingUp(ctx, sigs, backendID, nil)
-		}
-		if time.Since(started) < quickDeath || err != nil {
-			quick++
-		} else {
-			quick = 1
-		}
-		if quick > maxQuickDeaths {
-			s.giveUp(fmt.Sprintf("server died %d times within %v of starting; last: %s (retry: nbdloop restart /dev/nbd%d; or detach it)",
-				maxQuickDeaths, quickDeath, lastExit, s.index))
+		case giveUpRetry:
+			s.giveUp(d.Why)
 			retry := make(chan struct{}, 1)
 			if code := s.waitAfterGivingUp(ctx, sigs, backendID, retry); code >= 0 {
 				return code
 			}
 			quick = 0
+			d.Delay = restartDelay(quick)
+			d.Why = fmt.Sprintf("/dev/nbd%d: server %s; restarting", s.index, lastExit)
 		}
-		s.logf("/dev/nbd%d: server %s; restarting", s.index, lastExit)
-		time.Sleep(restartDelay(quick))
+		s.logf("%s", d.Why)
+		time.Sleep(d.Delay)
 		s.awaitDeadLinks(time.Second)
 		restarts++
 	}
