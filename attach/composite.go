@@ -235,7 +235,7 @@ func openParts(opts OpenOptions) ([]part, error) {
 		sub := OpenOptions{ReadOnly: opts.ReadOnly, BlockSize: 1, DirectIO: opts.DirectIO, CacheSize: opts.CacheSize,
 			AllowPaths: opts.AllowPaths, AllowDevices: opts.AllowDevices, Budget: opts.Budget, SpillLimit: opts.SpillLimit, Logf: opts.Logf}
 		p := part{arg: arg}
-		if spec.Kind == "file" {
+		if spec.Kind == KindFile {
 			st, err := os.Stat(spec.Path)
 			if err == nil && st.Mode().IsRegular() && st.Size() == 0 {
 				return fail(fmt.Errorf("%s: empty file: a %s part needs at least one byte (give it a size: truncate -s 1G %s, or make a file system in it)",

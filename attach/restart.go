@@ -76,7 +76,7 @@ func Restart(ctx context.Context, index int, force bool) (*Device, error) {
 func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
 	var extra []*os.File
 	var env []string
-	if spec, err := ParseSpec(st.Config.Source); err == nil && spec.Kind == "memory" {
+	if spec, err := ParseSpec(st.Config.Source); err == nil && spec.Kind == KindMemory {
 		var mem *os.File
 		if srvAlive && st.MemFD > 0 {
 			mem, err = stealFD(st.server(), st.MemFD)

@@ -13,9 +13,19 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 )
 
+// SourceKind is what a SOURCE names.
+type SourceKind string
+
+// The kinds of SOURCE.
+const (
+	KindFile   SourceKind = "file"   // a file or block device (PATH, file:PATH)
+	KindMemory SourceKind = "memory" // memory:SIZE
+	KindExec   SourceKind = "exec"   // exec:PATH[,OPTIONS]
+)
+
 // Spec is a parsed SOURCE argument.
 type Spec struct {
-	Kind string // "file", "memory" or "exec"
+	Kind SourceKind
 	Path string // file, exec
 	Size int64  // memory
 	// Options are exec's options as written, after the path's comma.
@@ -41,7 +51,7 @@ func ParseSpec(s string) (Spec, error) {
 		if size <= 0 {
 			return Spec{}, fmt.Errorf("%s: size must be greater than 0 (e.g. memory:1G)", s)
 		}
-		return Spec{Kind: "memory", Size: size, Clamped: clamped}, nil
+		return Spec{Kind: KindMemory, Size: size, Clamped: clamped}, nil
 	case strings.HasPrefix(s, "exec:"):
 		return parseExecSpec(s)
 	case strings.HasPrefix(s, "file:"):
@@ -49,17 +59,17 @@ func ParseSpec(s string) (Spec, error) {
 		if path == "" {
 			return Spec{}, fmt.Errorf("%s: no path given (e.g. file:disk.img)", s)
 		}
-		return Spec{Kind: "file", Path: path}, nil
+		return Spec{Kind: KindFile, Path: path}, nil
 	}
-	return Spec{Kind: "file", Path: s}, nil
+	return Spec{Kind: KindFile, Path: s}, nil
 }
 
 // String renders the spec in the form ParseSpec reads.
 func (s Spec) String() string {
-	if s.Kind == "memory" {
+	if s.Kind == KindMemory {
 		return fmt.Sprintf("memory:%d", s.Size)
 	}
-	if s.Kind == "exec" {
+	if s.Kind == KindExec {
 		return execSpecString(s)
 	}
 	if strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") || strings.HasPrefix(s.Path, "exec:") {
@@ -149,7 +159,7 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	if opts.Budget == nil {
 		opts.Budget = sources.NewBudget(opts.MetadataLimit)
 	}
-	if opts.Format != "" && spec.Kind != "file" {
+	if opts.Format != "" && spec.Kind != KindFile {
 		return nil, fmt.Errorf("%s: --format applies to files only (omit it)", spec)
 	}
 	if opts.Layout != "" || opts.Partition > 0 {
@@ -158,10 +168,10 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 		return openComposite(spec, opts)
 	}
 	bs := opts.BlockSize
-	if spec.Kind == "memory" {
+	if spec.Kind == KindMemory {
 		return openMemory(spec, opts)
 	}
-	if spec.Kind == "exec" {
+	if spec.Kind == KindExec {
 		return openExec(spec, opts)
 	}
 

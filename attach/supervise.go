@@ -172,7 +172,7 @@ func RunSupervisor() int {
 
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 	s := &supervisor{cfg: cfg, exe: exe, logf: logger.Printf, index: -1}
-	if spec, err := ParseSpec(cfg.Source); err == nil && spec.Kind == "memory" {
+	if spec, err := ParseSpec(cfg.Source); err == nil && spec.Kind == KindMemory {
 		if inheritedMem {
 			s.memFile = os.NewFile(memFD, "memfd")
 		} else if s.memFile, err = newMemfd(spec); err != nil {
