@@ -134,11 +134,16 @@ type format struct {
 	// readOnly formats are served read-only whatever -r says, and their
 	// file is never opened for writing (see probe.go).
 	readOnly bool
+	// diesWithServer says what of a writable image lives only in the
+	// server process until a flush, so that a new server after a crash
+	// would serve it wrong ("": nothing; the server can be restarted).
+	diesWithServer string
 }
 
 var probeTable = []format{
 	{name: "vmdk", match: isVMDK, openPath: openVMDK},
-	{name: "qcow2", match: isQcow2, openPath: openQcow2},
+	{name: "qcow2", match: isQcow2, openPath: openQcow2,
+		diesWithServer: "qcow2 keeps new cluster mappings in the server until a flush, and they died with it"},
 	{name: "xz", match: isXZ, open: openXZ, readOnly: true},
 	{name: "gzip", match: isGzip, open: openGzip, readOnly: true},
 	{name: "zstd", match: isZstd, open: openZstd, readOnly: true},

@@ -99,8 +99,10 @@ func exitReason(ps *os.ProcessState) string {
 // notRestartable says why cfg's server cannot be restarted without losing
 // data, or "" when it can.
 func notRestartable(cfg Config, format string) string {
-	if format == "qcow2" {
-		return "qcow2 keeps new cluster mappings in the server until a flush, and they died with it"
+	for _, fm := range probeTable {
+		if fm.name == format && fm.diesWithServer != "" {
+			return fm.diesWithServer
+		}
 	}
 	for _, f := range cfg.Filters {
 		if name, _, _ := strings.Cut(f, ":"); name == "cow" {
