@@ -14,42 +14,6 @@ import (
 	"github.com/nbdloop/nbdloop/sources/partitioned"
 )
 
-// CompositeHelp describes the devices made of several SOURCEs and the
-// partition view, for --help and the man page.
-const CompositeHelp = `COMPOSITE DEVICES: several files as one device, or one partition of an image.
-
-  --concat        one device whose bytes are the SOURCEs one after the other;
-                  writes, trims and flushes go to the right files, split at
-                  their boundaries. Files of any size: a total that is not a
-                  multiple of the block size is padded with zeros, which read
-                  as zeros and refuse data (EIO), and attach says so. The
-                  files must be all writable or all read-only (or give -r).
-  --partitions    a partitioned disk with one partition per SOURCE, in order,
-                  like nbdkit's partitioning plugin: a GPT (--table gpt, the
-                  default: protective MBR, primary and backup headers, 128
-                  entries or more) or an MBR (--table mbr; with more than 4
-                  files, 1-3 are primary, 4 is an extended partition and the
-                  rest are logical partitions 5, 6, ...). Partitions start at
-                  multiples of --align (default 1M) and are named after the
-                  files. Their type is detected from the content (swap ->
-                  swap; ext2/3/4, xfs, btrfs and unknown -> linux; FAT ->
-                  msdata, or esp with --esp; NTFS, exFAT -> msdata; LVM, LUKS,
-                  MD RAID) unless --type N=TYPE or FILE=TYPE says otherwise.
-                  The disk and partition GUIDs derive from the files' paths,
-                  so they are the same at every attach (PARTUUID= works). The
-                  tables are served from memory: writes that would change them
-                  fail with EIO (rewriting the same bytes succeeds). A file
-                  that cannot be opened for writing makes its partition read-
-                  only (writes fail with EPERM). Linux shows at most 255
-                  partitions of a disk; and when the nbd driver was loaded
-                  with max_part=0 it looks for them only when asked, with -P
-                  (or load it with modprobe nbd max_part=16, or boot with
-                  nbd.max_part=16). attach warns in both cases.
-  --partition     (N) only partition N of SOURCE, found in its MBR or GPT
-                  (logical partitions count from 5, as with /dev/sdaN); the
-                  rest of the image is not served, so the kernel does not scan
-                  its partition table.`
-
 // Composite is the part of an attach request (Config, OpenOptions) that
 // builds a device from several SOURCEs (--concat, --partitions) or serves
 // one partition of one (--partition).
@@ -271,7 +235,7 @@ func openParts(opts OpenOptions) ([]part, error) {
 		sub := OpenOptions{ReadOnly: opts.ReadOnly, BlockSize: 1, DirectIO: opts.DirectIO, CacheSize: opts.CacheSize,
 			AllowPaths: opts.AllowPaths, AllowDevices: opts.AllowDevices, Budget: opts.Budget, SpillLimit: opts.SpillLimit, Logf: opts.Logf}
 		p := part{arg: arg}
-		if spec.Kind == "file" {
+		if spec.Kind == KindFile {
 			st, err := os.Stat(spec.Path)
 			if err == nil && st.Mode().IsRegular() && st.Size() == 0 {
 				return fail(fmt.Errorf("%s: empty file: a %s part needs at least one byte (give it a size: truncate -s 1G %s, or make a file system in it)",

@@ -136,7 +136,7 @@ func (c *Config) Validate() error {
 	if err != nil {
 		return err
 	}
-	if spec.Kind != "file" && (c.Offset != 0 || c.SizeLimit != 0 || c.DirectIO) {
+	if spec.Kind != KindFile && (c.Offset != 0 || c.SizeLimit != 0 || c.DirectIO) {
 		return fmt.Errorf("%s: --offset, --sizelimit and --direct-io apply to files only", c.Source)
 	}
 	if _, err := c.filterSpecs(); err != nil {

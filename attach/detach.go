@@ -5,15 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
-
-	"github.com/nbdloop/nbdloop/kernel"
 )
 
 // ParseDevice accepts /dev/nbdN, nbdN or N and returns N.
@@ -58,33 +53,34 @@ func (e *InUseError) Error() string {
 // Without force, a device that is mounted or held, directly or through a
 // partition, is refused: disconnecting fails the I/O in flight.
 func Detach(ctx context.Context, index int, force bool) error {
-	err := detach(ctx, index, force)
+	h := realHost()
+	err := h.detach(ctx, index, force)
 	if err == nil {
-		os.Remove(statsPath(StateDir(), index))
+		os.Remove(statsPath(h.stateDir, index))
 	}
 	return err
 }
 
 // detach is Detach without removing the statistics file, which DetachStats
 // reads afterwards.
-func detach(ctx context.Context, index int, force bool) error {
+func (h host) detach(ctx context.Context, index int, force bool) error {
 	dev := fmt.Sprintf("/dev/nbd%d", index)
-	sys := kernel.Sysfs{}
-	if _, err := os.Stat(filepath.Join("/sys/block", fmt.Sprintf("nbd%d", index))); err != nil {
+	sys := h.sys
+	if !h.exists(index) {
 		return fmt.Errorf("%s: no such nbd device", dev)
 	}
 	pid, attached, err := sys.PID(index)
 	if err != nil {
 		return fmt.Errorf("%s: %w", dev, err)
 	}
-	dir := StateDir()
+	dir := h.stateDir
 	if !attached {
 		// A stale record from a server that died after the kernel let go.
 		removeState(dir, index, 0)
 		return fmt.Errorf("%s: %w", dev, ErrNotAttached)
 	}
 	if !force {
-		if err := inUse(sys, index); err != nil {
+		if err := h.inUse(index); err != nil {
 			return err
 		}
 	}
@@ -93,14 +89,8 @@ func detach(ctx context.Context, index int, force bool) error {
 		// No restarts from here on: the server about to exit is detached.
 		st.supervisor().signal(syscall.SIGUSR2)
 	}
-	fam, err := kernel.Open()
-	if errors.Is(err, kernel.ErrNoDriver) {
-		return fmt.Errorf("%w (load the driver: modprobe nbd)", err)
-	} else if err != nil {
+	if err := h.disconnect(index); err != nil {
 		return err
-	}
-	if err := fam.Disconnect(index); err != nil {
-		return fmt.Errorf("%s: disconnecting: %w", dev, err)
 	}
 	// The server flushes and exits when the kernel closes its sockets.
 	server := procRef{PID: pid}
@@ -126,14 +116,14 @@ func detach(ctx context.Context, index int, force bool) error {
 		return fmt.Errorf("%s: device still busy after disconnect (something keeps it open): %w", dev, err)
 	}
 	removeState(dir, index, 0)
-	clearPartitions(sys, index)
+	h.clearPartitions(index)
 	return nil
 }
 
 // inUse reports mounts and holders of the device and of its partitions.
-func inUse(sys kernel.Sysfs, index int) error {
-	e := &InUseError{Device: fmt.Sprintf("/dev/nbd%d", index), Mounts: mounts(sys, index)}
-	e.Holders, _ = sys.Holders(index)
+func (h host) inUse(index int) error {
+	e := &InUseError{Device: fmt.Sprintf("/dev/nbd%d", index), Mounts: h.mounts(index)}
+	e.Holders, _ = h.sys.Holders(index)
 	if len(e.Mounts) > 0 || len(e.Holders) > 0 {
 		return e
 	}
@@ -141,15 +131,11 @@ func inUse(sys kernel.Sysfs, index int) error {
 	// (or one of its partitions) open exclusively: every mount, swapon, md
 	// and device-mapper does. It catches what mountinfo cannot show.
 	names := []string{fmt.Sprintf("nbd%d", index)}
-	parts, _ := sys.Partitions(index)
+	parts, _ := h.sys.Partitions(index)
 	for _, name := range append(names, parts...) {
-		fd, err := unix.Open("/dev/"+name, unix.O_RDONLY|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-		if errors.Is(err, syscall.EBUSY) {
+		if h.busy("/dev/" + name) {
 			e.Exclusive = "/dev/" + name
 			return e
-		}
-		if err == nil {
-			unix.Close(fd)
 		}
 	}
 	return nil
@@ -158,17 +144,10 @@ func inUse(sys kernel.Sysfs, index int) error {
 // clearPartitions drops the partition nodes the kernel keeps after a
 // disconnect until the next open: without this a later attach to the same
 // index could briefly show the previous disk's partitions.
-func clearPartitions(sys kernel.Sysfs, index int) {
-	parts, _ := sys.Partitions(index)
-	if len(parts) == 0 {
-		return
+func (h host) clearPartitions(index int) {
+	if parts, _ := h.sys.Partitions(index); len(parts) > 0 {
+		h.rescan(index)
 	}
-	fd, err := unix.Open(fmt.Sprintf("/dev/nbd%d", index), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
-	if err != nil {
-		return
-	}
-	unix.IoctlSetInt(fd, unix.BLKRRPART, 0)
-	unix.Close(fd)
 }
 
 // processAlive reports whether pid exists and is not a zombie.

@@ -26,7 +26,7 @@ func parseExecSpec(s string) (Spec, error) {
 	if _, err := script.ParseOptions(opts); err != nil {
 		return Spec{}, fmt.Errorf("%s: %w", s, err)
 	}
-	return Spec{Kind: "exec", Path: path, Options: opts}, nil
+	return Spec{Kind: KindExec, Path: path, Options: opts}, nil
 }
 
 func execSpecString(s Spec) string {
@@ -58,7 +58,7 @@ func openExec(spec Spec, opts OpenOptions) (*Opened, error) {
 	}
 	desc := spec.String()
 	if abs, err := filepath.Abs(spec.Path); err == nil {
-		desc = Spec{Kind: "exec", Path: abs, Options: spec.Options}.String()
+		desc = Spec{Kind: KindExec, Path: abs, Options: spec.Options}.String()
 	}
 	format := "exec"
 	if so.Persistent {

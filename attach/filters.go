@@ -185,9 +185,10 @@ func ReadStats(index int) (*filters.StatsSnapshot, error) {
 // DetachStats is Detach, and then returns the final statistics the server
 // wrote as it exited, or nil when it kept none. It removes the stats file.
 func DetachStats(ctx context.Context, index int, force bool) (*filters.StatsSnapshot, error) {
-	dir := StateDir()
-	backend, _ := kernel.Sysfs{}.Backend(index)
-	if err := detach(ctx, index, force); err != nil {
+	h := realHost()
+	dir := h.stateDir
+	backend, _ := h.sys.Backend(index)
+	if err := h.detach(ctx, index, force); err != nil {
 		return nil, err
 	}
 	defer os.Remove(statsPath(dir, index))

@@ -3,8 +3,6 @@ package attach
 import (
 	"fmt"
 	"strings"
-
-	"github.com/nbdloop/nbdloop/kernel"
 )
 
 // Device states shown by `list`.
@@ -21,7 +19,11 @@ const (
 // sysfs), in index order, or only those in indices when given. Stale state
 // records (the kernel no longer has the device) are ignored.
 func List(indices []int) ([]Device, error) {
-	sys := kernel.Sysfs{}
+	return realHost().list(indices)
+}
+
+func (h host) list(indices []int) ([]Device, error) {
+	sys := h.sys
 	all, err := sys.Devices()
 	if err != nil {
 		return nil, err
@@ -30,7 +32,7 @@ func List(indices []int) ([]Device, error) {
 	for _, i := range indices {
 		want[i] = true
 	}
-	dir := StateDir()
+	dir := h.stateDir
 	devs := []Device{}
 	for _, index := range all {
 		if len(want) > 0 && !want[index] {
@@ -46,7 +48,7 @@ func List(indices []int) ([]Device, error) {
 		d.Connections, _ = sys.Connections(index)
 		d.Backend, _ = sys.Backend(index)
 		d.Partitions, _ = sys.Partitions(index)
-		d.Mounts = mounts(sys, index)
+		d.Mounts = h.mounts(index)
 		st := readState(dir, index)
 		switch {
 		case st != nil && st.BackendID == d.Backend:
@@ -83,20 +85,4 @@ func List(indices []int) ([]Device, error) {
 		devs = append(devs, d)
 	}
 	return devs, nil
-}
-
-// mounts returns the mount points of the device and of its partitions.
-func mounts(sys kernel.Sysfs, index int) []string {
-	names := []string{fmt.Sprintf("nbd%d", index)}
-	parts, _ := sys.Partitions(index)
-	var out []string
-	for _, name := range append(names, parts...) {
-		major, minor, err := sys.DevNum(name)
-		if err != nil {
-			continue
-		}
-		m, _ := kernel.MountPointsOf("", major, minor, "/dev/"+name)
-		out = append(out, m...)
-	}
-	return out
 }

@@ -34,7 +34,7 @@ func (c Config) pinned() (Config, error) {
 	}
 	abs := func(arg string) string {
 		spec, err := ParseSpec(arg)
-		if err != nil || (spec.Kind != "file" && spec.Kind != "exec") || filepath.IsAbs(spec.Path) {
+		if err != nil || (spec.Kind != KindFile && spec.Kind != KindExec) || filepath.IsAbs(spec.Path) {
 			return arg
 		}
 		spec.Path = filepath.Join(wd, spec.Path)
@@ -59,11 +59,11 @@ func (c Config) pinned() (Config, error) {
 	c.Files = nil
 	for _, arg := range append([]string{c.Source}, c.Composite.Sources...) {
 		spec, err := ParseSpec(arg)
-		if err != nil || (spec.Kind != "file" && spec.Kind != "exec") {
+		if err != nil || (spec.Kind != KindFile && spec.Kind != KindExec) {
 			continue
 		}
 		if id, ok := identify(spec.Path); ok && !c.hasFile(id.Path) {
-			id.Program = spec.Kind == "exec"
+			id.Program = spec.Kind == KindExec
 			c.Files = append(c.Files, id)
 		}
 	}

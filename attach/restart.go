@@ -9,8 +9,6 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/nbdloop/nbdloop/kernel"
 )
 
 // Restart starts a new server for /dev/nbdN, which must be attached by
@@ -21,12 +19,16 @@ import (
 // supervisor are both gone has lost its contents: Restart refuses it unless
 // force.
 func Restart(ctx context.Context, index int, force bool) (*Device, error) {
+	return realHost().restart(ctx, index, force)
+}
+
+func (h host) restart(ctx context.Context, index int, force bool) (*Device, error) {
 	dev := fmt.Sprintf("/dev/nbd%d", index)
-	sys := kernel.Sysfs{}
+	sys := h.sys
 	if _, bound, err := sys.PID(index); err != nil || !bound {
 		return nil, fmt.Errorf("%s: not attached (nothing to restart; attach it)", dev)
 	}
-	dir := StateDir()
+	dir := h.stateDir
 	st := readState(dir, index)
 	backend, _ := sys.Backend(index)
 	if st == nil || st.BackendID != backend {
@@ -63,7 +65,7 @@ func Restart(ctx context.Context, index int, force bool) (*Device, error) {
 		}
 		return nil, fmt.Errorf("%s: no new server is serving the device (%v)%s", dev, err, why)
 	}
-	devs, err := List([]int{index})
+	devs, err := h.list([]int{index})
 	if err != nil || len(devs) != 1 {
 		return nil, fmt.Errorf("%s: restarted, but listing it failed: %v", dev, err)
 	}
@@ -76,7 +78,7 @@ func Restart(ctx context.Context, index int, force bool) (*Device, error) {
 func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
 	var extra []*os.File
 	var env []string
-	if spec, err := ParseSpec(st.Config.Source); err == nil && spec.Kind == "memory" {
+	if spec, err := ParseSpec(st.Config.Source); err == nil && spec.Kind == KindMemory {
 		var mem *os.File
 		if srvAlive && st.MemFD > 0 {
 			mem, err = stealFD(st.server(), st.MemFD)

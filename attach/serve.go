@@ -95,7 +95,7 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 	if err != nil {
 		return fail(err)
 	}
-	notes := protect(spec.Kind != "memory")
+	notes := protect(spec.Kind != KindMemory)
 	if err := checkFiles(cfg.Files); err != nil {
 		return fail(err)
 	}

@@ -13,43 +13,19 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 )
 
-// SourceHelp is the SOURCE syntax, shared by --help, the man page and errors.
-const SourceHelp = `SOURCE is one of:
-  PATH            a file or block device; its format is detected from its
-                  contents (magic bytes), not from its name; raw is the fallback;
-                  xz, gzip and zstd images are served uncompressed and
-                  read-only (-r is implied); qcow2 (v2, v3: backing files,
-                  compressed and zero clusters, extended L2) and VMDK
-                  (monolithic and split, sparse and flat, streamOptimized
-                  read-only, delta disks over their parent) are read and
-                  written in place, so qemu-img check stays clean; their
-                  backing files and parents are never written; images with
-                  snapshots, dirty or corrupt qcow2 and compressed VMDK attach
-                  read-only (with a note); encryption and external data files
-                  are refused; --offset and --sizelimit do not apply to them
-  file:PATH       the same, for paths that contain a colon
-  memory:SIZE     a sparse RAM disk of SIZE bytes, up to 2^63-1 (8E); pages are
-                  allocated on first write and freed by trim; SIZE is rounded
-                  down to the block size
-  exec:PATH       a device served by the program PATH (any executable), run
-                  once per request the way nbdkit's sh plugin runs it (PATH
-                  pread HANDLE COUNT OFFSET, ...), so nbdkit sh scripts work
-                  unchanged; options follow the path after commas:
-                  exec:PATH,persistent starts PATH once and sends it one
-                  request per line on stdin; timeout=DURATION bounds each
-                  request (default 30s; a program that takes longer is
-                  killed, with all it started, setsid or not, and the
-                  request fails with EIO); the program gets PATH, HOME, LANG,
-                  LC_ALL and $tmpdir, plus each variable an env=NAME item
-                  names, none of the rest; KEY=VALUE items go
-                  to the program (config KEY VALUE, or arguments when
-                  persistent); no commas in PATH or values
-SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
-and KB, MB, GB, ... (powers of 1000).`
+// SourceKind is what a SOURCE names.
+type SourceKind string
+
+// The kinds of SOURCE.
+const (
+	KindFile   SourceKind = "file"   // a file or block device (PATH, file:PATH)
+	KindMemory SourceKind = "memory" // memory:SIZE
+	KindExec   SourceKind = "exec"   // exec:PATH[,OPTIONS]
+)
 
 // Spec is a parsed SOURCE argument.
 type Spec struct {
-	Kind string // "file", "memory" or "exec"
+	Kind SourceKind
 	Path string // file, exec
 	Size int64  // memory
 	// Options are exec's options as written, after the path's comma.
@@ -58,7 +34,7 @@ type Spec struct {
 	Clamped bool
 }
 
-// ParseSpec parses a SOURCE argument (see SourceHelp).
+// ParseSpec parses a SOURCE argument (the syntax is in the attach command's help).
 func ParseSpec(s string) (Spec, error) {
 	switch {
 	case s == "":
@@ -75,7 +51,7 @@ func ParseSpec(s string) (Spec, error) {
 		if size <= 0 {
 			return Spec{}, fmt.Errorf("%s: size must be greater than 0 (e.g. memory:1G)", s)
 		}
-		return Spec{Kind: "memory", Size: size, Clamped: clamped}, nil
+		return Spec{Kind: KindMemory, Size: size, Clamped: clamped}, nil
 	case strings.HasPrefix(s, "exec:"):
 		return parseExecSpec(s)
 	case strings.HasPrefix(s, "file:"):
@@ -83,17 +59,17 @@ func ParseSpec(s string) (Spec, error) {
 		if path == "" {
 			return Spec{}, fmt.Errorf("%s: no path given (e.g. file:disk.img)", s)
 		}
-		return Spec{Kind: "file", Path: path}, nil
+		return Spec{Kind: KindFile, Path: path}, nil
 	}
-	return Spec{Kind: "file", Path: s}, nil
+	return Spec{Kind: KindFile, Path: s}, nil
 }
 
 // String renders the spec in the form ParseSpec reads.
 func (s Spec) String() string {
-	if s.Kind == "memory" {
+	if s.Kind == KindMemory {
 		return fmt.Sprintf("memory:%d", s.Size)
 	}
-	if s.Kind == "exec" {
+	if s.Kind == KindExec {
 		return execSpecString(s)
 	}
 	if strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") || strings.HasPrefix(s.Path, "exec:") {
@@ -158,11 +134,16 @@ type format struct {
 	// readOnly formats are served read-only whatever -r says, and their
 	// file is never opened for writing (see probe.go).
 	readOnly bool
+	// diesWithServer says what of a writable image lives only in the
+	// server process until a flush, so that a new server after a crash
+	// would serve it wrong ("": nothing; the server can be restarted).
+	diesWithServer string
 }
 
 var probeTable = []format{
 	{name: "vmdk", match: isVMDK, openPath: openVMDK},
-	{name: "qcow2", match: isQcow2, openPath: openQcow2},
+	{name: "qcow2", match: isQcow2, openPath: openQcow2,
+		diesWithServer: "qcow2 keeps new cluster mappings in the server until a flush, and they died with it"},
 	{name: "xz", match: isXZ, open: openXZ, readOnly: true},
 	{name: "gzip", match: isGzip, open: openGzip, readOnly: true},
 	{name: "zstd", match: isZstd, open: openZstd, readOnly: true},
@@ -183,7 +164,7 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	if opts.Budget == nil {
 		opts.Budget = sources.NewBudget(opts.MetadataLimit)
 	}
-	if opts.Format != "" && spec.Kind != "file" {
+	if opts.Format != "" && spec.Kind != KindFile {
 		return nil, fmt.Errorf("%s: --format applies to files only (omit it)", spec)
 	}
 	if opts.Layout != "" || opts.Partition > 0 {
@@ -192,10 +173,10 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 		return openComposite(spec, opts)
 	}
 	bs := opts.BlockSize
-	if spec.Kind == "memory" {
+	if spec.Kind == KindMemory {
 		return openMemory(spec, opts)
 	}
-	if spec.Kind == "exec" {
+	if spec.Kind == KindExec {
 		return openExec(spec, opts)
 	}
 

@@ -48,44 +48,6 @@ import (
 // shows it) and waits: SIGHUP (sent by `nbdloop restart`) tries again,
 // SIGUSR2 (sent by `detach`) or SIGTERM ends it.
 
-// RestartHelp is the man page's section on supervision and durability.
-const RestartHelp = `WHAT SURVIVES WHAT:
-  attach starts a small supervisor process, which starts the server and
-  restarts it when it dies without a detach (kill -9, a crash, the kernel
-  dropping every connection): the new server serves the same source with the
-  same options and hands new sockets to the kernel with NBD_CMD_RECONFIGURE,
-  matched by the device's backend identifier. Meanwhile the kernel holds new
-  I/O for --dead-timeout (30 s), so a mounted file system carries on; a
-  request that was inside the dead server is sent again when the kernel's
-  request timer finds it (up to 30 s later). A server that dies again within
-  10 s of starting is retried after 0, 0.1, 0.2, 0.4 and 0.8 s; after 5 such
-  deaths the supervisor gives up and list shows the device dead, with the
-  reason (list --json). nbdloop restart tries again, also after the
-  supervisor itself was killed. --no-restart and --foreground run no
-  supervisor.
-
-  A server crash loses nothing that was written: files and block devices
-  have every completed write in the kernel's page cache; a memory: device
-  keeps its bytes in a memfd held by the supervisor; compressed images are
-  read-only. A crash of the supervisor alone changes nothing until the server
-  dies too: nbdloop restart takes over a live server, and its memfd
-  (pidfd_getfd). If both die, a RAM disk's contents are lost (restart refuses
-  it without --force). A reboot or power loss keeps what files and block
-  devices had flushed: FLUSH (and FUA, which is a write plus a flush) is
-  answered only after fdatasync has returned. VMDK images write each new
-  grain before the tables that point to it, and the tables as they change,
-  so a server crash loses nothing; after a power loss they are as of the
-  last flush. qcow2 images keep new cluster mappings in the server until a
-  flush (then data, L2 and L1 tables reach the disk in that order, so a
-  crash can leak clusters but never corrupt the image): a crashed server
-  takes unflushed writes with it, so a qcow2 device is not restarted. An
-  exec: program is started again (its open method again too): a script that
-  keeps its data only in its $tmpdir comes back empty, one backed by a file
-  does not. The cow filter's overlay and the
-  memory: parts of --concat and --partitions live inside the server: such
-  devices are not restarted (they stay dead, with that reason). The log filter
-  appends to its file after a restart; the stats filter starts counting anew.`
-
 // SuperviseCommand is the hidden argv[1] of the supervisor process.
 const SuperviseCommand = "__supervise"
 
@@ -137,8 +99,10 @@ func exitReason(ps *os.ProcessState) string {
 // notRestartable says why cfg's server cannot be restarted without losing
 // data, or "" when it can.
 func notRestartable(cfg Config, format string) string {
-	if format == "qcow2" {
-		return "qcow2 keeps new cluster mappings in the server until a flush, and they died with it"
+	for _, fm := range probeTable {
+		if fm.name == format && fm.diesWithServer != "" {
+			return fm.diesWithServer
+		}
 	}
 	for _, f := range cfg.Filters {
 		if name, _, _ := strings.Cut(f, ":"); name == "cow" {
@@ -210,7 +174,7 @@ func RunSupervisor() int {
 
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 	s := &supervisor{cfg: cfg, exe: exe, logf: logger.Printf, index: -1}
-	if spec, err := ParseSpec(cfg.Source); err == nil && spec.Kind == "memory" {
+	if spec, err := ParseSpec(cfg.Source); err == nil && spec.Kind == KindMemory {
 		if inheritedMem {
 			s.memFile = os.NewFile(memFD, "memfd")
 		} else if s.memFile, err = newMemfd(spec); err != nil {
@@ -318,38 +282,33 @@ func RunSupervisor() int {
 		if err == nil {
 			lastExit = exitReason(ps)
 		}
-		if ps != nil && ps.Exited() && ps.ExitCode() == exitDetached && err == nil {
-			s.logf("/dev/nbd%d: server exited after a detach; supervisor done", s.index)
+		d := decideRestart(serverEnd{
+			Index: s.index, LastExit: lastExit, Stopping: stopping, Failed: err != nil,
+			Detached:       ps != nil && ps.Exited() && ps.ExitCode() == exitDetached,
+			Attached:       !stopping && s.stillOurs(backendID),
+			NotRestartable: notRestartable(s.cfg, format),
+			Ran:            time.Since(started), Quick: quick,
+		})
+		quick = d.Quick
+		switch d.Action {
+		case stopSupervising:
+			s.logf("%s", d.Why)
 			return 0
-		}
-		if stopping {
-			s.logf("/dev/nbd%d: server ended (%s) while stopping; supervisor done", s.index, lastExit)
-			return 0
-		}
-		if !s.stillOurs(backendID) {
-			s.logf("/dev/nbd%d: the device is no longer attached; supervisor done", s.index)
-			return 0
-		}
-		if why := notRestartable(s.cfg, format); why != "" {
-			s.giveUp(fmt.Sprintf("server %s; not restarted: %s (detach the device)", lastExit, why))
+		case giveUp:
+			s.giveUp(d.Why)
 			return s.waitAfterGivingUp(ctx, sigs, backendID, nil)
-		}
-		if time.Since(started) < quickDeath || err != nil {
-			quick++
-		} else {
-			quick = 1
-		}
-		if quick > maxQuickDeaths {
-			s.giveUp(fmt.Sprintf("server died %d times within %v of starting; last: %s (retry: nbdloop restart /dev/nbd%d; or detach it)",
-				maxQuickDeaths, quickDeath, lastExit, s.index))
+		case giveUpRetry:
+			s.giveUp(d.Why)
 			retry := make(chan struct{}, 1)
 			if code := s.waitAfterGivingUp(ctx, sigs, backendID, retry); code >= 0 {
 				return code
 			}
 			quick = 0
+			d.Delay = restartDelay(quick)
+			d.Why = fmt.Sprintf("/dev/nbd%d: server %s; restarting", s.index, lastExit)
 		}
-		s.logf("/dev/nbd%d: server %s; restarting", s.index, lastExit)
-		time.Sleep(restartDelay(quick))
+		s.logf("%s", d.Why)
+		time.Sleep(d.Delay)
 		s.awaitDeadLinks(time.Second)
 		restarts++
 	}

@@ -31,13 +31,13 @@ no TCP port, no second daemon. attach prints the device name and returns once
 the device is usable; detach disconnects it and waits until the server has
 flushed and exited.
 
-` + attach.SourceHelp + `
+` + sourceHelp + `
 
 The server process protects itself from memory-reclaim deadlocks
 (PR_SET_IO_FLUSHER, oom_score_adj -1000, mlockall for file sources), keeps
 a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
 
-` + attach.RestartHelp + `
+` + restartHelp + `
 
 ` + untrustedHelp + `
 
@@ -58,79 +58,6 @@ EXAMPLES:
 EXIT STATUS:
   0 success; 1 failure; 2 bad command line. attach --run exits with the
   command's status (128+N if it was killed by signal N).`
-
-// untrustedHelp is the man page's UNTRUSTED IMAGES section: what nbdloop
-// confines and bounds when it opens an image that came from elsewhere, and
-// the flags that open it up.
-const untrustedHelp = `UNTRUSTED IMAGES:
-nbdloop runs as root and treats every byte of an image as hostile.
-
-Probing. The format of a file is probed from its first 4 KiB on every open,
-restarts included. A file probed as raw stays raw: a write, write-zeroes or
-trim that would make those bytes probe as VMDK, qcow2, xz, gzip or zstd
-fails with EPERM (EIO on kernels that do not pass errors through) and the
-device's log says so, so a guest cannot turn its disk into an image that
-names host files (qemu restricts block 0 of probed-raw images the same
-way). A restart that finds another format than the device was attached
-with refuses, with the reason in list. --format FORMAT opens the file as
-FORMAT without probing; --format raw lets the guest write any first sector.
-
-Files an image names. qcow2 backing files, VMDK extents and parents must
-resolve, symbolic links included, beneath the directory of the image named
-on the command line; anything else is refused with the path and the flag
-that allows it: --allow-path DIR (repeatable) for further directories,
---allow-devices for block devices. FIFOs, sockets and character devices are
-never opened. An image attached read-only opens nothing for writing, and
-backing files and parents are always read-only.
-
-Memory and disk. The tables an image keeps in memory (qcow2 L1 and refcount
-tables and caches, VMDK grain directories and tables, the indexes of xz,
-zstd and gzip files), of all its files together, are charged to one budget
-per device, --metadata-limit (default 256M): an image that needs more is
-refused at open with the figures. The decode cache charges each compressed
-block its real dictionary and buffer size. A compressed file of one big
-block is decoded into a temporary file bounded by --spill-limit (default 64G)
-and by the free space of its directory less 1G (or a tenth of the file
-system): a file whose size is known and larger is refused at attach, a
-decode that runs past the bound fails its reads with EIO, and nothing is
-decoded in full while attaching.
-
-The gzip index cache (~/.cache/nbdloop/gzip-index) is checked by content
-(a SHA-256 of each indexed segment, checked again at each decode) and by
-the file's identity before use; its directory is private (0700), never
-reached through a symbolic link, and pruned (entries unused for 90 days,
-then the least recently used beyond 1 GiB).`
-
-// nothingLostHelp is the man page's LOCKS AND RESTARTS section: what keeps
-// a command from destroying data.
-const nothingLostHelp = `LOCKS AND RESTARTS:
-Image locks. attach locks the files it serves the way qemu does (open file
-description locks on bytes 100 and up, 200 and up), so nbdloop, qemu,
-qemu-nbd and qemu-img see each other: a writable device excludes other
-writers and readers of its files, a read-only device excludes writers, and
-read-only devices share. A conflict is refused with the holder named
-(/dev/nbdN, or another program). The locks are held by the server process
-and taken again by a restarted one before it serves. --no-lock takes none.
-
-Restarts serve the same files. attach records its SOURCE, parts, filter
-files and exec: program by absolute path, with each served file's device
-and inode. A server started later (by the supervisor after a crash, or by
-nbdloop restart from any directory) refuses a path that now leads to
-another file, and list shows why. Signals to servers and supervisors go
-through pidfds, after checking the start time recorded with the pid, so a
-recycled pid is never signalled.
-
-exec: programs run with PATH, HOME, LANG, LC_ALL, $tmpdir and the
-variables env=NAME items name, nothing else of the environment attach was
-run in; whatever a program starts, in its process group or not (setsid),
-is killed when a call times out and at detach.
-
-Outputs. The log filter appends to its file (never truncates), creates it
-0600 with its first line (a failed attach creates nothing), and refuses a
-symbolic link. pack writes to a temporary file beside its output and
-renames it into place; it refuses an output that is its input, and an
-error or a signal leaves no partial output. /run/nbdloop is 0700, its
-files 0600.`
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
@@ -173,7 +100,7 @@ func attachCommand() *cli.Command {
 		Usage:     "attach SOURCE to an nbd device and print the device's name",
 		UsageText: "nbdloop attach [options] SOURCE\nnbdloop attach --concat [options] SOURCE...\nnbdloop attach --partitions [--table gpt|mbr] [--align SIZE] [--type N=TYPE]... [options] SOURCE...\nnbdloop attach --partition N [options] SOURCE",
 		Description: "Starts a server process for SOURCE, connects it to the first free nbd device\n" +
-			"(or --device) and prints the device's name once it is usable.\n\n" + attach.SourceHelp + "\n\n" + attach.CompositeHelp + "\n\n" + filters.Help(),
+			"(or --device) and prints the device's name once it is usable.\n\n" + sourceHelp + "\n\n" + compositeHelp + "\n\n" + filters.Help(),
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError("attach: %v (see nbdloop attach --help)", err)
 		},

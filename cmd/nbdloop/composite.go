@@ -7,7 +7,7 @@ import (
 )
 
 // The flags of devices made of several files (--concat, --partitions) and
-// of partition views (--partition); attach.CompositeHelp explains them.
+// of partition views (--partition); compositeHelp explains them.
 
 func concatFlag() cli.Flag {
 	return &cli.BoolFlag{Name: "concat", Usage: "serve the SOURCEs one after the other as one device (see COMPOSITE DEVICES)"}

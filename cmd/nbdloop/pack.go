@@ -164,7 +164,7 @@ func doPack(ctx *cli.Context) error {
 			fmt.Fprintf(ctx.App.ErrWriter, "nbdloop: %s\n", w)
 		}
 	}
-	if spec.Kind == "file" && sameFile(spec.Path, out) {
+	if spec.Kind == attach.KindFile && sameFile(spec.Path, out) {
 		return fmt.Errorf("%s: is the image being packed (%s): refused (write to another file)", out, image)
 	}
 	if _, err := os.Lstat(out); err == nil && !c.Bool("force") {

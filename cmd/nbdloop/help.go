@@ -1,0 +1,184 @@
+package main
+
+// The help texts of attach: --help, the man page and errors quote them.
+
+// sourceHelp is the SOURCE syntax, shared by --help, the man page and errors.
+const sourceHelp = `SOURCE is one of:
+  PATH            a file or block device; its format is detected from its
+                  contents (magic bytes), not from its name; raw is the fallback;
+                  xz, gzip and zstd images are served uncompressed and
+                  read-only (-r is implied); qcow2 (v2, v3: backing files,
+                  compressed and zero clusters, extended L2) and VMDK
+                  (monolithic and split, sparse and flat, streamOptimized
+                  read-only, delta disks over their parent) are read and
+                  written in place, so qemu-img check stays clean; their
+                  backing files and parents are never written; images with
+                  snapshots, dirty or corrupt qcow2 and compressed VMDK attach
+                  read-only (with a note); encryption and external data files
+                  are refused; --offset and --sizelimit do not apply to them
+  file:PATH       the same, for paths that contain a colon
+  memory:SIZE     a sparse RAM disk of SIZE bytes, up to 2^63-1 (8E); pages are
+                  allocated on first write and freed by trim; SIZE is rounded
+                  down to the block size
+  exec:PATH       a device served by the program PATH (any executable), run
+                  once per request the way nbdkit's sh plugin runs it (PATH
+                  pread HANDLE COUNT OFFSET, ...), so nbdkit sh scripts work
+                  unchanged; options follow the path after commas:
+                  exec:PATH,persistent starts PATH once and sends it one
+                  request per line on stdin; timeout=DURATION bounds each
+                  request (default 30s; a program that takes longer is
+                  killed, with all it started, setsid or not, and the
+                  request fails with EIO); the program gets PATH, HOME, LANG,
+                  LC_ALL and $tmpdir, plus each variable an env=NAME item
+                  names, none of the rest; KEY=VALUE items go
+                  to the program (config KEY VALUE, or arguments when
+                  persistent); no commas in PATH or values
+SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
+and KB, MB, GB, ... (powers of 1000).`
+
+// compositeHelp describes the devices made of several SOURCEs and the
+// partition view, for --help and the man page.
+const compositeHelp = `COMPOSITE DEVICES: several files as one device, or one partition of an image.
+
+  --concat        one device whose bytes are the SOURCEs one after the other;
+                  writes, trims and flushes go to the right files, split at
+                  their boundaries. Files of any size: a total that is not a
+                  multiple of the block size is padded with zeros, which read
+                  as zeros and refuse data (EIO), and attach says so. The
+                  files must be all writable or all read-only (or give -r).
+  --partitions    a partitioned disk with one partition per SOURCE, in order,
+                  like nbdkit's partitioning plugin: a GPT (--table gpt, the
+                  default: protective MBR, primary and backup headers, 128
+                  entries or more) or an MBR (--table mbr; with more than 4
+                  files, 1-3 are primary, 4 is an extended partition and the
+                  rest are logical partitions 5, 6, ...). Partitions start at
+                  multiples of --align (default 1M) and are named after the
+                  files. Their type is detected from the content (swap ->
+                  swap; ext2/3/4, xfs, btrfs and unknown -> linux; FAT ->
+                  msdata, or esp with --esp; NTFS, exFAT -> msdata; LVM, LUKS,
+                  MD RAID) unless --type N=TYPE or FILE=TYPE says otherwise.
+                  The disk and partition GUIDs derive from the files' paths,
+                  so they are the same at every attach (PARTUUID= works). The
+                  tables are served from memory: writes that would change them
+                  fail with EIO (rewriting the same bytes succeeds). A file
+                  that cannot be opened for writing makes its partition read-
+                  only (writes fail with EPERM). Linux shows at most 255
+                  partitions of a disk; and when the nbd driver was loaded
+                  with max_part=0 it looks for them only when asked, with -P
+                  (or load it with modprobe nbd max_part=16, or boot with
+                  nbd.max_part=16). attach warns in both cases.
+  --partition     (N) only partition N of SOURCE, found in its MBR or GPT
+                  (logical partitions count from 5, as with /dev/sdaN); the
+                  rest of the image is not served, so the kernel does not scan
+                  its partition table.`
+
+// restartHelp is the man page's section on supervision and durability.
+const restartHelp = `WHAT SURVIVES WHAT:
+  attach starts a small supervisor process, which starts the server and
+  restarts it when it dies without a detach (kill -9, a crash, the kernel
+  dropping every connection): the new server serves the same source with the
+  same options and hands new sockets to the kernel with NBD_CMD_RECONFIGURE,
+  matched by the device's backend identifier. Meanwhile the kernel holds new
+  I/O for --dead-timeout (30 s), so a mounted file system carries on; a
+  request that was inside the dead server is sent again when the kernel's
+  request timer finds it (up to 30 s later). A server that dies again within
+  10 s of starting is retried after 0, 0.1, 0.2, 0.4 and 0.8 s; after 5 such
+  deaths the supervisor gives up and list shows the device dead, with the
+  reason (list --json). nbdloop restart tries again, also after the
+  supervisor itself was killed. --no-restart and --foreground run no
+  supervisor.
+
+  A server crash loses nothing that was written: files and block devices
+  have every completed write in the kernel's page cache; a memory: device
+  keeps its bytes in a memfd held by the supervisor; compressed images are
+  read-only. A crash of the supervisor alone changes nothing until the server
+  dies too: nbdloop restart takes over a live server, and its memfd
+  (pidfd_getfd). If both die, a RAM disk's contents are lost (restart refuses
+  it without --force). A reboot or power loss keeps what files and block
+  devices had flushed: FLUSH (and FUA, which is a write plus a flush) is
+  answered only after fdatasync has returned. VMDK images write each new
+  grain before the tables that point to it, and the tables as they change,
+  so a server crash loses nothing; after a power loss they are as of the
+  last flush. qcow2 images keep new cluster mappings in the server until a
+  flush (then data, L2 and L1 tables reach the disk in that order, so a
+  crash can leak clusters but never corrupt the image): a crashed server
+  takes unflushed writes with it, so a qcow2 device is not restarted. An
+  exec: program is started again (its open method again too): a script that
+  keeps its data only in its $tmpdir comes back empty, one backed by a file
+  does not. The cow filter's overlay and the
+  memory: parts of --concat and --partitions live inside the server: such
+  devices are not restarted (they stay dead, with that reason). The log filter
+  appends to its file after a restart; the stats filter starts counting anew.`
+
+// untrustedHelp is the man page's UNTRUSTED IMAGES section: what nbdloop
+// confines and bounds when it opens an image that came from elsewhere, and
+// the flags that open it up.
+const untrustedHelp = `UNTRUSTED IMAGES:
+nbdloop runs as root and treats every byte of an image as hostile.
+
+Probing. The format of a file is probed from its first 4 KiB on every open,
+restarts included. A file probed as raw stays raw: a write, write-zeroes or
+trim that would make those bytes probe as VMDK, qcow2, xz, gzip or zstd
+fails with EPERM (EIO on kernels that do not pass errors through) and the
+device's log says so, so a guest cannot turn its disk into an image that
+names host files (qemu restricts block 0 of probed-raw images the same
+way). A restart that finds another format than the device was attached
+with refuses, with the reason in list. --format FORMAT opens the file as
+FORMAT without probing; --format raw lets the guest write any first sector.
+
+Files an image names. qcow2 backing files, VMDK extents and parents must
+resolve, symbolic links included, beneath the directory of the image named
+on the command line; anything else is refused with the path and the flag
+that allows it: --allow-path DIR (repeatable) for further directories,
+--allow-devices for block devices. FIFOs, sockets and character devices are
+never opened. An image attached read-only opens nothing for writing, and
+backing files and parents are always read-only.
+
+Memory and disk. The tables an image keeps in memory (qcow2 L1 and refcount
+tables and caches, VMDK grain directories and tables, the indexes of xz,
+zstd and gzip files), of all its files together, are charged to one budget
+per device, --metadata-limit (default 256M): an image that needs more is
+refused at open with the figures. The decode cache charges each compressed
+block its real dictionary and buffer size. A compressed file of one big
+block is decoded into a temporary file bounded by --spill-limit (default 64G)
+and by the free space of its directory less 1G (or a tenth of the file
+system): a file whose size is known and larger is refused at attach, a
+decode that runs past the bound fails its reads with EIO, and nothing is
+decoded in full while attaching.
+
+The gzip index cache (~/.cache/nbdloop/gzip-index) is checked by content
+(a SHA-256 of each indexed segment, checked again at each decode) and by
+the file's identity before use; its directory is private (0700), never
+reached through a symbolic link, and pruned (entries unused for 90 days,
+then the least recently used beyond 1 GiB).`
+
+// nothingLostHelp is the man page's LOCKS AND RESTARTS section: what keeps
+// a command from destroying data.
+const nothingLostHelp = `LOCKS AND RESTARTS:
+Image locks. attach locks the files it serves the way qemu does (open file
+description locks on bytes 100 and up, 200 and up), so nbdloop, qemu,
+qemu-nbd and qemu-img see each other: a writable device excludes other
+writers and readers of its files, a read-only device excludes writers, and
+read-only devices share. A conflict is refused with the holder named
+(/dev/nbdN, or another program). The locks are held by the server process
+and taken again by a restarted one before it serves. --no-lock takes none.
+
+Restarts serve the same files. attach records its SOURCE, parts, filter
+files and exec: program by absolute path, with each served file's device
+and inode. A server started later (by the supervisor after a crash, or by
+nbdloop restart from any directory) refuses a path that now leads to
+another file, and list shows why. Signals to servers and supervisors go
+through pidfds, after checking the start time recorded with the pid, so a
+recycled pid is never signalled.
+
+exec: programs run with PATH, HOME, LANG, LC_ALL, $tmpdir and the
+variables env=NAME items name, nothing else of the environment attach was
+run in; whatever a program starts, in its process group or not (setsid),
+is killed when a call times out and at detach.
+
+Outputs. The log filter appends to its file (never truncates), creates it
+0600 with its first line (a failed attach creates nothing), and refuses a
+symbolic link. pack writes to a temporary file beside its output and
+renames it into place; it refuses an output that is its input, and an
+error or a signal leaves no partial output. /run/nbdloop is 0700, its
+files 0600.`
