@@ -184,8 +184,9 @@ func (b *bucket) book(n int64, now time.Time) time.Duration {
 	return b.next.Sub(now)
 }
 
-// Limit returns the bytes per second currently in force for op (request.OpRead or
-// request.OpWrite, through both its buckets): the smaller limit, 0 for none.
+// Limit returns the bytes per second currently in force for op
+// (request.OpRead or request.OpWrite, through both its buckets): the smaller
+// limit, 0 for none.
 func (r *Rate) Limit(op request.Op) int64 {
 	dir := &r.read
 	if op == request.OpWrite {
