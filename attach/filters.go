@@ -13,7 +13,6 @@ import (
 
 	"github.com/nbdloop/nbdloop/filters"
 	"github.com/nbdloop/nbdloop/kernel"
-	"github.com/nbdloop/nbdloop/nbd"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -45,21 +44,6 @@ func openFilters(src sources.Source, cfg Config, restarted bool) (*filters.Stack
 	}
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 	return filters.Open(src, specs, filters.Env{Logf: logger.Printf, Restarted: restarted})
-}
-
-// observeFunc returns the nbd.Options.Observe that feeds the stack's log
-// and stats filters, or nil when there are none (then the server does not
-// even read the clock).
-func observeFunc(st *filters.Stack) func(nbd.Event) {
-	if len(st.Observers) == 0 {
-		return nil
-	}
-	return func(e nbd.Event) {
-		st.Observe(filters.Request{
-			Conn: e.Conn, Op: filters.Op(e.Cmd), Flags: filters.Flags(e.Flags),
-			Offset: e.Offset, Length: e.Length, Start: e.Start, Latency: e.Latency, Error: e.Error,
-		})
-	}
 }
 
 func statsPath(dir string, index int) string {

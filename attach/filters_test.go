@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/nbdloop/nbdloop/filters"
-	"github.com/nbdloop/nbdloop/nbd"
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -59,8 +59,8 @@ func TestSourceReadOnly(t *testing.T) {
 	}
 }
 
-// TestObserveFunc: nbd's commands and flags arrive in the filters as the
-// same requests.
+// TestObserveFunc: the requests the server observes arrive in the stack's
+// log and stats filters.
 func TestObserveFunc(t *testing.T) {
 	m, err := sources.NewMemory(1 << 20)
 	if err != nil {
@@ -70,8 +70,8 @@ func TestObserveFunc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if observeFunc(st) != nil {
-		t.Error("observeFunc of a stack without log or stats is not nil")
+	if st.ObserveFunc() != nil {
+		t.Error("ObserveFunc of a stack without log or stats is not nil")
 	}
 	path := filepath.Join(t.TempDir(), "log")
 	cfg := NewConfig("memory:1M")
@@ -80,14 +80,14 @@ func TestObserveFunc(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	obs := observeFunc(st)
+	obs := st.ObserveFunc()
 	start := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
-	for _, e := range []nbd.Event{
-		{Conn: 1, Cmd: nbd.CmdRead, Offset: 4096, Length: 512, Start: start, Latency: time.Millisecond},
-		{Conn: 2, Cmd: nbd.CmdWrite, Flags: nbd.FlagFUA, Offset: 0, Length: 4096, Start: start, Error: 28},
-		{Conn: 3, Cmd: nbd.CmdFlush, Start: start},
-		{Conn: 0, Cmd: nbd.CmdTrim, Offset: 1 << 20, Length: 1 << 20, Start: start},
-		{Conn: 0, Cmd: nbd.CmdWriteZeroes, Flags: nbd.FlagNoHole, Length: 8192, Start: start},
+	for _, e := range []request.Request{
+		{Conn: 1, Op: request.OpRead, Offset: 4096, Length: 512, Start: start, Latency: time.Millisecond},
+		{Conn: 2, Op: request.OpWrite, Flags: request.FlagFUA, Offset: 0, Length: 4096, Start: start, Error: 28},
+		{Conn: 3, Op: request.OpFlush, Start: start},
+		{Conn: 0, Op: request.OpTrim, Offset: 1 << 20, Length: 1 << 20, Start: start},
+		{Conn: 0, Op: request.OpZero, Flags: request.FlagNoHole, Length: 8192, Start: start},
 	} {
 		obs(e)
 	}
@@ -136,7 +136,7 @@ func TestStatsFile(t *testing.T) {
 	if snap.Device != "/dev/nbd7" || snap.PID != 4711 || snap.Ops[0].Count != 0 {
 		t.Errorf("first stats = %+v", snap)
 	}
-	stack.Observe(filters.Request{Op: filters.OpRead, Length: 4096})
+	stack.Observe(request.Request{Op: request.OpRead, Length: 4096})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		snap, err = readStats(dir, 7, "nbdloop:0123")
@@ -148,7 +148,7 @@ func TestStatsFile(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	stack.Observe(filters.Request{Op: filters.OpWrite, Length: 4096})
+	stack.Observe(request.Request{Op: request.OpWrite, Length: 4096})
 	stop()
 	snap, err = readStats(dir, 7, "nbdloop:0123")
 	if err != nil || snap.Ops[1].Count != 1 {

@@ -153,7 +153,7 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 
 	caps := src.Caps()
 	ro := caps.ReadOnly || cfg.ReadOnly
-	srv := nbd.NewServer(src, nbd.Options{Logf: logger.Printf, Observe: observeFunc(stack)})
+	srv := nbd.NewServer(src, nbd.Options{Logf: logger.Printf, Observe: stack.ObserveFunc()})
 	flags := nbd.TransmissionFlags(caps, cfg.Connections > 1)
 	if cfg.ReadOnly {
 		flags |= nbd.FlagReadOnly

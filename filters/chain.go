@@ -2,62 +2,20 @@ package filters
 
 import (
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
-// Op is a kind of request. Its values are the NBD command numbers
-// (NBD_CMD_READ, ...), so the server's commands convert directly.
-type Op uint16
-
-// The kinds of request a filter sees.
-const (
-	OpRead  Op = 0 // NBD_CMD_READ
-	OpWrite Op = 1 // NBD_CMD_WRITE
-	OpFlush Op = 3 // NBD_CMD_FLUSH
-	OpTrim  Op = 4 // NBD_CMD_TRIM
-	OpZero  Op = 6 // NBD_CMD_WRITE_ZEROES
-)
-
-// ops lists the kinds of request in the order help, stats and logs use.
-var ops = []Op{OpRead, OpWrite, OpFlush, OpTrim, OpZero}
-
-// String returns read, write, flush, trim or zero.
-func (o Op) String() string {
-	switch o {
-	case OpRead:
-		return "read"
-	case OpWrite:
-		return "write"
-	case OpFlush:
-		return "flush"
-	case OpTrim:
-		return "trim"
-	case OpZero:
-		return "zero"
-	}
-	return fmt.Sprintf("cmd%d", uint16(o))
-}
-
-func opByName(name string) (Op, bool) {
-	for _, o := range ops {
-		if o.String() == name {
-			return o, true
-		}
-	}
-	return 0, false
-}
-
-// OpSet is a set of kinds of request, one bit per Op value.
+// OpSet is a set of kinds of request, one bit per request.Op value.
 type OpSet uint64
 
-const allOps = OpSet(1<<OpRead | 1<<OpWrite | 1<<OpFlush | 1<<OpTrim | 1<<OpZero)
+const allOps = OpSet(1<<request.OpRead | 1<<request.OpWrite | 1<<request.OpFlush | 1<<request.OpTrim | 1<<request.OpZero)
 
 // Has reports whether op is in the set.
-func (s OpSet) Has(op Op) bool { return op < 64 && s&(1<<op) != 0 }
+func (s OpSet) Has(op request.Op) bool { return op < 64 && s&(1<<op) != 0 }
 
 // String joins the names with "+", or returns "all".
 func (s OpSet) String() string {
@@ -65,7 +23,7 @@ func (s OpSet) String() string {
 		return "all"
 	}
 	var n []string
-	for _, o := range ops {
+	for _, o := range request.Ops() {
 		if s.Has(o) {
 			n = append(n, o.String())
 		}
@@ -73,34 +31,11 @@ func (s OpSet) String() string {
 	return strings.Join(n, "+")
 }
 
-// Flags are NBD command flags.
-type Flags uint16
-
-// Command flags, as on the wire.
-const (
-	FlagFUA    Flags = 1 << 0 // NBD_CMD_FLAG_FUA
-	FlagNoHole Flags = 1 << 1 // NBD_CMD_FLAG_NO_HOLE
-)
-
-// Request is one request as the NBD server served it: what the log and
-// stats filters record. The attach layer builds it from the server's
-// nbd.Event; the fields are the same.
-type Request struct {
-	Conn    int // connection number, 0..N-1
-	Op      Op
-	Flags   Flags
-	Offset  uint64
-	Length  uint32
-	Start   time.Time     // when the server read the request
-	Latency time.Duration // until its reply was queued, waiting for a worker included
-	Error   uint32        // the NBD error replied (Linux errno values); 0 is success
-}
-
 // Observer is a filter that wants to see every request the server serves
 // (log, stats). Observe is called concurrently from the server's workers,
 // after each reply is queued, and must be quick and must not allocate.
 type Observer interface {
-	Observe(r Request)
+	Observe(r request.Request)
 }
 
 // Clock is the time the filters that wait (delay, rate) or measure (stats)
@@ -151,10 +86,20 @@ type Stack struct {
 }
 
 // Observe passes r to every observer.
-func (s *Stack) Observe(r Request) {
+func (s *Stack) Observe(r request.Request) {
 	for _, o := range s.Observers {
 		o.Observe(r)
 	}
+}
+
+// ObserveFunc returns s.Observe, or nil when the stack has no observers:
+// what the NBD server takes as its observer (nbd.Options.Observe), which
+// does not even read the clock when it is nil.
+func (s *Stack) ObserveFunc() func(request.Request) {
+	if len(s.Observers) == 0 {
+		return nil
+	}
+	return s.Observe
 }
 
 // Stats returns the first stats filter of the stack, or nil.

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -74,9 +75,13 @@ func TestOpenOrder(t *testing.T) {
 	if len(st.Observers) != 2 || st.Observers[0] != Observer(st.Source.(*Stats)) || st.Stats() != st.Source {
 		t.Errorf("Observers = %v, want the stats then the log filter", st.Observers)
 	}
-	st.Observe(Request{Op: OpRead, Length: 512})
+	st.Observe(request.Request{Op: request.OpRead, Length: 512})
 	if got := st.Stats().Snapshot().Ops[0].Count; got != 1 {
 		t.Errorf("stats count after Observe = %d, want 1", got)
+	}
+	st.ObserveFunc()(request.Request{Op: request.OpRead, Length: 512})
+	if got := st.Stats().Snapshot().Ops[0].Count; got != 2 {
+		t.Errorf("stats count after ObserveFunc()(r) = %d, want 2", got)
 	}
 	// Writes go through protect to cow and leave the base alone.
 	if _, err := st.Source.WriteAt([]byte("x"), 0); err == nil {
@@ -91,6 +96,47 @@ func TestOpenOrder(t *testing.T) {
 	}
 	if base.closes != 1 {
 		t.Errorf("closing the chain closed the source %d times, want 1", base.closes)
+	}
+}
+
+// TestStackObserveFunc: the server's observer is nil without log or stats
+// filters (so the server does not read the clock) and reaches them all
+// otherwise.
+func TestStackObserveFunc(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		specs     []string
+		observers int
+	}{
+		{nil, 0},
+		{[]string{"error", "delay:read=1"}, 0},
+		{[]string{"stats"}, 1},
+		{[]string{"log:file=" + filepath.Join(dir, "log"), "error", "stats"}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.specs, " "), func(t *testing.T) {
+			st, err := Open(newMemoryWith(t, make([]byte, 1<<20)), parseAll(t, tt.specs...), Env{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Source.Close()
+			f := st.ObserveFunc()
+			if (f != nil) != (tt.observers > 0) || len(st.Observers) != tt.observers {
+				t.Fatalf("ObserveFunc() nil = %v with %d observers, want %d observers", f == nil, len(st.Observers), tt.observers)
+			}
+			if f == nil {
+				return
+			}
+			r := request.Request{Op: request.OpWrite, Length: 4096, Start: time.Now()}
+			if n := testing.AllocsPerRun(100, func() { f(r) }); n != 0 {
+				t.Errorf("ObserveFunc()(r) allocates %v times, want 0", n)
+			}
+			if s := st.Stats(); s != nil {
+				if got := s.Snapshot().Ops[1]; got.Op != "write" || got.Count != 101 {
+					t.Errorf("stats after 101 observed writes = %+v, want 101 writes", got)
+				}
+			}
+		})
 	}
 }
 

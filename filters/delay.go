@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -41,7 +42,7 @@ var delayDef = &Def{
 			After:  a.duration("after"),
 			File:   a.str("file"),
 		}
-		for _, op := range ops {
+		for _, op := range request.Ops() {
 			switch {
 			case a.has(op.String()):
 				opts.Delays[op] = a.duration(op.String())
@@ -62,7 +63,7 @@ var delayDef = &Def{
 // DelayOptions configure a Delay filter; see the delay entry of Help.
 type DelayOptions struct {
 	// Delays holds the fixed delay of each kind of request, by Op.
-	Delays [OpZero + 1]time.Duration
+	Delays [request.OpZero + 1]time.Duration
 	// Delayed are the kinds of request that wait; NewDelay adds every
 	// kind with a non-zero delay. Jitter applies to these.
 	Delayed OpSet
@@ -97,7 +98,7 @@ type Delay struct {
 
 // NewDelay wraps next. Closing the filter closes next.
 func NewDelay(next sources.Source, opts DelayOptions, env Env) *Delay {
-	for _, op := range ops {
+	for _, op := range request.Ops() {
 		if opts.Delays[op] > 0 {
 			opts.Delayed |= 1 << op
 		}
@@ -127,7 +128,7 @@ func NewDelay(next sources.Source, opts DelayOptions, env Env) *Delay {
 }
 
 // wait sleeps for op's delay, if it is due.
-func (d *Delay) wait(op Op) {
+func (d *Delay) wait(op request.Op) {
 	if !d.opts.Delayed.Has(op) || !d.trig.active() {
 		return
 	}
@@ -153,31 +154,31 @@ func (d *Delay) Caps() sources.Caps { return d.caps }
 
 // ReadAt waits for the read delay, then reads from next.
 func (d *Delay) ReadAt(p []byte, off int64) (int, error) {
-	d.wait(OpRead)
+	d.wait(request.OpRead)
 	return d.next.ReadAt(p, off)
 }
 
 // WriteAt waits for the write delay, then writes to next.
 func (d *Delay) WriteAt(p []byte, off int64) (int, error) {
-	d.wait(OpWrite)
+	d.wait(request.OpWrite)
 	return d.next.WriteAt(p, off)
 }
 
 // Flush waits for the flush delay, then flushes next.
 func (d *Delay) Flush() error {
-	d.wait(OpFlush)
+	d.wait(request.OpFlush)
 	return d.next.Flush()
 }
 
 // Trim waits for the trim delay, then trims next.
 func (d *Delay) Trim(off, length int64) error {
-	d.wait(OpTrim)
+	d.wait(request.OpTrim)
 	return d.next.Trim(off, length)
 }
 
 // Zero waits for the zero delay, then zeros next.
 func (d *Delay) Zero(off, length int64, mayTrim bool) error {
-	d.wait(OpZero)
+	d.wait(request.OpZero)
 	return d.next.Zero(off, length, mayTrim)
 }
 

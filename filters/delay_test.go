@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
@@ -14,7 +15,7 @@ func TestDelayConformance(t *testing.T) {
 	want := testData(256<<10+512, 2)
 	sourcetest.Run(t, func(t *testing.T) sources.Source {
 		opts := DelayOptions{Jitter: time.Millisecond}
-		for _, op := range ops {
+		for _, op := range request.Ops() {
 			opts.Delays[op] = time.Duration(op+1) * time.Millisecond
 		}
 		return NewDelay(newMemoryWith(t, want), opts, Env{Clock: newFakeClock()})
@@ -27,20 +28,20 @@ func TestDelaySleeps(t *testing.T) {
 	ms := time.Millisecond
 	tests := []struct {
 		spec string
-		want map[Op][]time.Duration // sleeps of one call of each op
+		want map[request.Op][]time.Duration // sleeps of one call of each op
 	}{
-		{spec: "delay:read=100", want: map[Op][]time.Duration{OpRead: {100 * ms}}},
-		{spec: "delay:write=5ms,flush=1s", want: map[Op][]time.Duration{OpWrite: {5 * ms}, OpFlush: {time.Second}}},
-		{spec: "delay:all=7", want: map[Op][]time.Duration{OpRead: {7 * ms}, OpWrite: {7 * ms}, OpFlush: {7 * ms}, OpTrim: {7 * ms}, OpZero: {7 * ms}}},
-		{spec: "delay:all=7,trim=0,zero=2", want: map[Op][]time.Duration{OpRead: {7 * ms}, OpWrite: {7 * ms}, OpFlush: {7 * ms}, OpZero: {2 * ms}}},
-		{spec: "delay:jitter=5", want: map[Op][]time.Duration{}},
+		{spec: "delay:read=100", want: map[request.Op][]time.Duration{request.OpRead: {100 * ms}}},
+		{spec: "delay:write=5ms,flush=1s", want: map[request.Op][]time.Duration{request.OpWrite: {5 * ms}, request.OpFlush: {time.Second}}},
+		{spec: "delay:all=7", want: map[request.Op][]time.Duration{request.OpRead: {7 * ms}, request.OpWrite: {7 * ms}, request.OpFlush: {7 * ms}, request.OpTrim: {7 * ms}, request.OpZero: {7 * ms}}},
+		{spec: "delay:all=7,trim=0,zero=2", want: map[request.Op][]time.Duration{request.OpRead: {7 * ms}, request.OpWrite: {7 * ms}, request.OpFlush: {7 * ms}, request.OpZero: {2 * ms}}},
+		{spec: "delay:jitter=5", want: map[request.Op][]time.Duration{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
 			clock := newFakeClock()
 			d := openSpec(t, newMemoryWith(t, make([]byte, 1<<20)), tt.spec, Env{Clock: clock})
 			defer d.Close()
-			for _, op := range ops {
+			for _, op := range request.Ops() {
 				if err := doOp(d, op, 4096, 4096); err != nil {
 					t.Fatalf("%s: %v", op, err)
 				}
@@ -72,7 +73,7 @@ func TestDelayJitter(t *testing.T) {
 	run := func(seed uint64) []time.Duration {
 		clock := newFakeClock()
 		opts := DelayOptions{Jitter: 10 * time.Millisecond, Seed: &seed}
-		opts.Delays[OpRead] = 20 * time.Millisecond
+		opts.Delays[request.OpRead] = 20 * time.Millisecond
 		d := NewDelay(newMemoryWith(t, make([]byte, 4096)), opts, Env{Clock: clock})
 		defer d.Close()
 		for range 1000 {
@@ -127,7 +128,7 @@ func TestDelayTriggerFile(t *testing.T) {
 	clock := newFakeClock()
 	path := missingFile(t)
 	opts := DelayOptions{File: path}
-	opts.Delays[OpWrite] = time.Second
+	opts.Delays[request.OpWrite] = time.Second
 	d := NewDelay(newMemoryWith(t, make([]byte, 4096)), opts, Env{Clock: clock})
 	defer d.Close()
 	for i, on := range []bool{false, true, false} {

@@ -19,9 +19,11 @@
 //
 // The log and stats filters need what a Source cannot see (the connection,
 // the NBD flags, the latency including queueing in the server), so they are
-// also Observers: the attach layer passes them every request the NBD server
-// answers (Stack.Observe), converted from nbd.Event into Request. They see
-// the requests as the kernel sent them, wherever they are in the chain.
+// also Observers: the attach layer hands Stack.ObserveFunc to the NBD
+// server, which passes it every request it answers as a request.Request,
+// the type the server, the filters and package pictures share (the error
+// and delay filters name kinds of request with its Op). They see the
+// requests as the kernel sent them, wherever they are in the chain.
 //
 // Filters that wait or measure time take a Clock from Env, so their tests
 // run on a fake clock; trigger files (file=PATH) are followed by a

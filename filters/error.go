@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -134,7 +135,7 @@ func NewError(next sources.Source, opts ErrorOptions, env Env) *Error {
 }
 
 // inject returns the error to fail a request with, or nil.
-func (e *Error) inject(op Op, off, n int64) error {
+func (e *Error) inject(op request.Op, off, n int64) error {
 	if !e.opts.Ops.Has(op) {
 		return nil
 	}
@@ -167,7 +168,7 @@ func (e *Error) Caps() sources.Caps { return e.caps }
 
 // ReadAt reads from next unless the read is failed.
 func (e *Error) ReadAt(p []byte, off int64) (int, error) {
-	if err := e.inject(OpRead, off, int64(len(p))); err != nil {
+	if err := e.inject(request.OpRead, off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	return e.next.ReadAt(p, off)
@@ -179,7 +180,7 @@ func (e *Error) WriteAt(p []byte, off int64) (int, error) {
 	if e.caps.ReadOnly {
 		return 0, sources.ErrReadOnly
 	}
-	if err := e.inject(OpWrite, off, int64(len(p))); err != nil {
+	if err := e.inject(request.OpWrite, off, int64(len(p))); err != nil {
 		return 0, err
 	}
 	return e.next.WriteAt(p, off)
@@ -187,7 +188,7 @@ func (e *Error) WriteAt(p []byte, off int64) (int, error) {
 
 // Flush flushes next unless the flush is failed.
 func (e *Error) Flush() error {
-	if err := e.inject(OpFlush, 0, 0); err != nil {
+	if err := e.inject(request.OpFlush, 0, 0); err != nil {
 		return err
 	}
 	return e.next.Flush()
@@ -198,7 +199,7 @@ func (e *Error) Trim(off, length int64) error {
 	if e.caps.ReadOnly {
 		return sources.ErrReadOnly
 	}
-	if err := e.inject(OpTrim, off, length); err != nil {
+	if err := e.inject(request.OpTrim, off, length); err != nil {
 		return err
 	}
 	return e.next.Trim(off, length)
@@ -209,7 +210,7 @@ func (e *Error) Zero(off, length int64, mayTrim bool) error {
 	if e.caps.ReadOnly {
 		return sources.ErrReadOnly
 	}
-	if err := e.inject(OpZero, off, length); err != nil {
+	if err := e.inject(request.OpZero, off, length); err != nil {
 		return err
 	}
 	return e.next.Zero(off, length, mayTrim)

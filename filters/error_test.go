@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
@@ -24,7 +25,7 @@ func TestErrorConformance(t *testing.T) {
 	})
 	t.Run("read-only", func(t *testing.T) {
 		sourcetest.Run(t, func(t *testing.T) sources.Source {
-			return NewError(roSource(newMemoryWith(t, want)), ErrorOptions{Rate: 1, Ops: 1 << OpWrite}, Env{})
+			return NewError(roSource(newMemoryWith(t, want)), ErrorOptions{Rate: 1, Ops: 1 << request.OpWrite}, Env{})
 		}, want)
 	})
 }
@@ -32,7 +33,7 @@ func TestErrorConformance(t *testing.T) {
 // TestErrorInjects checks which requests fail, request by request.
 func TestErrorInjects(t *testing.T) {
 	type call struct {
-		op      Op
+		op      request.Op
 		off, n  int64
 		wantErr bool
 	}
@@ -42,22 +43,22 @@ func TestErrorInjects(t *testing.T) {
 		calls []call
 	}{
 		{name: "everything", opts: ErrorOptions{Rate: 1}, calls: []call{
-			{OpRead, 0, 512, true}, {OpWrite, 4096, 512, true}, {OpFlush, 0, 0, true}, {OpTrim, 0, 4096, true}, {OpZero, 0, 4096, true},
+			{request.OpRead, 0, 512, true}, {request.OpWrite, 4096, 512, true}, {request.OpFlush, 0, 0, true}, {request.OpTrim, 0, 4096, true}, {request.OpZero, 0, 4096, true},
 		}},
-		{name: "writes only", opts: ErrorOptions{Rate: 1, Ops: 1 << OpWrite}, calls: []call{
-			{OpRead, 0, 512, false}, {OpWrite, 4096, 512, true}, {OpFlush, 0, 0, false}, {OpTrim, 0, 4096, false}, {OpZero, 0, 4096, false},
+		{name: "writes only", opts: ErrorOptions{Rate: 1, Ops: 1 << request.OpWrite}, calls: []call{
+			{request.OpRead, 0, 512, false}, {request.OpWrite, 4096, 512, true}, {request.OpFlush, 0, 0, false}, {request.OpTrim, 0, 4096, false}, {request.OpZero, 0, 4096, false},
 		}},
 		{name: "bad sectors", opts: ErrorOptions{Rate: 1, Ranges: []Range{{Start: 8192, End: 8192 + 512}, {Start: 65536, End: 65537}}}, calls: []call{
-			{OpRead, 0, 8192, false}, {OpRead, 0, 8193, true}, {OpRead, 8192 + 511, 1, true}, {OpRead, 8192 + 512, 4096, false},
-			{OpWrite, 65536, 1, true}, {OpWrite, 65535, 1, false}, {OpWrite, 65537, 100, false}, {OpRead, 0, 1 << 20, true},
-			{OpFlush, 0, 0, false}, {OpZero, 60000, 10000, true}, {OpRead, 8192, 0, false},
+			{request.OpRead, 0, 8192, false}, {request.OpRead, 0, 8193, true}, {request.OpRead, 8192 + 511, 1, true}, {request.OpRead, 8192 + 512, 4096, false},
+			{request.OpWrite, 65536, 1, true}, {request.OpWrite, 65535, 1, false}, {request.OpWrite, 65537, 100, false}, {request.OpRead, 0, 1 << 20, true},
+			{request.OpFlush, 0, 0, false}, {request.OpZero, 60000, 10000, true}, {request.OpRead, 8192, 0, false},
 		}},
-		{name: "after 3", opts: ErrorOptions{Rate: 1, After: 3, Ops: 1 << OpRead}, calls: []call{
-			{OpRead, 0, 512, false}, {OpWrite, 0, 512, false}, {OpRead, 0, 512, false}, {OpRead, 0, 512, false},
-			{OpRead, 0, 512, true}, {OpRead, 0, 512, true},
+		{name: "after 3", opts: ErrorOptions{Rate: 1, After: 3, Ops: 1 << request.OpRead}, calls: []call{
+			{request.OpRead, 0, 512, false}, {request.OpWrite, 0, 512, false}, {request.OpRead, 0, 512, false}, {request.OpRead, 0, 512, false},
+			{request.OpRead, 0, 512, true}, {request.OpRead, 0, 512, true},
 		}},
 		{name: "rate 0", opts: ErrorOptions{Rate: 0}, calls: []call{
-			{OpRead, 0, 512, false}, {OpWrite, 0, 512, false}, {OpFlush, 0, 0, false},
+			{request.OpRead, 0, 512, false}, {request.OpWrite, 0, 512, false}, {request.OpFlush, 0, 0, false},
 		}},
 	}
 	for _, tt := range tests {
@@ -78,19 +79,19 @@ func TestErrorInjects(t *testing.T) {
 }
 
 // doOp calls the method of src for op.
-func doOp(src sources.Source, op Op, off, n int64) error {
+func doOp(src sources.Source, op request.Op, off, n int64) error {
 	switch op {
-	case OpRead:
+	case request.OpRead:
 		_, err := src.ReadAt(make([]byte, n), off)
 		return err
-	case OpWrite:
+	case request.OpWrite:
 		_, err := src.WriteAt(make([]byte, n), off)
 		return err
-	case OpFlush:
+	case request.OpFlush:
 		return src.Flush()
-	case OpTrim:
+	case request.OpTrim:
 		return src.Trim(off, n)
-	case OpZero:
+	case request.OpZero:
 		return src.Zero(off, n, true)
 	}
 	panic(fmt.Sprint("doOp: ", op))

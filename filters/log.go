@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -144,7 +145,7 @@ func (l *Log) flushLocked() {
 }
 
 // Observe appends r's line to the buffer.
-func (l *Log) Observe(r Request) {
+func (l *Log) Observe(r request.Request) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.failed || l.w == nil {
@@ -158,33 +159,19 @@ func (l *Log) Observe(r Request) {
 }
 
 // appendLogLine formats r as one JSON line.
-func appendLogLine(b []byte, r Request) []byte {
+func appendLogLine(b []byte, r request.Request) []byte {
 	b = append(b, `{"time":"`...)
 	b = r.Start.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","conn":`...)
 	b = strconv.AppendInt(b, int64(r.Conn), 10)
 	b = append(b, `,"op":"`...)
-	switch r.Op {
-	case OpRead, OpWrite, OpFlush, OpTrim, OpZero:
-		b = append(b, r.Op.String()...)
-	default:
-		b = append(b, "cmd"...)
-		b = strconv.AppendUint(b, uint64(r.Op), 10)
-	}
+	b, _ = r.Op.AppendText(b)
 	b = append(b, `","offset":`...)
 	b = strconv.AppendUint(b, r.Offset, 10)
 	b = append(b, `,"length":`...)
 	b = strconv.AppendUint(b, uint64(r.Length), 10)
 	b = append(b, `,"flags":"`...)
-	if r.Flags&FlagFUA != 0 {
-		b = append(b, "fua"...)
-	}
-	if r.Flags&FlagNoHole != 0 {
-		if r.Flags&FlagFUA != 0 {
-			b = append(b, ',')
-		}
-		b = append(b, "nohole"...)
-	}
+	b, _ = (r.Flags & request.KnownFlags).AppendText(b)
 	b = append(b, `","latency_us":`...)
 	b = strconv.AppendFloat(b, float64(r.Latency)/1e3, 'f', -1, 64)
 	b = append(b, `,"error":"`...)

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
@@ -72,12 +73,14 @@ func TestLogLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	start := time.Date(2026, 11, 26, 14, 39, 59, 123456789, time.FixedZone("CET", 3600))
-	reqs := []Request{
-		{Conn: 0, Op: OpWrite, Flags: FlagFUA, Offset: 1024, Length: 4096, Start: start, Latency: 37500 * time.Nanosecond},
-		{Conn: 3, Op: OpRead, Offset: 1 << 40, Length: 131072, Start: start.Add(time.Second), Latency: 2 * time.Millisecond, Error: 5},
-		{Conn: 1, Op: OpFlush, Start: start, Latency: 1},
-		{Conn: 1, Op: OpZero, Flags: FlagFUA | FlagNoHole, Offset: 512, Length: 512, Start: start, Error: 28},
-		{Conn: 2, Op: OpTrim, Flags: FlagNoHole, Length: 1 << 30, Start: start, Error: 200},
+	reqs := []request.Request{
+		{Conn: 0, Op: request.OpWrite, Flags: request.FlagFUA, Offset: 1024, Length: 4096, Start: start, Latency: 37500 * time.Nanosecond},
+		{Conn: 3, Op: request.OpRead, Offset: 1 << 40, Length: 131072, Start: start.Add(time.Second), Latency: 2 * time.Millisecond, Error: 5},
+		{Conn: 1, Op: request.OpFlush, Start: start, Latency: 1},
+		{Conn: 1, Op: request.OpZero, Flags: request.FlagFUA | request.FlagNoHole, Offset: 512, Length: 512, Start: start, Error: 28},
+		{Conn: 2, Op: request.OpTrim, Flags: request.FlagNoHole, Length: 1 << 30, Start: start, Error: 200},
+		// A command no Source serves, with a flag that has no name.
+		{Conn: 0, Op: request.OpCache, Flags: request.FlagFUA | 1<<3, Length: 4096, Start: start, Error: 22},
 	}
 	for _, r := range reqs {
 		l.Observe(r)
@@ -92,6 +95,7 @@ func TestLogLines(t *testing.T) {
 		{Time: "2026-11-26T13:39:59.123456789Z", Conn: 1, Op: "flush", LatencyUS: 0.001},
 		{Time: "2026-11-26T13:39:59.123456789Z", Conn: 1, Op: "zero", Offset: 512, Length: 512, Flags: "fua,nohole", Error: "ENOSPC"},
 		{Time: "2026-11-26T13:39:59.123456789Z", Conn: 2, Op: "trim", Length: 1 << 30, Flags: "nohole", Error: "E200"},
+		{Time: "2026-11-26T13:39:59.123456789Z", Conn: 0, Op: "cmd5", Length: 4096, Flags: "fua", Error: "EINVAL"},
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("log =\n%+v\nwant\n%+v", got, want)
@@ -108,8 +112,9 @@ func TestLogObserveAllocatesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	r := Request{Op: OpWrite, Flags: FlagFUA, Offset: 1 << 30, Length: 4096, Start: time.Now(), Latency: time.Millisecond, Error: 5}
-	if n := testing.AllocsPerRun(1000, func() { l.Observe(r) }); n != 0 {
+	r := request.Request{Op: request.OpWrite, Flags: request.FlagFUA, Offset: 1 << 30, Length: 4096, Start: time.Now(), Latency: time.Millisecond, Error: 5}
+	other := request.Request{Op: request.Op(9), Flags: request.FlagNoHole | 1<<5, Start: time.Now(), Error: 1000}
+	if n := testing.AllocsPerRun(1000, func() { l.Observe(r); l.Observe(other) }); n != 0 {
 		t.Errorf("Observe allocates %v times per call, want 0", n)
 	}
 }
@@ -123,7 +128,7 @@ func TestLogFlushesPeriodically(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	l.Observe(Request{Op: OpRead, Length: 512, Start: time.Now()})
+	l.Observe(request.Request{Op: request.OpRead, Length: 512, Start: time.Now()})
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		if b, _ := os.ReadFile(path); len(b) > 0 {
@@ -140,7 +145,7 @@ func TestLogAppend(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "log")
 	for i, spec := range []string{"log:file=" + path, "log:append=true,file=" + path, "log:file=" + path + ",append=true"} {
 		l := openSpec(t, newMemoryWith(t, make([]byte, 4096)), spec, Env{})
-		l.(*Log).Observe(Request{Op: OpRead, Length: 512, Start: time.Now()})
+		l.(*Log).Observe(request.Request{Op: request.OpRead, Length: 512, Start: time.Now()})
 		l.Close()
 		if got, _ := readLog(t, path); len(got) != i+1 {
 			t.Errorf("after %q: %d lines, want %d", spec, len(got), i+1)
@@ -216,7 +221,7 @@ func TestLogFileSafety(t *testing.T) {
 				t.Fatal(err)
 			}
 			for range tt.lines {
-				l.Observe(Request{Op: OpWrite, Length: 512, Start: time.Now()})
+				l.Observe(request.Request{Op: request.OpWrite, Length: 512, Start: time.Now()})
 			}
 			if err := l.Close(); err != nil {
 				t.Fatal(err)

@@ -5,6 +5,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
@@ -26,7 +27,7 @@ func TestProtectConformance(t *testing.T) {
 
 func TestProtectRefuses(t *testing.T) {
 	type call struct {
-		op      Op
+		op      request.Op
 		off, n  int64
 		wantErr error
 	}
@@ -36,20 +37,20 @@ func TestProtectRefuses(t *testing.T) {
 		calls []call
 	}{
 		{spec: "readonly", caps: sources.Caps{ReadOnly: true, Parallel: true, InMemory: true}, calls: []call{
-			{OpRead, 0, 512, nil}, {OpWrite, 0, 512, sources.ErrReadOnly}, {OpTrim, 4096, 4096, sources.ErrReadOnly},
-			{OpZero, 4096, 4096, sources.ErrReadOnly}, {OpFlush, 0, 0, nil},
+			{request.OpRead, 0, 512, nil}, {request.OpWrite, 0, 512, sources.ErrReadOnly}, {request.OpTrim, 4096, 4096, sources.ErrReadOnly},
+			{request.OpZero, 4096, 4096, sources.ErrReadOnly}, {request.OpFlush, 0, 0, nil},
 		}},
 		{spec: "protect", caps: sources.Caps{ReadOnly: true, Parallel: true, InMemory: true}, calls: []call{
-			{OpWrite, 100000, 1, sources.ErrReadOnly},
+			{request.OpWrite, 100000, 1, sources.ErrReadOnly},
 		}},
 		{spec: "protect:range=0-1M", caps: sources.Caps{Parallel: true, Trim: true, Zero: true, InMemory: true}, calls: []call{
-			{OpRead, 0, 4096, nil}, {OpWrite, 0, 512, ErrProtected}, {OpWrite, 1<<20 - 1, 1, ErrProtected},
-			{OpWrite, 1 << 20, 4096, nil}, {OpWrite, 1<<20 - 512, 4096, ErrProtected}, {OpTrim, 512 << 10, 1 << 20, ErrProtected},
-			{OpZero, 2 << 20, 4096, nil}, {OpFlush, 0, 0, nil}, {OpWrite, 0, 0, nil},
+			{request.OpRead, 0, 4096, nil}, {request.OpWrite, 0, 512, ErrProtected}, {request.OpWrite, 1<<20 - 1, 1, ErrProtected},
+			{request.OpWrite, 1 << 20, 4096, nil}, {request.OpWrite, 1<<20 - 512, 4096, ErrProtected}, {request.OpTrim, 512 << 10, 1 << 20, ErrProtected},
+			{request.OpZero, 2 << 20, 4096, nil}, {request.OpFlush, 0, 0, nil}, {request.OpWrite, 0, 0, nil},
 		}},
 		{spec: "protect:range=4K+512,range=8K-12K", caps: sources.Caps{Parallel: true, Trim: true, Zero: true, InMemory: true}, calls: []call{
-			{OpWrite, 0, 4096, nil}, {OpWrite, 4096, 1, ErrProtected}, {OpWrite, 4608, 3584, nil},
-			{OpZero, 8191, 1, nil}, {OpZero, 8191, 2, ErrProtected}, {OpTrim, 12288, 4096, nil},
+			{request.OpWrite, 0, 4096, nil}, {request.OpWrite, 4096, 1, ErrProtected}, {request.OpWrite, 4608, 3584, nil},
+			{request.OpZero, 8191, 1, nil}, {request.OpZero, 8191, 2, ErrProtected}, {request.OpTrim, 12288, 4096, nil},
 		}},
 	}
 	for _, tt := range tests {

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -183,11 +184,12 @@ func (b *bucket) book(n int64, now time.Time) time.Duration {
 	return b.next.Sub(now)
 }
 
-// Limit returns the bytes per second currently in force for op (OpRead or
-// OpWrite, through both its buckets): the smaller limit, 0 for none.
-func (r *Rate) Limit(op Op) int64 {
+// Limit returns the bytes per second currently in force for op
+// (request.OpRead or request.OpWrite, through both its buckets): the smaller
+// limit, 0 for none.
+func (r *Rate) Limit(op request.Op) int64 {
 	dir := &r.read
-	if op == OpWrite {
+	if op == request.OpWrite {
 		dir = &r.write
 	}
 	var l int64

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
@@ -72,7 +73,7 @@ func TestRateUnlimitedOps(t *testing.T) {
 	clock := newFakeClock()
 	r := NewRate(newMemoryWith(t, make([]byte, 1<<20)), RateOptions{Limit: 1, Burst: 0}, Env{Clock: clock})
 	defer r.Close()
-	for _, op := range []Op{OpFlush, OpTrim, OpZero} {
+	for _, op := range []request.Op{request.OpFlush, request.OpTrim, request.OpZero} {
 		if err := doOp(r, op, 0, 1<<20); err != nil {
 			t.Fatal(err)
 		}
@@ -149,7 +150,7 @@ func TestRateFile(t *testing.T) {
 		}
 		clock.Advance(s.advance)
 		r.ReadAt(make([]byte, 1), 0)
-		if got := r.Limit(OpRead); got != s.want {
+		if got := r.Limit(request.OpRead); got != s.want {
 			t.Errorf("step %d (%q): Limit = %d, want %d", i, s.write, got, s.want)
 		}
 	}

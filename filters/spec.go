@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -427,7 +428,7 @@ var opsKind = kind{parse: func(s string) (any, string, error) {
 	}
 	var set OpSet
 	for _, name := range strings.Split(s, "+") {
-		op, ok := opByName(name)
+		op, ok := request.ParseOp(name)
 		if !ok {
 			return nil, "", errors.New("is not a list of read, write, flush, trim, zero joined by + (or all)")
 		}

@@ -6,6 +6,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -68,7 +69,7 @@ type Stats struct {
 	clock    Clock
 	started  time.Time
 	interval time.Duration
-	ops      [OpZero + 1]opCounters
+	ops      [request.OpZero + 1]opCounters
 	// heat counts requests per range of heatBytes offsets: reads, writes,
 	// and trims and zeroes together.
 	heatBytes uint64
@@ -129,15 +130,15 @@ func sizeBucket(n uint32) int {
 }
 
 // Observe counts r.
-func (s *Stats) Observe(r Request) {
-	if r.Op > OpZero {
+func (s *Stats) Observe(r request.Request) {
+	if r.Op > request.OpZero {
 		return
 	}
 	c := &s.ops[r.Op]
 	c.count.Add(1)
 	if r.Error != 0 {
 		c.errors.Add(1)
-	} else if r.Op == OpRead || r.Op == OpWrite {
+	} else if r.Op == request.OpRead || r.Op == request.OpWrite {
 		c.bytes.Add(uint64(r.Length))
 	}
 	ns := uint64(max(r.Latency, 0))
@@ -149,7 +150,7 @@ func (s *Stats) Observe(r Request) {
 		}
 	}
 	c.lat[latBucket(ns)].Add(1)
-	if r.Op != OpFlush {
+	if r.Op != request.OpFlush {
 		c.sizes[sizeBucket(r.Length)].Add(1)
 		s.observeHeat(r)
 	}
@@ -157,13 +158,13 @@ func (s *Stats) Observe(r Request) {
 
 // observeHeat counts r in every heat cell its range touches (at most
 // HeatCells additions, for a trim of the whole device).
-func (s *Stats) observeHeat(r Request) {
+func (s *Stats) observeHeat(r request.Request) {
 	k := 0
 	switch r.Op {
-	case OpRead:
-	case OpWrite:
+	case request.OpRead:
+	case request.OpWrite:
 		k = 1
-	case OpTrim, OpZero:
+	case request.OpTrim, request.OpZero:
 		k = 2
 	default:
 		return
@@ -246,7 +247,7 @@ type SizeCount struct {
 func (s *Stats) Snapshot() StatsSnapshot {
 	snap := StatsSnapshot{Time: s.clock.Now().UTC(), Started: s.started.UTC()}
 	var busy uint64
-	for _, op := range ops {
+	for _, op := range request.Ops() {
 		busy += s.ops[op].latSum.Load()
 		c := &s.ops[op]
 		o := OpStats{Op: op.String(), Count: c.count.Load(), Errors: c.errors.Load(), Bytes: c.bytes.Load()}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
@@ -62,18 +63,18 @@ func TestStatsSnapshot(t *testing.T) {
 	for g := range 4 {
 		wg.Go(func() {
 			for i := g; i < len(lat); i += 4 {
-				s.Observe(Request{Op: OpRead, Length: 4096, Latency: lat[i]})
+				s.Observe(request.Request{Op: request.OpRead, Length: 4096, Latency: lat[i]})
 			}
 		})
 	}
 	wg.Wait()
 	for range 10 {
-		s.Observe(Request{Op: OpWrite, Length: 65536, Latency: 5 * time.Millisecond, Error: 5})
+		s.Observe(request.Request{Op: request.OpWrite, Length: 65536, Latency: 5 * time.Millisecond, Error: 5})
 	}
 	for range 3 {
-		s.Observe(Request{Op: OpFlush, Latency: 100 * time.Microsecond})
+		s.Observe(request.Request{Op: request.OpFlush, Latency: 100 * time.Microsecond})
 	}
-	s.Observe(Request{Op: OpTrim, Length: 1 << 20, Latency: 3 * time.Microsecond})
+	s.Observe(request.Request{Op: request.OpTrim, Length: 1 << 20, Latency: 3 * time.Microsecond})
 	clock.Advance(time.Minute)
 	snap := s.Snapshot()
 	if got, want := snap.Time.Sub(snap.Started), time.Minute; got != want {
@@ -148,7 +149,7 @@ func TestSizeBuckets(t *testing.T) {
 func TestStatsObserveAllocatesNothing(t *testing.T) {
 	s := NewStats(newMemoryWith(t, make([]byte, 4096)), 0, Env{})
 	defer s.Close()
-	r := Request{Op: OpRead, Length: 4096, Latency: 20 * time.Microsecond}
+	r := request.Request{Op: request.OpRead, Length: 4096, Latency: 20 * time.Microsecond}
 	if n := testing.AllocsPerRun(1000, func() { s.Observe(r) }); n != 0 {
 		t.Errorf("Observe allocates %v times per call, want 0", n)
 	}
@@ -160,13 +161,13 @@ func TestStatsHeat(t *testing.T) {
 	const size = 1 << 20 // 4 KiB a cell
 	s := NewStats(newMemoryWith(t, make([]byte, size)), time.Second, Env{})
 	defer s.Close()
-	s.Observe(Request{Op: OpWrite, Offset: 0, Length: 8192, Latency: 10 * time.Microsecond})
-	s.Observe(Request{Op: OpWrite, Offset: 4095, Length: 2, Latency: 10 * time.Microsecond})
-	s.Observe(Request{Op: OpRead, Offset: size - 1, Length: 1, Latency: 5 * time.Microsecond})
-	s.Observe(Request{Op: OpTrim, Offset: 0, Length: size, Latency: 100 * time.Microsecond})
-	s.Observe(Request{Op: OpZero, Offset: 10 * 4096, Length: 4096, Latency: 20 * time.Microsecond})
-	s.Observe(Request{Op: OpFlush, Latency: 1 * time.Millisecond})
-	s.Observe(Request{Op: OpRead, Offset: size, Length: 512, Latency: 0}) // past the end: not counted
+	s.Observe(request.Request{Op: request.OpWrite, Offset: 0, Length: 8192, Latency: 10 * time.Microsecond})
+	s.Observe(request.Request{Op: request.OpWrite, Offset: 4095, Length: 2, Latency: 10 * time.Microsecond})
+	s.Observe(request.Request{Op: request.OpRead, Offset: size - 1, Length: 1, Latency: 5 * time.Microsecond})
+	s.Observe(request.Request{Op: request.OpTrim, Offset: 0, Length: size, Latency: 100 * time.Microsecond})
+	s.Observe(request.Request{Op: request.OpZero, Offset: 10 * 4096, Length: 4096, Latency: 20 * time.Microsecond})
+	s.Observe(request.Request{Op: request.OpFlush, Latency: 1 * time.Millisecond})
+	s.Observe(request.Request{Op: request.OpRead, Offset: size, Length: 512, Latency: 0}) // past the end: not counted
 	snap := s.Snapshot()
 	h := snap.Heat
 	if h == nil || h.CellBytes != 4096 || len(h.Read) != HeatCells || len(h.Write) != HeatCells || len(h.Trim) != HeatCells {

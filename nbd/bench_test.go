@@ -4,33 +4,34 @@ import (
 	"io"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
 // benchmarkServer drives the server with a pipelined client (queue depth 32)
 // over a socketpair, as the kernel does, and reports allocations per request.
-func benchmarkServer(b *testing.B, cmd Command, size int) {
-	benchmarkServerOpts(b, cmd, size, Options{}, false)
+func benchmarkServer(b *testing.B, op request.Op, size int) {
+	benchmarkServerOpts(b, op, size, Options{}, false)
 }
 
 // benchmarkInline is benchmarkServer for an InMemory source, which the
 // reading goroutine serves itself.
-func benchmarkInline(b *testing.B, cmd Command, size int) {
-	benchmarkServerOpts(b, cmd, size, Options{}, true)
+func benchmarkInline(b *testing.B, op request.Op, size int) {
+	benchmarkServerOpts(b, op, size, Options{}, true)
 }
 
-func benchmarkServerOpts(b *testing.B, cmd Command, size int, opts Options, inMemory bool) {
+func benchmarkServerOpts(b *testing.B, op request.Op, size int, opts Options, inMemory bool) {
 	f := newFake(64 << 20)
 	f.caps.InMemory = inMemory
-	benchmarkSource(b, f, cmd, size, opts)
+	benchmarkSource(b, f, op, size, opts)
 }
 
-func benchmarkSource(b *testing.B, src sources.Source, cmd Command, size int, opts Options) {
+func benchmarkSource(b *testing.B, src sources.Source, op request.Op, size int, opts Options) {
 	h := serve(b, src, opts)
 	const depth = 32
 	frame := make([]byte, RequestSize+size)
 	replyLen := ReplySize
-	if cmd == CmdRead {
+	if op == request.OpRead {
 		frame = frame[:RequestSize]
 		replyLen += size
 	}
@@ -55,7 +56,7 @@ func benchmarkSource(b *testing.B, src sources.Source, cmd Command, size int, op
 	}()
 	for i := 0; i < b.N; i++ {
 		inflight <- struct{}{}
-		PutRequest(frame, Request{Cmd: cmd, Cookie: uint64(i), Offset: uint64(i%slots) * uint64(size), Length: uint32(size)})
+		PutRequest(frame, RequestHeader{Op: op, Cookie: uint64(i), Offset: uint64(i%slots) * uint64(size), Length: uint32(size)})
 		if _, err := h.client.Write(frame); err != nil {
 			b.Fatal(err)
 		}
@@ -63,24 +64,24 @@ func benchmarkSource(b *testing.B, src sources.Source, cmd Command, size int, op
 	<-done
 }
 
-func BenchmarkServerRead4K(b *testing.B)  { benchmarkServer(b, CmdRead, 4096) }
-func BenchmarkServerWrite4K(b *testing.B) { benchmarkServer(b, CmdWrite, 4096) }
-func BenchmarkServerRead1M(b *testing.B)  { benchmarkServer(b, CmdRead, 1<<20) }
+func BenchmarkServerRead4K(b *testing.B)  { benchmarkServer(b, request.OpRead, 4096) }
+func BenchmarkServerWrite4K(b *testing.B) { benchmarkServer(b, request.OpWrite, 4096) }
+func BenchmarkServerRead1M(b *testing.B)  { benchmarkServer(b, request.OpRead, 1<<20) }
 
-func BenchmarkServerInlineRead4K(b *testing.B)  { benchmarkInline(b, CmdRead, 4096) }
-func BenchmarkServerInlineWrite4K(b *testing.B) { benchmarkInline(b, CmdWrite, 4096) }
-func BenchmarkServerInlineRead1M(b *testing.B)  { benchmarkInline(b, CmdRead, 1<<20) }
+func BenchmarkServerInlineRead4K(b *testing.B)  { benchmarkInline(b, request.OpRead, 4096) }
+func BenchmarkServerInlineWrite4K(b *testing.B) { benchmarkInline(b, request.OpWrite, 4096) }
+func BenchmarkServerInlineRead1M(b *testing.B)  { benchmarkInline(b, request.OpRead, 1<<20) }
 
 // BenchmarkServerSendFile1M reads 1 MiB from a memfd source: the replies'
 // data go out with sendfile.
 func BenchmarkServerSendFile1M(b *testing.B) {
 	f, _ := memfdSource(b, make([]byte, 64<<20))
-	benchmarkSource(b, f, CmdRead, 1<<20, Options{})
+	benchmarkSource(b, f, request.OpRead, 1<<20, Options{})
 }
 
 func FuzzRequest(f *testing.F) {
 	seed := make([]byte, RequestSize)
-	PutRequest(seed, Request{Cmd: CmdWrite, Flags: FlagFUA, Cookie: 0x0102030405060708, Offset: 1 << 40, Length: 4096})
+	PutRequest(seed, RequestHeader{Op: request.OpWrite, Flags: request.FlagFUA, Cookie: 0x0102030405060708, Offset: 1 << 40, Length: 4096})
 	f.Add(seed)
 	f.Add(make([]byte, RequestSize))
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -67,11 +68,11 @@ func TestServerSendFile(t *testing.T) {
 		cookie++
 		n := []int{1 << 20, 4096, inlineMax + 512, 3 << 20, 512}[i%5]
 		off := rng.IntN(len(data)-n) &^ 511
-		h.send(Request{Cmd: CmdRead, Cookie: cookie, Offset: uint64(off), Length: uint32(n)}, nil)
+		h.send(RequestHeader{Op: request.OpRead, Cookie: cookie, Offset: uint64(off), Length: uint32(n)}, nil)
 		wants[cookie], dataLen[cookie] = want{off, n}, n
 		if i%7 == 0 {
 			cookie++
-			h.send(Request{Cmd: CmdWrite, Cookie: cookie, Offset: uint64(len(data) - 4096), Length: 4096}, data[len(data)-4096:])
+			h.send(RequestHeader{Op: request.OpWrite, Cookie: cookie, Offset: uint64(len(data) - 4096), Length: 4096}, data[len(data)-4096:])
 			wants[cookie] = want{-1, 0}
 		}
 	}
@@ -103,7 +104,7 @@ func TestServerSendFileShrunk(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := serve(t, f, Options{})
-	h.send(Request{Cmd: CmdRead, Cookie: 1, Offset: 0, Length: 2 << 20}, nil)
+	h.send(RequestHeader{Op: request.OpRead, Cookie: 1, Offset: 0, Length: 2 << 20}, nil)
 	b, err := io.ReadAll(h.client)
 	if err != nil {
 		t.Fatalf("reading until the server shuts down: %v", err)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -33,26 +34,14 @@ type Options struct {
 	// Observe, when not nil, is called once per request after its reply
 	// has been queued (DISC, which has no reply, is not observed). It is
 	// called from the connection's worker goroutines, concurrently, and
-	// must not block: the request's worker waits for it. Event is passed
-	// by value and holds no pointers into the server, so observing
-	// allocates nothing. When Observe is nil the server does not even read
-	// the clock.
-	Observe func(Event)
-}
-
-// Event describes one served request, for Options.Observe: the request as
-// the client sent it, when its header was read, how long it took until its
-// reply was queued (time spent waiting for a worker included) and the NBD
-// error sent (0 for success).
-type Event struct {
-	Conn    int // the connection number given to ServeConn
-	Cmd     Command
-	Flags   CmdFlags
-	Offset  uint64
-	Length  uint32
-	Start   time.Time     // when the request header had been read
-	Latency time.Duration // from Start until the reply was queued
-	Error   uint32        // NBD error value; 0 is success
+	// must not block: the request's worker waits for it. The Request is
+	// the one sent on connection Conn (the number given to ServeConn),
+	// with the time its header had been read, the time until its reply
+	// was queued (waiting for a worker included) and the NBD error sent;
+	// it is passed by value and holds no pointers into the server, so
+	// observing allocates nothing. When Observe is nil the server does not
+	// even read the clock.
+	Observe func(request.Request)
 }
 
 // Server serves a Source to the Linux NBD driver (or any client that starts
@@ -137,14 +126,14 @@ func TransmissionFlags(caps sources.Caps, multiConn bool) uint64 {
 var ErrProtocol = errors.New("nbd: protocol error")
 
 type job struct {
-	req   Request
+	req   RequestHeader
 	buf   *buffer   // WRITE payload
 	start time.Time // header read; set only when observing
 }
 
 type conn struct {
 	s    *Server
-	id   int // connection number, for Event.Conn
+	id   int // connection number, for request.Request.Conn
 	rw   io.ReadWriter
 	br   *bufio.Reader
 	jobs chan job
@@ -183,7 +172,7 @@ func (s *Server) Serve(ctx context.Context, rw io.ReadWriter) error {
 }
 
 // ServeConn is Serve for the connection numbered id: the number only
-// labels the Events passed to Options.Observe (nbdloop numbers its
+// labels the requests passed to Options.Observe (nbdloop numbers its
 // connections 0..N-1 in the order it hands them to the kernel).
 func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, id int) error {
 	c := &conn{
@@ -265,15 +254,15 @@ func (c *conn) readLoop() error {
 		if s.opts.Observe != nil {
 			j.start = time.Now()
 		}
-		switch req.Cmd {
-		case CmdDisc:
+		switch req.Op {
+		case request.OpDisc:
 			s.disc.Store(true)
 			return nil
-		case CmdRead:
+		case request.OpRead:
 			if req.Length > MaxPayload {
 				return fmt.Errorf("%w: read of %d bytes is over the %d byte limit", ErrProtocol, req.Length, MaxPayload)
 			}
-		case CmdWrite:
+		case request.OpWrite:
 			if req.Length > MaxPayload {
 				return fmt.Errorf("%w: write of %d bytes is over the %d byte limit", ErrProtocol, req.Length, MaxPayload)
 			}
@@ -353,14 +342,14 @@ func (c *conn) handle(j job) {
 	s := c.s
 	req := j.req
 	var code uint32
-	if req.Cmd == CmdRead {
+	if req.Op == request.OpRead {
 		code = c.read(req)
 	} else {
 		code = c.modifyAndReply(j)
 	}
 	if s.opts.Observe != nil {
-		s.opts.Observe(Event{
-			Conn: c.id, Cmd: req.Cmd, Flags: req.Flags, Offset: req.Offset, Length: req.Length,
+		s.opts.Observe(request.Request{
+			Conn: c.id, Op: req.Op, Flags: req.Flags, Offset: req.Offset, Length: req.Length,
 			Start: j.start, Latency: time.Since(j.start), Error: code,
 		})
 	}
@@ -372,7 +361,7 @@ func (c *conn) modifyAndReply(j job) uint32 {
 	s := c.s
 	req := j.req
 	var err error
-	if req.Cmd != CmdFlush && (req.Offset > s.size || uint64(req.Length) > s.size-req.Offset) {
+	if req.Op != request.OpFlush && (req.Offset > s.size || uint64(req.Length) > s.size-req.Offset) {
 		err = syscall.EINVAL
 	} else {
 		if !s.caps.Parallel {
@@ -391,42 +380,42 @@ func (c *conn) modifyAndReply(j job) uint32 {
 	return code
 }
 
-func (c *conn) modify(req Request, buf *buffer) error {
+func (c *conn) modify(req RequestHeader, buf *buffer) error {
 	s := c.s
-	if s.caps.ReadOnly && req.Cmd != CmdFlush {
+	if s.caps.ReadOnly && req.Op != request.OpFlush {
 		return sources.ErrReadOnly
 	}
 	off, n := int64(req.Offset), int64(req.Length)
-	switch req.Cmd {
-	case CmdWrite:
+	switch req.Op {
+	case request.OpWrite:
 		if _, err := s.src.WriteAt(buf.b, off); err != nil {
 			return err
 		}
-		if req.Flags&FlagFUA != 0 {
+		if req.Flags&request.FlagFUA != 0 {
 			return s.src.Flush()
 		}
 		return nil
-	case CmdFlush:
+	case request.OpFlush:
 		return s.src.Flush()
-	case CmdTrim:
+	case request.OpTrim:
 		if err := s.src.Trim(off, n); err != nil {
 			return err
 		}
-	case CmdWriteZeroes:
-		if err := s.src.Zero(off, n, req.Flags&FlagNoHole == 0); err != nil {
+	case request.OpZero:
+		if err := s.src.Zero(off, n, req.Flags&request.FlagNoHole == 0); err != nil {
 			return err
 		}
 	default:
 		return syscall.EINVAL
 	}
-	if req.Flags&FlagFUA != 0 {
+	if req.Flags&request.FlagFUA != 0 {
 		return s.src.Flush()
 	}
 	return nil
 }
 
 // read serves a READ and returns the NBD error it replied with.
-func (c *conn) read(req Request) uint32 {
+func (c *conn) read(req RequestHeader) uint32 {
 	s := c.s
 	if req.Offset > s.size || uint64(req.Length) > s.size-req.Offset {
 		c.sendHeader(errInval, req.Cookie)

@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -141,7 +142,7 @@ func TestServerDisconnected(t *testing.T) {
 		go func() { done <- srv.Serve(context.Background(), server) }()
 		if disc {
 			b := make([]byte, RequestSize)
-			PutRequest(b, Request{Cmd: CmdDisc})
+			PutRequest(b, RequestHeader{Op: request.OpDisc})
 			client.Write(b)
 		}
 		client.Close()
@@ -155,13 +156,13 @@ func TestServerDisconnected(t *testing.T) {
 	}
 }
 
-func (h *harness) send(r Request, payload []byte) {
+func (h *harness) send(r RequestHeader, payload []byte) {
 	h.t.Helper()
 	b := make([]byte, RequestSize+len(payload))
 	PutRequest(b, r)
 	copy(b[RequestSize:], payload)
 	if _, err := h.client.Write(b); err != nil {
-		h.t.Fatalf("sending %v: %v", r.Cmd, err)
+		h.t.Fatalf("sending %v: %v", r.Op, err)
 	}
 }
 
@@ -201,14 +202,14 @@ func (h *harness) wait() error {
 func TestServerRequests(t *testing.T) {
 	tests := []struct {
 		name    string
-		req     Request
+		req     RequestHeader
 		payload []byte
 		wantErr uint32
 		check   func(t *testing.T, f *fakeSource, data []byte)
 	}{
 		{
 			name: "read",
-			req:  Request{Cmd: CmdRead, Offset: 512, Length: 1024},
+			req:  RequestHeader{Op: request.OpRead, Offset: 512, Length: 1024},
 			check: func(t *testing.T, f *fakeSource, data []byte) {
 				if !bytes.Equal(data, f.data[512:1536]) {
 					t.Errorf("read data differs from the source")
@@ -217,7 +218,7 @@ func TestServerRequests(t *testing.T) {
 		},
 		{
 			name:    "write",
-			req:     Request{Cmd: CmdWrite, Offset: 4096, Length: 3},
+			req:     RequestHeader{Op: request.OpWrite, Offset: 4096, Length: 3},
 			payload: []byte{1, 2, 3},
 			check: func(t *testing.T, f *fakeSource, _ []byte) {
 				if got := f.data[4096:4099]; !bytes.Equal(got, []byte{1, 2, 3}) {
@@ -230,7 +231,7 @@ func TestServerRequests(t *testing.T) {
 		},
 		{
 			name:    "write FUA flushes",
-			req:     Request{Cmd: CmdWrite, Flags: FlagFUA, Offset: 0, Length: 4},
+			req:     RequestHeader{Op: request.OpWrite, Flags: request.FlagFUA, Offset: 0, Length: 4},
 			payload: []byte{9, 9, 9, 9},
 			check: func(t *testing.T, f *fakeSource, _ []byte) {
 				if f.flushes != 1 {
@@ -240,13 +241,13 @@ func TestServerRequests(t *testing.T) {
 		},
 		{
 			name:    "write error becomes ENOSPC reply",
-			req:     Request{Cmd: CmdWrite, Offset: 4096 * 3, Length: 4},
+			req:     RequestHeader{Op: request.OpWrite, Offset: 4096 * 3, Length: 4},
 			payload: []byte{1, 1, 1, 1},
 			wantErr: errNoSpc,
 		},
 		{
 			name: "flush",
-			req:  Request{Cmd: CmdFlush},
+			req:  RequestHeader{Op: request.OpFlush},
 			check: func(t *testing.T, f *fakeSource, _ []byte) {
 				if f.flushes != 1 {
 					t.Errorf("flushes = %d, want 1", f.flushes)
@@ -255,7 +256,7 @@ func TestServerRequests(t *testing.T) {
 		},
 		{
 			name: "trim",
-			req:  Request{Cmd: CmdTrim, Offset: 8192, Length: 4096},
+			req:  RequestHeader{Op: request.OpTrim, Offset: 8192, Length: 4096},
 			check: func(t *testing.T, f *fakeSource, _ []byte) {
 				if len(f.trims) != 1 || f.trims[0] != [2]int64{8192, 4096} {
 					t.Errorf("trims = %v, want [[8192 4096]]", f.trims)
@@ -264,7 +265,7 @@ func TestServerRequests(t *testing.T) {
 		},
 		{
 			name: "write zeroes may punch holes",
-			req:  Request{Cmd: CmdWriteZeroes, Offset: 0, Length: 4096},
+			req:  RequestHeader{Op: request.OpZero, Offset: 0, Length: 4096},
 			check: func(t *testing.T, f *fakeSource, _ []byte) {
 				if len(f.zeros) != 1 || f.zeros[0] != (zeroCall{0, 4096, true}) {
 					t.Errorf("zeros = %v, want [{0 4096 true}]", f.zeros)
@@ -273,26 +274,26 @@ func TestServerRequests(t *testing.T) {
 		},
 		{
 			name: "write zeroes with NO_HOLE",
-			req:  Request{Cmd: CmdWriteZeroes, Flags: FlagNoHole, Offset: 512, Length: 512},
+			req:  RequestHeader{Op: request.OpZero, Flags: request.FlagNoHole, Offset: 512, Length: 512},
 			check: func(t *testing.T, f *fakeSource, _ []byte) {
 				if len(f.zeros) != 1 || f.zeros[0] != (zeroCall{512, 512, false}) {
 					t.Errorf("zeros = %v, want [{512 512 false}]", f.zeros)
 				}
 			},
 		},
-		{name: "read past the end", req: Request{Cmd: CmdRead, Offset: 65536 - 512, Length: 1024}, wantErr: errInval},
-		{name: "read at huge offset", req: Request{Cmd: CmdRead, Offset: 1 << 63, Length: 512}, wantErr: errInval},
-		{name: "write past the end", req: Request{Cmd: CmdWrite, Offset: 65536, Length: 2}, payload: []byte{1, 2}, wantErr: errInval},
-		{name: "trim past the end", req: Request{Cmd: CmdTrim, Offset: 0, Length: 65537}, wantErr: errInval},
-		{name: "unknown command", req: Request{Cmd: 42}, wantErr: errInval},
-		{name: "zero-length read", req: Request{Cmd: CmdRead, Offset: 65536, Length: 0}},
+		{name: "read past the end", req: RequestHeader{Op: request.OpRead, Offset: 65536 - 512, Length: 1024}, wantErr: errInval},
+		{name: "read at huge offset", req: RequestHeader{Op: request.OpRead, Offset: 1 << 63, Length: 512}, wantErr: errInval},
+		{name: "write past the end", req: RequestHeader{Op: request.OpWrite, Offset: 65536, Length: 2}, payload: []byte{1, 2}, wantErr: errInval},
+		{name: "trim past the end", req: RequestHeader{Op: request.OpTrim, Offset: 0, Length: 65537}, wantErr: errInval},
+		{name: "unknown command", req: RequestHeader{Op: 42}, wantErr: errInval},
+		{name: "zero-length read", req: RequestHeader{Op: request.OpRead, Offset: 65536, Length: 0}},
 	}
 	for _, tt := range tests {
 		forEachMode(t, tt.name, 65536, func(t *testing.T, f *fakeSource) {
 			h := serve(t, f, Options{})
 			tt.req.Cookie = 0xdeadbeef00000001
 			h.send(tt.req, tt.payload)
-			r, data := h.recv(map[uint64]int{tt.req.Cookie: int(tt.req.Length) * boolInt(tt.req.Cmd == CmdRead)})
+			r, data := h.recv(map[uint64]int{tt.req.Cookie: int(tt.req.Length) * boolInt(tt.req.Op == request.OpRead)})
 			if r.Cookie != tt.req.Cookie {
 				t.Errorf("reply cookie = %#x, want %#x", r.Cookie, tt.req.Cookie)
 			}
@@ -300,11 +301,11 @@ func TestServerRequests(t *testing.T) {
 				t.Errorf("reply error = %d, want %d", r.Error, tt.wantErr)
 			}
 			// The connection must survive error replies.
-			h.send(Request{Cmd: CmdRead, Cookie: 7, Length: 1}, nil)
+			h.send(RequestHeader{Op: request.OpRead, Cookie: 7, Length: 1}, nil)
 			if r, _ := h.recv(map[uint64]int{7: 1}); r.Cookie != 7 || r.Error != 0 {
 				t.Errorf("read after %s: reply %+v, want cookie 7 error 0", tt.name, r)
 			}
-			h.send(Request{Cmd: CmdDisc}, nil)
+			h.send(RequestHeader{Op: request.OpDisc}, nil)
 			if err := h.wait(); err != nil {
 				t.Errorf("Serve after DISC = %v, want nil", err)
 			}
@@ -327,9 +328,9 @@ func TestServerReadOnlyRefusesWrites(t *testing.T) {
 	f.caps.ReadOnly = true
 	h := serve(t, f, Options{})
 	orig := bytes.Clone(f.data)
-	h.send(Request{Cmd: CmdWrite, Cookie: 1, Length: 4}, []byte{1, 2, 3, 4})
-	h.send(Request{Cmd: CmdTrim, Cookie: 2, Length: 4096}, nil)
-	h.send(Request{Cmd: CmdWriteZeroes, Cookie: 3, Length: 4096}, nil)
+	h.send(RequestHeader{Op: request.OpWrite, Cookie: 1, Length: 4}, []byte{1, 2, 3, 4})
+	h.send(RequestHeader{Op: request.OpTrim, Cookie: 2, Length: 4096}, nil)
+	h.send(RequestHeader{Op: request.OpZero, Cookie: 3, Length: 4096}, nil)
 	for i := 0; i < 3; i++ {
 		if r, _ := h.recv(nil); r.Error != errPerm {
 			t.Errorf("reply %d error = %d, want EPERM (%d)", r.Cookie, r.Error, errPerm)
@@ -344,13 +345,13 @@ func TestServerReadErrorIsReplyNotDisconnect(t *testing.T) {
 	f := newFake(65536)
 	f.readErr = fmt.Errorf("fake: medium error: %w", syscall.EIO)
 	h := serve(t, f, Options{})
-	h.send(Request{Cmd: CmdRead, Cookie: 1, Length: 4096}, nil)
+	h.send(RequestHeader{Op: request.OpRead, Cookie: 1, Length: 4096}, nil)
 	r, _ := h.recv(nil)
 	if r.Error != errIO {
 		t.Fatalf("read error reply = %d, want EIO", r.Error)
 	}
 	// An error reply carries no payload: the next frame must be a header.
-	h.send(Request{Cmd: CmdFlush, Cookie: 2}, nil)
+	h.send(RequestHeader{Op: request.OpFlush, Cookie: 2}, nil)
 	if r, _ := h.recv(nil); r.Cookie != 2 {
 		t.Fatalf("next reply cookie = %d, want 2 (stream out of sync)", r.Cookie)
 	}
@@ -361,8 +362,8 @@ func TestServerRepliesOutOfOrder(t *testing.T) {
 	f.gate = make(chan struct{})
 	f.gateOff = 0
 	h := serve(t, f, Options{Workers: 4})
-	h.send(Request{Cmd: CmdRead, Cookie: 1, Offset: 0, Length: 4096}, nil)    // blocks
-	h.send(Request{Cmd: CmdRead, Cookie: 2, Offset: 8192, Length: 4096}, nil) // completes first
+	h.send(RequestHeader{Op: request.OpRead, Cookie: 1, Offset: 0, Length: 4096}, nil)    // blocks
+	h.send(RequestHeader{Op: request.OpRead, Cookie: 2, Offset: 8192, Length: 4096}, nil) // completes first
 	lens := map[uint64]int{1: 4096, 2: 4096}
 	r, data := h.recv(lens)
 	if r.Cookie != 2 {
@@ -393,7 +394,7 @@ func testServerManyInFlight(t *testing.T, f *fakeSource) {
 	}
 	go func() {
 		for i := 0; i < n; i++ {
-			h.send(Request{Cmd: CmdRead, Cookie: uint64(i), Offset: uint64(i) * (64 << 10), Length: 64 << 10}, nil)
+			h.send(RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i) * (64 << 10), Length: 64 << 10}, nil)
 		}
 	}()
 	seen := map[uint64]bool{}
@@ -417,11 +418,11 @@ func TestServer32MiB(t *testing.T) {
 func testServer32MiB(t *testing.T, f *fakeSource) {
 	h := serve(t, f, Options{})
 	payload := bytes.Repeat([]byte{0xa5}, MaxPayload)
-	go h.send(Request{Cmd: CmdWrite, Cookie: 1, Offset: 4096, Length: MaxPayload}, payload)
+	go h.send(RequestHeader{Op: request.OpWrite, Cookie: 1, Offset: 4096, Length: MaxPayload}, payload)
 	if r, _ := h.recv(nil); r.Error != 0 {
 		t.Fatalf("32 MiB write: error %d", r.Error)
 	}
-	h.send(Request{Cmd: CmdRead, Cookie: 2, Offset: 4096, Length: MaxPayload}, nil)
+	h.send(RequestHeader{Op: request.OpRead, Cookie: 2, Offset: 4096, Length: MaxPayload}, nil)
 	r, data := h.recv(map[uint64]int{2: MaxPayload})
 	if r.Error != 0 || !bytes.Equal(data, payload) {
 		t.Fatalf("32 MiB read back: error %d, equal %v", r.Error, bytes.Equal(data, payload))
@@ -435,18 +436,18 @@ func TestServerProtocolErrors(t *testing.T) {
 	}{
 		{"bad magic", func() []byte {
 			b := make([]byte, RequestSize)
-			PutRequest(b, Request{Cmd: CmdRead, Length: 512})
+			PutRequest(b, RequestHeader{Op: request.OpRead, Length: 512})
 			b[0] ^= 0xff
 			return b
 		}},
 		{"write over 32 MiB", func() []byte {
 			b := make([]byte, RequestSize)
-			PutRequest(b, Request{Cmd: CmdWrite, Length: MaxPayload + 1})
+			PutRequest(b, RequestHeader{Op: request.OpWrite, Length: MaxPayload + 1})
 			return b
 		}},
 		{"read over 32 MiB", func() []byte {
 			b := make([]byte, RequestSize)
-			PutRequest(b, Request{Cmd: CmdRead, Length: 0xffffffff})
+			PutRequest(b, RequestHeader{Op: request.OpRead, Length: 0xffffffff})
 			return b
 		}},
 		{"truncated header", func() []byte { return []byte{0x25, 0x60, 0x95} }},
@@ -528,7 +529,7 @@ func TestServerInlineInOrder(t *testing.T) {
 	frames := make([]byte, n*RequestSize)
 	lens := map[uint64]int{}
 	for i := 0; i < n; i++ {
-		PutRequest(frames[i*RequestSize:], Request{Cmd: CmdRead, Cookie: uint64(i), Offset: uint64(i) * 4096, Length: 4096})
+		PutRequest(frames[i*RequestSize:], RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i) * 4096, Length: 4096})
 		lens[uint64(i)] = 4096
 	}
 	if _, err := h.client.Write(frames); err != nil {
@@ -566,7 +567,7 @@ func TestServerSerializesNonParallelSources(t *testing.T) {
 	lens := map[uint64]int{}
 	for i := 0; i < 16; i++ {
 		lens[uint64(i)] = 512
-		h.send(Request{Cmd: CmdRead, Cookie: uint64(i), Offset: uint64(i) * 512, Length: 512}, nil)
+		h.send(RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i) * 512, Length: 512}, nil)
 	}
 	for i := 0; i < 16; i++ {
 		if r, _ := h.recv(lens); r.Error != 0 {

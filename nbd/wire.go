@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+
+	"github.com/nbdloop/nbdloop/internal/request"
 )
 
 // Magic numbers and sizes of the transmission phase (NBD protocol
@@ -23,50 +25,6 @@ const (
 	MaxPayload = 32 << 20
 )
 
-// Command is an NBD request type.
-type Command uint16
-
-// Commands the Linux driver sends (it never sends CACHE, BLOCK_STATUS or
-// RESIZE).
-const (
-	CmdRead        Command = 0 // NBD_CMD_READ
-	CmdWrite       Command = 1 // NBD_CMD_WRITE
-	CmdDisc        Command = 2 // NBD_CMD_DISC
-	CmdFlush       Command = 3 // NBD_CMD_FLUSH
-	CmdTrim        Command = 4 // NBD_CMD_TRIM
-	CmdCache       Command = 5 // NBD_CMD_CACHE
-	CmdWriteZeroes Command = 6 // NBD_CMD_WRITE_ZEROES
-)
-
-func (c Command) String() string {
-	switch c {
-	case CmdRead:
-		return "read"
-	case CmdWrite:
-		return "write"
-	case CmdDisc:
-		return "disc"
-	case CmdFlush:
-		return "flush"
-	case CmdTrim:
-		return "trim"
-	case CmdCache:
-		return "cache"
-	case CmdWriteZeroes:
-		return "zero"
-	}
-	return fmt.Sprintf("cmd%d", uint16(c))
-}
-
-// CmdFlags are the per-request flags (the high 16 bits of the type word).
-type CmdFlags uint16
-
-// Command flags.
-const (
-	FlagFUA    CmdFlags = 1 << 0 // NBD_CMD_FLAG_FUA
-	FlagNoHole CmdFlags = 1 << 1 // NBD_CMD_FLAG_NO_HOLE
-)
-
 // Transmission flags, sent to the kernel as NBD_ATTR_SERVER_FLAGS.
 const (
 	FlagHasFlags        = 1 << 0 // NBD_FLAG_HAS_FLAGS
@@ -79,10 +37,11 @@ const (
 	FlagCanMultiConn    = 1 << 8 // NBD_FLAG_CAN_MULTI_CONN
 )
 
-// Request is a decoded request header.
-type Request struct {
-	Flags  CmdFlags
-	Cmd    Command
+// RequestHeader is a decoded request header. Its Op and Flags are the
+// request package's, the vocabulary of Options.Observe and of the filters.
+type RequestHeader struct {
+	Flags  request.Flags
+	Op     request.Op
 	Cookie uint64
 	Offset uint64
 	Length uint32
@@ -94,16 +53,16 @@ var ErrBadMagic = errors.New("nbd: bad request magic")
 
 // ParseRequest decodes a 28-byte request header. It does not look at the
 // payload of a WRITE, which follows the header on the wire.
-func ParseRequest(b []byte) (Request, error) {
+func ParseRequest(b []byte) (RequestHeader, error) {
 	if len(b) < RequestSize {
-		return Request{}, fmt.Errorf("nbd: request header is %d bytes, want %d", len(b), RequestSize)
+		return RequestHeader{}, fmt.Errorf("nbd: request header is %d bytes, want %d", len(b), RequestSize)
 	}
 	if m := binary.BigEndian.Uint32(b[0:4]); m != requestMagic {
-		return Request{}, fmt.Errorf("%w 0x%08x", ErrBadMagic, m)
+		return RequestHeader{}, fmt.Errorf("%w 0x%08x", ErrBadMagic, m)
 	}
-	return Request{
-		Flags:  CmdFlags(binary.BigEndian.Uint16(b[4:6])),
-		Cmd:    Command(binary.BigEndian.Uint16(b[6:8])),
+	return RequestHeader{
+		Flags:  request.Flags(binary.BigEndian.Uint16(b[4:6])),
+		Op:     request.Op(binary.BigEndian.Uint16(b[6:8])),
 		Cookie: binary.BigEndian.Uint64(b[8:16]),
 		Offset: binary.BigEndian.Uint64(b[16:24]),
 		Length: binary.BigEndian.Uint32(b[24:28]),
@@ -111,10 +70,10 @@ func ParseRequest(b []byte) (Request, error) {
 }
 
 // PutRequest encodes r into b[:RequestSize]; clients and tests use it.
-func PutRequest(b []byte, r Request) {
+func PutRequest(b []byte, r RequestHeader) {
 	binary.BigEndian.PutUint32(b[0:4], requestMagic)
 	binary.BigEndian.PutUint16(b[4:6], uint16(r.Flags))
-	binary.BigEndian.PutUint16(b[6:8], uint16(r.Cmd))
+	binary.BigEndian.PutUint16(b[6:8], uint16(r.Op))
 	binary.BigEndian.PutUint64(b[8:16], r.Cookie)
 	binary.BigEndian.PutUint64(b[16:24], r.Offset)
 	binary.BigEndian.PutUint32(b[24:28], r.Length)

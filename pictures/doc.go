@@ -15,6 +15,8 @@
 // picture and the number of frames, never by the length of the log.
 //
 // Hilbert and HilbertXY map between curve indices and grid positions;
-// Reader parses log lines; Classify tells which kind of request a colour
-// of the palette stands for (tests and the HTML page use it).
+// Reader parses log lines, whose op names are those of request.Op (the
+// server's and the filters' vocabulary); Classify tells which kind of
+// request a colour of the palette stands for (tests and the HTML page use
+// it).
 package pictures

@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/nbdloop/nbdloop/filters"
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
 // writeLog writes reqs to a log file with the real log filter and returns
 // its contents.
-func writeLog(t *testing.T, reqs []filters.Request) []byte {
+func writeLog(t *testing.T, reqs []request.Request) []byte {
 	t.Helper()
 	mem, err := sources.NewMemory(1 << 20)
 	if err != nil {
@@ -44,8 +45,8 @@ func writeLog(t *testing.T, reqs []filters.Request) []byte {
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
-func req(op filters.Op, off uint64, length uint32, at time.Duration) filters.Request {
-	return filters.Request{Op: op, Offset: off, Length: length, Start: t0.Add(at), Latency: 20 * time.Microsecond}
+func req(op request.Op, off uint64, length uint32, at time.Duration) request.Request {
+	return request.Request{Op: op, Offset: off, Length: length, Start: t0.Add(at), Latency: 20 * time.Microsecond}
 }
 
 func drawPNG(t *testing.T, log []byte, opts Options) image.Image {
@@ -109,7 +110,7 @@ func TestDrawOneWrite(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			log := writeLog(t, []filters.Request{req(filters.OpWrite, tt.off, tt.length, 0)})
+			log := writeLog(t, []request.Request{req(request.OpWrite, tt.off, tt.length, 0)})
 			img := drawPNG(t, log, Options{DeviceSize: tt.size, Side: tt.side})
 			size := tt.size
 			if size == 0 {
@@ -158,16 +159,16 @@ func TestDrawOneWrite(t *testing.T) {
 // flushes leave the map alone.
 func TestDrawClasses(t *testing.T) {
 	const cell = 256 // 1 MiB on 64 x 64
-	reqs := []filters.Request{
-		req(filters.OpRead, 0*cell, cell, 0),
-		req(filters.OpTrim, 1*cell, cell, time.Millisecond),
-		req(filters.OpZero, 2*cell, cell, 2*time.Millisecond),
-		req(filters.OpRead, 3*cell, cell, 3*time.Millisecond), // a read, then a write: 1+15*ln 2/ln 3 = level 10
-		req(filters.OpWrite, 3*cell, cell, 4*time.Millisecond),
-		req(filters.OpWrite, 4*cell, 2*cell, 5*time.Millisecond), // a write, then two reads: read
-		req(filters.OpRead, 4*cell, cell, 6*time.Millisecond),
-		req(filters.OpRead, 4*cell, cell, 7*time.Millisecond),
-		req(filters.OpFlush, 0, 0, 8*time.Millisecond),
+	reqs := []request.Request{
+		req(request.OpRead, 0*cell, cell, 0),
+		req(request.OpTrim, 1*cell, cell, time.Millisecond),
+		req(request.OpZero, 2*cell, cell, 2*time.Millisecond),
+		req(request.OpRead, 3*cell, cell, 3*time.Millisecond), // a read, then a write: 1+15*ln 2/ln 3 = level 10
+		req(request.OpWrite, 3*cell, cell, 4*time.Millisecond),
+		req(request.OpWrite, 4*cell, 2*cell, 5*time.Millisecond), // a write, then two reads: read
+		req(request.OpRead, 4*cell, cell, 6*time.Millisecond),
+		req(request.OpRead, 4*cell, cell, 7*time.Millisecond),
+		req(request.OpFlush, 0, 0, 8*time.Millisecond),
 	}
 	img := drawPNG(t, writeLog(t, reqs), Options{DeviceSize: 1 << 20, Side: 64})
 	l, _ := NewLayout(1<<20, 64)
@@ -203,14 +204,14 @@ func TestDrawClasses(t *testing.T) {
 // TestGIFFrames: the animation has the frames asked for, cut by time or
 // by requests, and a write shows brightly in its frame and dimly after.
 func TestGIFFrames(t *testing.T) {
-	var reqs []filters.Request
+	var reqs []request.Request
 	// 10 writes, one per 100 ms, each to its own pixel; then 30 reads of
 	// pixel 0 in the last 10 ms.
 	for i := range 10 {
-		reqs = append(reqs, req(filters.OpWrite, uint64(i)*256, 256, time.Duration(i)*100*time.Millisecond))
+		reqs = append(reqs, req(request.OpWrite, uint64(i)*256, 256, time.Duration(i)*100*time.Millisecond))
 	}
 	for i := range 30 {
-		reqs = append(reqs, req(filters.OpRead, 100<<10, 256, 900*time.Millisecond+time.Duration(i)*300*time.Microsecond))
+		reqs = append(reqs, req(request.OpRead, 100<<10, 256, 900*time.Millisecond+time.Duration(i)*300*time.Microsecond))
 	}
 	log := writeLog(t, reqs)
 	l, _ := NewLayout(1<<20, 64)
@@ -267,10 +268,10 @@ func TestDrawErrors(t *testing.T) {
 		want string
 	}{
 		{"empty", "", Options{}, ErrEmptyLog.Error()},
-		{"only flushes", string(writeLog(t, []filters.Request{req(filters.OpFlush, 0, 0, 0)})), Options{}, "only flushes"},
+		{"only flushes", string(writeLog(t, []request.Request{req(request.OpFlush, 0, 0, 0)})), Options{}, "only flushes"},
 		{"not json", "{\"time\":\"2026-11-26T12:00:00Z\",\"op\":\"read\"}\nhello\n", Options{}, "line 2:"},
 		{"no time", "{\"op\":\"read\"}\n", Options{}, "line 1: no time"},
-		{"bad side", string(writeLog(t, []filters.Request{req(filters.OpRead, 0, 512, 0)})), Options{Side: 100}, "not a power of two"},
+		{"bad side", string(writeLog(t, []request.Request{req(request.OpRead, 0, 512, 0)})), Options{Side: 100}, "not a power of two"},
 		{"too many frames", "", Options{Frames: MaxFrames + 1}, "out of range"},
 	}
 	for _, tt := range tests {

@@ -13,8 +13,7 @@ import (
 
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
-
-	"github.com/nbdloop/nbdloop/filters"
+	"github.com/nbdloop/nbdloop/internal/request"
 )
 
 // browser returns the path of a Chromium that chromedp can drive; the
@@ -37,11 +36,11 @@ func browser(t *testing.T) string {
 // offset and the write.
 func TestHTMLInBrowser(t *testing.T) {
 	const size, side, frames = 1 << 20, 64, 5 // 256-byte pixels
-	log := writeLog(t, []filters.Request{
-		req(filters.OpRead, 512<<10, 4096, 0),
-		req(filters.OpRead, 0, 4096, 10*time.Millisecond),
-		req(filters.OpFlush, 0, 0, 500*time.Millisecond),
-		req(filters.OpWrite, 1024, 1024, time.Second), // the ext4 superblock
+	log := writeLog(t, []request.Request{
+		req(request.OpRead, 512<<10, 4096, 0),
+		req(request.OpRead, 0, 4096, 10*time.Millisecond),
+		req(request.OpFlush, 0, 0, 500*time.Millisecond),
+		req(request.OpWrite, 1024, 1024, time.Second), // the ext4 superblock
 	})
 	page := filepath.Join(t.TempDir(), "run.html")
 	f, err := os.Create(page)

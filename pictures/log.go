@@ -7,10 +7,14 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/nbdloop/nbdloop/internal/request"
 )
 
 // Record is one line of the log filter's output (see filters.Log for the
-// format). Fields that a later version adds are ignored.
+// format). Fields that a later version adds are ignored. Op and Flags are
+// kept as written: the names of request.Op and request.Flags, or words a
+// later version adds (Class tells which Op a name is).
 type Record struct {
 	Time      time.Time `json:"time"`
 	Conn      int       `json:"conn"`
@@ -55,16 +59,20 @@ func (c Class) String() string {
 }
 
 // Class returns the kind of request r is, or ClassNone for an operation
-// this version does not know (a later NBD command).
+// this version does not know (a later NBD command, or cmdN).
 func (r *Record) Class() Class {
-	switch r.Op {
-	case "read":
+	op, ok := request.ParseOp(r.Op)
+	if !ok {
+		return ClassNone
+	}
+	switch op {
+	case request.OpRead:
 		return ClassRead
-	case "write":
+	case request.OpWrite:
 		return ClassWrite
-	case "trim", "zero":
+	case request.OpTrim, request.OpZero:
 		return ClassTrim
-	case "flush":
+	case request.OpFlush:
 		return ClassFlush
 	}
 	return ClassNone
