@@ -2,21 +2,20 @@ package attach
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log"
 	"net"
 	"os"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nbdloop/nbdloop/filters"
 	"github.com/nbdloop/nbdloop/kernel"
 	"github.com/nbdloop/nbdloop/nbd"
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 // Result is what the server process reports to `attach` once: the device,
@@ -82,100 +81,181 @@ var (
 )
 
 func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report func(Result) error) error {
-	res := Result{}
-	fail := func(err error) error {
-		res.Error = err.Error()
-		report(res)
+	r := &serverRun{ctx: ctx, cfg: cfg, daemon: daemon, so: so, report: report,
+		logger: log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)}
+	defer r.cleanUp()
+	for _, step := range []func() error{r.check, r.openSource, r.startServing, r.handToKernel, r.settle, r.record} {
+		if err := step(); err != nil {
+			return r.fail(err)
+		}
+	}
+	if err := r.tellAttach(); err != nil {
 		return err
 	}
-	if err := cfg.Validate(); err != nil {
-		return fail(err)
+	return r.serveUntilEnd()
+}
+
+// serverRun is one server process's work, in the steps serve takes: check
+// the request, open the source, start serving socketpairs, hand them to the
+// kernel, wait for the device, write the record, tell attach, serve until
+// the end.
+type serverRun struct {
+	ctx    context.Context
+	cfg    Config
+	daemon bool
+	so     serveOptions
+	report func(Result) error
+	logger *log.Logger
+	res    Result
+	undo   []func() // cleanUp runs them, last first
+
+	spec   Spec
+	notes  []string // from protect, for the log
+	locks  imageLocks
+	opened *Opened
+	src    sources.Source // the source, or the filter chain over it
+	stack  *filters.Stack
+
+	fam         *kernel.Family
+	srv         *nbd.Server
+	flags       uint64
+	ro          bool
+	kernelEnds  []int
+	stopServing context.CancelFunc
+	conns       sync.WaitGroup
+
+	connected bool // CONNECT (or RECONFIGURE) succeeded: failures undo it
+	index     int
+	backendID string
+	dev       string
+	parts     []string
+	st        *State
+	handover  bool // the record is left for the next server
+}
+
+func (r *serverRun) deferUndo(f func()) { r.undo = append(r.undo, f) }
+
+func (r *serverRun) cleanUp() {
+	for i := len(r.undo) - 1; i >= 0; i-- {
+		r.undo[i]()
 	}
-	spec, err := ParseSpec(cfg.Source)
+}
+
+// fail reports err to attach, after undoing a CONNECT already made.
+func (r *serverRun) fail(err error) error {
+	if r.connected {
+		r.disconnect()
+	}
+	r.res.Error = err.Error()
+	r.report(r.res)
+	return err
+}
+
+// disconnect undoes the hand-over to the kernel: a new device is
+// disconnected (a taken-over one is left to the supervisor), and the
+// connections are ended.
+func (r *serverRun) disconnect() {
+	if r.so.resume == nil {
+		r.fam.Disconnect(r.index)
+	}
+	r.stopServing()
+	r.conns.Wait()
+}
+
+// check validates the request, protects the process and pins its files.
+func (r *serverRun) check() error {
+	if err := r.cfg.Validate(); err != nil {
+		return err
+	}
+	spec, err := ParseSpec(r.cfg.Source)
 	if err != nil {
-		return fail(err)
+		return err
 	}
-	notes := protect(spec.Kind != KindMemory)
-	if err := checkFiles(cfg.Files); err != nil {
-		return fail(err)
+	r.spec = spec
+	r.notes = protect(spec.Kind != KindMemory)
+	if err := checkFiles(r.cfg.Files); err != nil {
+		return err
 	}
 	// Locks before the files are opened (a reader's), upgraded to a
 	// writer's once the source is known to be writable; held until exit.
-	var locks imageLocks
-	if !cfg.NoLock {
-		if locks, err = lockFiles(cfg.Files); err != nil {
-			return fail(err)
+	if !r.cfg.NoLock {
+		if r.locks, err = lockFiles(r.cfg.Files); err != nil {
+			return err
 		}
-		defer locks.Close()
+		r.deferUndo(r.locks.Close)
 	}
+	return nil
+}
 
-	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+// openSource opens the source and its filters.
+func (r *serverRun) openSource() error {
+	cfg, so := r.cfg, r.so
 	oo := OpenOptions{
 		ReadOnly: cfg.sourceReadOnly(), BlockSize: cfg.BlockSize,
 		Offset: cfg.Offset, SizeLimit: cfg.SizeLimit, DirectIO: cfg.DirectIO,
 		CacheSize: cfg.CacheSize, Composite: cfg.compositeOptions(), MemFile: so.memFile,
 		Format: cfg.Format, AllowPaths: cfg.AllowPaths, AllowDevices: cfg.AllowDevices,
-		MetadataLimit: cfg.MetadataLimit, SpillLimit: cfg.SpillLimit, Logf: logger.Printf,
+		MetadataLimit: cfg.MetadataLimit, SpillLimit: cfg.SpillLimit, Logf: r.logger.Printf,
 	}
 	if so.resume != nil {
 		oo.ExpectFormat = so.resume.Format
 	}
-	opened, err := OpenSource(spec, oo)
+	opened, err := OpenSource(r.spec, oo)
 	if err != nil {
-		return fail(err)
+		return err
 	}
+	r.opened, r.src = opened, opened.Source
+	r.res.Warnings = append(r.res.Warnings, opened.Warnings...)
 	src := opened.Source
-	res.Warnings = append(res.Warnings, opened.Warnings...)
-	defer src.Close()
+	r.deferUndo(func() { src.Close() })
 	if !src.Caps().ReadOnly && !cfg.ReadOnly {
-		if err := locks.upgrade(); err != nil {
-			return fail(err)
+		if err := r.locks.upgrade(); err != nil {
+			return err
 		}
 	}
-	if r := so.resume; r != nil && src.Size() != r.Size {
-		return fail(fmt.Errorf("%s: the source now has %d bytes, not the device's %d: cannot restart the server (detach the device)", cfg.Source, src.Size(), r.Size))
+	if res := so.resume; res != nil && src.Size() != res.Size {
+		return fmt.Errorf("%s: the source now has %d bytes, not the device's %d: cannot restart the server (detach the device)", cfg.Source, src.Size(), res.Size)
 	}
 	stack, err := openFilters(src, cfg, so.resume != nil)
 	if err != nil {
-		return fail(err)
+		return err
 	}
+	r.stack = stack
 	if len(cfg.Filters) > 0 {
-		src = stack.Source
-		defer src.Close()
+		r.src = stack.Source
+		r.deferUndo(func() { stack.Source.Close() })
 	}
+	return nil
+}
 
+// startServing opens the driver's netlink family and serves the server
+// ends of one socketpair per connection. Serving starts before CONNECT:
+// the kernel reads the partition table as soon as the device exists.
+func (r *serverRun) startServing() error {
 	fam, err := kernel.Open()
 	if errors.Is(err, kernel.ErrNoDriver) {
-		return fail(fmt.Errorf("%w (load the driver: modprobe nbd)", err))
+		return fmt.Errorf("%w (load the driver: modprobe nbd)", err)
 	} else if err != nil {
-		return fail(err)
+		return err
 	}
-
-	caps := src.Caps()
-	ro := caps.ReadOnly || cfg.ReadOnly
-	srv := nbd.NewServer(src, nbd.Options{Logf: logger.Printf, Observe: stack.ObserveFunc()})
-	flags := nbd.TransmissionFlags(caps, cfg.Connections > 1)
-	if cfg.ReadOnly {
-		flags |= nbd.FlagReadOnly
+	r.fam = fam
+	caps := r.src.Caps()
+	r.ro = caps.ReadOnly || r.cfg.ReadOnly
+	r.srv = nbd.NewServer(r.src, nbd.Options{Logf: r.logger.Printf, Observe: r.stack.ObserveFunc()})
+	r.flags = nbd.TransmissionFlags(caps, r.cfg.Connections > 1)
+	if r.cfg.ReadOnly {
+		r.flags |= nbd.FlagReadOnly
 	}
-
-	kernelEnds := make([]int, 0, cfg.Connections)
-	closeKernelEnds := func() {
-		for _, fd := range kernelEnds {
-			unix.Close(fd)
-		}
-		kernelEnds = nil
-	}
-	defer closeKernelEnds()
-	serveCtx, stopServing := context.WithCancel(context.Background())
-	defer stopServing()
-	var wg sync.WaitGroup
-	for i := 0; i < cfg.Connections; i++ {
+	r.deferUndo(r.closeKernelEnds)
+	serveCtx, stop := context.WithCancel(context.Background())
+	r.stopServing = stop
+	r.deferUndo(stop)
+	for i := 0; i < r.cfg.Connections; i++ {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
-			return fail(fmt.Errorf("creating socketpair: %w", err))
+			return fmt.Errorf("creating socketpair: %w", err)
 		}
-		kernelEnds = append(kernelEnds, fds[0])
+		r.kernelEnds = append(r.kernelEnds, fds[0])
 		for _, fd := range fds {
 			growSendBuffer(fd)
 		}
@@ -183,72 +263,87 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 		conn, err := net.FileConn(f)
 		f.Close()
 		if err != nil {
-			return fail(fmt.Errorf("creating socketpair: %w", err))
+			return fmt.Errorf("creating socketpair: %w", err)
 		}
-		// Serving starts before CONNECT: the kernel reads the partition
-		// table as soon as the device exists.
-		wg.Add(1)
+		r.conns.Add(1)
 		go func() {
-			defer wg.Done()
+			defer r.conns.Done()
 			defer conn.Close()
-			srv.ServeConn(serveCtx, conn, i)
+			r.srv.ServeConn(serveCtx, conn, i)
 		}()
 	}
+	return nil
+}
 
-	var index int
-	var backendID string
-	var parts []string
-	if r := so.resume; r != nil {
-		index, backendID = r.Index, r.BackendID
-		err = fam.Reconfigure(kernel.ReconfigureRequest{Index: index, BackendID: backendID, Sockets: kernelEnds})
-		closeKernelEnds()
+func (r *serverRun) closeKernelEnds() {
+	for _, fd := range r.kernelEnds {
+		unix.Close(fd)
+	}
+	r.kernelEnds = nil
+}
+
+// handToKernel gives the kernel its ends of the socketpairs: CONNECT for a
+// new device, RECONFIGURE for one taken over from a dead server. The
+// kernel holds its own references afterwards.
+func (r *serverRun) handToKernel() error {
+	if res := r.so.resume; res != nil {
+		r.index, r.backendID = res.Index, res.BackendID
+		err := r.fam.Reconfigure(kernel.ReconfigureRequest{Index: r.index, BackendID: r.backendID, Sockets: r.kernelEnds})
+		r.closeKernelEnds()
 		if err != nil {
-			stopServing()
-			wg.Wait()
-			return fail(fmt.Errorf("/dev/nbd%d: handing new connections to the kernel (RECONFIGURE): %w", index, err))
+			r.stopServing()
+			r.conns.Wait()
+			return fmt.Errorf("/dev/nbd%d: handing new connections to the kernel (RECONFIGURE): %w", r.index, err)
 		}
-		parts, _ = kernel.Sysfs{}.Partitions(index)
+		r.parts, _ = kernel.Sysfs{}.Partitions(r.index)
 	} else {
-		backendID = newBackendID()
-		index, err = fam.Connect(kernel.ConnectRequest{
-			Index:           cfg.Index,
-			Size:            uint64(src.Size()),
-			BlockSize:       uint64(cfg.BlockSize),
-			Timeout:         cfg.Timeout,
-			DeadConnTimeout: cfg.DeadTimeout,
-			ServerFlags:     flags,
-			BackendID:       backendID,
-			Sockets:         kernelEnds,
+		r.backendID = newBackendID()
+		index, err := r.fam.Connect(kernel.ConnectRequest{
+			Index:           r.cfg.Index,
+			Size:            uint64(r.src.Size()),
+			BlockSize:       uint64(r.cfg.BlockSize),
+			Timeout:         r.cfg.Timeout,
+			DeadConnTimeout: r.cfg.DeadTimeout,
+			ServerFlags:     r.flags,
+			BackendID:       r.backendID,
+			Sockets:         r.kernelEnds,
 		})
-		closeKernelEnds() // the kernel holds its own references now
+		r.closeKernelEnds()
 		if err != nil {
-			stopServing()
-			wg.Wait()
-			return fail(connectError(cfg.Index, err))
+			r.stopServing()
+			r.conns.Wait()
+			return connectError(r.cfg.Index, err)
 		}
+		r.index = index
 	}
-	dev := fmt.Sprintf("/dev/nbd%d", index)
-	undo := func() {
-		if so.resume == nil {
-			fam.Disconnect(index)
-		}
-		stopServing()
-		wg.Wait()
-	}
+	r.connected = true
+	r.dev = fmt.Sprintf("/dev/nbd%d", r.index)
+	return nil
+}
 
-	if so.resume == nil {
-		parts, err = settle(ctx, index, cfg.PartScan)
-		if err != nil {
-			undo()
-			return fail(fmt.Errorf("%s: %w", dev, err))
-		}
+// settle waits until a new device (and with -P its partitions) can be
+// used.
+func (r *serverRun) settle() error {
+	if r.so.resume != nil {
+		return nil
 	}
+	parts, err := settle(r.ctx, r.index, r.cfg.PartScan)
+	if err != nil {
+		return fmt.Errorf("%s: %w", r.dev, err)
+	}
+	r.parts = parts
+	return nil
+}
 
+// record writes the state record, removed at exit unless handed over, and
+// from then on sends a daemon's log to the device's log file.
+func (r *serverRun) record() error {
+	cfg, so := r.cfg, r.so
 	st := &State{
-		Device: dev, Index: index, PID: os.Getpid(), BackendID: backendID,
-		Source: cfg.Source, Desc: opened.Desc, Format: opened.Format,
-		Size: src.Size(), BlockSize: cfg.BlockSize, ReadOnly: ro,
-		Connections: cfg.Connections, ServerFlags: flags,
+		Device: r.dev, Index: r.index, PID: os.Getpid(), BackendID: r.backendID,
+		Source: cfg.Source, Desc: r.opened.Desc, Format: r.opened.Format,
+		Size: r.src.Size(), BlockSize: cfg.BlockSize, ReadOnly: r.ro,
+		Connections: cfg.Connections, ServerFlags: r.flags,
 		Timeout: cfg.Timeout, DeadTimeout: cfg.DeadTimeout, Config: cfg,
 		Started: time.Now().UTC(), Attached: time.Now().UTC(), Supervisor: so.supervisor,
 		PIDStart: refOf(os.Getpid()).Start,
@@ -259,87 +354,98 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 	if so.memFile != nil {
 		st.MemFD = memFD
 	}
-	if r := so.resume; r != nil {
-		st.Restarts, st.LastExit, st.Attached = r.Restarts, r.LastExit, r.Attached
+	if res := so.resume; res != nil {
+		st.Restarts, st.LastExit, st.Attached = res.Restarts, res.LastExit, res.Attached
 	}
 	dir := StateDir()
 	if err := writeState(dir, st); err != nil {
-		undo()
-		return fail(err)
+		return err
 	}
-	// A server that hands over to its successor leaves the record for it.
-	handover := false
-	defer func() {
-		if !handover {
-			removeState(dir, index, os.Getpid())
+	r.st = st
+	r.deferUndo(func() {
+		if !r.handover {
+			removeState(dir, r.index, os.Getpid())
 		}
-	}()
-
+	})
 	// From here on a daemon logs to a file next to the state record,
 	// including any panic.
-	if daemon {
-		if lf, err := openDeviceLog(dir, index); err == nil {
+	if r.daemon {
+		if lf, err := openDeviceLog(dir, r.index); err == nil {
 			unix.Dup2(int(lf.Fd()), 2)
 			lf.Close()
 		}
 	}
+	return nil
+}
 
-	res.Device = &Device{
-		Name: dev, Index: index, Size: src.Size(), Source: opened.Desc, Format: opened.Format,
-		RO: ro, PID: os.Getpid(), State: "running", Connections: cfg.Connections,
-		BlockSize: cfg.BlockSize, Backend: backendID, Partitions: parts, Filters: cfg.Filters,
-		Supervisor: so.supervisor, Restarts: st.Restarts, LastExit: st.LastExit,
+// tellAttach reports the device to attach; if attach is gone, nobody
+// knows of the device, so it is undone.
+func (r *serverRun) tellAttach() error {
+	cfg, st := r.cfg, r.st
+	r.res.Device = &Device{
+		Name: r.dev, Index: r.index, Size: r.src.Size(), Source: r.opened.Desc, Format: r.opened.Format,
+		RO: r.ro, PID: os.Getpid(), State: "running", Connections: cfg.Connections,
+		BlockSize: cfg.BlockSize, Backend: r.backendID, Partitions: r.parts, Filters: cfg.Filters,
+		Supervisor: r.so.supervisor, Restarts: st.Restarts, LastExit: st.LastExit,
 	}
-	if err := report(res); err != nil {
-		logger.Printf("%s: reporting to attach failed (%v); detaching", dev, err)
-		undo()
+	if err := r.report(r.res); err != nil {
+		r.logger.Printf("%s: reporting to attach failed (%v); detaching", r.dev, err)
+		r.disconnect()
 		return err
 	}
-	for _, n := range notes {
+	return nil
+}
+
+// serveUntilEnd serves until the kernel disconnects (a detach), every
+// connection is lost, a restart is requested (hand over to a new server)
+// or ctx ends (SIGTERM: flush and disconnect), then flushes.
+func (r *serverRun) serveUntilEnd() error {
+	logger, dev, src := r.logger, r.dev, r.src
+	for _, n := range r.notes {
 		logger.Printf("%s: %s", dev, n)
 	}
-	if so.resume != nil {
-		logger.Printf("%s: restarted (restart %d; the previous server %s)", dev, st.Restarts, st.LastExit)
+	if r.so.resume != nil {
+		logger.Printf("%s: restarted (restart %d; the previous server %s)", dev, r.st.Restarts, r.st.LastExit)
 	}
-	logger.Printf("%s: serving %s (%d bytes, %d connections, flags %#x)", dev, opened.Desc, src.Size(), cfg.Connections, flags)
-	defer startStats(dir, st, stack, logger.Printf)()
+	logger.Printf("%s: serving %s (%d bytes, %d connections, flags %#x)", dev, r.opened.Desc, src.Size(), r.cfg.Connections, r.flags)
+	r.deferUndo(startStats(StateDir(), r.st, r.stack, logger.Printf))
 
 	served := make(chan struct{})
-	go func() { wg.Wait(); close(served) }()
+	go func() { r.conns.Wait(); close(served) }()
 	select {
 	case <-served:
-		if !srv.Disconnected() {
+		if !r.srv.Disconnected() {
 			// The kernel dropped the connections (a request timed out on
 			// each of them) without a detach: a new server can take over.
 			logger.Printf("%s: every connection has ended without a disconnect request", dev)
 			src.Flush()
-			handover = true
+			r.handover = true
 			return errConnectionsLost
 		}
 		logger.Printf("%s: every connection has ended", dev)
-	case <-so.restartRequested:
+	case <-r.so.restartRequested:
 		logger.Printf("%s: restart requested: flushing and handing over", dev)
 		if err := src.Flush(); err != nil {
 			logger.Printf("%s: flush: %v", dev, err)
 		}
-		stopServing()
-		wg.Wait()
-		handover = true
+		r.stopServing()
+		r.conns.Wait()
+		r.handover = true
 		return errRestartRequested
-	case <-ctx.Done():
+	case <-r.ctx.Done():
 		logger.Printf("%s: signalled: flushing and disconnecting", dev)
 		if err := src.Flush(); err != nil {
 			logger.Printf("%s: flush: %v", dev, err)
 		}
-		if err := fam.Disconnect(index); err != nil {
+		if err := r.fam.Disconnect(r.index); err != nil {
 			logger.Printf("%s: disconnect: %v", dev, err)
 		}
 		select {
 		case <-served:
 		case <-time.After(30 * time.Second):
 			logger.Printf("%s: connections did not end after disconnect; closing them", dev)
-			stopServing()
-			wg.Wait()
+			r.stopServing()
+			r.conns.Wait()
 		}
 	}
 	if err := src.Flush(); err != nil {
@@ -347,115 +453,4 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 		return err
 	}
 	return nil
-}
-
-func connectError(index int, err error) error {
-	switch {
-	case errors.Is(err, syscall.EBUSY) && index >= 0:
-		return fmt.Errorf("/dev/nbd%d: device is in use (detach it first: nbdloop detach /dev/nbd%d, or omit --device)", index, index)
-	case errors.Is(err, syscall.EPERM):
-		return fmt.Errorf("attaching: permission denied (run as root)")
-	case errors.Is(err, syscall.EINVAL) && index >= 0:
-		return fmt.Errorf("/dev/nbd%d: the kernel refused the device (%v): it may be going down or the index is out of range", index, err)
-	}
-	return fmt.Errorf("attaching: %w", err)
-}
-
-// newBackendID returns the NBD_ATTR_BACKEND_IDENTIFIER: "nbdloop:" plus 16
-// random hex digits. The prefix is how `list` tells nbdloop's devices from
-// foreign ones, and the random part lets a restarted server prove, through
-// RECONFIGURE, that it is re-attaching its own device.
-func newBackendID() string {
-	b := make([]byte, 8)
-	rand.Read(b)
-	return "nbdloop:" + hex.EncodeToString(b)
-}
-
-// settle waits until /dev/nbdN exists and opens it once, which is what makes
-// the kernel scan the partition table (udev does that open on a normal
-// system; nbdloop does not rely on udev). With partScan it also forces a
-// re-read with BLKRRPART and waits for every partition's device node.
-func settle(ctx context.Context, index int, partScan bool) ([]string, error) {
-	dev := fmt.Sprintf("/dev/nbd%d", index)
-	tuneQueue(index)
-	if err := waitFor(ctx, 10*time.Second, func() bool { _, err := os.Stat(dev); return err == nil }); err != nil {
-		return nil, fmt.Errorf("device node did not appear: %w", err)
-	}
-	fd, err := unix.Open(dev, unix.O_RDONLY|unix.O_CLOEXEC, 0)
-	if err != nil {
-		return nil, fmt.Errorf("opening the device: %w", err)
-	}
-	if partScan {
-		err = unix.IoctlSetInt(fd, unix.BLKRRPART, 0)
-		if err != nil && !errors.Is(err, syscall.EINVAL) {
-			unix.Close(fd)
-			return nil, fmt.Errorf("re-reading the partition table: %w", err)
-		}
-	}
-	unix.Close(fd)
-	if !partScan {
-		return nil, nil
-	}
-	parts, err := kernel.Sysfs{}.Partitions(index)
-	if err != nil {
-		return nil, err
-	}
-	for _, p := range parts {
-		node := "/dev/" + p
-		if err := waitFor(ctx, 10*time.Second, func() bool { _, err := os.Stat(node); return err == nil }); err != nil {
-			return nil, fmt.Errorf("partition node %s did not appear: %w", node, err)
-		}
-	}
-	return parts, nil
-}
-
-// waitFor polls cond until it holds, ctx ends or timeout passes. Polling is
-// enough here: device nodes and sysfs entries have no portable notification
-// without udev.
-func waitFor(ctx context.Context, timeout time.Duration, cond func() bool) error {
-	deadline := time.Now().Add(timeout)
-	delay := time.Millisecond
-	for !cond() {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("gave up after %v", timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(delay):
-		}
-		delay = min(2*delay, 50*time.Millisecond)
-	}
-	return nil
-}
-
-// tuneQueue sets the request queue up the way loop devices have it. nbd
-// devices start with the mq-deadline scheduler and 128 KiB requests; in
-// make bench's profiles of 1 MiB sequential I/O the kblockd workers that
-// split and schedule requests took a quarter of the CPU. The server is a
-// process on the same host, so reordering buys nothing ("none"), and larger
-// requests (1 MiB) halve the round trips. Failures are harmless: the device
-// works either way.
-func tuneQueue(index int) {
-	q := fmt.Sprintf("/sys/block/nbd%d/queue/", index)
-	os.WriteFile(q+"scheduler", []byte("none"), 0)
-	os.WriteFile(q+"max_sectors_kb", []byte("1024"), 0)
-}
-
-// socketBuffer is the send buffer of both ends of each connection. The
-// default (net.core.wmem_default, 208 KiB) makes a 1 MiB request or reply
-// stop five times on the way for the other side to drain it, each stop a
-// sleep and a wake-up of the sender; with room for several such messages the
-// sender writes a request in one go. In the VM (qemu TCG), 1 MiB sequential
-// writes at QD8 into a new qcow2 image went from 54-61 to 74-79 MB/s, and to
-// a memory disk from about 132 to 160 MB/s.
-const socketBuffer = 4 << 20
-
-// growSendBuffer raises fd's send buffer to socketBuffer, past
-// net.core.wmem_max where the process may (CAP_NET_ADMIN, which attach has
-// as root). A smaller buffer only costs speed, so failures are ignored.
-func growSendBuffer(fd int) {
-	if unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, socketBuffer) != nil {
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, socketBuffer)
-	}
 }
