@@ -134,17 +134,28 @@ type supervisor struct {
 // then restarts servers until the device is detached. It returns the exit
 // status.
 func RunSupervisor() int {
+	s, resume, reportParent, code := supervisorFromEnv()
+	if s == nil {
+		return code
+	}
+	return s.run(resume, reportParent)
+}
+
+// supervisorFromEnv builds the supervisor from what attach (or restart)
+// passed: the Config, a resume record, an inherited memfd, the result
+// pipe. A nil supervisor comes with the exit status.
+func supervisorFromEnv() (*supervisor, *resumeInfo, func(Result) error, int) {
 	var cfg Config
 	if err := json.Unmarshal([]byte(os.Getenv(serveEnv)), &cfg); err != nil {
 		fmt.Fprintf(os.Stderr, "nbdloop: %s: bad configuration: %v\n", SuperviseCommand, err)
-		return 2
+		return nil, nil, nil, 2
 	}
 	var resume *resumeInfo
 	if r := os.Getenv(resumeEnv); r != "" {
 		resume = new(resumeInfo)
 		if err := json.Unmarshal([]byte(r), resume); err != nil {
 			fmt.Fprintf(os.Stderr, "nbdloop: %s: bad resume record: %v\n", SuperviseCommand, err)
-			return 2
+			return nil, nil, nil, 2
 		}
 	}
 	inheritedMem := os.Getenv(memEnv) == "1"
@@ -167,7 +178,7 @@ func RunSupervisor() int {
 	exe, err := os.Executable()
 	if err != nil {
 		reportParent(Result{Error: fmt.Sprintf("finding the nbdloop executable: %v", err)})
-		return 1
+		return nil, nil, nil, 1
 	}
 	os.WriteFile("/proc/self/oom_score_adj", []byte("-1000\n"), 0)
 	signal.Ignore(syscall.SIGPIPE)
@@ -179,13 +190,19 @@ func RunSupervisor() int {
 			s.memFile = os.NewFile(memFD, "memfd")
 		} else if s.memFile, err = newMemfd(spec); err != nil {
 			reportParent(Result{Error: err.Error()})
-			return 1
+			return nil, nil, nil, 1
 		}
 	}
 	if resume != nil {
 		s.index = resume.Index
 	}
+	return s, resume, reportParent, 0
+}
 
+// run starts the first server, reports it to attach, and restarts servers
+// as the restart policy says until the device is detached. It returns the
+// exit status.
+func (s *supervisor) run(resume *resumeInfo, reportParent func(Result) error) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.watchLinkDead(ctx)
@@ -254,31 +271,7 @@ func RunSupervisor() int {
 			s.logf("/dev/nbd%d: restart failed: %v", s.index, err)
 			lastExit = "restart failed: " + err.Error()
 		}
-		// Wait for the server, and for signals meanwhile.
-		exited := make(chan *os.ProcessState, 1)
-		if cmd != nil {
-			go func() { cmd.Wait(); exited <- cmd.ProcessState }()
-		} else {
-			exited <- nil
-		}
-		var ps *os.ProcessState
-	wait:
-		for {
-			select {
-			case ps = <-exited:
-				break wait
-			case sig := <-sigs:
-				switch sig {
-				case syscall.SIGTERM, syscall.SIGINT:
-					stopping = true
-					if cmd != nil && cmd.Process != nil {
-						cmd.Process.Signal(syscall.SIGTERM)
-					}
-				case syscall.SIGUSR2:
-					stopping = true
-				}
-			}
-		}
+		ps := awaitServer(cmd, sigs, &stopping)
 		if err == nil {
 			lastExit = exitReason(ps)
 		}
@@ -311,6 +304,34 @@ func RunSupervisor() int {
 		time.Sleep(d.Delay)
 		s.awaitDeadLinks(time.Second)
 		restarts++
+	}
+}
+
+// awaitServer waits for the server to end, and meanwhile for the signals
+// that stop restarts: SIGTERM and SIGINT (passed on to the server) and
+// SIGUSR2 (detach) set *stopping.
+func awaitServer(cmd *exec.Cmd, sigs <-chan os.Signal, stopping *bool) *os.ProcessState {
+	exited := make(chan *os.ProcessState, 1)
+	if cmd != nil {
+		go func() { cmd.Wait(); exited <- cmd.ProcessState }()
+	} else {
+		exited <- nil
+	}
+	for {
+		select {
+		case ps := <-exited:
+			return ps
+		case sig := <-sigs:
+			switch sig {
+			case syscall.SIGTERM, syscall.SIGINT:
+				*stopping = true
+				if cmd != nil && cmd.Process != nil {
+					cmd.Process.Signal(syscall.SIGTERM)
+				}
+			case syscall.SIGUSR2:
+				*stopping = true
+			}
+		}
 	}
 }
 
