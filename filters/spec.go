@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"math/big"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -13,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -484,39 +484,20 @@ func overlaps(rs []Range, off, n int64) bool {
 	return false
 }
 
-// parseSize reads a byte count like attach's SIZE: K, M, G, T, P, E
-// (optionally followed by iB) are powers of 1024, KB, MB, ... powers of 1000.
+// parseSize reads BYTES with bytesize.Parse (attach's SIZE) and words its
+// errors to follow KEY "VALUE", as every kind's errors do.
 func parseSize(s string) (int64, error) {
-	i := 0
-	for i < len(s) && s[i] >= '0' && s[i] <= '9' {
-		i++
-	}
-	if i == 0 {
-		return 0, errors.New("is not a size (use e.g. 4096, 512K, 10M, 1G)")
-	}
-	n, _ := new(big.Int).SetString(s[:i], 10)
-	suffix := s[i:]
-	mult := big.NewInt(1)
-	if suffix != "" && suffix != "B" {
-		u := strings.IndexByte("KMGTPE", suffix[0]&^0x20)
-		base := int64(1024)
-		switch suffix[1:] {
-		case "", "iB":
-		case "B":
-			base = 1000
-		default:
-			u = -1
-		}
-		if u < 0 {
-			return 0, fmt.Errorf("has an unknown suffix %q (use K, M, G, T, P, E, KiB.. or KB..)", suffix)
-		}
-		mult.Exp(big.NewInt(base), big.NewInt(int64(u+1)), nil)
-	}
-	n.Mul(n, mult)
-	if !n.IsInt64() {
+	n, err := bytesize.Parse(s)
+	var se *bytesize.SuffixError
+	switch {
+	case err == nil:
+		return n, nil
+	case errors.Is(err, bytesize.ErrTooLarge):
 		return 0, errors.New("is larger than 2^63-1")
+	case errors.As(err, &se):
+		return 0, fmt.Errorf("has an unknown suffix %q (use %s)", se.Suffix, bytesize.Suffixes)
 	}
-	return n.Int64(), nil
+	return 0, errors.New("is not a size (use e.g. 4096, 512K, 10M, 1G)")
 }
 
 // errnos are the errors an NBD reply can carry (they equal Linux's errno
@@ -564,10 +545,11 @@ func Help() string {
 	b.WriteString(`FILTERS: --filter NAME[:KEY=VALUE,...] wraps SOURCE in a filter. It may be
 repeated; the filters stack in the order given, the first one nearest the
 kernel (as nbdkit's --filter). Values: MS is milliseconds or a number with a
-unit (100, 100ms, 1.5s, 2m); BYTES takes the SIZE suffixes; RANGE is
-START-END (END exclusive) or START+LENGTH in BYTES; OPS joins read, write,
-flush, trim and zero with + (or all); a PATH cannot contain a comma and is
-relative to the directory attach runs in. Options marked [+] may be repeated.
+unit (100, 100ms, 1.5s, 2m); BYTES is a SIZE, with the same suffixes (4096,
+512K, 1MiB; 1MB is 1000000); RANGE is START-END (END exclusive) or
+START+LENGTH in BYTES; OPS joins read, write, flush, trim and zero with + (or
+all); a PATH cannot contain a comma and is relative to the directory attach
+runs in. Options marked [+] may be repeated.
 `)
 	for _, d := range Table {
 		fmt.Fprintf(&b, "\n  %s: %s\n", d.Name, d.Summary)

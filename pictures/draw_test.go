@@ -290,7 +290,7 @@ func TestFormatBytes(t *testing.T) {
 	tests := []struct {
 		n    uint64
 		want string
-	}{{0, "0 B"}, {512, "512 B"}, {1024, "1 KIB"}, {1536, "1.5 KIB"}, {64 << 20, "64 MIB"}, {1 << 63, "8 EIB"}}
+	}{{0, "0B"}, {512, "512B"}, {1024, "1K"}, {1536, "1.5K"}, {64 << 20, "64M"}, {1 << 63, "8E"}, {1<<64 - 1, "8E"}}
 	for _, tt := range tests {
 		if got := formatBytes(tt.n); got != tt.want {
 			t.Errorf("formatBytes(%d) = %q, want %q", tt.n, got, tt.want)

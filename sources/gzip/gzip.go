@@ -57,6 +57,7 @@ import (
 
 	"github.com/klauspost/compress/flate"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
@@ -174,7 +175,7 @@ func (s *Source) open(opts Options, name string) (*Source, error) {
 			// Compressed size times 4 estimates the uncompressed size.
 			interval = max(int64(DefaultInterval), size*4/maxCheckpoints)
 		}
-		s.charge.what = fmt.Sprintf("the gzip index of %s (a checkpoint every %s of data, with its 32 KiB window)", name, sources.SizeString(interval))
+		s.charge.what = fmt.Sprintf("the gzip index of %s (a checkpoint every %s of data, with its 32 KiB window)", name, bytesize.Words(interval))
 		ix, err := buildIndex(r, size, interval, s.charge)
 		if err != nil {
 			return nil, err

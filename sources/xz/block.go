@@ -15,7 +15,7 @@ import (
 
 	"github.com/ulikunitz/xz/lzma"
 
-	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 	"github.com/nbdloop/nbdloop/sources/internal/lzma2"
 )
@@ -225,7 +225,7 @@ func newBlockReader(r io.ReaderAt, b Block, usize, limit int64) (*blockReader, e
 		return nil, err
 	}
 	if d := dictCap(h, usize); d > limit {
-		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, sources.SizeString(d), sources.SizeString(limit))
+		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, bytesize.Words(d), bytesize.Words(limit))
 	}
 	// The decoder reads each chunk's compressed bytes whole, straight
 	// from the file, and nothing past the end marker: in.N is the

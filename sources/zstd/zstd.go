@@ -48,6 +48,7 @@ import (
 
 	kzstd "github.com/klauspost/compress/zstd"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
@@ -208,7 +209,7 @@ func open(r io.ReaderAt, size int64, opts Options, t *frameTable) (*Source, erro
 			return nil, err
 		}
 		if t.bound > b.Bytes {
-			return nil, fmt.Errorf("zstd frames without a content size may hold up to %s, and %s: raise --spill-limit, set TMPDIR to a larger filesystem, or repack the image (nbdloop pack)", sources.SizeString(t.bound), b)
+			return nil, fmt.Errorf("zstd frames without a content size may hold up to %s, and %s: raise --spill-limit, set TMPDIR to a larger filesystem, or repack the image (nbdloop pack)", bytesize.Words(t.bound), b)
 		}
 	}
 	s.dec, err = kzstd.NewReader(nil, kzstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
@@ -408,7 +409,7 @@ func (s *Source) openFrame(i int) (io.Reader, error) {
 			return nil, corrupt(f.COff, "%v", err)
 		}
 		if h.window > s.limit {
-			return nil, corrupt(f.COff, "frame needs a %s window, more than the cache size of %s (raise --cache-size)", sources.SizeString(h.window), sources.SizeString(s.limit))
+			return nil, corrupt(f.COff, "frame needs a %s window, more than the cache size of %s (raise --cache-size)", bytesize.Words(h.window), bytesize.Words(s.limit))
 		}
 		// klauspost's decoder starts reading when first read: the window
 		// is allocated after the cache has charged Mem.

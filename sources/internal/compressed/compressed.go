@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
 )
@@ -143,7 +144,7 @@ func SpillSingle(segs []blockcache.Segment, threshold int64, sequential bool, te
 		tempDir = "$TMPDIR"
 	}
 	return fmt.Sprintf("the %s file is a single %s %s: it is decoded once, in the background, into a temporary file in %s, and reads wait for it (for fast random access repack it: nbdloop pack IMAGE -o NEW%s)",
-		n.Format, sources.SizeString(segs[0].Size), n.Segment, tempDir, n.Ext)
+		n.Format, bytesize.Words(segs[0].Size), n.Segment, tempDir, n.Ext)
 }
 
 // CountReader counts the bytes read through it.
