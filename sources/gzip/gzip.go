@@ -250,7 +250,7 @@ func (r *segReader) Read(p []byte) (int, error) {
 			// (a block cut by the segment's end) is not.
 			err = nil
 		case errors.As(err, &fe):
-			return n, corrupt(at, "deflate data: %v", err)
+			return n, corrupt(at, "deflate data: %w", err)
 		case err == io.ErrUnexpectedEOF:
 			return n, corrupt(at, "deflate data ends early")
 		case err == io.EOF && r.left > 0:

@@ -138,7 +138,7 @@ func readBlockHeader(r io.ReaderAt, b Block, usize int64) (blockHeader, error) {
 		return h, err
 	}
 	if err != nil {
-		return h, corrupt(b.COff, "%v", err)
+		return h, corrupt(b.COff, "%w", err)
 	}
 	csize := b.Unpadded() - h.size - checkSize(b.Check())
 	if csize <= 0 {
@@ -280,7 +280,7 @@ func (br *blockReader) Read(p []byte) (int, error) {
 	case err != nil && err != io.EOF:
 		var ce *CorruptError
 		if errors.Is(err, lzma2.ErrCorrupt) && !errors.As(err, &ce) {
-			err = corrupt(br.b.COff+br.h.size+br.in.N, "%v", err)
+			err = corrupt(br.b.COff+br.h.size+br.in.N, "%w", err)
 		}
 	case br.left == 0:
 		err = br.finish()
@@ -303,7 +303,7 @@ func (br *blockReader) finish() error {
 		if err != nil && !errors.Is(err, lzma2.ErrCorrupt) {
 			return err // reading the file
 		}
-		return corrupt(br.b.COff+br.h.size+br.in.N, "LZMA2 end marker: %v", err)
+		return corrupt(br.b.COff+br.h.size+br.in.N, "LZMA2 end marker: %w", err)
 	}
 	if got := br.in.N; got != br.h.csize {
 		return corrupt(br.b.COff, "block has %d compressed bytes, the index says %d", got, br.h.csize)

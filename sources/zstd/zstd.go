@@ -339,7 +339,7 @@ func frameError(f Frame, err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
-	return corrupt(f.COff, "frame of %d bytes: %v", f.CSize, err)
+	return corrupt(f.COff, "frame of %d bytes: %w", f.CSize, err)
 }
 
 // frameReader yields exactly one frame's bytes and checks that the frame
@@ -406,7 +406,7 @@ func (s *Source) openFrame(i int) (io.Reader, error) {
 		}
 		h, err := parseFrameHeader(hb[:n])
 		if err != nil {
-			return nil, corrupt(f.COff, "%v", err)
+			return nil, corrupt(f.COff, "%w", err)
 		}
 		if h.window > s.limit {
 			return nil, corrupt(f.COff, "frame needs a %s window, more than the cache size of %s (raise --cache-size)", bytesize.Words(h.window), bytesize.Words(s.limit))

@@ -7,6 +7,11 @@
 // a file that is one large segment, and CountReader tells a decoder how far
 // into its input it is.
 //
+// CorruptError is the one error of all three formats for data that breaks
+// the format, at a byte of the compressed file; each format package
+// exports it under its own name (a type alias) with ErrCorrupt, and keeps a
+// decoder's own error (lzma2.ErrCorrupt, flate's) inside it for errors.Is.
+//
 // Every format passes its Options.SpillLimit (--spill-limit) as
 // Config.Cache.SpillLimit: the temporary file of a one-segment image is
 // bounded by it and by the free space of its directory (see
