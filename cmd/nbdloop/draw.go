@@ -180,9 +180,9 @@ func drawHint(err error) string {
 	switch {
 	case errors.Is(err, pictures.ErrEmptyLog):
 		return " (was the device used? the log filter writes a line per request)"
-	case strings.Contains(err.Error(), "device size is unknown"):
+	case errors.Is(err, pictures.ErrUnknownSize):
 		return " (give --device-size)"
-	case strings.Contains(err.Error(), "line "):
+	case errors.As(err, new(*pictures.LineError)):
 		return " (is it a file written by --filter log:file=...?)"
 	}
 	return ""
