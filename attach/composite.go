@@ -128,7 +128,7 @@ func (m Composite) partTypes() ([]*partitioned.PartType, error) {
 		key, name := arg[:i], arg[i+1:]
 		t, err := partitioned.ParseType(name)
 		if err != nil {
-			return nil, fmt.Errorf("--type %s: %s", arg, strings.TrimPrefix(err.Error(), "partitioned: "))
+			return nil, fmt.Errorf("--type %s: %v", arg, err)
 		}
 		idx, err := m.typeTarget(key, nums)
 		if err != nil {
@@ -374,7 +374,7 @@ func buildPartitions(parts []part, opts OpenOptions) (*Opened, error) {
 			FormatSize(total), FormatSize(int64(1<<32)*opts.BlockSize), opts.BlockSize)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("partitions: %s", strings.TrimPrefix(err.Error(), "partitioned: "))
+		return nil, fmt.Errorf("partitions: %v", err)
 	}
 	op := &Opened{Source: d, Desc: compositeDesc(d.Table(), parts), Format: d.Table()}
 	for i, pt := range d.Partitions() {
@@ -432,7 +432,7 @@ func openPartitionView(spec Spec, opts OpenOptions) (*Opened, error) {
 	case errors.Is(err, partitioned.ErrNoTable):
 		err = fmt.Errorf("%s: no partition table (MBR or GPT) to find partition %d in (for a byte range use --offset and --sizelimit)", name, n)
 	case err != nil:
-		err = fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "partitioned: "))
+		err = fmt.Errorf("%s: %v", name, err)
 	case p.Size%opts.BlockSize != 0:
 		err = fmt.Errorf("%s: partition %d (%d bytes at %d) is not whole %d-byte blocks (attach it with -b 512)", name, n, p.Size, p.Start, opts.BlockSize)
 	}

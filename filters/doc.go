@@ -29,4 +29,15 @@
 // run on a fake clock; trigger files (file=PATH) are followed by a
 // goroutine (an inotify watch on their directory, and a poll every second),
 // so a filter that is not triggered costs an atomic load per request.
+//
+// # Files
+//
+// The spec language is split by job: spec.go parses and renders specs
+// (Spec, Parse); registry.go is the table of filters and their options
+// (Def, Option, Table, Lookup); kinds.go the kinds of values an option takes
+// and their canonical forms (BYTES is read by internal/bytesize, as SIZE
+// is), with the NBD errno names; args.go the typed values a filter's
+// constructor reads; help.go the --help text, the man page section and
+// bash completion. chain.go builds a chain of filters; each filter has a
+// file named after it (readonly shares protect.go).
 package filters

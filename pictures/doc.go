@@ -19,4 +19,9 @@
 // server's and the filters' vocabulary); Classify tells which kind of
 // request a colour of the palette stands for (tests and the HTML page use
 // it).
+//
+// Errors carry no "pictures:" prefix; the caller names the log or the
+// output in front (draw: LOG: line 3: ...). The ones a caller gives advice
+// about are values to test with errors.Is and errors.As, not by their
+// text: ErrEmptyLog, ErrUnknownSize, *LineError.
 package pictures

@@ -41,6 +41,10 @@ const MaxFrames = 1000
 // ErrEmptyLog is returned for a log without requests.
 var ErrEmptyLog = errors.New("no requests in the log")
 
+// ErrUnknownSize is returned for a log of flushes only when
+// Options.DeviceSize is not given: nothing tells the device's size.
+var ErrUnknownSize = errors.New("the log has only flushes: the device size is unknown")
+
 func (o *Options) defaults() error {
 	if o.Side == 0 {
 		o.Side = 512
@@ -73,7 +77,7 @@ func prepare(log io.ReadSeeker, opts *Options) (*renderer, error) {
 	size := opts.DeviceSize
 	if size == 0 {
 		if sum.MaxEnd == 0 {
-			return nil, errors.New("the log has only flushes: the device size is unknown")
+			return nil, ErrUnknownSize
 		}
 		size = sum.MaxEnd
 		if size&(size-1) != 0 {

@@ -266,19 +266,31 @@ func TestDrawErrors(t *testing.T) {
 		log  string
 		opts Options
 		want string
+		line int   // the LineError's line; 0 for none
+		is   error // errors.Is must find it, when not nil
 	}{
-		{"empty", "", Options{}, ErrEmptyLog.Error()},
-		{"only flushes", string(writeLog(t, []request.Request{req(request.OpFlush, 0, 0, 0)})), Options{}, "only flushes"},
-		{"not json", "{\"time\":\"2026-11-26T12:00:00Z\",\"op\":\"read\"}\nhello\n", Options{}, "line 2:"},
-		{"no time", "{\"op\":\"read\"}\n", Options{}, "line 1: no time"},
-		{"bad side", string(writeLog(t, []request.Request{req(request.OpRead, 0, 512, 0)})), Options{Side: 100}, "not a power of two"},
-		{"too many frames", "", Options{Frames: MaxFrames + 1}, "out of range"},
+		{"empty", "", Options{}, ErrEmptyLog.Error(), 0, ErrEmptyLog},
+		{"only flushes", string(writeLog(t, []request.Request{req(request.OpFlush, 0, 0, 0)})), Options{}, "only flushes", 0, ErrUnknownSize},
+		{"not json", "{\"time\":\"2026-11-26T12:00:00Z\",\"op\":\"read\"}\nhello\n", Options{}, "line 2:", 2, nil},
+		{"no time", "{\"op\":\"read\"}\n", Options{}, "line 1: no time", 1, nil},
+		{"bad side", string(writeLog(t, []request.Request{req(request.OpRead, 0, 512, 0)})), Options{Side: 100}, "not a power of two", 0, nil},
+		{"too many frames", "", Options{Frames: MaxFrames + 1}, "out of range", 0, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := WritePNG(&bytes.Buffer{}, strings.NewReader(tt.log), tt.opts)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("WritePNG = %v, want an error containing %q", err, tt.want)
+			}
+			line := 0 // of the LineError, if any
+			if le := (*LineError)(nil); errors.As(err, &le) {
+				line = le.Line
+			}
+			if line != tt.line {
+				t.Errorf("WritePNG = %v: LineError of line %d, want %d", err, line, tt.line)
+			}
+			if tt.is != nil && !errors.Is(err, tt.is) {
+				t.Errorf("WritePNG = %v, want errors.Is %v", err, tt.is)
 			}
 		})
 	}
@@ -291,7 +303,7 @@ func TestFormatBytes(t *testing.T) {
 	tests := []struct {
 		n    uint64
 		want string
-	}{{0, "0 B"}, {512, "512 B"}, {1024, "1 KIB"}, {1536, "1.5 KIB"}, {64 << 20, "64 MIB"}, {1 << 63, "8 EIB"}}
+	}{{0, "0B"}, {512, "512B"}, {1024, "1K"}, {1536, "1.5K"}, {64 << 20, "64M"}, {1 << 63, "8E"}, {1<<64 - 1, "8E"}}
 	for _, tt := range tests {
 		if got := formatBytes(tt.n); got != tt.want {
 			t.Errorf("formatBytes(%d) = %q, want %q", tt.n, got, tt.want)

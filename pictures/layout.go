@@ -3,7 +3,10 @@ package pictures
 import (
 	"fmt"
 	"image"
+	"math"
 	"math/bits"
+
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 )
 
 // Geometry of a picture, in pixels.
@@ -96,19 +99,8 @@ func (l *Layout) Offset(p image.Point) (uint64, bool) {
 	return d * l.CellBytes, true
 }
 
-// formatBytes writes n with a binary suffix: 512 B, 4 KIB, 1.5 GIB.
+// formatBytes writes n as `list` and `top` do (bytesize.Format: 512B, 4K,
+// 1.5G), n above 2^63-1 as 2^63-1.
 func formatBytes(n uint64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, u := float64(n), -1
-	for v >= 1024 && u < len(units)-1 {
-		v /= 1024
-		u++
-	}
-	if v == float64(int64(v)) {
-		return fmt.Sprintf("%d %cIB", int64(v), units[u])
-	}
-	return fmt.Sprintf("%.1f %cIB", v, units[u])
+	return bytesize.Format(int64(min(n, math.MaxInt64)))
 }

@@ -110,11 +110,11 @@ func (r *Reader) Next() bool {
 		}
 		r.rec = Record{}
 		if err := json.Unmarshal(b, &r.rec); err != nil {
-			r.err = fmt.Errorf("line %d: %w", r.line, err)
+			r.err = &LineError{Line: r.line, Err: err}
 			return false
 		}
 		if r.rec.Time.IsZero() {
-			r.err = fmt.Errorf("line %d: no time: not a line of the log filter", r.line)
+			r.err = &LineError{Line: r.line, Err: errors.New("no time: not a line of the log filter")}
 			return false
 		}
 		return true
@@ -123,10 +123,22 @@ func (r *Reader) Next() bool {
 		if errors.Is(err, bufio.ErrTooLong) {
 			err = fmt.Errorf("longer than %d bytes: not a line of the log filter", maxLine)
 		}
-		r.err = fmt.Errorf("line %d: %w", r.line+1, err)
+		r.err = &LineError{Line: r.line + 1, Err: err}
 	}
 	return false
 }
+
+// LineError is the error of a line of the log that does not read as a
+// record of the log filter, or could not be read. Line counts from 1.
+type LineError struct {
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+
+// Unwrap returns Err.
+func (e *LineError) Unwrap() error { return e.Err }
 
 // Record returns the record Next read. It is overwritten by the next call.
 func (r *Reader) Record() *Record { return &r.rec }

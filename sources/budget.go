@@ -3,6 +3,8 @@ package sources
 import (
 	"fmt"
 	"sync/atomic"
+
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 )
 
 // DefaultMetadataLimit is the memory an image's metadata may take when the
@@ -40,7 +42,7 @@ type BudgetError struct {
 
 func (e *BudgetError) Error() string {
 	return fmt.Sprintf("%s needs %s of memory, beyond the metadata limit of %s (%s charged already; raise it with --metadata-limit if the image is trusted)",
-		e.What, SizeString(e.Need), SizeString(e.Limit), SizeString(e.Used))
+		e.What, bytesize.Words(e.Need), bytesize.Words(e.Limit), bytesize.Words(e.Used))
 }
 
 // Charge takes n bytes from the budget for what (e.g. "the L1 table of
@@ -85,22 +87,4 @@ func (b *Budget) Limit() int64 {
 		return 0
 	}
 	return b.limit
-}
-
-// SizeString prints n bytes with a binary suffix, as attach's messages do:
-// "512 bytes", "1.5 MiB", "64 MiB".
-func SizeString(n int64) string {
-	const units = "KMGTPE"
-	if n < 1024 {
-		return fmt.Sprintf("%d bytes", n)
-	}
-	v, u := float64(n), -1
-	for v >= 1024 && u < len(units)-1 {
-		v /= 1024
-		u++
-	}
-	if v < 10 && v != float64(int64(v)) {
-		return fmt.Sprintf("%.1f %ciB", v, units[u])
-	}
-	return fmt.Sprintf("%.0f %ciB", v, units[u])
 }

@@ -6,26 +6,6 @@ import (
 	"testing"
 )
 
-func TestSizeString(t *testing.T) {
-	tests := []struct {
-		n    int64
-		want string
-	}{
-		{0, "0 bytes"},
-		{1023, "1023 bytes"},
-		{1024, "1 KiB"},
-		{1536 << 10, "1.5 MiB"},
-		{64 << 20, "64 MiB"},
-		{10<<30 + 1<<29, "10 GiB"},
-		{1 << 62, "4 EiB"},
-	}
-	for _, tt := range tests {
-		if got := SizeString(tt.n); got != tt.want {
-			t.Errorf("SizeString(%d) = %q, want %q", tt.n, got, tt.want)
-		}
-	}
-}
-
 func TestBudget(t *testing.T) {
 	b := NewBudget(1000)
 	if err := b.Charge(600, "a"); err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/nbdloop/nbdloop/attach"
 	"github.com/nbdloop/nbdloop/filters"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -318,7 +319,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 		}
 		cfg.Index = idx
 	}
-	bs, err := attach.ParseSize(c.String("block-size"))
+	bs, err := bytesize.Parse(c.String("block-size"))
 	if err != nil {
 		return cfg, usageError("attach: --block-size %q: %v", c.String("block-size"), err)
 	}
@@ -335,7 +336,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 	}{{"offset", &cfg.Offset}, {"sizelimit", &cfg.SizeLimit}, {"cache-size", &cfg.CacheSize},
 		{"metadata-limit", &cfg.MetadataLimit}, {"spill-limit", &cfg.SpillLimit}} {
 		if s := c.String(f.name); s != "" {
-			if *f.dst, err = attach.ParseSize(s); err != nil {
+			if *f.dst, err = bytesize.Parse(s); err != nil {
 				return cfg, usageError("attach: --%s %q: %v", f.name, s, err)
 			}
 		}
@@ -538,7 +539,7 @@ func doList(c *cli.Context) error {
 		if d.RO {
 			ro = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", d.Name, attach.FormatSize(d.Size), d.Source, ro, d.PID, d.State, d.Connections, d.Restarts)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", d.Name, bytesize.Format(d.Size), d.Source, ro, d.PID, d.State, d.Connections, d.Restarts)
 	}
 	return tw.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/nbdloop/nbdloop/attach"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 )
 
 // The flags of devices made of several files (--concat, --partitions) and
@@ -59,7 +60,7 @@ func compositeFromFlags(c *cli.Context, cfg *attach.Config) error {
 	}
 	cfg.Table = c.String("table")
 	if s := c.String("align"); s != "" {
-		a, err := attach.ParseSize(s)
+		a, err := bytesize.Parse(s)
 		if err != nil {
 			return usageError("attach: --align %q: %v", s, err)
 		}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
-	"github.com/nbdloop/nbdloop/attach"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/pictures"
 )
 
@@ -78,7 +78,7 @@ func doDraw(c *cli.Context) error {
 		return usageError("draw: --by %q: use time or requests", c.String("by"))
 	}
 	if s := c.String("device-size"); s != "" {
-		n, err := attach.ParseSize(s)
+		n, err := bytesize.Parse(s)
 		if err != nil || n <= 0 {
 			return usageError("draw: --device-size %q: not a size (e.g. 1G or 1073741824)", s)
 		}
@@ -180,9 +180,9 @@ func drawHint(err error) string {
 	switch {
 	case errors.Is(err, pictures.ErrEmptyLog):
 		return " (was the device used? the log filter writes a line per request)"
-	case strings.Contains(err.Error(), "device size is unknown"):
+	case errors.Is(err, pictures.ErrUnknownSize):
 		return " (give --device-size)"
-	case strings.Contains(err.Error(), "line "):
+	case errors.As(err, new(*pictures.LineError)):
 		return " (is it a file written by --filter log:file=...?)"
 	}
 	return ""

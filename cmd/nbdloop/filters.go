@@ -12,6 +12,7 @@ import (
 
 	"github.com/nbdloop/nbdloop/attach"
 	"github.com/nbdloop/nbdloop/filters"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 )
 
 // filterList collects repeated --filter values. It is a cli.Generic rather
@@ -128,7 +129,7 @@ func writeStatsTable(w io.Writer, snap *filters.StatsSnapshot) error {
 	fmt.Fprintln(tw, "OP\tCOUNT\tERRORS\tBYTES\tMEAN\tP50\tP90\tP99\tP99.9\tMAX\tSIZES\t")
 	for _, o := range snap.Ops {
 		l := o.Latency
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", o.Op, o.Count, o.Errors, attach.FormatSize(int64(o.Bytes)),
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", o.Op, o.Count, o.Errors, bytesize.Format(int64(o.Bytes)),
 			us(l.Mean), us(l.P50), us(l.P90), us(l.P99), us(l.P999), us(l.Max), sizes(o.Sizes))
 	}
 	return tw.Flush()
@@ -166,7 +167,7 @@ func sizes(h []filters.SizeCount) string {
 			parts = append(parts, "...")
 			break
 		}
-		parts = append(parts, fmt.Sprintf("%s:%d", strings.TrimSuffix(attach.FormatSize(int64(b.MaxBytes)), "B"), b.Count))
+		parts = append(parts, fmt.Sprintf("%s:%d", strings.TrimSuffix(bytesize.Format(int64(b.MaxBytes)), "B"), b.Count))
 	}
 	return strings.Join(parts, ",")
 }

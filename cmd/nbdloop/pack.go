@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/nbdloop/nbdloop/attach"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/pack"
 )
 
@@ -143,7 +144,7 @@ func doPack(ctx *cli.Context) error {
 	}
 	opts := pack.Options{Format: format, Level: c.Int("level"), Workers: c.Int("threads")}
 	if s := c.String("block-size"); s != "" {
-		if opts.BlockSize, err = attach.ParseSize(s); err != nil || opts.BlockSize < 4096 {
+		if opts.BlockSize, err = bytesize.Parse(s); err != nil || opts.BlockSize < 4096 {
 			return usageError("pack: --block-size %q: give a size of at least 4K (e.g. 4M)", s)
 		}
 	}
@@ -193,8 +194,8 @@ func doPack(ctx *cli.Context) error {
 	}
 	el := time.Since(start)
 	fmt.Fprintf(ctx.App.ErrWriter, "nbdloop: %s -> %s: %s -> %s (%.1f%%), %d %s blocks, %s, %s/s\n",
-		image, out, attach.FormatSize(res.In), attach.FormatSize(res.Out), 100*float64(res.Out)/float64(max(1, res.In)),
-		res.Blocks, format, el.Round(100*time.Millisecond), attach.FormatSize(int64(float64(res.In)/max(el.Seconds(), 1e-3))))
+		image, out, bytesize.Format(res.In), bytesize.Format(res.Out), 100*float64(res.Out)/float64(max(1, res.In)),
+		res.Blocks, format, el.Round(100*time.Millisecond), bytesize.Format(int64(float64(res.In)/max(el.Seconds(), 1e-3))))
 	return nil
 }
 
@@ -244,14 +245,14 @@ func (p *progress) update(in, out int64) {
 		}
 		fmt.Fprintf(p.w, "\r\033[K[%s%s] %3.0f%% %s of %s, %s/s, %.1f%% of the size%s",
 			strings.Repeat("=", n), strings.Repeat(" ", width-n), pct,
-			attach.FormatSize(in), attach.FormatSize(p.size), attach.FormatSize(int64(rate)),
+			bytesize.Format(in), bytesize.Format(p.size), bytesize.Format(int64(rate)),
 			100*float64(out)/float64(max(1, in)), left)
 		p.drawn = true
 		return
 	}
 	if step := int64(pct) / 10; step > p.step {
 		p.step = step
-		fmt.Fprintf(p.w, "nbdloop: pack: %d%% (%s of %s)\n", step*10, attach.FormatSize(in), attach.FormatSize(p.size))
+		fmt.Fprintf(p.w, "nbdloop: pack: %d%% (%s of %s)\n", step*10, bytesize.Format(in), bytesize.Format(p.size))
 	}
 }
 

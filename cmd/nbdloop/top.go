@@ -17,6 +17,7 @@ import (
 
 	"github.com/nbdloop/nbdloop/attach"
 	"github.com/nbdloop/nbdloop/filters"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/pictures"
 )
 
@@ -141,7 +142,7 @@ func topView(prev, cur *filters.StatsSnapshot, colour bool) string {
 		return b.String()
 	}
 	fmt.Fprintf(&b, "recent I/O by offset: %s a cell, along a Hilbert curve from top left to top right\n",
-		attach.FormatSize(int64(cur.Heat.CellBytes)))
+		bytesize.Format(int64(cur.Heat.CellBytes)))
 	b.WriteString(heatMap(prev.Heat, cur.Heat, colour))
 	return b.String()
 }

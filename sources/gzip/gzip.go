@@ -57,6 +57,7 @@ import (
 
 	"github.com/klauspost/compress/flate"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
@@ -174,7 +175,7 @@ func (s *Source) open(opts Options, name string) (*Source, error) {
 			// Compressed size times 4 estimates the uncompressed size.
 			interval = max(int64(DefaultInterval), size*4/maxCheckpoints)
 		}
-		s.charge.what = fmt.Sprintf("the gzip index of %s (a checkpoint every %s of data, with its 32 KiB window)", name, sources.SizeString(interval))
+		s.charge.what = fmt.Sprintf("the gzip index of %s (a checkpoint every %s of data, with its 32 KiB window)", name, bytesize.Words(interval))
 		ix, err := buildIndex(r, size, interval, s.charge)
 		if err != nil {
 			return nil, err
@@ -249,7 +250,7 @@ func (r *segReader) Read(p []byte) (int, error) {
 			// (a block cut by the segment's end) is not.
 			err = nil
 		case errors.As(err, &fe):
-			return n, corrupt(at, "deflate data: %v", err)
+			return n, corrupt(at, "deflate data: %w", err)
 		case err == io.ErrUnexpectedEOF:
 			return n, corrupt(at, "deflate data ends early")
 		case err == io.EOF && r.left > 0:

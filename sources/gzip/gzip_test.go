@@ -195,6 +195,9 @@ func TestGzipErrors(t *testing.T) {
 			if !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("Open = %q, want it to contain %q", err, tt.want)
 			}
+			if strings.HasPrefix(err.Error(), "corrupt gzip data") != errors.Is(err, ErrCorrupt) {
+				t.Errorf("Open = %q: errors.Is(err, ErrCorrupt) = %v", err, errors.Is(err, ErrCorrupt))
+			}
 		})
 	}
 }

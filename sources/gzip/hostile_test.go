@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
@@ -258,9 +259,9 @@ func TestHostileGzip(t *testing.T) {
 				}
 			})
 			o.Check(t, tt.name)
-			t.Logf("allocated %s", sources.SizeString(int64(alloc)))
+			t.Logf("allocated %s", bytesize.Words(int64(alloc)))
 			if alloc > budget {
-				t.Errorf("Open and reads allocated %s, over the test's budget of %s", sources.SizeString(int64(alloc)), sources.SizeString(budget))
+				t.Errorf("Open and reads allocated %s, over the test's budget of %s", bytesize.Words(int64(alloc)), bytesize.Words(budget))
 			}
 			if st.wantErr != "" {
 				if err == nil {

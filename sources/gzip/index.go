@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
-	"fmt"
 	"hash/crc32"
 	"io"
 
@@ -29,18 +28,17 @@ const (
 var ErrNotGzip = errors.New("not a gzip file")
 
 // CorruptError reports gzip data that breaks the format at file offset
-// Offset.
-type CorruptError struct {
-	Offset int64
-	What   string
-}
+// Offset. It is compressed.CorruptError, the one such error of every
+// compressed format (Format "gzip"); it matches ErrCorrupt.
+type CorruptError = compressed.CorruptError
 
-func (e *CorruptError) Error() string {
-	return fmt.Sprintf("corrupt gzip data at byte %d: %s", e.Offset, e.What)
-}
+// ErrCorrupt is matched (errors.Is) by every *CorruptError.
+var ErrCorrupt = compressed.ErrCorrupt
 
+// corrupt returns the *CorruptError at file offset off; an error given
+// with %w is kept as its Err.
 func corrupt(off int64, format string, args ...any) error {
-	return &CorruptError{Offset: off, What: fmt.Sprintf(format, args...)}
+	return compressed.Corrupt("gzip", off, format, args...)
 }
 
 // posReader is a bufio.Reader over the file that knows its file offset.
@@ -273,7 +271,7 @@ func buildIndex(r io.ReaderAt, size, interval int64, c *charger) (*index, error)
 		if err != nil {
 			var fe flate.CorruptInputError
 			if errors.As(err, &fe) {
-				return nil, corrupt(dstart+int64(fe), "deflate data: %v", err)
+				return nil, corrupt(dstart+int64(fe), "deflate data: %w", err)
 			}
 			if err == io.ErrUnexpectedEOF {
 				return nil, corrupt(pr.pos(), "the file ends inside a member (truncated?)")

@@ -106,7 +106,7 @@ const DefaultAlign = 1 << 20
 const MaxAlign = 1 << 30
 
 // ErrTooLarge is returned by New when an MBR cannot address the disk.
-var ErrTooLarge = errors.New("partitioned: the disk is too large for an MBR")
+var ErrTooLarge = errors.New("the disk is too large for an MBR")
 
 // Partition describes one partition, of a Disk or of a table read by Read.
 type Partition struct {
@@ -144,21 +144,21 @@ func New(parts []Part, opts Options) (*Disk, error) {
 	ss := opts.SectorSize
 	switch {
 	case opts.Table != "gpt" && opts.Table != "mbr":
-		return nil, fmt.Errorf("partitioned: unknown partition table %q (use gpt or mbr)", opts.Table)
+		return nil, fmt.Errorf("unknown partition table %q (use gpt or mbr)", opts.Table)
 	case ss != 512 && ss != 1024 && ss != 2048 && ss != 4096:
-		return nil, fmt.Errorf("partitioned: sector size %d is not 512, 1024, 2048 or 4096", ss)
+		return nil, fmt.Errorf("sector size %d is not 512, 1024, 2048 or 4096", ss)
 	case opts.Align < ss || opts.Align > MaxAlign || opts.Align&(opts.Align-1) != 0:
-		return nil, fmt.Errorf("partitioned: alignment %d is not a power of two from the sector size (%d) to 1 GiB", opts.Align, ss)
+		return nil, fmt.Errorf("alignment %d is not a power of two from the sector size (%d) to 1 GiB", opts.Align, ss)
 	case len(parts) == 0:
-		return nil, fmt.Errorf("partitioned: no partitions: %w", sources.ErrEmpty)
+		return nil, fmt.Errorf("no partitions: %w", sources.ErrEmpty)
 	case len(parts) > gptMaxEntries:
-		return nil, fmt.Errorf("partitioned: %d partitions, nbdloop builds at most %d", len(parts), gptMaxEntries)
+		return nil, fmt.Errorf("%d partitions, nbdloop builds at most %d", len(parts), gptMaxEntries)
 	}
 
 	d := &Disk{table: opts.Table, sectorSize: ss}
 	for _, p := range parts {
 		if p.Source.Size() == 0 {
-			return nil, fmt.Errorf("partitioned: %s: %w", p.Name, sources.ErrEmpty)
+			return nil, fmt.Errorf("%s: %w", p.Name, sources.ErrEmpty)
 		}
 		pt := Partition{Name: p.Name, ReadOnly: p.Source.Caps().ReadOnly}
 		if p.Type != nil {
@@ -166,16 +166,16 @@ func New(parts []Part, opts Options) (*Disk, error) {
 		} else {
 			content, fat, err := Detect(p.Source, p.Source.Size())
 			if err != nil {
-				return nil, fmt.Errorf("partitioned: %s: detecting its content: %w", p.Name, err)
+				return nil, fmt.Errorf("%s: detecting its content: %w", p.Name, err)
 			}
 			pt.Content = content
 			pt.Type = TypeFor(content, fat, opts.ESP)
 		}
 		if opts.Table == "gpt" && pt.Type.GUID.IsZero() {
-			return nil, fmt.Errorf("partitioned: %s: partition type %s has no GPT type GUID (give a type name or a GUID)", p.Name, pt.Type)
+			return nil, fmt.Errorf("%s: partition type %s has no GPT type GUID (give a type name or a GUID)", p.Name, pt.Type)
 		}
 		if opts.Table == "mbr" && pt.Type.MBR == 0 {
-			return nil, fmt.Errorf("partitioned: %s: partition type %s has no MBR ID (give a type name or an ID such as 0x83)", p.Name, pt.Type)
+			return nil, fmt.Errorf("%s: partition type %s has no MBR ID (give a type name or an ID such as 0x83)", p.Name, pt.Type)
 		}
 		d.parts = append(d.parts, pt)
 	}

@@ -21,11 +21,11 @@ func ParseGUID(s string) (GUID, error) {
 	parts := strings.Split(s, "-")
 	if len(s) != 36 || len(parts) != 5 || len(parts[0]) != 8 || len(parts[1]) != 4 ||
 		len(parts[2]) != 4 || len(parts[3]) != 4 || len(parts[4]) != 12 {
-		return g, fmt.Errorf("partitioned: %q is not a GUID (want 8-4-4-4-12 hex digits)", s)
+		return g, fmt.Errorf("%q is not a GUID (want 8-4-4-4-12 hex digits)", s)
 	}
 	var b [16]byte
 	if _, err := hex.Decode(b[:], []byte(strings.Join(parts, ""))); err != nil {
-		return g, fmt.Errorf("partitioned: %q is not a GUID (want 8-4-4-4-12 hex digits)", s)
+		return g, fmt.Errorf("%q is not a GUID (want 8-4-4-4-12 hex digits)", s)
 	}
 	return guidFromBigEndian(b), nil
 }

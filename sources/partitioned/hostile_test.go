@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
@@ -205,9 +206,9 @@ func TestHostilePartitions(t *testing.T) {
 				}
 			})
 			o.Check(t, tt.name)
-			t.Logf("allocated %s", sources.SizeString(int64(alloc)))
+			t.Logf("allocated %s", bytesize.Words(int64(alloc)))
 			if alloc > budget {
-				t.Errorf("OpenPartition allocated %s, over the test's budget of %s", sources.SizeString(int64(alloc)), sources.SizeString(budget))
+				t.Errorf("OpenPartition allocated %s, over the test's budget of %s", bytesize.Words(int64(alloc)), bytesize.Words(budget))
 			}
 			if tt.wantErr != "" {
 				if err == nil {

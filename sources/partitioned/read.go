@@ -44,7 +44,7 @@ func (t *Table) Numbers() string {
 }
 
 // ErrNoTable is returned by Read for a disk without an MBR or GPT.
-var ErrNoTable = errors.New("partitioned: no partition table (MBR or GPT)")
+var ErrNoTable = errors.New("no partition table (MBR or GPT)")
 
 // maxLogical bounds the EBR chain Read follows (Linux shows at most 255
 // partitions in all).
@@ -65,7 +65,7 @@ const maxLogical = 1024
 // whatever the input, and follows at most 1024 EBRs.
 func Read(r io.ReaderAt, size, sectorSize int64) (*Table, error) {
 	if sectorSize != 512 && sectorSize != 1024 && sectorSize != 2048 && sectorSize != 4096 {
-		return nil, fmt.Errorf("partitioned: sector size %d is not 512, 1024, 2048 or 4096", sectorSize)
+		return nil, fmt.Errorf("sector size %d is not 512, 1024, 2048 or 4096", sectorSize)
 	}
 	if size < 512 {
 		return nil, ErrNoTable
@@ -115,7 +115,7 @@ func readTable(r io.ReaderAt, size, sectorSize int64, mbr []byte, haveMBR bool) 
 		case !haveMBR:
 			return nil, ErrNoTable
 		}
-		return nil, fmt.Errorf("partitioned: the MBR is a protective one (type 0xee) but there is no GPT header: %w", errGPTHeader)
+		return nil, fmt.Errorf("the MBR is a protective one (type 0xee) but there is no GPT header: %w", errGPTHeader)
 	}
 	return readMBR(r, size, sectorSize, mbr)
 }
@@ -171,7 +171,7 @@ func readGPT(r io.ReaderAt, size, ss int64, protective bool) (*Table, error) {
 	if !signed {
 		return nil, errNoGPT
 	}
-	return nil, fmt.Errorf("partitioned: GPT (%d-byte sectors): %w, and no valid backup", ss, perr)
+	return nil, fmt.Errorf("GPT (%d-byte sectors): %w, and no valid backup", ss, perr)
 }
 
 // readGPTAt reads and checks the header at lba and its entry array.
@@ -358,9 +358,9 @@ type NoPartitionError struct {
 
 func (e *NoPartitionError) Error() string {
 	if len(e.Table.Partitions) == 0 {
-		return fmt.Sprintf("partitioned: no partition %d: the %s table is empty", e.Number, strings.ToUpper(e.Table.Kind))
+		return fmt.Sprintf("no partition %d: the %s table is empty", e.Number, strings.ToUpper(e.Table.Kind))
 	}
-	return fmt.Sprintf("partitioned: no partition %d: the %s table has %s", e.Number, strings.ToUpper(e.Table.Kind),
+	return fmt.Sprintf("no partition %d: the %s table has %s", e.Number, strings.ToUpper(e.Table.Kind),
 		shortList(e.Table.Partitions, func(Partition) bool { return true }))
 }
 
@@ -402,10 +402,10 @@ func OpenPartition(disk sources.Source, n int, sectorSize int64) (*sources.Windo
 		}
 		if p.Type.Name == "extended" {
 			logical := shortList(t.Partitions, func(q Partition) bool { return q.Number > 4 })
-			return nil, p, t, fmt.Errorf("partitioned: partition %d is the extended partition; it holds the logical partitions %s", n, logical)
+			return nil, p, t, fmt.Errorf("partition %d is the extended partition; it holds the logical partitions %s", n, logical)
 		}
 		if p.End() > disk.Size() || p.End() < p.Start {
-			return nil, p, t, fmt.Errorf("partitioned: partition %d (bytes %d to %d) reaches past the end of the disk (%d bytes): the image may be truncated",
+			return nil, p, t, fmt.Errorf("partition %d (bytes %d to %d) reaches past the end of the disk (%d bytes): the image may be truncated",
 				n, p.Start, p.Start+p.Size, disk.Size())
 		}
 		w, err := sources.NewWindow(disk, p.Start, p.Size)

@@ -108,7 +108,7 @@ func ParseType(s string) (PartType, error) {
 			return typeOfMBR(byte(id)), nil
 		}
 	}
-	return PartType{}, fmt.Errorf("partitioned: unknown partition type %q (use %s, a gdisk code such as 8300, a GPT type GUID, or an MBR ID such as 0x83)",
+	return PartType{}, fmt.Errorf("unknown partition type %q (use %s, a gdisk code such as 8300, a GPT type GUID, or an MBR ID such as 0x83)",
 		s, strings.Join(TypeNames(), ", "))
 }
 

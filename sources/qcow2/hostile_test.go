@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
@@ -426,12 +427,12 @@ func TestHostileQcow2(t *testing.T) {
 				}
 			})
 			if alloc > uint64(limit) {
-				t.Errorf("Open and a read allocated %s, more than the budget of %s", sources.SizeString(int64(alloc)), sources.SizeString(limit))
+				t.Errorf("Open and a read allocated %s, more than the budget of %s", bytesize.Words(int64(alloc)), bytesize.Words(limit))
 			}
 			if alloc > worst {
 				worst, worstName = alloc, c.name
 			}
-			t.Logf("allocated %s, charged %s", sources.SizeString(int64(alloc)), sources.SizeString(budget.Used()))
+			t.Logf("allocated %s, charged %s", bytesize.Words(int64(alloc)), bytesize.Words(budget.Used()))
 			if err != nil {
 				msg := err.Error()
 				if strings.Contains(msg, "\n") {
@@ -468,12 +469,12 @@ func TestHostileQcow2(t *testing.T) {
 				}
 			}
 			if u := budget.Used(); u != 0 {
-				t.Errorf("%s of the budget still charged after Close or a failed Open", sources.SizeString(u))
+				t.Errorf("%s of the budget still charged after Close or a failed Open", bytesize.Words(u))
 			}
 			o.Check(t, c.name)
 		})
 	}
-	t.Logf("most allocated: %s (%s)", sources.SizeString(int64(worst)), worstName)
+	t.Logf("most allocated: %s (%s)", bytesize.Words(int64(worst)), worstName)
 }
 
 // hostileWrite writes 64 KiB at 0 and reads them back, or checks the

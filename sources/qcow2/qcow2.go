@@ -85,6 +85,7 @@ import (
 	"syscall"
 
 	"github.com/klauspost/compress/zstd"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -369,7 +370,7 @@ func (im *Image) makeCaches(opts Options) error {
 	}
 	need := (nL2 + nC + nRef) * im.cs
 	what := fmt.Sprintf("the metadata cache of %s (%d L2 tables, %d compressed clusters, %d refcount blocks of %s)",
-		im.path, nL2, nC, nRef, sources.SizeString(im.cs))
+		im.path, nL2, nC, nRef, bytesize.Words(im.cs))
 	if err := im.charge(need, what); err != nil {
 		return err
 	}

@@ -37,6 +37,11 @@
 // pwrite. A missing flush or trim succeeds without doing anything. The
 // device is read-only when can_write is false or attach -r was given.
 //
+// The sizes get_size and block_size print are read as attach reads SIZE
+// (bytesize.Parse): digits with nbdkit's b, k, m, g, t, p or e suffixes
+// (powers of 1024, also as KiB, MiB, ...) mean what they mean to nbdkit,
+// and KB, MB, ... are powers of 1000.
+//
 // Calls run one at a time unless thread_model prints "parallel", in which
 // case several copies of the program may run at once (Caps.Parallel).
 //

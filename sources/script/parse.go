@@ -4,13 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"math"
 	"strconv"
 	"strings"
 	"syscall"
 	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 )
 
 // Status values: nbdkit's exit codes, also the first word of a persistent
@@ -111,49 +112,14 @@ func cleanMsg(b []byte) string {
 	return sb.String()
 }
 
-// parseSize reads a size as nbdkit_parse_size does: decimal digits and an
-// optional suffix, b (bytes), or k, m, g, t, p, e (powers of 1024; either
-// case, optionally followed by "iB"), surrounded by optional whitespace.
+// parseSize reads a size a program printed (get_size, block_size) with
+// bytesize.Parse, the SIZE grammar of attach; errors quote the output.
 func parseSize(s string) (int64, error) {
-	s = strings.TrimSpace(s)
-	t := s
-	i := 0
-	for i < len(t) && t[i] >= '0' && t[i] <= '9' {
-		i++
-	}
-	if i == 0 {
-		return 0, fmt.Errorf("%q is not a size", cleanMsg([]byte(s)))
-	}
-	n, err := strconv.ParseInt(t[:i], 10, 64)
+	n, err := bytesize.Parse(s)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a size: %w", cleanMsg([]byte(s)), err)
+		return 0, fmt.Errorf("%q: %w", cleanMsg([]byte(strings.TrimSpace(s))), err)
 	}
-	suffix := strings.ToLower(t[i:])
-	shift := 0
-	switch strings.TrimSuffix(suffix, "ib") {
-	case "", "b":
-		if strings.HasSuffix(suffix, "ib") {
-			return 0, fmt.Errorf("%q: unknown suffix", cleanMsg([]byte(s)))
-		}
-	case "k":
-		shift = 10
-	case "m":
-		shift = 20
-	case "g":
-		shift = 30
-	case "t":
-		shift = 40
-	case "p":
-		shift = 50
-	case "e":
-		shift = 60
-	default:
-		return 0, fmt.Errorf("%q: unknown suffix", cleanMsg([]byte(s)))
-	}
-	if n > math.MaxInt64>>shift {
-		return 0, fmt.Errorf("%q: too large", cleanMsg([]byte(s)))
-	}
-	return n << shift, nil
+	return n, nil
 }
 
 // BlockSizes are what the block_size method prints: the minimum, preferred

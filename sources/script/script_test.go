@@ -228,7 +228,7 @@ func TestExitStatus(t *testing.T) {
 			op:    func(s *Source) error { return s.Zero(7, 70000, false) },
 			check: zeroed(7, 70000)},
 		{name: "get_size missing", overrides: "get_size) exit 2 ;;", openErr: "get_size method is required"},
-		{name: "get_size not a number", overrides: "get_size) echo lots ;;", openErr: `"lots" is not a size`},
+		{name: "get_size not a number", overrides: "get_size) echo lots ;;", openErr: `"lots": not a size`},
 		{name: "get_size zero", overrides: "get_size) echo 0 ;;", openErr: "empty"},
 		{name: "get_size with suffix", overrides: "get_size) echo 1M ;;\npread) head -c $3 /dev/zero ;;",
 			op: func(s *Source) error {

@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
@@ -382,9 +383,9 @@ func TestHostileVMDK(t *testing.T) {
 			if used := opts.Budget.Used(); used != 0 {
 				t.Errorf("after Close, %d bytes still charged to the budget", used)
 			}
-			t.Logf("allocated %s, error: %v", sources.SizeString(int64(alloc)), err)
+			t.Logf("allocated %s, error: %v", bytesize.Words(int64(alloc)), err)
 			if alloc > hostileBudget {
-				t.Errorf("Open and reads allocated %s, over the budget of %s", sources.SizeString(int64(alloc)), sources.SizeString(hostileBudget))
+				t.Errorf("Open and reads allocated %s, over the budget of %s", bytesize.Words(int64(alloc)), bytesize.Words(hostileBudget))
 			}
 			o.Check(t, tt.name)
 			switch {

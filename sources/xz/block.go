@@ -15,7 +15,7 @@ import (
 
 	"github.com/ulikunitz/xz/lzma"
 
-	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 	"github.com/nbdloop/nbdloop/sources/internal/lzma2"
 )
@@ -138,7 +138,7 @@ func readBlockHeader(r io.ReaderAt, b Block, usize int64) (blockHeader, error) {
 		return h, err
 	}
 	if err != nil {
-		return h, corrupt(b.COff, "%v", err)
+		return h, corrupt(b.COff, "%w", err)
 	}
 	csize := b.Unpadded() - h.size - checkSize(b.Check())
 	if csize <= 0 {
@@ -225,7 +225,7 @@ func newBlockReader(r io.ReaderAt, b Block, usize, limit int64) (*blockReader, e
 		return nil, err
 	}
 	if d := dictCap(h, usize); d > limit {
-		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, sources.SizeString(d), sources.SizeString(limit))
+		return nil, fmt.Errorf("block at byte %d needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", b.COff, bytesize.Words(d), bytesize.Words(limit))
 	}
 	// The decoder reads each chunk's compressed bytes whole, straight
 	// from the file, and nothing past the end marker: in.N is the
@@ -280,7 +280,7 @@ func (br *blockReader) Read(p []byte) (int, error) {
 	case err != nil && err != io.EOF:
 		var ce *CorruptError
 		if errors.Is(err, lzma2.ErrCorrupt) && !errors.As(err, &ce) {
-			err = corrupt(br.b.COff+br.h.size+br.in.N, "%v", err)
+			err = corrupt(br.b.COff+br.h.size+br.in.N, "%w", err)
 		}
 	case br.left == 0:
 		err = br.finish()
@@ -303,7 +303,7 @@ func (br *blockReader) finish() error {
 		if err != nil && !errors.Is(err, lzma2.ErrCorrupt) {
 			return err // reading the file
 		}
-		return corrupt(br.b.COff+br.h.size+br.in.N, "LZMA2 end marker: %v", err)
+		return corrupt(br.b.COff+br.h.size+br.in.N, "LZMA2 end marker: %w", err)
 	}
 	if got := br.in.N; got != br.h.csize {
 		return corrupt(br.b.COff, "block has %d compressed bytes, the index says %d", got, br.h.csize)

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
@@ -234,9 +235,9 @@ func TestHostileXZ(t *testing.T) {
 			}
 			// The bytes read, and the file's own data, are not metadata.
 			if limit := uint64(budget + 2*len(tt.want) + len(tt.file)); alloc > limit {
-				t.Errorf("allocated %s, more than %s", sources.SizeString(int64(alloc)), sources.SizeString(int64(limit)))
+				t.Errorf("allocated %s, more than %s", bytesize.Words(int64(alloc)), bytesize.Words(int64(limit)))
 			}
-			t.Logf("case %d: %v; allocated %s", i, err, sources.SizeString(int64(alloc)))
+			t.Logf("case %d: %v; allocated %s", i, err, bytesize.Words(int64(alloc)))
 			o.Check(t, tt.name)
 		})
 	}

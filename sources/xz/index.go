@@ -11,6 +11,7 @@ import (
 	"slices"
 
 	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 )
 
 // Sizes and magic of the .xz container [xz-file-format.txt].
@@ -122,19 +123,18 @@ func (ix *Index) Release() {
 	ix.Blocks = nil
 }
 
-// CorruptError reports an .xz file that breaks the format at file offset
-// Offset.
-type CorruptError struct {
-	Offset int64
-	What   string
-}
+// CorruptError reports xz data that breaks the format at file offset
+// Offset. It is compressed.CorruptError, the one such error of every
+// compressed format (Format "xz"); it matches ErrCorrupt.
+type CorruptError = compressed.CorruptError
 
-func (e *CorruptError) Error() string {
-	return fmt.Sprintf("corrupt xz data at byte %d: %s", e.Offset, e.What)
-}
+// ErrCorrupt is matched (errors.Is) by every *CorruptError.
+var ErrCorrupt = compressed.ErrCorrupt
 
+// corrupt returns the *CorruptError at file offset off; an error given
+// with %w is kept as its Err.
 func corrupt(off int64, format string, args ...any) error {
-	return &CorruptError{Offset: off, What: fmt.Sprintf(format, args...)}
+	return compressed.Corrupt("xz", off, format, args...)
 }
 
 // ErrNotXZ is returned when the data does not start like an .xz file.
@@ -314,7 +314,7 @@ func (w *indexReader) readStream(end int64) (int, int64, byte, error) {
 	}
 	flags, backward, err := parseFooter(ft[:])
 	if err != nil {
-		return 0, 0, 0, &CorruptError{Offset: fpos, What: err.Error()}
+		return 0, 0, 0, corrupt(fpos, "%w", err)
 	}
 	idxSize := (int64(backward) + 1) * 4
 	idxPos := fpos - idxSize
@@ -346,7 +346,7 @@ func (w *indexReader) readStream(end int64) (int, int64, byte, error) {
 	}
 	hflags, err := parseHeader(hd[:])
 	if err != nil {
-		return 0, 0, 0, &CorruptError{Offset: start, What: err.Error()}
+		return 0, 0, 0, corrupt(start, "%w", err)
 	}
 	if hflags != flags {
 		return 0, 0, 0, corrupt(fpos, "stream footer flags %#04x differ from the header's %#04x", flags, hflags)
@@ -441,7 +441,7 @@ func (w *indexReader) parseIndex(br io.ByteReader, size int64) (int64, error) {
 	}
 	count, err := readVarint(c)
 	if err != nil {
-		return 0, corrupt(c.n, "index record count: %v", err)
+		return 0, corrupt(c.n, "index record count: %w", err)
 	}
 	// Each record takes at least 2 bytes: an unchecked count cannot
 	// make us allocate or loop beyond the index's size.
@@ -457,11 +457,11 @@ func (w *indexReader) parseIndex(br io.ByteReader, size int64) (int64, error) {
 		at := c.n
 		unpadded, err := readVarint(c)
 		if err != nil {
-			return 0, corrupt(at, "index record %d: %v", i, err)
+			return 0, corrupt(at, "index record %d: %w", i, err)
 		}
 		usize, err := readVarint(c)
 		if err != nil {
-			return 0, corrupt(at, "index record %d: %v", i, err)
+			return 0, corrupt(at, "index record %d: %w", i, err)
 		}
 		if unpadded == 0 || unpadded > maxUnpadded || usize > 1<<62 {
 			return 0, corrupt(at, "index record %d: sizes %d, %d are out of range", i, unpadded, usize)

@@ -49,6 +49,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
@@ -159,7 +160,7 @@ func open(r io.ReaderAt, ix *Index, opts Options) (*Source, error) {
 		return nil, err
 	}
 	if d := dictCap(h, ix.USize(0)); d+inBufSize > budget {
-		return nil, fmt.Errorf("decoding needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", sources.SizeString(d), sources.SizeString(budget))
+		return nil, fmt.Errorf("decoding needs a %s LZMA2 dictionary, more than the cache size of %s (raise --cache-size)", bytesize.Words(d), bytesize.Words(budget))
 	}
 	s.first = h
 	var largest int64
@@ -182,7 +183,7 @@ func open(r io.ReaderAt, ix *Index, opts Options) (*Source, error) {
 		cfg.Table = table{s}
 	}
 	if largest > largeBlock {
-		warns = append(warns, fmt.Sprintf("xz blocks of up to %s: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)", sources.SizeString(largest)))
+		warns = append(warns, fmt.Sprintf("xz blocks of up to %s: a random read can decode a whole block (for fast random access repack with smaller blocks: nbdloop pack IMAGE -o NEW.xz)", bytesize.Words(largest)))
 	}
 	for _, c := range ix.Checks {
 		if c != CheckNone && c != CheckCRC32 && c != CheckCRC64 && c != CheckSHA256 {

@@ -157,8 +157,8 @@ func TestXZErrors(t *testing.T) {
 				t.Fatalf("ReadAt(whole) = %v, want an error containing %q", err, tt.readErr)
 			}
 			var ce *CorruptError
-			if !errors.As(err, &ce) {
-				t.Errorf("ReadAt error %v is not a *CorruptError", err)
+			if !errors.As(err, &ce) || ce.Format != "xz" || !errors.Is(err, ErrCorrupt) {
+				t.Errorf("ReadAt error %v is not an xz *CorruptError matching ErrCorrupt", err)
 			}
 			// Blocks before the damage still read.
 			if _, err := s.ReadAt(got[:4096], 0); err != nil || !bytes.Equal(got[:4096], data[:4096]) {

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+
+	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 )
 
 // Magic numbers [zstd_compression_format.md, zstd_seekable_compression_format.md].
@@ -23,18 +25,17 @@ const (
 var ErrNotZstd = errors.New("not a zstd file")
 
 // CorruptError reports zstd data that breaks the format at file offset
-// Offset.
-type CorruptError struct {
-	Offset int64
-	What   string
-}
+// Offset. It is compressed.CorruptError, the one such error of every
+// compressed format (Format "zstd"); it matches ErrCorrupt.
+type CorruptError = compressed.CorruptError
 
-func (e *CorruptError) Error() string {
-	return fmt.Sprintf("corrupt zstd data at byte %d: %s", e.Offset, e.What)
-}
+// ErrCorrupt is matched (errors.Is) by every *CorruptError.
+var ErrCorrupt = compressed.ErrCorrupt
 
+// corrupt returns the *CorruptError at file offset off; an error given
+// with %w is kept as its Err.
 func corrupt(off int64, format string, args ...any) error {
-	return &CorruptError{Offset: off, What: fmt.Sprintf(format, args...)}
+	return compressed.Corrupt("zstd", off, format, args...)
 }
 
 // Frame is one zstd frame of the file.
@@ -132,7 +133,7 @@ func walkFrame(r io.ReaderAt, off, size int64) (h frameHeader, csize, known, nco
 	}
 	h, err = parseFrameHeader(hb[:n])
 	if err != nil {
-		return h, 0, 0, 0, &CorruptError{Offset: off, What: err.Error()}
+		return h, 0, 0, 0, corrupt(off, "%w", err)
 	}
 	pos := off + h.size
 	var bh [3]byte

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
@@ -180,9 +181,9 @@ func TestHostileZstd(t *testing.T) {
 			// metadata; a streaming decoder's window is bounded by the
 			// cache size.
 			if limit := uint64(budget + 3*len(tt.want) + len(tt.file)); alloc > limit {
-				t.Errorf("allocated %s, more than %s", sources.SizeString(int64(alloc)), sources.SizeString(int64(limit)))
+				t.Errorf("allocated %s, more than %s", bytesize.Words(int64(alloc)), bytesize.Words(int64(limit)))
 			}
-			t.Logf("case %d: %v; allocated %s", i, err, sources.SizeString(int64(alloc)))
+			t.Logf("case %d: %v; allocated %s", i, err, bytesize.Words(int64(alloc)))
 			o.Check(t, tt.name)
 		})
 	}

@@ -48,6 +48,7 @@ import (
 
 	kzstd "github.com/klauspost/compress/zstd"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
@@ -208,7 +209,7 @@ func open(r io.ReaderAt, size int64, opts Options, t *frameTable) (*Source, erro
 			return nil, err
 		}
 		if t.bound > b.Bytes {
-			return nil, fmt.Errorf("zstd frames without a content size may hold up to %s, and %s: raise --spill-limit, set TMPDIR to a larger filesystem, or repack the image (nbdloop pack)", sources.SizeString(t.bound), b)
+			return nil, fmt.Errorf("zstd frames without a content size may hold up to %s, and %s: raise --spill-limit, set TMPDIR to a larger filesystem, or repack the image (nbdloop pack)", bytesize.Words(t.bound), b)
 		}
 	}
 	s.dec, err = kzstd.NewReader(nil, kzstd.WithDecoderConcurrency(runtime.GOMAXPROCS(0)),
@@ -338,7 +339,7 @@ func frameError(f Frame, err error) error {
 	if errors.As(err, &ce) {
 		return err
 	}
-	return corrupt(f.COff, "frame of %d bytes: %v", f.CSize, err)
+	return corrupt(f.COff, "frame of %d bytes: %w", f.CSize, err)
 }
 
 // frameReader yields exactly one frame's bytes and checks that the frame
@@ -405,10 +406,10 @@ func (s *Source) openFrame(i int) (io.Reader, error) {
 		}
 		h, err := parseFrameHeader(hb[:n])
 		if err != nil {
-			return nil, corrupt(f.COff, "%v", err)
+			return nil, corrupt(f.COff, "%w", err)
 		}
 		if h.window > s.limit {
-			return nil, corrupt(f.COff, "frame needs a %s window, more than the cache size of %s (raise --cache-size)", sources.SizeString(h.window), sources.SizeString(s.limit))
+			return nil, corrupt(f.COff, "frame needs a %s window, more than the cache size of %s (raise --cache-size)", bytesize.Words(h.window), bytesize.Words(s.limit))
 		}
 		// klauspost's decoder starts reading when first read: the window
 		// is allocated after the cache has charged Mem.

@@ -138,6 +138,8 @@ func TestZstdErrors(t *testing.T) {
 			got := make([]byte, s.Size())
 			if _, err := s.ReadAt(got, 0); err == nil || !strings.Contains(err.Error(), tt.readErr) {
 				t.Errorf("ReadAt(whole) = %v, want an error containing %q", err, tt.readErr)
+			} else if strings.Contains(err.Error(), "corrupt zstd data") && !errors.Is(err, ErrCorrupt) {
+				t.Errorf("ReadAt(whole) = %v, not errors.Is ErrCorrupt", err)
 			}
 		})
 	}

@@ -10,7 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 )
 
 // spill decodes the Spill segments once, in the background, into a sparse
@@ -46,10 +46,10 @@ type Bound struct {
 func (b Bound) String() string {
 	lim := "none"
 	if b.Limit >= 0 {
-		lim = sources.SizeString(b.Limit)
+		lim = bytesize.Words(b.Limit)
 	}
 	return fmt.Sprintf("at most %s may be decoded into %s (--spill-limit %s; %s free there, of which %s is left free)",
-		sources.SizeString(b.Bytes), b.Dir, lim, sources.SizeString(b.Free), sources.SizeString(b.Margin))
+		bytesize.Words(b.Bytes), b.Dir, lim, bytesize.Words(b.Free), bytesize.Words(b.Margin))
 }
 
 // SpillBound returns the bound of a spill file in dir ("" for the default,
@@ -92,10 +92,10 @@ type SpillError struct {
 func (e *SpillError) Error() string {
 	if e.Open {
 		return fmt.Sprintf("the image's %s of uncompressed data would be decoded into a temporary file, but %s: raise --spill-limit, set TMPDIR to a larger filesystem, or repack the image with smaller blocks (nbdloop pack)",
-			sources.SizeString(e.Size), e.Bound)
+			bytesize.Words(e.Size), e.Bound)
 	}
 	return fmt.Sprintf("the temporary file of the decoded image reached its bound after %s: %s (raise --spill-limit or set TMPDIR elsewhere, or repack the image: nbdloop pack): %v",
-		sources.SizeString(e.Size), e.Bound, syscall.EIO)
+		bytesize.Words(e.Size), e.Bound, syscall.EIO)
 }
 
 // Unwrap makes a decode that ran past the bound an I/O error (EIO to the

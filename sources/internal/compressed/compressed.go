@@ -7,6 +7,11 @@
 // a file that is one large segment, and CountReader tells a decoder how far
 // into its input it is.
 //
+// CorruptError is the one error of all three formats for data that breaks
+// the format, at a byte of the compressed file; each format package
+// exports it under its own name (a type alias) with ErrCorrupt, and keeps a
+// decoder's own error (lzma2.ErrCorrupt, flate's) inside it for errors.Is.
+//
 // Every format passes its Options.SpillLimit (--spill-limit) as
 // Config.Cache.SpillLimit: the temporary file of a one-segment image is
 // bounded by it and by the free space of its directory (see
@@ -17,6 +22,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
 )
@@ -143,7 +149,7 @@ func SpillSingle(segs []blockcache.Segment, threshold int64, sequential bool, te
 		tempDir = "$TMPDIR"
 	}
 	return fmt.Sprintf("the %s file is a single %s %s: it is decoded once, in the background, into a temporary file in %s, and reads wait for it (for fast random access repack it: nbdloop pack IMAGE -o NEW%s)",
-		n.Format, sources.SizeString(segs[0].Size), n.Segment, tempDir, n.Ext)
+		n.Format, bytesize.Words(segs[0].Size), n.Segment, tempDir, n.Ext)
 }
 
 // CountReader counts the bytes read through it.

@@ -36,7 +36,10 @@ import (
 )
 
 // ErrCorrupt is wrapped by the errors for invalid LZMA2 data, truncated
-// data included (which also wraps io.ErrUnexpectedEOF).
+// data included (which also wraps io.ErrUnexpectedEOF). The decoder knows
+// chunks, not file offsets: sources/xz reports these errors as a
+// compressed.CorruptError at the byte of the block, which keeps them, so
+// errors.Is finds both sentinels.
 var ErrCorrupt = errors.New("lzma2: corrupt data")
 
 const (
