@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources/partitioned"
 )
 
@@ -66,6 +67,7 @@ func TestOpenConcat(t *testing.T) {
 // whom permissions do not apply).
 func xzFile(t *testing.T, dir, name string, size int) string {
 	t.Helper()
+	tooltest.Require(t, "xz")
 	p := writeFile(t, dir, name, size)
 	if out, err := exec.Command("xz", "-k", "--check=crc32", p).CombinedOutput(); err != nil {
 		t.Fatalf("xz: %v: %s", err, out)
@@ -132,6 +134,7 @@ func TestOpenCompositeErrors(t *testing.T) {
 }
 
 func TestOpenPartitions(t *testing.T) {
+	tooltest.Require(t, "mkswap")
 	dir := t.TempDir()
 	boot := writeFile(t, dir, "boot.img", 8192)
 	swap := writeFile(t, dir, "swap.img", 1<<20)
@@ -211,6 +214,7 @@ func TestPartitionHints(t *testing.T) {
 }
 
 func TestOpenPartitionView(t *testing.T) {
+	tooltest.Require(t, "sgdisk", "sfdisk")
 	dir := t.TempDir()
 	img := writeFile(t, dir, "disk.img", 16<<20)
 	if out, err := exec.Command("sgdisk", "-n", "1:0:+1M", "-n", "2:0:+3M", "-n", "5:0:+1M", img).CombinedOutput(); err != nil {

@@ -116,9 +116,8 @@ func tuneQueue(index int) {
 // default (net.core.wmem_default, 208 KiB) makes a 1 MiB request or reply
 // stop five times on the way for the other side to drain it, each stop a
 // sleep and a wake-up of the sender; with room for several such messages the
-// sender writes a request in one go. In the VM (qemu TCG), 1 MiB sequential
-// writes at QD8 into a new qcow2 image went from 54-61 to 74-79 MB/s, and to
-// a memory disk from about 132 to 160 MB/s.
+// sender writes a request in one go (figures: docs/performance.md, section
+// attach).
 const socketBuffer = 4 << 20
 
 // growSendBuffer raises fd's send buffer to socketBuffer, past

@@ -10,6 +10,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -17,6 +18,7 @@ import (
 // the next attach open it as another format.
 func hostileHeads(t *testing.T, dir string) map[string][]byte {
 	t.Helper()
+	tooltest.Require(t, "qemu-img")
 	img := filepath.Join(dir, "real.qcow2")
 	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/passwd", "-F", "raw", img, "1M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img create: %v: %s", err, b)
@@ -123,6 +125,7 @@ func TestChooseFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := filepath.Join(dir, "disk.qcow2")
+	tooltest.Require(t, "qemu-img")
 	if b, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", q, "1M").CombinedOutput(); err != nil {
 		t.Fatalf("qemu-img create: %v: %s", err, b)
 	}

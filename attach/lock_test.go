@@ -7,11 +7,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
 
 // TestImageLocks: writers exclude writers and readers, readers share, and
 // qemu sees nbdloop's locks and nbdloop qemu's (qemu-img, qemu-nbd).
 func TestImageLocks(t *testing.T) {
+	tooltest.Require(t, "qemu-img", "qemu-nbd")
 	t.Setenv("NBDLOOP_STATE_DIR", t.TempDir())
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.qcow2")

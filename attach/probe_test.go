@@ -10,15 +10,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
 // compressTool writes data to dir/name through a real compressor.
 func compressTool(t *testing.T, dir, name string, data []byte, tool string, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Fatalf("%s not found: install it (scripts/install-deps.sh)", tool)
-	}
+	tooltest.Require(t, tool)
 	raw := filepath.Join(dir, name+".raw")
 	if err := os.WriteFile(raw, data, 0o644); err != nil {
 		t.Fatal(err)
@@ -135,9 +134,7 @@ func TestOpenSourceCompressedErrors(t *testing.T) {
 // themselves, so the raw file's window and O_DIRECT options would be
 // silently dropped; they are refused instead.
 func TestOpenSourceImageFileOptions(t *testing.T) {
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Fatal("qemu-img not found: install it (scripts/install-deps.sh)")
-	}
+	tooltest.Require(t, "qemu-img")
 	dir := t.TempDir()
 	for _, format := range []string{"qcow2", "vmdk"} {
 		img := filepath.Join(dir, "disk."+format)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
 
 // TestOpenSourceConfined: what attach passes to the formats: files that an
@@ -20,6 +22,7 @@ func TestOpenSourceConfined(t *testing.T) {
 	if err := os.WriteFile(base, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	tooltest.Require(t, "qemu-img")
 	qemuImg := func(args ...string) {
 		if b, err := exec.Command("qemu-img", args...).CombinedOutput(); err != nil {
 			t.Fatalf("qemu-img %v: %v: %s", args, err, b)

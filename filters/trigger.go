@@ -16,10 +16,9 @@ import (
 // while its directory is watched (inotify does not see changes made by
 // another NFS client, nor the renaming of a directory above), often while
 // it cannot be (the directory does not exist, or inotify is out of
-// watches). Polling every 10 ms all the time was measured: a filter in
-// front of a RAM disk then served 4 KiB random reads at QD32 in the VM at
-// 0.66-0.70x the plain RAM disk; with the watch, at 0.96x (five
-// alternating rounds, each 0.80-1.08x: the noise of the VM).
+// watches). Polling often all the time costs a filter in front of a RAM
+// disk about a third of its random-read rate; the watch costs nothing
+// measurable (docs/performance.md, section filters).
 const (
 	triggerSlowPoll = time.Second
 	triggerFastPoll = 10 * time.Millisecond

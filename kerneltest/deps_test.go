@@ -181,7 +181,8 @@ type commandUse struct {
 
 // goTestCommands returns the commands a Go test file runs, as far as string
 // constants show them: the first argument of exec.Command, exec.LookPath and
-// the kerneltest helpers run and must, and the first word of each command in
+// the kerneltest helpers run and must, every command named to
+// tooltest.Require and the first named to tooltest.RequireAny, and the first word of each command in
 // scripts given to sh(t, ...) or to a shell's -c. Non-constant parts of a
 // concatenation count as one placeholder word.
 func goTestCommands(t *testing.T, path string) []commandUse {
@@ -211,6 +212,16 @@ func goTestCommands(t *testing.T, path string) []commandUse {
 		switch fn := call.Fun.(type) {
 		case *ast.SelectorExpr:
 			pkg, ok := fn.X.(*ast.Ident)
+			if ok && pkg.Name == "tooltest" && fn.Sel.Name == "Require" {
+				for _, a := range call.Args[1:] {
+					addCmd(a)
+				}
+				return true
+			}
+			if ok && pkg.Name == "tooltest" && fn.Sel.Name == "RequireAny" && len(call.Args) > 1 {
+				addCmd(call.Args[1]) // the one to install; the others are alternatives
+				return true
+			}
 			if !ok || pkg.Name != "exec" {
 				return true
 			}

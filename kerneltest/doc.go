@@ -5,4 +5,10 @@
 // (scripts/vm) on hosts without the driver, or natively as root where
 // `modprobe nbd` works. scripts/kernel-tests.sh runs them in order:
 // TestNoDriver first, before nbd.ko is loaded, then every TestKernel*.
+//
+// Two tests of the whole repository run without the tag, in plain
+// `go test ./...`: TestDepsInstalled (scripts/install-deps.sh checks every
+// command the tests run) and TestImportArrows (the packages import along
+// the arrows cmd -> attach -> filters, nbd, kernel -> sources -> internal,
+// table in layers_test.go).
 package kerneltest

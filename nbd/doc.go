@@ -7,32 +7,28 @@
 // Serve on the other end, so there is no handshake: the kernel starts sending
 // requests as soon as NBD_CMD_CONNECT has been processed.
 //
-// How a connection is served, and the measurements behind it (`make bench`,
-// the VM with 2 CPUs, 4 KiB random reads at depth 32 over 2 connections):
+// How a connection is served (the measurements behind each choice are in
+// docs/performance.md, section nbd):
 //   - One goroutine reads requests through a 256 KiB bufio.Reader, so one
 //     read(2) takes in every request the kernel has queued.
 //   - Sources that may block (files, images) are served by 16 worker
 //     goroutines per connection; their replies are written by whichever
 //     worker gets the write turn, those that completed meanwhile in the
-//     same writev(2) (Go benchmark: 19.6 -> 16.5 us per 4 KiB read).
+//     same writev(2).
 //   - InMemory sources (RAM disks, files on tmpfs) are served by the reading
 //     goroutine itself, in order, up to 128 KiB per request: a hand-off to
-//     a worker costs a wake-up and a thread switch, more than the copy
-//     (Go benchmark: 10.1 -> 6.0 us per 4 KiB read). Their replies are
-//     held back until the reader is about to block and then go out in one
-//     writev(2).
+//     a worker costs a wake-up and a thread switch, more than the copy.
+//     Their replies are held back until the reader is about to block and
+//     then go out in one writev(2).
 //   - The socket is read and written with raw system calls, the poller
 //     doing the waiting, and files in RAM are read and written with raw
 //     pread/pwrite: Go's syscall bookkeeping lets sysmon hand a P to
 //     another thread whenever a call outlasts its 20 us tick, which under
-//     emulation is most calls. memory: devices went from about 10k to
-//     13-16k IOPS (loop: 23-32k in the same runs).
+//     emulation is most calls.
 //   - READs over 128 KiB from a file in RAM (memory: devices, files on
 //     tmpfs; sources.File.RAMRegion) are answered with the header, then
 //     sendfile(2) from the file: the socket takes the file's pages, where
-//     pread would copy them into a buffer that writev copies again. 1 MiB
-//     sequential reads at depth 8, three alternating rounds in the VM:
-//     43-51 -> 83-106 MB/s.
+//     pread would copy them into a buffer that writev copies again.
 //   - Request and reply buffers come from size-classed pools: no allocation
 //     per request at steady state (see the benchmarks' allocs/op).
 //

@@ -291,9 +291,8 @@ func (c *conn) readLoop() error {
 
 // inlineMax is the largest request an InMemory source serves on the reading
 // goroutine. Small requests cost less than the hand-off to a worker
-// (BenchmarkServerInlineRead4K: 6.4 us per request against 10.1 us with
-// workers); copying megabytes is better spread over the cores
-// (BenchmarkServerRead1M: 289 us against 371 us inline).
+// (BenchmarkServerInlineRead4K); copying megabytes is better spread over
+// the cores (BenchmarkServerRead1M). Figures: docs/performance.md.
 const inlineMax = 128 << 10
 
 // uncork ends a batch of requests served by readLoop: replies queued

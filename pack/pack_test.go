@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources/xz"
 	"github.com/nbdloop/nbdloop/sources/zstd"
 )
@@ -36,9 +37,7 @@ func testData(n int, seed uint64) []byte {
 // tool runs a real decompressor on in.
 func tool(t *testing.T, in []byte, name string, args ...string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath(name); err != nil {
-		t.Fatalf("%s not found: install it (scripts/install-deps.sh)", name)
-	}
+	tooltest.Require(t, name)
 	cmd := exec.Command(name, args...)
 	cmd.Stdin = bytes.NewReader(in)
 	var out, errb bytes.Buffer
@@ -103,6 +102,7 @@ func TestPackXZ(t *testing.T) {
 }
 
 func TestPackXZSizesInHeaders(t *testing.T) {
+	tooltest.Require(t, "xz")
 	data := testData(2<<20, 2)
 	out, _ := pack(t, data, Options{Format: XZ, BlockSize: 512 << 10, Level: 0})
 	// xz --list cannot read stdin: use a file.

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"image/color"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,19 +13,14 @@ import (
 	"github.com/chromedp/cdproto/input"
 	"github.com/chromedp/chromedp"
 	"github.com/nbdloop/nbdloop/internal/request"
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
 
 // browser returns the path of a Chromium that chromedp can drive; the
 // test fails without one (scripts/install-deps.sh installs it).
 func browser(t *testing.T) string {
 	t.Helper()
-	for _, name := range []string{"chromium-headless-shell", "headless-shell", "chromium", "google-chrome"} {
-		if p, err := exec.LookPath(name); err == nil {
-			return p
-		}
-	}
-	t.Fatal("no headless Chromium found (install it: apt-get install chromium-headless-shell, or run scripts/install-deps.sh)")
-	return ""
+	return tooltest.RequireAny(t, "chromium-headless-shell", "headless-shell", "chromium", "google-chrome")
 }
 
 // TestHTMLInBrowser opens the page in a real headless browser: it loads

@@ -27,6 +27,7 @@ check chattr e2fsprogs
 check mkfs.btrfs btrfs-progs
 check sgdisk gdisk
 check sfdisk fdisk
+check fdisk fdisk
 check mkfs.xfs xfsprogs
 check mkfs.vfat dosfstools
 check mkswap util-linux

@@ -333,9 +333,8 @@ func (f *File) ReadAt(p []byte, off int64) (int, error) {
 // file that lives in RAM, with raw system calls: they cannot block on a
 // device, so they skip the scheduler's syscall bookkeeping, which hands the
 // goroutine's P to another thread whenever a call takes longer than
-// sysmon's 20 us tick. In the VM benchmark that raised 4 KiB random reads
-// at depth 32 on a memory: device from about 10k to 13-16k IOPS (with raw
-// socket calls in the server).
+// sysmon's 20 us tick, which under emulation is most calls (figures:
+// docs/performance.md, section nbd).
 func (f *File) rawRAM(call uintptr, op string, p []byte, abs int64) error {
 	for len(p) > 0 {
 		n, _, e := unix.RawSyscall6(call, uintptr(f.ramFD), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), uintptr(abs), 0, 0)

@@ -3,10 +3,14 @@
 // files and block devices (File), sparse RAM disks (Memory) and byte windows
 // over another source (Window).
 //
-// Formats that live in subpackages (compressed images, disk image formats)
-// open from a Source or an io.ReaderAt plus a size, never from a path, so
-// they compose: an xz image inside a partition of a file is just three
-// Sources stacked.
+// The compressed formats in subpackages (xz, gzip, zstd) open from an
+// io.ReaderAt plus a size, never from a path, so they compose: an xz image
+// inside a partition of a file is just three Sources stacked; partitioned
+// builds on Sources too. The disk image formats qcow2 and vmdk open the
+// path the user named, because their images name further files (backing
+// files, extents, parents) relative to it; those named files are opened
+// through NamedFiles, which confines them. script opens the program at a
+// path and serves what it prints.
 package sources
 
 import (

@@ -1,6 +1,8 @@
-// Command nbdloop attaches files, RAM disks and (later) images of many
-// formats to Linux NBD devices, like losetup does for loop devices, with the
-// NBD server running in nbdloop's own background process.
+// Command nbdloop attaches files, RAM disks, disk images (qcow2, VMDK),
+// compressed files (xz, gzip, zstd), programs and composites of them
+// (concatenations, partitioned disks) to Linux NBD devices, like losetup
+// does for loop devices, with the NBD server running in nbdloop's own
+// background process.
 package main
 
 import (

@@ -12,11 +12,14 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
 
 // TestPack runs `nbdloop pack` and checks the output with the real tools;
 // not a terminal, so progress comes as lines.
 func TestPack(t *testing.T) {
+	tooltest.Require(t, "xz", "zstd")
 	dir := t.TempDir()
 	img := filepath.Join(dir, "disk.img")
 	data := bytes.Repeat([]byte("nbdloop pack test data, "), 200000) // 4.6 MiB
@@ -122,6 +125,7 @@ func fileSum(t *testing.T, path string) string {
 // re-run succeeds. With --force over an existing output, that output is
 // either the old one, untouched, or the complete new one.
 func TestPackInterrupted(t *testing.T) {
+	tooltest.Require(t, "zstd")
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)

@@ -43,9 +43,9 @@
 // it is found or before a saved one is read: a file whose index needs more
 // is refused at open with the figures.
 //
-// Limits: Open takes one inflating pass (about 250 MiB/s of output on one
-// core) when no saved index fits. Read-only: every modifying call fails
-// with ErrReadOnly.
+// Limits: Open takes one inflating pass over the whole file, on one core,
+// when no saved index fits (its speed: docs/performance.md). Read-only:
+// every modifying call fails with ErrReadOnly.
 package gzip
 
 import (

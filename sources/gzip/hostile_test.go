@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/nbdloop/nbdloop/internal/bytesize"
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
@@ -338,6 +339,7 @@ func storedGzip(t *testing.T, data []byte) []byte {
 // zeroGzip returns n zero bytes compressed by gzip -9, from a pipe.
 func zeroGzip(t *testing.T, n int64) []byte {
 	t.Helper()
+	tooltest.Require(t, "gzip")
 	cmd := exec.Command("gzip", "-9", "-c")
 	cmd.Stdin = io.LimitReader(zeros{}, n)
 	out, err := cmd.Output()

@@ -11,12 +11,14 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
 // tool runs a command that must succeed and returns its stdout.
 func tool(t testing.TB, name string, args ...string) string {
 	t.Helper()
+	lookTool(t, name)
 	out, err := toolErr(name, args...)
 	if err != nil {
 		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
@@ -24,8 +26,10 @@ func tool(t testing.TB, name string, args ...string) string {
 	return out
 }
 
+// toolErr runs name with args, with /usr/sbin and /sbin added to PATH (for
+// users whose PATH lacks them), and returns its output.
 func toolErr(name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
+	cmd := exec.Command(sbinPath(name), args...)
 	cmd.Env = append(os.Environ(), "LC_ALL=C", "PATH="+os.Getenv("PATH")+":/usr/sbin:/sbin")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -36,19 +40,32 @@ func toolErr(name string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// lookTool fails the test when a tool is missing: scripts/install-deps.sh
-// installs them.
-func lookTool(t testing.TB, name string) {
-	t.Helper()
+// sbinPath returns name itself if it is found in PATH, or its path in
+// /usr/sbin or /sbin if it is there.
+func sbinPath(name string) string {
 	if _, err := exec.LookPath(name); err == nil {
-		return
+		return name
 	}
 	for _, dir := range []string{"/usr/sbin", "/sbin"} {
-		if _, err := os.Stat(filepath.Join(dir, name)); err == nil {
-			return
+		if p := filepath.Join(dir, name); exists(p) {
+			return p
 		}
 	}
-	t.Fatalf("%s is not installed (scripts/install-deps.sh installs it)", name)
+	return name
+}
+
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// lookTool fails the test, with tooltest's message, when a tool is missing
+// from PATH, /usr/sbin and /sbin.
+func lookTool(t testing.TB, name string) {
+	t.Helper()
+	if _, err := exec.LookPath(sbinPath(name)); err != nil {
+		t.Fatal(tooltest.Message(name))
+	}
 }
 
 // mkfsFile creates a file of size bytes in dir and runs mkfs (a command

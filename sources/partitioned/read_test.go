@@ -76,18 +76,18 @@ func TestReadToolImages(t *testing.T) {
 	lookTool(t, "sfdisk")
 	tests := []struct {
 		name  string
-		build func(img string)
+		build func(t *testing.T, img string)
 	}{
-		{name: "sgdisk", build: func(img string) {
+		{name: "sgdisk", build: func(t *testing.T, img string) {
 			tool(t, "sgdisk", "-n", "1:0:+1M", "-t", "1:ef00", "-c", "1:EFI system", "-n", "2:0:+2M", "-t", "2:8200",
 				"-n", "5:0:+1M", "-c", "5:five", "-n", "3:0:0", img)
 		}},
-		{name: "sfdisk dos with logicals", build: func(img string) {
+		{name: "sfdisk dos with logicals", build: func(t *testing.T, img string) {
 			script := "label: dos\n,1M,83\n,1M,82\n,10M,5\n,1M,83\n,2M,8e\n,1M,83\n"
 			cmd := fmt.Sprintf("printf '%s' | sfdisk -q %s", strings.ReplaceAll(script, "\n", "\\n"), img)
 			tool(t, "/bin/sh", "-c", cmd)
 		}},
-		{name: "sfdisk dos sparse primaries", build: func(img string) {
+		{name: "sfdisk dos sparse primaries", build: func(t *testing.T, img string) {
 			tool(t, "/bin/sh", "-c", "printf 'label: dos\\n1: start=2048, size=2048, type=c\\n3: start=8192, size=4096, type=83, bootable\\n' | sfdisk -q "+img)
 		}},
 	}
@@ -98,7 +98,7 @@ func TestReadToolImages(t *testing.T) {
 				t.Fatal(err)
 			}
 			os.Truncate(img, 32<<20)
-			tt.build(img)
+			tt.build(t, img)
 			f, err := sources.OpenFile(img, sources.FileOptions{ReadOnly: true})
 			if err != nil {
 				t.Fatal(err)

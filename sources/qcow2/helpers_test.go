@@ -4,12 +4,15 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
 
 // qemuImg runs qemu-img (or qemu-io when the first argument is "io") and
@@ -29,9 +32,7 @@ func qemuImgCode(t testing.TB, args ...string) (string, int) {
 	if len(args) > 0 && args[0] == "io" {
 		tool, args = "qemu-io", args[1:]
 	}
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Fatalf("%s not found: install qemu-utils (scripts/install-deps.sh)", tool)
-	}
+	tooltest.Require(t, tool)
 	cmd := exec.Command(tool, args...)
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -117,6 +118,9 @@ func firstDiff(a, b []byte) int {
 
 // runQemuImg is qemu-img for examples, which have no testing.T.
 func runQemuImg(args ...string) (string, error) {
+	if _, err := exec.LookPath("qemu-img"); err != nil {
+		return "", errors.New(tooltest.Message("qemu-img"))
+	}
 	out, err := exec.Command("qemu-img", args...).CombinedOutput()
 	return string(out), err
 }

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
@@ -18,13 +19,17 @@ func TestConformance(t *testing.T) {
 		name string
 		path string // relative to this package, or "" for sh persistent
 		spec string // options
+		tool string // the interpreter the program needs beyond sh, if any
 	}{
 		{name: "ramdisk.sh", path: "../../scripts/examples/ramdisk.sh"},
-		{name: "file-persistent.py", path: "../../scripts/examples/file-persistent.py", spec: "persistent"},
+		{name: "file-persistent.py", path: "../../scripts/examples/file-persistent.py", spec: "persistent", tool: "python3"},
 		{name: "sh persistent", spec: "persistent"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			if tt.tool != "" {
+				tooltest.Require(t, tt.tool)
+			}
 			dir := t.TempDir()
 			ref, data := disk(t, dir, size)
 			path := tt.path

@@ -11,11 +11,14 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
 
 // qemuImg runs qemu-img, the oracle, and fails the test if it fails.
 func qemuImg(t testing.TB, args ...string) string {
 	t.Helper()
+	tooltest.Require(t, "qemu-img")
 	out, err := exec.Command("qemu-img", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("qemu-img %s: %v\n%s", strings.Join(args, " "), err, out)
@@ -26,6 +29,7 @@ func qemuImg(t testing.TB, args ...string) string {
 // qemuIO runs qemu-io commands on a vmdk image.
 func qemuIO(t testing.TB, img string, cmds ...string) {
 	t.Helper()
+	tooltest.Require(t, "qemu-io")
 	args := []string{"-f", "vmdk"}
 	for _, c := range cmds {
 		args = append(args, "-c", c)

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
@@ -598,6 +599,7 @@ func TestLargeSparseDisk(t *testing.T) {
 	}
 	d.Close()
 	qemuImg(t, "check", img)
+	tooltest.Require(t, "qemu-io")
 	out, err := exec.Command("qemu-io", "-f", "vmdk", "-c", fmt.Sprintf("read -P 0x61 %d 1", off), img).CombinedOutput()
 	if err != nil || strings.Contains(string(out), "fail") {
 		t.Errorf("qemu-io read: %v %s", err, out)

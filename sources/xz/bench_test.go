@@ -9,6 +9,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
 
 // The benchmark image: 64 MiB of binaries (a tar of /usr/bin and
@@ -24,6 +26,7 @@ var bench struct {
 
 // benchImage returns the image as a ReaderAt that Close does not close.
 func benchImage(b *testing.B) (io.ReaderAt, int64) {
+	tooltest.Require(b, "xz")
 	bench.once.Do(func() {
 		dir, err := os.MkdirTemp("", "xzbench")
 		if err != nil {

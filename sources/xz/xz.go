@@ -4,8 +4,8 @@
 // Open reads only the container's ends: the stream footers and indexes,
 // walking back from the end of the file as xz --list does (several streams,
 // stream padding, every check type). A read decodes only the blocks it
-// touches, with nbdloop's own LZMA2 decoder (sources/internal/lzma2, about
-// 2.8 times as fast per core as github.com/ulikunitz/xz's), and verifies
+// touches, with nbdloop's own LZMA2 decoder (sources/internal/lzma2; its
+// speed is in docs/performance.md), and verifies
 // each block's check (CRC32, CRC64, SHA-256) and sizes when it is decoded to
 // its end. Decoded data lives in one cache shared by every connection,
 // within Options.CacheSize (DefaultCacheSize); different blocks decode in

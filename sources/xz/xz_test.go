@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 	"github.com/nbdloop/nbdloop/sources/sourcetest"
@@ -204,9 +205,7 @@ func TestXZReadOnly(t *testing.T) {
 // The index reader handles many streams and blocks without reading the
 // data: offsets line up with what xz --list reports.
 func TestXZIndexMatchesXZList(t *testing.T) {
-	if _, err := exec.LookPath("xz"); err != nil {
-		t.Fatal("xz not found: install xz-utils")
-	}
+	tooltest.Require(t, "xz")
 	data := imagetest.Data(3<<20, 10)
 	file := imagetest.Cat(imagetest.XZ(t, data, "-T2", "--block-size=700KiB"), make([]byte, 4), imagetest.XZ(t, data[:100000], "--check=sha256"))
 	path := filepath.Join(t.TempDir(), "f.xz")

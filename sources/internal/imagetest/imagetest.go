@@ -5,7 +5,7 @@
 // _test.go files.
 //
 // The tools must be installed (scripts/install-deps.sh): a missing tool
-// fails the test, it does not skip it.
+// fails the test with internal/tooltest's message, it does not skip it.
 package imagetest
 
 import (
@@ -18,6 +18,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -65,13 +66,13 @@ func XZ(t testing.TB, data []byte, args ...string) []byte {
 			level = a
 		}
 	}
-	return run(t, "xz", "xz-utils", bytes.NewReader(data), append([]string{"-c", "-q", level}, args...), args)
+	return run(t, "xz", bytes.NewReader(data), append([]string{"-c", "-q", level}, args...), args)
 }
 
 // Gzip compresses data with the real gzip and the given options.
 func Gzip(t testing.TB, data []byte, args ...string) []byte {
 	t.Helper()
-	return run(t, "gzip", "gzip", bytes.NewReader(data), append([]string{"-c"}, args...), args)
+	return run(t, "gzip", bytes.NewReader(data), append([]string{"-c"}, args...), args)
 }
 
 // Zstd compresses data with the real zstd and the given options, from a
@@ -86,17 +87,15 @@ func Zstd(t testing.TB, data []byte, args ...string) []byte {
 	defer os.Remove(f.Name())
 	f.Write(data)
 	f.Close()
-	return run(t, "zstd", "zstd", nil, append([]string{"-c", "-q"}, append(args, f.Name())...), args)
+	return run(t, "zstd", nil, append([]string{"-c", "-q"}, append(args, f.Name())...), args)
 }
 
-// run runs tool (from the Debian package pkg) with argv and stdin, and
-// returns its output; the test fails, naming the caller's args, if the tool
-// is missing or fails.
-func run(t testing.TB, tool, pkg string, stdin io.Reader, argv, args []string) []byte {
+// run runs tool with argv and stdin, and returns its output; the test
+// fails if the tool is missing (saying what to install, see tooltest) or
+// fails (naming the caller's args).
+func run(t testing.TB, tool string, stdin io.Reader, argv, args []string) []byte {
 	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Fatalf("%s not found: install %s (scripts/install-deps.sh)", tool, pkg)
-	}
+	tooltest.Require(t, tool)
 	cmd := exec.Command(tool, argv...)
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer

@@ -37,15 +37,8 @@ func benchInput(b *testing.B) {
 
 // BenchmarkDecode decodes the same input with this package, with
 // ulikunitz/xz's lzma.Reader2 and with xz -dc -T1 (liblzma, run as a
-// process per iteration), one core each; MB/s is of output.
-//
-// On the 2-core build machine (go1.26, xz 5.4.1, shared with other
-// jobs), best of 5, MB/s of output (xz from its user CPU time; the
-// benchmark's wall time adds ~50 ms of process and I/O):
-//
-//	preset  compressed  lzma2  ulikunitz  xz -dc -T1
-//	3       6.4 MB       97     36         62
-//	6       6.2 MB      110     37         62
+// process per iteration), one core each; MB/s is of output. Results:
+// docs/performance.md, section lzma2.
 func BenchmarkDecode(b *testing.B) {
 	benchInput(b)
 	dicts := map[string]int{"3": 4 << 20, "6": 8 << 20}

@@ -5,14 +5,13 @@
 //
 // It exists for speed: nbdloop serves xz images by decoding whole blocks,
 // and github.com/ulikunitz/xz's lzma.Reader2, which sources/xz used
-// before, decodes about 35 MB/s per core. This decoder reads each chunk's
+// before, is several times slower. This decoder reads each chunk's
 // compressed bytes whole (at most 64 KiB) and range-decodes them from
 // memory, keeps the decoder's state in local variables, decodes the bits
 // of literals, lengths and distances without branches, and decodes
-// straight into its dictionary, from which Read copies. On 16 MiB of a tar
-// of /usr/lib, one core, it decodes 97-110 MB/s: 2.7-2.9 times
-// ulikunitz/xz, and 1.6-1.75 times xz -dc -T1 (liblzma 5.4.1, 62 MB/s of
-// CPU time); see BenchmarkDecode.
+// straight into its dictionary, from which Read copies. BenchmarkDecode
+// compares it with ulikunitz/xz and xz -dc -T1; the figures are in
+// docs/performance.md.
 //
 // Limits: a Reader's dictionary holds dictCap bytes (the dictionary size
 // of the stream, or more): a match distance beyond dictCap or beyond what

@@ -15,15 +15,15 @@ import (
 	"testing/iotest"
 
 	"github.com/ulikunitz/xz/lzma"
+
+	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
 
 // xzRaw compresses data with the xz tool as raw LZMA2 with the given
 // --lzma2 options.
 func xzRaw(tb testing.TB, data []byte, opts string) []byte {
 	tb.Helper()
-	if _, err := exec.LookPath("xz"); err != nil {
-		tb.Skip("the xz tool is not installed (apt-get install xz-utils)")
-	}
+	tooltest.Require(tb, "xz")
 	cmd := exec.Command("xz", "--format=raw", "--lzma2="+opts, "-T1", "-c")
 	cmd.Stdin = bytes.NewReader(data)
 	var stderr bytes.Buffer
