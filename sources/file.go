@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -27,9 +28,10 @@ import (
 // (read-modify-write for writes), and the unaligned head and tail of the
 // window, if any, go through the page cache.
 //
-// Reads and writes are pread and pwrite, Flush is fdatasync. Trim punches a
-// hole (fallocate PUNCH_HOLE, BLKDISCARD on block devices) and is advertised
-// only where the filesystem or device supports it. Zero uses fallocate
+// Reads and writes are pread and pwrite, Flush is fdatasync (skipped when
+// nothing was modified since the last one). Trim punches a hole (fallocate
+// PUNCH_HOLE, BLKDISCARD on block devices) and is advertised only where the
+// filesystem or device supports it. Zero uses fallocate
 // ZERO_RANGE, or punches a hole when mayTrim allows it (BLKZEROOUT on block
 // devices), and writes zeros where the filesystem supports neither. Caps:
 // Parallel always; Flush, Zero, and Trim where supported, unless read-only;
@@ -68,6 +70,15 @@ type File struct {
 	// straight to the fallback instead of asking again.
 	noPunch     atomic.Bool
 	noZeroRange atomic.Bool
+
+	// unsynced is set after every call that may have modified the file
+	// (WriteAt, Trim, Zero; failed ones too) and cleared by Flush just
+	// before its fdatasync, so that Flush and Close sync only when there is
+	// something to sync. syncMu serializes Flush: one that finds the flag
+	// clear returns only after the sync that cleared it has finished.
+	unsynced atomic.Bool
+	syncMu   sync.Mutex
+	datasync func(fd int) error // unix.Fdatasync; tests count the calls
 
 	closed atomic.Bool
 }
@@ -233,6 +244,7 @@ func (f *File) init(opts FileOptions) error {
 		}
 	}
 	f.ramFD = -1
+	f.datasync = unix.Fdatasync
 	if opts.DirectIO {
 		return f.initDirect()
 	}
@@ -291,7 +303,8 @@ func (f *File) Size() int64 { return f.size }
 // Caps returns the capabilities computed at open.
 func (f *File) Caps() Caps { return f.caps }
 
-// Close flushes a writable file and closes it. A second Close returns an
+// Close flushes a writable file (which syncs only if something was
+// modified since the last Flush) and closes it. A second Close returns an
 // error wrapping fs.ErrClosed.
 func (f *File) Close() error {
 	if f.closed.Swap(true) {

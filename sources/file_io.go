@@ -93,10 +93,21 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	}
 	// Direct I/O reads the edges of unaligned writes first, and may meet
 	// the end of a file that shrank.
-	if err := f.writeAbs(p, f.base+off); err != nil {
+	err := f.writeAbs(p, f.base+off)
+	f.modified()
+	if err != nil {
 		return 0, f.shrunk("write", err, off)
 	}
 	return len(p), nil
+}
+
+// modified records that the file may hold changes that Flush has not
+// synced yet. It is called after the change, so that a Flush that clears
+// the flag before its sync covers it.
+func (f *File) modified() {
+	if !f.unsynced.Load() {
+		f.unsynced.Store(true)
+	}
 }
 
 // writeAbs writes p at file offset abs. os.File.WriteAt already loops on
@@ -112,13 +123,22 @@ func (f *File) writeAbs(p []byte, abs int64) error {
 	return err
 }
 
-// Flush calls fdatasync, which also covers writes made through the page
-// cache by the direct I/O mode's second descriptor: it syncs the inode.
+// Flush makes every WriteAt, Trim and Zero that returned before it was
+// called durable, with fdatasync, which also covers writes made through the
+// page cache by the direct I/O mode's second descriptor: it syncs the inode.
+// It skips the fdatasync when nothing was modified since the last one that
+// succeeded. Concurrent Flush calls are serialized.
 func (f *File) Flush() error {
 	if f.ro {
 		return nil
 	}
-	if err := f.control(unix.Fdatasync); err != nil {
+	f.syncMu.Lock()
+	defer f.syncMu.Unlock()
+	if !f.unsynced.Swap(false) {
+		return nil
+	}
+	if err := f.control(f.datasync); err != nil {
+		f.unsynced.Store(true)
 		return &fs.PathError{Op: "fdatasync", Path: f.name, Err: err}
 	}
 	return nil

@@ -22,6 +22,7 @@ func (f *File) Trim(off, length int64) error {
 	if length == 0 || !f.caps.Trim || f.noPunch.Load() {
 		return nil
 	}
+	defer f.modified()
 	abs := f.base + off
 	if f.block {
 		start, end := alignUp(abs, f.ssz), alignDown(abs+length, f.ssz)
@@ -62,6 +63,7 @@ func (f *File) Zero(off, length int64, mayTrim bool) error {
 	if length == 0 {
 		return nil
 	}
+	defer f.modified()
 	abs := f.base + off
 	if f.block {
 		return f.zeroBlock(abs, length, mayTrim)
