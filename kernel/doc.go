@@ -18,6 +18,12 @@
 // unit tests compare those bytes with annotated golden tables and decode
 // handcrafted replies, so they need neither root nor the nbd module.
 //
+// The files follow that split: protocol.go holds the numbers of the family
+// and of netlink, encode.go the message builder, requests.go the requests
+// and their checks, replies.go the decoding of answers and errors,
+// netlink.go the Family and its request/answer exchange, socket.go the real
+// netlink socket behind it (tests use a fake), sysfs.go the files below.
+//
 // Which requests get which answer matters, because waiting for an answer that
 // never comes is the classic way to hang here:
 //

@@ -21,3 +21,6 @@ func DirectIOLayout(f *File) (start, end, align int64, ok bool) {
 	}
 	return f.dio.start, f.dio.end, f.dio.align, true
 }
+
+// SetDatasync makes f's Flush call fn instead of fdatasync(2).
+func SetDatasync(f *File, fn func(fd int) error) { f.datasync = fn }

@@ -398,61 +398,6 @@ func TestFileReadOnlyRefusesWrites(t *testing.T) {
 	}
 }
 
-func TestFileTrimPunchesHole(t *testing.T) {
-	const size = 4 << 20
-	path, _ := writeTemp(t, size)
-	f, err := sources.OpenFile(path, sources.FileOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if !f.Caps().Trim {
-		t.Skipf("the filesystem of %s cannot punch holes", path)
-	}
-	if err := f.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	before := blocks(t, path)
-	if err := f.Trim(1<<20, 2<<20); err != nil {
-		t.Fatalf("Trim = %v", err)
-	}
-	after := blocks(t, path)
-	// 2 MiB is 4096 blocks of 512 bytes; allow for filesystem blocks
-	// larger than 4 KiB at the edges.
-	if before-after < 3000 {
-		t.Errorf("st_blocks went from %d to %d after trimming 2 MiB, want about 4096 fewer", before, after)
-	}
-	// Zero with mayTrim punches too; without it, the blocks stay.
-	if _, err := f.WriteAt(bytes.Repeat([]byte{1}, 2<<20), 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	before = blocks(t, path)
-	if err := f.Zero(1<<20, 2<<20, false); err != nil {
-		t.Fatal(err)
-	}
-	if got := blocks(t, path); got < before-16 {
-		t.Errorf("st_blocks went from %d to %d after Zero without mayTrim, want no fewer", before, got)
-	}
-	if err := f.Zero(1<<20, 2<<20, true); err != nil {
-		t.Fatal(err)
-	}
-	if got := blocks(t, path); before-got < 3000 {
-		t.Errorf("st_blocks went from %d to %d after Zero with mayTrim, want about 4096 fewer", before, got)
-	}
-}
-
-func blocks(t *testing.T, path string) int64 {
-	t.Helper()
-	fi, err := os.Stat(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return fi.Sys().(*syscall.Stat_t).Blocks
-}
-
 func TestFileShrunk(t *testing.T) {
 	tests := []struct {
 		name string
@@ -502,53 +447,6 @@ func TestFileShrunk(t *testing.T) {
 				if !errors.Is(err, io.ErrUnexpectedEOF) || !errors.As(err, &errno) || errno != syscall.EIO {
 					t.Errorf("WriteAt(off=%d, len=%d) past the new end = %v, want an EIO error wrapping io.ErrUnexpectedEOF", off, n, err)
 				}
-			}
-		})
-	}
-}
-
-func TestFileDirectIOLayout(t *testing.T) {
-	skipIfNoDirectIO(t)
-	tests := []struct {
-		name      string
-		fileSize  int
-		opts      sources.FileOptions
-		wantStart func(align int64) int64
-		wantEnd   func(align int64) int64
-	}{
-		{
-			name:      "aligned",
-			fileSize:  1 << 20,
-			wantStart: func(int64) int64 { return 0 },
-			wantEnd:   func(int64) int64 { return 1 << 20 },
-		},
-		{
-			name:      "unaligned edges",
-			fileSize:  1<<20 + 100,
-			opts:      sources.FileOptions{Offset: 100},
-			wantStart: func(a int64) int64 { return a },
-			wantEnd:   func(a int64) int64 { return (1<<20 + 100) &^ (a - 1) },
-		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			path, _ := writeTemp(t, tt.fileSize)
-			tt.opts.DirectIO = true
-			f, err := sources.OpenFile(path, tt.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			start, end, align, ok := sources.DirectIOLayout(f)
-			if !ok {
-				t.Fatal("DirectIOLayout: not in direct I/O mode")
-			}
-			align = max(align, int64(os.Getpagesize()))
-			if want := tt.wantStart(align); start != want {
-				t.Errorf("direct I/O starts at %d, want %d", start, want)
-			}
-			if want := tt.wantEnd(align); end != want {
-				t.Errorf("direct I/O ends at %d, want %d", end, want)
 			}
 		})
 	}

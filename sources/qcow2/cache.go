@@ -2,6 +2,8 @@ package qcow2
 
 import (
 	"sync"
+
+	"github.com/nbdloop/nbdloop/sources/internal/clockcache"
 )
 
 // table is one cached metadata cluster: an L2 table or a refcount block.
@@ -12,83 +14,49 @@ import (
 // writing; readers holding it for reading may use data without further
 // locking.
 type table struct {
-	off   int64
-	data  []byte
-	used  bool // CLOCK reference bit, under tableCache.mu
-	dirty bool // modified in memory, not yet written; never evicted
+	off  int64
+	data []byte
 }
 
-// tableCache keeps up to max tables of one kind, evicting clean ones in
-// CLOCK order. Dirty tables stay until written (the image flushes its
-// metadata when too many are dirty, see Image.maybeFlushMeta).
+// tableCache keeps up to max tables of one kind, by file offset, evicting
+// clean ones in CLOCK order. Dirty tables (modified in memory, not yet
+// written) stay until written (the image flushes its metadata when too many
+// are dirty, see Image.maybeFlushMeta). Its memory is charged at open, for
+// max tables. mu makes it safe for the readers that fill it concurrently.
 type tableCache struct {
-	mu    sync.Mutex
-	m     map[int64]*table
-	ring  []*table
-	hand  int
-	max   int
-	dirty int
+	mu  sync.Mutex
+	c   *clockcache.Cache[int64, *table]
+	max int
 }
 
 func newTableCache(max int) *tableCache {
-	return &tableCache{m: make(map[int64]*table, max), max: max}
+	return &tableCache{c: clockcache.New[int64, *table](max, nil), max: max}
 }
 
 // get returns the cached table at off, or nil.
 func (c *tableCache) get(off int64) *table {
+	var t *table
 	c.mu.Lock()
-	t := c.m[off]
-	if t != nil {
-		t.used = true
+	if p, ok := c.c.Get(off); ok {
+		t = *p
 	}
 	c.mu.Unlock()
 	return t
 }
 
-// put inserts t unless a table at t.off is cached already, which it then
-// returns instead (two readers loaded the same table at once).
-func (c *tableCache) put(t *table) *table {
+// put inserts t, dirty or clean, unless a table at t.off is cached already,
+// which it then returns instead (two readers loaded the same table at once).
+func (c *tableCache) put(t *table, dirty bool) *table {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old := c.m[t.off]; old != nil {
-		old.used = true
-		return old
+	if old, ok := c.c.Get(t.off); ok {
+		return *old
 	}
-	for len(c.ring) >= c.max && c.evictLocked() {
-	}
-	t.used = true
-	c.m[t.off] = t
-	c.ring = append(c.ring, t)
-	if t.dirty {
-		c.dirty++
+	*c.c.Insert(t.off) = t
+	if dirty {
+		c.c.SetDirty(t.off, true)
 	}
 	return t
-}
-
-// evictLocked drops one clean table; false if every table is dirty.
-func (c *tableCache) evictLocked() bool {
-	for range 2 * len(c.ring) {
-		if c.hand >= len(c.ring) {
-			c.hand = 0
-		}
-		t := c.ring[c.hand]
-		if t.dirty {
-			c.hand++
-			continue
-		}
-		if t.used {
-			t.used = false
-			c.hand++
-			continue
-		}
-		delete(c.m, t.off)
-		last := len(c.ring) - 1
-		c.ring[c.hand] = c.ring[last]
-		c.ring[last] = nil
-		c.ring = c.ring[:last]
-		return true
-	}
-	return false
 }
 
 // markDirty records that t was modified in memory. If t was evicted
@@ -97,61 +65,30 @@ func (c *tableCache) evictLocked() bool {
 func (c *tableCache) markDirty(t *table) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if cur := c.m[t.off]; cur != t {
-		if cur != nil {
-			c.removeLocked(cur)
-		}
-		t.dirty = false
-		c.m[t.off] = t
-		c.ring = append(c.ring, t)
+	if cur, ok := c.c.Peek(t.off); !ok || *cur != t {
+		*c.c.Insert(t.off) = t
 	}
-	if !t.dirty {
-		t.dirty = true
-		c.dirty++
-	}
-}
-
-func (c *tableCache) removeLocked(t *table) {
-	if t.dirty {
-		c.dirty--
-	}
-	delete(c.m, t.off)
-	for i, r := range c.ring {
-		if r == t {
-			last := len(c.ring) - 1
-			c.ring[i] = c.ring[last]
-			c.ring[last] = nil
-			c.ring = c.ring[:last]
-			break
-		}
-	}
+	c.c.SetDirty(t.off, true)
 }
 
 // dirtyTables returns the dirty tables (without clearing them).
 func (c *tableCache) dirtyTables() []*table {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	var ts []*table
-	for _, t := range c.ring {
-		if t.dirty {
-			ts = append(ts, t)
-		}
-	}
-	return ts
+	return c.c.AppendDirty(nil)
 }
 
 // clean marks t written.
 func (c *tableCache) clean(t *table) {
 	c.mu.Lock()
-	if t.dirty {
-		t.dirty = false
-		c.dirty--
+	defer c.mu.Unlock()
+	if cur, ok := c.c.Peek(t.off); ok && *cur == t {
+		c.c.SetDirty(t.off, false)
 	}
-	c.mu.Unlock()
 }
 
 func (c *tableCache) dirtyCount() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.dirty
+	return c.c.Dirty()
 }

@@ -28,7 +28,7 @@ func (im *Image) l2Table(off int64) (*table, error) {
 	if err := preadFull(im.f, data, off); err != nil {
 		return nil, fmt.Errorf("reading the L2 table at %#x: %w", off, err)
 	}
-	return im.l2.put(&table{off: off, data: data}), nil
+	return im.l2.put(&table{off: off, data: data}, false), nil
 }
 
 // lookup returns the L2 entry of guest cluster ci and, with extended L2

@@ -77,7 +77,7 @@ func (im *Image) refBlock(c int64, create bool) (*table, int64, error) {
 		if err := preadFull(im.f, data, off); err != nil {
 			return nil, 0, fmt.Errorf("reading a refcount block: %w", err)
 		}
-		t = im.refBlocks.put(&table{off: off, data: data})
+		t = im.refBlocks.put(&table{off: off, data: data}, false)
 	}
 	return t, c % im.refEntries, nil
 }
@@ -164,7 +164,7 @@ func (im *Image) newRefBlock(ri int64) (int64, error) {
 	if _, err := im.f.WriteAt(e[:], im.refTableOff+ri*8); err != nil {
 		return 0, fmt.Errorf("writing the refcount table: %w", err)
 	}
-	im.refBlocks.put(&table{off: off, data: data})
+	im.refBlocks.put(&table{off: off, data: data}, false)
 	im.endCluster = max(im.endCluster, c+1)
 	return off, nil
 }

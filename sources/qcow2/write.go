@@ -253,7 +253,7 @@ func (im *Image) l2ForWrite(ci int64) (*table, int64, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	t := im.l2.put(&table{off: off, data: make([]byte, im.cs), dirty: true})
+	t := im.l2.put(&table{off: off, data: make([]byte, im.cs)}, true)
 	im.setL1(l1i, uint64(off)|entryCopied)
 	return t, i, nil
 }

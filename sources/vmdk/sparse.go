@@ -613,7 +613,7 @@ func (e *sparse) writeTable(gdIdx uint32, tbl []uint32, lo, hi int) error {
 		}
 	}
 	e.cmu.Lock()
-	e.cache.store(gdIdx, raw)
+	e.storeTable(gdIdx, raw)
 	e.cmu.Unlock()
 	return nil
 }

@@ -8,37 +8,35 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/nbdloop/nbdloop/sources/internal/clockcache"
 )
 
 // streamCache keeps recently inflated grains of a compressed
 // (streamOptimized) extent: sequential reads of a grain in pieces inflate it
-// once. Slots are allocated on first use and then reused (clock eviction);
-// the inflater and the buffer of compressed bytes are reused too, so a hit
-// allocates nothing and a miss little. The first slot, the buffer and the
-// inflater are paid for at open; each further slot, up to limit, only if
-// grow says the memory budget allows it. mu serializes the inflating.
+// once. Slots are allocated on first use and then reused (clock eviction,
+// their buffers too); the inflater and the buffer of compressed bytes are
+// reused as well, so a hit allocates nothing and a miss little. The first
+// slot, the buffer and the inflater are paid for at open; each further slot,
+// up to limit, only if grow says the memory budget allows it. mu serializes
+// the inflating and guards the cache.
 type streamCache struct {
-	mu    sync.Mutex
-	slots []streamSlot
-	limit int
-	size  int64 // bytes of a slot: a grain
-	grow  func(n int64) bool
-	index map[uint64]int // grain's file sector -> slot
-	hand  int
-	comp  []byte // compressed bytes of the grain being inflated
-	zr    io.ReadCloser
-	br    bytes.Reader
+	mu     sync.Mutex
+	grains *clockcache.Cache[uint64, inflatedGrain] // by the grain's file sector
+	comp   []byte                                   // compressed bytes of the grain being inflated
+	zr     io.ReadCloser
+	br     bytes.Reader
 }
 
-type streamSlot struct {
-	sector uint64
-	ref    bool
-	n      int // inflated bytes in data
-	data   []byte
+// inflatedGrain is a grain as inflated: n bytes of data.
+type inflatedGrain struct {
+	n    int
+	data []byte
 }
 
 func newStreamCache(grainBytes, budget int64, grow func(n int64) bool) *streamCache {
-	return &streamCache{limit: int(max(1, min(budget/grainBytes, 1<<20))), size: grainBytes, grow: grow, index: make(map[uint64]int)}
+	limit := int(max(1, min(budget/grainBytes, 1<<20)))
+	return &streamCache{grains: clockcache.New[uint64, inflatedGrain](limit, func() bool { return grow(grainBytes + slotOverhead) })}
 }
 
 // maxCompressed bounds a compressed grain: DEFLATE never grows data by more
@@ -66,13 +64,12 @@ func (e *sparse) readCompressed(p []byte, sector uint64, grain, within int64) er
 	return nil
 }
 
-// inflated returns the slot holding the inflated grain at sector, inflating
-// it on a miss. The caller holds c.mu.
-func (e *sparse) inflated(sector uint64) (*streamSlot, error) {
+// inflated returns the inflated grain at sector, inflating it on a miss.
+// The caller holds c.mu.
+func (e *sparse) inflated(sector uint64) (*inflatedGrain, error) {
 	c := e.stream
-	if i, ok := c.index[sector]; ok {
-		c.slots[i].ref = true
-		return &c.slots[i], nil
+	if g, ok := c.grains.Get(sector); ok {
+		return g, nil
 	}
 	pos := int64(sector) * sectorSize
 	if sector == 0 || sector >= uint64(e.fileSize)/sectorSize+1 || pos >= e.fileSize {
@@ -99,11 +96,21 @@ func (e *sparse) inflated(sector uint64) (*streamSlot, error) {
 	if _, err := e.f.ReadAt(comp, pos); err != nil {
 		return nil, fmt.Errorf("%s: reading a compressed grain: %w", e.name, noEOF(err))
 	}
-	i := c.slot()
-	s := &c.slots[i]
-	if s.data == nil {
-		s.data = make([]byte, e.grainBytes)
+	g := c.grains.Insert(sector)
+	if g.data == nil {
+		g.data = make([]byte, e.grainBytes)
 	}
+	g.n = 0
+	if err := c.inflate(g, comp); err != nil {
+		c.grains.Remove(sector)
+		return nil, e.corrupt(fmt.Sprintf("the compressed grain at sector %d: %v", sector, err))
+	}
+	return g, nil
+}
+
+// inflate inflates comp into g with the reused zlib reader. The caller
+// holds c.mu.
+func (c *streamCache) inflate(g *inflatedGrain, comp []byte) error {
 	c.br.Reset(comp)
 	var err error
 	if c.zr == nil {
@@ -112,37 +119,12 @@ func (e *sparse) inflated(sector uint64) (*streamSlot, error) {
 		err = c.zr.(zlib.Resetter).Reset(&c.br, nil)
 	}
 	if err != nil {
-		return nil, e.corrupt(fmt.Sprintf("the compressed grain at sector %d: %v", sector, err))
+		return err
 	}
-	n, err := io.ReadFull(c.zr, s.data)
+	n, err := io.ReadFull(c.zr, g.data)
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return nil, e.corrupt(fmt.Sprintf("the compressed grain at sector %d: %v", sector, err))
+		return err
 	}
-	s.sector, s.n, s.ref = sector, n, true
-	c.index[sector] = i
-	return s, nil
-}
-
-func (c *streamCache) slot() int {
-	if len(c.slots) < c.limit {
-		if len(c.slots) == 0 || c.grow(c.size+slotOverhead) {
-			c.slots = append(c.slots, streamSlot{})
-			return len(c.slots) - 1
-		}
-		c.limit = len(c.slots)
-	}
-	for {
-		i := c.hand
-		s := &c.slots[i]
-		c.hand = (c.hand + 1) % len(c.slots)
-		if s.ref {
-			s.ref = false
-			continue
-		}
-		if j, ok := c.index[s.sector]; ok && j == i {
-			delete(c.index, s.sector)
-		}
-		s.n = 0
-		return i
-	}
+	g.n = n
+	return nil
 }
