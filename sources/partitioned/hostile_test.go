@@ -207,7 +207,7 @@ func TestHostilePartitions(t *testing.T) {
 			})
 			o.Check(t, tt.name)
 			t.Logf("allocated %s", bytesize.Words(int64(alloc)))
-			if alloc > budget {
+			if alloc > imagetest.AllocBound(int64(budget)) {
 				t.Errorf("OpenPartition allocated %s, over the test's budget of %s", bytesize.Words(int64(alloc)), bytesize.Words(budget))
 			}
 			if tt.wantErr != "" {

@@ -384,7 +384,7 @@ func TestHostileVMDK(t *testing.T) {
 				t.Errorf("after Close, %d bytes still charged to the budget", used)
 			}
 			t.Logf("allocated %s, error: %v", bytesize.Words(int64(alloc)), err)
-			if alloc > hostileBudget {
+			if alloc > imagetest.AllocBound(int64(hostileBudget)) {
 				t.Errorf("Open and reads allocated %s, over the budget of %s", bytesize.Words(int64(alloc)), bytesize.Words(hostileBudget))
 			}
 			o.Check(t, tt.name)

@@ -234,7 +234,7 @@ func TestHostileXZ(t *testing.T) {
 				t.Errorf("read %d bytes, not the %d bytes compressed", len(got), len(tt.want))
 			}
 			// The bytes read, and the file's own data, are not metadata.
-			if limit := uint64(budget + 2*len(tt.want) + len(tt.file)); alloc > limit {
+			if limit := imagetest.AllocBound(int64(budget + 2*len(tt.want) + len(tt.file))); alloc > limit {
 				t.Errorf("allocated %s, more than %s", bytesize.Words(int64(alloc)), bytesize.Words(int64(limit)))
 			}
 			t.Logf("case %d: %v; allocated %s", i, err, bytesize.Words(int64(alloc)))

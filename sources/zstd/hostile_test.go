@@ -180,7 +180,7 @@ func TestHostileZstd(t *testing.T) {
 			// The bytes read and the frames decoded whole are not
 			// metadata; a streaming decoder's window is bounded by the
 			// cache size.
-			if limit := uint64(budget + 3*len(tt.want) + len(tt.file)); alloc > limit {
+			if limit := imagetest.AllocBound(int64(budget + 3*len(tt.want) + len(tt.file))); alloc > limit {
 				t.Errorf("allocated %s, more than %s", bytesize.Words(int64(alloc)), bytesize.Words(int64(limit)))
 			}
 			t.Logf("case %d: %v; allocated %s", i, err, bytesize.Words(int64(alloc)))

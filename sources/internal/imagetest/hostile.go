@@ -94,6 +94,11 @@ func (o *Outside) Check(t testing.TB, what string) {
 	}
 }
 
+// AllocBound is the bound that Allocated's figure is held to for a budget
+// of n bytes: n itself, or raceFactor times n when the race detector
+// inflates allocations (go test -race, as make check runs the tests).
+func AllocBound(n int64) uint64 { return uint64(n) * raceFactor }
+
 // Allocated runs f and returns the bytes the Go heap allocated meanwhile,
 // an upper bound of the memory f held at its peak (other goroutines'
 // allocations count too, so keep the test quiet while it runs).
