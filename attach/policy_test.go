@@ -41,3 +41,25 @@ func TestDecideRestart(t *testing.T) {
 		})
 	}
 }
+
+// TestNotRestartable: what dies with a server comes from the format's and
+// the filters' table rows.
+func TestNotRestartable(t *testing.T) {
+	tests := []struct {
+		name   string
+		cfg    Config
+		format string
+		want   string
+	}{
+		{"raw file", Config{Source: "/srv/disk.img"}, "raw", ""},
+		{"qcow2", Config{Source: "/srv/disk.qcow2"}, "qcow2", "qcow2 keeps new cluster mappings"},
+		{"cow filter", Config{Source: "/srv/disk.img", Filters: []string{"delay:read=10ms", "cow"}}, "raw", "the cow filter's overlay"},
+		{"other filters", Config{Source: "/srv/disk.img", Filters: []string{"delay:read=10ms", "stats"}}, "raw", ""},
+		{"memory part", Config{Source: "/a.img", Composite: Composite{Layout: LayoutConcat, Sources: []string{"/a.img", "memory:1M"}}}, "concat", "memory: parts of a composite disk"},
+	}
+	for _, tt := range tests {
+		if got := notRestartable(tt.cfg, tt.format); !strings.Contains(got, tt.want) || (tt.want == "") != (got == "") {
+			t.Errorf("%s: notRestartable = %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}

@@ -16,6 +16,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nbdloop/nbdloop/filters"
 	"github.com/nbdloop/nbdloop/kernel"
 )
 
@@ -104,9 +105,9 @@ func notRestartable(cfg Config, format string) string {
 			return fm.diesWithServer
 		}
 	}
-	for _, f := range cfg.Filters {
-		if name, _, _ := strings.Cut(f, ":"); name == "cow" {
-			return "the cow filter's overlay lives in the server process and died with it"
+	if specs, err := cfg.filterSpecs(); err == nil {
+		if why := filters.DiesWithServer(specs); why != "" {
+			return why
 		}
 	}
 	for _, p := range cfg.Composite.Sources {

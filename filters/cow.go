@@ -14,8 +14,10 @@ import (
 )
 
 var cowDef = &Def{
-	Name:    "cow",
-	Summary: "make any source writable without changing it (copy-on-write)",
+	Name:           "cow",
+	Summary:        "make any source writable without changing it (copy-on-write)",
+	isolates:       true,
+	diesWithServer: "the cow filter's overlay lives in the server process and died with it",
 	Doc: "Writes go to an overlay, kept in memory or in a sparse file; reads come from the " +
 		"overlay where it has been written and from the source elsewhere. This is how a " +
 		"compressed image, a qcow2 snapshot or a file you must not touch becomes a writable " +

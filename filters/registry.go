@@ -15,6 +15,14 @@ type Def struct {
 	Doc     string // what it serves, when to use it, limits
 	Options []Option
 
+	// isolates: the filter keeps every write away from the source, so
+	// the source can be opened read-only.
+	isolates bool
+	// diesWithServer says what of the device lives only in the server
+	// process, so that a new server after a crash would serve it wrong
+	// ("": nothing).
+	diesWithServer string
+
 	// check, when set, validates combinations of keys.
 	check func(a args) error
 	open  func(next sources.Source, a args, env Env) (sources.Source, error)

@@ -110,9 +110,21 @@ func Parse(s string) (Spec, error) {
 // from the source (cow does), so the source can be opened read-only.
 func IsolatesSource(specs []Spec) bool {
 	for _, s := range specs {
-		if s.Name == cowDef.Name {
+		if d := Lookup(s.Name); d != nil && d.isolates {
 			return true
 		}
 	}
 	return false
+}
+
+// DiesWithServer says what of a device with the filters of specs lives only
+// in its server process, so that a new server after a crash would serve it
+// wrong, or "" when nothing does.
+func DiesWithServer(specs []Spec) string {
+	for _, s := range specs {
+		if d := Lookup(s.Name); d != nil && d.diesWithServer != "" {
+			return d.diesWithServer
+		}
+	}
+	return ""
 }
