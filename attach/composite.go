@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/partitioned"
 )
@@ -371,7 +372,7 @@ func buildPartitions(parts []part, opts OpenOptions) (*Opened, error) {
 			total += p.Source.Size()
 		}
 		return nil, fmt.Errorf("partitions: the files add up to %s, too large for an MBR, which addresses at most %s with %d-byte sectors (use --table gpt)",
-			FormatSize(total), FormatSize(int64(1<<32)*opts.BlockSize), opts.BlockSize)
+			bytesize.Format(total), bytesize.Format(int64(1<<32)*opts.BlockSize), opts.BlockSize)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("partitions: %v", err)

@@ -49,7 +49,7 @@ func probe(head []byte) *format {
 func chooseFormat(path string, head []byte, opts OpenOptions) (*format, error) {
 	if opts.Offset != 0 && opts.Format == "" {
 		if fm := probe(fileHead(path)); fm != nil && fm.openPath != nil {
-			return nil, fmt.Errorf("%s: %s image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)", path, fm.name)
+			return nil, fileOptionsError(path, fm.name)
 		}
 	}
 	if opts.Format != "" {
@@ -104,4 +104,10 @@ func namedFiles(path string, opts OpenOptions) sources.NamedFiles {
 	}
 	n.Allow, n.Devices, n.ReadOnly = opts.AllowPaths, opts.AllowDevices, opts.ReadOnly
 	return n
+}
+
+// fileOptionsError refuses --offset, --sizelimit and --direct-io for an
+// image format that opens its files itself (qcow2, VMDK).
+func fileOptionsError(path, format string) error {
+	return fmt.Errorf("%s: %s image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)", path, format)
 }

@@ -10,6 +10,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -40,9 +41,9 @@ func ParseSpec(s string) (Spec, error) {
 	case s == "":
 		return Spec{}, errors.New("no source given")
 	case strings.HasPrefix(s, "memory:"):
-		size, err := ParseSize(strings.TrimPrefix(s, "memory:"))
+		size, err := bytesize.Parse(strings.TrimPrefix(s, "memory:"))
 		clamped := false
-		if errors.Is(err, ErrSizeTooLarge) {
+		if errors.Is(err, bytesize.ErrTooLarge) {
 			size, err, clamped = math.MaxInt64, nil, true
 		}
 		if err != nil {
@@ -218,7 +219,7 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 				if opts.DirectIO || opts.Offset != 0 || opts.SizeLimit != 0 {
 					// These open the image file themselves, the whole of it
 					// and through the page cache.
-					return nil, fmt.Errorf("%s: %s image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)", path, fm.name)
+					return nil, fileOptionsError(path, fm.name)
 				}
 				src, err = fm.openPath(path, opts)
 			} else if src, err = fm.open(f, opts); err != nil {

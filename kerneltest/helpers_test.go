@@ -49,7 +49,14 @@ type result struct {
 // test only if the command cannot be started.
 func run(t *testing.T, name string, args ...string) result {
 	t.Helper()
+	return runIn(t, "", name, args...)
+}
+
+// runIn is run in directory dir ("" for the current one).
+func runIn(t *testing.T, dir, name string, args ...string) result {
+	t.Helper()
 	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	err := cmd.Run()

@@ -13,23 +13,6 @@ import (
 	"time"
 )
 
-// runIn runs nbdloop in dir.
-func runIn(t *testing.T, dir string, args ...string) result {
-	t.Helper()
-	cmd := exec.Command(nbdloop(t), args...)
-	cmd.Dir = dir
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	return result{out.String(), errb.String(), code}
-}
-
 // TestKernelImageLocks: a second read-write attach of an image, or nbdloop
 // beside qemu-nbd on one qcow2, is refused with the holder named, and
 // nothing is corrupted; read-only attaches share; the locks hold across
@@ -108,7 +91,7 @@ func TestKernelRestartElsewhere(t *testing.T) {
 	sh(t, "head -c 8M /dev/urandom > "+a+"/disk.img && head -c 8M /dev/urandom > "+b+"/disk.img")
 	want := sha(t, filepath.Join(a, "disk.img"), 0)
 
-	r := runIn(t, a, "attach", "disk.img")
+	r := runIn(t, a, nbdloop(t), "attach", "disk.img")
 	if r.code != 0 {
 		t.Fatalf("attach disk.img in %s: %s", a, r.stderr)
 	}
@@ -118,7 +101,7 @@ func TestKernelRestartElsewhere(t *testing.T) {
 	syscall.Kill(d.Supervisor, syscall.SIGKILL)
 	syscall.Kill(d.PID, syscall.SIGKILL)
 	time.Sleep(500 * time.Millisecond)
-	if r := runIn(t, b, "restart", dev); r.code != 0 {
+	if r := runIn(t, b, nbdloop(t), "restart", dev); r.code != 0 {
 		t.Fatalf("restart from %s: exit %d: %s", b, r.code, r.stderr)
 	}
 	if got := sha(t, dev, 0); got != want {

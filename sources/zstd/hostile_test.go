@@ -148,25 +148,7 @@ func TestHostileZstd(t *testing.T) {
 			opts.Budget = sources.NewBudget(budget)
 			opts.CacheSize = 64 << 20
 			opts.TempDir = t.TempDir()
-			var err error
-			var got []byte
-			alloc := imagetest.Allocated(func() {
-				f, e := os.Open(path)
-				if e != nil {
-					t.Fatal(e)
-				}
-				fi, _ := f.Stat()
-				s, e := Open(f, fi.Size(), opts)
-				if err = e; e != nil {
-					f.Close()
-					return
-				}
-				defer s.Close()
-				got = make([]byte, s.Size())
-				if _, e := s.ReadAt(got, 0); e != nil {
-					err = e
-				}
-			})
+			got, alloc, err := imagetest.OpenReadAll(t, path, Open, opts)
 			switch {
 			case tt.openErr != "":
 				if err == nil || !strings.Contains(err.Error(), tt.openErr) || strings.Contains(err.Error(), "\n") {

@@ -2,6 +2,7 @@ package imagetest
 
 import (
 	"bytes"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -10,6 +11,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 // Outside makes a directory beside the test's image directory, holding a
@@ -109,4 +112,34 @@ func Allocated(f func()) uint64 {
 	f()
 	runtime.ReadMemStats(&after)
 	return after.TotalAlloc - before.TotalAlloc
+}
+
+// OpenReadAll opens the file at path with open (a format's Open, from a
+// ReaderAt and a size), reads the whole source and closes it, and returns
+// what it read, the first error, and the bytes allocated meanwhile
+// (Allocated).
+func OpenReadAll[S sources.Source, O any](t testing.TB, path string, open func(io.ReaderAt, int64, O) (S, error), opts O) (got []byte, alloc uint64, err error) {
+	t.Helper()
+	alloc = Allocated(func() {
+		f, e := os.Open(path)
+		if e != nil {
+			t.Fatal(e)
+		}
+		fi, e := f.Stat()
+		if e != nil {
+			f.Close()
+			t.Fatal(e)
+		}
+		s, e := open(f, fi.Size(), opts)
+		if err = e; e != nil {
+			f.Close()
+			return
+		}
+		defer s.Close()
+		got = make([]byte, s.Size())
+		if _, e := s.ReadAt(got, 0); e != nil {
+			err = e
+		}
+	})
+	return got, alloc, err
 }
