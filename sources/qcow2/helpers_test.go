@@ -26,6 +26,25 @@ func qemuImg(t testing.TB, args ...string) string {
 	return out
 }
 
+// qemuImgLUKS makes a 1 MiB LUKS-encrypted qcow2 image at img. qemu-img times
+// its key derivation by the thread's CPU time, which the kernel counts in
+// ticks; when a round finishes inside one tick it gives up with "Unable to get
+// accurate CPU usage", so that one failure is tried again.
+func qemuImgLUKS(t testing.TB, img string) {
+	t.Helper()
+	args := []string{"create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", img, "1M"}
+	for try := 1; ; try++ {
+		out, code := qemuImgCode(t, args...)
+		if code == 0 {
+			return
+		}
+		if try == 20 || !strings.Contains(out, "Unable to get accurate CPU usage") {
+			t.Fatalf("qemu-img %s: exit %d (try %d)\n%s", strings.Join(args, " "), code, try, out)
+		}
+		os.Remove(img)
+	}
+}
+
 func qemuImgCode(t testing.TB, args ...string) (string, int) {
 	t.Helper()
 	tool := "qemu-img"

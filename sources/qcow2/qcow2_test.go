@@ -407,7 +407,7 @@ func TestOpenRefuses(t *testing.T) {
 		}, rwErr: "bit 40", roErr: "bit 40", unsupp: true},
 		{name: "encrypted", build: func(t *testing.T, dir string) string {
 			img := filepath.Join(dir, "e.qcow2")
-			qemuImg(t, "create", "-q", "--object", "secret,id=s0,data=pw", "-f", "qcow2", "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", img, "1M")
+			qemuImgLUKS(t, img)
 			return img
 		}, rwErr: "encrypted", roErr: "encrypted", unsupp: true},
 		{name: "external-data", build: func(t *testing.T, dir string) string {
