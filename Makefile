@@ -49,24 +49,11 @@ fuzz-short:
 		$(GO) test -run XXX -fuzz "^$${t#*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime 2s -parallel 1 "$${t%%:*}" || exit 1; \
 	done
 
-# Every fuzz target of the repository (found by grep, so a new one is never
-# left out) for FUZZLONG each (default 10 minutes), one after the other
-# (new inputs minimized for at most 10 s, or the slow whole-image targets
-# spend their time minimizing);
-# the log of each run goes to bin/fuzz-long/, and a summary line per
-# target (execs, new inputs in the corpus, result) to stdout. Not part of
-# make check: 22 targets take almost four hours.
-FUZZLONG ?= 10m
+# Every fuzz target of the repository for FUZZLONG each (default 10 minutes);
+# see scripts/fuzz-long.sh for FUZZJOBS, FUZZPAR and choosing targets. Not
+# part of make check: 22 targets take almost four hours one at a time.
 fuzz-long:
-	@mkdir -p bin/fuzz-long; rc=0; \
-	for t in $$(grep -rl --include='*_test.go' '^func Fuzz' . | sort); do \
-		pkg=./$$(dirname $${t#./}); \
-		for f in $$(sed -n 's/^func \(Fuzz[A-Za-z0-9_]*\)(.*/\1/p' $$t); do \
-			log=bin/fuzz-long/$$f.log; \
-			if $(GO) test -run XXX -fuzz "^$$f\$$" -fuzztime $(FUZZLONG) -fuzzminimizetime 10s -parallel 2 $$pkg >$$log 2>&1; then res=ok; else res=FAIL; rc=1; fi; \
-			echo "$$pkg $$f: $$res, $$(grep -o 'execs: [0-9]*' $$log | tail -1), $$(grep -o 'new interesting: [0-9]*' $$log | tail -1) ($$log)"; \
-		done; \
-	done; exit $$rc
+	GO=$(GO) scripts/fuzz-long.sh
 
 kernel-test: build bin/kerneltest.test
 	@if [ "$${NBDLOOP_NATIVE:-}" = 1 ]; then \
