@@ -60,9 +60,9 @@ func startStats(dir string, st *State, stack *filters.Stack, logf func(string, .
 	}
 	write := func() {
 		snap := s.Snapshot()
-		snap.Device, snap.BackendID, snap.PID = st.Device, st.BackendID, st.PID
-		if err := writeStats(dir, st.Index, &snap); err != nil {
-			logf("%s: stats: %v", st.Device, err)
+		snap.Device, snap.BackendID, snap.PID = st.Name(), st.BackendID, st.PID
+		if err := writeStats(dir, st.Config.Index, &snap); err != nil {
+			logf("%s: stats: %v", st.Name(), err)
 		}
 	}
 	write()

@@ -127,7 +127,7 @@ func TestStatsFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stack.Source.Close()
-	st := &State{Device: "/dev/nbd7", Index: 7, PID: 4711, BackendID: "nbdloop:0123"}
+	st := &State{Config: Config{Index: 7}, PID: 4711, BackendID: "nbdloop:0123"}
 	stop := startStats(dir, st, stack, t.Logf)
 	snap, err := readStats(dir, 7, "nbdloop:0123")
 	if err != nil {

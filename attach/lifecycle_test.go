@@ -103,8 +103,8 @@ func (f *fakeHost) attached(index int, backend string, ours, server, supervisor 
 	if !ours {
 		return nil
 	}
-	st := &State{Device: fmt.Sprintf("/dev/nbd%d", index), Index: index, PID: pid, PIDStart: refOf(pid).Start,
-		BackendID: backend, Source: "/srv/disk.img", Desc: "/srv/disk.img", Format: "raw", Size: 1 << 20, BlockSize: 512}
+	st := &State{Config: Config{Index: index, Source: "/srv/disk.img", BlockSize: 512}, PID: pid, PIDStart: refOf(pid).Start,
+		BackendID: backend, Desc: "/srv/disk.img", Format: "raw", Size: 1 << 20}
 	if supervisor {
 		cmd, _ := f.child()
 		st.Supervisor, st.SupervisorStart = cmd.Process.Pid, refOf(cmd.Process.Pid).Start
@@ -122,7 +122,7 @@ func TestLifecycleList(t *testing.T) {
 	f.attached(2, "nbdloop:ccc", true, false, true)
 	f.attached(3, "qemu-nbd", false, true, false)
 	// A stale record for a device the kernel no longer has bound.
-	writeState(f.host.stateDir, &State{Device: "/dev/nbd5", Index: 5, BackendID: "nbdloop:old"})
+	writeState(f.host.stateDir, &State{Config: Config{Index: 5}, BackendID: "nbdloop:old"})
 	devs, err := f.host.list(nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package attach
 
 import (
-	"fmt"
 	"strings"
 )
 
@@ -42,7 +41,7 @@ func (h host) list(indices []int) ([]Device, error) {
 		if err != nil || !ok {
 			continue
 		}
-		d := Device{Name: fmt.Sprintf("/dev/nbd%d", index), Index: index, PID: pid}
+		d := Device{Name: deviceName(index), Index: index, PID: pid}
 		d.Size, _ = sys.Size(index)
 		d.RO, _ = sys.ReadOnly(index)
 		d.Connections, _ = sys.Connections(index)
@@ -52,13 +51,11 @@ func (h host) list(indices []int) ([]Device, error) {
 		st := readState(dir, index)
 		switch {
 		case st != nil && st.BackendID == d.Backend:
-			d.Source, d.Format, d.BlockSize = st.Desc, st.Format, st.BlockSize
-			d.Filters = st.Config.Filters
-			// sysfs keeps the pid of the first server; a restarted one
-			// is in the record.
-			d.PID = st.PID
-			d.Supervisor, d.Restarts, d.LastExit = st.Supervisor, st.Restarts, st.LastExit
-			d.State = StateRunning
+			// The record, with what sysfs says now; sysfs keeps the pid
+			// of the first server, a restarted one is in the record.
+			live := d
+			d = *st.device()
+			d.Size, d.RO, d.Connections, d.Partitions, d.Mounts = live.Size, live.RO, live.Connections, live.Partitions, live.Mounts
 			switch {
 			case st.DeadReason != "":
 				d.State, d.Reason = StateDead, st.DeadReason

@@ -116,7 +116,7 @@ func (l *imageLock) holder() string {
 		}
 		for _, f := range st.Config.Files {
 			if f.Dev == l.dev && f.Ino == l.ino {
-				return st.Device
+				return st.Name()
 			}
 		}
 	}

@@ -73,7 +73,7 @@ func TestImageLocks(t *testing.T) {
 	})
 	t.Run("holder named", func(t *testing.T) {
 		id, _ := identify(img)
-		if err := writeState(StateDir(), &State{Device: "/dev/nbd3", Index: 3, PID: 1, Config: Config{Files: []FileIdentity{id}}}); err != nil {
+		if err := writeState(StateDir(), &State{PID: 1, Config: Config{Index: 3, Files: []FileIdentity{id}}}); err != nil {
 			t.Fatal(err)
 		}
 		defer removeState(StateDir(), 3, 0)

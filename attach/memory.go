@@ -17,12 +17,6 @@ import (
 // allocating, trim punches holes, and the file can be as large as the
 // device (2^63-1 bytes), which no mapping could be.
 
-// memFD is the descriptor on which a server process receives the memfd of a
-// memory: device (the second of exec.Cmd.ExtraFiles, after resultFD). The
-// state record names it so that `nbdloop restart` can take the memfd from a
-// live server whose supervisor is gone (pidfd_getfd).
-const memFD = 4
-
 // newMemfd creates an empty memfd for a memory: device; OpenSource sizes it.
 func newMemfd(spec Spec) (*os.File, error) {
 	fd, err := unix.MemfdCreate("nbdloop-"+spec.String(), unix.MFD_CLOEXEC)

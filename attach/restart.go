@@ -2,7 +2,6 @@ package attach
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"syscall"
@@ -76,8 +75,9 @@ func (h host) restart(ctx context.Context, index int, force bool) (*Device, erro
 // is gone. A live server is asked to hand over first; a RAM disk's memfd is
 // taken from it before.
 func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
-	var extra []*os.File
-	var env []string
+	cfg := st.Config
+	cfg.NoRestart = false
+	c := child{command: SuperviseCommand, cfg: cfg, takeover: st.takeover(st.Restarts+1, "restarted by hand (nbdloop restart)")}
 	if spec, err := ParseSpec(st.Config.Source); err == nil && spec.Kind == KindMemory {
 		var mem *os.File
 		if srvAlive && st.MemFD > 0 {
@@ -89,10 +89,7 @@ func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
 		} else if !force {
 			return fmt.Errorf("the RAM disk's contents died with its server and supervisor (detach it; or restart --force to serve it empty)")
 		}
-		if mem != nil {
-			extra = append(extra, mem)
-			env = append(env, memEnv+"=1")
-		}
+		c.memFile = mem
 	}
 	if srvAlive {
 		// Without a supervisor the server does not handle SIGUSR1 and the
@@ -102,15 +99,7 @@ func takeOver(ctx context.Context, st *State, srvAlive, force bool) error {
 			return fmt.Errorf("server %d did not hand over: %w", st.PID, err)
 		}
 	}
-	r := resumeInfo{
-		Index: st.Index, BackendID: st.BackendID, Size: st.Size, Restarts: st.Restarts + 1,
-		LastExit: "restarted by hand (nbdloop restart)", Attached: st.Attached, Format: st.Format,
-	}
-	rb, _ := json.Marshal(r)
-	env = append(env, resumeEnv+"="+string(rb))
-	cfg := st.Config
-	cfg.NoRestart = false
-	_, _, err := spawn(ctx, cfg, SuperviseCommand, env, extra)
+	_, _, err := spawn(ctx, c)
 	return err
 }
 

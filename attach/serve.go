@@ -21,7 +21,7 @@ import (
 // Result is what the server process reports to `attach` once: the device,
 // or the error that stopped it, and warnings to print either way.
 type Result struct {
-	Device   *Device  `json:"device,omitempty"`
+	State    *State   `json:"state,omitempty"`
 	Error    string   `json:"error,omitempty"`
 	Warnings []string `json:"warnings,omitempty"`
 }
@@ -43,7 +43,7 @@ func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) err
 type serveOptions struct {
 	// resume, when set, re-attaches the device it names with RECONFIGURE
 	// instead of attaching a new one with CONNECT.
-	resume *resumeInfo
+	resume *State
 	// supervisor is the supervisor's pid, for the state record.
 	supervisor int
 	// memFile is the memfd of a memory: device.
@@ -51,20 +51,6 @@ type serveOptions struct {
 	// restartRequested asks the server to flush and exit without
 	// disconnecting, so that the supervisor starts a new one.
 	restartRequested <-chan os.Signal
-}
-
-// resumeInfo is what a restarted server needs to know about the device it
-// takes over.
-type resumeInfo struct {
-	Index     int       `json:"index"`
-	BackendID string    `json:"backend_id"`
-	Size      int64     `json:"size"`
-	Restarts  int       `json:"restarts"`  // including this one
-	LastExit  string    `json:"last_exit"` // why the previous server ended
-	Attached  time.Time `json:"attached"`  // when the device was first attached
-	// Format is what the source was served as: a source that now
-	// probes otherwise is not served (chooseFormat).
-	Format string `json:"format,omitempty"`
 }
 
 // Exit statuses of a server process that the supervisor acts on.
@@ -287,7 +273,7 @@ func (r *serverRun) closeKernelEnds() {
 // kernel holds its own references afterwards.
 func (r *serverRun) handToKernel() error {
 	if res := r.so.resume; res != nil {
-		r.index, r.backendID = res.Index, res.BackendID
+		r.index, r.backendID = res.Config.Index, res.BackendID
 		err := r.fam.Reconfigure(kernel.ReconfigureRequest{Index: r.index, BackendID: r.backendID, Sockets: r.kernelEnds})
 		r.closeKernelEnds()
 		if err != nil {
@@ -317,7 +303,7 @@ func (r *serverRun) handToKernel() error {
 		r.index = index
 	}
 	r.connected = true
-	r.dev = fmt.Sprintf("/dev/nbd%d", r.index)
+	r.dev = deviceName(r.index)
 	return nil
 }
 
@@ -339,14 +325,13 @@ func (r *serverRun) settle() error {
 // from then on sends a daemon's log to the device's log file.
 func (r *serverRun) record() error {
 	cfg, so := r.cfg, r.so
+	cfg.Index, cfg.ReadOnly = r.index, r.ro
+	now := time.Now().UTC()
 	st := &State{
-		Device: r.dev, Index: r.index, PID: os.Getpid(), BackendID: r.backendID,
-		Source: cfg.Source, Desc: r.opened.Desc, Format: r.opened.Format,
-		Size: r.src.Size(), BlockSize: cfg.BlockSize, ReadOnly: r.ro,
-		Connections: cfg.Connections, ServerFlags: r.flags,
-		Timeout: cfg.Timeout, DeadTimeout: cfg.DeadTimeout, Config: cfg,
-		Started: time.Now().UTC(), Attached: time.Now().UTC(), Supervisor: so.supervisor,
-		PIDStart: refOf(os.Getpid()).Start,
+		Config: cfg, PID: os.Getpid(), BackendID: r.backendID,
+		Desc: r.opened.Desc, Format: r.opened.Format, Size: r.src.Size(),
+		ServerFlags: r.flags, Partitions: r.parts, Started: now, Attached: now,
+		Supervisor: so.supervisor, PIDStart: refOf(os.Getpid()).Start,
 	}
 	if so.supervisor != 0 {
 		st.SupervisorStart = refOf(so.supervisor).Start
@@ -370,10 +355,7 @@ func (r *serverRun) record() error {
 	// From here on a daemon logs to a file next to the state record,
 	// including any panic.
 	if r.daemon {
-		if lf, err := openDeviceLog(dir, r.index); err == nil {
-			unix.Dup2(int(lf.Fd()), 2)
-			lf.Close()
-		}
+		redirectStderr(dir, r.index)
 	}
 	return nil
 }
@@ -381,13 +363,7 @@ func (r *serverRun) record() error {
 // tellAttach reports the device to attach; if attach is gone, nobody
 // knows of the device, so it is undone.
 func (r *serverRun) tellAttach() error {
-	cfg, st := r.cfg, r.st
-	r.res.Device = &Device{
-		Name: r.dev, Index: r.index, Size: r.src.Size(), Source: r.opened.Desc, Format: r.opened.Format,
-		RO: r.ro, PID: os.Getpid(), State: "running", Connections: cfg.Connections,
-		BlockSize: cfg.BlockSize, Backend: r.backendID, Partitions: r.parts, Filters: cfg.Filters,
-		Supervisor: r.so.supervisor, Restarts: st.Restarts, LastExit: st.LastExit,
-	}
+	r.res.State = r.st
 	if err := r.report(r.res); err != nil {
 		r.logger.Printf("%s: reporting to attach failed (%v); detaching", r.dev, err)
 		r.disconnect()

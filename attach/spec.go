@@ -173,15 +173,18 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 		opts.ExpectFormat = ""
 		return openComposite(spec, opts)
 	}
-	bs := opts.BlockSize
-	if spec.Kind == KindMemory {
+	switch spec.Kind {
+	case KindMemory:
 		return openMemory(spec, opts)
-	}
-	if spec.Kind == KindExec {
+	case KindExec:
 		return openExec(spec, opts)
 	}
+	return openFileSource(spec.Path, opts)
+}
 
-	path := spec.Path
+// openFileSource opens the file at path as the format it is given or
+// probes as, else as raw data.
+func openFileSource(path string, opts OpenOptions) (*Opened, error) {
 	fopts := sources.FileOptions{
 		ReadOnly: opts.ReadOnly, Offset: opts.Offset, SizeLimit: opts.SizeLimit, DirectIO: opts.DirectIO,
 	}
@@ -192,13 +195,11 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	if err != nil {
 		return nil, openError(path, err)
 	}
-	head := make([]byte, probeLen)
-	n, err := f.ReadAt(head[:min(int64(len(head)), f.Size())], 0)
-	if err != nil && !errors.Is(err, io.EOF) {
+	head, err := readHead(f, path)
+	if err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: reading the first bytes: %w", path, err)
+		return nil, err
 	}
-	head = head[:n]
 	desc := path
 	if abs, err := absPath(path); err == nil {
 		desc = abs
@@ -209,28 +210,50 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 		return nil, err
 	}
 	if fm != nil {
-		{
-			if f, err = reopenReadOnly(f, *fm, path, fopts); err != nil {
-				return nil, openError(path, err)
-			}
-			var src sources.Source
-			if fm.openPath != nil {
-				f.Close()
-				if opts.DirectIO || opts.Offset != 0 || opts.SizeLimit != 0 {
-					// These open the image file themselves, the whole of it
-					// and through the page cache.
-					return nil, fileOptionsError(path, fm.name)
-				}
-				src, err = fm.openPath(path, opts)
-			} else if src, err = fm.open(f, opts); err != nil {
-				f.Close()
-			}
-			if err != nil {
-				return nil, fmt.Errorf("%s: %s: %w", path, fm.name, err)
-			}
-			return probed(path, desc, *fm, src, opts)
-		}
+		return openFormat(f, *fm, path, desc, fopts, opts)
 	}
+	return openRaw(f, path, desc, opts)
+}
+
+// readHead reads the first probeLen bytes of f (fewer if it is smaller).
+func readHead(f *sources.File, path string) ([]byte, error) {
+	head := make([]byte, probeLen)
+	n, err := f.ReadAt(head[:min(int64(len(head)), f.Size())], 0)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: reading the first bytes: %w", path, err)
+	}
+	return head[:n], nil
+}
+
+// openFormat opens f, the file at path, as format fm; f is closed on
+// failure or when fm opens the path itself.
+func openFormat(f *sources.File, fm format, path, desc string, fopts sources.FileOptions, opts OpenOptions) (*Opened, error) {
+	f, err := reopenReadOnly(f, fm, path, fopts)
+	if err != nil {
+		return nil, openError(path, err)
+	}
+	var src sources.Source
+	if fm.openPath != nil {
+		f.Close()
+		if opts.DirectIO || opts.Offset != 0 || opts.SizeLimit != 0 {
+			// These open the image file themselves, the whole of it and
+			// through the page cache.
+			return nil, fileOptionsError(path, fm.name)
+		}
+		src, err = fm.openPath(path, opts)
+	} else if src, err = fm.open(f, opts); err != nil {
+		f.Close()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("%s: %s: %w", path, fm.name, err)
+	}
+	return probed(path, desc, fm, src, opts)
+}
+
+// openRaw serves f, the file at path, as raw data: behind the probe guard
+// unless it is read-only or the user said --format raw.
+func openRaw(f *sources.File, path, desc string, opts OpenOptions) (*Opened, error) {
+	bs := opts.BlockSize
 	if r := f.Size() % bs; r != 0 {
 		f.Close()
 		what := "size"

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultStateDir holds one record per device attached by nbdloop. It is on
@@ -24,28 +26,29 @@ func StateDir() string {
 	return DefaultStateDir
 }
 
-// State is the record a server process writes once its device is attached.
-// It keeps everything a later restart needs to serve the same bytes again and
-// re-attach them to the same device with RECONFIGURE (same index and backend
-// identifier, new sockets) without unmounting.
+// State is the one record of a device attached by nbdloop: the attach
+// request as served, what the kernel and the server made of it, and the
+// processes serving it. The server writes it once its device is attached;
+// `list` and the attach result show it (device); a restart takes it over to
+// serve the same bytes again and re-attach them to the same device with
+// RECONFIGURE (same index and backend identifier, new sockets) without
+// unmounting.
 type State struct {
-	Device      string        `json:"device"` // /dev/nbdN
-	Index       int           `json:"index"`
-	PID         int           `json:"pid"`
-	BackendID   string        `json:"backend_id"`
-	Source      string        `json:"source"` // the spec as given, re-parsable
-	Desc        string        `json:"desc"`   // what `list` shows
-	Format      string        `json:"format"`
-	Size        int64         `json:"size"`
-	BlockSize   int64         `json:"block_size"`
-	ReadOnly    bool          `json:"ro"`
-	Connections int           `json:"connections"`
-	ServerFlags uint64        `json:"server_flags"`
-	Timeout     time.Duration `json:"timeout_ns"`
-	DeadTimeout time.Duration `json:"dead_timeout_ns"`
-	Config      Config        `json:"config"`   // the full attach request
-	Started     time.Time     `json:"started"`  // when this server started serving
-	Attached    time.Time     `json:"attached"` // when the device was first attached
+	// Config is the attach request as served: Index is the device's, and
+	// ReadOnly says whether the device is read-only.
+	Config    Config `json:"config"`
+	PID       int    `json:"pid"`
+	BackendID string `json:"backend_id"`
+	Desc      string `json:"desc"` // what `list` shows of the source
+	// Format is what the source was served as (Config.Format, or what it
+	// probed as): a restart that would serve it otherwise refuses.
+	Format      string `json:"format"`
+	Size        int64  `json:"size"`
+	ServerFlags uint64 `json:"server_flags"`
+	// Partitions are the partition devices found at attach.
+	Partitions []string  `json:"partitions,omitempty"`
+	Started    time.Time `json:"started"`  // when this server started serving
+	Attached   time.Time `json:"attached"` // when the device was first attached
 	// Supervisor is the pid of the process that restarts the server when
 	// it dies (supervise.go); 0 with --no-restart or --foreground.
 	Supervisor int `json:"supervisor_pid,omitempty"`
@@ -62,6 +65,30 @@ type State struct {
 	// one of their pids.
 	PIDStart        uint64 `json:"pid_start,omitempty"`
 	SupervisorStart uint64 `json:"supervisor_start,omitempty"`
+}
+
+// Name is the device's path, /dev/nbdN.
+func (st *State) Name() string { return deviceName(st.Config.Index) }
+
+func deviceName(index int) string { return fmt.Sprintf("/dev/nbd%d", index) }
+
+// device is the record as attach and list show a running device.
+func (st *State) device() *Device {
+	cfg := st.Config
+	return &Device{
+		Name: st.Name(), Index: cfg.Index, Size: st.Size, Source: st.Desc, Format: st.Format,
+		RO: cfg.ReadOnly, PID: st.PID, State: StateRunning, Connections: cfg.Connections,
+		BlockSize: cfg.BlockSize, Backend: st.BackendID, Partitions: st.Partitions, Filters: cfg.Filters,
+		Supervisor: st.Supervisor, Restarts: st.Restarts, LastExit: st.LastExit,
+	}
+}
+
+// takeover is the record a new server of the device starts from: the
+// count of restarts and how the previous server ended are the caller's.
+func (st *State) takeover(restarts int, lastExit string) *State {
+	next := *st
+	next.Restarts, next.LastExit, next.DeadReason = restarts, lastExit, ""
+	return &next
 }
 
 // server and supervisor name the record's processes for signals.
@@ -94,7 +121,7 @@ func writeState(dir string, st *State) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("writing state: %w", err)
 	}
-	return os.Rename(tmp.Name(), statePath(dir, st.Index))
+	return os.Rename(tmp.Name(), statePath(dir, st.Config.Index))
 }
 
 // makeStateDir creates the state directory, private to root (0700): its
@@ -130,6 +157,15 @@ func openDeviceLog(dir string, index int) (*os.File, error) {
 	return f, nil
 }
 
+// redirectStderr sends this process's stderr to the log of device index
+// in dir, from then on (a daemon's panics included).
+func redirectStderr(dir string, index int) {
+	if lf, err := openDeviceLog(dir, index); err == nil {
+		unix.Dup2(int(lf.Fd()), 2)
+		lf.Close()
+	}
+}
+
 // readState returns the record for index, or nil when there is none or it is
 // unreadable: `list` must tolerate stale or damaged state.
 func readState(dir string, index int) *State {
@@ -138,7 +174,7 @@ func readState(dir string, index int) *State {
 		return nil
 	}
 	var st State
-	if json.Unmarshal(b, &st) != nil || st.Index != index {
+	if json.Unmarshal(b, &st) != nil || st.Config.Index != index {
 		return nil
 	}
 	return &st

@@ -15,23 +15,16 @@ import (
 
 func testState(index, pid int) *State {
 	cfg := NewConfig("/srv/disk.img")
-	cfg.Index = index
+	cfg.Index, cfg.BlockSize, cfg.ReadOnly, cfg.Connections = index, 4096, true, 4
+	cfg.Timeout, cfg.DeadTimeout = 0, 30*time.Second
 	return &State{
-		Device:      "/dev/nbd3",
-		Index:       index,
+		Config:      cfg,
 		PID:         pid,
 		BackendID:   "nbdloop:1234:abcd",
-		Source:      "/srv/disk.img",
 		Desc:        "/srv/disk.img",
 		Format:      "raw",
 		Size:        1 << 30,
-		BlockSize:   4096,
-		ReadOnly:    true,
-		Connections: 4,
 		ServerFlags: 0x1ff,
-		Timeout:     0,
-		DeadTimeout: 30 * time.Second,
-		Config:      cfg,
 		Started:     time.Date(2025, 3, 1, 12, 30, 45, 123456789, time.UTC),
 	}
 }
@@ -282,7 +275,7 @@ func TestStateFilesPrivate(t *testing.T) {
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := writeState(dir, &State{Device: "/dev/nbd3", Index: 3}); err != nil {
+	if err := writeState(dir, &State{Config: Config{Index: 3}}); err != nil {
 		t.Fatal(err)
 	}
 	old := filepath.Join(dir, "nbd3.log")

@@ -2,7 +2,6 @@ package attach
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log"
@@ -13,8 +12,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/nbdloop/nbdloop/filters"
 	"github.com/nbdloop/nbdloop/kernel"
@@ -48,16 +45,6 @@ import (
 // row the supervisor gives up, records why in the state record (`list`
 // shows it) and waits: SIGHUP (sent by `nbdloop restart`) tries again,
 // SIGUSR2 (sent by `detach`) or SIGTERM ends it.
-
-// SuperviseCommand is the hidden argv[1] of the supervisor process.
-const SuperviseCommand = "__supervise"
-
-// Environment of the supervisor besides serveEnv.
-const (
-	resumeEnv   = "NBDLOOP_SERVE_RESUME"   // resumeInfo: take over a device (restart)
-	memEnv      = "NBDLOOP_MEMFD"          // "1": fd memFD is the RAM disk's memfd
-	supervisEnv = "NBDLOOP_SUPERVISOR_PID" // the server's supervisor
-)
 
 const (
 	// quickDeath: a server that dies within this time of starting counts
@@ -128,6 +115,22 @@ type supervisor struct {
 	mu        sync.Mutex
 	linkDeads int // LINK_DEAD events for our device since the last start
 	index     int // -1 until the first server has attached
+
+	// last is the record of the last server that attached (or the one
+	// taken over); the next server takes it over.
+	last     *State
+	restarts int    // servers started after the first
+	lastExit string // how the previous server ended
+	stopping bool   // no more restarts: detach or SIGTERM
+	quick    int    // quick deaths in a row
+}
+
+// running is a server process the supervisor started, and how its start
+// went: err is set when it never served.
+type running struct {
+	cmd     *exec.Cmd
+	started time.Time
+	err     error
 }
 
 // RunSupervisor is the body of the supervisor process (SuperviseCommand).
@@ -135,46 +138,21 @@ type supervisor struct {
 // then restarts servers until the device is detached. It returns the exit
 // status.
 func RunSupervisor() int {
-	s, resume, reportParent, code := supervisorFromEnv()
+	s, takeover, reportParent, code := supervisorFromEnv()
 	if s == nil {
 		return code
 	}
-	return s.run(resume, reportParent)
+	return s.run(takeover, reportParent)
 }
 
 // supervisorFromEnv builds the supervisor from what attach (or restart)
-// passed: the Config, a resume record, an inherited memfd, the result
-// pipe. A nil supervisor comes with the exit status.
-func supervisorFromEnv() (*supervisor, *resumeInfo, func(Result) error, int) {
-	var cfg Config
-	if err := json.Unmarshal([]byte(os.Getenv(serveEnv)), &cfg); err != nil {
-		fmt.Fprintf(os.Stderr, "nbdloop: %s: bad configuration: %v\n", SuperviseCommand, err)
+// passed: the Config, a record to take over, an inherited memfd, the
+// result pipe. A nil supervisor comes with the exit status.
+func supervisorFromEnv() (*supervisor, *State, func(Result) error, int) {
+	c, reportParent, err := childFromEnv(SuperviseCommand)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		return nil, nil, nil, 2
-	}
-	var resume *resumeInfo
-	if r := os.Getenv(resumeEnv); r != "" {
-		resume = new(resumeInfo)
-		if err := json.Unmarshal([]byte(r), resume); err != nil {
-			fmt.Fprintf(os.Stderr, "nbdloop: %s: bad resume record: %v\n", SuperviseCommand, err)
-			return nil, nil, nil, 2
-		}
-	}
-	inheritedMem := os.Getenv(memEnv) == "1"
-	for _, e := range []string{serveEnv, resumeEnv, memEnv} {
-		os.Unsetenv(e)
-	}
-	unix.CloseOnExec(resultFD)
-	if inheritedMem {
-		unix.CloseOnExec(memFD)
-	}
-	parent := os.NewFile(resultFD, "result")
-	reportParent := func(res Result) error {
-		b, _ := json.Marshal(res)
-		_, err := parent.Write(b)
-		if cerr := parent.Close(); err == nil {
-			err = cerr
-		}
-		return err
 	}
 	exe, err := os.Executable()
 	if err != nil {
@@ -185,127 +163,126 @@ func supervisorFromEnv() (*supervisor, *resumeInfo, func(Result) error, int) {
 	signal.Ignore(syscall.SIGPIPE)
 
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-	s := &supervisor{cfg: cfg, exe: exe, logf: logger.Printf, index: -1}
-	if spec, err := ParseSpec(cfg.Source); err == nil && spec.Kind == KindMemory {
-		if inheritedMem {
-			s.memFile = os.NewFile(memFD, "memfd")
-		} else if s.memFile, err = newMemfd(spec); err != nil {
+	s := &supervisor{cfg: c.cfg, exe: exe, logf: logger.Printf, index: -1, memFile: c.memFile}
+	if spec, err := ParseSpec(c.cfg.Source); err == nil && spec.Kind == KindMemory && s.memFile == nil {
+		if s.memFile, err = newMemfd(spec); err != nil {
 			reportParent(Result{Error: err.Error()})
 			return nil, nil, nil, 1
 		}
 	}
-	if resume != nil {
-		s.index = resume.Index
+	if c.takeover != nil {
+		s.index = c.takeover.Config.Index
+		s.last, s.restarts, s.lastExit = c.takeover, c.takeover.Restarts, c.takeover.LastExit
 	}
-	return s, resume, reportParent, 0
+	return s, c.takeover, reportParent, 0
 }
 
 // run starts the first server, reports it to attach, and restarts servers
 // as the restart policy says until the device is detached. It returns the
 // exit status.
-func (s *supervisor) run(resume *resumeInfo, reportParent func(Result) error) int {
+func (s *supervisor) run(takeover *State, reportParent func(Result) error) int {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	s.watchLinkDead(ctx)
-
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR2, syscall.SIGHUP)
-	stopping := false // no more restarts: detach or SIGTERM
 
-	first := true
-	quick := 0
-	lastExit := ""
-	restarts := 0
-	var attached time.Time
-	if resume != nil {
-		restarts, lastExit, attached = resume.Restarts, resume.LastExit, resume.Attached
+	srv, res := s.startServer(takeover)
+	if code, ok := s.reportFirst(srv, res, reportParent); !ok {
+		return code
 	}
-	var backendID, format string
-	var size int64
-	if resume != nil {
-		backendID, size, format = resume.BackendID, resume.Size, resume.Format
-	}
+	s.redirectLog()
 	for {
-		var r *resumeInfo
-		if !first || resume != nil {
-			r = &resumeInfo{Index: s.index, BackendID: backendID, Size: size, Restarts: restarts, LastExit: lastExit, Attached: attached, Format: format}
-		}
-		started := time.Now()
-		cmd, res, err := s.start(r)
-		if first {
-			if err == nil && res.Device != nil {
-				res.Device.Supervisor = os.Getpid()
-			}
-			if err != nil {
-				res.Error = err.Error()
-			}
-			if rerr := reportParent(res); rerr != nil && res.Error == "" {
-				// attach is gone (interrupted): nobody knows about the
-				// device, so undo it, as an unsupervised server would.
-				s.logf("reporting to attach failed (%v); detaching", rerr)
-				cmd.Process.Signal(syscall.SIGTERM)
-				cmd.Wait()
-				return 1
-			}
-			if res.Error != "" {
-				if cmd != nil {
-					cmd.Wait()
-				}
-				return 1
-			}
-			first = false
-			s.redirectLog()
-		}
-		if err == nil && res.Device != nil {
-			s.mu.Lock()
-			s.index = res.Device.Index
-			s.linkDeads = 0
-			s.mu.Unlock()
-			backendID, size, format = res.Device.Backend, res.Device.Size, res.Device.Format
-			if attached.IsZero() {
-				attached = time.Now().UTC()
-			}
-		} else if err == nil {
-			err = errors.New(res.Error)
-		}
-		if err != nil {
-			s.logf("/dev/nbd%d: restart failed: %v", s.index, err)
-			lastExit = "restart failed: " + err.Error()
-		}
-		ps := awaitServer(cmd, sigs, &stopping)
-		if err == nil {
-			lastExit = exitReason(ps)
-		}
-		d := decideRestart(serverEnd{
-			Index: s.index, LastExit: lastExit, Stopping: stopping, Failed: err != nil,
-			Detached:       ps != nil && ps.Exited() && ps.ExitCode() == exitDetached,
-			Attached:       !stopping && s.stillOurs(backendID),
-			NotRestartable: notRestartable(s.cfg, format),
-			Ran:            time.Since(started), Quick: quick,
-		})
-		quick = d.Quick
+		d := s.decide(srv, awaitServer(srv.cmd, sigs, &s.stopping))
+		s.quick = d.Quick
 		switch d.Action {
 		case stopSupervising:
 			s.logf("%s", d.Why)
 			return 0
 		case giveUp:
 			s.giveUp(d.Why)
-			return s.waitAfterGivingUp(ctx, sigs, backendID, nil)
+			return s.waitAfterGivingUp(ctx, sigs, nil)
 		case giveUpRetry:
 			s.giveUp(d.Why)
 			retry := make(chan struct{}, 1)
-			if code := s.waitAfterGivingUp(ctx, sigs, backendID, retry); code >= 0 {
+			if code := s.waitAfterGivingUp(ctx, sigs, retry); code >= 0 {
 				return code
 			}
-			quick = 0
-			d.Delay = restartDelay(quick)
-			d.Why = fmt.Sprintf("/dev/nbd%d: server %s; restarting", s.index, lastExit)
+			s.quick = 0
+			d.Delay = restartDelay(s.quick)
+			d.Why = fmt.Sprintf("%s: server %s; restarting", deviceName(s.index), s.lastExit)
 		}
 		s.logf("%s", d.Why)
 		time.Sleep(d.Delay)
 		s.awaitDeadLinks(time.Second)
-		restarts++
+		s.restarts++
+		if srv, _ = s.startServer(s.last.takeover(s.restarts, s.lastExit)); srv.err != nil {
+			s.logf("%s: restart failed: %v", deviceName(s.index), srv.err)
+		}
 	}
+}
+
+// reportFirst reports the first server's start to attach. It returns
+// false, with the exit status, when the supervisor's job ends there: the
+// server failed, or attach is gone (interrupted) and nobody knows about
+// the device, which is then undone as an unsupervised server would.
+func (s *supervisor) reportFirst(srv running, res Result, reportParent func(Result) error) (int, bool) {
+	if srv.err != nil && res.Error == "" {
+		res.Error = srv.err.Error()
+	}
+	if rerr := reportParent(res); rerr != nil && res.Error == "" {
+		s.logf("reporting to attach failed (%v); detaching", rerr)
+		srv.cmd.Process.Signal(syscall.SIGTERM)
+		srv.cmd.Wait()
+		return 1, false
+	}
+	if res.Error != "" {
+		if srv.cmd != nil {
+			srv.cmd.Wait()
+		}
+		return 1, false
+	}
+	return 0, true
+}
+
+// startServer starts a server taking over the device of takeover (nil: a
+// new device) and notes the record of a server that attached.
+func (s *supervisor) startServer(takeover *State) (running, Result) {
+	srv := running{started: time.Now()}
+	var res Result
+	srv.cmd, res, srv.err = s.start(takeover)
+	if srv.err == nil && res.State == nil {
+		srv.err = errors.New(res.Error)
+	}
+	if srv.err != nil {
+		s.lastExit = "restart failed: " + srv.err.Error()
+		return srv, res
+	}
+	s.mu.Lock()
+	s.index = res.State.Config.Index
+	s.linkDeads = 0
+	s.mu.Unlock()
+	s.last = res.State
+	return srv, res
+}
+
+// decide turns how the server ended (ps) into the restart policy's facts
+// and returns its decision.
+func (s *supervisor) decide(srv running, ps *os.ProcessState) restartDecision {
+	if srv.err == nil {
+		s.lastExit = exitReason(ps)
+	}
+	var backendID, format string
+	if s.last != nil {
+		backendID, format = s.last.BackendID, s.last.Format
+	}
+	return decideRestart(serverEnd{
+		Index: s.index, LastExit: s.lastExit, Stopping: s.stopping, Failed: srv.err != nil,
+		Detached:       ps != nil && ps.Exited() && ps.ExitCode() == exitDetached,
+		Attached:       !s.stopping && s.stillOurs(backendID),
+		NotRestartable: notRestartable(s.cfg, format),
+		Ran:            time.Since(srv.started), Quick: s.quick,
+	})
 }
 
 // awaitServer waits for the server to end, and meanwhile for the signals
@@ -338,33 +315,13 @@ func awaitServer(cmd *exec.Cmd, sigs <-chan os.Signal, stopping *bool) *os.Proce
 
 // start starts a server process and reads its Result. A nil error with a
 // Result.Error means the server started and then failed.
-func (s *supervisor) start(r *resumeInfo) (*exec.Cmd, Result, error) {
-	b, err := json.Marshal(s.cfg)
-	if err != nil {
-		return nil, Result{}, err
-	}
-	rp, wp, err := os.Pipe()
+func (s *supervisor) start(takeover *State) (*exec.Cmd, Result, error) {
+	c := child{command: ServeCommand, cfg: s.cfg, takeover: takeover, memFile: s.memFile, supervisor: os.Getpid()}
+	cmd, rp, err := c.start(s.exe, false)
 	if err != nil {
 		return nil, Result{}, err
 	}
 	defer rp.Close()
-	cmd := exec.Command(s.exe, ServeCommand)
-	cmd.Env = append(os.Environ(), serveEnv+"="+string(b), fmt.Sprintf("%s=%d", supervisEnv, os.Getpid()))
-	if r != nil {
-		rb, _ := json.Marshal(r)
-		cmd.Env = append(cmd.Env, resumeEnv+"="+string(rb))
-	}
-	cmd.ExtraFiles = []*os.File{wp}
-	if s.memFile != nil {
-		cmd.ExtraFiles = append(cmd.ExtraFiles, s.memFile)
-		cmd.Env = append(cmd.Env, memEnv+"=1")
-	}
-	cmd.Stderr = os.Stderr
-	if err := cmd.Start(); err != nil {
-		wp.Close()
-		return nil, Result{}, fmt.Errorf("starting the server process: %w", err)
-	}
-	wp.Close()
 	res, err := receiveResult(rp)
 	if err != nil {
 		return cmd, Result{}, fmt.Errorf("the server process exited before attaching (%s)", waitReason(cmd))
@@ -441,7 +398,7 @@ func (s *supervisor) giveUp(reason string) {
 // after giving up, until SIGHUP asks for another try (it returns -1 if
 // retry is not nil), SIGUSR2 or SIGTERM ends it, or the device is detached
 // (it returns 0).
-func (s *supervisor) waitAfterGivingUp(ctx context.Context, sigs chan os.Signal, backendID string, retry chan struct{}) int {
+func (s *supervisor) waitAfterGivingUp(ctx context.Context, sigs chan os.Signal, retry chan struct{}) int {
 	tick := time.NewTicker(2 * time.Second)
 	defer tick.Stop()
 	for {
@@ -460,7 +417,7 @@ func (s *supervisor) waitAfterGivingUp(ctx context.Context, sigs chan os.Signal,
 				return 0
 			}
 		case <-tick.C:
-			if !s.stillOurs(backendID) {
+			if s.last == nil || !s.stillOurs(s.last.BackendID) {
 				return 0
 			}
 		case <-ctx.Done():
@@ -475,8 +432,5 @@ func (s *supervisor) redirectLog() {
 	if s.index < 0 {
 		return
 	}
-	if lf, err := openDeviceLog(StateDir(), s.index); err == nil {
-		unix.Dup2(int(lf.Fd()), 2)
-		lf.Close()
-	}
+	redirectStderr(StateDir(), s.index)
 }
