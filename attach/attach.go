@@ -94,7 +94,7 @@ func RunServerProcess() int {
 		signal.Notify(restart, syscall.SIGUSR1)
 		so.restartRequested = restart
 	}
-	switch err := serve(ctx, c.cfg, true, so, report); {
+	switch err := serve(ctx, realHost(), c.cfg, true, so, report); {
 	case err == nil:
 		return exitDetached
 	case errors.Is(err, errConnectionsLost):

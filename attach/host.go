@@ -1,6 +1,7 @@
 package attach
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"syscall"
@@ -10,10 +11,11 @@ import (
 	"github.com/nbdloop/nbdloop/kernel"
 )
 
-// host is what the device lifecycle (list, detach, restart) needs from the
-// machine: the driver's view in sysfs, netlink DISCONNECT, mount points,
-// exclusive opens and partition rescans, and the state directory. The real
-// one is realHost; tests give a fake sysfs tree and fake calls, and run the
+// host is what the device lifecycle (serve, list, detach, restart) needs
+// from the machine: the driver (netlink) and its view in sysfs, device
+// nodes becoming usable, mount points, exclusive opens and partition
+// rescans, the process protections and the state directory. The real one
+// is realHost; tests give a fake sysfs tree and fake calls, and run the
 // lifecycle without root or the driver.
 type host struct {
 	sys      kernel.Sysfs
@@ -29,18 +31,46 @@ type host struct {
 	busy func(dev string) bool
 	// rescan drops the partition nodes of a disconnected device.
 	rescan func(index int)
+	// openDriver opens the driver's netlink family for a server.
+	openDriver func() (driver, error)
+	// settle waits until a new device (and with partScan its partition
+	// nodes) can be used, and returns its partitions.
+	settle func(ctx context.Context, index int, partScan bool) ([]string, error)
+	// protect applies a server's process protections (mlockall with
+	// lock) and returns notes for its log.
+	protect func(lock bool) []string
+}
+
+// driver is what a server needs from the NBD driver (kernel.Family).
+type driver interface {
+	Connect(kernel.ConnectRequest) (int, error)
+	Reconfigure(kernel.ReconfigureRequest) error
+	Disconnect(index int) error
+}
+
+// openDriver opens the real driver's family, saying how to load it when it
+// is missing.
+func openDriver() (driver, error) {
+	fam, err := kernel.Open()
+	if errors.Is(err, kernel.ErrNoDriver) {
+		return nil, fmt.Errorf("%w (load the driver: modprobe nbd)", err)
+	} else if err != nil {
+		return nil, err
+	}
+	return fam, nil
 }
 
 // realHost is the machine itself.
 func realHost() host {
 	return host{
-		sys:      kernel.Sysfs{},
-		stateDir: StateDir(),
+		sys:        kernel.Sysfs{},
+		stateDir:   StateDir(),
+		openDriver: openDriver,
+		settle:     settle,
+		protect:    protect,
 		disconnect: func(index int) error {
-			fam, err := kernel.Open()
-			if errors.Is(err, kernel.ErrNoDriver) {
-				return fmt.Errorf("%w (load the driver: modprobe nbd)", err)
-			} else if err != nil {
+			fam, err := openDriver()
+			if err != nil {
 				return err
 			}
 			if err := fam.Disconnect(index); err != nil {

@@ -36,7 +36,7 @@ type Result struct {
 // If report fails (the parent is gone), Serve undoes the attach: nobody
 // would know about the device.
 func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) error) error {
-	return serve(ctx, cfg, daemon, serveOptions{}, report)
+	return serve(ctx, realHost(), cfg, daemon, serveOptions{}, report)
 }
 
 // serveOptions are what a supervised server gets from its supervisor.
@@ -66,8 +66,8 @@ var (
 	errRestartRequested = errors.New("restart requested")
 )
 
-func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report func(Result) error) error {
-	r := &serverRun{ctx: ctx, cfg: cfg, daemon: daemon, so: so, report: report,
+func serve(ctx context.Context, h host, cfg Config, daemon bool, so serveOptions, report func(Result) error) error {
+	r := &serverRun{ctx: ctx, host: h, cfg: cfg, daemon: daemon, so: so, report: report,
 		logger: log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)}
 	defer r.cleanUp()
 	for _, step := range []func() error{r.check, r.openSource, r.startServing, r.handToKernel, r.settle, r.record} {
@@ -87,6 +87,7 @@ func serve(ctx context.Context, cfg Config, daemon bool, so serveOptions, report
 // the end.
 type serverRun struct {
 	ctx    context.Context
+	host   host
 	cfg    Config
 	daemon bool
 	so     serveOptions
@@ -102,7 +103,7 @@ type serverRun struct {
 	src    sources.Source // the source, or the filter chain over it
 	stack  *filters.Stack
 
-	fam         *kernel.Family
+	fam         driver
 	srv         *nbd.Server
 	flags       uint64
 	ro          bool
@@ -158,7 +159,7 @@ func (r *serverRun) check() error {
 		return err
 	}
 	r.spec = spec
-	r.notes = protect(spec.Kind != KindMemory)
+	r.notes = r.host.protect(spec.Kind != KindMemory)
 	if err := checkFiles(r.cfg.Files); err != nil {
 		return err
 	}
@@ -218,10 +219,8 @@ func (r *serverRun) openSource() error {
 // ends of one socketpair per connection. Serving starts before CONNECT:
 // the kernel reads the partition table as soon as the device exists.
 func (r *serverRun) startServing() error {
-	fam, err := kernel.Open()
-	if errors.Is(err, kernel.ErrNoDriver) {
-		return fmt.Errorf("%w (load the driver: modprobe nbd)", err)
-	} else if err != nil {
+	fam, err := r.host.openDriver()
+	if err != nil {
 		return err
 	}
 	r.fam = fam
@@ -281,7 +280,7 @@ func (r *serverRun) handToKernel() error {
 			r.conns.Wait()
 			return fmt.Errorf("/dev/nbd%d: handing new connections to the kernel (RECONFIGURE): %w", r.index, err)
 		}
-		r.parts, _ = kernel.Sysfs{}.Partitions(r.index)
+		r.parts, _ = r.host.sys.Partitions(r.index)
 	} else {
 		r.backendID = newBackendID()
 		index, err := r.fam.Connect(kernel.ConnectRequest{
@@ -313,7 +312,7 @@ func (r *serverRun) settle() error {
 	if r.so.resume != nil {
 		return nil
 	}
-	parts, err := settle(r.ctx, r.index, r.cfg.PartScan)
+	parts, err := r.host.settle(r.ctx, r.index, r.cfg.PartScan)
 	if err != nil {
 		return fmt.Errorf("%s: %w", r.dev, err)
 	}
@@ -342,7 +341,7 @@ func (r *serverRun) record() error {
 	if res := so.resume; res != nil {
 		st.Restarts, st.LastExit, st.Attached = res.Restarts, res.LastExit, res.Attached
 	}
-	dir := StateDir()
+	dir := r.host.stateDir
 	if err := writeState(dir, st); err != nil {
 		return err
 	}
@@ -384,7 +383,7 @@ func (r *serverRun) serveUntilEnd() error {
 		logger.Printf("%s: restarted (restart %d; the previous server %s)", dev, r.st.Restarts, r.st.LastExit)
 	}
 	logger.Printf("%s: serving %s (%d bytes, %d connections, flags %#x)", dev, r.opened.Desc, src.Size(), r.cfg.Connections, r.flags)
-	r.deferUndo(startStats(StateDir(), r.st, r.stack, logger.Printf))
+	r.deferUndo(startStats(r.host.stateDir, r.st, r.stack, logger.Printf))
 
 	served := make(chan struct{})
 	go func() { r.conns.Wait(); close(served) }()
