@@ -247,7 +247,9 @@ func TestLifecycleServeFails(t *testing.T) {
 			os.Remove(cfg.Source)
 		}},
 		{name: "no driver", want: "modprobe nbd", setup: func(t *testing.T, f *fakeHost, d *fakeDriver, cfg *Config) {
-			f.host.openDriver = func() (driver, error) { return nil, errors.New("NBD driver not loaded (load the driver: modprobe nbd)") }
+			f.host.openDriver = func() (driver, error) {
+				return nil, errors.New("NBD driver not loaded (load the driver: modprobe nbd)")
+			}
 		}},
 		{name: "device busy", want: "/dev/nbd2: device is in use", setup: func(t *testing.T, f *fakeHost, d *fakeDriver, cfg *Config) {
 			cfg.Index, d.connectErr = 2, syscall.EBUSY
