@@ -10,22 +10,26 @@
 //     image's named files may be), probe.go, probe_qcow2.go and
 //     probe_vmdk.go (the probe table's formats), guard.go (a probed-raw
 //     file stays raw), composite.go (--concat, --partitions, --partition),
-//     memory.go (memory:), exec.go (exec:), size.go (SIZE values).
+//     memory.go (memory:), exec.go (exec:).
 //   - The attach request: config.go (Config, its defaults and checks),
 //     paths.go (paths made absolute and files pinned by device and inode),
 //     filters.go (the --filter chain and its statistics file).
 //   - The server and supervisor processes: attach.go (Attach, Foreground,
-//     re-executing nbdloop, the result pipe), serve.go (one server: open,
-//     hand the sockets to the kernel, record, serve until detached or
-//     handed over), supervise.go (restarting a dead server), policy.go
+//     the server process's body), daemon.go (re-executing nbdloop as a
+//     server or supervisor: the environment, the result pipe, the memfd),
+//     serve.go (one server: open, hand the sockets to the kernel, record,
+//     serve until detached or handed over), device.go (the device becoming
+//     usable, CONNECT errors), supervise.go (restarting a dead server), policy.go
 //     (the restart policy, a pure function), lock.go (image locks),
 //     protect.go (memory-reclaim protection), process.go (processes named
 //     by pid and start time, signalled through pidfds).
-//   - The records: state.go (/run/nbdloop: one record and one log per
-//     device).
-//   - The lifecycle on the host: host.go (what list, detach and restart
-//     need from the machine; tests give a fake), list.go, detach.go,
-//     restart.go.
+//   - The records: state.go (/run/nbdloop: one record per device, State,
+//     which a restarted server takes over and attach and list show as a
+//     Device; and one log per device).
+//   - The lifecycle on the host: host.go (what serve, list, detach and
+//     restart need from the machine: the driver, sysfs, device nodes, the
+//     state directory; tests give fakes and run it all without root),
+//     list.go, detach.go, restart.go.
 //
 // The help texts that describe all this to users live in cmd/nbdloop.
 package attach
