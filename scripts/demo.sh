@@ -13,4 +13,4 @@ fi
 echo "demo: no NBD driver here; running in the VM harness (qemu, Debian's kernel)"
 scripts/install-deps.sh
 scripts/vm/setup.sh >/dev/null
-exec scripts/vm/run.sh --timeout 900 -- 'scripts/vm/modprobe.sh nbd nbds_max=16 max_part=16 && scripts/vm/modprobe.sh btrfs && scripts/demo-steps.sh'
+exec scripts/vm/run.sh --timeout 1800 -- 'scripts/vm/modprobe.sh nbd nbds_max=16 max_part=16 && scripts/vm/modprobe.sh btrfs && scripts/demo-steps.sh'

@@ -36,7 +36,10 @@ one() {
 	else
 		res=FAIL
 	fi
-	line="$pkg $f: $res after $(( $(date +%s) - start ))s, $(grep -o 'execs: [0-9]*' "$log" | tail -1), $(grep -o 'new interesting: [0-9]*' "$log" | tail -1) ($log)"
+	secs=$(($(date +%s) - start))
+	execs=$(grep -o 'execs: [0-9]*' "$log" | tail -1)
+	found=$(grep -o 'new interesting: [0-9]*' "$log" | tail -1)
+	line="$pkg $f: $res after ${secs} s, $execs, $found ($log)"
 	echo "$line"
 	echo "$line" >>"$out/summary"
 	[ "$res" = ok ]
