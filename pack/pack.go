@@ -1,33 +1,8 @@
-// Package pack compresses a disk image into a random-access-friendly file:
-// `nbdloop pack IMAGE -o OUT.xz` or `-o OUT.zst`.
-//
-// The image is cut into blocks of Options.BlockSize uncompressed bytes,
-// compressed in parallel on all cores (Options.Workers) and written in
-// order, so that nbdloop (or nbdkit's xz filter) can decode any block on
-// its own:
-//
-//   - xz: one stream of LZMA2 blocks whose headers carry both sizes (as
-//     multi-threaded xz writes them, so xz -T0 also decompresses it in
-//     parallel), a CRC64 check per block, then the index. Compressed with
-//     github.com/ulikunitz/xz/lzma (its hash-table matcher);
-//     Options.Level 0..9 picks the dictionary size of xz's presets, capped
-//     at the block size. ulikunitz/xz compresses at a few MiB/s per core,
-//     several times slower than xz(1).
-//   - zstd: the seekable format: one frame per block (with its content
-//     size and checksum) and a seek table in a final skippable frame, which
-//     ordinary zstd tools skip. Compressed with
-//     github.com/klauspost/compress/zstd at Options.Level (zstd's 1..22
-//     scale, mapped to the encoder's four speeds).
-//
-// Both outputs decompress with the standard xz and zstd tools.
 package pack
 
 import (
-	"errors"
 	"fmt"
 	"io"
-	"runtime"
-	"sync"
 )
 
 // Formats.
@@ -77,126 +52,56 @@ type blockCodec interface {
 
 // Pack compresses the size bytes of src into dst (see the package doc).
 func Pack(dst io.Writer, src io.ReaderAt, size int64, opts Options) (Result, error) {
-	var codec blockCodec
-	var err error
-	switch opts.Format {
-	case XZ:
-		if opts.BlockSize <= 0 {
-			opts.BlockSize = DefaultXZBlockSize
-		}
-		if opts.Level < 0 {
-			opts.Level = DefaultXZLevel
-		}
-		codec, err = newXZCodec(opts)
-	case Zstd:
-		if opts.BlockSize <= 0 {
-			opts.BlockSize = DefaultZstdBlockSize
-		}
-		if opts.Level < 0 {
-			opts.Level = DefaultZstdLevel
-		}
-		codec, err = newZstdCodec(opts)
-	default:
-		return Result{}, fmt.Errorf("unknown format %q (use xz or zstd)", opts.Format)
-	}
+	codec, err := newCodec(&opts)
 	if err != nil {
 		return Result{}, err
-	}
-	if opts.BlockSize > 1<<30 || (opts.Format == Zstd && opts.BlockSize > 1<<31-1) {
-		return Result{}, fmt.Errorf("block size %d is larger than 1 GiB", opts.BlockSize)
-	}
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = runtime.GOMAXPROCS(0)
 	}
 	res := Result{}
 	if _, err := dst.Write(codec.header()); err != nil {
 		return res, err
 	}
 	res.Out += int64(len(codec.header()))
-
-	n := int((size + opts.BlockSize - 1) / opts.BlockSize)
-	type job struct {
-		out []byte
-		err error
-		in  int64
+	if err := writeBlocks(dst, src, size, opts, codec, &res); err != nil {
+		return res, err
 	}
-	results := make([]chan job, n)
-	for i := range results {
-		results[i] = make(chan job, 1)
-	}
-	// Blocks are handed out in order; at most 2 per worker are in flight
-	// (read, compressed, or waiting to be written), which bounds memory.
-	slots := make(chan struct{}, 2*workers)
-	next := make(chan int)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := 0; w < workers; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, opts.BlockSize)
-			for i := range next {
-				off := int64(i) * opts.BlockSize
-				p := buf[:min(opts.BlockSize, size-off)]
-				var j job
-				if _, err := src.ReadAt(p, off); err != nil && !(errors.Is(err, io.EOF) && off+int64(len(p)) == size) {
-					j.err = fmt.Errorf("reading bytes %d..%d: %w", off, off+int64(len(p)), err)
-				} else {
-					j.out, j.err = codec.block(p)
-					j.in = int64(len(p))
-				}
-				results[i] <- j
-			}
-		}()
-	}
-	go func() {
-		defer close(next)
-		for i := 0; i < n; i++ {
-			select {
-			case slots <- struct{}{}:
-			case <-stop:
-				return
-			}
-			select {
-			case next <- i:
-			case <-stop:
-				return
-			}
-		}
-	}()
-	var werr error
-	for i := 0; i < n; i++ {
-		j := <-results[i]
-		<-slots
-		if j.err != nil {
-			werr = j.err
-			break
-		}
-		if _, err := dst.Write(j.out); err != nil {
-			werr = err
-			break
-		}
-		codec.add(j.in, int64(len(j.out)), j.out)
-		res.In += j.in
-		res.Out += int64(len(j.out))
-		res.Blocks++
-		if opts.Progress != nil {
-			opts.Progress(res.In, res.Out)
-		}
-	}
-	if werr != nil {
-		// The feeder stops handing out blocks and closes next; the
-		// workers finish the block in hand (results are buffered) and exit.
-		close(stop)
-		wg.Wait()
-		return res, werr
-	}
-	wg.Wait()
 	tr := codec.trailer()
 	if _, err := dst.Write(tr); err != nil {
 		return res, err
 	}
 	res.Out += int64(len(tr))
 	return res, nil
+}
+
+// newCodec fills in the defaults of opts' format and returns its codec.
+func newCodec(opts *Options) (blockCodec, error) {
+	var codec blockCodec
+	var err error
+	switch opts.Format {
+	case XZ:
+		opts.setDefaults(DefaultXZBlockSize, DefaultXZLevel)
+		codec, err = newXZCodec(*opts)
+	case Zstd:
+		opts.setDefaults(DefaultZstdBlockSize, DefaultZstdLevel)
+		codec, err = newZstdCodec(*opts)
+	default:
+		return nil, fmt.Errorf("unknown format %q (use xz or zstd)", opts.Format)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if opts.BlockSize > 1<<30 || (opts.Format == Zstd && opts.BlockSize > 1<<31-1) {
+		return nil, fmt.Errorf("block size %d is larger than 1 GiB", opts.BlockSize)
+	}
+	return codec, nil
+}
+
+// setDefaults sets a block size of 0 or less to blockSize and a level
+// below 0 to level.
+func (o *Options) setDefaults(blockSize int64, level int) {
+	if o.BlockSize <= 0 {
+		o.BlockSize = blockSize
+	}
+	if o.Level < 0 {
+		o.Level = level
+	}
 }

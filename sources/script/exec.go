@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"time"
@@ -26,35 +25,56 @@ type execCaller struct {
 	timeout time.Duration
 }
 
-// reply is the outcome of one call of the program (or one request to a
-// persistent one): status is statusOK, statusMissing, statusFalse, or
-// statusError with err set.
-type reply struct {
-	status int
-	out    string // stdout (nbdkit mode) or the status line's value (persistent)
-	err    error  // *Error when status is statusError
-}
-
 // call runs `path args...` with in on its stdin (nil: /dev/null). With dst
 // set (pread), stdout must be exactly len(dst) bytes and goes into dst;
 // otherwise stdout, up to maxOutput bytes, is reply.out.
 func (c *execCaller) call(args []string, in, dst []byte) reply {
 	method := args[0]
-	fail := func(format string, a ...any) reply {
-		return reply{status: statusError, err: &Error{Script: c.path, Method: method, Errno: syscall.EIO, Msg: fmt.Sprintf(format, a...)}}
-	}
 	for _, a := range args {
 		if strings.IndexByte(a, 0) >= 0 {
-			return fail("argument %q contains a NUL byte", cleanMsg([]byte(a)))
+			return ioError(c.path, method, "argument %q contains a NUL byte", cleanMsg([]byte(a)))
 		}
 	}
 	p, err := c.start(args, in != nil)
 	if err != nil {
-		return fail("%v", err)
+		return ioError(c.path, method, "%v", err)
 	}
 	deadline := time.Now().Add(c.timeout)
 	p.setDeadline(deadline)
+	finish := pipeHelpers(p, in)
 
+	// stdout first: the program may not exit before its output is read.
+	out, short, err := readStdout(p.stdout, dst)
+	if err != nil {
+		p.kill()
+		finish()
+		if isTimeout(err) {
+			return ioError(c.path, method, "timed out after %v (killed)", c.timeout)
+		}
+		return ioError(c.path, method, "%v (killed)", err)
+	}
+	state, timedOut := p.wait(deadline)
+	stderr := finish()
+	if timedOut {
+		return ioError(c.path, method, "timed out after %v (killed)", c.timeout)
+	}
+	return c.exitReply(method, state, stderr, out, short, len(dst))
+}
+
+func (c *execCaller) close() error { return nil }
+
+// start starts the program in a process group of its own, so that kill
+// reaches whatever it started too.
+func (c *execCaller) start(args []string, withInput bool) (*proc, error) {
+	return startProc(c.path, args, c.env, withInput, true)
+}
+
+// pipeHelpers starts the two helpers of a call: one writes in to the
+// program's stdin and closes it (none when in is nil), one reads its
+// stderr, keeping maxStderr bytes. The finish it returns waits for both,
+// which end by the deadline at the latest, then releases our pipe ends and
+// returns the stderr kept.
+func pipeHelpers(p *proc, in []byte) (finish func() []byte) {
 	inDone := make(chan struct{})
 	if in != nil {
 		go func() {
@@ -72,196 +92,66 @@ func (c *execCaller) call(args []string, in, dst []byte) reply {
 		b, _ := readBounded(p.stderr, maxStderr, true)
 		errDone <- b
 	}()
-	// finish waits for the helpers, which end by the deadline at the
-	// latest, then releases our pipe ends.
-	finish := func() []byte {
+	return func() []byte {
 		<-inDone
 		b := <-errDone
 		p.closePipes()
 		return b
 	}
+}
 
-	// stdout first: the program may not exit before its output is read.
-	var out []byte
-	var outErr error
-	short := -1 // pread: bytes received when fewer than len(dst)
+// readStdout reads the program's stdout. With dst set, it reads exactly
+// len(dst) bytes into dst; short is the count received when the program
+// printed fewer, else -1. Without, out is all of stdout. err is a read
+// error (the deadline passing, say) or output beyond those bounds.
+func readStdout(r io.Reader, dst []byte) (out []byte, short int, err error) {
 	if dst != nil {
-		n, err := io.ReadFull(p.stdout, dst)
-		switch {
-		case err == nil:
-			var extra [1]byte
-			if k, err := p.stdout.Read(extra[:]); k > 0 {
-				outErr = fmt.Errorf("printed more than the %d bytes asked for", len(dst))
-			} else if err != io.EOF {
-				outErr = err
-			}
-		case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
-			short = n
-		default:
-			outErr = err
-		}
-	} else {
-		out, outErr = readBounded(p.stdout, maxOutput+1, false)
-		if outErr == nil && len(out) > maxOutput {
-			outErr = fmt.Errorf("printed more than %d bytes", maxOutput)
-		}
+		short, err = readExactly(r, dst)
+		return nil, short, err
 	}
-	if outErr != nil {
-		p.kill()
-		finish()
-		if errors.Is(outErr, os.ErrDeadlineExceeded) {
-			return fail("timed out after %v (killed)", c.timeout)
-		}
-		return fail("%v (killed)", outErr)
+	out, err = readBounded(r, maxOutput+1, false)
+	if err == nil && len(out) > maxOutput {
+		err = fmt.Errorf("printed more than %d bytes", maxOutput)
 	}
+	return out, -1, err
+}
 
-	state, timedOut := p.wait(deadline)
-	stderr := finish()
-	if timedOut {
-		return fail("timed out after %v (killed)", c.timeout)
+// readExactly reads r to its end into dst, which it must fill exactly:
+// short is the count received when r ends sooner, else -1; more than
+// len(dst) bytes is an error.
+func readExactly(r io.Reader, dst []byte) (short int, err error) {
+	n, err := io.ReadFull(r, dst)
+	switch {
+	case err == nil:
+		var extra [1]byte
+		if k, err := r.Read(extra[:]); k > 0 {
+			return -1, fmt.Errorf("printed more than the %d bytes asked for", len(dst))
+		} else if err != io.EOF {
+			return -1, err
+		}
+		return -1, nil
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return n, nil
+	default:
+		return -1, err
 	}
+}
+
+// exitReply is the reply for how the program ended: by a signal, with an
+// exit status, or with status 0 after printing short bytes (-1: all) of
+// the want that pread asked for.
+func (c *execCaller) exitReply(method string, state *os.ProcessState, stderr, out []byte, short, want int) reply {
 	ws, _ := state.Sys().(syscall.WaitStatus)
 	if ws.Signaled() {
-		return fail("killed by signal %d (%v)", int(ws.Signal()), ws.Signal())
+		return ioError(c.path, method, "%s", killedBy(ws))
 	}
-	switch code := ws.ExitStatus(); code {
-	case statusOK:
-		if short >= 0 {
-			return fail("printed %d bytes, want %d", short, len(dst))
-		}
-		return reply{status: statusOK, out: string(out)}
-	case statusMissing, statusFalse:
-		return reply{status: code}
-	default:
-		errno, msg := parseFailure(stderr)
-		if msg == "" {
-			msg = fmt.Sprintf("exit status %d and nothing on stderr", code)
-		}
-		return reply{status: statusError, err: &Error{Script: c.path, Method: method, Errno: errno, Msg: msg}}
+	if code := ws.ExitStatus(); code != statusOK {
+		return statusReply(c.path, method, code, stderr, "exit status %d and nothing on stderr")
 	}
-}
-
-func (c *execCaller) close() error { return nil }
-
-// proc is a started program and our ends of its pipes, which are
-// non-blocking, so reads and writes obey deadlines.
-type proc struct {
-	cmd            *exec.Cmd
-	stdin          *os.File // nil when there is no input
-	stdout, stderr *os.File // stderr is nil when not captured
-	waited         chan struct{}
-	state          *os.ProcessState
-	mark           string // its callVar
-}
-
-// start starts the program in a process group of its own, so that kill
-// reaches whatever it started too.
-func (c *execCaller) start(args []string, withInput bool) (*proc, error) {
-	return startProc(c.path, args, c.env, withInput, true)
-}
-
-func startProc(path string, args, env []string, withInput, captureStderr bool) (p *proc, err error) {
-	var closers []*os.File
-	defer func() {
-		for _, f := range closers {
-			f.Close()
-		}
-	}()
-	mark := newMark()
-	cmd := exec.Command(path, args...)
-	cmd.Env = append(env[:len(env):len(env)], callVar+"="+mark)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	p = &proc{cmd: cmd, waited: make(chan struct{}), mark: mark}
-	pipe := func() (r, w *os.File, err error) {
-		r, w, err = os.Pipe()
-		if err != nil {
-			return nil, nil, fmt.Errorf("creating a pipe: %w", err)
-		}
-		return r, w, nil
+	if short >= 0 {
+		return ioError(c.path, method, "printed %d bytes, want %d", short, want)
 	}
-	var ours []*os.File
-	if withInput {
-		r, w, err := pipe()
-		if err != nil {
-			return nil, err
-		}
-		cmd.Stdin, p.stdin = r, w
-		closers, ours = append(closers, r), append(ours, w)
-	}
-	r, w, err := pipe()
-	if err != nil {
-		closeAll(ours)
-		return nil, err
-	}
-	cmd.Stdout, p.stdout = w, r
-	closers, ours = append(closers, w), append(ours, r)
-	if captureStderr {
-		r, w, err := pipe()
-		if err != nil {
-			closeAll(ours)
-			return nil, err
-		}
-		cmd.Stderr, p.stderr = w, r
-		closers, ours = append(closers, w), append(ours, r)
-	}
-	if err := cmd.Start(); err != nil {
-		closeAll(ours)
-		return nil, err
-	}
-	go func() {
-		cmd.Wait()
-		p.state = cmd.ProcessState
-		close(p.waited)
-	}()
-	return p, nil
-}
-
-func closeAll(fs []*os.File) {
-	for _, f := range fs {
-		f.Close()
-	}
-}
-
-func (p *proc) setDeadline(t time.Time) {
-	for _, f := range []*os.File{p.stdin, p.stdout, p.stderr} {
-		if f != nil {
-			f.SetDeadline(t)
-		}
-	}
-}
-
-// kill kills the program's process group, ends any read or write of our
-// pipe ends in progress (by moving their deadline to now), waits for the
-// program, and then kills what it started outside its group (strays.go). Killing the group before the program is reaped is safe: its
-// pid, the group's id, cannot be reused before that. (A group whose leader
-// was already reaped keeps its id while any member lives.)
-func (p *proc) kill() {
-	syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
-	p.setDeadline(time.Now())
-	<-p.waited
-	killMarked(callVar, p.mark)
-}
-
-func (p *proc) closePipes() {
-	for _, f := range []*os.File{p.stdin, p.stdout, p.stderr} {
-		if f != nil {
-			f.Close()
-		}
-	}
-}
-
-// wait waits for the program to exit until deadline, then kills its
-// process group. It reports whether the deadline passed.
-func (p *proc) wait(deadline time.Time) (*os.ProcessState, bool) {
-	t := time.NewTimer(time.Until(deadline))
-	defer t.Stop()
-	select {
-	case <-p.waited:
-		return p.state, false
-	case <-t.C:
-		p.kill()
-		return p.state, true
-	}
+	return reply{status: statusOK, out: string(out)}
 }
 
 // readBounded reads r to its end and returns the first limit bytes. With

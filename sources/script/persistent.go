@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"strings"
 	"sync"
 	"syscall"
@@ -102,16 +101,6 @@ func (c *persistentCaller) stop(grace time.Duration) string {
 	return describeExit(p.state)
 }
 
-func describeExit(st *os.ProcessState) string {
-	if st == nil {
-		return "not started"
-	}
-	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
-		return fmt.Sprintf("killed by signal %d (%v)", int(ws.Signal()), ws.Signal())
-	}
-	return fmt.Sprintf("exit status %d", st.ExitCode())
-}
-
 // call sends one request: the words of args on a line, then in. With dst
 // set, a successful reply is followed by exactly len(dst) bytes, read into
 // dst.
@@ -119,97 +108,125 @@ func (c *persistentCaller) call(args []string, in, dst []byte) reply {
 	method := args[0]
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	fail := func(format string, a ...any) reply {
-		return reply{status: statusError, err: &Error{Script: c.path, Method: method, Errno: syscall.EIO, Msg: fmt.Sprintf(format, a...)}}
+	if r, ok := c.ready(method, args); !ok {
+		return r
 	}
+	c.p.setDeadline(time.Now().Add(c.timeout))
+	if f := c.send(args, in); f != nil {
+		return c.broken(method, f)
+	}
+	r, f := c.receive(method, dst)
+	if f != nil {
+		return c.broken(method, f)
+	}
+	return r
+}
+
+// ready checks that a request can be sent, starting the program when it
+// is not running. When it cannot, ok is false and r is the error reply.
+func (c *persistentCaller) ready(method string, args []string) (r reply, ok bool) {
 	if c.closed {
-		return fail("the program was stopped")
+		return ioError(c.path, method, "the program was stopped"), false
 	}
 	for _, a := range args {
 		if strings.ContainsAny(a, " \n\x00") {
-			return fail("argument %q contains a space, newline or NUL", cleanMsg([]byte(a)))
+			return ioError(c.path, method, "argument %q contains a space, newline or NUL", cleanMsg([]byte(a))), false
 		}
 	}
 	if c.p == nil {
 		if err := c.start(); err != nil {
-			return fail("starting: %v", err)
+			return ioError(c.path, method, "starting: %v", err), false
 		}
 	}
-	// broken kills the program, which the next request starts again. A
-	// program that closed its stdout is probably exiting: it gets a moment
-	// to, so that the log shows its exit status.
-	grace := time.Duration(0)
-	broken := func(format string, a ...any) reply {
-		why := fmt.Sprintf(format, a...)
-		how := c.stop(grace)
-		r := fail("%s; %s", why, how)
-		c.logf("%v", r.err)
-		return r
-	}
-	deadline := time.Now().Add(c.timeout)
-	c.p.setDeadline(deadline)
-	timedOut := func(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+	return reply{}, true
+}
 
+// fault is a program breaking the protocol (or timing out): why, and the
+// grace it gets to exit before it is killed. A program that closed its
+// stdout is probably exiting: it gets a moment to, so that the log shows
+// its exit status.
+type fault struct {
+	why   string
+	grace time.Duration
+}
+
+func faultf(grace time.Duration, format string, a ...any) *fault {
+	return &fault{why: fmt.Sprintf(format, a...), grace: grace}
+}
+
+// broken kills the program after f, which the next request starts again,
+// and logs and returns the error reply.
+func (c *persistentCaller) broken(method string, f *fault) reply {
+	how := c.stop(f.grace)
+	r := ioError(c.path, method, "%s; %s", f.why, how)
+	c.logf("%v", r.err)
+	return r
+}
+
+// send writes the request line and in.
+func (c *persistentCaller) send(args []string, in []byte) *fault {
 	line := strings.TrimRight(strings.Join(args, " "), " ") + "\n"
 	if _, err := io.WriteString(c.p.stdin, line); err != nil {
-		if timedOut(err) {
-			return broken("timed out after %v sending the request", c.timeout)
+		if isTimeout(err) {
+			return faultf(0, "timed out after %v sending the request", c.timeout)
 		}
-		grace = time.Second // probably exited: EPIPE
-		return broken("sending the request: %v", err)
+		return faultf(time.Second, "sending the request: %v", err) // probably exited: EPIPE
 	}
 	if len(in) > 0 {
 		if _, err := c.p.stdin.Write(in); err != nil {
-			if timedOut(err) {
-				return broken("timed out after %v sending %d bytes", c.timeout, len(in))
+			if isTimeout(err) {
+				return faultf(0, "timed out after %v sending %d bytes", c.timeout, len(in))
 			}
-			grace = time.Second
-			return broken("sending %d bytes: %v", len(in), err)
+			return faultf(time.Second, "sending %d bytes: %v", len(in), err)
 		}
 	}
-	status, err := c.out.ReadSlice('\n')
-	switch {
-	case timedOut(err):
-		return broken("timed out after %v waiting for the reply", c.timeout)
-	case errors.Is(err, bufio.ErrBufferFull):
-		return broken("status line longer than %d bytes", maxStatusLine)
-	case errors.Is(err, io.EOF):
-		grace = time.Second
-		return broken("stdout closed before replying")
-	case err != nil:
-		return broken("reading the reply: %v", err)
+	return nil
+}
+
+// receive reads the reply: the status line, then, with dst set and
+// success, the data into dst.
+func (c *persistentCaller) receive(method string, dst []byte) (reply, *fault) {
+	code, rest, f := c.readStatus()
+	if f != nil {
+		return reply{}, f
 	}
-	code, rest, err := parseStatus(bytes.TrimSuffix(bytes.TrimSuffix(status, []byte("\n")), []byte("\r")))
-	if err != nil {
-		return broken("%v", err)
-	}
-	var r reply
-	switch code {
-	case statusOK:
-		r = reply{status: statusOK, out: rest}
-		if dst != nil {
-			if n, err := io.ReadFull(c.out, dst); err != nil {
-				if timedOut(err) {
-					return broken("timed out after %v with %d of %d bytes of data", c.timeout, n, len(dst))
-				}
-				return broken("sent %d of %d bytes of data: %v", n, len(dst), err)
+	r := reply{status: statusOK, out: rest}
+	if code != statusOK {
+		r = statusReply(c.path, method, code, []byte(rest), "status %d without an errno name")
+	} else if dst != nil {
+		if n, err := io.ReadFull(c.out, dst); err != nil {
+			if isTimeout(err) {
+				return reply{}, faultf(0, "timed out after %v with %d of %d bytes of data", c.timeout, n, len(dst))
 			}
+			return reply{}, faultf(0, "sent %d of %d bytes of data: %v", n, len(dst), err)
 		}
-	case statusMissing, statusFalse:
-		r = reply{status: code}
-	default:
-		errno, msg := parseFailure([]byte(rest))
-		if msg == "" {
-			msg = fmt.Sprintf("status %d without an errno name", code)
-		}
-		r = reply{status: statusError, err: &Error{Script: c.path, Method: method, Errno: errno, Msg: msg}}
 	}
 	// Output beyond the reply is a program out of step with its requests:
 	// the next reply could not be trusted.
 	if n := c.out.Buffered(); n > 0 {
-		return broken("%d bytes of output after the reply", n)
+		return reply{}, faultf(0, "%d bytes of output after the reply", n)
 	}
-	return r
+	return r, nil
+}
+
+// readStatus reads and parses the status line.
+func (c *persistentCaller) readStatus() (code int, rest string, f *fault) {
+	status, err := c.out.ReadSlice('\n')
+	switch {
+	case isTimeout(err):
+		return 0, "", faultf(0, "timed out after %v waiting for the reply", c.timeout)
+	case errors.Is(err, bufio.ErrBufferFull):
+		return 0, "", faultf(0, "status line longer than %d bytes", maxStatusLine)
+	case errors.Is(err, io.EOF):
+		return 0, "", faultf(time.Second, "stdout closed before replying")
+	case err != nil:
+		return 0, "", faultf(0, "reading the reply: %v", err)
+	}
+	code, rest, err = parseStatus(bytes.TrimSuffix(bytes.TrimSuffix(status, []byte("\n")), []byte("\r")))
+	if err != nil {
+		return 0, "", faultf(0, "%v", err)
+	}
+	return code, rest, nil
 }
 
 // close ends the program: end of file on its stdin, then up to the timeout

@@ -65,20 +65,27 @@ func programEnv(extra []string) []string {
 // than this one, and reaps those that were reparented to this process. It
 // returns how many it killed.
 func killMarked(name, value string) int {
-	want := []byte(name + "=" + value + "\x00")
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0
-	}
-	self := os.Getpid()
-	killed := 0
-	var ours []int
-	var pfds []int // of the killed, to wait for their end
+	pfds, ours := signalMarked([]byte(name + "=" + value + "\x00"))
 	defer func() {
 		for _, fd := range pfds {
 			unix.Close(fd)
 		}
 	}()
+	awaitEnd(pfds)
+	reap(ours)
+	return len(pfds)
+}
+
+// signalMarked sends SIGKILL to every process but this one whose
+// environment holds want (NAME=VALUE and its NUL). It returns a pidfd of
+// each process it killed, and the pids of those whose parent is this
+// process.
+func signalMarked(want []byte) (pfds, ours []int) {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, nil
+	}
+	self := os.Getpid()
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || pid == self {
@@ -93,7 +100,6 @@ func killMarked(name, value string) int {
 		if env, err := os.ReadFile("/proc/" + e.Name() + "/environ"); err == nil &&
 			(bytes.HasPrefix(env, want) || bytes.Contains(env, append([]byte{0}, want...))) {
 			if unix.PidfdSendSignal(pfd, syscall.SIGKILL, nil, 0) == nil {
-				killed++
 				pfds = append(pfds, pfd)
 				if parentOf(pid) == self {
 					ours = append(ours, pid)
@@ -103,8 +109,13 @@ func killMarked(name, value string) int {
 		}
 		unix.Close(pfd)
 	}
-	// A pidfd turns readable when its process has ended: return only
-	// once the killed are gone (SIGKILL is delivered asynchronously).
+	return pfds, ours
+}
+
+// awaitEnd returns once the processes of pfds have ended (SIGKILL is
+// delivered asynchronously), or after a second. A pidfd turns readable
+// when its process has ended.
+func awaitEnd(pfds []int) {
 	deadline := time.Now().Add(time.Second)
 	for _, fd := range pfds {
 		fds := []unix.PollFd{{Fd: int32(fd), Events: unix.POLLIN}}
@@ -114,10 +125,14 @@ func killMarked(name, value string) int {
 			}
 		}
 	}
-	// Reparented to us (we are a subreaper, or its parent was us): reap
-	// it, or it stays a zombie as long as we run.
-	deadline = time.Now().Add(time.Second)
-	for _, pid := range ours {
+}
+
+// reap waits for the killed processes that were reparented to us (we are
+// a subreaper, or their parent was us), for a second at most: unreaped,
+// each stays a zombie as long as we run.
+func reap(pids []int) {
+	deadline := time.Now().Add(time.Second)
+	for _, pid := range pids {
 		for {
 			var ws unix.WaitStatus
 			if p, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil); p != 0 || err != nil || time.Now().After(deadline) {
@@ -126,7 +141,6 @@ func killMarked(name, value string) int {
 			time.Sleep(5 * time.Millisecond)
 		}
 	}
-	return killed
 }
 
 // parentOf returns the parent pid of pid (0 if unknown).

@@ -106,6 +106,7 @@ func readProfiles(dir string) []*Profile {
 	return ps
 }
 
+// readProfile reads one profile/NAME/ folder.
 func readProfile(dir string) *Profile {
 	p := &Profile{Name: filepath.Base(dir), Machine: map[string]float64{}}
 	meta, _ := readKV(filepath.Join(dir, "meta.txt"))
@@ -122,50 +123,10 @@ func readProfile(dir string) *Profile {
 		p.IOPS = r.IOPS
 	}
 
-	names := []string{"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
-	a, b := readCPULine(filepath.Join(dir, "stat.before")), readCPULine(filepath.Join(dir, "stat.after"))
-	if a != nil && b != nil {
-		var total float64
-		for i := range names {
-			if i < len(a) && i < len(b) {
-				total += b[i] - a[i]
-			}
-		}
-		for i, n := range names {
-			if i < len(a) && i < len(b) && total > 0 {
-				p.Machine[n] = 100 * (b[i] - a[i]) / total
-			}
-		}
-	}
-
+	p.readMachine(dir)
 	if p.WindowS > 0 {
-		before, after := readProcs(filepath.Join(dir, "pids.before")), readProcs(filepath.Join(dir, "pids.after"))
-		for pid, t1 := range after {
-			t0, ok := before[pid]
-			if !ok || t0.comm != t1.comm {
-				continue
-			}
-			du, ds := (t1.utime-t0.utime)/tck, (t1.sys-t0.sys)/tck
-			if du+ds <= 0 {
-				continue
-			}
-			pc := ProcCPU{Comm: t1.comm, PID: pid, CPU: 100 * (du + ds) / p.WindowS, User: 100 * du / p.WindowS, Sys: 100 * ds / p.WindowS}
-			p.Processes = append(p.Processes, pc)
-			if pid == server {
-				c := pc
-				p.Server = &c
-			}
-		}
-		sort.Slice(p.Processes, func(i, j int) bool { return p.Processes[i].CPU > p.Processes[j].CPU })
-		tb, ta := readProcs(filepath.Join(dir, "server-threads.before")), readProcs(filepath.Join(dir, "server-threads.after"))
-		for tid, t1 := range ta {
-			if t0, ok := tb[tid]; ok {
-				if d := (t1.utime + t1.sys - t0.utime - t0.sys) / tck; d > 0 {
-					p.Threads = append(p.Threads, 100*d/p.WindowS)
-				}
-			}
-		}
-		sort.Sort(sort.Reverse(sort.Float64Slice(p.Threads)))
+		p.readProcesses(dir, tck, server)
+		p.readThreads(dir, tck)
 	}
 
 	d0, d1 := readFields(filepath.Join(dir, "disk.before")), readFields(filepath.Join(dir, "disk.after"))
@@ -182,6 +143,64 @@ func readProfile(dir string) *Profile {
 		}
 	}
 	return p
+}
+
+// readMachine reads the machine's CPU time by kind over the window
+// (/proc/stat's cpu line at both ends) as % of all CPUs.
+func (p *Profile) readMachine(dir string) {
+	names := []string{"user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal"}
+	a, b := readCPULine(filepath.Join(dir, "stat.before")), readCPULine(filepath.Join(dir, "stat.after"))
+	if a == nil || b == nil {
+		return
+	}
+	var total float64
+	for i := range names {
+		if i < len(a) && i < len(b) {
+			total += b[i] - a[i]
+		}
+	}
+	for i, n := range names {
+		if i < len(a) && i < len(b) && total > 0 {
+			p.Machine[n] = 100 * (b[i] - a[i]) / total
+		}
+	}
+}
+
+// readProcesses reads the CPU time each process used in the window
+// (tck ticks a second), busiest first; server is the server's pid.
+func (p *Profile) readProcesses(dir string, tck float64, server int) {
+	before, after := readProcs(filepath.Join(dir, "pids.before")), readProcs(filepath.Join(dir, "pids.after"))
+	for pid, t1 := range after {
+		t0, ok := before[pid]
+		if !ok || t0.comm != t1.comm {
+			continue
+		}
+		du, ds := (t1.utime-t0.utime)/tck, (t1.sys-t0.sys)/tck
+		if du+ds <= 0 {
+			continue
+		}
+		pc := ProcCPU{Comm: t1.comm, PID: pid, CPU: 100 * (du + ds) / p.WindowS, User: 100 * du / p.WindowS, Sys: 100 * ds / p.WindowS}
+		p.Processes = append(p.Processes, pc)
+		if pid == server {
+			c := pc
+			p.Server = &c
+		}
+	}
+	sort.Slice(p.Processes, func(i, j int) bool { return p.Processes[i].CPU > p.Processes[j].CPU })
+}
+
+// readThreads reads the CPU time each of the server's threads used in the
+// window (tck ticks a second), busiest first.
+func (p *Profile) readThreads(dir string, tck float64) {
+	tb, ta := readProcs(filepath.Join(dir, "server-threads.before")), readProcs(filepath.Join(dir, "server-threads.after"))
+	for tid, t1 := range ta {
+		if t0, ok := tb[tid]; ok {
+			if d := (t1.utime + t1.sys - t0.utime - t0.sys) / tck; d > 0 {
+				p.Threads = append(p.Threads, 100*d/p.WindowS)
+			}
+		}
+	}
+	sort.Sort(sort.Reverse(sort.Float64Slice(p.Threads)))
 }
 
 // readCounters reads the server's syscall counts (/proc/PID/io: syscr,
