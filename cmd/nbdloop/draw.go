@@ -128,51 +128,17 @@ func doDraw(c *cli.Context) error {
 	return nil
 }
 
-// drawArgs returns LOG. urfave/cli stops reading flags at the first
-// argument, so flags after LOG (nbdloop draw LOG -o OUT.png) are parsed
-// here, into the command's own flag set.
+// drawArgs returns LOG, the one operand (options anywhere are read by
+// permuteArgs).
 func drawArgs(c *cli.Context) ([]string, error) {
 	args := c.Args().Slice()
-	if len(args) > 1 {
-		rest := args[1:]
-		for len(rest) > 0 {
-			a := rest[0]
-			name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-			f := commandFlag(c, name)
-			if !strings.HasPrefix(a, "-") || f == nil {
-				return nil, usageError("draw: one LOG expected, got %s (see nbdloop draw --help)", strings.Join(args, " "))
-			}
-			if !hasVal {
-				if len(rest) < 2 {
-					return nil, usageError("draw: %s needs a value", a)
-				}
-				val, rest = rest[1], rest[1:]
-			}
-			for _, n := range f.Names() { // -o and --output are two entries of the flag set
-				if err := c.Set(n, val); err != nil {
-					return nil, usageError("draw: %s %q: %v", a, val, err)
-				}
-			}
-			rest = rest[1:]
-		}
-		args = args[:1]
-	}
-	if len(args) == 0 {
+	switch {
+	case len(args) == 0:
 		return nil, usageError("draw: no LOG given (e.g. nbdloop draw /tmp/mkfs.jsonl -o mkfs.png)")
+	case len(args) > 1:
+		return nil, usageError("draw: one LOG expected, got %s (see nbdloop draw --help)", strings.Join(args, " "))
 	}
 	return args, nil
-}
-
-// commandFlag returns the flag of the command called name, or nil.
-func commandFlag(c *cli.Context, name string) cli.Flag {
-	for _, f := range c.Command.Flags {
-		for _, n := range f.Names() {
-			if n == name {
-				return f
-			}
-		}
-	}
-	return nil
 }
 
 // drawHint says what to do about an error of the log.

@@ -75,7 +75,7 @@ func TestDrawErrors(t *testing.T) {
 		{[]string{"draw", log}, exitUsage, "draw: no output given (add -o OUT.png, OUT.gif or OUT.html)"},
 		{[]string{"draw", log, "-o", "x.jpg"}, exitUsage, "draw: x.jpg: unknown kind of picture (name it .png, .gif or .html)"},
 		{[]string{"draw", log, log, "-o", out}, exitUsage, "draw: one LOG expected"},
-		{[]string{"draw", log, "-o"}, exitUsage, "draw: -o needs a value"},
+		{[]string{"draw", log, "-o"}, exitUsage, "draw: flag needs an argument: -o"},
 		{[]string{"draw", log, "-o", out, "--image-size", "100"}, exitUsage, "draw: --image-size 100: not a power of two from 16 to 4096"},
 		{[]string{"draw", log, "-o", out, "--frames", "0"}, exitUsage, "draw: --frames 0: out of range 1..1000"},
 		{[]string{"draw", log, "-o", out, "--by", "size"}, exitUsage, `draw: --by "size": use time or requests`},

@@ -47,7 +47,7 @@ func main() {
 // printed here once, as one line.
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	err := app.Run(args)
+	err := app.Run(permuteArgs(app, args))
 	if err == nil {
 		return exitOK
 	}
