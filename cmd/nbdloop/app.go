@@ -67,12 +67,21 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst\nnbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html\nnbdloop top [--once] DEVICE",
 		Description:          appDescription,
 		Version:              version,
+		HideVersion:          true, // -V, as losetup and nbd-client have it; -v is attach's --verbose
+		Flags:                []cli.Flag{&cli.BoolFlag{Name: "version", Aliases: []string{"V"}, Usage: "print the version"}},
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,
 		// Errors are printed once, by run, with the "nbdloop: " prefix.
 		ExitErrHandler: func(*cli.Context, error) {},
+		Before: func(c *cli.Context) error {
+			if c.Bool("version") {
+				fmt.Fprintf(c.App.Writer, "%s version %s\n", c.App.Name, c.App.Version)
+				return cli.Exit("", exitOK)
+			}
+			return nil
+		},
 		// Only the root's own flags: each command has its OnUsageError.
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError("%v (see nbdloop --help)", err)
@@ -116,7 +125,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "dead-timeout", Value: "30", Usage: "`SECONDS` the kernel holds I/O after the server dies, waiting for a restart"},
 			&cli.StringFlag{Name: "offset", Aliases: []string{"o"}, Usage: "start the device at byte `OFFSET` of the file (raw and compressed files)"},
 			&cli.StringFlag{Name: "sizelimit", Usage: "use at most `SIZE` bytes of the file"},
-			&cli.BoolFlag{Name: "direct-io", Usage: "open the file with O_DIRECT (bypass the page cache; raw and compressed files, not qcow2 or VMDK)"},
+			newOnOffFlag("direct-io", "open the file with O_DIRECT (bypass the page cache; raw and compressed files, not qcow2 or VMDK)"),
 			&cli.StringFlag{Name: "cache-size", Value: fmt.Sprintf("%dM", attach.DefaultCacheSize>>20), Usage: "memory for decoded data of compressed images (xz, gzip, zstd), shared by all connections, in `SIZE` bytes"},
 			&cli.StringFlag{Name: "format", Usage: "open the file as `FORMAT` (" + strings.Join(attach.FormatNames(), ", ") + ") instead of probing its contents; with raw, the guest may write any first sector"},
 			&cli.StringSliceFlag{Name: "allow-path", Usage: "let the files an image names (backing files, extents, parents) be beneath `DIR` too, not only beneath the image's own directory (repeatable)"},
@@ -130,6 +139,7 @@ func attachCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-restart", Usage: "do not restart the server if it dies (the device then fails I/O after --dead-timeout)"},
 			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
 			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
+			&cli.BoolFlag{Name: "show", Usage: "print the device's name (accepted for losetup's sake: attach always prints it)"},
 		},
 		BashComplete: completeAttach,
 		Action:       doAttach,
@@ -307,7 +317,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 	}
 	cfg.ReadOnly = c.Bool("read-only")
 	cfg.PartScan = c.Bool("partscan")
-	cfg.DirectIO = c.Bool("direct-io")
+	cfg.DirectIO = switchOn(c, "direct-io")
 	cfg.Connections = c.Int("connections")
 	if dev := c.String("device"); dev != "" {
 		if c.Bool("find") {

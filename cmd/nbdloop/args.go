@@ -50,7 +50,8 @@ func permuteArgs(app *cli.App, args []string) []string {
 // operand starts with "-", a "--" is put before the operands so that it
 // stays one. Unknown options move too, and cli reports them; an option
 // whose value is missing at the end is put last, without the operands, so
-// that cli reports it.
+// that cli reports it. --help (-h) comes alone: it shows the command's help
+// whatever else is given.
 func permute(args []string, flags []cli.Flag) []string {
 	var opts, operands []string
 	for i := 0; i < len(args); i++ {
@@ -61,6 +62,9 @@ func permute(args []string, flags []cli.Flag) []string {
 			i = len(args)
 		case a == "-" || !strings.HasPrefix(a, "-"):
 			operands = append(operands, a)
+		case a == "-h" || a == "--help":
+			// cli's help takes an operand for a command to show help on.
+			return []string{a}
 		default:
 			opts = append(opts, a)
 			name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")

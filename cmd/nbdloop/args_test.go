@@ -41,6 +41,9 @@ func TestPermuteArgs(t *testing.T) {
 		{name: "draw", args: []string{"draw", "x.jsonl", "-o", "x.png", "--frames", "3"}, want: []string{"draw", "-o", "x.png", "--frames", "3", "x.jsonl"}},
 		{name: "top", args: []string{"top", "nbd0", "--once"}, want: []string{"top", "--once", "nbd0"}},
 		{name: "program options stay", args: []string{"--help", "attach", "x", "-r"}, want: []string{"--help", "attach", "-r", "x"}},
+		{name: "help alone", args: []string{"attach", "x", "-r", "--help", "y"}, want: []string{"attach", "--help"}},
+		{name: "short help alone", args: []string{"pack", "x", "-h"}, want: []string{"pack", "-h"}},
+		{name: "help after -- is an operand", args: []string{"attach", "--", "--help"}, want: []string{"attach", "--", "--help"}},
 		{name: "unknown command untouched", args: []string{"frob", "x", "-r"}, want: []string{"frob", "x", "-r"}},
 		{name: "no command", args: []string{"-V"}, want: []string{"-V"}},
 		{name: "completion untouched", args: []string{"attach", "x", "-", completionFlag}, want: []string{"attach", "x", "-", completionFlag}},
@@ -144,5 +147,33 @@ func TestOptionsAnywhereEveryCommand(t *testing.T) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want %d, nothing, %q", code, stdout, stderr, tt.code, tt.want)
 			}
 		})
+	}
+}
+
+// TestDirectIO: --direct-io alone is on, =on and =off as losetup's, and
+// it takes no separate value (the next word stays a SOURCE).
+func TestDirectIO(t *testing.T) {
+	tests := []struct {
+		args   []string
+		direct bool
+		source string
+	}{
+		{[]string{"attach", "disk.img"}, false, "disk.img"},
+		{[]string{"attach", "--direct-io", "disk.img"}, true, "disk.img"},
+		{[]string{"attach", "disk.img", "--direct-io"}, true, "disk.img"},
+		{[]string{"attach", "--direct-io=on", "disk.img"}, true, "disk.img"},
+		{[]string{"attach", "--direct-io=off", "disk.img"}, false, "disk.img"},
+		{[]string{"attach", "--direct-io", "--direct-io=off", "disk.img"}, false, "disk.img"},
+		{[]string{"attach", "--show", "disk.img"}, false, "disk.img"},
+	}
+	for _, tt := range tests {
+		cfg, _, code, stderr := attachConfig(t, tt.args...)
+		if code != exitOK || cfg.DirectIO != tt.direct || cfg.Source != tt.source {
+			t.Errorf("nbdloop %q: exit %d (%s), direct I/O %v, source %q; want 0, %v, %q", tt.args, code, stderr, cfg.DirectIO, cfg.Source, tt.direct, tt.source)
+		}
+	}
+	_, _, code, stderr := attachConfig(t, "attach", "--direct-io=yes", "disk.img")
+	if want := "nbdloop: attach: invalid boolean value \"yes\" for -direct-io: use on or off (see nbdloop attach --help)\n"; code != exitUsage || stderr != want {
+		t.Errorf("--direct-io=yes: exit %d, stderr %q; want %d, %q", code, stderr, exitUsage, want)
 	}
 }

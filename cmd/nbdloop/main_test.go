@@ -111,17 +111,39 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestVersion: -V and --version print the version, as losetup's do; -v is
+// not the version (it is attach's --verbose).
 func TestVersion(t *testing.T) {
 	defer func(v string) { version = v }(version)
 	version = "1.2.3-test"
-	for _, flag := range []string{"--version", "-v"} {
-		code, stdout, stderr := runArgs(t, flag)
-		if code != exitOK || stderr != "" {
-			t.Errorf("run(%q) = %d, stderr %q, want %d, nothing", flag, code, stderr, exitOK)
+	tests := []struct {
+		args       []string
+		code       int
+		stdout     string
+		stderrLine string
+	}{
+		{args: []string{"--version"}, stdout: "nbdloop version 1.2.3-test\n"},
+		{args: []string{"-V"}, stdout: "nbdloop version 1.2.3-test\n"},
+		{args: []string{"-V", "attach", "disk.img"}, stdout: "nbdloop version 1.2.3-test\n"},
+		{args: []string{"-v"}, code: exitUsage, stderrLine: "nbdloop: flag provided but not defined: -v (see nbdloop --help)\n"},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runArgs(t, tt.args...)
+		if code != tt.code || stdout != tt.stdout || stderr != tt.stderrLine {
+			t.Errorf("run(%q) = %d, stdout %q, stderr %q; want %d, %q, %q", tt.args, code, stdout, stderr, tt.code, tt.stdout, tt.stderrLine)
 		}
-		if want := "nbdloop version 1.2.3-test\n"; stdout != want {
-			t.Errorf("run(%q) stdout = %q, want %q", flag, stdout, want)
-		}
+	}
+}
+
+// TestNoArguments: nbdloop alone lists the devices, as losetup does.
+func TestNoArguments(t *testing.T) {
+	code, stdout, stderr := runArgs(t)
+	lcode, lstdout, lstderr := runArgs(t, "list")
+	if code != lcode || stdout != lstdout || stderr != lstderr {
+		t.Errorf("nbdloop = %d, %q, %q; want what nbdloop list gives: %d, %q, %q", code, stdout, stderr, lcode, lstdout, lstderr)
+	}
+	if strings.Contains(stdout, "USAGE") {
+		t.Errorf("nbdloop printed the help:\n%s", stdout)
 	}
 }
 
@@ -134,8 +156,9 @@ func TestHelp(t *testing.T) {
 	}{
 		{name: "help flag", args: []string{"--help"}, want: []string{"attach", "detach", "list", "SOURCE is one of", "memory:SIZE", "EXIT STATUS"}, notWant: []string{"   man "}},
 		{name: "short help flag", args: []string{"-h"}, want: []string{"attach", "detach", "list"}},
-		{name: "no arguments", args: nil, want: []string{"attach", "detach", "list"}},
-		{name: "attach help", args: []string{"attach", "--help"}, want: []string{"--block-size", "--read-only", "--partscan", "--dead-timeout", "memory:SIZE"}},
+		{name: "attach help", args: []string{"attach", "--help"}, want: []string{"--block-size", "--read-only", "--partscan", "--dead-timeout", "memory:SIZE", "--direct-io[=on|off]", "--show"}},
+		{name: "help after SOURCE", args: []string{"attach", "disk.img", "--help"}, want: []string{"--block-size"}},
+		{name: "version in help", args: []string{"--help"}, want: []string{"--version, -V"}},
 		{name: "detach help", args: []string{"detach", "-h"}, want: []string{"--all", "--force"}},
 		{name: "list help", args: []string{"list", "--help"}, want: []string{"--json", "STATE"}},
 	}
