@@ -172,4 +172,8 @@ type Device struct {
 	LastExit string `json:"last_exit,omitempty"`
 	// Reason says why a dead device is dead, when nbdloop knows.
 	Reason string `json:"reason,omitempty"`
+	// Files are the files the device serves (and an exec: program), as
+	// they were at attach: `list --associated` finds a file's devices by
+	// their device and inode.
+	Files []FileIdentity `json:"files,omitempty"`
 }

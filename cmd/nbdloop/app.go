@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -64,7 +63,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:                 "nbdloop",
 		Usage:                "attach files, RAM disks, images, compressed files, programs and composites to Linux NBD devices",
-		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst\nnbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html\nnbdloop top [--once] DEVICE",
+		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop [list] [-n] [-O COLUMNS] [--raw] [--json] [--associated FILE] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst\nnbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html\nnbdloop top [--once] DEVICE",
 		Description:          appDescription,
 		Version:              version,
 		HideVersion:          true, // -V, as losetup and nbd-client have it; -v is attach's --verbose
@@ -166,34 +165,6 @@ func detachCommand() *cli.Command {
 		},
 		BashComplete: completeDevices,
 		Action:       doDetach,
-	}
-}
-
-func listCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "list",
-		Usage:     "list attached nbd devices",
-		UsageText: "nbdloop list [--json] [DEVICE...]",
-		Description: "Lists every attached nbd device, including those attached by nbd-client or\n" +
-			"qemu-nbd. Columns:\n" +
-			"  NAME         device name\n" +
-			"  SIZE         size in bytes, with binary suffixes\n" +
-			"  SOURCE       what the device serves (foreign devices: their backend id)\n" +
-			"  RO           read-only\n" +
-			"  PID          server process\n" +
-			"  STATE        running; restarting (the server died and its supervisor is starting\n" +
-			"               a new one); dead (the server is gone: nbdloop restart, or detach it;\n" +
-			"               the reason follows with --json); foreign (not nbdloop's)\n" +
-			"  CONNECTIONS  sockets between kernel and server\n" +
-			"  RESTARTS     servers started after the first (see --json's last_exit for why)",
-		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
-			return usageError("list: %v (see nbdloop list --help)", err)
-		},
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "json", Usage: "print JSON: {\"devices\":[...]}"},
-		},
-		BashComplete: completeDevices,
-		Action:       doList,
 	}
 }
 
@@ -514,42 +485,4 @@ func doDetach(c *cli.Context) error {
 		return cli.Exit("", exitError)
 	}
 	return nil
-}
-
-func doList(c *cli.Context) error {
-	var indices []int
-	for _, a := range c.Args().Slice() {
-		idx, err := attach.ParseDevice(a)
-		if err != nil {
-			return usageError("list: %v", err)
-		}
-		indices = append(indices, idx)
-	}
-	devs, err := attach.List(indices)
-	if err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		b, err := json.MarshalIndent(struct {
-			Devices []attach.Device `json:"devices"`
-		}{devs}, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(c.App.Writer, string(b))
-		return nil
-	}
-	if len(devs) == 0 {
-		return nil
-	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSIZE\tSOURCE\tRO\tPID\tSTATE\tCONNECTIONS\tRESTARTS")
-	for _, d := range devs {
-		ro := "no"
-		if d.RO {
-			ro = "yes"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", d.Name, bytesize.Format(d.Size), d.Source, ro, d.PID, d.State, d.Connections, d.Restarts)
-	}
-	return tw.Flush()
 }
