@@ -334,6 +334,9 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 		cfg.AllowPaths = append(cfg.AllowPaths, abs)
 	}
 	cfg.NoRestart = c.Bool("no-restart")
+	if c.IsSet("run") && strings.TrimSpace(c.String("run")) == "" {
+		return cfg, usageError("attach: --run: no command given (e.g. --run 'mkfs.ext4 -q $DEVICE')")
+	}
 	if c.Bool("foreground") && c.String("run") != "" {
 		return cfg, usageError("attach: --foreground and --run exclude each other")
 	}

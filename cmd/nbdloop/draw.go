@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +19,7 @@ func drawCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "draw",
 		Usage:     "draw a request log as a picture of the device (PNG heat map, GIF animation or HTML page)",
-		UsageText: "nbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html",
+		UsageText: "nbdloop draw [options] [--force] LOG -o OUT.png|OUT.gif|OUT.html",
 		Description: "Reads LOG, the file written by --filter log:file=LOG, and draws the device as a\n" +
 			"square whose pixels follow a Hilbert curve, so that nearby offsets stay nearby,\n" +
 			"coloured by the last request to touch them (blue read, red written, green\n" +
@@ -44,6 +43,7 @@ func drawCommand() *cli.Command {
 			&cli.IntFlag{Name: "frames", Value: 50, Usage: fmt.Sprintf("`N` frames for .gif and .html, at most %d", pictures.MaxFrames)},
 			&cli.StringFlag{Name: "by", Value: "time", Usage: "cut frames by equal spans of `time` or equal numbers of `requests`"},
 			&cli.DurationFlag{Name: "delay", Value: 100 * time.Millisecond, Usage: "how long each GIF frame shows (`DURATION`, e.g. 200ms)"},
+			&cli.BoolFlag{Name: "force", Usage: "overwrite OUT if it exists"},
 		},
 		Action: doDraw,
 	}
@@ -103,27 +103,22 @@ func doDraw(c *cli.Context) error {
 	} else if !st.Mode().IsRegular() {
 		return fmt.Errorf("draw: %s: not a regular file (LOG is read twice: save it to a file first)", log)
 	}
-	// Write next to OUT and rename, so a failed draw leaves no half picture.
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
-	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
-		return fmt.Errorf("draw: %s: %w", out, pe.Err)
-	} else if err != nil {
-		return fmt.Errorf("draw: %s: %w", out, err)
+	// Written next to OUT and moved into place, so a failed or interrupted
+	// draw leaves no half picture, and an existing OUT is replaced only
+	// with --force, as pack does.
+	if _, err := os.Lstat(out); err == nil && !c.Bool("force") {
+		return fmt.Errorf("draw: %s: already exists (remove it, or add --force)", out)
 	}
-	defer os.Remove(tmp.Name())
-	if err := write(tmp, in, opts); err != nil {
-		tmp.Close()
+	w, err := newSafeOutput(out, c.Bool("force"))
+	if err != nil {
+		return fmt.Errorf("draw: %w", err)
+	}
+	defer w.abort()
+	if err := write(w.f, in, opts); err != nil {
 		return fmt.Errorf("draw: %s: %w%s", log, err, drawHint(err))
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("draw: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("draw: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return fmt.Errorf("draw: %w", err)
+	if err := w.commit(); err != nil {
+		return fmt.Errorf("draw: %s: %w", out, err)
 	}
 	return nil
 }
