@@ -139,6 +139,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
 			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
 			&cli.BoolFlag{Name: "show", Usage: "print the device's name (accepted for losetup's sake: attach always prints it)"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say what attach does, step by step, on stderr: the request, pinning the files, starting the supervisor and server, probing the format, CONNECT, settling"},
 		},
 		BashComplete: completeAttach,
 		Action:       doAttach,
@@ -366,24 +367,27 @@ func doAttach(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx, trace := verboseContext(context.Background(), c.App.ErrWriter, c.Bool("verbose"))
+	trace("parsing: %s", describeConfig(cfg))
 	if err := requireRoot("attach"); err != nil {
 		return err
 	}
 	if c.Bool("foreground") {
 		attach.ReexecWithIOFlusher()
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return attach.Foreground(ctx, cfg, func(d *attach.Device, warns []string) {
 			printWarnings(c, warns)
 			printDevice(c, d)
 		})
 	}
-	d, warns, err := attach.Attach(context.Background(), cfg)
+	d, warns, err := attach.Attach(ctx, cfg)
 	printWarnings(c, warns)
 	if err != nil {
 		return err
 	}
 	if cmd := c.String("run"); cmd != "" {
+		trace("running sh -c %q with DEVICE=%s; detaching when it ends", cmd, d.Name)
 		return runAndDetach(c, d, cmd)
 	}
 	printDevice(c, d)
