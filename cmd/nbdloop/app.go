@@ -31,6 +31,9 @@ no TCP port, no second daemon. attach prints the device name and returns once
 the device is usable; detach disconnects it and waits until the server has
 flushed and exited.
 
+Options go anywhere on the command line, before or after the SOURCE, as with
+losetup and other getopt tools; -- ends them (nbdloop attach -- -r.img).
+
 ` + sourceHelp + `
 
 The server process protects itself from memory-reclaim deadlocks
@@ -46,6 +49,9 @@ a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
 EXAMPLES:
   # nbdloop attach disk.img
   /dev/nbd0
+  # nbdloop attach disk.img -r --json
+  # nbdloop       (lists the devices, as losetup does: nbdloop list)
+  # nbdloop attach -v disk.img      (each step on stderr)
   # nbdloop attach -r --partscan disk.img && mount -o ro /dev/nbd1p1 /mnt
   # nbdloop attach memory:8E      (a sparse 8 EiB RAM disk)
   # nbdloop list --json
