@@ -16,21 +16,26 @@ import (
 // attached the device or failed. On success the process keeps serving after
 // Attach returns; on failure nothing is left behind: the server process
 // undoes its own work before it reports an error, and it exits.
+//
+// With a trace in ctx (WithTrace), Attach says what it does, and the
+// processes it starts say what they do on this process's stderr.
 func Attach(ctx context.Context, cfg Config) (*Device, []string, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
+	trace := traceOf(ctx)
 	cfg, err := cfg.pinned()
 	if err != nil {
 		return nil, nil, err
 	}
+	tracePinned(trace, cfg)
 	// The supervisor starts the server and restarts it if it dies
 	// (supervise.go); with --no-restart the server runs alone.
 	command := SuperviseCommand
 	if cfg.NoRestart {
 		command = ServeCommand
 	}
-	return spawn(ctx, child{command: command, cfg: cfg})
+	return spawn(ctx, child{command: command, cfg: cfg, debug: trace != nil})
 }
 
 // spawn starts c detached and waits for its Result.
@@ -39,11 +44,18 @@ func spawn(ctx context.Context, c child) (*Device, []string, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("finding the nbdloop executable: %w", err)
 	}
+	trace := traceOf(ctx)
+	what := "the supervisor, which starts the server"
+	if c.command == ServeCommand {
+		what = "the server (--no-restart: no supervisor)"
+	}
+	trace.tracef("starting %s: %s %s", what, exe, c.command)
 	cmd, r, err := c.start(exe, true)
 	if err != nil {
 		return nil, nil, err
 	}
 	defer r.Close()
+	trace.tracef("started process %d; waiting for its report", cmd.Process.Pid)
 	type readResult struct {
 		res Result
 		err error
@@ -73,6 +85,7 @@ func spawn(ctx context.Context, c child) (*Device, []string, error) {
 		return nil, rr.res.Warnings, errors.New(rr.res.Error)
 	}
 	cmd.Process.Release()
+	trace.tracef("attached %s (server process %d)", rr.res.State.Name(), rr.res.State.PID)
 	return rr.res.State.device(), rr.res.Warnings, nil
 }
 
@@ -85,7 +98,7 @@ func RunServerProcess() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	so := serveOptions{resume: c.takeover, memFile: c.memFile, supervisor: c.supervisor}
+	so := serveOptions{resume: c.takeover, memFile: c.memFile, supervisor: c.supervisor, trace: debugTrace("server")}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
@@ -112,8 +125,9 @@ func Foreground(ctx context.Context, cfg Config, ready func(*Device, []string)) 
 	if err != nil {
 		return err
 	}
+	tracePinned(traceOf(ctx), cfg)
 	var attachErr error
-	err = Serve(ctx, cfg, false, func(res Result) error {
+	err = serve(ctx, realHost(), cfg, false, serveOptions{trace: traceOf(ctx)}, func(res Result) error {
 		if res.Error != "" {
 			attachErr = errors.New(res.Error)
 			for _, w := range res.Warnings {

@@ -139,6 +139,16 @@ func (c *Config) Validate() error {
 	if spec.Kind != KindFile && (c.Offset != 0 || c.SizeLimit != 0 || c.DirectIO) {
 		return fmt.Errorf("%s: --offset, --sizelimit and --direct-io apply to files only", c.Source)
 	}
+	if spec.Kind == KindMemory && spec.Size < c.BlockSize {
+		return fmt.Errorf("%s: smaller than one %d-byte block (give a larger size, e.g. memory:1G)", c.Source, c.BlockSize)
+	}
+	if r := c.SizeLimit % c.BlockSize; r != 0 {
+		hint := fmt.Sprintf("--sizelimit %d", c.SizeLimit-r+c.BlockSize)
+		if c.SizeLimit > c.BlockSize {
+			hint = fmt.Sprintf("--sizelimit %d or %s", c.SizeLimit-r, hint)
+		}
+		return fmt.Errorf("--sizelimit %d: not a multiple of the %d-byte block size (use %s)", c.SizeLimit, c.BlockSize, hint)
+	}
 	if _, err := c.filterSpecs(); err != nil {
 		return err
 	}
@@ -172,4 +182,8 @@ type Device struct {
 	LastExit string `json:"last_exit,omitempty"`
 	// Reason says why a dead device is dead, when nbdloop knows.
 	Reason string `json:"reason,omitempty"`
+	// Files are the files the device serves (and an exec: program), as
+	// they were at attach: `list --associated` finds a file's devices by
+	// their device and inode.
+	Files []FileIdentity `json:"files,omitempty"`
 }

@@ -52,6 +52,9 @@ type child struct {
 	memFile  *os.File // a memory: device's memfd, or nil
 	// supervisor is the pid of a server's supervisor (0: none).
 	supervisor int
+	// debug: the child traces its steps on this process's stderr
+	// (debugEnv), as it does when debugEnv is set here.
+	debug bool
 }
 
 // start starts the child with exe. A detached child (started by attach or
@@ -76,6 +79,10 @@ func (c child) start(exe string, detached bool) (*exec.Cmd, *os.File, error) {
 	if c.supervisor != 0 {
 		cmd.Env = append(cmd.Env, supervisEnv+"="+strconv.Itoa(c.supervisor))
 	}
+	debug := c.debug || os.Getenv(debugEnv) != ""
+	if c.debug {
+		cmd.Env = append(cmd.Env, debugEnv+"=1")
+	}
 	r, w, err := os.Pipe()
 	if err != nil {
 		return nil, nil, err
@@ -88,7 +95,7 @@ func (c child) start(exe string, detached bool) (*exec.Cmd, *os.File, error) {
 	}
 	if detached {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-		if os.Getenv("NBDLOOP_DEBUG") != "" {
+		if debug {
 			cmd.Stderr = os.Stderr
 		}
 		_, err = startWithIOFlusher(cmd)

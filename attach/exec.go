@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -52,6 +53,9 @@ func openExec(spec Spec, opts OpenOptions) (*Opened, error) {
 		case errors.As(err, &pe) && errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("%s: %v (check the path)", spec.Path, pe.Err)
 		case errors.As(err, &pe) && errors.Is(err, fs.ErrPermission):
+			if fi, err := os.Stat(spec.Path); err == nil && fi.IsDir() {
+				return nil, fmt.Errorf("%s: is a directory (exec: runs a program: give its path, e.g. exec:%s)", spec.Path, filepath.Join(spec.Path, "disk.sh"))
+			}
 			return nil, fmt.Errorf("%s: not an executable file (make it one: chmod +x %s)", spec.Path, spec.Path)
 		}
 		return nil, fmt.Errorf("%s: %w", spec, err)

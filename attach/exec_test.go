@@ -77,6 +77,8 @@ func TestOpenSourceExec(t *testing.T) {
 		{name: "missing", spec: Spec{Kind: "exec", Path: filepath.Join(dir, "nope.sh")}, want: "nope.sh: no such file or directory (check the path)"},
 		{name: "not executable", spec: Spec{Kind: "exec", Path: write("plain.sh", "", 0o644)},
 			want: "plain.sh: not an executable file (make it one: chmod +x "},
+		{name: "directory", spec: Spec{Kind: "exec", Path: dir},
+			want: dir + ": is a directory (exec: runs a program: give its path, e.g. exec:" + filepath.Join(dir, "disk.sh") + ")"},
 		{name: "smaller than a block", spec: Spec{Kind: "exec", Path: write("tiny.sh", `case $1 in get_size) echo 100 ;; *) exit 2 ;; esac`, 0o755)},
 			want: "get_size printed 100, smaller than one 512-byte block"},
 		{name: "minimum block size", spec: Spec{Kind: "exec", Path: write("bs.sh", `case $1 in get_size) echo 1M ;; block_size) echo 4K 4K 1M ;; *) exit 2 ;; esac`, 0o755)},

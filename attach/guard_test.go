@@ -153,6 +153,9 @@ func TestChooseFormat(t *testing.T) {
 		{name: "restart finds another format", path: q, opts: OpenOptions{ExpectFormat: "raw"}, wantErr: "now probes as qcow2, but it was attached as raw: not served"},
 		{name: "restart finds the same", path: q, opts: OpenOptions{ExpectFormat: "qcow2"}, format: "qcow2"},
 		{name: "--offset inside a qcow2", path: inner, opts: OpenOptions{Offset: 65536}, wantErr: "qcow2 image: --offset, --sizelimit and --direct-io apply to raw and compressed files only"},
+		// A qcow2 file shorter than the offset is told -o does not
+		// apply, not to be truncated to a size.
+		{name: "--offset past the end of a qcow2", path: q, opts: OpenOptions{Offset: 1 << 30}, wantErr: q + ": qcow2 image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -103,7 +103,8 @@ func (f *fakeHost) attached(index int, backend string, ours, server, supervisor 
 	if !ours {
 		return nil
 	}
-	st := &State{Config: Config{Index: index, Source: "/srv/disk.img", BlockSize: 512}, PID: pid, PIDStart: refOf(pid).Start,
+	files := []FileIdentity{{Path: "/srv/disk.img", Dev: 8, Ino: uint64(100 + index)}}
+	st := &State{Config: Config{Index: index, Source: "/srv/disk.img", BlockSize: 512, Files: files}, PID: pid, PIDStart: refOf(pid).Start,
 		BackendID: backend, Desc: "/srv/disk.img", Format: "raw", Size: 1 << 20}
 	if supervisor {
 		cmd, _ := f.child()
@@ -142,6 +143,11 @@ func TestLifecycleList(t *testing.T) {
 		d := devs[i]
 		if d.Name != w.name || d.State != w.state || d.Source != w.source || !strings.Contains(d.Reason, w.reason) || d.Size != 1<<20 {
 			t.Errorf("device %d = %+v, want %+v", i, d, w)
+		}
+		// The served files' identities, for list --associated; a foreign
+		// device has none.
+		if wantFiles := w.state != StateForeign; (len(d.Files) == 1 && d.Files[0].Ino == uint64(100+d.Index)) != wantFiles {
+			t.Errorf("device %d files = %+v, want the record's: %v", i, d.Files, wantFiles)
 		}
 	}
 	if devs, _ := f.host.list([]int{2}); len(devs) != 1 || devs[0].Index != 2 {

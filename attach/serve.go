@@ -51,6 +51,8 @@ type serveOptions struct {
 	// restartRequested asks the server to flush and exit without
 	// disconnecting, so that the supervisor starts a new one.
 	restartRequested <-chan os.Signal
+	// trace, when set, takes a line for each step (trace.go).
+	trace Tracef
 }
 
 // Exit statuses of a server process that the supervisor acts on.
@@ -151,6 +153,7 @@ func (r *serverRun) disconnect() {
 
 // check validates the request, protects the process and pins its files.
 func (r *serverRun) check() error {
+	r.so.trace.tracef("checking the request and the pinned files")
 	if err := r.cfg.Validate(); err != nil {
 		return err
 	}
@@ -187,10 +190,23 @@ func (r *serverRun) openSource() error {
 	if so.resume != nil {
 		oo.ExpectFormat = so.resume.Format
 	}
+	switch {
+	case cfg.Format != "":
+		so.trace.tracef("opening %s as %s (--format: not probed)", cfg.Source, cfg.Format)
+	case r.spec.Kind == KindFile:
+		so.trace.tracef("opening %s and probing its format", cfg.Source)
+	default:
+		so.trace.tracef("opening %s", cfg.Source)
+	}
 	opened, err := OpenSource(r.spec, oo)
 	if err != nil {
 		return err
 	}
+	rw := "read-write"
+	if opened.Source.Caps().ReadOnly || cfg.ReadOnly {
+		rw = "read-only"
+	}
+	so.trace.tracef("opened %s: %s, %d bytes, %s", opened.Desc, opened.Format, opened.Source.Size(), rw)
 	r.opened, r.src = opened, opened.Source
 	r.res.Warnings = append(r.res.Warnings, opened.Warnings...)
 	src := opened.Source
@@ -219,11 +235,13 @@ func (r *serverRun) openSource() error {
 // ends of one socketpair per connection. Serving starts before CONNECT:
 // the kernel reads the partition table as soon as the device exists.
 func (r *serverRun) startServing() error {
+	r.so.trace.tracef("opening the nbd driver (generic netlink family nbd)")
 	fam, err := r.host.openDriver()
 	if err != nil {
 		return err
 	}
 	r.fam = fam
+	r.so.trace.tracef("serving %d connections (socket pairs)", r.cfg.Connections)
 	caps := r.src.Caps()
 	r.ro = caps.ReadOnly || r.cfg.ReadOnly
 	r.srv = nbd.NewServer(r.src, nbd.Options{Logf: r.logger.Printf, Observe: r.stack.ObserveFunc()})
@@ -283,6 +301,12 @@ func (r *serverRun) handToKernel() error {
 		r.parts, _ = r.host.sys.Partitions(r.index)
 	} else {
 		r.backendID = newBackendID()
+		dev := "the first free device"
+		if r.cfg.Index >= 0 {
+			dev = deviceName(r.cfg.Index)
+		}
+		r.so.trace.tracef("NBD_CMD_CONNECT: %s, %d bytes, %d-byte blocks, %d sockets, flags %#x",
+			dev, r.src.Size(), r.cfg.BlockSize, len(r.kernelEnds), r.flags)
 		index, err := r.fam.Connect(kernel.ConnectRequest{
 			Index:           r.cfg.Index,
 			Size:            uint64(r.src.Size()),
@@ -303,6 +327,7 @@ func (r *serverRun) handToKernel() error {
 	}
 	r.connected = true
 	r.dev = deviceName(r.index)
+	r.so.trace.tracef("connected %s", r.dev)
 	return nil
 }
 
@@ -312,11 +337,17 @@ func (r *serverRun) settle() error {
 	if r.so.resume != nil {
 		return nil
 	}
+	what := r.dev
+	if r.cfg.PartScan {
+		what += " and its partitions"
+	}
+	r.so.trace.tracef("settling: waiting until %s can be opened", what)
 	parts, err := r.host.settle(r.ctx, r.index, r.cfg.PartScan)
 	if err != nil {
 		return fmt.Errorf("%s: %w", r.dev, err)
 	}
 	r.parts = parts
+	r.so.trace.tracef("settled: %s is usable", what)
 	return nil
 }
 
@@ -345,6 +376,7 @@ func (r *serverRun) record() error {
 	if err := writeState(dir, st); err != nil {
 		return err
 	}
+	r.so.trace.tracef("wrote the state record %s", statePath(dir, r.index))
 	r.st = st
 	r.deferUndo(func() {
 		if !r.handover {

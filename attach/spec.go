@@ -62,7 +62,26 @@ func ParseSpec(s string) (Spec, error) {
 		}
 		return Spec{Kind: KindFile, Path: path}, nil
 	}
+	if scheme, ok := urlScheme(s); ok {
+		return Spec{}, fmt.Errorf("%s: %s:// URLs are not supported, network sources are not served yet (SOURCE is a PATH, file:PATH, memory:SIZE or exec:PATH)", s, scheme)
+	}
 	return Spec{Kind: KindFile, Path: s}, nil
+}
+
+// urlScheme returns the scheme of a SOURCE written as a URL
+// (scheme://...), which would otherwise be taken for a relative path.
+func urlScheme(s string) (string, bool) {
+	scheme, _, ok := strings.Cut(s, "://")
+	if !ok || scheme == "" {
+		return "", false
+	}
+	for i, r := range scheme {
+		letter := 'a' <= r && r <= 'z' || 'A' <= r && r <= 'Z'
+		if !letter && (i == 0 || !('0' <= r && r <= '9' || r == '+' || r == '-' || r == '.')) {
+			return "", false
+		}
+	}
+	return scheme, true
 }
 
 // String renders the spec in the form ParseSpec reads.
@@ -73,7 +92,7 @@ func (s Spec) String() string {
 	if s.Kind == KindExec {
 		return execSpecString(s)
 	}
-	if strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") || strings.HasPrefix(s.Path, "exec:") {
+	if _, url := urlScheme(s.Path); url || strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") || strings.HasPrefix(s.Path, "exec:") {
 		return "file:" + s.Path
 	}
 	return s.Path
@@ -192,6 +211,9 @@ func openFileSource(path string, opts OpenOptions) (*Opened, error) {
 	if err != nil && !opts.ReadOnly {
 		f, err = openReadOnlyFormat(path, fopts, err)
 	}
+	if errors.Is(err, sources.ErrEmpty) {
+		return nil, emptyError(path, opts)
+	}
 	if err != nil {
 		return nil, openError(path, err)
 	}
@@ -260,8 +282,12 @@ func openRaw(f *sources.File, path, desc string, opts OpenOptions) (*Opened, err
 		if opts.Offset != 0 || opts.SizeLimit != 0 {
 			what = "size of the window"
 		}
-		return nil, fmt.Errorf("%s: %s %d is not a multiple of %d bytes (round it up: truncate -s %%%d %s, or use --sizelimit)",
-			path, what, f.Size(), bs, bs, path)
+		less := ""
+		if f.Size() > bs {
+			less = fmt.Sprintf(", or serve less: --sizelimit %d", f.Size()-r)
+		}
+		return nil, fmt.Errorf("%s: %s %d is not a multiple of %d bytes (round it up: truncate -s %%%d %s%s)",
+			path, what, f.Size(), bs, bs, path, less)
 	}
 	if opts.Format == "raw" || f.Caps().ReadOnly {
 		return &Opened{Source: f, Desc: desc, Format: "raw"}, nil
@@ -288,10 +314,42 @@ func openError(path string, err error) error {
 		hint = " (attach it read-only: -r)"
 	case errors.Is(err, sources.ErrDirectIO):
 		hint = " (omit --direct-io)"
-	case errors.Is(err, sources.ErrEmpty):
-		return fmt.Errorf("%s: empty, no bytes to serve (give it a size: truncate -s 1G %s, or check --offset)", path, path)
 	}
 	return fmt.Errorf("%s: %w%s", path, err, hint)
+}
+
+// emptyError says why the file at path leaves no bytes to serve: it is
+// empty, or --offset is at or past its end (where a qcow2 or VMDK image
+// is told that --offset does not apply to it).
+func emptyError(path string, opts OpenOptions) error {
+	size := fileSize(path)
+	switch {
+	case size == 0 && opts.Offset == 0:
+		return fmt.Errorf("%s: empty, no bytes to serve (truncate it to the size wanted, e.g. truncate -s 1G %s)", path, path)
+	case size == 0:
+		return fmt.Errorf("%s: empty, no bytes at --offset %d (truncate it to the size wanted, past the offset: truncate -s SIZE %s)", path, opts.Offset, path)
+	}
+	if fm := probe(fileHead(path)); fm != nil && fm.openPath != nil && opts.Format == "" {
+		return fileOptionsError(path, fm.name)
+	}
+	if size < opts.Offset {
+		return fmt.Errorf("%s: the file (%d bytes) is smaller than --offset %d (give an offset inside the file)", path, size, opts.Offset)
+	}
+	return fmt.Errorf("%s: the file (%d bytes) ends at --offset %d (give an offset inside the file)", path, size, opts.Offset)
+}
+
+// fileSize returns the size of the file or block device at path, or -1.
+func fileSize(path string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return -1
+	}
+	defer f.Close()
+	n, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return -1
+	}
+	return n
 }
 
 func absPath(p string) (string, error) {

@@ -79,7 +79,7 @@ func (st *State) device() *Device {
 		Name: st.Name(), Index: cfg.Index, Size: st.Size, Source: st.Desc, Format: st.Format,
 		RO: cfg.ReadOnly, PID: st.PID, State: StateRunning, Connections: cfg.Connections,
 		BlockSize: cfg.BlockSize, Backend: st.BackendID, Partitions: st.Partitions, Filters: cfg.Filters,
-		Supervisor: st.Supervisor, Restarts: st.Restarts, LastExit: st.LastExit,
+		Supervisor: st.Supervisor, Restarts: st.Restarts, LastExit: st.LastExit, Files: cfg.Files,
 	}
 }
 

@@ -111,6 +111,7 @@ type supervisor struct {
 	exe     string
 	memFile *os.File
 	logf    func(string, ...any)
+	trace   Tracef // its steps, with debugEnv (trace.go)
 
 	mu        sync.Mutex
 	linkDeads int // LINK_DEAD events for our device since the last start
@@ -163,7 +164,7 @@ func supervisorFromEnv() (*supervisor, *State, func(Result) error, int) {
 	signal.Ignore(syscall.SIGPIPE)
 
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-	s := &supervisor{cfg: c.cfg, exe: exe, logf: logger.Printf, index: -1, memFile: c.memFile}
+	s := &supervisor{cfg: c.cfg, exe: exe, logf: logger.Printf, index: -1, memFile: c.memFile, trace: debugTrace("supervisor")}
 	if spec, err := ParseSpec(c.cfg.Source); err == nil && spec.Kind == KindMemory && s.memFile == nil {
 		if s.memFile, err = newMemfd(spec); err != nil {
 			reportParent(Result{Error: err.Error()})
@@ -317,10 +318,12 @@ func awaitServer(cmd *exec.Cmd, sigs <-chan os.Signal, stopping *bool) *os.Proce
 // Result.Error means the server started and then failed.
 func (s *supervisor) start(takeover *State) (*exec.Cmd, Result, error) {
 	c := child{command: ServeCommand, cfg: s.cfg, takeover: takeover, memFile: s.memFile, supervisor: os.Getpid()}
+	s.trace.tracef("starting the server: %s %s", s.exe, ServeCommand)
 	cmd, rp, err := c.start(s.exe, false)
 	if err != nil {
 		return nil, Result{}, err
 	}
+	s.trace.tracef("started server process %d", cmd.Process.Pid)
 	defer rp.Close()
 	res, err := receiveResult(rp)
 	if err != nil {

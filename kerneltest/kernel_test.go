@@ -514,6 +514,13 @@ func TestKernelErrors(t *testing.T) {
 		{"unknown flag", []string{"attach", "--frobnicate", good}, "flag provided but not defined", false},
 		{"offset on memory", []string{"attach", "-o", "512", "memory:1M"}, "apply to files only", false},
 		{"direct-io on qcow2", []string{"attach", "--direct-io", qcow}, qcow + ": qcow2 image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)", false},
+		{"offset past a qcow2", []string{"attach", "-o", "1G", qcow}, qcow + ": qcow2 image: --offset, --sizelimit and --direct-io apply to raw and compressed files only (omit them)", false},
+		{"offset past the end", []string{"attach", "-o", "1G", good}, good + ": the file (1048576 bytes) is smaller than --offset 1073741824 (give an offset inside the file)", false},
+		{"offset on an empty file", []string{"attach", "-o", "1G", empty}, empty + ": empty, no bytes at --offset 1073741824 (truncate it to the size wanted", false},
+		{"sizelimit not a multiple", []string{"attach", "--sizelimit", "1000", good}, "--sizelimit 1000: not a multiple of the 512-byte block size (use --sizelimit 512 or --sizelimit 1024)", false},
+		{"exec of a directory", []string{"attach", "exec:" + dir}, dir + ": is a directory (exec: runs a program", false},
+		{"URL", []string{"attach", "nbd://localhost/export"}, "nbd:// URLs are not supported", false},
+		{"options after SOURCE", []string{"attach", good, "-r", "--bogus"}, "flag provided but not defined: -bogus", false},
 		{"detach not attached", []string{"detach", "/dev/nbd15"}, "/dev/nbd15: not attached", false},
 		{"detach not nbd", []string{"detach", "/dev/loop0"}, "/dev/loop0: not an nbd device", false},
 	}

@@ -273,6 +273,9 @@ func TestDrawErrors(t *testing.T) {
 		{"only flushes", string(writeLog(t, []request.Request{req(request.OpFlush, 0, 0, 0)})), Options{}, "only flushes", 0, ErrUnknownSize},
 		{"not json", "{\"time\":\"2026-11-26T12:00:00Z\",\"op\":\"read\"}\nhello\n", Options{}, "line 2:", 2, nil},
 		{"no time", "{\"op\":\"read\"}\n", Options{}, "line 1: no time", 1, nil},
+		{"offset past 2^63", "{\"time\":\"2026-11-26T12:00:00Z\",\"op\":\"read\",\"offset\":9223372036854775808,\"length\":0}\n", Options{}, "line 1: offset 9223372036854775808, length 0: past 2^63-1 bytes, the largest device", 1, nil},
+		{"range past 2^63", "{\"time\":\"2026-11-26T12:00:00Z\",\"op\":\"write\",\"offset\":0}\n{\"time\":\"2026-11-26T12:00:00Z\",\"op\":\"write\",\"offset\":9223372036854771712,\"length\":4097}\n", Options{}, "line 2: offset 9223372036854771712, length 4097: past 2^63-1", 2, nil},
+		{"range wrapping", "{\"time\":\"2026-11-26T12:00:00Z\",\"op\":\"trim\",\"offset\":18446744073709551615,\"length\":18446744073709551615}\n", Options{}, "line 1: offset 18446744073709551615, length 18446744073709551615: past 2^63-1", 1, nil},
 		{"bad side", string(writeLog(t, []request.Request{req(request.OpRead, 0, 512, 0)})), Options{Side: 100}, "not a power of two", 0, nil},
 		{"too many frames", "", Options{Frames: MaxFrames + 1}, "out of range", 0, nil},
 	}

@@ -78,10 +78,13 @@ func (r *Record) Class() Class {
 	return ClassNone
 }
 
+// maxEnd is where the largest device ends (a device's size is an int64).
+const maxEnd = 1<<63 - 1
+
 // Reader reads log records one at a time, like bufio.Scanner: call Next
 // until it returns false, then Err. Empty lines are skipped; a line that is
-// not a JSON object with a time stops the reader with an error that names
-// the line.
+// not a JSON object with a time, or whose byte range ends past 2^63-1, stops
+// the reader with an error that names the line.
 type Reader struct {
 	s    *bufio.Scanner
 	line int
@@ -115,6 +118,10 @@ func (r *Reader) Next() bool {
 		}
 		if r.rec.Time.IsZero() {
 			r.err = &LineError{Line: r.line, Err: errors.New("no time: not a line of the log filter")}
+			return false
+		}
+		if end := r.rec.Offset + r.rec.Length; r.rec.Offset > maxEnd || end > maxEnd || end < r.rec.Offset {
+			r.err = &LineError{Line: r.line, Err: fmt.Errorf("offset %d, length %d: past 2^63-1 bytes, the largest device", r.rec.Offset, r.rec.Length)}
 			return false
 		}
 		return true
@@ -170,11 +177,7 @@ func Summarize(r io.Reader) (Summary, error) {
 		}
 		s.Records++
 		if rec.Class() != ClassFlush && rec.Class() != ClassNone {
-			end := rec.Offset + rec.Length
-			if end < rec.Offset { // wrapped: clamp to the largest range
-				end = ^uint64(0)
-			}
-			s.MaxEnd = max(s.MaxEnd, end)
+			s.MaxEnd = max(s.MaxEnd, rec.Offset+rec.Length) // Next checked the sum
 		}
 	}
 	return s, lr.Err()

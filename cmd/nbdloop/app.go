@@ -13,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"text/tabwriter"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -32,6 +31,9 @@ no TCP port, no second daemon. attach prints the device name and returns once
 the device is usable; detach disconnects it and waits until the server has
 flushed and exited.
 
+Options go anywhere on the command line, before or after the SOURCE, as with
+losetup and other getopt tools; -- ends them (nbdloop attach -- -r.img).
+
 ` + sourceHelp + `
 
 The server process protects itself from memory-reclaim deadlocks
@@ -47,6 +49,9 @@ a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
 EXAMPLES:
   # nbdloop attach disk.img
   /dev/nbd0
+  # nbdloop attach disk.img -r --json
+  # nbdloop       (lists the devices, as losetup does: nbdloop list)
+  # nbdloop attach -v disk.img      (each step on stderr)
   # nbdloop attach -r --partscan disk.img && mount -o ro /dev/nbd1p1 /mnt
   # nbdloop attach memory:8E      (a sparse 8 EiB RAM disk)
   # nbdloop list --json
@@ -64,15 +69,24 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:                 "nbdloop",
 		Usage:                "attach files, RAM disks, images, compressed files, programs and composites to Linux NBD devices",
-		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop list [--json] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst\nnbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html\nnbdloop top [--once] DEVICE",
+		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop [list] [-n] [-O COLUMNS] [--raw] [--json] [--associated FILE] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst\nnbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html\nnbdloop top [--once] DEVICE",
 		Description:          appDescription,
 		Version:              version,
+		HideVersion:          true, // -V, as losetup and nbd-client have it; -v is attach's --verbose
+		Flags:                []cli.Flag{&cli.BoolFlag{Name: "version", Aliases: []string{"V"}, Usage: "print the version"}},
 		Writer:               stdout,
 		ErrWriter:            stderr,
 		EnableBashCompletion: true,
 		HideHelpCommand:      true,
 		// Errors are printed once, by run, with the "nbdloop: " prefix.
 		ExitErrHandler: func(*cli.Context, error) {},
+		Before: func(c *cli.Context) error {
+			if c.Bool("version") {
+				fmt.Fprintf(c.App.Writer, "%s version %s\n", c.App.Name, c.App.Version)
+				return cli.Exit("", exitOK)
+			}
+			return nil
+		},
 		// Only the root's own flags: each command has its OnUsageError.
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError("%v (see nbdloop --help)", err)
@@ -116,7 +130,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "dead-timeout", Value: "30", Usage: "`SECONDS` the kernel holds I/O after the server dies, waiting for a restart"},
 			&cli.StringFlag{Name: "offset", Aliases: []string{"o"}, Usage: "start the device at byte `OFFSET` of the file (raw and compressed files)"},
 			&cli.StringFlag{Name: "sizelimit", Usage: "use at most `SIZE` bytes of the file"},
-			&cli.BoolFlag{Name: "direct-io", Usage: "open the file with O_DIRECT (bypass the page cache; raw and compressed files, not qcow2 or VMDK)"},
+			newOnOffFlag("direct-io", "open the file with O_DIRECT (bypass the page cache; raw and compressed files, not qcow2 or VMDK)"),
 			&cli.StringFlag{Name: "cache-size", Value: fmt.Sprintf("%dM", attach.DefaultCacheSize>>20), Usage: "memory for decoded data of compressed images (xz, gzip, zstd), shared by all connections, in `SIZE` bytes"},
 			&cli.StringFlag{Name: "format", Usage: "open the file as `FORMAT` (" + strings.Join(attach.FormatNames(), ", ") + ") instead of probing its contents; with raw, the guest may write any first sector"},
 			&cli.StringSliceFlag{Name: "allow-path", Usage: "let the files an image names (backing files, extents, parents) be beneath `DIR` too, not only beneath the image's own directory (repeatable)"},
@@ -130,6 +144,8 @@ func attachCommand() *cli.Command {
 			&cli.BoolFlag{Name: "no-restart", Usage: "do not restart the server if it dies (the device then fails I/O after --dead-timeout)"},
 			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
 			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
+			&cli.BoolFlag{Name: "show", Usage: "print the device's name (accepted for losetup's sake: attach always prints it)"},
+			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say what attach does, step by step, on stderr: the request, pinning the files, starting the supervisor and server, probing the format, CONNECT, settling"},
 		},
 		BashComplete: completeAttach,
 		Action:       doAttach,
@@ -156,34 +172,6 @@ func detachCommand() *cli.Command {
 		},
 		BashComplete: completeDevices,
 		Action:       doDetach,
-	}
-}
-
-func listCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "list",
-		Usage:     "list attached nbd devices",
-		UsageText: "nbdloop list [--json] [DEVICE...]",
-		Description: "Lists every attached nbd device, including those attached by nbd-client or\n" +
-			"qemu-nbd. Columns:\n" +
-			"  NAME         device name\n" +
-			"  SIZE         size in bytes, with binary suffixes\n" +
-			"  SOURCE       what the device serves (foreign devices: their backend id)\n" +
-			"  RO           read-only\n" +
-			"  PID          server process\n" +
-			"  STATE        running; restarting (the server died and its supervisor is starting\n" +
-			"               a new one); dead (the server is gone: nbdloop restart, or detach it;\n" +
-			"               the reason follows with --json); foreign (not nbdloop's)\n" +
-			"  CONNECTIONS  sockets between kernel and server\n" +
-			"  RESTARTS     servers started after the first (see --json's last_exit for why)",
-		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
-			return usageError("list: %v (see nbdloop list --help)", err)
-		},
-		Flags: []cli.Flag{
-			&cli.BoolFlag{Name: "json", Usage: "print JSON: {\"devices\":[...]}"},
-		},
-		BashComplete: completeDevices,
-		Action:       doList,
 	}
 }
 
@@ -307,7 +295,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 	}
 	cfg.ReadOnly = c.Bool("read-only")
 	cfg.PartScan = c.Bool("partscan")
-	cfg.DirectIO = c.Bool("direct-io")
+	cfg.DirectIO = switchOn(c, "direct-io")
 	cfg.Connections = c.Int("connections")
 	if dev := c.String("device"); dev != "" {
 		if c.Bool("find") {
@@ -353,6 +341,9 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 		cfg.AllowPaths = append(cfg.AllowPaths, abs)
 	}
 	cfg.NoRestart = c.Bool("no-restart")
+	if c.IsSet("run") && strings.TrimSpace(c.String("run")) == "" {
+		return cfg, usageError("attach: --run: no command given (e.g. --run 'mkfs.ext4 -q $DEVICE')")
+	}
 	if c.Bool("foreground") && c.String("run") != "" {
 		return cfg, usageError("attach: --foreground and --run exclude each other")
 	}
@@ -382,24 +373,27 @@ func doAttach(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx, trace := verboseContext(context.Background(), c.App.ErrWriter, c.Bool("verbose"))
+	trace("parsing: %s", describeConfig(cfg))
 	if err := requireRoot("attach"); err != nil {
 		return err
 	}
 	if c.Bool("foreground") {
 		attach.ReexecWithIOFlusher()
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return attach.Foreground(ctx, cfg, func(d *attach.Device, warns []string) {
 			printWarnings(c, warns)
 			printDevice(c, d)
 		})
 	}
-	d, warns, err := attach.Attach(context.Background(), cfg)
+	d, warns, err := attach.Attach(ctx, cfg)
 	printWarnings(c, warns)
 	if err != nil {
 		return err
 	}
 	if cmd := c.String("run"); cmd != "" {
+		trace("running sh -c %q with DEVICE=%s; detaching when it ends", cmd, d.Name)
 		return runAndDetach(c, d, cmd)
 	}
 	printDevice(c, d)
@@ -504,42 +498,4 @@ func doDetach(c *cli.Context) error {
 		return cli.Exit("", exitError)
 	}
 	return nil
-}
-
-func doList(c *cli.Context) error {
-	var indices []int
-	for _, a := range c.Args().Slice() {
-		idx, err := attach.ParseDevice(a)
-		if err != nil {
-			return usageError("list: %v", err)
-		}
-		indices = append(indices, idx)
-	}
-	devs, err := attach.List(indices)
-	if err != nil {
-		return err
-	}
-	if c.Bool("json") {
-		b, err := json.MarshalIndent(struct {
-			Devices []attach.Device `json:"devices"`
-		}{devs}, "", "  ")
-		if err != nil {
-			return err
-		}
-		fmt.Fprintln(c.App.Writer, string(b))
-		return nil
-	}
-	if len(devs) == 0 {
-		return nil
-	}
-	tw := tabwriter.NewWriter(c.App.Writer, 0, 8, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tSIZE\tSOURCE\tRO\tPID\tSTATE\tCONNECTIONS\tRESTARTS")
-	for _, d := range devs {
-		ro := "no"
-		if d.RO {
-			ro = "yes"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", d.Name, bytesize.Format(d.Size), d.Source, ro, d.PID, d.State, d.Connections, d.Restarts)
-	}
-	return tw.Flush()
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -20,7 +19,7 @@ func drawCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "draw",
 		Usage:     "draw a request log as a picture of the device (PNG heat map, GIF animation or HTML page)",
-		UsageText: "nbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html",
+		UsageText: "nbdloop draw [options] [--force] LOG -o OUT.png|OUT.gif|OUT.html",
 		Description: "Reads LOG, the file written by --filter log:file=LOG, and draws the device as a\n" +
 			"square whose pixels follow a Hilbert curve, so that nearby offsets stay nearby,\n" +
 			"coloured by the last request to touch them (blue read, red written, green\n" +
@@ -44,6 +43,7 @@ func drawCommand() *cli.Command {
 			&cli.IntFlag{Name: "frames", Value: 50, Usage: fmt.Sprintf("`N` frames for .gif and .html, at most %d", pictures.MaxFrames)},
 			&cli.StringFlag{Name: "by", Value: "time", Usage: "cut frames by equal spans of `time` or equal numbers of `requests`"},
 			&cli.DurationFlag{Name: "delay", Value: 100 * time.Millisecond, Usage: "how long each GIF frame shows (`DURATION`, e.g. 200ms)"},
+			&cli.BoolFlag{Name: "force", Usage: "overwrite OUT if it exists"},
 		},
 		Action: doDraw,
 	}
@@ -103,76 +103,37 @@ func doDraw(c *cli.Context) error {
 	} else if !st.Mode().IsRegular() {
 		return fmt.Errorf("draw: %s: not a regular file (LOG is read twice: save it to a file first)", log)
 	}
-	// Write next to OUT and rename, so a failed draw leaves no half picture.
-	tmp, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
-	if pe := (*fs.PathError)(nil); errors.As(err, &pe) {
-		return fmt.Errorf("draw: %s: %w", out, pe.Err)
-	} else if err != nil {
-		return fmt.Errorf("draw: %s: %w", out, err)
+	// Written next to OUT and moved into place, so a failed or interrupted
+	// draw leaves no half picture, and an existing OUT is replaced only
+	// with --force, as pack does.
+	if _, err := os.Lstat(out); err == nil && !c.Bool("force") {
+		return fmt.Errorf("draw: %s: already exists (remove it, or add --force)", out)
 	}
-	defer os.Remove(tmp.Name())
-	if err := write(tmp, in, opts); err != nil {
-		tmp.Close()
+	w, err := newSafeOutput(out, c.Bool("force"))
+	if err != nil {
+		return fmt.Errorf("draw: %w", err)
+	}
+	defer w.abort()
+	if err := write(w.f, in, opts); err != nil {
 		return fmt.Errorf("draw: %s: %w%s", log, err, drawHint(err))
 	}
-	if err := tmp.Chmod(0o644); err != nil {
-		tmp.Close()
-		return fmt.Errorf("draw: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("draw: %w", err)
-	}
-	if err := os.Rename(tmp.Name(), out); err != nil {
-		return fmt.Errorf("draw: %w", err)
+	if err := w.commit(); err != nil {
+		return fmt.Errorf("draw: %s: %w", out, err)
 	}
 	return nil
 }
 
-// drawArgs returns LOG. urfave/cli stops reading flags at the first
-// argument, so flags after LOG (nbdloop draw LOG -o OUT.png) are parsed
-// here, into the command's own flag set.
+// drawArgs returns LOG, the one operand (options anywhere are read by
+// permuteArgs).
 func drawArgs(c *cli.Context) ([]string, error) {
 	args := c.Args().Slice()
-	if len(args) > 1 {
-		rest := args[1:]
-		for len(rest) > 0 {
-			a := rest[0]
-			name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-			f := commandFlag(c, name)
-			if !strings.HasPrefix(a, "-") || f == nil {
-				return nil, usageError("draw: one LOG expected, got %s (see nbdloop draw --help)", strings.Join(args, " "))
-			}
-			if !hasVal {
-				if len(rest) < 2 {
-					return nil, usageError("draw: %s needs a value", a)
-				}
-				val, rest = rest[1], rest[1:]
-			}
-			for _, n := range f.Names() { // -o and --output are two entries of the flag set
-				if err := c.Set(n, val); err != nil {
-					return nil, usageError("draw: %s %q: %v", a, val, err)
-				}
-			}
-			rest = rest[1:]
-		}
-		args = args[:1]
-	}
-	if len(args) == 0 {
+	switch {
+	case len(args) == 0:
 		return nil, usageError("draw: no LOG given (e.g. nbdloop draw /tmp/mkfs.jsonl -o mkfs.png)")
+	case len(args) > 1:
+		return nil, usageError("draw: one LOG expected, got %s (see nbdloop draw --help)", strings.Join(args, " "))
 	}
 	return args, nil
-}
-
-// commandFlag returns the flag of the command called name, or nil.
-func commandFlag(c *cli.Context, name string) cli.Flag {
-	for _, f := range c.Command.Flags {
-		for _, n := range f.Names() {
-			if n == name {
-				return f
-			}
-		}
-	}
-	return nil
 }
 
 // drawHint says what to do about an error of the log.

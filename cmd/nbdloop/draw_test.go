@@ -66,6 +66,10 @@ func TestDrawErrors(t *testing.T) {
 	flushes := filepath.Join(dir, "flushes.jsonl")
 	os.WriteFile(flushes, []byte(strings.SplitAfter(drawTestLog, "\n")[1]), 0o644)
 	out := filepath.Join(dir, "out.png")
+	huge := filepath.Join(dir, "huge.jsonl")
+	os.WriteFile(huge, []byte(drawTestLog+`{"time":"2026-11-26T12:00:02Z","conn":0,"op":"read","offset":9223372036854775808,"length":4096}`+"\n"), 0o644)
+	exists := filepath.Join(dir, "exists.png")
+	os.WriteFile(exists, []byte("not a picture"), 0o644)
 	tests := []struct {
 		args []string
 		code int
@@ -75,7 +79,7 @@ func TestDrawErrors(t *testing.T) {
 		{[]string{"draw", log}, exitUsage, "draw: no output given (add -o OUT.png, OUT.gif or OUT.html)"},
 		{[]string{"draw", log, "-o", "x.jpg"}, exitUsage, "draw: x.jpg: unknown kind of picture (name it .png, .gif or .html)"},
 		{[]string{"draw", log, log, "-o", out}, exitUsage, "draw: one LOG expected"},
-		{[]string{"draw", log, "-o"}, exitUsage, "draw: -o needs a value"},
+		{[]string{"draw", log, "-o"}, exitUsage, "draw: flag needs an argument: -o"},
 		{[]string{"draw", log, "-o", out, "--image-size", "100"}, exitUsage, "draw: --image-size 100: not a power of two from 16 to 4096"},
 		{[]string{"draw", log, "-o", out, "--frames", "0"}, exitUsage, "draw: --frames 0: out of range 1..1000"},
 		{[]string{"draw", log, "-o", out, "--by", "size"}, exitUsage, `draw: --by "size": use time or requests`},
@@ -86,6 +90,8 @@ func TestDrawErrors(t *testing.T) {
 		{[]string{"draw", bad, "-o", out}, exitError, "draw: " + bad + ": line 1: invalid character 'o' in literal null (expecting 'u') (is it a file written by --filter log:file=...?)"},
 		{[]string{"draw", flushes, "-o", out}, exitError, "draw: " + flushes + ": the log has only flushes: the device size is unknown (give --device-size)"},
 		{[]string{"draw", log, "-o", filepath.Join(dir, "no", "out.png")}, exitError, "draw: " + filepath.Join(dir, "no", "out.png") + ": no such file or directory"},
+		{[]string{"draw", huge, "-o", out}, exitError, "draw: " + huge + ": line 3: offset 9223372036854775808, length 4096: past 2^63-1 bytes, the largest device (is it a file written by --filter log:file=...?)"},
+		{[]string{"draw", log, "-o", exists}, exitError, "draw: " + exists + ": already exists (remove it, or add --force)"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
@@ -97,5 +103,18 @@ func TestDrawErrors(t *testing.T) {
 	}
 	if _, err := os.Stat(out); err == nil {
 		t.Errorf("%s exists after failed draws", out)
+	}
+	if b, _ := os.ReadFile(exists); string(b) != "not a picture" {
+		t.Errorf("%s was overwritten without --force", exists)
+	}
+	if code, _, stderr := runArgs(t, "draw", log, "-o", exists, "--force"); code != exitOK {
+		t.Errorf("draw --force over an existing output: exit %d, %s", code, stderr)
+	} else if f, err := os.Open(exists); err != nil {
+		t.Error(err)
+	} else if _, err := png.Decode(f); err != nil {
+		t.Errorf("draw --force: %s is not the picture: %v", exists, err)
+	}
+	if tmps, _ := filepath.Glob(filepath.Join(dir, ".*")); len(tmps) > 0 {
+		t.Errorf("temporary files left: %q", tmps)
 	}
 }

@@ -34,7 +34,8 @@ const sourceHelp = `SOURCE is one of:
                   to the program (config KEY VALUE, or arguments when
                   persistent); no commas in PATH or values
 SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
-and KB, MB, GB, ... (powers of 1000).`
+and KB, MB, GB, ... (powers of 1000). URLs (https://, nbd://, ...) are refused:
+network sources are not served yet.`
 
 // compositeHelp describes the devices made of several SOURCEs and the
 // partition view, for --help and the man page.

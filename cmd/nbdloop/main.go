@@ -47,7 +47,10 @@ func main() {
 // printed here once, as one line.
 func run(args []string, stdout, stderr io.Writer) int {
 	app := newApp(stdout, stderr)
-	err := app.Run(args)
+	if len(args) == 1 {
+		args = append(args, "list") // as losetup lists its devices
+	}
+	err := app.Run(permuteArgs(app, args))
 	if err == nil {
 		return exitOK
 	}

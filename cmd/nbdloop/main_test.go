@@ -67,6 +67,16 @@ func TestUsageErrors(t *testing.T) {
 		{name: "find with device", args: []string{"attach", "--find", "--device", "/dev/nbd1", "disk.img"}, want: "attach: --find and --device exclude each other"},
 		{name: "foreground with run", args: []string{"attach", "--foreground", "--run", "true", "disk.img"}, want: "attach: --foreground and --run exclude each other"},
 		{name: "memory 0", args: []string{"attach", "memory:0"}, want: "attach: memory:0: size must be greater than 0"},
+		{name: "memory 100", args: []string{"attach", "memory:100"}, want: "attach: memory:100: smaller than one 512-byte block (give a larger size, e.g. memory:1G)"},
+		{name: "memory below -b", args: []string{"attach", "memory:1000", "-b", "4096"}, want: "attach: memory:1000: smaller than one 4096-byte block"},
+		{name: "sizelimit 1000", args: []string{"attach", "--sizelimit", "1000", "disk.img"}, want: "attach: --sizelimit 1000: not a multiple of the 512-byte block size (use --sizelimit 512 or --sizelimit 1024)"},
+		{name: "https URL", args: []string{"attach", "https://example.com/disk.img"}, want: "attach: https://example.com/disk.img: https:// URLs are not supported, network sources are not served yet (SOURCE is a PATH, file:PATH, memory:SIZE or exec:PATH)"},
+		{name: "nbd URL", args: []string{"attach", "nbd://host/export", "-r"}, want: "attach: nbd://host/export: nbd:// URLs are not supported"},
+		{name: "URL part", args: []string{"attach", "--concat", "a.img", "nbd://host/export"}, want: "attach: nbd://host/export: nbd:// URLs are not supported"},
+		{name: "pack URL", args: []string{"pack", "https://example.com/disk.img", "-o", "x.xz"}, want: "pack: https://example.com/disk.img: https:// URLs are not supported"},
+		{name: "run empty", args: []string{"attach", "--run", "", "disk.img"}, want: "attach: --run: no command given (e.g. --run 'mkfs.ext4 -q $DEVICE')"},
+		{name: "run blank", args: []string{"attach", "disk.img", "--run=  "}, want: "attach: --run: no command given"},
+		{name: "pack level 99", args: []string{"pack", "--level", "99", "disk.img", "-o", "x.xz"}, want: "pack: --level 99: xz levels are 0 to 9 (e.g. --level 6)"},
 		{name: "memory 12Q", args: []string{"attach", "memory:12Q"}, want: `attach: memory:12Q: unknown suffix "Q"`},
 		{name: "memory with offset", args: []string{"attach", "--offset", "512", "memory:1G"}, want: "attach: memory:1G: --offset, --sizelimit and --direct-io apply to files only"},
 		{name: "file prefix without path", args: []string{"attach", "file:"}, want: "attach: file:: no path given"},
@@ -111,17 +121,39 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
+// TestVersion: -V and --version print the version, as losetup's do; -v is
+// not the version (it is attach's --verbose).
 func TestVersion(t *testing.T) {
 	defer func(v string) { version = v }(version)
 	version = "1.2.3-test"
-	for _, flag := range []string{"--version", "-v"} {
-		code, stdout, stderr := runArgs(t, flag)
-		if code != exitOK || stderr != "" {
-			t.Errorf("run(%q) = %d, stderr %q, want %d, nothing", flag, code, stderr, exitOK)
+	tests := []struct {
+		args       []string
+		code       int
+		stdout     string
+		stderrLine string
+	}{
+		{args: []string{"--version"}, stdout: "nbdloop version 1.2.3-test\n"},
+		{args: []string{"-V"}, stdout: "nbdloop version 1.2.3-test\n"},
+		{args: []string{"-V", "attach", "disk.img"}, stdout: "nbdloop version 1.2.3-test\n"},
+		{args: []string{"-v"}, code: exitUsage, stderrLine: "nbdloop: flag provided but not defined: -v (see nbdloop --help)\n"},
+	}
+	for _, tt := range tests {
+		code, stdout, stderr := runArgs(t, tt.args...)
+		if code != tt.code || stdout != tt.stdout || stderr != tt.stderrLine {
+			t.Errorf("run(%q) = %d, stdout %q, stderr %q; want %d, %q, %q", tt.args, code, stdout, stderr, tt.code, tt.stdout, tt.stderrLine)
 		}
-		if want := "nbdloop version 1.2.3-test\n"; stdout != want {
-			t.Errorf("run(%q) stdout = %q, want %q", flag, stdout, want)
-		}
+	}
+}
+
+// TestNoArguments: nbdloop alone lists the devices, as losetup does.
+func TestNoArguments(t *testing.T) {
+	code, stdout, stderr := runArgs(t)
+	lcode, lstdout, lstderr := runArgs(t, "list")
+	if code != lcode || stdout != lstdout || stderr != lstderr {
+		t.Errorf("nbdloop = %d, %q, %q; want what nbdloop list gives: %d, %q, %q", code, stdout, stderr, lcode, lstdout, lstderr)
+	}
+	if strings.Contains(stdout, "USAGE") {
+		t.Errorf("nbdloop printed the help:\n%s", stdout)
 	}
 }
 
@@ -134,8 +166,9 @@ func TestHelp(t *testing.T) {
 	}{
 		{name: "help flag", args: []string{"--help"}, want: []string{"attach", "detach", "list", "SOURCE is one of", "memory:SIZE", "EXIT STATUS"}, notWant: []string{"   man "}},
 		{name: "short help flag", args: []string{"-h"}, want: []string{"attach", "detach", "list"}},
-		{name: "no arguments", args: nil, want: []string{"attach", "detach", "list"}},
-		{name: "attach help", args: []string{"attach", "--help"}, want: []string{"--block-size", "--read-only", "--partscan", "--dead-timeout", "memory:SIZE"}},
+		{name: "attach help", args: []string{"attach", "--help"}, want: []string{"--block-size", "--read-only", "--partscan", "--dead-timeout", "memory:SIZE", "--direct-io[=on|off]", "--show"}},
+		{name: "help after SOURCE", args: []string{"attach", "disk.img", "--help"}, want: []string{"--block-size"}},
+		{name: "version in help", args: []string{"--help"}, want: []string{"--version, -V"}},
 		{name: "detach help", args: []string{"detach", "-h"}, want: []string{"--all", "--force"}},
 		{name: "list help", args: []string{"list", "--help"}, want: []string{"--json", "STATE"}},
 	}

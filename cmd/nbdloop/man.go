@@ -252,6 +252,9 @@ func (m *manWriter) flags(flags []cli.DocGenerationFlag) {
 		}
 		placeholder := usagePlaceholder(f.GetUsage())
 		tag := strings.Join(parts, ", ")
+		if o, ok := f.(interface{ OptionalValue() string }); ok {
+			tag += `\fI` + roffEscape(o.OptionalValue()) + `\fR`
+		}
 		if f.TakesValue() {
 			if placeholder == "" {
 				placeholder = "VALUE"

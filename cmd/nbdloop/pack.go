@@ -3,11 +3,9 @@ package main
 import (
 	"bufio"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -68,69 +66,33 @@ func packFormat(flag, out string) (string, error) {
 	return "", usageError("pack: %s: cannot tell the format from the name (end it in .xz or .zst, or give --format)", out)
 }
 
-// packFlags reads pack's flags from before IMAGE (parsed by cli) and from
-// after it (`nbdloop pack IMAGE -o OUT.xz`, which cli leaves as arguments).
-type packFlags struct {
-	c    *cli.Context
-	late *flag.FlagSet
-	set  map[string]string // flag name -> the name it was given as, after IMAGE
-}
-
-func parsePackFlags(c *cli.Context) (packFlags, string, error) {
-	pf := packFlags{c: c, set: map[string]string{}}
+// packImage returns IMAGE, the one operand (options anywhere are read by
+// permuteArgs).
+func packImage(c *cli.Context) (string, error) {
 	args := c.Args().Slice()
-	if len(args) == 0 {
-		return pf, "", usageError("pack: no IMAGE given (e.g. nbdloop pack disk.img -o disk.img.xz)")
+	switch {
+	case len(args) == 0:
+		return "", usageError("pack: no IMAGE given (e.g. nbdloop pack disk.img -o disk.img.xz)")
+	case len(args) > 1:
+		return "", usageError("pack: one IMAGE expected, got %s (see nbdloop pack --help)", strings.Join(args, " "))
 	}
-	if len(args) > 1 {
-		pf.late = flag.NewFlagSet("pack", flag.ContinueOnError)
-		pf.late.SetOutput(io.Discard)
-		for _, f := range c.Command.Flags {
-			f.Apply(pf.late)
-		}
-		if err := pf.late.Parse(args[1:]); err != nil {
-			return pf, "", usageError("pack: %v (see nbdloop pack --help)", err)
-		}
-		if pf.late.NArg() > 0 {
-			return pf, "", usageError("pack: one IMAGE expected, got %s and %s", args[0], strings.Join(pf.late.Args(), " "))
-		}
-		given := map[string]bool{}
-		pf.late.Visit(func(f *flag.Flag) { given[f.Name] = true })
-		for _, f := range c.Command.Flags {
-			for _, n := range f.Names() {
-				if given[n] {
-					pf.set[f.Names()[0]] = n
-				}
-			}
-		}
-	}
-	return pf, args[0], nil
+	return args[0], nil
 }
 
-func (pf packFlags) String(name string) string {
-	if n, ok := pf.set[name]; ok {
-		return pf.late.Lookup(n).Value.String()
+// checkPackLevel refuses a --level the format does not have.
+func checkPackLevel(format string, level int, given bool) error {
+	lo, hi, def := 0, 9, pack.DefaultXZLevel
+	if format == pack.Zstd {
+		lo, hi, def = 1, 22, pack.DefaultZstdLevel
 	}
-	return pf.c.String(name)
+	if given && (level < lo || level > hi) {
+		return usageError("pack: --level %d: %s levels are %d to %d (e.g. --level %d)", level, format, lo, hi, def)
+	}
+	return nil
 }
 
-func (pf packFlags) Int(name string) int {
-	if n, ok := pf.set[name]; ok {
-		v, _ := strconv.Atoi(pf.late.Lookup(n).Value.String())
-		return v
-	}
-	return pf.c.Int(name)
-}
-
-func (pf packFlags) Bool(name string) bool {
-	if n, ok := pf.set[name]; ok {
-		return pf.late.Lookup(n).Value.String() == "true"
-	}
-	return pf.c.Bool(name)
-}
-
-func doPack(ctx *cli.Context) error {
-	c, image, err := parsePackFlags(ctx)
+func doPack(c *cli.Context) error {
+	image, err := packImage(c)
 	if err != nil {
 		return err
 	}
@@ -143,6 +105,9 @@ func doPack(ctx *cli.Context) error {
 		return err
 	}
 	opts := pack.Options{Format: format, Level: c.Int("level"), Workers: c.Int("threads")}
+	if err := checkPackLevel(format, opts.Level, c.IsSet("level")); err != nil {
+		return err
+	}
 	if s := c.String("block-size"); s != "" {
 		if opts.BlockSize, err = bytesize.Parse(s); err != nil || opts.BlockSize < 4096 {
 			return usageError("pack: --block-size %q: give a size of at least 4K (e.g. 4M)", s)
@@ -162,7 +127,7 @@ func doPack(ctx *cli.Context) error {
 	defer src.Source.Close()
 	for _, w := range src.Warnings {
 		if !strings.Contains(w, "note: ") && !strings.Contains(w, "nbdloop pack") {
-			fmt.Fprintf(ctx.App.ErrWriter, "nbdloop: %s\n", w)
+			fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", w)
 		}
 	}
 	if spec.Kind == attach.KindFile && sameFile(spec.Path, out) {
@@ -177,7 +142,7 @@ func doPack(ctx *cli.Context) error {
 	}
 	defer w.abort()
 	size := src.Source.Size()
-	prog := newProgress(ctx.App.ErrWriter, size)
+	prog := newProgress(c.App.ErrWriter, size)
 	opts.Progress = prog.update
 	bw := bufio.NewWriterSize(w.f, 1<<20)
 	start := time.Now()
@@ -193,7 +158,7 @@ func doPack(ctx *cli.Context) error {
 		return fmt.Errorf("pack: %s: %w", out, err)
 	}
 	el := time.Since(start)
-	fmt.Fprintf(ctx.App.ErrWriter, "nbdloop: %s -> %s: %s -> %s (%.1f%%), %d %s blocks, %s, %s/s\n",
+	fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s -> %s: %s -> %s (%.1f%%), %d %s blocks, %s, %s/s\n",
 		image, out, bytesize.Format(res.In), bytesize.Format(res.Out), 100*float64(res.Out)/float64(max(1, res.In)),
 		res.Blocks, format, el.Round(100*time.Millisecond), bytesize.Format(int64(float64(res.In)/max(el.Seconds(), 1e-3))))
 	return nil
