@@ -75,6 +75,23 @@ const maxCheckpoints = 8192
 // sources.ErrReadOnly.
 var ErrReadOnly = fmt.Errorf("gzip images are read-only (attach with -r, or add --filter cow for a writable overlay): %w", sources.ErrReadOnly)
 
+// ErrNotGzip is returned when the data does not start with a gzip member.
+var ErrNotGzip = errors.New("not a gzip file")
+
+// CorruptError reports gzip data that breaks the format at file offset
+// Offset. It is compressed.CorruptError, the one such error of every
+// compressed format (Format "gzip"); it matches ErrCorrupt.
+type CorruptError = compressed.CorruptError
+
+// ErrCorrupt is matched (errors.Is) by every *CorruptError.
+var ErrCorrupt = compressed.ErrCorrupt
+
+// corrupt returns the *CorruptError at file offset off; an error given
+// with %w is kept as its Err.
+func corrupt(off int64, format string, args ...any) error {
+	return compressed.Corrupt("gzip", off, format, args...)
+}
+
 // Options tune Open. The zero value is the default.
 type Options struct {
 	// CacheSize bounds the memory of decoded data, in bytes (0: the
