@@ -211,19 +211,10 @@ func (s *Source) open(opts Options, name string) (*Source, error) {
 	if s.ix.garbage > 0 {
 		warns = append(warns, fmt.Sprintf("%d bytes after the last gzip member are not gzip data: ignored, as gzip -d does", s.ix.garbage))
 	}
-	segs := make([]blockcache.Segment, len(s.ix.cps))
-	for i, cp := range s.ix.cps {
-		end := s.ix.size
-		if i+1 < len(s.ix.cps) {
-			end = s.ix.cps[i+1].uoff
-		}
-		lo, hi := s.ix.compRange(i, size)
-		segs[i] = blockcache.Segment{Off: cp.uoff, Size: end - cp.uoff, Mem: hi - lo + 96<<10}
-	}
 	var err error
 	s.image, err = compressed.New(compressed.Config{
 		File: r, ReadOnly: ErrReadOnly, Warnings: warns,
-		Segments: segs, Open: s.openSegment,
+		Segments: s.ix.segments(size), Open: s.openSegment,
 		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillLimit: opts.SpillLimit},
 	})
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/klauspost/compress/flate"
 
+	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
 	"github.com/nbdloop/nbdloop/sources/internal/compressed"
 )
 
@@ -324,6 +325,21 @@ func (w *indexer) dropEmpty() {
 	}
 	ix.cps = cps
 	w.c.undo(w.c.charged - freed)
+}
+
+// segments returns the cache's segments, one per checkpoint, for a file of
+// fileSize bytes: each is charged its compressed range and a decoder.
+func (ix *index) segments(fileSize int64) []blockcache.Segment {
+	segs := make([]blockcache.Segment, len(ix.cps))
+	for i, cp := range ix.cps {
+		end := ix.size
+		if i+1 < len(ix.cps) {
+			end = ix.cps[i+1].uoff
+		}
+		lo, hi := ix.compRange(i, fileSize)
+		segs[i] = blockcache.Segment{Off: cp.uoff, Size: end - cp.uoff, Mem: hi - lo + 96<<10}
+	}
+	return segs
 }
 
 // compRange is the file range segment i's decoder reads: from its
