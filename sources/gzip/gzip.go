@@ -75,6 +75,23 @@ const maxCheckpoints = 8192
 // sources.ErrReadOnly.
 var ErrReadOnly = fmt.Errorf("gzip images are read-only (attach with -r, or add --filter cow for a writable overlay): %w", sources.ErrReadOnly)
 
+// ErrNotGzip is returned when the data does not start with a gzip member.
+var ErrNotGzip = errors.New("not a gzip file")
+
+// CorruptError reports gzip data that breaks the format at file offset
+// Offset. It is compressed.CorruptError, the one such error of every
+// compressed format (Format "gzip"); it matches ErrCorrupt.
+type CorruptError = compressed.CorruptError
+
+// ErrCorrupt is matched (errors.Is) by every *CorruptError.
+var ErrCorrupt = compressed.ErrCorrupt
+
+// corrupt returns the *CorruptError at file offset off; an error given
+// with %w is kept as its Err.
+func corrupt(off int64, format string, args ...any) error {
+	return compressed.Corrupt("gzip", off, format, args...)
+}
+
 // Options tune Open. The zero value is the default.
 type Options struct {
 	// CacheSize bounds the memory of decoded data, in bytes (0: the
@@ -194,19 +211,10 @@ func (s *Source) open(opts Options, name string) (*Source, error) {
 	if s.ix.garbage > 0 {
 		warns = append(warns, fmt.Sprintf("%d bytes after the last gzip member are not gzip data: ignored, as gzip -d does", s.ix.garbage))
 	}
-	segs := make([]blockcache.Segment, len(s.ix.cps))
-	for i, cp := range s.ix.cps {
-		end := s.ix.size
-		if i+1 < len(s.ix.cps) {
-			end = s.ix.cps[i+1].uoff
-		}
-		lo, hi := s.ix.compRange(i, size)
-		segs[i] = blockcache.Segment{Off: cp.uoff, Size: end - cp.uoff, Mem: hi - lo + 96<<10}
-	}
 	var err error
 	s.image, err = compressed.New(compressed.Config{
 		File: r, ReadOnly: ErrReadOnly, Warnings: warns,
-		Segments: segs, Open: s.openSegment,
+		Segments: s.ix.segments(size), Open: s.openSegment,
 		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillLimit: opts.SpillLimit},
 	})
 	if err != nil {

@@ -97,16 +97,7 @@ func parseBlockHeader(b []byte) (blockHeader, error) {
 		}
 	}
 	if len(ids) != 1 || ids[0] != filterLZMA {
-		var names []string
-		for _, id := range ids {
-			name, ok := filterNames[id]
-			if !ok {
-				name = fmt.Sprintf("unknown filter %#x", id)
-			}
-			names = append(names, name)
-		}
-		return h, fmt.Errorf("%w: the blocks use the filter chain %q; only LZMA2 alone is supported (recompress without BCJ or delta: xz -dc IMAGE.xz | xz -T0 --filters=lzma2 > NEW.xz, or nbdloop pack)",
-			ErrFilter, names)
+		return h, filterChainError(ids)
 	}
 	if len(props) != 1 || props[0] > 40 {
 		return h, errors.New("bad LZMA2 properties in the block header")
@@ -117,6 +108,21 @@ func parseBlockHeader(b []byte) (blockHeader, error) {
 	}
 	h.dict = d
 	return h, nil
+}
+
+// filterChainError is the error for a block whose filter chain, ids, is
+// not LZMA2 alone: it wraps ErrFilter and names the filters.
+func filterChainError(ids []uint64) error {
+	var names []string
+	for _, id := range ids {
+		name, ok := filterNames[id]
+		if !ok {
+			name = fmt.Sprintf("unknown filter %#x", id)
+		}
+		names = append(names, name)
+	}
+	return fmt.Errorf("%w: the blocks use the filter chain %q; only LZMA2 alone is supported (recompress without BCJ or delta: xz -dc IMAGE.xz | xz -T0 --filters=lzma2 > NEW.xz, or nbdloop pack)",
+		ErrFilter, names)
 }
 
 // readBlockHeader reads and checks the header of b, of usize uncompressed

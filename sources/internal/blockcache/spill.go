@@ -203,10 +203,7 @@ func (sp *spill) decode(i int) {
 	}
 	buf := make([]byte, c.chunk)
 	for pos := int64(0); pos < s.Size; {
-		sp.mu.Lock()
-		closed := sp.closed
-		sp.mu.Unlock()
-		if closed {
+		if sp.isClosed() {
 			return
 		}
 		n := min(c.chunk, s.Size-pos)
@@ -215,27 +212,48 @@ func (sp *spill) decode(i int) {
 			return
 		}
 		if !isZero(buf[:n]) {
-			sp.mu.Lock()
-			over := sp.written+n > sp.bound.Bytes
-			if !over {
-				sp.written += n
-			}
-			sp.mu.Unlock()
-			if over {
-				fail(&SpillError{Size: sp.written, Bound: sp.bound})
-				return
-			}
-			if _, err := sp.f.WriteAt(buf[:n], s.Off+pos); err != nil {
-				fail(fmt.Errorf("writing the temporary file: %w", err))
+			if err := sp.store(buf[:n], s.Off+pos); err != nil {
+				fail(err)
 				return
 			}
 		}
 		pos += n
-		sp.mu.Lock()
-		sp.frontier[i] = pos
-		sp.cond.Broadcast()
-		sp.mu.Unlock()
+		sp.advance(i, pos)
 	}
+}
+
+func (sp *spill) isClosed() bool {
+	sp.mu.Lock()
+	defer sp.mu.Unlock()
+	return sp.closed
+}
+
+// store writes a decoded chunk that is not all zeros at off in the file,
+// failing with a *SpillError if the file would grow past its bound.
+func (sp *spill) store(buf []byte, off int64) error {
+	n := int64(len(buf))
+	sp.mu.Lock()
+	over := sp.written+n > sp.bound.Bytes
+	if !over {
+		sp.written += n
+	}
+	sp.mu.Unlock()
+	if over {
+		return &SpillError{Size: sp.written, Bound: sp.bound}
+	}
+	if _, err := sp.f.WriteAt(buf, off); err != nil {
+		return fmt.Errorf("writing the temporary file: %w", err)
+	}
+	return nil
+}
+
+// advance records that spill segment i is decoded up to rel, waking the
+// reads waiting for it.
+func (sp *spill) advance(i int, rel int64) {
+	sp.mu.Lock()
+	sp.frontier[i] = rel
+	sp.cond.Broadcast()
+	sp.mu.Unlock()
 }
 
 // read fills p from spill segment i at rel once it is decoded.
@@ -275,4 +293,13 @@ func (sp *spill) close() error {
 	sp.mu.Unlock()
 	sp.wg.Wait()
 	return sp.f.Close()
+}
+
+// spillDir is where spill files go by default: $TMPDIR, else /var/tmp
+// (like nbdkit's LARGE_TMPDIR: /tmp is often a small tmpfs).
+func spillDir() string {
+	if d := os.Getenv("TMPDIR"); d != "" {
+		return d
+	}
+	return "/var/tmp"
 }

@@ -1,0 +1,125 @@
+package nbd
+
+import (
+	"io"
+	"syscall"
+	"time"
+
+	"github.com/nbdloop/nbdloop/internal/request"
+	"github.com/nbdloop/nbdloop/sources"
+)
+
+func (c *conn) handle(j job) {
+	s := c.s
+	req := j.req
+	var code uint32
+	if req.Op == request.OpRead {
+		code = c.read(req)
+	} else {
+		code = c.modifyAndReply(j)
+	}
+	if s.opts.Observe != nil {
+		s.opts.Observe(request.Request{
+			Conn: c.id, Op: req.Op, Flags: req.Flags, Offset: req.Offset, Length: req.Length,
+			Start: j.start, Latency: time.Since(j.start), Error: code,
+		})
+	}
+}
+
+// modifyAndReply serves every request but READ and returns the NBD error
+// it replied with.
+func (c *conn) modifyAndReply(j job) uint32 {
+	s := c.s
+	req := j.req
+	var err error
+	if req.Op != request.OpFlush && (req.Offset > s.size || uint64(req.Length) > s.size-req.Offset) {
+		err = syscall.EINVAL
+	} else {
+		if !s.caps.Parallel {
+			s.serial.Lock()
+		}
+		err = c.modify(req, j.buf)
+		if !s.caps.Parallel {
+			s.serial.Unlock()
+		}
+	}
+	if j.buf != nil {
+		s.pool.put(j.buf)
+	}
+	code := ErrorCode(err)
+	c.sendHeader(code, req.Cookie)
+	return code
+}
+
+func (c *conn) modify(req RequestHeader, buf *buffer) error {
+	s := c.s
+	if s.caps.ReadOnly && req.Op != request.OpFlush {
+		return sources.ErrReadOnly
+	}
+	off, n := int64(req.Offset), int64(req.Length)
+	switch req.Op {
+	case request.OpWrite:
+		if _, err := s.src.WriteAt(buf.b, off); err != nil {
+			return err
+		}
+		if req.Flags&request.FlagFUA != 0 {
+			return s.src.Flush()
+		}
+		return nil
+	case request.OpFlush:
+		return s.src.Flush()
+	case request.OpTrim:
+		if err := s.src.Trim(off, n); err != nil {
+			return err
+		}
+	case request.OpZero:
+		if err := s.src.Zero(off, n, req.Flags&request.FlagNoHole == 0); err != nil {
+			return err
+		}
+	default:
+		return syscall.EINVAL
+	}
+	if req.Flags&request.FlagFUA != 0 {
+		return s.src.Flush()
+	}
+	return nil
+}
+
+// read serves a READ and returns the NBD error it replied with.
+func (c *conn) read(req RequestHeader) uint32 {
+	s := c.s
+	if req.Offset > s.size || uint64(req.Length) > s.size-req.Offset {
+		c.sendHeader(errInval, req.Cookie)
+		return errInval
+	}
+	if s.region != nil && c.raw != nil && req.Length > inlineMax {
+		if fd, off, ok := s.region.RAMRegion(int64(req.Offset), int64(req.Length)); ok {
+			f := outFrame{file: fileRegion{fd: fd, off: off, n: int(req.Length)}}
+			PutReply(f.hdr[:], 0, req.Cookie)
+			c.send(f)
+			return 0
+		}
+	}
+	buf := s.pool.get(ReplySize + int(req.Length))
+	if !s.caps.Parallel {
+		s.serial.Lock()
+	}
+	n, err := s.src.ReadAt(buf.b[ReplySize:], int64(req.Offset))
+	if !s.caps.Parallel {
+		s.serial.Unlock()
+	}
+	if n == int(req.Length) {
+		err = nil // io.ReaderAt allows io.EOF with a full read at the end
+	} else if err == nil {
+		err = io.ErrUnexpectedEOF
+	}
+	if err != nil {
+		s.pool.put(buf)
+		code := ErrorCode(err)
+		c.sendHeader(code, req.Cookie)
+		return code
+	}
+	PutReply(buf.b, 0, req.Cookie)
+	c.send(outFrame{buf: buf})
+	return 0
+}

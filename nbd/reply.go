@@ -1,0 +1,140 @@
+package nbd
+
+// outFrame is one reply waiting to be written: a header-only reply (hdr),
+// a READ reply whose header and data fill buf, which goes back to the pool
+// once written, or a READ reply whose header is hdr and whose data is sent
+// from file.
+type outFrame struct {
+	hdr  [ReplySize]byte
+	buf  *buffer
+	file fileRegion
+}
+
+// fileRegion is n bytes of the file fd from offset off; n is 0 for none.
+type fileRegion struct {
+	fd  int
+	off int64
+	n   int
+}
+
+func (c *conn) sendHeader(errCode uint32, cookie uint64) {
+	var f outFrame
+	PutReply(f.hdr[:], errCode, cookie)
+	c.send(f)
+}
+
+// send queues one whole reply frame and writes the queue unless another
+// worker is already writing it. Under load, replies that complete while a
+// write is in progress go out together in one writev (fewer syscalls and
+// kernel wake-ups); at queue depth 1 every reply is written at once. Frames
+// never interleave.
+func (c *conn) send(f outFrame) {
+	c.wmu.Lock()
+	c.queue = append(c.queue, f)
+	if c.corked {
+		c.wmu.Unlock()
+		return
+	}
+	c.takeWriteTurn()
+}
+
+// uncork ends a batch of requests served by readLoop: replies queued
+// while corked go out together now, unless a worker is writing, which then
+// writes them too.
+func (c *conn) uncork() {
+	c.wmu.Lock()
+	c.corked = false
+	c.takeWriteTurn()
+}
+
+// takeWriteTurn writes the queue unless another goroutine holds the write
+// turn, which will write what was queued. c.wmu is held on entry and
+// released on return.
+func (c *conn) takeWriteTurn() {
+	if c.writing {
+		c.wmu.Unlock()
+		return
+	}
+	c.writing = true
+	c.flushLocked()
+	c.writing = false
+	c.wmu.Unlock()
+}
+
+// flushLocked writes the queue until it stays empty. c.wmu is held on entry
+// and on return, and c.writing is set by the caller.
+func (c *conn) flushLocked() {
+	for len(c.queue) > 0 {
+		batch := c.queue
+		c.queue = c.spare[:0]
+		c.wmu.Unlock()
+		c.writeBatch(batch)
+		c.wmu.Lock()
+		c.spare = batch[:0]
+	}
+}
+
+// writeBatch writes frames with one writev. Only the goroutine that set
+// c.writing calls it, so c.iov and c.werr need no lock.
+func (c *conn) writeBatch(batch []outFrame) {
+	c.iov = c.iov[:0]
+	for i := range batch {
+		switch f := &batch[i]; {
+		case f.buf != nil:
+			c.iov = append(c.iov, f.buf.b)
+		case f.file.n > 0:
+			c.iov = append(c.iov, f.hdr[:])
+			c.writeIovecs()
+			c.sendFile(f.file)
+		default:
+			c.iov = append(c.iov, f.hdr[:])
+		}
+	}
+	c.writeIovecs()
+	for i := range batch {
+		if batch[i].buf != nil {
+			c.s.pool.put(batch[i].buf)
+			batch[i].buf = nil
+		}
+	}
+}
+
+// writeIovecs writes and empties c.iov. After a write error nothing more is
+// written: the connection is lost.
+func (c *conn) writeIovecs() {
+	if len(c.iov) == 0 {
+		return
+	}
+	if c.werr == nil {
+		var err error
+		if c.raw != nil {
+			err = c.raw.WriteBuffers(c.iov)
+		} else if len(c.iov) == 1 {
+			_, err = c.rw.Write(c.iov[0])
+		} else {
+			c.bufs = c.iov
+			_, err = c.bufs.WriteTo(c.rw)
+		}
+		if err != nil {
+			c.werr = err
+			c.s.opts.Logf("nbd: writing reply: %v", err)
+		}
+	}
+	c.iov = c.iov[:0]
+}
+
+// sendFile sends the data of a READ reply whose header is already written.
+// If the file cannot supply it (it shrank under us), the reply cannot be
+// turned into an error any more, so the connection is shut down: the
+// kernel then fails or retries the request instead of taking short data as
+// success.
+func (c *conn) sendFile(r fileRegion) {
+	if c.werr != nil {
+		return
+	}
+	if err := c.raw.SendFile(r.fd, r.off, r.n); err != nil {
+		c.werr = err
+		c.s.opts.Logf("nbd: sending a READ reply from the source file: %v (closing the connection)", err)
+		c.raw.Shutdown()
+	}
+}

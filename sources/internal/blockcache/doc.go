@@ -1,0 +1,37 @@
+// Package blockcache serves random reads from a compressed image that is
+// split into independently decodable segments (xz blocks, zstd frames, gzip
+// checkpoint intervals). The format packages describe the segments and open a
+// decoder for one; the Cache does the rest, for every connection at once:
+//
+//   - Decoded bytes are kept in chunks of Options.Chunk bytes (1 MiB) in one
+//     LRU cache whose memory, decoders included, stays within Options.Budget.
+//     All-zero chunks cost no memory.
+//   - Different segments decode in parallel; a segment is never decoded twice
+//     at once: a reader that needs a chunk that a running decode will produce
+//     waits for it, and is served as soon as that chunk is out, not when the
+//     segment is done.
+//   - A decode of a large segment stops once its readers are served and parks
+//     its decoder, so a later read further into the segment continues from
+//     there instead of starting over (sequential reads through a large block
+//     decode it once). Small segments are decoded to their end.
+//   - When reads run sequentially, the segments ahead are decoded in the
+//     background, up to Options.Readahead at once (all cores by default).
+//   - A segment marked Spill (a whole image in one block) is decoded once, in
+//     the background from the start, into a sparse temporary file; a read
+//     waits until the decoder has passed its range. The spill file is
+//     bounded (see Options.SpillLimit): a Spill segment larger than the
+//     bound is refused by New, and a decode that would write past it fails.
+//
+// Memory: a decoder starts only when its memory (Segment.Mem) and a chunk
+// fit in the budget (a decoder that reports its real memory once opened, see
+// MemReader, is charged that instead, and waits for room like a new one) after evicting what can be evicted; otherwise it waits
+// for a running one to end. Chunks that readers are waiting for are never
+// evicted before they have them (so decodes cannot thrash). The budget is
+// exceeded only by one decoder when nothing else runs, and by the chunks
+// readers are waiting for.
+//
+// Errors: chunks are published as they are decoded, so a read can be
+// served before the decoder has reached the segment's end and verified its
+// checksum. A decode that fails drops every chunk of its segment, and the
+// segment then fails every read (it is not decoded again).
+package blockcache
