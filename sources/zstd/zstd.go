@@ -248,12 +248,17 @@ func open(r io.ReaderAt, size int64, opts Options, t *frameTable) (*Source, erro
 func (s *Source) layout(fs []frame, bound int64) ([]frame, error) {
 	kept := 0
 	var uoff int64
+	var c *counter
 	for _, f := range fs {
 		usize := f.uoff
 		if usize < 0 {
-			// No content size in the header: count the bytes once,
-			// within what the blocks of all such frames can hold.
-			n, err := s.count(Frame{COff: f.coff, CSize: f.csize}, bound)
+			// No content size in the header: count the bytes from the
+			// block headers and sequences, within what the blocks of
+			// all such frames can hold.
+			if c == nil {
+				c = newCounter(s.r, s.limit)
+			}
+			n, err := c.frame(Frame{COff: f.coff, CSize: f.csize}, bound)
 			if err != nil {
 				return nil, err
 			}
@@ -311,27 +316,6 @@ func (s *Source) segment(i int) blockcache.Segment {
 func (s *Source) streamDecoder(f Frame) (*kzstd.Decoder, error) {
 	return kzstd.NewReader(io.NewSectionReader(s.r, f.COff, f.CSize),
 		kzstd.WithDecoderConcurrency(1), kzstd.WithDecoderLowmem(true), kzstd.WithDecoderMaxWindow(uint64(s.limit)))
-}
-
-// count decodes frame f into nothing to count its bytes, failing if they
-// are more than most.
-func (s *Source) count(f Frame, most int64) (int64, error) {
-	d, err := s.streamDecoder(f)
-	if err != nil {
-		return 0, err
-	}
-	defer d.Close()
-	n, err := io.CopyN(io.Discard, d, most+1)
-	if err == io.EOF {
-		err = nil
-	}
-	if err != nil {
-		return 0, frameError(f, err)
-	}
-	if n > most {
-		return 0, corrupt(f.COff, "frame without a content size decodes to more than its blocks can hold (%d bytes)", most)
-	}
-	return n, nil
 }
 
 func frameError(f Frame, err error) error {
