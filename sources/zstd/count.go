@@ -100,7 +100,7 @@ type fseCell struct {
 
 // fseTable is an FSE decoding table of 1<<log states (log 0: RLE).
 type fseTable struct {
-	cells [1 << maxLLLog]fseCell
+	cells  [1 << maxLLLog]fseCell
 	log    uint8
 	set    bool // defined in this frame
 	predef bool // the predefined table (of any frame)
