@@ -98,6 +98,16 @@ func TestCount(t *testing.T) {
 		random[i] = byte(rng.Uint32())
 	}
 	zeros := make([]byte, 5<<20)
+	// Words of letters drawn unevenly: literals worth Huffman coding,
+	// in blocks alike enough to repeat tables.
+	prose := make([]byte, 0, 3<<20)
+	for len(prose) < 3<<20 {
+		for n := 1 + rng.IntN(9); n > 0; n-- {
+			prose = append(prose, "etaoinshrdlucmfwypvbgkjqxz"[min(rng.IntN(26), rng.IntN(26))])
+		}
+		prose = append(prose, " \n"[rng.IntN(2)/1*min(1, rng.IntN(12)/11)])
+	}
+	prose = prose[:3<<20]
 	tests := []struct {
 		name string
 		file []byte
@@ -111,6 +121,12 @@ func TestCount(t *testing.T) {
 		{name: "128 KiB + 1, piped", file: zstdPipe(t, mix[:128<<10+1]), want: 128<<10 + 1},
 		{name: "5 MiB of zeros, piped", file: zstdPipe(t, zeros), want: 5 << 20},
 		{name: "1 MiB random, piped", file: zstdPipe(t, random), want: 1 << 20},
+		{name: "3 MiB prose -1, piped", file: zstdPipe(t, prose, "-1"), want: 3 << 20},
+		{name: "3 MiB prose -3, piped", file: zstdPipe(t, prose, "-3"), want: 3 << 20},
+		{name: "3 MiB prose -9, piped", file: zstdPipe(t, prose, "-9"), want: 3 << 20},
+		{name: "3 MiB prose -19, piped", file: zstdPipe(t, prose, "-19"), want: 3 << 20},
+		{name: "small frames of prose", file: imagetest.Cat(zstdPipe(t, prose[:300]), zstdPipe(t, prose[:3000], "-19"), zstdPipe(t, prose[:12000], "-19"), zstdPipe(t, prose[:60000], "-3")),
+			want: 300 + 3000 + 12000 + 60000},
 		{name: "3 MiB text -1, piped", file: zstdPipe(t, text, "-1"), want: int64(len(text))},
 		{name: "3 MiB text -19, piped", file: zstdPipe(t, text, "-19"), want: int64(len(text))},
 		{name: "6 MiB mix -1 --no-content-size", file: imagetest.Zstd(t, mix, "-1", "--no-content-size"), want: 6 << 20},
