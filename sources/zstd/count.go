@@ -110,7 +110,7 @@ type fseTable struct {
 // that is more than most or the frame breaks the format.
 func (c *counter) frame(f Frame, most int64) (int64, error) {
 	n, err := c.r.ReadAt(c.head[:min(f.CSize, 18)], f.COff)
-	if err != nil && !(err == io.EOF && n > 0) {
+	if err != nil && err != io.EOF {
 		return 0, err
 	}
 	h, err := parseFrameHeader(c.head[:n])
@@ -170,10 +170,13 @@ func (c *counter) frame(f Frame, most int64) (int64, error) {
 		}
 	}
 	if h.checksum {
+		if end-pos < 4 {
+			return 0, corrupt(pos, "the frame ends inside its checksum")
+		}
 		pos += 4
 	}
 	if pos != end {
-		return 0, corrupt(pos, "the frame's blocks end %d bytes from where the frame does", end-pos)
+		return 0, corrupt(pos, "%d bytes after the frame's last block", end-pos)
 	}
 	return total, nil
 }
