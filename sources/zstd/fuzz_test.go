@@ -133,7 +133,9 @@ func countSeeds(f *testing.F) [][]byte {
 		bomb(f, 3),
 		{},
 	}
-	desc := func(mode byte, d ...byte) []byte { return craft(0x58, cblock(true, append([]byte{0, 1, mode}, d...)...)) }
+	desc := func(mode byte, d ...byte) []byte {
+		return craft(0x58, cblock(true, append([]byte{0, 1, mode}, d...)...))
+	}
 	return append(seeds,
 		craft(0x58, seqs(1, 1, 1, 0, 0, 0x01)),
 		craft(0x58, seqs(0, 0x7F00+0xFFFF, 0, 0, 0, 0x01)),
