@@ -25,9 +25,11 @@ import (
 // streams and the frame checksum are left to the decoder, so a frame the
 // count accepts may still fail at its first read.
 //
-// Work is bounded by the frame's compressed size (each sequence either
-// reads bits or repeats the one before, which is counted once for all);
-// memory is the counter itself, of fixed size.
+// Work is in proportion to the frame's compressed size: a sequence reads
+// bits of the block, or is one of a run that reads none, and a run longer
+// than the largest table repeats one sequence to the end of the block,
+// which is then counted at once. Memory is the counter itself, of fixed
+// size; nothing is allocated per frame or block.
 type counter struct {
 	r      io.ReaderAt
 	window int64 // the largest window a frame may need (the cache size)
@@ -47,7 +49,7 @@ func newCounter(r io.ReaderAt, window int64) *counter {
 	return &counter{r: r, window: window}
 }
 
-// Codes [RFC 8878, 3.1.1.3.2.1.1].
+// The largest codes and accuracy logs [RFC 8878, 3.1.1.3.2.1.1, 4.1.1].
 const (
 	maxLLCode = 35
 	maxMLCode = 52
