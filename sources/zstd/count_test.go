@@ -315,12 +315,7 @@ func setSeqCount(t *testing.T, file []byte, hdr ...byte) []byte {
 // bytes, one match of the block before.
 func bomb(t testing.TB, n int) []byte {
 	t.Helper()
-	rng := rand.New(rand.NewPCG(44, 1))
-	pattern := make([]byte, 128<<10)
-	for i := range pattern {
-		pattern[i] = byte(rng.Uint32())
-	}
-	file := zstdPipe(t, bytes.Repeat(pattern, 5), "-1", "--no-check")
+	file := zstdPipe(t, bytes.Repeat(bombBlock(), 5), "-1", "--no-check")
 	h, err := parseFrameHeader(file)
 	if err != nil {
 		t.Fatal(err)
@@ -343,6 +338,16 @@ func bomb(t testing.TB, n int) []byte {
 		out = append(out, blocks[2]...)
 	}
 	return append(out, blocks[4]...)
+}
+
+// bombBlock is what each block of a bomb decodes to.
+func bombBlock() []byte {
+	rng := rand.New(rand.NewPCG(44, 1))
+	b := make([]byte, 128<<10)
+	for i := range b {
+		b[i] = byte(rng.Uint32())
+	}
+	return b
 }
 
 // TestCountBomb counts a bomb of compressed blocks: the count reads the
