@@ -53,6 +53,13 @@ type Frame struct {
 // maxBlock is the largest a block can decode to (Block_Maximum_Size).
 const maxBlock = 128 << 10
 
+// blockMaximum is the Block_Maximum_Size of a frame of window window:
+// min(window, 128 KiB), the window of a single-segment frame (its content
+// size) taken as at least 1 KiB, as the decoder takes it.
+func blockMaximum(window int64) int64 {
+	return min(max(window, 1<<10), maxBlock)
+}
+
 // frameHeader is what a frame header says.
 type frameHeader struct {
 	size     int64 // header bytes, magic included
@@ -148,6 +155,9 @@ func walkFrame(r io.ReaderAt, off, size int64) (h frameHeader, csize, known, nco
 		last, typ, bsize := v&1 != 0, (v>>1)&3, int64(v>>3)
 		if bsize > maxBlock {
 			return h, 0, 0, 0, corrupt(pos, "block of %d bytes is larger than 128 KiB", bsize)
+		}
+		if bsize > blockMaximum(h.window) {
+			return h, 0, 0, 0, corrupt(pos, "block of %d bytes is larger than the block maximum of %d", bsize, blockMaximum(h.window))
 		}
 		pos += 3
 		switch typ {
@@ -286,7 +296,7 @@ func walkFrames(r io.ReaderAt, size int64, emit func(Frame) error) error {
 		if frames >= maxFrames {
 			return fmt.Errorf("more than %d zstd frames (repack with larger frames: nbdloop pack --block-size)", maxFrames)
 		}
-		bound := known + ncomp*min(h.window, maxBlock)
+		bound := known + ncomp*blockMaximum(h.window)
 		f := Frame{COff: off, CSize: csize, USize: h.fcs}
 		switch {
 		case h.fcs >= 0 && (h.fcs > bound || ncomp == 0 && h.fcs != known):

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"testing"
 
+	kzstd "github.com/klauspost/compress/zstd"
+
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
 
@@ -107,5 +109,79 @@ func FuzzZstd(f *testing.F) {
 		}
 		defer s.Close()
 		imagetest.ReadEnds(s, 64<<10)
+	})
+}
+
+// countSeeds are files for FuzzCount: the zstd tool's frames at several
+// levels, with and without a content size, and frames whose block fields
+// sit at the edges (sequence counts, codes, accuracy logs, literals
+// sizes, bitstream ends).
+func countSeeds(f *testing.F) [][]byte {
+	data := imagetest.Data(150<<10, 12)
+	var prose []byte
+	for i := 0; len(prose) < 40<<10; i++ {
+		prose = append(prose, "etaoinshrdlu etaoin shrdlu\n"[i*i%27])
+	}
+	seeds := [][]byte{
+		imagetest.Zstd(f, data, "-1"),
+		imagetest.Zstd(f, data, "-3", "--no-content-size"),
+		zstdPipe(f, data[:20000], "-19"),
+		zstdPipe(f, prose, "-19"),
+		zstdPipe(f, prose[:5000], "-9"),
+		zstdPipe(f, data, "--fast=3"),
+		zstdPipe(f, nil),
+		bomb(f, 3),
+		{},
+	}
+	desc := func(mode byte, d ...byte) []byte {
+		return craft(0x58, cblock(true, append([]byte{0, 1, mode}, d...)...))
+	}
+	return append(seeds,
+		craft(0x58, seqs(1, 1, 1, 0, 0, 0x01)),
+		craft(0x58, seqs(0, 0x7F00+0xFFFF, 0, 0, 0, 0x01)),
+		craft(0x58, seqs(0, 0x7F00, 35, 31, 52, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x80)),
+		craft(0x58, seqs(0, 1, 36, 32, 53, 0x01)),
+		craft(0x58, seqs(0, 1, 0, 0, 0, 0x00)),
+		craft(0, seqs(0, 342, 0, 0, 0, 0x01)),
+		desc(0x80, 0x0F, 0xFF, 0xFF, 0xFF),
+		desc(0xA8, 0x04, 0xFF, 0xFF, 0xFF, 0x00, 0x00, 0x01),
+		desc(0xFC, 0x01),
+		desc(0x00, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF),
+		craft(0x58, cblock(true, 0xFC, 0xFF, 0xFF, 0)),
+		craft(0x58, cblock(true, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0)),
+		craft(0x58, cblock(true, 0x03, 0x10, 0x00, 0)),
+		craft(0xFF, blockHead(true, 0, 0)),
+	)
+}
+
+// FuzzCount counts arbitrary bytes as a frame, and the frames found in
+// them: no panic, errors of one line, and where the decoder decodes a
+// frame the count is the bytes it made.
+func FuzzCount(f *testing.F) {
+	for _, s := range countSeeds(f) {
+		f.Add(s)
+	}
+	dec, err := kzstd.NewReader(nil, kzstd.WithDecoderConcurrency(1), kzstd.WithDecoderMaxWindow(8<<20), kzstd.WithDecoderMaxMemory(32<<20))
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer dec.Close()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		r := bytes.NewReader(data)
+		c := newCounter(r, 8<<20)
+		if _, err := c.frame(Frame{CSize: int64(len(data))}, 1<<40); err != nil {
+			checkCorrupt(t, data, err, "")
+		}
+		walkFrames(r, int64(len(data)), func(fr Frame) error {
+			n, err := c.frame(fr, 1<<40)
+			if err != nil {
+				checkCorrupt(t, data, err, "")
+			}
+			out, derr := dec.DecodeAll(data[fr.COff:fr.COff+fr.CSize], nil)
+			if derr == nil && (err != nil || n != int64(len(out))) {
+				t.Fatalf("frame at %d decodes to %d bytes; count = %d, %v", fr.COff, len(out), n, err)
+			}
+			return nil
+		})
 	})
 }

@@ -126,6 +126,7 @@ func TestHostileZstd(t *testing.T) {
 			bytes.Repeat(imagetest.Cat(blockHead(false, 2, 1), []byte{0}), 8192), blockHead(true, 2, 1), []byte{0}), opts: Options{SpillLimit: 64 << 20},
 			openErr: "zstd frames without a content size may hold up to 1.0 GiB, and at most 64 MiB may be decoded"},
 		{name: "no content size, counted", file: noSize, want: data},
+		{name: "compressed-block bomb without content size, counted", file: bomb(t, 64), want: bytes.Repeat(bombBlock(), 64)},
 		{name: "seek table of 2^32-1 entries", file: imagetest.Cat(good, seekFooter(1<<32-1, nil)), openErr: "does not fit in the file"},
 		{name: "seek table entry of 2^32-1 bytes", file: imagetest.Cat(good, seekFooter(1, binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, 1<<32-1), 1<<32-1))), openErr: "add up to more than"},
 		{name: "seek table entry 2^32-1 bytes from 1", file: imagetest.Cat([]byte{0}, seekFooter(1, binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(nil, 1), 1<<32-1))), openErr: "frame of 1 bytes claims 4294967295 uncompressed bytes"},

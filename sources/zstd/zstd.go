@@ -11,11 +11,16 @@
 //   - Any other file of one or more frames (pzstd, cat a.zst b.zst, zstd
 //     --block-size... ): the frame and block headers are walked from the
 //     start; skippable frames are passed over. A frame whose header has no
-//     content size (zstd reading a pipe) gets the size its block headers
-//     give when they are all raw or RLE blocks; one with compressed blocks
-//     is decoded once at Open, into nothing, to count its bytes (the
-//     contract of sources.Source wants the size at open), after the most
-//     its blocks can hold has been checked against the spill bound.
+//     content size (zstd reading a pipe) gets the size its blocks give
+//     (the contract of sources.Source wants the size at open), after the
+//     most they can hold has been checked against the spill bound: raw and
+//     RLE blocks by their headers, compressed ones by a count that
+//     produces no output, reading each block's literals section header
+//     and the lengths of its sequences (FSE tables and bitstream, never
+//     Huffman data). The count checks the structure it reads, each block
+//     within min(window, 128 KiB), not the content: damaged literals,
+//     offsets or checksums in such a frame are found by the first read of
+//     it, as in any other frame.
 //
 // Frames up to 32 MiB are decoded whole with a shared DecodeAll; larger
 // ones through a streaming decoder, incrementally. Decoded data is cached
@@ -31,8 +36,12 @@
 // the frame's blocks cannot hold is refused at open, and so is a single
 // frame to be spilled, or frames to be counted, beyond the spill bound
 // (Options.SpillLimit and the free space of TempDir, see
-// blockcache.SpillBound). A streaming decoder is charged its frame's
-// window once it reads the header.
+// blockcache.SpillBound). A block larger than min(window, 128 KiB) is
+// refused at open. Nothing is decoded at open: counting a frame takes
+// memory of fixed size and work in proportion to its compressed bytes,
+// and a frame to be counted whose window is larger than the cache size
+// (which no read of it could decode) is refused. A streaming decoder is
+// charged its frame's window once it reads the header.
 //
 // Limits: frames that need a dictionary are refused. Frame checksums are
 // verified by the decoder; the seek table's optional per-frame checksums
@@ -248,12 +257,17 @@ func open(r io.ReaderAt, size int64, opts Options, t *frameTable) (*Source, erro
 func (s *Source) layout(fs []frame, bound int64) ([]frame, error) {
 	kept := 0
 	var uoff int64
+	var c *counter
 	for _, f := range fs {
 		usize := f.uoff
 		if usize < 0 {
-			// No content size in the header: count the bytes once,
-			// within what the blocks of all such frames can hold.
-			n, err := s.count(Frame{COff: f.coff, CSize: f.csize}, bound)
+			// No content size in the header: count the bytes from the
+			// block headers and sequences, within what the blocks of
+			// all such frames can hold.
+			if c == nil {
+				c = newCounter(s.r, s.limit)
+			}
+			n, err := c.frame(Frame{COff: f.coff, CSize: f.csize}, bound)
 			if err != nil {
 				return nil, err
 			}
@@ -311,27 +325,6 @@ func (s *Source) segment(i int) blockcache.Segment {
 func (s *Source) streamDecoder(f Frame) (*kzstd.Decoder, error) {
 	return kzstd.NewReader(io.NewSectionReader(s.r, f.COff, f.CSize),
 		kzstd.WithDecoderConcurrency(1), kzstd.WithDecoderLowmem(true), kzstd.WithDecoderMaxWindow(uint64(s.limit)))
-}
-
-// count decodes frame f into nothing to count its bytes, failing if they
-// are more than most.
-func (s *Source) count(f Frame, most int64) (int64, error) {
-	d, err := s.streamDecoder(f)
-	if err != nil {
-		return 0, err
-	}
-	defer d.Close()
-	n, err := io.CopyN(io.Discard, d, most+1)
-	if err == io.EOF {
-		err = nil
-	}
-	if err != nil {
-		return 0, frameError(f, err)
-	}
-	if n > most {
-		return 0, corrupt(f.COff, "frame without a content size decodes to more than its blocks can hold (%d bytes)", most)
-	}
-	return n, nil
 }
 
 func frameError(f Frame, err error) error {
