@@ -91,11 +91,14 @@ func TestImageLocks(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() { cmd.Process.Kill(); cmd.Wait() }()
-		for i := 0; i < 100; i++ {
+		// qemu-nbd has opened (and locked) the image once it listens.
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(50 * time.Millisecond) {
 			if _, err := os.Stat(sock); err == nil {
 				break
 			}
-			time.Sleep(50 * time.Millisecond)
+			if time.Now().After(deadline) {
+				t.Fatal("qemu-nbd did not create its socket within a minute")
+			}
 		}
 		if _, err := reader(t); err == nil || !strings.Contains(err.Error(), "is being written by another program (qemu") {
 			t.Fatalf("beside qemu-nbd: %v", err)
