@@ -51,7 +51,7 @@ fuzz-short:
 
 # Every fuzz target of the repository for FUZZLONG each (default 10 minutes);
 # see scripts/fuzz-long.sh for FUZZJOBS, FUZZPAR and choosing targets. Not
-# part of make check: 22 targets take almost four hours one at a time.
+# part of make check: 23 targets take about four hours one at a time.
 fuzz-long:
 	GO=$(GO) scripts/fuzz-long.sh
 
