@@ -22,7 +22,7 @@ load() { [ -e "/sys/module/$1" ] || scripts/vm/modprobe.sh "$1" 2>/dev/null || m
 cleanup() {
 	umount "$work/mnt" 2>/dev/null || true
 	mdadm --stop /dev/md0 >/dev/null 2>&1 || true
-	[ -z "${lvmenv:-}" ] || env $lvmenv vgchange -q -an nbdloopdemo >/dev/null 2>&1 || true
+	[ -z "${lvm:-}" ] || vgchange -q -an nbdloopdemo >/dev/null 2>&1 || true
 	nbdloop detach -a --force 2>/dev/null || true
 }
 trap cleanup EXIT
@@ -73,19 +73,20 @@ step "Mounting a VMware VMDK file: two partitions, LVM logical volumes inside"
 load dm_mod
 # LVM without udev, seeing only NBD devices, writing no backups to /etc.
 printf 'devices {\n obtain_device_list_from_udev = 0\n use_devicesfile = 0\n filter = [ "a|^/dev/nbd|", "r|.*|" ]\n}\nactivation {\n udev_sync = 0\n udev_rules = 0\n monitoring = 0\n}\nbackup {\n backup = 0\n archive = 0\n}\n' > "$work/lvm.conf"
-lvmenv="LVM_SYSTEM_DIR=$work LVM_SUPPRESS_FD_WARNINGS=1"
+lvm=1
+export LVM_SYSTEM_DIR="$work" LVM_SUPPRESS_FD_WARNINGS=1
 run "truncate -s 256M $work/testlinux.raw && printf 'label: dos\n,96M,83\n,,8e\n' | sfdisk -q $work/testlinux.raw"
 attach -P "$work/testlinux.raw"
-run "mkfs.ext4 -q ${dev}p1 && env $lvmenv pvcreate -q ${dev}p2 && env $lvmenv vgcreate -q nbdloopdemo ${dev}p2 && env $lvmenv lvcreate -q -L 64M -n lv_root nbdloopdemo && env $lvmenv lvcreate -q -l 100%FREE -n lv_swap nbdloopdemo"
+run "mkfs.ext4 -q ${dev}p1 && pvcreate -q ${dev}p2 && vgcreate -q nbdloopdemo ${dev}p2 && lvcreate -q -L 64M -n lv_root nbdloopdemo && lvcreate -q -l 100%FREE -n lv_swap nbdloopdemo"
 node /dev/nbdloopdemo/lv_root
-run "mkfs.ext4 -q /dev/nbdloopdemo/lv_root && env $lvmenv vgchange -q -an nbdloopdemo && nbdloop detach $dev"
+run "mkfs.ext4 -q /dev/nbdloopdemo/lv_root && vgchange -q -an nbdloopdemo && nbdloop detach $dev"
 run "qemu-img convert -f raw -O vmdk $work/testlinux.raw $work/TestLinux-disk1.vmdk && qemu-img info $work/TestLinux-disk1.vmdk | head -3"
 attach -P "$work/TestLinux-disk1.vmdk"
 run "blkid -s TYPE ${dev}p1 ${dev}p2"
-run "env $lvmenv pvscan -q --cache && env $lvmenv vgchange -q -ay nbdloopdemo && ls /dev/nbdloopdemo/"
+run "pvscan -q --cache && vgchange -q -ay nbdloopdemo && ls /dev/nbdloopdemo/"
 node /dev/nbdloopdemo/lv_root
 run "mount /dev/nbdloopdemo/lv_root $work/mnt && touch $work/mnt/hello && ls $work/mnt && umount $work/mnt"
-run "env $lvmenv vgchange -q -an nbdloopdemo && nbdloop detach $dev && qemu-img check $work/TestLinux-disk1.vmdk"
+run "vgchange -q -an nbdloopdemo && nbdloop detach $dev && qemu-img check $work/TestLinux-disk1.vmdk"
 
 step "Testing a RAID array: six RAM disks whose reads fail once a trigger file exists"
 load raid456
@@ -116,7 +117,7 @@ run "mdadm --wait /dev/md0; grep -A1 ^md0 /proc/mdstat"
 run "touch $work/error1"
 failed "$second"
 run "grep -A1 ^md0 /proc/mdstat; sha256sum $work/mnt/data | cut -c1-16"
-run "grep -m1 'error filter' /run/nbdloop/$(basename "$first").log || true"
+run "grep -m1 'injected EIO into read' /run/nbdloop/$(basename "$first").log || true"
 run "umount $work/mnt && mdadm --stop /dev/md0 && rm -f $work/error* && nbdloop detach $devs"
 
 step "Writing a Linux block device in shell script: scripts/examples/ramdisk.sh"
