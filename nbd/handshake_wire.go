@@ -31,13 +31,13 @@ const (
 	optExtendedHeaders = 11 // NBD_OPT_EXTENDED_HEADERS
 
 	// Option reply types; errors have bit 31 set.
-	repAck        = 1           // NBD_REP_ACK
-	repServer     = 2           // NBD_REP_SERVER
-	repInfo       = 3           // NBD_REP_INFO
-	repErrUnsup   = 1<<31 + 1   // NBD_REP_ERR_UNSUP
-	repErrInvalid = 1<<31 + 3   // NBD_REP_ERR_INVALID
-	repErrUnknown = 1<<31 + 6   // NBD_REP_ERR_UNKNOWN
-	repErrTooBig  = 1<<31 + 9   // NBD_REP_ERR_TOO_BIG
+	repAck        = 1         // NBD_REP_ACK
+	repServer     = 2         // NBD_REP_SERVER
+	repInfo       = 3         // NBD_REP_INFO
+	repErrUnsup   = 1<<31 + 1 // NBD_REP_ERR_UNSUP
+	repErrInvalid = 1<<31 + 3 // NBD_REP_ERR_INVALID
+	repErrUnknown = 1<<31 + 6 // NBD_REP_ERR_UNKNOWN
+	repErrTooBig  = 1<<31 + 9 // NBD_REP_ERR_TOO_BIG
 
 	// Information types of NBD_OPT_INFO and NBD_OPT_GO.
 	infoExport      = 0 // NBD_INFO_EXPORT
@@ -188,4 +188,3 @@ func optionName(opt uint32) string {
 	}
 	return "option " + strconv.FormatUint(uint64(opt), 10)
 }
-
