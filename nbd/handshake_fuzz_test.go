@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"flag"
 	"io"
 	"net"
 	"os"
@@ -13,9 +14,19 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
+
+// fuzzWorker reports whether this process is one of go test -fuzz's
+// workers, which get every input, seeds included, from the coordinator:
+// they need not run the clients again (and a worker's children would
+// inherit its pipes to the coordinator).
+func fuzzWorker() bool {
+	w := flag.Lookup("test.fuzzworker")
+	return w != nil && w.Value.String() == "true"
+}
 
 // recorder keeps a copy of what is read from its connection while on.
 type recorder struct {
@@ -36,10 +47,10 @@ func (r *recorder) Read(p []byte) (int, error) {
 }
 
 // captureClients runs NBD clients that nbdloop did not write against
-// ServeListener's handshake on a Unix socket, and returns, per client,
-// the bytes it sent during the handshake of each connection. Every client
+// Handshake on a Unix socket, and returns, per client, the bytes it sent
+// during the handshake. Every client
 // must succeed: the capture is a compatibility test too.
-func captureClients(t testing.TB) map[string][][]byte {
+func captureClients(t testing.TB) map[string][]byte {
 	tooltest.Require(t, "nbdinfo", "nbdsh", "qemu-img", "qemu-io")
 	sock := filepath.Join(t.TempDir(), "nbd.sock")
 	ln, err := net.Listen("unix", sock)
@@ -47,8 +58,7 @@ func captureClients(t testing.TB) map[string][][]byte {
 		t.Fatal(err)
 	}
 	x := newTestExports(t)
-	var mu sync.Mutex
-	var sessions [][]byte
+	sessions := make(chan []byte, 16)
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -67,11 +77,8 @@ func captureClients(t testing.TB) map[string][][]byte {
 				exp, _ := Handshake(ctx, r, x, HandshakeOptions{})
 				r.mu.Lock()
 				r.on = false
-				got := r.got
+				sessions <- r.got
 				r.mu.Unlock()
-				mu.Lock()
-				sessions = append(sessions, got)
-				mu.Unlock()
 				if exp != nil {
 					exp.Server.ServeConn(ctx, c, 0)
 				}
@@ -85,6 +92,7 @@ func captureClients(t testing.TB) map[string][][]byte {
 	}()
 	uri := "nbd+unix:///?socket=" + sock
 	named := "nbd+unix:///small?socket=" + sock
+	// Each client makes one connection.
 	clients := []struct {
 		name string
 		cmd  *exec.Cmd
@@ -99,23 +107,20 @@ func captureClients(t testing.TB) map[string][][]byte {
 	// nbdsh runs python3 from PATH; python3-libnbd installs the module
 	// for Debian's, which another python3 earlier in PATH (pyenv) lacks.
 	clients[2].cmd.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
-	out := map[string][][]byte{}
+	out := map[string][]byte{}
 	for _, c := range clients {
-		mu.Lock()
-		before := len(sessions)
-		mu.Unlock()
 		b, err := c.cmd.CombinedOutput()
 		if err != nil || !strings.Contains(string(b), c.want) {
 			t.Fatalf("%s: %v, output lacks %q:\n%s", c.name, err, c.want, b)
 		}
-		// The server records a session once its handshake has ended,
-		// which it has by the time the client exits.
-		mu.Lock()
-		out[c.name] = append([][]byte(nil), sessions[before:]...)
-		mu.Unlock()
-		if len(out[c.name]) == 0 {
+		select {
+		case out[c.name] = <-sessions:
+		case <-time.After(10 * time.Second):
 			t.Fatalf("%s: no connection recorded", c.name)
 		}
+	}
+	if len(sessions) > 0 {
+		t.Fatalf("the clients made %d more connections than expected", len(sessions))
 	}
 	return out
 }
@@ -123,15 +128,13 @@ func captureClients(t testing.TB) map[string][][]byte {
 // TestHandshakeClients checks that the clients' handshakes, replayed,
 // end as they did live: an export chosen, or a soft disconnect.
 func TestHandshakeClients(t *testing.T) {
-	for name, sessions := range captureClients(t) {
-		for i, s := range sessions {
-			exp, err := Handshake(context.Background(), struct {
-				io.Reader
-				io.Writer
-			}{bytes.NewReader(s), io.Discard}, newTestExports(t), HandshakeOptions{})
-			if exp == nil && !errors.Is(err, ErrAborted) {
-				t.Errorf("%s, connection %d: replayed handshake: %v", name, i, err)
-			}
+	for name, s := range captureClients(t) {
+		exp, err := Handshake(context.Background(), struct {
+			io.Reader
+			io.Writer
+		}{bytes.NewReader(s), io.Discard}, newTestExports(t), HandshakeOptions{})
+		if exp == nil && !errors.Is(err, ErrAborted) {
+			t.Errorf("%s: replayed handshake: %v", name, err)
 		}
 	}
 }
@@ -144,8 +147,8 @@ func TestHandshakeClients(t *testing.T) {
 // Seeds: what real clients sent (captured when the target starts), scripts
 // written from the protocol document, and extreme lengths.
 func FuzzHandshake(f *testing.F) {
-	for _, sessions := range captureClients(f) {
-		for _, s := range sessions {
+	if !fuzzWorker() {
+		for _, s := range captureClients(f) {
 			f.Add(s)
 		}
 	}
