@@ -9,7 +9,7 @@
 // Serve on the other end, so there is no handshake: the kernel starts sending
 // requests as soon as NBD_CMD_CONNECT has been processed.
 //
-// Network clients connect to a listener that ServeListener serves:
+// Network clients connect to a listener that ServeListeners serves:
 // Handshake answers their options (NBD_OPT_GO, INFO, EXPORT_NAME, LIST,
 // ABORT; every other option is refused with NBD_REP_ERR_UNSUP) from the
 // Exports it is given, each Export being a name, a description and a

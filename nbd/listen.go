@@ -8,7 +8,7 @@ import (
 	"time"
 )
 
-// ListenOptions configure ServeListener. The zero value is usable.
+// ListenOptions configure ServeListeners. The zero value is usable.
 type ListenOptions struct {
 	Handshake HandshakeOptions
 	// Logf receives one line when a client has chosen an export (its
@@ -17,32 +17,70 @@ type ListenOptions struct {
 	Logf func(format string, args ...any)
 }
 
-// ServeListener accepts clients on ln and serves each on its own
-// goroutine: the handshake (Handshake), then the transmission phase of the
-// export it chose, on that export's Server. A client that fails the
-// handshake or breaks the protocol loses its connection, never the others.
+// ServeListeners accepts clients on every listener of lns and serves each
+// on its own goroutine: the handshake (Handshake), then the transmission
+// phase of the export it chose, on that export's Server. A client that
+// fails the handshake or breaks the protocol loses its connection, never
+// the others.
 //
-// When ctx is cancelled, ServeListener closes ln and every connection
-// (requests being served are answered first, as in Serve) and returns nil
-// once all have ended. It returns an Accept error that is not temporary,
-// after the same wait. It does not flush the exports' sources.
-func ServeListener(ctx context.Context, ln net.Listener, exports Exports, opts ListenOptions) error {
+// When ctx is cancelled, ServeListeners closes the listeners and every
+// connection (requests being served are answered first, as in Serve) and
+// returns nil once all have ended. When a listener's Accept fails with an
+// error that is not temporary, it closes the others too and returns that
+// error after the same wait. It does not flush the exports' sources.
+func ServeListeners(ctx context.Context, lns []net.Listener, exports Exports, opts ListenOptions) error {
 	if opts.Logf == nil {
 		opts.Logf = func(string, ...any) {}
 	}
-	stop := context.AfterFunc(ctx, func() { ln.Close() })
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	})
 	defer stop()
+	ids := &connIDs{next: map[*Server]int{}}
 	var conns sync.WaitGroup
-	defer conns.Wait()
-	ids := map[*Server]int{} // next connection number per export
-	var mu sync.Mutex
-	nextID := func(s *Server) int {
-		mu.Lock()
-		defer mu.Unlock()
-		id := ids[s]
-		ids[s] = id + 1
-		return id
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			err := acceptLoop(ctx, ln, exports, opts, ids, &conns)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
 	}
+	conns.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// connIDs numbers each export's connections, for Options.Observe.
+type connIDs struct {
+	mu   sync.Mutex
+	next map[*Server]int
+}
+
+func (c *connIDs) take(s *Server) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := c.next[s]
+	c.next[s] = id + 1
+	return id
+}
+
+// acceptLoop accepts clients on ln until ctx is cancelled (nil) or Accept
+// fails for good, starting a goroutine per client counted in conns.
+func acceptLoop(ctx context.Context, ln net.Listener, exports Exports, opts ListenOptions, ids *connIDs, conns *sync.WaitGroup) error {
 	backoff := time.Duration(0)
 	for {
 		c, err := ln.Accept()
@@ -66,7 +104,7 @@ func ServeListener(ctx context.Context, ln net.Listener, exports Exports, opts L
 		go func() {
 			defer conns.Done()
 			defer c.Close()
-			serveClient(ctx, c, exports, opts, nextID)
+			serveClient(ctx, c, exports, opts, ids)
 		}()
 	}
 }
@@ -79,7 +117,7 @@ func isTemporary(err error) bool {
 }
 
 // serveClient runs one client's handshake and transmission phase.
-func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOptions, nextID func(*Server) int) {
+func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOptions, ids *connIDs) {
 	addr := c.RemoteAddr().String()
 	if addr == "" || addr == "@" {
 		addr = "unix:" + c.LocalAddr().String()
@@ -95,7 +133,7 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 		return
 	}
 	opts.Logf("client %s: export %q (%d bytes, flags %#x)", addr, exp.Name, exp.Size(), exp.TransmissionFlags())
-	err = exp.Server.ServeConn(ctx, c, nextID(exp.Server))
+	err = exp.Server.ServeConn(ctx, c, ids.take(exp.Server))
 	if err != nil && ctx.Err() == nil {
 		opts.Logf("client %s: export %q: connection ended: %v", addr, exp.Name, err)
 		return

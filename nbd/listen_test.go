@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -19,9 +20,9 @@ import (
 
 // dialGo connects to addr, negotiates export name with NBD_OPT_GO and
 // returns the connection, in the transmission phase.
-func dialGo(t *testing.T, addr, name string) net.Conn {
+func dialGo(t *testing.T, network, addr, name string) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", addr)
+	c, err := net.Dial(network, addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,20 +98,25 @@ func (l *lineLog) String() string {
 	return strings.Join(l.lines, "\n")
 }
 
-// TestServeListener: bad clients (garbage, an oversized option, one that
+// TestServeListeners: bad clients (garbage, an oversized option, one that
 // stalls) lose their own connection only; good ones reach their export;
 // cancelling ends everything.
-func TestServeListener(t *testing.T) {
+func TestServeListeners(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	uln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var log lineLog
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() {
-		done <- ServeListener(ctx, ln, newTestExports(t), ListenOptions{
+		done <- ServeListeners(ctx, []net.Listener{ln, uln}, newTestExports(t), ListenOptions{
 			Handshake: HandshakeOptions{Timeout: 500 * time.Millisecond}, Logf: log.logf})
 	}()
 
@@ -135,11 +141,11 @@ func TestServeListener(t *testing.T) {
 		c.Close()
 	}
 
-	a := dialGo(t, addr, "")
-	b := dialGo(t, addr, "disk")
+	a := dialGo(t, "tcp", addr, "")
+	b := dialGo(t, "unix", sock, "disk")
 	roundTrip(t, a, 4096, []byte("written through a"))
 	roundTrip(t, b, 0, bytes.Repeat([]byte{0xab}, 64<<10))
-	ro := dialGo(t, addr, "small")
+	ro := dialGo(t, "tcp", addr, "small")
 	var hdr [RequestSize]byte
 	PutRequest(hdr[:], RequestHeader{Op: request.OpWrite, Cookie: 7, Length: 512})
 	ro.Write(append(hdr[:], make([]byte, 512)...))
@@ -161,17 +167,22 @@ func TestServeListener(t *testing.T) {
 	select {
 	case err := <-done:
 		if err != nil {
-			t.Errorf("ServeListener = %v, want nil", err)
+			t.Errorf("ServeListeners = %v, want nil", err)
 		}
 	case <-time.After(10 * time.Second):
-		t.Fatal("ServeListener did not return after cancel")
+		t.Fatal("ServeListeners did not return after cancel")
 	}
-	if _, err := a.Read(r[:]); !errors.Is(err, io.EOF) {
-		t.Errorf("after cancel, a client's read = %v, want EOF", err)
+	for _, c := range []net.Conn{a, b} {
+		if _, err := c.Read(r[:]); !errors.Is(err, io.EOF) {
+			t.Errorf("after cancel, a client's read = %v, want EOF", err)
+		}
+	}
+	if _, err := net.Dial("unix", sock); err == nil {
+		t.Error("the Unix socket still accepts connections after cancel")
 	}
 	text := log.String()
 	for _, want := range []string{"handshake failed: nbd: protocol error: unknown client flags 0x47455420", "handshake failed: nbd: protocol error: NBD_OPT_GO with 4294967295 bytes",
-		"handshake failed: nbd: the client did not finish the handshake in time", `export "disk" (1048576 bytes, flags 0x161)`, `export "small" (65536 bytes, flags 0x103)`} {
+		"handshake failed: nbd: the client did not finish the handshake in time", `export "disk" (1048576 bytes, flags 0x161)`, `client unix:`, `export "small" (65536 bytes, flags 0x103)`} {
 		if !strings.Contains(text, want) {
 			t.Errorf("log lacks %q:\n%s", want, text)
 		}
