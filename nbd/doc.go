@@ -1,11 +1,22 @@
-// Package nbd implements the transmission phase of the Network Block Device
-// protocol as the Linux kernel's NBD client speaks it: 28-byte requests,
-// 16-byte simple replies, READ, WRITE, FLUSH, TRIM, WRITE_ZEROES and DISC.
+// Package nbd implements the server side of the Network Block Device
+// protocol: the transmission phase as the Linux kernel's NBD client speaks
+// it (28-byte requests, 16-byte simple replies, READ, WRITE, FLUSH, TRIM,
+// WRITE_ZEROES and DISC), and the fixed newstyle handshake that network
+// clients (qemu, libnbd's tools, nbd-client) go through first.
 //
 // A Server serves one sources.Source over any number of connections. nbdloop
 // hands the kernel one end of an AF_UNIX socketpair per connection and calls
 // Serve on the other end, so there is no handshake: the kernel starts sending
 // requests as soon as NBD_CMD_CONNECT has been processed.
+//
+// Network clients connect to a listener that ServeListeners serves:
+// Handshake answers their options (NBD_OPT_GO, INFO, EXPORT_NAME, LIST,
+// ABORT; every other option is refused with NBD_REP_ERR_UNSUP) from the
+// Exports it is given, each Export being a name, a description and a
+// Server, and the connection then goes to the chosen Export's Server. A
+// client is held to a deadline, a number of options and a size of option
+// data during the handshake, and one that breaks the protocol loses only
+// its own connection.
 //
 // How a connection is served (the measurements behind each choice are in
 // docs/performance.md, section nbd):

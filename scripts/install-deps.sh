@@ -51,6 +51,9 @@ check lvm lvm2
 check nbdkit nbdkit
 check chromium-headless-shell chromium-headless-shell
 check blkid util-linux
+check nbdinfo libnbd-bin
+check nbdcopy libnbd-bin
+check nbdsh python3-libnbd
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive

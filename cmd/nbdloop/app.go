@@ -104,7 +104,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach, list or see nbdloop --help)\n", name)
 			os.Exit(exitUsage)
 		},
-		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), statsCommand(), packCommand(), drawCommand(), topCommand(), manCommand(), completionCommand()},
+		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), statsCommand(), packCommand(), drawCommand(), topCommand(), serveCommand(), manCommand(), completionCommand()},
 	}
 	return app
 }

@@ -1,0 +1,323 @@
+package nbd
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+)
+
+// Export is one export a network client may choose in the handshake.
+type Export struct {
+	// Name is the export's canonical name, sent back in NBD_INFO_NAME and
+	// listed by NBD_OPT_LIST.
+	Name string
+	// Description is shown to users (NBD_INFO_DESCRIPTION, NBD_OPT_LIST).
+	Description string
+	// Server serves the export's transmission phase; every connection to
+	// the export goes through it.
+	Server *Server
+	// ReadOnly adds NBD_FLAG_READ_ONLY to the transmission flags. The
+	// Server's Source must refuse writes itself: a client may ignore the
+	// flag.
+	ReadOnly bool
+	// MinBlockSize is the minimum block size advertised in
+	// NBD_INFO_BLOCK_SIZE, a power of two up to 64 KiB; 0 means 1.
+	MinBlockSize uint32
+}
+
+// Size is the export's size in bytes.
+func (e *Export) Size() uint64 { return e.Server.size }
+
+// TransmissionFlags are the flags sent to a client that chooses e:
+// TransmissionFlags of the Source's Caps, NBD_FLAG_READ_ONLY when e is
+// read-only, and NBD_FLAG_CAN_MULTI_CONN always, because every connection
+// to e is served by the one Server over the one Source, so a flush on any
+// connection covers the writes completed on all of them.
+func (e *Export) TransmissionFlags() uint16 {
+	f := TransmissionFlags(e.Server.caps, true)
+	if e.ReadOnly {
+		f |= FlagReadOnly
+	}
+	return uint16(f)
+}
+
+// blockSizes returns the minimum, preferred and maximum block sizes
+// advertised for e.
+func (e *Export) blockSizes() (minimum, preferred, maximum uint32) {
+	minimum = max(e.MinBlockSize, 1)
+	return minimum, max(preferredBlockSize, minimum), MaxPayload
+}
+
+// Exports are the exports a handshake offers. Implementations must be
+// safe for concurrent use: every client's handshake asks them.
+type Exports interface {
+	// Export returns the export called name, or nil when there is none.
+	// The empty name asks for the default export (NBD protocol: "a
+	// default export"), which may be nil too.
+	Export(name string) *Export
+	// List returns every export, in the order NBD_OPT_LIST reports them.
+	List() []*Export
+}
+
+// Limits of the handshake, against clients that would hold a connection
+// or memory forever.
+const (
+	// DefaultHandshakeTimeout is how long a client may take from
+	// connecting to choosing an export.
+	DefaultHandshakeTimeout = 10 * time.Second
+	// MaxOptions is how many options a client may send before it chooses
+	// an export; the connection is dropped at the next one.
+	MaxOptions = 64
+	// MaxNameLength is the longest export name (and any string) the
+	// protocol allows.
+	MaxNameLength = 4096
+	// maxOptionData is the most option data read and parsed: a name of
+	// MaxNameLength with room for every information request and more.
+	maxOptionData = 16 << 10
+	// maxOptionDiscard is the most option data skipped for a reply of
+	// NBD_REP_ERR_TOO_BIG; a client that announces more is dropped.
+	maxOptionDiscard = 1 << 20
+)
+
+// HandshakeOptions configure Handshake. The zero value is usable.
+type HandshakeOptions struct {
+	// Timeout bounds the whole handshake (DefaultHandshakeTimeout when
+	// 0). It applies when the connection has SetDeadline, as a net.Conn
+	// has.
+	Timeout time.Duration
+}
+
+// ErrAborted is returned by Handshake when the client ends the handshake
+// with NBD_OPT_ABORT (a soft disconnect, as nbdinfo --list does).
+var ErrAborted = errors.New("nbd: the client ended the handshake (NBD_OPT_ABORT)")
+
+// ErrHandshakeTimeout is returned by Handshake when the client has not
+// chosen an export within HandshakeOptions.Timeout.
+var ErrHandshakeTimeout = errors.New("nbd: the client did not finish the handshake in time")
+
+// deadliner is a connection whose reads and writes can be given a
+// deadline (net.Conn).
+type deadliner interface {
+	SetDeadline(t time.Time) error
+}
+
+// Handshake runs the server side of the fixed newstyle negotiation on rw
+// and returns the export the client chose with NBD_OPT_GO or
+// NBD_OPT_EXPORT_NAME; the transmission phase follows on rw (Serve on the
+// export's Server). It answers NBD_OPT_INFO, NBD_OPT_LIST and
+// NBD_OPT_ABORT, and every other option with NBD_REP_ERR_UNSUP.
+//
+// It never reads past the option that ends the handshake, so requests a
+// client sends right after it are left for the transmission phase.
+//
+// Errors: ErrAborted after NBD_OPT_ABORT; ErrHandshakeTimeout; an error
+// wrapping ErrProtocol when the client breaks the protocol (bad magic,
+// unknown client flags, an unknown export or bad name with
+// NBD_OPT_EXPORT_NAME, which cannot be refused otherwise, more than
+// MaxOptions options, option data over 1 MiB); ctx.Err() when ctx is
+// cancelled; or the connection's error (io.EOF when the client hung up).
+// The caller then closes rw. With a deadline, Handshake clears it before
+// returning.
+func Handshake(ctx context.Context, rw io.ReadWriter, exports Exports, opts HandshakeOptions) (*Export, error) {
+	if opts.Timeout <= 0 {
+		opts.Timeout = DefaultHandshakeTimeout
+	}
+	if d, ok := rw.(deadliner); ok {
+		d.SetDeadline(time.Now().Add(opts.Timeout))
+		defer d.SetDeadline(time.Time{})
+		stop := context.AfterFunc(ctx, func() { d.SetDeadline(time.Unix(1, 0)) })
+		defer stop()
+	}
+	n := &negotiation{rw: rw, exports: exports}
+	exp, err := n.run()
+	switch {
+	case err == nil:
+		return exp, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return nil, fmt.Errorf("%w (%v)", ErrHandshakeTimeout, opts.Timeout)
+	}
+	return nil, err
+}
+
+// negotiation is one client's handshake.
+type negotiation struct {
+	rw       io.ReadWriter
+	exports  Exports
+	noZeroes bool
+	hdr      [optHeaderSize]byte
+	data     []byte // the current option's data
+	out      []byte // replies to the current option
+}
+
+func (n *negotiation) run() (*Export, error) {
+	g := greeting()
+	if _, err := n.rw.Write(g[:]); err != nil {
+		return nil, err
+	}
+	var cf [4]byte
+	if _, err := io.ReadFull(n.rw, cf[:]); err != nil {
+		return nil, err
+	}
+	flags := binary.BigEndian.Uint32(cf[:])
+	if flags&^(clientFixedNewstyle|clientNoZeroes) != 0 {
+		return nil, fmt.Errorf("%w: unknown client flags %#x", ErrProtocol, flags)
+	}
+	n.noZeroes = flags&clientNoZeroes != 0
+	for i := 0; i < MaxOptions; i++ {
+		exp, err := n.option()
+		if exp != nil || err != nil {
+			return exp, err
+		}
+	}
+	return nil, fmt.Errorf("%w: more than %d options without choosing an export", ErrProtocol, MaxOptions)
+}
+
+// option reads one option and answers it. It returns the export chosen
+// when the option ends the handshake.
+func (n *negotiation) option() (*Export, error) {
+	if _, err := io.ReadFull(n.rw, n.hdr[:]); err != nil {
+		return nil, err
+	}
+	if m := binary.BigEndian.Uint64(n.hdr[0:8]); m != optMagic {
+		return nil, fmt.Errorf("%w: bad option magic %#x", ErrProtocol, m)
+	}
+	opt := binary.BigEndian.Uint32(n.hdr[8:12])
+	length := binary.BigEndian.Uint32(n.hdr[12:16])
+	n.out = n.out[:0]
+	if length > maxOptionData {
+		return nil, n.tooBig(opt, length)
+	}
+	if cap(n.data) < int(length) {
+		n.data = make([]byte, length, max(int(length), 256))
+	}
+	n.data = n.data[:length]
+	if _, err := io.ReadFull(n.rw, n.data); err != nil {
+		return nil, err
+	}
+	var exp *Export
+	var err error
+	switch opt {
+	case optExportName:
+		return n.exportName()
+	case optGo, optInfo:
+		exp = n.info(opt)
+	case optList:
+		n.list()
+	case optAbort:
+		n.out = appendOptReply(n.out, opt, repAck)
+		err = ErrAborted
+	default:
+		n.out = appendOptError(n.out, opt, repErrUnsup, optionName(opt)+" is not supported")
+	}
+	if _, werr := n.rw.Write(n.out); werr != nil && err == nil {
+		return nil, werr
+	}
+	return exp, err
+}
+
+// tooBig answers an option whose data is over maxOptionData: skipped and
+// refused with NBD_REP_ERR_TOO_BIG up to maxOptionDiscard, beyond that
+// the connection is dropped. NBD_OPT_EXPORT_NAME cannot be refused, so it
+// is dropped at once.
+func (n *negotiation) tooBig(opt, length uint32) error {
+	if opt == optExportName || length > maxOptionDiscard {
+		return fmt.Errorf("%w: %s with %d bytes of data", ErrProtocol, optionName(opt), length)
+	}
+	if _, err := io.CopyN(io.Discard, n.rw, int64(length)); err != nil {
+		return err
+	}
+	n.out = appendOptError(n.out, opt, repErrTooBig, fmt.Sprintf("%s: %d bytes of option data is too much", optionName(opt), length))
+	_, err := n.rw.Write(n.out)
+	return err
+}
+
+// exportName answers NBD_OPT_EXPORT_NAME: the export's size and flags
+// (and the reserved zeroes unless NO_ZEROES was agreed), or a dropped
+// connection, the only refusal the option allows.
+func (n *negotiation) exportName() (*Export, error) {
+	name := string(n.data)
+	if len(name) > MaxNameLength || strings.IndexByte(name, 0) >= 0 {
+		return nil, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME with a bad name (%d bytes)", ErrProtocol, len(name))
+	}
+	exp := n.exports.Export(name)
+	if exp == nil {
+		return nil, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME: no export %q", ErrProtocol, name)
+	}
+	var b [10 + exportNameZeroes]byte
+	binary.BigEndian.PutUint64(b[0:8], exp.Size())
+	binary.BigEndian.PutUint16(b[8:10], exp.TransmissionFlags())
+	reply := b[:]
+	if n.noZeroes {
+		reply = b[:10]
+	}
+	if _, err := n.rw.Write(reply); err != nil {
+		return nil, err
+	}
+	return exp, nil
+}
+
+// info answers NBD_OPT_INFO and NBD_OPT_GO and returns the export when
+// NBD_OPT_GO succeeded.
+func (n *negotiation) info(opt uint32) *Export {
+	req, ok := parseInfoRequest(n.data)
+	switch {
+	case !ok:
+		n.out = appendOptError(n.out, opt, repErrInvalid, optionName(opt)+": the data does not add up")
+		return nil
+	case len(req.name) > MaxNameLength:
+		n.out = appendOptError(n.out, opt, repErrTooBig, fmt.Sprintf("%s: the export name is %d bytes, over the limit of %d", optionName(opt), len(req.name), MaxNameLength))
+		return nil
+	case strings.IndexByte(req.name, 0) >= 0:
+		n.out = appendOptError(n.out, opt, repErrInvalid, optionName(opt)+": the export name contains NUL")
+		return nil
+	}
+	exp := n.exports.Export(req.name)
+	if exp == nil {
+		n.out = appendOptError(n.out, opt, repErrUnknown, fmt.Sprintf("no export %q", req.name))
+		return nil
+	}
+	n.out = appendInfoExport(n.out, opt, exp.Size(), exp.TransmissionFlags())
+	var name, desc bool
+	for _, t := range req.infos {
+		switch t {
+		case infoName:
+			name = true
+		case infoDescription:
+			desc = true
+		}
+	}
+	if name {
+		n.out = appendInfoString(n.out, opt, infoName, exp.Name)
+	}
+	if desc && exp.Description != "" {
+		n.out = appendInfoString(n.out, opt, infoDescription, exp.Description)
+	}
+	// Block sizes are sent whether asked or not: the protocol allows it,
+	// and they tell every client what the export handles best.
+	lo, pref, hi := exp.blockSizes()
+	n.out = appendInfoBlockSize(n.out, opt, lo, pref, hi)
+	n.out = appendOptReply(n.out, opt, repAck)
+	if opt == optGo {
+		return exp
+	}
+	return nil
+}
+
+// list answers NBD_OPT_LIST: every export's name and description.
+func (n *negotiation) list() {
+	if len(n.data) != 0 {
+		n.out = appendOptError(n.out, optList, repErrInvalid, "NBD_OPT_LIST takes no data")
+		return
+	}
+	for _, e := range n.exports.List() {
+		n.out = appendServer(n.out, e.Name, e.Description)
+	}
+	n.out = appendOptReply(n.out, optList, repAck)
+}

@@ -1,0 +1,209 @@
+package nbd
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nbdloop/nbdloop/internal/tooltest"
+)
+
+// fuzzWorker reports whether this process is one of go test -fuzz's
+// workers, which get every input, seeds included, from the coordinator:
+// they need not run the clients again (and a worker's children would
+// inherit its pipes to the coordinator).
+func fuzzWorker() bool {
+	w := flag.Lookup("test.fuzzworker")
+	return w != nil && w.Value.String() == "true"
+}
+
+// recorder keeps a copy of what is read from its connection while on.
+type recorder struct {
+	net.Conn
+	mu  sync.Mutex
+	on  bool
+	got []byte
+}
+
+func (r *recorder) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	r.mu.Lock()
+	if r.on {
+		r.got = append(r.got, p[:n]...)
+	}
+	r.mu.Unlock()
+	return n, err
+}
+
+// captureClients runs NBD clients that nbdloop did not write against
+// Handshake on a Unix socket, and returns, per client, the bytes it sent
+// during the handshake. Every client
+// must succeed: the capture is a compatibility test too.
+func captureClients(t testing.TB) map[string][]byte {
+	tooltest.Require(t, "nbdinfo", "nbdsh", "qemu-img", "qemu-io")
+	sock := filepath.Join(t.TempDir(), "nbd.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x := newTestExports(t)
+	sessions := make(chan []byte, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				r := &recorder{Conn: c, on: true}
+				exp, _ := Handshake(ctx, r, x, HandshakeOptions{})
+				r.mu.Lock()
+				r.on = false
+				sessions <- r.got
+				r.mu.Unlock()
+				if exp != nil {
+					exp.Server.ServeConn(ctx, c, 0)
+				}
+			}()
+		}
+	}()
+	defer func() {
+		cancel()
+		ln.Close()
+		wg.Wait()
+	}()
+	uri := "nbd+unix:///?socket=" + sock
+	named := "nbd+unix:///small?socket=" + sock
+	// Each client makes one connection.
+	clients := []struct {
+		name string
+		cmd  *exec.Cmd
+		want string // in the output
+	}{
+		{"nbdinfo", exec.Command("nbdinfo", uri), "export-size: 1048576"},
+		{"nbdinfo --list", exec.Command("nbdinfo", "--list", uri), "export=\"small\""},
+		{"nbdsh", exec.Command("nbdsh", "-u", named, "-c", "print(h.get_size(), h.get_block_size(nbd.SIZE_MINIMUM))"), "65536 512"},
+		{"qemu-img info", exec.Command("qemu-img", "info", "--output=json", uri), `"virtual-size": 1048576`},
+		{"qemu-io", exec.Command("qemu-io", "-r", "-f", "raw", "-c", "read -P 0 0 4k", named), "read 4096/4096 bytes"},
+	}
+	// nbdsh runs python3 from PATH; python3-libnbd installs the module
+	// for Debian's, which another python3 earlier in PATH (pyenv) lacks.
+	clients[2].cmd.Env = append(os.Environ(), "PATH=/usr/bin:"+os.Getenv("PATH"))
+	out := map[string][]byte{}
+	for _, c := range clients {
+		b, err := c.cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(b), c.want) {
+			t.Fatalf("%s: %v, output lacks %q:\n%s", c.name, err, c.want, b)
+		}
+		select {
+		case out[c.name] = <-sessions:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no connection recorded", c.name)
+		}
+	}
+	if len(sessions) > 0 {
+		t.Fatalf("the clients made %d more connections than expected", len(sessions))
+	}
+	return out
+}
+
+// TestHandshakeClients checks that the clients' handshakes, replayed,
+// end as they did live: an export chosen, or a soft disconnect.
+func TestHandshakeClients(t *testing.T) {
+	for name, s := range captureClients(t) {
+		exp, err := Handshake(context.Background(), struct {
+			io.Reader
+			io.Writer
+		}{bytes.NewReader(s), io.Discard}, newTestExports(t), HandshakeOptions{})
+		if exp == nil && !errors.Is(err, ErrAborted) {
+			t.Errorf("%s: replayed handshake: %v", name, err)
+		}
+	}
+}
+
+// FuzzHandshake feeds arbitrary client bytes to Handshake. Whatever comes
+// in, it must return (no panic, no hang on a finished input), choose only
+// an export it offers, and send only well-formed option replies, followed
+// by nothing or by NBD_OPT_EXPORT_NAME's reply.
+//
+// Seeds: what real clients sent (captured when the target starts), scripts
+// written from the protocol document, and extreme lengths.
+func FuzzHandshake(f *testing.F) {
+	if !fuzzWorker() {
+		for _, s := range captureClients(f) {
+			f.Add(s)
+		}
+	}
+	fl := clientFlags(clientFixedNewstyle | clientNoZeroes)
+	for _, s := range [][]byte{
+		// nbd-client, which needs a kernel device to run: NBD_OPT_GO
+		// with NBD_INFO_BLOCK_SIZE, or EXPORT_NAME without NO_ZEROES.
+		cat(fl, option(optGo, goData("", infoBlockSize)...)),
+		cat(clientFlags(clientFixedNewstyle), option(optExportName, []byte("small")...)),
+		cat(fl, option(optList), option(optInfo, goData("small", infoName, infoDescription)...), option(optAbort)),
+		cat(fl, option(optStructuredReply), option(optSetMetaContext, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 15, 'b', 'a', 's', 'e', ':', 'a', 'l', 'l', 'o', 'c', 'a', 't', 'i', 'o', 'n')),
+		// Extreme lengths.
+		cat(fl, option(optGo)[:12], []byte{0xff, 0xff, 0xff, 0xff}),
+		cat(fl, option(optGo, 0xff, 0xff, 0xff, 0xff, 0, 0)),
+		cat(fl, option(optGo, goData(strings.Repeat("x", MaxNameLength+1))...)),
+		cat(fl, option(optGo, make([]byte, maxOptionData+1)...), option(optGo, goData("disk")...)),
+		cat(fl, option(optExportName, make([]byte, maxOptionData)...)),
+		cat(fl, bytes.Repeat(option(optList), MaxOptions+1)),
+		{},
+	} {
+		f.Add(s)
+	}
+	x := newTestExports(f)
+	offered := map[*Export]bool{}
+	for _, e := range x.list {
+		offered[e] = true
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		var out bytes.Buffer
+		exp, err := Handshake(context.Background(), struct {
+			io.Reader
+			io.Writer
+		}{bytes.NewReader(in), &out}, x, HandshakeOptions{})
+		if exp != nil && (err != nil || !offered[exp]) {
+			t.Fatalf("Handshake = %p, %v: not an offered export", exp, err)
+		}
+		if exp == nil && err == nil {
+			t.Fatal("Handshake returned neither an export nor an error")
+		}
+		g := greeting()
+		if !bytes.HasPrefix(out.Bytes(), g[:]) {
+			t.Fatalf("output begins [% x], not with the greeting", out.Bytes()[:min(out.Len(), 18)])
+		}
+		_, rest, derr := describeReplies(out.Bytes()[18:])
+		if derr != nil {
+			t.Fatalf("malformed reply: %v", derr)
+		}
+		switch {
+		case len(rest) == 0:
+		case exp != nil && (len(rest) == 10 || len(rest) == 10+exportNameZeroes):
+			if binary.BigEndian.Uint64(rest) != exp.Size() {
+				t.Fatalf("NBD_OPT_EXPORT_NAME reply gives size %d, export has %d", binary.BigEndian.Uint64(rest), exp.Size())
+			}
+		default:
+			t.Fatalf("%d bytes after the option replies: [% x]", len(rest), rest[:min(len(rest), 32)])
+		}
+	})
+}

@@ -1,0 +1,142 @@
+package nbd
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"time"
+)
+
+// ListenOptions configure ServeListeners. The zero value is usable.
+type ListenOptions struct {
+	Handshake HandshakeOptions
+	// Logf receives one line when a client has chosen an export (its
+	// address and the export), one when its connection ends, and one for
+	// a handshake that failed. Nil discards them.
+	Logf func(format string, args ...any)
+}
+
+// ServeListeners accepts clients on every listener of lns and serves each
+// on its own goroutine: the handshake (Handshake), then the transmission
+// phase of the export it chose, on that export's Server. A client that
+// fails the handshake or breaks the protocol loses its connection, never
+// the others.
+//
+// When ctx is cancelled, ServeListeners closes the listeners and every
+// connection (requests being served are answered first, as in Serve) and
+// returns nil once all have ended. When a listener's Accept fails with an
+// error that is not temporary, it closes the others too and returns that
+// error after the same wait. It does not flush the exports' sources.
+func ServeListeners(ctx context.Context, lns []net.Listener, exports Exports, opts ListenOptions) error {
+	if opts.Logf == nil {
+		opts.Logf = func(string, ...any) {}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ctx, func() {
+		for _, ln := range lns {
+			ln.Close()
+		}
+	})
+	defer stop()
+	ids := &connIDs{next: map[*Server]int{}}
+	var conns sync.WaitGroup
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			err := acceptLoop(ctx, ln, exports, opts, ids, &conns)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	conns.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// connIDs numbers each export's connections, for Options.Observe.
+type connIDs struct {
+	mu   sync.Mutex
+	next map[*Server]int
+}
+
+func (c *connIDs) take(s *Server) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := c.next[s]
+	c.next[s] = id + 1
+	return id
+}
+
+// acceptLoop accepts clients on ln until ctx is cancelled (nil) or Accept
+// fails for good, starting a goroutine per client counted in conns.
+func acceptLoop(ctx context.Context, ln net.Listener, exports Exports, opts ListenOptions, ids *connIDs, conns *sync.WaitGroup) error {
+	backoff := time.Duration(0)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
+				// Out of descriptors or the like: wait and try again,
+				// as net/http does.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				opts.Logf("nbd: accept: %v; retrying in %v", err, backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		conns.Add(1)
+		go func() {
+			defer conns.Done()
+			defer c.Close()
+			serveClient(ctx, c, exports, opts, ids)
+		}()
+	}
+}
+
+// isTemporary reports whether an Accept error may go away by itself
+// (EMFILE, ENFILE, ECONNABORTED and the like).
+func isTemporary(err error) bool {
+	var t interface{ Temporary() bool }
+	return errors.As(err, &t) && t.Temporary()
+}
+
+// serveClient runs one client's handshake and transmission phase.
+func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOptions, ids *connIDs) {
+	addr := c.RemoteAddr().String()
+	if addr == "" || addr == "@" {
+		addr = "unix:" + c.LocalAddr().String()
+	}
+	exp, err := Handshake(ctx, c, exports, opts.Handshake)
+	if err != nil {
+		switch {
+		case errors.Is(err, ErrAborted):
+			opts.Logf("client %s: left during the handshake (NBD_OPT_ABORT)", addr)
+		case ctx.Err() == nil:
+			opts.Logf("client %s: handshake failed: %v", addr, err)
+		}
+		return
+	}
+	opts.Logf("client %s: export %q (%d bytes, flags %#x)", addr, exp.Name, exp.Size(), exp.TransmissionFlags())
+	err = exp.Server.ServeConn(ctx, c, ids.take(exp.Server))
+	if err != nil && ctx.Err() == nil {
+		opts.Logf("client %s: export %q: connection ended: %v", addr, exp.Name, err)
+		return
+	}
+	opts.Logf("client %s: export %q: disconnected", addr, exp.Name)
+}
