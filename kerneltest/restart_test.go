@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +33,51 @@ func deviceInfo(t *testing.T, dev string) (d struct {
 	}
 	t.Fatalf("%s is not in list --json", dev)
 	return d
+}
+
+// waitDead waits until list shows dev dead: its server and supervisor are
+// gone.
+func waitDead(t *testing.T, dev string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "list to show "+dev+" dead", func() error {
+		if d := deviceInfo(t, dev); d.State != "dead" {
+			return fmt.Errorf("list says %s", d.State)
+		}
+		return nil
+	})
+}
+
+// processWrites sums the write system calls (syscw of /proc/PID/io) made
+// so far by pid and its children.
+func processWrites(t *testing.T, pid int) int64 {
+	t.Helper()
+	pids := []int{pid}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// After the command in parentheses: the state, then the parent.
+		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 1 && f[1] == strconv.Itoa(pid) {
+			pids = append(pids, p)
+		}
+	}
+	var n int64
+	for _, p := range pids {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", p))
+		for _, line := range strings.Split(string(b), "\n") {
+			if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+				w, _ := strconv.ParseInt(v, 10, 64)
+				n += w
+			}
+		}
+	}
+	return n
 }
 
 // mountedExt4 attaches a new image file of the given size, makes ext4 on
@@ -106,10 +152,22 @@ func TestKernelRestartFio(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- fio.Wait() }()
 	for i := 0; i < 2; i++ {
-		// The second kill comes after the kernel's 30 s request timer has
-		// resent what the first kill left inside the dead server: a kill
-		// within that window once left a request unanswered (kernel 6.1).
-		time.Sleep([]time.Duration{2 * time.Second, 35 * time.Second}[i])
+		if i == 0 {
+			// The first kill comes once fio is writing (its job, a child
+			// process, has made some of its direct writes).
+			waitFor(t, time.Minute, "fio to be writing", func() error {
+				if n := processWrites(t, fio.Process.Pid); n < 64 {
+					return fmt.Errorf("fio has made %d write calls", n)
+				}
+				return nil
+			})
+		} else {
+			// Not synchronization: the second kill comes after the
+			// kernel's 30 s request timer has resent what the first kill
+			// left inside the dead server: a kill within that window once
+			// left a request unanswered (kernel 6.1).
+			time.Sleep(35 * time.Second)
+		}
 		select {
 		case err := <-done:
 			t.Fatalf("fio ended before kill %d (%v): make its run longer\n%s", i+1, err, out)
@@ -199,6 +257,8 @@ func TestKernelRestartByHand(t *testing.T) {
 		}
 		werr <- nil
 	}()
+	// Not synchronization: the kill lands at a random moment of the
+	// writer's run, on purpose (in a write, an fsync or between them).
 	time.Sleep(time.Duration(300+rand.Intn(1200)) * time.Millisecond)
 	d := deviceInfo(t, dev)
 	if d.Supervisor == 0 {
@@ -207,18 +267,35 @@ func TestKernelRestartByHand(t *testing.T) {
 	syscall.Kill(d.Supervisor, syscall.SIGKILL)
 	syscall.Kill(d.PID, syscall.SIGKILL)
 	killedAt := acked.Load()
-	time.Sleep(time.Second)
-	if got := deviceInfo(t, dev); got.State != "dead" {
-		t.Errorf("with server and supervisor killed, list says %s, want dead", got.State)
-	}
+	waitDead(t, dev)
 	r := run(t, nbdloop(t), "restart", dev)
 	if r.code != 0 || !strings.Contains(r.stdout, "restarted") {
 		t.Fatalf("nbdloop restart: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
-	time.Sleep(time.Second)
+	// Wait for a record fsynced through the new server. A request that
+	// the kill left inside the dead server is sent again when the
+	// kernel's 30 s request timer fires, so the writer may wait that long.
+	restartedAt := acked.Load()
+	var writerErr error
+	writerDone := false
+	waitFor(t, 2*time.Minute, "a record fsynced after the restart", func() error {
+		select {
+		case writerErr = <-werr:
+			writerDone = true
+			return nil
+		default:
+		}
+		if n := acked.Load(); n <= restartedAt {
+			return fmt.Errorf("the last record fsynced is %d, as when restart returned", n)
+		}
+		return nil
+	})
 	stop()
-	if err := <-werr; err != nil {
-		t.Fatalf("the writer failed across the restart: %v", err)
+	if !writerDone {
+		writerErr = <-werr
+	}
+	if writerErr != nil {
+		t.Fatalf("the writer failed across the restart: %v", writerErr)
 	}
 	f.Close()
 	last := acked.Load()
