@@ -5,6 +5,7 @@ package kerneltest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
@@ -47,11 +48,10 @@ func waitDead(t *testing.T, dev string) {
 	})
 }
 
-// processWrites sums the write system calls (syscw of /proc/PID/io) made
-// so far by pid and its children.
-func processWrites(t *testing.T, pid int) int64 {
+// directOpen says whether a child of pid has a file under dir open with
+// O_DIRECT.
+func directOpen(t *testing.T, pid int, dir string) bool {
 	t.Helper()
-	pids := []int{pid}
 	ents, _ := os.ReadDir("/proc")
 	for _, e := range ents {
 		p, err := strconv.Atoi(e.Name())
@@ -63,21 +63,25 @@ func processWrites(t *testing.T, pid int) int64 {
 			continue
 		}
 		// After the command in parentheses: the state, then the parent.
-		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) > 1 && f[1] == strconv.Itoa(pid) {
-			pids = append(pids, p)
+		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
 		}
-	}
-	var n int64
-	for _, p := range pids {
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/io", p))
-		for _, line := range strings.Split(string(b), "\n") {
-			if v, ok := strings.CutPrefix(line, "syscw: "); ok {
-				w, _ := strconv.ParseInt(v, 10, 64)
-				n += w
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p, fd.Name())); !strings.HasPrefix(l, dir+"/") {
+				continue
+			}
+			info, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", p, fd.Name()))
+			for _, line := range strings.Split(string(info), "\n") {
+				if v, ok := strings.CutPrefix(line, "flags:"); ok {
+					if flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64); err == nil && flags&syscall.O_DIRECT != 0 {
+						return true
+					}
+				}
 			}
 		}
 	}
-	return n
+	return false
 }
 
 // mountedExt4 attaches a new image file of the given size, makes ext4 on
@@ -153,11 +157,12 @@ func TestKernelRestartFio(t *testing.T) {
 	go func() { done <- fio.Wait() }()
 	for i := 0; i < 2; i++ {
 		if i == 0 {
-			// The first kill comes once fio is writing (its job, a child
-			// process, has made some of its direct writes).
-			waitFor(t, time.Minute, "fio to be writing", func() error {
-				if n := processWrites(t, fio.Process.Pid); n < 64 {
-					return fmt.Errorf("fio has made %d write calls", n)
+			// The first kill comes once fio is in its write phase: its
+			// job (a child process) lays the file out with buffered
+			// writes, then opens it for its direct writes.
+			waitFor(t, 2*time.Minute, "fio to start its direct writes", func() error {
+				if !directOpen(t, fio.Process.Pid, mnt) {
+					return errors.New("fio's job has no file open with O_DIRECT")
 				}
 				return nil
 			})
