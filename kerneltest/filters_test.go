@@ -5,10 +5,12 @@ package kerneltest
 import (
 	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -202,8 +204,15 @@ func TestKernelFilterDelay(t *testing.T) {
 	if d := filterDirectRead(t, dev, 8192, 4096); d >= 300*time.Millisecond {
 		t.Errorf("a 4 KiB read without the trigger took %v, want less than 300ms", d)
 	}
+	// The filter sees the file appear asynchronously (inotify, or its
+	// poll every second): wait until a read is delayed.
 	os.WriteFile(trig, nil, 0o644)
-	time.Sleep(50 * time.Millisecond) // the filter's inotify watch sees it at once
+	waitFor(t, 5*time.Second, "a delayed read once the trigger file exists", func() error {
+		if d := filterDirectRead(t, dev, 8192, 4096); d < 300*time.Millisecond {
+			return fmt.Errorf("a 4 KiB read took %v", d)
+		}
+		return nil
+	})
 	for i := range 3 {
 		d := filterDirectRead(t, dev, int64(i)*1<<20, 4096)
 		t.Logf("4 KiB direct read with a 300 ms delay: %v", d)
@@ -212,10 +221,12 @@ func TestKernelFilterDelay(t *testing.T) {
 		}
 	}
 	os.Remove(trig)
-	time.Sleep(50 * time.Millisecond)
-	if d := filterDirectRead(t, dev, 8192, 4096); d >= 300*time.Millisecond {
-		t.Errorf("a 4 KiB read after the trigger was removed took %v, want less than 300ms", d)
-	}
+	waitFor(t, 5*time.Second, "a 4 KiB read taking less than 300ms after the trigger was removed", func() error {
+		if d := filterDirectRead(t, dev, 8192, 4096); d >= 300*time.Millisecond {
+			return fmt.Errorf("a 4 KiB read took %v", d)
+		}
+		return nil
+	})
 	detach(t, dev)
 }
 
@@ -259,9 +270,19 @@ func TestKernelFilterRate(t *testing.T) {
 		total int
 	}{{"", 4 << 20, 16 << 20}, {"8M\n", 8 << 20, 24 << 20}} {
 		if step.file != "" {
+			// The filter reads the file again on the first request a
+			// second after its last reading: read until it has opened the
+			// file (watched after writing it, so the opens seen are the
+			// filter's).
 			os.WriteFile(rateFile, []byte(step.file), 0o644)
-			time.Sleep(1100 * time.Millisecond) // read again once a second
-			measure(1 << 20)                    // the request that reads it
+			opened := watchOpens(t, dir)
+			waitFor(t, 10*time.Second, "the rate filter to read "+rateFile+" again", func() error {
+				filterDirectRead(t, dev, 0, 4096)
+				if slices.Contains(opened(), filepath.Base(rateFile)) {
+					return nil
+				}
+				return errors.New("not opened since it was written")
+			})
 		}
 		got := measure(step.total)
 		t.Logf("limit %.0f MiB/s: read %d MiB at %.2f MiB/s", step.limit/(1<<20), step.total>>20, got/(1<<20))
@@ -450,10 +471,21 @@ func TestKernelFilterProtect(t *testing.T) {
 			} else {
 				os.Remove(trig)
 			}
-			time.Sleep(50 * time.Millisecond)
-			if got := write(dev, int64(i)*4096); got == on {
-				t.Errorf("file exists %v: write succeeded %v", on, got)
+			// The filter sees the change asynchronously (inotify, or its
+			// poll every second).
+			want := "writes accepted while " + trig + " is absent"
+			if on {
+				want = "writes refused while " + trig + " exists"
 			}
+			waitFor(t, 5*time.Second, want, func() error {
+				switch got := write(dev, int64(i)*4096); {
+				case got && on:
+					return errors.New("a write was accepted")
+				case !got && !on:
+					return errors.New("a write was refused")
+				}
+				return nil
+			})
 		}
 		detach(t, dev)
 	})

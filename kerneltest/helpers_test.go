@@ -183,6 +183,24 @@ func requireClean(t *testing.T, what string) {
 	}
 }
 
+// waitFor polls cond until it returns nil, and fails the test if that has
+// not happened within timeout, saying what it waited for and cond's last
+// answer (what it saw instead).
+func waitFor(t *testing.T, timeout time.Duration, what string, cond func() error) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		err := cond()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("waited %v for %s: %v", timeout, what, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 func scratch(t *testing.T) string {
 	t.Helper()
 	base := os.Getenv("SCRATCH")

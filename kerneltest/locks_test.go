@@ -100,7 +100,9 @@ func TestKernelRestartElsewhere(t *testing.T) {
 	d := deviceInfo(t, dev)
 	syscall.Kill(d.Supervisor, syscall.SIGKILL)
 	syscall.Kill(d.PID, syscall.SIGKILL)
-	time.Sleep(500 * time.Millisecond)
+	// restart takes the device over only once both are gone (a live
+	// supervisor is asked to try again instead).
+	waitDead(t, dev)
 	if r := runIn(t, b, nbdloop(t), "restart", dev); r.code != 0 {
 		t.Fatalf("restart from %s: exit %d: %s", b, r.code, r.stderr)
 	}

@@ -5,6 +5,7 @@ package kerneltest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"strconv"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"github.com/nbdloop/nbdloop/kernel"
+	"golang.org/x/sys/unix"
 )
 
 func indexOf(t *testing.T, dev string) int {
@@ -69,7 +71,21 @@ func TestKernelNetlink(t *testing.T) {
 	dead := make(chan int, 4)
 	watching := make(chan error, 1)
 	go func() { watching <- fam.WatchLinkDead(ctx, func(i int) { dead <- i }) }()
-	time.Sleep(200 * time.Millisecond) // let the watcher join the group
+	t.Logf("nbd's multicast group: %d", fam.LinkDeadGroup)
+	if fam.LinkDeadGroup <= 32 {
+		waitFor(t, 10*time.Second, "the watcher to join the nbd multicast group", func() error {
+			select {
+			case err := <-watching:
+				t.Fatalf("WatchLinkDead ended before the kill: %v", err)
+			default:
+			}
+			return joinedGroup(fam.LinkDeadGroup)
+		})
+	} else {
+		// /proc/net/netlink shows only groups 1 to 32: nothing shows
+		// that the watcher has joined a later one, so give it time.
+		time.Sleep(200 * time.Millisecond)
+	}
 	if err := syscall.Kill(serverPID(t, dev), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -100,4 +116,32 @@ func TestKernelNetlink(t *testing.T) {
 		t.Error("state record left behind")
 	}
 	requireClean(t, "netlink")
+}
+
+// joinedGroup says whether a NETLINK_GENERIC socket of this process has
+// joined multicast group g (1 to 32: the groups /proc/net/netlink shows).
+func joinedGroup(g uint32) error {
+	ours := map[string]bool{}
+	fds, _ := os.ReadDir("/proc/self/fd")
+	for _, fd := range fds {
+		l, _ := os.Readlink("/proc/self/fd/" + fd.Name())
+		if ino, ok := strings.CutPrefix(l, "socket:["); ok {
+			ours[strings.TrimSuffix(ino, "]")] = true
+		}
+	}
+	b, err := os.ReadFile("/proc/net/netlink")
+	if err != nil {
+		return err
+	}
+	// Columns: sk Eth Pid Groups Rmem Wmem Dump Locks Drops Inode.
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[1] != strconv.Itoa(unix.NETLINK_GENERIC) || !ours[f[len(f)-1]] {
+			continue
+		}
+		if groups, err := strconv.ParseUint(f[3], 16, 32); err == nil && groups&(1<<(g-1)) != 0 {
+			return nil
+		}
+	}
+	return fmt.Errorf("no generic netlink socket of this process is in group %d (/proc/net/netlink)", g)
 }

@@ -3,6 +3,8 @@
 package kerneltest
 
 import (
+	"encoding/json"
+	"fmt"
 	"image/gif"
 	"image/png"
 	"os"
@@ -99,7 +101,27 @@ func TestKernelPicturesTop(t *testing.T) {
 		writer.Wait()
 	}
 	defer stop()
-	time.Sleep(1500 * time.Millisecond) // a stats interval with writes in it
+	// top --once shows the interval from the statistics it finds to the
+	// next ones the server writes: wait until the statistics count the
+	// writer's writes, so that the writer is at work through that interval.
+	waitFor(t, 30*time.Second, "the statistics of "+dev+" to count writes", func() error {
+		var s struct {
+			Ops []struct {
+				Op    string `json:"op"`
+				Count uint64 `json:"count"`
+			} `json:"ops"`
+		}
+		r := run(t, nbdloop(t), "stats", "--json", dev)
+		if err := json.Unmarshal([]byte(r.stdout), &s); err != nil {
+			return fmt.Errorf("stats --json: exit %d, %v: %s", r.code, err, r.stderr)
+		}
+		for _, o := range s.Ops {
+			if o.Op == "write" && o.Count > 0 {
+				return nil
+			}
+		}
+		return fmt.Errorf("stats --json: %s", r.stdout)
+	})
 	out := must(t, nbdloop(t), "top", "--once", dev)
 	t.Logf("nbdloop top --once %s:\n%s", dev, out)
 	var rate, mib float64

@@ -5,11 +5,13 @@ package kerneltest
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"math/rand"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"syscall"
@@ -32,6 +34,54 @@ func deviceInfo(t *testing.T, dev string) (d struct {
 	}
 	t.Fatalf("%s is not in list --json", dev)
 	return d
+}
+
+// waitDead waits until list shows dev dead: its server and supervisor are
+// gone.
+func waitDead(t *testing.T, dev string) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "list to show "+dev+" dead", func() error {
+		if d := deviceInfo(t, dev); d.State != "dead" {
+			return fmt.Errorf("list says %s", d.State)
+		}
+		return nil
+	})
+}
+
+// directOpen says whether a child of pid has a file under dir open with
+// O_DIRECT.
+func directOpen(t *testing.T, pid int, dir string) bool {
+	t.Helper()
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
+		if err != nil {
+			continue
+		}
+		// After the command in parentheses: the state, then the parent.
+		if f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:])); len(f) < 2 || f[1] != strconv.Itoa(pid) {
+			continue
+		}
+		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", p))
+		for _, fd := range fds {
+			if l, _ := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", p, fd.Name())); !strings.HasPrefix(l, dir+"/") {
+				continue
+			}
+			info, _ := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", p, fd.Name()))
+			for _, line := range strings.Split(string(info), "\n") {
+				if v, ok := strings.CutPrefix(line, "flags:"); ok {
+					if flags, err := strconv.ParseUint(strings.TrimSpace(v), 8, 64); err == nil && flags&syscall.O_DIRECT != 0 {
+						return true
+					}
+				}
+			}
+		}
+	}
+	return false
 }
 
 // mountedExt4 attaches a new image file of the given size, makes ext4 on
@@ -106,10 +156,23 @@ func TestKernelRestartFio(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- fio.Wait() }()
 	for i := 0; i < 2; i++ {
-		// The second kill comes after the kernel's 30 s request timer has
-		// resent what the first kill left inside the dead server: a kill
-		// within that window once left a request unanswered (kernel 6.1).
-		time.Sleep([]time.Duration{2 * time.Second, 35 * time.Second}[i])
+		if i == 0 {
+			// The first kill comes once fio is in its write phase: its
+			// job (a child process) lays the file out with buffered
+			// writes, then opens it for its direct writes.
+			waitFor(t, 2*time.Minute, "fio to start its direct writes", func() error {
+				if !directOpen(t, fio.Process.Pid, mnt) {
+					return errors.New("fio's job has no file open with O_DIRECT")
+				}
+				return nil
+			})
+		} else {
+			// Not synchronization: the second kill comes after the
+			// kernel's 30 s request timer has resent what the first kill
+			// left inside the dead server: a kill within that window once
+			// left a request unanswered (kernel 6.1).
+			time.Sleep(35 * time.Second)
+		}
 		select {
 		case err := <-done:
 			t.Fatalf("fio ended before kill %d (%v): make its run longer\n%s", i+1, err, out)
@@ -199,6 +262,8 @@ func TestKernelRestartByHand(t *testing.T) {
 		}
 		werr <- nil
 	}()
+	// Not synchronization: the kill lands at a random moment of the
+	// writer's run, on purpose (in a write, an fsync or between them).
 	time.Sleep(time.Duration(300+rand.Intn(1200)) * time.Millisecond)
 	d := deviceInfo(t, dev)
 	if d.Supervisor == 0 {
@@ -207,18 +272,35 @@ func TestKernelRestartByHand(t *testing.T) {
 	syscall.Kill(d.Supervisor, syscall.SIGKILL)
 	syscall.Kill(d.PID, syscall.SIGKILL)
 	killedAt := acked.Load()
-	time.Sleep(time.Second)
-	if got := deviceInfo(t, dev); got.State != "dead" {
-		t.Errorf("with server and supervisor killed, list says %s, want dead", got.State)
-	}
+	waitDead(t, dev)
 	r := run(t, nbdloop(t), "restart", dev)
 	if r.code != 0 || !strings.Contains(r.stdout, "restarted") {
 		t.Fatalf("nbdloop restart: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
-	time.Sleep(time.Second)
+	// Wait for a record fsynced through the new server. A request that
+	// the kill left inside the dead server is sent again when the
+	// kernel's 30 s request timer fires, so the writer may wait that long.
+	restartedAt := acked.Load()
+	var writerErr error
+	writerDone := false
+	waitFor(t, 2*time.Minute, "a record fsynced after the restart", func() error {
+		select {
+		case writerErr = <-werr:
+			writerDone = true
+			return nil
+		default:
+		}
+		if n := acked.Load(); n <= restartedAt {
+			return fmt.Errorf("the last record fsynced is %d, as when restart returned", n)
+		}
+		return nil
+	})
 	stop()
-	if err := <-werr; err != nil {
-		t.Fatalf("the writer failed across the restart: %v", err)
+	if !writerDone {
+		writerErr = <-werr
+	}
+	if writerErr != nil {
+		t.Fatalf("the writer failed across the restart: %v", writerErr)
 	}
 	f.Close()
 	last := acked.Load()
