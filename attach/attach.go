@@ -33,7 +33,8 @@ func Attach(ctx context.Context, cfg Config) (*Device, []string, error) {
 	return spawn(ctx, child{command: command, cfg: cfg})
 }
 
-// spawn starts c detached and waits for its Result.
+// spawn starts c detached and waits for its Result, giving the Progress
+// reported meanwhile to c.cfg.Progress.
 func spawn(ctx context.Context, c child) (*Device, []string, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -50,7 +51,7 @@ func spawn(ctx context.Context, c child) (*Device, []string, error) {
 	}
 	got := make(chan readResult, 1)
 	go func() {
-		res, err := receiveResult(r)
+		res, err := receiveResult(r, c.cfg.Progress)
 		got <- readResult{res, err}
 	}()
 	var rr readResult
@@ -85,7 +86,7 @@ func RunServerProcess() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	so := serveOptions{resume: c.takeover, memFile: c.memFile, supervisor: c.supervisor}
+	so := serveOptions{resume: c.takeover, memFile: c.memFile, supervisor: c.supervisor, progress: c.progress}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)

@@ -72,6 +72,11 @@ type Config struct {
 	Files []FileIdentity `json:"files,omitempty"`
 	// NoLock is --no-lock: take no image locks (lock.go).
 	NoLock bool `json:"no_lock,omitempty"`
+	// Progress, when set, is told how far the long work before the device
+	// is ready is (JobIndex: the first attach of a gzip file), in the
+	// process that calls Attach or Foreground; calls are serialized. It is
+	// not part of the request the server keeps.
+	Progress func(Progress) `json:"-"`
 }
 
 // NewConfig returns a Config with every default filled in.
@@ -172,4 +177,7 @@ type Device struct {
 	LastExit string `json:"last_exit,omitempty"`
 	// Reason says why a dead device is dead, when nbdloop knows.
 	Reason string `json:"reason,omitempty"`
+	// Decoded is how far the background decode of a single-block image
+	// is, in uncompressed bytes (absent when there is none).
+	Decoded *Decoded `json:"decoded,omitempty"`
 }
