@@ -101,12 +101,12 @@ type serverRun struct {
 	res    Result
 	undo   []func() // cleanUp runs them, last first
 
-	spec   Spec
-	notes  []string // from protect, for the log
-	locks  imageLocks
-	opened *Opened
-	src    sources.Source // the source, or the filter chain over it
-	stack  *filters.Stack
+	spec       Spec
+	notes      []string // from protect, for the log
+	locks      imageLocks
+	opened     *Opened
+	src        sources.Source // the source, or the filter chain over it
+	stack      *filters.Stack
 	decode     *decodeLog // the background decode of a single-block image
 	decodeOnce sync.Once
 
