@@ -385,16 +385,20 @@ func doAttach(c *cli.Context) error {
 	if err := requireRoot("attach"); err != nil {
 		return err
 	}
+	prog := newAttachProgress(c.App.ErrWriter)
+	cfg.Progress = prog.report
 	if c.Bool("foreground") {
 		attach.ReexecWithIOFlusher()
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return attach.Foreground(ctx, cfg, func(d *attach.Device, warns []string) {
+			prog.done()
 			printWarnings(c, warns)
 			printDevice(c, d)
 		})
 	}
 	d, warns, err := attach.Attach(context.Background(), cfg)
+	prog.done()
 	printWarnings(c, warns)
 	if err != nil {
 		return err
@@ -539,7 +543,7 @@ func doList(c *cli.Context) error {
 		if d.RO {
 			ro = "yes"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", d.Name, bytesize.Format(d.Size), d.Source, ro, d.PID, d.State, d.Connections, d.Restarts)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\t%d\t%d\n", d.Name, bytesize.Format(d.Size), d.Source, ro, d.PID, stateText(d), d.Connections, d.Restarts)
 	}
 	return tw.Flush()
 }

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
-	"golang.org/x/sys/unix"
 
 	"github.com/nbdloop/nbdloop/attach"
 	"github.com/nbdloop/nbdloop/internal/bytesize"
@@ -177,8 +176,10 @@ func doPack(ctx *cli.Context) error {
 	}
 	defer w.abort()
 	size := src.Source.Size()
-	prog := newProgress(ctx.App.ErrWriter, size)
-	opts.Progress = prog.update
+	prog := newProgress(ctx.App.ErrWriter, "pack", size, isTerminal(ctx.App.ErrWriter), time.Now)
+	opts.Progress = func(in, out int64) {
+		prog.update(in, fmt.Sprintf("%.1f%% of the size", 100*float64(out)/float64(max(1, in))))
+	}
 	bw := bufio.NewWriterSize(w.f, 1<<20)
 	start := time.Now()
 	res, err := pack.Pack(bw, src.Source, size, opts)
@@ -205,59 +206,4 @@ func unwrapPath(err error) error {
 		return pe.Err
 	}
 	return err
-}
-
-// progress shows how far pack is: a bar redrawn in place on a terminal,
-// else a line at every 10%.
-type progress struct {
-	w     io.Writer
-	size  int64
-	tty   bool
-	start time.Time
-	last  time.Time
-	step  int64 // the last 10% step printed (non-tty)
-	drawn bool
-}
-
-func newProgress(w io.Writer, size int64) *progress {
-	p := &progress{w: w, size: size, start: time.Now()}
-	if f, ok := w.(*os.File); ok {
-		_, err := unix.IoctlGetTermios(int(f.Fd()), unix.TCGETS)
-		p.tty = err == nil
-	}
-	return p
-}
-
-func (p *progress) update(in, out int64) {
-	now := time.Now()
-	pct := 100 * float64(in) / float64(max(1, p.size))
-	if p.tty {
-		if now.Sub(p.last) < 200*time.Millisecond && in < p.size {
-			return
-		}
-		p.last = now
-		const width = 30
-		n := int(pct / 100 * width)
-		rate := float64(in) / max(now.Sub(p.start).Seconds(), 1e-3)
-		left := ""
-		if rate > 0 && in < p.size {
-			left = fmt.Sprintf(", %v left", time.Duration(float64(p.size-in)/rate*float64(time.Second)).Round(time.Second))
-		}
-		fmt.Fprintf(p.w, "\r\033[K[%s%s] %3.0f%% %s of %s, %s/s, %.1f%% of the size%s",
-			strings.Repeat("=", n), strings.Repeat(" ", width-n), pct,
-			bytesize.Format(in), bytesize.Format(p.size), bytesize.Format(int64(rate)),
-			100*float64(out)/float64(max(1, in)), left)
-		p.drawn = true
-		return
-	}
-	if step := int64(pct) / 10; step > p.step {
-		p.step = step
-		fmt.Fprintf(p.w, "nbdloop: pack: %d%% (%s of %s)\n", step*10, bytesize.Format(in), bytesize.Format(p.size))
-	}
-}
-
-func (p *progress) done() {
-	if p.drawn {
-		fmt.Fprint(p.w, "\r\033[K")
-	}
 }
