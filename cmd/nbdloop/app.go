@@ -58,7 +58,11 @@ EXAMPLES:
 
 EXIT STATUS:
   0 success; 1 failure; 2 bad command line. attach --run exits with the
-  command's status (128+N if it was killed by signal N).`
+  command's status (128+N if it was killed by signal N).
+
+` + environmentHelp + `
+
+` + filesHelp
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
@@ -193,7 +197,7 @@ func manCommand() *cli.Command {
 		Usage:  "print the nbdloop(8) man page (roff)",
 		Hidden: true,
 		Action: func(c *cli.Context) error {
-			s, err := manPage(c.App)
+			s, err := manPage(c.App, manStamp())
 			if err != nil {
 				return err
 			}

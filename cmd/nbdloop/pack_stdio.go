@@ -33,7 +33,10 @@ func packInput(image string, stdin io.Reader) (packIn, error) {
 			return in, nil
 		}
 	}
-	dir := os.TempDir()
+	dir := os.Getenv("TMPDIR")
+	if dir == "" {
+		dir = "/var/tmp" // as the decoders' temporary files: /tmp is often a small tmpfs
+	}
 	fd, err := unix.Open(dir, unix.O_RDWR|unix.O_TMPFILE|unix.O_CLOEXEC, 0o600)
 	var tmp *os.File
 	if err == nil {
