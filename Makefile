@@ -66,8 +66,13 @@ kernel-test: build bin/kerneltest.test
 check: deps vet unit fuzz-short kernel-test
 	@echo "make check: all tests passed"
 
+# The page's date is the last commit that changed the help texts (or
+# SOURCE_DATE_EPOCH when set), its version VERSION: TestManPageCurrent
+# renders with the date and version the committed page carries.
+MAN_DATE ?= $(shell git log -1 --format=%ct -- cmd/nbdloop filters/help.go filters/registry.go 2>/dev/null)
+
 man: build
-	bin/nbdloop man > man/nbdloop.8
+	SOURCE_DATE_EPOCH=$${SOURCE_DATE_EPOCH:-$(MAN_DATE)} bin/nbdloop man > man/nbdloop.8
 
 demo: build
 	scripts/demo.sh

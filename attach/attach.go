@@ -38,7 +38,8 @@ func Attach(ctx context.Context, cfg Config) (*Device, []string, error) {
 	return spawn(ctx, child{command: command, cfg: cfg, debug: trace != nil})
 }
 
-// spawn starts c detached and waits for its Result.
+// spawn starts c detached and waits for its Result, giving the Progress
+// reported meanwhile to c.cfg.Progress.
 func spawn(ctx context.Context, c child) (*Device, []string, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -62,7 +63,7 @@ func spawn(ctx context.Context, c child) (*Device, []string, error) {
 	}
 	got := make(chan readResult, 1)
 	go func() {
-		res, err := receiveResult(r)
+		res, err := receiveResult(r, c.cfg.Progress)
 		got <- readResult{res, err}
 	}()
 	var rr readResult
@@ -98,7 +99,7 @@ func RunServerProcess() int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	so := serveOptions{resume: c.takeover, memFile: c.memFile, supervisor: c.supervisor, trace: debugTrace("server")}
+	so := serveOptions{resume: c.takeover, memFile: c.memFile, supervisor: c.supervisor, trace: debugTrace("server"), progress: c.progress}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)

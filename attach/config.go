@@ -72,6 +72,11 @@ type Config struct {
 	Files []FileIdentity `json:"files,omitempty"`
 	// NoLock is --no-lock: take no image locks (lock.go).
 	NoLock bool `json:"no_lock,omitempty"`
+	// Progress, when set, is told how far the long work before the device
+	// is ready is (JobIndex: the first attach of a gzip file), in the
+	// process that calls Attach or Foreground; calls are serialized. It is
+	// not part of the request the server keeps.
+	Progress func(Progress) `json:"-"`
 }
 
 // NewConfig returns a Config with every default filled in.
@@ -186,4 +191,7 @@ type Device struct {
 	// they were at attach: `list --associated` finds a file's devices by
 	// their device and inode.
 	Files []FileIdentity `json:"files,omitempty"`
+	// Decoded is how far the background decode of a single-block image
+	// is, in uncompressed bytes (absent when there is none).
+	Decoded *Decoded `json:"decoded,omitempty"`
 }

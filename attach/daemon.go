@@ -3,10 +3,10 @@ package attach
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"strconv"
+	"sync"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -15,7 +15,8 @@ import (
 // The processes nbdloop re-executes itself as, and what passes from parent
 // to child: the Config and the record taken over in the environment, the
 // result pipe on descriptor resultFD, a RAM disk's memfd on memFD. The
-// child reports one Result on the pipe and closes it.
+// child reports Progress of long work while it opens the source, then one
+// Result, on the pipe, and closes it.
 
 // ServeCommand and SuperviseCommand are the hidden argv[1] of the server
 // and the supervisor processes.
@@ -55,6 +56,9 @@ type child struct {
 	// debug: the child traces its steps on this process's stderr
 	// (debugEnv), as it does when debugEnv is set here.
 	debug bool
+	// progress, in the child, sends a Progress to the parent ahead of the
+	// Result (see receiveResult); after the Result it does nothing.
+	progress func(Progress)
 }
 
 // start starts the child with exe. A detached child (started by attach or
@@ -137,8 +141,18 @@ func childFromEnv(command string) (child, func(Result) error, error) {
 		c.memFile = os.NewFile(memFD, "memfd")
 	}
 	pipe := os.NewFile(resultFD, "result")
+	var mu sync.Mutex
 	reported := false
+	c.progress = func(p Progress) {
+		mu.Lock()
+		defer mu.Unlock()
+		if !reported {
+			sendProgress(pipe, p)
+		}
+	}
 	report := func(res Result) error {
+		mu.Lock()
+		defer mu.Unlock()
 		if reported {
 			return nil
 		}
@@ -151,18 +165,4 @@ func childFromEnv(command string) (child, func(Result) error, error) {
 		return err
 	}
 	return c, report, nil
-}
-
-// receiveResult reads the one Result a child writes on its report pipe; a
-// child that exits without writing one gives io.ErrUnexpectedEOF.
-func receiveResult(r io.Reader) (Result, error) {
-	var res Result
-	b, err := io.ReadAll(r)
-	if err == nil && len(b) == 0 {
-		err = io.ErrUnexpectedEOF
-	}
-	if err == nil {
-		err = json.Unmarshal(b, &res)
-	}
-	return res, err
 }

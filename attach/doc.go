@@ -18,7 +18,10 @@
 //     the server process's body), daemon.go (re-executing nbdloop as a
 //     server or supervisor: the environment, the result pipe, the memfd),
 //     serve.go (one server: open, hand the sockets to the kernel, record,
-//     serve until detached or handed over), device.go (the device becoming
+//     serve until detached or handed over), progress.go (the Progress of
+//     long work: a gzip file's first pass reported to attach on the report
+//     pipe, the background decode of a single-block image logged and
+//     recorded for list), device.go (the device becoming
 //     usable, CONNECT errors), supervise.go (restarting a dead server), policy.go
 //     (the restart policy, a pure function), lock.go (image locks),
 //     protect.go (memory-reclaim protection), process.go (processes named

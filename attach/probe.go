@@ -34,7 +34,7 @@ func isXZ(head []byte) bool {
 
 func openXZ(f *sources.File, opts OpenOptions) (sources.Source, error) {
 	return xz.Open(f, f.Size(), xz.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential,
-		Budget: opts.Budget, SpillLimit: opts.SpillLimit})
+		Budget: opts.Budget, SpillLimit: opts.SpillLimit, Progress: opts.progressOf(JobDecode, f.Name())})
 }
 
 func isGzip(head []byte) bool {
@@ -52,7 +52,7 @@ func openGzip(f *sources.File, opts OpenOptions) (sources.Source, error) {
 		dir = ""
 	}
 	return gzipsrc.Open(f, f.Size(), gzipsrc.Options{CacheSize: opts.CacheSize, IndexDir: dir,
-		Budget: opts.Budget, SpillLimit: opts.SpillLimit})
+		Budget: opts.Budget, SpillLimit: opts.SpillLimit, Progress: opts.progressOf(JobIndex, f.Name())})
 }
 
 // openReadOnlyFormat is called when path cannot be opened for writing: if
@@ -130,5 +130,5 @@ func isZstd(head []byte) bool {
 
 func openZstd(f *sources.File, opts OpenOptions) (sources.Source, error) {
 	return zstd.Open(f, f.Size(), zstd.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential,
-		Budget: opts.Budget, SpillLimit: opts.SpillLimit})
+		Budget: opts.Budget, SpillLimit: opts.SpillLimit, Progress: opts.progressOf(JobDecode, f.Name())})
 }

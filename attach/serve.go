@@ -26,7 +26,9 @@ type Result struct {
 	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Serve is the server process: it opens the source, starts serving the
+// Serve is the server process: it checks that the driver is there, opens
+// the source (reporting the Progress of a pass over the file to
+// cfg.Progress), starts serving the
 // server ends of fresh socketpairs, hands the other ends to the kernel with
 // NBD_CMD_CONNECT, waits until the device (and with PartScan its partitions)
 // can be used, writes the state record and calls report exactly once. Then it
@@ -36,7 +38,7 @@ type Result struct {
 // If report fails (the parent is gone), Serve undoes the attach: nobody
 // would know about the device.
 func Serve(ctx context.Context, cfg Config, daemon bool, report func(Result) error) error {
-	return serve(ctx, realHost(), cfg, daemon, serveOptions{}, report)
+	return serve(ctx, realHost(), cfg, daemon, serveOptions{progress: cfg.Progress}, report)
 }
 
 // serveOptions are what a supervised server gets from its supervisor.
@@ -53,6 +55,8 @@ type serveOptions struct {
 	restartRequested <-chan os.Signal
 	// trace, when set, takes a line for each step (trace.go).
 	trace Tracef
+	// progress, when set, is told how far a JobIndex is, for attach.
+	progress func(Progress)
 }
 
 // Exit statuses of a server process that the supervisor acts on.
@@ -72,7 +76,7 @@ func serve(ctx context.Context, h host, cfg Config, daemon bool, so serveOptions
 	r := &serverRun{ctx: ctx, host: h, cfg: cfg, daemon: daemon, so: so, report: report,
 		logger: log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)}
 	defer r.cleanUp()
-	for _, step := range []func() error{r.check, r.openSource, r.startServing, r.handToKernel, r.settle, r.record} {
+	for _, step := range []func() error{r.check, r.openDriver, r.openSource, r.startServing, r.handToKernel, r.settle, r.record} {
 		if err := step(); err != nil {
 			return r.fail(err)
 		}
@@ -84,7 +88,8 @@ func serve(ctx context.Context, h host, cfg Config, daemon bool, so serveOptions
 }
 
 // serverRun is one server process's work, in the steps serve takes: check
-// the request, open the source, start serving socketpairs, hand them to the
+// the request, open the driver (before the source, whose opening may take a
+// pass over the whole file), open the source, start serving socketpairs, hand them to the
 // kernel, wait for the device, write the record, tell attach, serve until
 // the end.
 type serverRun struct {
@@ -98,12 +103,14 @@ type serverRun struct {
 	res    Result
 	undo   []func() // cleanUp runs them, last first
 
-	spec   Spec
-	notes  []string // from protect, for the log
-	locks  imageLocks
-	opened *Opened
-	src    sources.Source // the source, or the filter chain over it
-	stack  *filters.Stack
+	spec       Spec
+	notes      []string // from protect, for the log
+	locks      imageLocks
+	opened     *Opened
+	src        sources.Source // the source, or the filter chain over it
+	stack      *filters.Stack
+	decode     *decodeLog // the background decode of a single-block image
+	decodeOnce sync.Once
 
 	fam         driver
 	srv         *nbd.Server
@@ -186,6 +193,7 @@ func (r *serverRun) openSource() error {
 		CacheSize: cfg.CacheSize, Composite: cfg.compositeOptions(), MemFile: so.memFile,
 		Format: cfg.Format, AllowPaths: cfg.AllowPaths, AllowDevices: cfg.AllowDevices,
 		MetadataLimit: cfg.MetadataLimit, SpillLimit: cfg.SpillLimit, Logf: r.logger.Printf,
+		Progress: r.progress,
 	}
 	if so.resume != nil {
 		oo.ExpectFormat = so.resume.Format
@@ -231,16 +239,43 @@ func (r *serverRun) openSource() error {
 	return nil
 }
 
-// startServing opens the driver's netlink family and serves the server
-// ends of one socketpair per connection. Serving starts before CONNECT:
-// the kernel reads the partition table as soon as the device exists.
-func (r *serverRun) startServing() error {
+// openDriver opens the driver's netlink family: a machine without the
+// driver fails here, before any work on the source.
+func (r *serverRun) openDriver() error {
 	r.so.trace.tracef("opening the nbd driver (generic netlink family nbd)")
 	fam, err := r.host.openDriver()
 	if err != nil {
 		return err
 	}
 	r.fam = fam
+	return nil
+}
+
+// progress routes the source's Progress: a pass over the file while it is
+// opened goes to attach, the background decode to the device's log and
+// record.
+func (r *serverRun) progress(p Progress) {
+	switch p.Job {
+	case JobIndex:
+		if r.so.progress != nil {
+			r.so.progress(p)
+		}
+	case JobDecode:
+		r.decodeLog(p.What).update(p.Done, p.Total)
+	}
+}
+
+// decodeLog returns the log of the background decode, made at its first
+// report.
+func (r *serverRun) decodeLog(what string) *decodeLog {
+	r.decodeOnce.Do(func() { r.decode = newDecodeLog(what, r.logger.Printf, time.Now) })
+	return r.decode
+}
+
+// startServing serves the server ends of one socketpair per connection.
+// Serving starts before CONNECT: the kernel reads the partition table as
+// soon as the device exists.
+func (r *serverRun) startServing() error {
 	r.so.trace.tracef("serving %d connections (socket pairs)", r.cfg.Connections)
 	caps := r.src.Caps()
 	r.ro = caps.ReadOnly || r.cfg.ReadOnly
@@ -372,6 +407,8 @@ func (r *serverRun) record() error {
 	if res := so.resume; res != nil {
 		st.Restarts, st.LastExit, st.Attached = res.Restarts, res.LastExit, res.Attached
 	}
+	dec := r.decodeLog(r.cfg.Source)
+	st.Decoded = dec.current()
 	dir := r.host.stateDir
 	if err := writeState(dir, st); err != nil {
 		return err
@@ -383,6 +420,14 @@ func (r *serverRun) record() error {
 			removeState(dir, r.index, os.Getpid())
 		}
 	})
+	// The decode's later steps go into copies of the record, until the
+	// record is removed or handed over.
+	dec.recording(r.dev, func(d Decoded) error {
+		rec := *st
+		rec.Decoded = &d
+		return writeState(dir, &rec)
+	})
+	r.deferUndo(dec.stop)
 	// From here on a daemon logs to a file next to the state record,
 	// including any panic.
 	if r.daemon {

@@ -137,6 +137,22 @@ type OpenOptions struct {
 	// Logf receives the lines a device's log gets from its sources (the
 	// first-sector guard's refusals); nil discards them.
 	Logf func(format string, args ...any)
+	// Progress, when set, is told how far the long jobs of compressed
+	// images are: a pass over a gzip file while it is opened (JobIndex),
+	// the background decode of a single-block xz or zstd file (JobDecode,
+	// called from the decoding goroutine until it ends).
+	Progress func(Progress)
+}
+
+// progressOf returns the format's progress callback for job on the file
+// what, or nil when opts has no Progress.
+func (opts OpenOptions) progressOf(job, what string) func(done, total int64) {
+	if opts.Progress == nil {
+		return nil
+	}
+	return func(done, total int64) {
+		opts.Progress(Progress{Job: job, What: what, Done: done, Total: total})
+	}
 }
 
 // format is one row of the probe table: formats are recognised by their

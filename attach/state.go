@@ -65,6 +65,9 @@ type State struct {
 	// one of their pids.
 	PIDStart        uint64 `json:"pid_start,omitempty"`
 	SupervisorStart uint64 `json:"supervisor_start,omitempty"`
+	// Decoded is how far the background decode of a single-block image
+	// is (nil: there is none, or it has not started).
+	Decoded *Decoded `json:"decoded,omitempty"`
 }
 
 // Name is the device's path, /dev/nbdN.
@@ -80,6 +83,7 @@ func (st *State) device() *Device {
 		RO: cfg.ReadOnly, PID: st.PID, State: StateRunning, Connections: cfg.Connections,
 		BlockSize: cfg.BlockSize, Backend: st.BackendID, Partitions: st.Partitions, Filters: cfg.Filters,
 		Supervisor: st.Supervisor, Restarts: st.Restarts, LastExit: st.LastExit, Files: cfg.Files,
+		Decoded: st.Decoded,
 	}
 }
 

@@ -112,6 +112,9 @@ type supervisor struct {
 	memFile *os.File
 	logf    func(string, ...any)
 	trace   Tracef // its steps, with debugEnv (trace.go)
+	// progress passes a server's Progress on to attach, until the first
+	// server's Result has been reported.
+	progress func(Progress)
 
 	mu        sync.Mutex
 	linkDeads int // LINK_DEAD events for our device since the last start
@@ -164,7 +167,7 @@ func supervisorFromEnv() (*supervisor, *State, func(Result) error, int) {
 	signal.Ignore(syscall.SIGPIPE)
 
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-	s := &supervisor{cfg: c.cfg, exe: exe, logf: logger.Printf, index: -1, memFile: c.memFile, trace: debugTrace("supervisor")}
+	s := &supervisor{cfg: c.cfg, exe: exe, logf: logger.Printf, index: -1, memFile: c.memFile, trace: debugTrace("supervisor"), progress: c.progress}
 	if spec, err := ParseSpec(c.cfg.Source); err == nil && spec.Kind == KindMemory && s.memFile == nil {
 		if s.memFile, err = newMemfd(spec); err != nil {
 			reportParent(Result{Error: err.Error()})
@@ -325,7 +328,7 @@ func (s *supervisor) start(takeover *State) (*exec.Cmd, Result, error) {
 	}
 	s.trace.tracef("started server process %d", cmd.Process.Pid)
 	defer rp.Close()
-	res, err := receiveResult(rp)
+	res, err := receiveResult(rp, s.progress)
 	if err != nil {
 		return cmd, Result{}, fmt.Errorf("the server process exited before attaching (%s)", waitReason(cmd))
 	}

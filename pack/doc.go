@@ -11,8 +11,10 @@
 //     parallel), a CRC64 check per block, then the index. Compressed with
 //     github.com/ulikunitz/xz/lzma (its hash-table matcher);
 //     Options.Level 0..9 picks the dictionary size of xz's presets, capped
-//     at the block size. ulikunitz/xz compresses at a few MiB/s per core,
-//     several times slower than xz(1).
+//     at the block size, and nothing else: levels whose dictionaries are
+//     capped to the same size give the same output, and no level matches
+//     xz(1)'s of the same number. ulikunitz/xz compresses at a few MiB/s
+//     per core, several times slower than xz(1).
 //   - zstd: the seekable format: one frame per block (with its content
 //     size and checksum) and a seek table in a final skippable frame, which
 //     ordinary zstd tools skip. Compressed with

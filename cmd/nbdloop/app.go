@@ -63,7 +63,11 @@ EXAMPLES:
 
 EXIT STATUS:
   0 success; 1 failure; 2 bad command line. attach --run exits with the
-  command's status (128+N if it was killed by signal N).`
+  command's status (128+N if it was killed by signal N).
+
+` + environmentHelp + `
+
+` + filesHelp
 
 func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
@@ -181,7 +185,7 @@ func manCommand() *cli.Command {
 		Usage:  "print the nbdloop(8) man page (roff)",
 		Hidden: true,
 		Action: func(c *cli.Context) error {
-			s, err := manPage(c.App)
+			s, err := manPage(c.App, manStamp())
 			if err != nil {
 				return err
 			}
@@ -378,16 +382,20 @@ func doAttach(c *cli.Context) error {
 	if err := requireRoot("attach"); err != nil {
 		return err
 	}
+	prog := newAttachProgress(c.App.ErrWriter)
+	cfg.Progress = prog.report
 	if c.Bool("foreground") {
 		attach.ReexecWithIOFlusher()
 		ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 		defer stop()
 		return attach.Foreground(ctx, cfg, func(d *attach.Device, warns []string) {
+			prog.done()
 			printWarnings(c, warns)
 			printDevice(c, d)
 		})
 	}
 	d, warns, err := attach.Attach(ctx, cfg)
+	prog.done()
 	printWarnings(c, warns)
 	if err != nil {
 		return err

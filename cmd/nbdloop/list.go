@@ -37,7 +37,7 @@ var listColumns = []listColumn{
 	{"RO", "read-only", func(d *attach.Device) string { return yesNo(d.RO) }},
 	{"PID", "server process", func(d *attach.Device) string { return strconv.Itoa(d.PID) }},
 	{"STATE", "running; restarting (the server died and its supervisor is starting a new one); dead (the server is gone: nbdloop restart, or detach it; REASON says why); foreign (not nbdloop's)",
-		func(d *attach.Device) string { return d.State }},
+		func(d *attach.Device) string { return stateText(*d) }},
 	{"CONNECTIONS", "sockets between kernel and server", func(d *attach.Device) string { return strconv.Itoa(d.Connections) }},
 	{"RESTARTS", "servers started after the first (LAST-EXIT says why)", func(d *attach.Device) string { return strconv.Itoa(d.Restarts) }},
 	{"FORMAT", "format of the source (raw, qcow2, xz, memory, ...)", func(d *attach.Device) string { return d.Format }},

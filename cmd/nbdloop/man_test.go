@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"os"
 	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 const manPath = "../../man/nbdloop.8"
@@ -21,11 +24,27 @@ func renderMan(t *testing.T) string {
 }
 
 func TestManPageCurrent(t *testing.T) {
-	got := renderMan(t)
 	want, err := os.ReadFile(manPath)
 	if err != nil {
 		t.Fatalf("man/nbdloop.8 is missing (%v): run make man", err)
 	}
+	// The page is rendered with the date and version it was stamped with.
+	th := thLine.FindStringSubmatch(string(want))
+	if th == nil {
+		t.Fatalf("man/nbdloop.8 has no .TH line with a date and version: run make man")
+	}
+	epoch := ""
+	if th[1] != "" {
+		d, err := time.Parse(time.DateOnly, th[1])
+		if err != nil {
+			t.Fatalf("man/nbdloop.8: .TH date %q: %v", th[1], err)
+		}
+		epoch = strconv.FormatInt(d.Unix(), 10)
+	}
+	t.Setenv("SOURCE_DATE_EPOCH", epoch)
+	defer func(v string) { version = v }(version)
+	version = strings.ReplaceAll(th[2], `\-`, "-")
+	got := renderMan(t)
 	if got != string(want) {
 		gl, wl := strings.Split(got, "\n"), strings.Split(string(want), "\n")
 		for i := 0; i < max(len(gl), len(wl)); i++ {
@@ -45,20 +64,39 @@ func TestManPageCurrent(t *testing.T) {
 
 // TestManPageNoVersion checks that the page does not depend on the binary
 // that renders it: `make man` uses a build with a version, the test does not.
-func TestManPageNoVersion(t *testing.T) {
+var thLine = regexp.MustCompile(`(?m)^\.TH NBDLOOP 8 "([0-9-]*)" "nbdloop ([^"]*)" "System Administration"$`)
+
+// TestManPageStamp: the .TH line carries the version and the date, from
+// SOURCE_DATE_EPOCH when set (else the build's commit, which test binaries
+// do not record), so that the page is reproducible.
+func TestManPageStamp(t *testing.T) {
 	defer func(v string) { version = v }(version)
-	version = "dev"
-	a := renderMan(t)
-	version = "v9.9.9-test"
-	if b := renderMan(t); a != b {
-		t.Errorf("the man page changes with the version, want it the same")
+	tests := []struct {
+		version, epoch string
+		want           string
+	}{
+		{"dev", "", `.TH NBDLOOP 8 "" "nbdloop dev" "System Administration"`},
+		{"v1.2.0", "1700000000", `.TH NBDLOOP 8 "2023-11-14" "nbdloop v1.2.0" "System Administration"`},
+		{"049d196-dirty", "0", `.TH NBDLOOP 8 "1970-01-01" "nbdloop 049d196\-dirty" "System Administration"`},
+		{"dev", "yesterday", `.TH NBDLOOP 8 "" "nbdloop dev" "System Administration"`},
+	}
+	for _, tt := range tests {
+		version = tt.version
+		t.Setenv("SOURCE_DATE_EPOCH", tt.epoch)
+		page := renderMan(t)
+		if th := strings.Split(page, "\n")[1]; th != tt.want {
+			t.Errorf("version %q, SOURCE_DATE_EPOCH %q: %s, want %s", tt.version, tt.epoch, th, tt.want)
+		}
+	}
+	if got := manDate("", time.Date(2026, 12, 7, 23, 30, 0, 0, time.FixedZone("x", -3600))); got != "2026-12-08" {
+		t.Errorf("manDate of a build time: %q, want the UTC date 2026-12-08", got)
 	}
 }
 
 func TestManPageContents(t *testing.T) {
 	page := renderMan(t)
 	// Sections, in this order.
-	sections := []string{".SH NAME", ".SH SYNOPSIS", ".SH DESCRIPTION", ".SH COMMANDS", ".SH OPTIONS", `.SH "EXIT STATUS"`, ".SH EXAMPLES", `.SH "SEE ALSO"`}
+	sections := []string{".SH NAME", ".SH SYNOPSIS", ".SH DESCRIPTION", ".SH COMMANDS", ".SH OPTIONS", ".SH FILTERS", `.SH "EXIT STATUS"`, ".SH ENVIRONMENT", ".SH FILES", ".SH EXAMPLES", `.SH "SEE ALSO"`}
 	at := 0
 	for _, s := range sections {
 		i := strings.Index(page[at:], "\n"+s+"\n")
@@ -97,6 +135,13 @@ func TestManPageContents(t *testing.T) {
 		`\fBmemory:SIZE\fR`,         // the SOURCE table is a list
 		"# nbdloop attach disk.img", // examples kept verbatim
 		`\fBlosetup\fR(8)`,
+		`\fBnbdkit\fR(1)`,
+		`\fBqemu\-nbd\fR(8)`,
+		`\fBnbd\-client\fR(8)`,
+		".SS cow\n",                                  // a filter, in FILTERS
+		"Filters (\\-\\-filter): see FILTERS below.", // in attach
+		`\fBNBDLOOP_STATE_DIR\fR`, `\fBNBDLOOP_DEBUG\fR`, `\fBXDG_CACHE_HOME\fR`, `\fBTMPDIR\fR`,
+		`\fB/run/nbdloop/nbdN.json\fR`, `\fB\(ti/.cache/nbdloop/gzip\-index/\fR`, `\fB/etc/nbdloop/nbdtab\fR`,
 	} {
 		if !strings.Contains(page, want) {
 			t.Errorf("man page does not contain %q", want)

@@ -80,7 +80,7 @@ func TestPackErrors(t *testing.T) {
 		code int
 		want string
 	}{
-		{name: "no output", args: []string{"pack", img}, code: exitUsage, want: "pack: no output given (add -o OUT.xz or -o OUT.zst)"},
+		{name: "no output", args: []string{"pack", img}, code: exitUsage, want: "pack: no output given (add OUT or -o OUT: a name ending in .xz or .zst, or - for standard output)"},
 		{name: "no image", args: []string{"pack", "-o", "x.xz"}, code: exitUsage, want: "pack: no IMAGE given"},
 		{name: "two images", args: []string{"pack", img, img, "-o", "x.xz"}, code: exitUsage, want: "pack: one IMAGE expected"},
 		{name: "unknown extension", args: []string{"pack", img, "-o", "x.bin"}, code: exitUsage, want: "x.bin: cannot tell the format from the name (end it in .xz or .zst, or give --format)"},

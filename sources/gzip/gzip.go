@@ -113,6 +113,14 @@ type Options struct {
 	// decoded through the cache, never spilled, so it bounds nothing
 	// today; it is passed to the cache for uniformity.
 	SpillLimit int64
+	// Progress, when set, is told how far Open's passes over the file are:
+	// the compressed bytes read and the total to read, which counts a pass
+	// for checking a saved index, or one for inflating plus one for hashing
+	// the index to save. Calls with one total come in order, done never
+	// decreasing, the last with done == total; a saved index that does
+	// not fit starts a new total (the passes that build one). Open makes
+	// every call before it returns.
+	Progress func(done, total int64)
 }
 
 // Source is a gzip file served uncompressed: a read-only sources.Source
@@ -167,6 +175,7 @@ func Open(r io.ReaderAt, size int64, opts Options) (*Source, error) {
 
 func (s *Source) open(opts Options, name string) (*Source, error) {
 	r, size := s.r, s.size
+	m := &meter{r: r, fn: opts.Progress, size: size}
 	var warns []string
 	var dir *cacheDir
 	var key indexKey
@@ -181,8 +190,10 @@ func (s *Source) open(opts Options, name string) (*Source, error) {
 				return nil, err
 			}
 			s.charge.what = "the saved gzip index of " + name
-			if s.ix = dir.load(key, r, size, s.charge); s.ix != nil {
+			m.plan(1)
+			if s.ix = dir.load(key, m, size, s.charge); s.ix != nil {
 				s.loaded = true
+				m.passDone()
 			}
 		}
 	}
@@ -193,13 +204,19 @@ func (s *Source) open(opts Options, name string) (*Source, error) {
 			interval = max(int64(DefaultInterval), size*4/maxCheckpoints)
 		}
 		s.charge.what = fmt.Sprintf("the gzip index of %s (a checkpoint every %s of data, with its 32 KiB window)", name, bytesize.Words(interval))
-		ix, err := buildIndex(r, size, interval, s.charge)
+		m.plan(1)
+		if dir != nil {
+			m.plan(2)
+		}
+		ix, err := buildIndex(m, size, interval, s.charge)
 		if err != nil {
 			return nil, err
 		}
+		m.passDone()
 		s.ix = ix
 		if dir != nil {
-			err := ix.rangeHashes(r, size)
+			err := ix.rangeHashes(m, size)
+			m.passDone()
 			if err == nil {
 				err = dir.save(key, ix, size)
 			}

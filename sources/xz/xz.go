@@ -93,6 +93,12 @@ type Options struct {
 	// bytes (0: blockcache.DefaultSpillLimit, 64 GiB; negative: only the
 	// free space bounds it). See blockcache.SpillBound.
 	SpillLimit int64
+	// Progress, when set, is told how far the background decode of a
+	// single-block file into TempDir is: the uncompressed bytes decoded and
+	// the file's uncompressed size, after each chunk and done == total at
+	// the end (see blockcache.Options.SpillProgress). Files read through
+	// the cache report nothing.
+	Progress func(done, total int64)
 	// Name names the file in messages ("" : the name of r if it has one).
 	Name string
 }
@@ -171,7 +177,7 @@ func open(r io.ReaderAt, ix *Index, opts Options) (*Source, error) {
 	cfg := compressed.Config{
 		File: r, ReadOnly: ErrReadOnly, Release: ix.Release,
 		Open:  s.openBlock,
-		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir, SpillLimit: opts.SpillLimit},
+		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir, SpillLimit: opts.SpillLimit, SpillProgress: opts.Progress},
 	}
 	if len(ix.Blocks) == 1 {
 		cfg.Segments = []blockcache.Segment{s.segment(0)}

@@ -98,6 +98,12 @@ type Options struct {
 	// blockcache.DefaultSpillLimit, 64 GiB; negative: only the free space
 	// of TempDir bounds them). See blockcache.SpillBound.
 	SpillLimit int64
+	// Progress, when set, is told how far the background decode of a
+	// single-frame file into TempDir is: the uncompressed bytes decoded and
+	// the file's uncompressed size, after each chunk and done == total at
+	// the end (see blockcache.Options.SpillProgress). Files read through
+	// the cache report nothing.
+	Progress func(done, total int64)
 	// Name names the file in messages ("": the name of r if it has one).
 	Name string
 }
@@ -234,7 +240,7 @@ func open(r io.ReaderAt, size int64, opts Options, t *frameTable) (*Source, erro
 	cfg := compressed.Config{
 		File: r, ReadOnly: ErrReadOnly, Release: func() { s.dec.Close(); t.release() },
 		Open:  s.openFrame,
-		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir, SpillLimit: opts.SpillLimit},
+		Cache: blockcache.Options{Budget: opts.CacheSize, Readahead: opts.Readahead, SpillDir: opts.TempDir, SpillLimit: opts.SpillLimit, SpillProgress: opts.Progress},
 	}
 	if len(s.frames) == 1 {
 		cfg.Segments = []blockcache.Segment{s.segment(0)}

@@ -32,6 +32,12 @@ type Options struct {
 	// less a margin (SpillMargin): New refuses Spill segments whose sizes
 	// add up to more, and a decode that would write more fails its reads.
 	SpillLimit int64
+	// SpillProgress, when set, is told how far the background decode of
+	// the Spill segments is: after each chunk, the bytes decoded so far and
+	// the Spill segments' total size, done == total at the end. Calls are
+	// serialized, done never decreases, and it is called from the
+	// decoding goroutines: it must not call the Cache.
+	SpillProgress func(done, total int64)
 }
 
 const (
@@ -178,7 +184,7 @@ func NewTable(segs Table, open Opener, opts Options) (*Cache, error) {
 	c.size = off
 	c.stats.Budget = c.budget
 	if spills > 0 {
-		sp, err := newSpill(c, opts.SpillDir, opts.SpillLimit, spills)
+		sp, err := newSpill(c, opts.SpillDir, opts.SpillLimit, spills, opts.SpillProgress)
 		if err != nil {
 			return nil, err
 		}

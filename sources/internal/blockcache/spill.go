@@ -28,6 +28,10 @@ type spill struct {
 	written  int64 // bytes written to the file (all-zero chunks are not)
 	closed   bool
 	wg       sync.WaitGroup
+
+	progMu   sync.Mutex // serializes progress
+	progress func(done, total int64)
+	total    int64 // bytes of the spill segments
 }
 
 // SpillMargin is the free space a spill file leaves in its filesystem: 1
@@ -107,7 +111,7 @@ func (e *SpillError) Unwrap() error {
 	return syscall.EIO
 }
 
-func newSpill(c *Cache, dir string, limit, size int64) (*spill, error) {
+func newSpill(c *Cache, dir string, limit, size int64, progress func(done, total int64)) (*spill, error) {
 	if dir == "" {
 		dir = spillDir()
 	}
@@ -126,7 +130,7 @@ func newSpill(c *Cache, dir string, limit, size int64) (*spill, error) {
 		f.Close()
 		return nil, fmt.Errorf("sizing the temporary file in %s to %d bytes: %w (set TMPDIR to a filesystem with room for the image)", dir, c.size, err)
 	}
-	sp := &spill{c: c, f: f, frontier: map[int]int64{}, errs: map[int]error{}, bound: bound}
+	sp := &spill{c: c, f: f, frontier: map[int]int64{}, errs: map[int]error{}, bound: bound, progress: progress, total: size}
 	sp.cond = sync.NewCond(&sp.mu)
 	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
 	for i := range c.segs.Len() {
@@ -219,7 +223,18 @@ func (sp *spill) decode(i int) {
 		}
 		pos += n
 		sp.advance(i, pos)
+		sp.report()
 	}
+}
+
+// report tells Options.SpillProgress how far the decode is.
+func (sp *spill) report() {
+	if sp.progress == nil {
+		return
+	}
+	sp.progMu.Lock()
+	defer sp.progMu.Unlock()
+	sp.progress(sp.doneBytes(), sp.total)
 }
 
 func (sp *spill) isClosed() bool {
