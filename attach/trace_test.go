@@ -51,9 +51,9 @@ func TestServeTrace(t *testing.T) {
 	}
 	want := []string{
 		"checking the request and the pinned files",
+		"opening the nbd driver (generic netlink family nbd)",
 		"opening " + path + " and probing its format",
 		"opened " + path + ": raw, 1048576 bytes, read-write",
-		"opening the nbd driver (generic netlink family nbd)",
 		"serving 2 connections (socket pairs)",
 		"NBD_CMD_CONNECT: the first free device, 1048576 bytes, 512-byte blocks, 2 sockets, flags ",
 		"connected /dev/nbd2",
