@@ -2,7 +2,7 @@ package vmdk
 
 import "fmt"
 
-// writable reports whether a data GTE may be written to: it must point
+// dataGTE checks that a data GTE may be written to: it must point
 // past the header and metadata (overhead), so that a hostile image cannot
 // turn guest writes into writes over its own tables.
 func (e *sparse) dataGTE(gte uint32) error {
