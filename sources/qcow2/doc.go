@@ -60,6 +60,14 @@
 // host-contiguous run when the file allows) and then to point the L2
 // entries at them: the data goes out in between, in one pwrite per run.
 //
+// The files are split by job: qcow2.go holds the Image and Open, open.go
+// opens an image (header, L1 table, caches), header.go and extensions.go
+// parse the header, backing.go opens backing files, read.go serves reads
+// and decompresses clusters, write.go serves writes, zero.go Zero and Trim,
+// mapping.go changes L1 and L2 entries, alloc.go allocates host clusters,
+// refcount.go keeps the refcounts, reftable.go grows the refcount table,
+// flush.go writes the metadata in its order, and cache.go caches it.
+//
 // Example:
 //
 //	img, err := qcow2.Open("disk.qcow2", qcow2.Options{})

@@ -74,6 +74,17 @@
 // descriptor, as qemu and VMware do, so that a delta disk made from this one
 // before no longer opens (its parentCID no longer matches).
 //
+// The files are split by job: vmdk.go holds the Disk and Open, extents.go
+// opens the extents (a hosted sparse file alone, or those a descriptor
+// lists), descriptor.go parses descriptors, parent.go follows the parents
+// of delta disks, io.go serves reads and modifying calls by extent, and
+// cid.go writes the new CID. Sparse extents: header.go parses their header,
+// sparse.go opens one (header or footer, grain directories, caches),
+// sparse_read.go looks up grain tables and reads grains, sparse_write.go
+// writes, sparse_alloc.go allocates grains, sparse_tables.go writes grain
+// tables and directories, cache.go caches grain tables and stream.go
+// inflates compressed grains.
+//
 // Example:
 //
 //	d, err := vmdk.Open("disk.vmdk", vmdk.Options{})
