@@ -107,6 +107,36 @@ func (h *header) clusterSize() int64 { return 1 << h.clusterBits }
 // checks every field against the file and against fixed caps, so that
 // callers can allocate tables sized by the header without further checks.
 func parseHeader(b []byte, fileSize int64) (*header, error) {
+	h, err := decodeHeader(b)
+	if err != nil {
+		return nil, err
+	}
+	if err := h.checkFields(len(b)); err != nil {
+		return nil, err
+	}
+	if err := h.setL2Layout(); err != nil {
+		return nil, err
+	}
+	if err := h.parseCompressionType(b); err != nil {
+		return nil, err
+	}
+	if err := h.checkTables(fileSize); err != nil {
+		return nil, err
+	}
+	if err := h.parseBackingName(b); err != nil {
+		return nil, err
+	}
+	if err := h.parseExtensions(b); err != nil {
+		return nil, err
+	}
+	if err := h.checkFeatures(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// decodeHeader decodes the fields of a version 2 or 3 header from b.
+func decodeHeader(b []byte) (*header, error) {
 	if len(b) < v2HeaderLen {
 		return nil, fmt.Errorf("file of %d bytes is too short for a qcow2 header", len(b))
 	}
@@ -144,98 +174,129 @@ func parseHeader(b []byte, fileSize int64) (*header, error) {
 	default:
 		return nil, fmt.Errorf("qcow2 version %d: %w (versions 2 and 3 are)", h.version, ErrUnsupported)
 	}
+	return h, nil
+}
+
+// checkFields checks the cluster size, the header length (against n, the
+// bytes of cluster 0 read), the refcount width, encryption and the virtual
+// size.
+func (h *header) checkFields(n int) error {
 	if h.clusterBits < minClusterBits || h.clusterBits > maxClusterBits {
-		return nil, fmt.Errorf("cluster_bits %d is outside %d..%d", h.clusterBits, minClusterBits, maxClusterBits)
+		return fmt.Errorf("cluster_bits %d is outside %d..%d", h.clusterBits, minClusterBits, maxClusterBits)
 	}
 	cs := h.clusterSize()
 	if h.version == 3 {
 		if h.headerLength < v3HeaderLen || int64(h.headerLength) > cs || h.headerLength%8 != 0 {
-			return nil, fmt.Errorf("header_length %d is not a multiple of 8 in %d..%d", h.headerLength, v3HeaderLen, cs)
+			return fmt.Errorf("header_length %d is not a multiple of 8 in %d..%d", h.headerLength, v3HeaderLen, cs)
 		}
-		if int64(len(b)) < int64(h.headerLength) {
-			return nil, fmt.Errorf("header_length %d is past the end of the file", h.headerLength)
+		if int64(n) < int64(h.headerLength) {
+			return fmt.Errorf("header_length %d is past the end of the file", h.headerLength)
 		}
 	}
 	if h.refcountOrder > 6 {
-		return nil, fmt.Errorf("refcount_order %d is above 6", h.refcountOrder)
+		return fmt.Errorf("refcount_order %d is above 6", h.refcountOrder)
 	}
 	if h.cryptMethod != 0 {
-		return nil, fmt.Errorf("encrypted image (crypt_method %d): %w (decrypt it: qemu-img convert -O qcow2 --object secret,... --image-opts ...)", h.cryptMethod, ErrUnsupported)
+		return fmt.Errorf("encrypted image (crypt_method %d): %w (decrypt it: qemu-img convert -O qcow2 --object secret,... --image-opts ...)", h.cryptMethod, ErrUnsupported)
 	}
 	if h.size > maxVirtualSize {
-		return nil, fmt.Errorf("virtual size %d is above 2^62", h.size)
+		return fmt.Errorf("virtual size %d is above 2^62", h.size)
 	}
+	return nil
+}
 
+// setL2Layout sets the size and count of L2 entries: 8 bytes, or 16 with
+// extended L2 entries, which need clusters of 16 KiB or more.
+func (h *header) setL2Layout() error {
 	h.extendedL2 = h.incompatible&incExtendedL2 != 0
 	h.l2EntryBytes = 8
 	if h.extendedL2 {
 		h.l2EntryBytes = 16
 		if h.clusterBits < 14 {
-			return nil, fmt.Errorf("extended L2 entries need clusters of 16 KiB or more, not %d bytes", cs)
+			return fmt.Errorf("extended L2 entries need clusters of 16 KiB or more, not %d bytes", h.clusterSize())
 		}
 	}
-	h.l2Entries = cs / h.l2EntryBytes
+	h.l2Entries = h.clusterSize() / h.l2EntryBytes
+	return nil
+}
+
+// parseCompressionType reads the compression type (header byte 104) of an
+// image with the compression type feature, and checks that it is 0 in the
+// others.
+func (h *header) parseCompressionType(b []byte) error {
 	if h.incompatible&incCompression != 0 {
 		if h.headerLength < v3HeaderLen+8 {
-			return nil, fmt.Errorf("compression type bit set but header_length %d has no room for it", h.headerLength)
+			return fmt.Errorf("compression type bit set but header_length %d has no room for it", h.headerLength)
 		}
 		h.compressionType = b[104]
 		if h.compressionType != compressionZlib && h.compressionType != compressionZstd {
-			return nil, fmt.Errorf("compression type %d: %w (zlib and zstd are)", h.compressionType, ErrUnsupported)
+			return fmt.Errorf("compression type %d: %w (zlib and zstd are)", h.compressionType, ErrUnsupported)
 		}
 	} else if h.headerLength > v3HeaderLen && b[104] != 0 {
-		return nil, fmt.Errorf("compression type %d without the compression type feature bit", b[104])
+		return fmt.Errorf("compression type %d without the compression type feature bit", b[104])
 	}
+	return nil
+}
 
-	// Tables: aligned, of capped size, inside the file.
+// checkTables checks that the L1 table, the refcount table and the
+// snapshot table are aligned, of capped size, and inside the file of
+// fileSize bytes, and that the L1 table maps the virtual size.
+func (h *header) checkTables(fileSize int64) error {
+	cs := h.clusterSize()
 	clusters := (h.size + uint64(cs) - 1) >> h.clusterBits
 	needL1 := (clusters + uint64(h.l2Entries) - 1) / uint64(h.l2Entries)
 	if uint64(h.l1Size) < needL1 {
-		return nil, fmt.Errorf("L1 table of %d entries is too small for %d bytes (%d needed)", h.l1Size, h.size, needL1)
+		return fmt.Errorf("L1 table of %d entries is too small for %d bytes (%d needed)", h.l1Size, h.size, needL1)
 	}
 	if uint64(h.l1Size)*8 > maxL1Bytes {
-		return nil, fmt.Errorf("L1 table of %d entries is larger than %d MiB", h.l1Size, maxL1Bytes>>20)
+		return fmt.Errorf("L1 table of %d entries is larger than %d MiB", h.l1Size, maxL1Bytes>>20)
 	}
 	if err := checkTable("L1 table", h.l1Offset, uint64(h.l1Size)*8, cs, fileSize); err != nil {
-		return nil, err
+		return err
 	}
 	if h.refTableClusters == 0 || uint64(h.refTableClusters)<<h.clusterBits > maxRefTableBytes {
-		return nil, fmt.Errorf("refcount table of %d clusters is empty or larger than %d MiB", h.refTableClusters, maxRefTableBytes>>20)
+		return fmt.Errorf("refcount table of %d clusters is empty or larger than %d MiB", h.refTableClusters, maxRefTableBytes>>20)
 	}
 	if err := checkTable("refcount table", h.refTableOffset, uint64(h.refTableClusters)<<h.clusterBits, cs, fileSize); err != nil {
-		return nil, err
+		return err
 	}
 	if h.nbSnapshots > maxSnapshots {
-		return nil, fmt.Errorf("%d snapshots, more than %d", h.nbSnapshots, maxSnapshots)
+		return fmt.Errorf("%d snapshots, more than %d", h.nbSnapshots, maxSnapshots)
 	}
 	if h.nbSnapshots > 0 && (h.snapshotsOffset%uint64(cs) != 0 || h.snapshotsOffset >= uint64(fileSize)) {
-		return nil, fmt.Errorf("snapshot table offset %d is unaligned or past the end of the file", h.snapshotsOffset)
+		return fmt.Errorf("snapshot table offset %d is unaligned or past the end of the file", h.snapshotsOffset)
 	}
+	return nil
+}
 
-	// The backing file name lives in cluster 0, after the extensions.
-	if h.backingOffset != 0 {
-		if h.backingSize == 0 || h.backingSize > maxBackingName {
-			return nil, fmt.Errorf("backing file name length %d is outside 1..%d", h.backingSize, maxBackingName)
-		}
-		// Compared without adding: offset+size may wrap around.
-		area := uint64(min(cs, int64(len(b))))
-		if h.backingOffset > area || uint64(h.backingSize) > area-h.backingOffset {
-			return nil, fmt.Errorf("backing file name at %d+%d lies outside the first cluster (%d bytes)", h.backingOffset, h.backingSize, area)
-		}
-		h.backingFile = string(b[h.backingOffset : h.backingOffset+uint64(h.backingSize)])
+// parseBackingName reads the backing file name, which lives in cluster 0
+// (b), after the extensions.
+func (h *header) parseBackingName(b []byte) error {
+	if h.backingOffset == 0 {
+		return nil
 	}
-
-	if err := h.parseExtensions(b); err != nil {
-		return nil, err
+	if h.backingSize == 0 || h.backingSize > maxBackingName {
+		return fmt.Errorf("backing file name length %d is outside 1..%d", h.backingSize, maxBackingName)
 	}
+	// Compared without adding: offset+size may wrap around.
+	area := uint64(min(h.clusterSize(), int64(len(b))))
+	if h.backingOffset > area || uint64(h.backingSize) > area-h.backingOffset {
+		return fmt.Errorf("backing file name at %d+%d lies outside the first cluster (%d bytes)", h.backingOffset, h.backingSize, area)
+	}
+	h.backingFile = string(b[h.backingOffset : h.backingOffset+uint64(h.backingSize)])
+	return nil
+}
 
+// checkFeatures refuses unknown incompatible features and external data
+// files, naming them.
+func (h *header) checkFeatures() error {
 	if unknown := h.incompatible &^ incKnown; unknown != 0 {
-		return nil, fmt.Errorf("incompatible features %s: %w", h.featureList(0, unknown), ErrUnsupported)
+		return fmt.Errorf("incompatible features %s: %w", h.featureList(0, unknown), ErrUnsupported)
 	}
 	if h.incompatible&incExternalData != 0 {
-		return nil, fmt.Errorf("external data file %q: %w (convert the image: qemu-img convert -O qcow2 IMAGE NEW.qcow2)", h.externalDataName, ErrUnsupported)
+		return fmt.Errorf("external data file %q: %w (convert the image: qemu-img convert -O qcow2 IMAGE NEW.qcow2)", h.externalDataName, ErrUnsupported)
 	}
-	return h, nil
+	return nil
 }
 
 // checkTable checks that a table of n bytes at off is cluster-aligned and
@@ -248,83 +309,4 @@ func checkTable(what string, off, n uint64, cs, fileSize int64) error {
 		return fmt.Errorf("%s at %d+%d lies past the end of the %d-byte file", what, off, n, fileSize)
 	}
 	return nil
-}
-
-// parseExtensions walks the header extensions that follow the header
-// (v3: at header_length; v2: at 72), up to the backing file name or the end
-// of cluster 0. Each step consumes at least 8 bytes, so the walk ends.
-func (h *header) parseExtensions(b []byte) error {
-	be := binary.BigEndian
-	end := int64(len(b))
-	if h.backingOffset != 0 && int64(h.backingOffset) < end {
-		end = int64(h.backingOffset)
-	}
-	end = min(end, h.clusterSize())
-	for off := int64(h.headerLength); ; {
-		if off+8 > end {
-			// No end marker: v2 images written by old tools may end the
-			// area without one.
-			return nil
-		}
-		typ := be.Uint32(b[off:])
-		n := int64(be.Uint32(b[off+4:]))
-		off += 8
-		if typ == extEnd {
-			return nil
-		}
-		if n > end-off {
-			return fmt.Errorf("header extension %#x of %d bytes runs past the header area", typ, n)
-		}
-		data := b[off : off+n]
-		switch typ {
-		case extBackingFmt:
-			// qemu's limit too (bs->backing_format).
-			if len(data) > maxBackingFormat {
-				return fmt.Errorf("backing format name of %d bytes, more than %d", len(data), maxBackingFormat)
-			}
-			h.backingFormat = string(data)
-		case extFeatureNames:
-			// 48-byte entries: type, bit number, 46-byte name.
-			if h.featureNames == nil {
-				h.featureNames = map[[2]byte]string{}
-			}
-			for e := data; len(e) >= 48; e = e[48:] {
-				if e[0] > 2 || e[1] > 63 {
-					continue // no such feature bit: keep at most 3*64 names
-				}
-				name := e[2:48]
-				for i, c := range name {
-					if c == 0 {
-						name = name[:i]
-						break
-					}
-				}
-				h.featureNames[[2]byte{e[0], e[1]}] = string(name)
-			}
-		case extExternalData:
-			h.externalDataName = string(data[:min(len(data), maxBackingName)])
-		}
-		off += (n + 7) &^ 7
-	}
-}
-
-// featureList names the set bits of a feature field (typ 0 incompatible, 1
-// compatible, 2 autoclear), with the names of the feature name table where
-// it has them.
-func (h *header) featureList(typ byte, bits uint64) string {
-	s := ""
-	for i := 0; i < 64; i++ {
-		if bits&(1<<i) == 0 {
-			continue
-		}
-		if s != "" {
-			s += ", "
-		}
-		if name, ok := h.featureNames[[2]byte{typ, byte(i)}]; ok && name != "" {
-			s += fmt.Sprintf("bit %d (%q)", i, name)
-		} else {
-			s += fmt.Sprintf("bit %d", i)
-		}
-	}
-	return s
 }

@@ -3,8 +3,10 @@ package qcow2
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sync"
 
 	"github.com/klauspost/compress/flate"
@@ -347,4 +349,21 @@ func (c *clusterCache) drop(entry uint64) {
 			break
 		}
 	}
+}
+
+// preadFull fills p from f at off; bytes past the end of the file read as
+// zeros, as qemu's file driver pads short reads.
+func preadFull(f *os.File, p []byte, off int64) error {
+	for len(p) > 0 {
+		n, err := f.ReadAt(p, off)
+		p, off = p[n:], off+int64(n)
+		if errors.Is(err, io.EOF) {
+			clear(p)
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
