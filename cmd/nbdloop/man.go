@@ -35,12 +35,21 @@ func manPage(app *cli.App, stamp manStampInfo) (string, error) {
 	m.line(fmt.Sprintf(`.TH %s 8 "%s" "%s %s" "System Administration"`, strings.ToUpper(app.Name), stamp.date, app.Name, roffEscape(stamp.version)))
 	m.line(".nh")
 	m.line(".ad l")
-
 	m.section("NAME")
 	m.line(roffEscape(app.Name) + ` \- ` + roffEscape(app.Usage))
-
 	cmds := app.VisibleCommands()
 	m.section("SYNOPSIS")
+	m.synopsis(app, cmds)
+	later := m.description(app)
+	later = m.commands(app, cmds, later)
+	m.globalOptions(app)
+	m.laterSections(later)
+	m.seeAlso()
+	return m.b.String(), nil
+}
+
+// synopsis writes the usage lines of every command.
+func (m *manWriter) synopsis(app *cli.App, cmds []*cli.Command) {
 	m.line(".nf")
 	for _, c := range cmds {
 		for _, u := range usageLines(app, c) {
@@ -48,9 +57,12 @@ func manPage(app *cli.App, stamp manStampInfo) (string, error) {
 		}
 	}
 	m.line(".fi")
+}
 
-	// The description up to its first heading is DESCRIPTION; each heading
-	// starts a section of its own, placed after COMMANDS and OPTIONS.
+// description writes the app's description up to its first heading as
+// DESCRIPTION; each heading starts a section of its own, returned to be
+// placed after COMMANDS and OPTIONS.
+func (m *manWriter) description(app *cli.App) []manSection {
 	m.section("DESCRIPTION")
 	var later []manSection
 	for _, p := range paragraphs(app.Description) {
@@ -64,15 +76,16 @@ func manPage(app *cli.App, stamp manStampInfo) (string, error) {
 			later[len(later)-1].paras = append(later[len(later)-1].paras, p)
 		}
 	}
+	return later
+}
 
+// commands writes COMMANDS; a command's own section (the filters) joins
+// later, first.
+func (m *manWriter) commands(app *cli.App, cmds []*cli.Command, later []manSection) []manSection {
 	m.section("COMMANDS")
 	for _, c := range cmds {
 		m.line(".SS " + roffEscape(c.Name))
-		m.line(".nf")
-		for _, u := range usageLines(app, c) {
-			m.line(synopsisLine(app.Name+" "+c.Name, u))
-		}
-		m.line(".fi")
+		m.synopsis(app, []*cli.Command{c})
 		desc, own := ownSection(paragraphs(c.Description))
 		if len(desc) == 0 && c.Usage != "" {
 			desc = []string{sentence(c.Usage)}
@@ -91,15 +104,25 @@ func manPage(app *cli.App, stamp manStampInfo) (string, error) {
 			m.flags(flags)
 		}
 	}
+	return later
+}
 
-	if flags := docFlags(app.VisibleFlags(), false); len(flags) > 0 {
-		m.section("OPTIONS")
-		m.line("Before a command:")
-		m.flags(flags)
-		m.line(".PP")
-		m.line(`Every command also takes \fB\-h\fR, \fB\-\-help\fR.`)
+// globalOptions writes OPTIONS: the flags before a command.
+func (m *manWriter) globalOptions(app *cli.App) {
+	flags := docFlags(app.VisibleFlags(), false)
+	if len(flags) == 0 {
+		return
 	}
+	m.section("OPTIONS")
+	m.line("Before a command:")
+	m.flags(flags)
+	m.line(".PP")
+	m.line(`Every command also takes \fB\-h\fR, \fB\-\-help\fR.`)
+}
 
+// laterSections writes the sections from the descriptions' headings, in
+// their rank's order.
+func (m *manWriter) laterSections(later []manSection) {
 	slices.SortStableFunc(later, func(a, b manSection) int {
 		return sectionRank(a.name) - sectionRank(b.name)
 	})
@@ -113,7 +136,10 @@ func manPage(app *cli.App, stamp manStampInfo) (string, error) {
 			m.paragraph(p)
 		}
 	}
+}
 
+// seeAlso writes SEE ALSO.
+func (m *manWriter) seeAlso() {
 	m.section("SEE ALSO")
 	refs := make([]string, len(manSeeAlso))
 	for i, r := range manSeeAlso {
@@ -121,7 +147,6 @@ func manPage(app *cli.App, stamp manStampInfo) (string, error) {
 		refs[i] = `\fB` + roffEscape(name) + `\fR(` + sect
 	}
 	m.line(strings.Join(refs, ",\n"))
-	return m.b.String(), nil
 }
 
 // manSeeAlso is the SEE ALSO section.

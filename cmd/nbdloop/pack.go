@@ -13,6 +13,7 @@ import (
 	"github.com/nbdloop/nbdloop/attach"
 	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/pack"
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 func packCommand() *cli.Command {
@@ -104,36 +105,13 @@ func checkPackLevel(format string, level int, given bool) error {
 }
 
 func doPack(c *cli.Context) error {
-
-	pos, err := packOperands(c)
+	image, out, err := packPaths(c)
 	if err != nil {
 		return err
 	}
-	image, out := pos[0], c.String("output")
-	if len(pos) == 2 {
-		if out != "" {
-			return usageError("pack: one IMAGE expected, got %s and %s (OUT is given with -o %s)", pos[0], pos[1], out)
-		}
-		out = pos[1]
-	}
-	if out == "" {
-		return usageError("pack: no output given (add OUT or -o OUT: a name ending in .xz or .zst, or - for standard output)")
-	}
-	format, err := packFormat(c.String("format"), out)
+	opts, err := packOptions(c, out)
 	if err != nil {
 		return err
-	}
-	opts := pack.Options{Format: format, Level: c.Int("level"), Workers: c.Int("threads")}
-	if err := checkPackLevel(format, opts.Level, c.IsSet("level")); err != nil {
-		return err
-	}
-	if s := c.String("block-size"); s != "" {
-		if opts.BlockSize, err = bytesize.Parse(s); err != nil || opts.BlockSize < 4096 {
-			return usageError("pack: --block-size %q: give a size of at least 4K (e.g. 4M)", s)
-		}
-	}
-	if opts.Workers < 0 {
-		return usageError("pack: --threads %d: must be 1 or more", opts.Workers)
 	}
 	if out == "-" && isTerminal(c.App.Writer) {
 		return usageError("pack: standard output is a terminal: refused (redirect it to a file or a pipe, or give OUT)")
@@ -162,7 +140,54 @@ func doPack(c *cli.Context) error {
 		return err
 	}
 	defer dst.abort()
-	size := src.Source.Size()
+	return packTo(c, dst, src.Source, in.name, opts)
+}
+
+// packPaths returns IMAGE and OUT, given after IMAGE or with -o.
+func packPaths(c *cli.Context) (image, out string, err error) {
+	pos, err := packOperands(c)
+	if err != nil {
+		return "", "", err
+	}
+	image, out = pos[0], c.String("output")
+	if len(pos) == 2 {
+		if out != "" {
+			return "", "", usageError("pack: one IMAGE expected, got %s and %s (OUT is given with -o %s)", pos[0], pos[1], out)
+		}
+		out = pos[1]
+	}
+	if out == "" {
+		return "", "", usageError("pack: no output given (add OUT or -o OUT: a name ending in .xz or .zst, or - for standard output)")
+	}
+	return image, out, nil
+}
+
+// packOptions reads the format (from --format or OUT's name), level,
+// threads and block size.
+func packOptions(c *cli.Context, out string) (pack.Options, error) {
+	format, err := packFormat(c.String("format"), out)
+	if err != nil {
+		return pack.Options{}, err
+	}
+	opts := pack.Options{Format: format, Level: c.Int("level"), Workers: c.Int("threads")}
+	if err := checkPackLevel(format, opts.Level, c.IsSet("level")); err != nil {
+		return opts, err
+	}
+	if s := c.String("block-size"); s != "" {
+		if opts.BlockSize, err = bytesize.Parse(s); err != nil || opts.BlockSize < 4096 {
+			return opts, usageError("pack: --block-size %q: give a size of at least 4K (e.g. 4M)", s)
+		}
+	}
+	if opts.Workers < 0 {
+		return opts, usageError("pack: --threads %d: must be 1 or more", opts.Workers)
+	}
+	return opts, nil
+}
+
+// packTo packs src (named name) into dst with progress and a summary
+// unless --quiet.
+func packTo(c *cli.Context, dst packOut, src sources.Source, name string, opts pack.Options) error {
+	size := src.Size()
 	quiet := c.Bool("quiet")
 	prog := newProgress(c.App.ErrWriter, "pack", size, isTerminal(c.App.ErrWriter), time.Now)
 	if !quiet {
@@ -172,7 +197,7 @@ func doPack(c *cli.Context) error {
 	}
 	bw := bufio.NewWriterSize(dst.w, 1<<20)
 	start := time.Now()
-	res, err := pack.Pack(bw, src.Source, size, opts)
+	res, err := pack.Pack(bw, src, size, opts)
 	if err == nil {
 		err = bw.Flush()
 	}
@@ -188,8 +213,8 @@ func doPack(c *cli.Context) error {
 	}
 	el := time.Since(start)
 	fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s -> %s: %s -> %s (%.1f%%), %d %s blocks, %s, %s/s\n",
-		in.name, dst.name, bytesize.Format(res.In), bytesize.Format(res.Out), 100*float64(res.Out)/float64(max(1, res.In)),
-		res.Blocks, format, el.Round(100*time.Millisecond), bytesize.Format(int64(float64(res.In)/max(el.Seconds(), 1e-3))))
+		name, dst.name, bytesize.Format(res.In), bytesize.Format(res.Out), 100*float64(res.Out)/float64(max(1, res.In)),
+		res.Blocks, opts.Format, el.Round(100*time.Millisecond), bytesize.Format(int64(float64(res.In)/max(el.Seconds(), 1e-3))))
 	return nil
 }
 
