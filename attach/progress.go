@@ -153,3 +153,24 @@ func (d *Decoded) String() string {
 	}
 	return fmt.Sprintf("decoding %d%%", d.Done*100/max(d.Total, 1))
 }
+
+// progress routes the source's Progress: a pass over the file while it is
+// opened goes to attach, the background decode to the device's log and
+// record.
+func (r *serverRun) progress(p Progress) {
+	switch p.Job {
+	case JobIndex:
+		if r.so.progress != nil {
+			r.so.progress(p)
+		}
+	case JobDecode:
+		r.decodeLog(p.What).update(p.Done, p.Total)
+	}
+}
+
+// decodeLog returns the log of the background decode, made at its first
+// report.
+func (r *serverRun) decodeLog(what string) *decodeLog {
+	r.decodeOnce.Do(func() { r.decode = newDecodeLog(what, r.logger.Printf, time.Now) })
+	return r.decode
+}

@@ -251,27 +251,6 @@ func (r *serverRun) openDriver() error {
 	return nil
 }
 
-// progress routes the source's Progress: a pass over the file while it is
-// opened goes to attach, the background decode to the device's log and
-// record.
-func (r *serverRun) progress(p Progress) {
-	switch p.Job {
-	case JobIndex:
-		if r.so.progress != nil {
-			r.so.progress(p)
-		}
-	case JobDecode:
-		r.decodeLog(p.What).update(p.Done, p.Total)
-	}
-}
-
-// decodeLog returns the log of the background decode, made at its first
-// report.
-func (r *serverRun) decodeLog(what string) *decodeLog {
-	r.decodeOnce.Do(func() { r.decode = newDecodeLog(what, r.logger.Printf, time.Now) })
-	return r.decode
-}
-
 // startServing serves the server ends of one socketpair per connection.
 // Serving starts before CONNECT: the kernel reads the partition table as
 // soon as the device exists.
