@@ -48,9 +48,12 @@ check nbd-client nbd-client
 check python3 python3
 check groff groff-base
 check lvm lvm2
+check vgchange lvm2
 check nbdkit nbdkit
 check chromium-headless-shell chromium-headless-shell
 check blkid util-linux
+check zsh zsh
+check fish fish
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive
