@@ -94,7 +94,13 @@ _nbdloop() {
 	done
 	n=${#words[@]}
 	tok=${words[n-1]}
-	[[ $tok == *"$cw" ]] && pre=${tok%"$cw"}
+	# readline replaces the text after the last : or =, which is the
+	# current word unless that word is the : or = itself.
+	if [[ $cw =~ ^[:=]+$ ]]; then
+		pre=$tok
+	elif [[ $tok == *"$cw" ]]; then
+		pre=${tok%"$cw"}
+	fi
 	COMPREPLY=()
 	for ((i = 0; i < n - 1; i++)); do
 		w=${words[i]}
@@ -134,12 +140,15 @@ _nbdloop() {
 }
 
 # _nbdloop_reply takes from each completion the part of the word that bash
-# does not replace (pre), and adds no space after a lone completion that
-# goes on (a directory, memory:, a filter's key=).
+# does not replace (pre), drops those that add nothing (memory: once typed),
+# and adds no space after a lone completion that goes on (a directory,
+# memory:, a filter's key=).
 _nbdloop_reply() {
-	local i
-	for i in "${!COMPREPLY[@]}"; do
-		COMPREPLY[i]=${COMPREPLY[i]#"$pre"}
+	local c all=("${COMPREPLY[@]}")
+	COMPREPLY=()
+	for c in "${all[@]}"; do
+		c=${c#"$pre"}
+		[[ -n $c ]] && COMPREPLY+=("$c")
 	done
 	if ((${#COMPREPLY[@]} == 1)) && [[ ${COMPREPLY[0]} == *[/:=,] ]]; then
 		compopt -o nospace 2>/dev/null

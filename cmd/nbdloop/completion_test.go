@@ -223,7 +223,7 @@ func TestBashCompletion(t *testing.T) {
 		{[]string{"attach", "--for"}, []string{"--foreground", "--format"}},
 		{[]string{"attach", "--format", ""}, attach.FormatNames()},
 		{[]string{"attach", "--format", "q"}, []string{"qcow2"}},
-		{[]string{"attach", "--format", "="}, prefixed("=", attach.FormatNames())},
+		{[]string{"attach", "--format", "="}, attach.FormatNames()},
 		{[]string{"attach", "--format=x"}, []string{"--format=xz"}},
 		{[]string{"attach", "-b", ""}, []string{"512", "1024", "2048", "4096"}},
 		{[]string{"attach", "--table", ""}, []string{"gpt", "mbr"}},
@@ -237,7 +237,9 @@ func TestBashCompletion(t *testing.T) {
 		{[]string{"attach", "--", "-"}, nil},
 		{[]string{"attach", "--filter", ""}, []string{"error:", "delay:", "rate:", "cow:", "protect:", "readonly:", "log:", "stats:"}},
 		{[]string{"attach", "--filter", "log", ":", "file", "=", ""}, []string{"a.log", "b.img", "sub/"}},
-		{[]string{"attach", "--filter", "log", ":", "file", "="}, []string{"=a.log", "=b.img", "=sub/"}},
+		{[]string{"attach", "--filter", "log", ":", "file", "="}, []string{"a.log", "b.img", "sub/"}},
+		{[]string{"attach", "--filter", "error", ":"}, []string{"after=", "error=", "file=", "ops=", "range=", "rate=", "seed="}},
+		{[]string{"attach", "memory", ":"}, nil},
 		{[]string{"attach", "--filter", "log:file=s"}, []string{"log:file=sub/"}},
 		{[]string{"attach", "--filter", "error", ":", "ra"}, []string{"range=", "rate="}},
 		{[]string{"attach", "--filter", "error", ":", "rate", "=", "1,f"}, []string{"1,file="}},
@@ -288,14 +290,6 @@ func nbdDevices(t *testing.T) []string {
 		if regexp.MustCompile(`^/dev/nbd[0-9]+$`).MatchString(p) {
 			out = append(out, p)
 		}
-	}
-	return out
-}
-
-func prefixed(p string, words []string) []string {
-	var out []string
-	for _, w := range words {
-		out = append(out, p+w)
 	}
 	return out
 }
