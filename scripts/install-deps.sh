@@ -48,12 +48,15 @@ check nbd-client nbd-client
 check python3 python3
 check groff groff-base
 check lvm lvm2
+check vgchange lvm2
 check nbdkit nbdkit
 check chromium-headless-shell chromium-headless-shell
 check blkid util-linux
 check nbdinfo libnbd-bin
 check nbdcopy libnbd-bin
 check nbdsh python3-libnbd
+check zsh zsh
+check fish fish
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive

@@ -195,63 +195,6 @@ func manCommand() *cli.Command {
 	}
 }
 
-func completionCommand() *cli.Command {
-	return &cli.Command{
-		Name:      "completion",
-		Usage:     "print the bash completion script (source it, or install it as /usr/share/bash-completion/completions/nbdloop)",
-		UsageText: "nbdloop completion bash",
-		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
-			return usageError("completion: %v (see nbdloop completion --help)", err)
-		},
-		Action: func(c *cli.Context) error {
-			if c.Args().First() != "bash" {
-				return usageError("completion: only bash is supported (nbdloop completion bash)")
-			}
-			_, err := io.WriteString(c.App.Writer, bashCompletion)
-			return err
-		},
-	}
-}
-
-// bashCompletion asks nbdloop itself for candidates (urfave/cli's
-// --generate-bash-completion) and falls back to file names for SOURCE.
-const bashCompletion = `# bash completion for nbdloop
-_nbdloop() {
-	local cur words flag=() line tok prev val pre c
-	cur="${COMP_WORDS[COMP_CWORD]}"
-	# --filter values: bash splits words at : and =, so take the value from
-	# the line, ask nbdloop for whole values and hand back the part after
-	# the last : or =.
-	line="${COMP_LINE:0:COMP_POINT}"
-	tok="${line##*[[:space:]]}"
-	prev="${line%"$tok"}"
-	prev="${prev%"${prev##*[![:space:]]}"}"
-	prev="${prev##*[[:space:]]}"
-	if [[ "$prev" == --filter || "$tok" == --filter=* ]]; then
-		val="${tok#--filter=}"
-		pre="${tok%"${tok##*[:=]}"}"
-		compopt -o nospace 2>/dev/null
-		COMPREPLY=()
-		while IFS= read -r c; do
-			c="${tok%"$val"}$c"
-			COMPREPLY+=("${c#"$pre"}")
-		done < <("${COMP_WORDS[0]}" attach --filter "$val" --generate-bash-completion 2>/dev/null)
-		return
-	fi
-	# urfave/cli lists flags when the word before its flag starts with -;
-	# a lone - lists them all (never --, which would end the flags and run
-	# the command), and compgen picks those matching $cur.
-	[[ "$cur" == -* ]] && flag=(-)
-	if [[ "$cur" == -* || $COMP_CWORD -eq 1 || "${COMP_WORDS[1]}" != attach ]]; then
-		words=$("${COMP_WORDS[0]}" "${COMP_WORDS[@]:1:$COMP_CWORD-1}" "${flag[@]}" --generate-bash-completion 2>/dev/null)
-		COMPREPLY=($(compgen -W "$words" -- "$cur"))
-	else
-		COMPREPLY=($(compgen -f -- "$cur") $(compgen -W "memory:" -- "$cur"))
-	fi
-}
-complete -o filenames -F _nbdloop nbdloop
-`
-
 func completeDevices(c *cli.Context) {
 	if n := len(os.Args); n > 2 && strings.HasPrefix(os.Args[n-2], "-") {
 		cli.DefaultCompleteWithFlags(c.Command)(c)

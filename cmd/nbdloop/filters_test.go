@@ -2,9 +2,6 @@ package main
 
 import (
 	"bytes"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -94,54 +91,6 @@ func TestCompleteFilterArgs(t *testing.T) {
 		if b.String() != tt.want {
 			t.Errorf("completeFilterArgs(%q) = %q, want %q", tt.args, b.String(), tt.want)
 		}
-	}
-}
-
-// TestCompletionScriptFilter runs the bash completion function as bash
-// would, with the words split at : and =, against the built binary.
-func TestCompletionScriptFilter(t *testing.T) {
-	bash, err := exec.LookPath("bash")
-	if err != nil {
-		t.Fatal("bash is needed to test the completion script")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "nbdloop")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	_, script, _ := runArgs(t, "completion", "bash")
-	os.WriteFile(filepath.Join(dir, "comp.sh"), []byte(script), 0o644)
-	tests := []struct {
-		line  string
-		words []string
-		want  string
-	}{
-		{"attach --filter ", []string{"attach", "--filter", ""}, "error: delay: rate: cow: protect: readonly: log: stats:"},
-		{"attach --filter error:ra", []string{"attach", "--filter", "error", ":", "ra"}, "range= rate="},
-		{"attach --filter error:rate=1,f", []string{"attach", "--filter", "error", ":", "rate", "=", "1,f"}, "1,file="},
-		{"attach --filter=error:error=EN", []string{"attach", "--filter", "=", "error", ":", "error", "=", "EN"}, "ENOSPC ENOMEM ENOTSUP"},
-		{"attach --fi", []string{"attach", "--fi"}, "--find --filter"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.line, func(t *testing.T) {
-			words := append([]string{bin}, tt.words...)
-			var quoted []string
-			for _, w := range words {
-				quoted = append(quoted, "'"+w+"'")
-			}
-			line := bin + " " + tt.line
-			prog := "source " + dir + "/comp.sh\ncompopt() { :; }\n" +
-				"COMP_LINE='" + line + "'; COMP_POINT=${#COMP_LINE}\n" +
-				"COMP_WORDS=(" + strings.Join(quoted, " ") + "); COMP_CWORD=$((${#COMP_WORDS[@]}-1))\n" +
-				"_nbdloop; echo \"${COMPREPLY[*]}\"\n"
-			out, err := exec.Command(bash, "-c", prog).CombinedOutput()
-			if err != nil {
-				t.Fatalf("bash: %v\n%s", err, out)
-			}
-			if got := strings.TrimSpace(string(out)); got != tt.want {
-				t.Errorf("completions = %q, want %q", got, tt.want)
-			}
-		})
 	}
 }
 

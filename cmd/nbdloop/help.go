@@ -183,3 +183,23 @@ symbolic link. pack writes to a temporary file beside its output and
 renames it into place; it refuses an output that is its input, and an
 error or a signal leaves no partial output. /run/nbdloop is 0700, its
 files 0600.`
+
+// completionHelp is the description of nbdloop completion.
+const completionHelp = `Prints a completion script for bash, zsh or fish. The script is generated
+from nbdloop's own definitions, so it offers every command and flag of this
+version (with its usage, in zsh and fish) and their values: --format,
+--block-size, --table, --filter (filters, their keys and values, file names
+after log:file= and the other PATH keys), list -O's columns, the existing
+/dev/nbdN for --device, the attached devices for the DEVICE of detach,
+restart, stats and top, files and the memory:, exec: and file: prefixes for
+SOURCE, and files for the operands and -o of pack and draw. The fixed lists
+are in the script: a TAB runs no program but nbdloop list -n -O NAME, for
+the attached devices. Regenerate the script after an upgrade.
+
+Install the scripts where the shells look for them:
+  # nbdloop completion bash > /usr/share/bash-completion/completions/nbdloop
+  # nbdloop completion zsh > /usr/share/zsh/vendor-completions/_nbdloop
+  # nbdloop completion fish > /usr/share/fish/vendor_completions.d/nbdloop.fish
+or load one into the running shell:
+  $ source <(nbdloop completion bash)      (zsh: the same, after compinit)
+  $ nbdloop completion fish | source`
