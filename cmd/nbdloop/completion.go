@@ -219,6 +219,7 @@ func placeholderValue(p string) compValue {
 	if lower := strings.ToLower(p); lower == p && strings.Contains(p, "|") {
 		return compValue{kind: compWords, words: strings.Split(p, "|"), name: p} // bash|zsh|fish
 	}
+	p, _, _ = strings.Cut(p, "|") // IMAGE|-: its first form
 	if p != "/dev/nbdN" {
 		p, _, _ = strings.Cut(p, ".") // OUT.xz
 	}
