@@ -72,6 +72,19 @@ type Config struct {
 	Files []FileIdentity `json:"files,omitempty"`
 	// NoLock is --no-lock: take no image locks (lock.go).
 	NoLock bool `json:"no_lock,omitempty"`
+	// Autoclear is --autoclear: once the device is mounted or held, it
+	// detaches when its last opener closes it (autoclear.go).
+	Autoclear bool `json:"autoclear,omitempty"`
+	// NbdTab names the nbdtab line that attached the device (nbdtab.go),
+	// or is nil.
+	NbdTab *TableEntry `json:"nbdtab,omitempty"`
+}
+
+// TableEntry names the line of an nbdtab file that attached a device
+// (`nbdloop nbdtab attach`), so that the table's later runs know it.
+type TableEntry struct {
+	File string `json:"file"` // the table, an absolute path
+	Line string `json:"line"` // the line's words, joined by single spaces
 }
 
 // NewConfig returns a Config with every default filled in.
@@ -172,4 +185,9 @@ type Device struct {
 	LastExit string `json:"last_exit,omitempty"`
 	// Reason says why a dead device is dead, when nbdloop knows.
 	Reason string `json:"reason,omitempty"`
+	// Autoclear: the device detaches when its last opener closes it, once
+	// it has been mounted or held (--autoclear).
+	Autoclear bool `json:"autoclear,omitempty"`
+	// NbdTab is the nbdtab line that attached the device, if one did.
+	NbdTab *TableEntry `json:"nbdtab,omitempty"`
 }

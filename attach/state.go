@@ -65,6 +65,10 @@ type State struct {
 	// one of their pids.
 	PIDStart        uint64 `json:"pid_start,omitempty"`
 	SupervisorStart uint64 `json:"supervisor_start,omitempty"`
+	// Resize is set only in the record a supervisor hands to the server it
+	// starts after a resize request (resize.go): that server serves the
+	// source at its new size and tells the kernel.
+	Resize bool `json:"resize,omitempty"`
 }
 
 // Name is the device's path, /dev/nbdN.
@@ -80,6 +84,7 @@ func (st *State) device() *Device {
 		RO: cfg.ReadOnly, PID: st.PID, State: StateRunning, Connections: cfg.Connections,
 		BlockSize: cfg.BlockSize, Backend: st.BackendID, Partitions: st.Partitions, Filters: cfg.Filters,
 		Supervisor: st.Supervisor, Restarts: st.Restarts, LastExit: st.LastExit,
+		Autoclear: cfg.Autoclear, NbdTab: cfg.NbdTab,
 	}
 }
 
@@ -87,7 +92,7 @@ func (st *State) device() *Device {
 // count of restarts and how the previous server ended are the caller's.
 func (st *State) takeover(restarts int, lastExit string) *State {
 	next := *st
-	next.Restarts, next.LastExit, next.DeadReason = restarts, lastExit, ""
+	next.Restarts, next.LastExit, next.DeadReason, next.Resize = restarts, lastExit, "", false
 	return &next
 }
 
