@@ -44,6 +44,8 @@ a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
 
 ` + nothingLostHelp + `
 
+` + mountHelp + `
+
 EXAMPLES:
   # nbdloop attach disk.img
   /dev/nbd0
@@ -90,7 +92,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach, list or see nbdloop --help)\n", name)
 			os.Exit(exitUsage)
 		},
-		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), statsCommand(), packCommand(), drawCommand(), topCommand(), manCommand(), completionCommand()},
+		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), resizeCommand(), nbdtabCommand(), statsCommand(), packCommand(), drawCommand(), topCommand(), manCommand(), completionCommand()},
 	}
 	return app
 }
@@ -128,6 +130,7 @@ func attachCommand() *cli.Command {
 			concatFlag(), partitionsFlag(), tableFlag(), alignFlag(), typeFlag(), espFlag(), partitionFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled (no restarts)"},
 			&cli.BoolFlag{Name: "no-restart", Usage: "do not restart the server if it dies (the device then fails I/O after --dead-timeout)"},
+			&cli.BoolFlag{Name: "autoclear", Usage: "once mounted or held, detach the device when its last opener closes it (as mount -o loop does; mount.nbdloop sets it)"},
 			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
 			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
 		},
@@ -353,6 +356,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 		cfg.AllowPaths = append(cfg.AllowPaths, abs)
 	}
 	cfg.NoRestart = c.Bool("no-restart")
+	cfg.Autoclear = c.Bool("autoclear")
 	if c.Bool("foreground") && c.String("run") != "" {
 		return cfg, usageError("attach: --foreground and --run exclude each other")
 	}
