@@ -36,7 +36,8 @@ one() {
 	else
 		res=FAIL
 	fi
-	line="$pkg $f: $res after $(( $(date +%s) - start ))s, $(grep -o 'execs: [0-9]*' "$log" | tail -1), $(grep -o 'new interesting: [0-9]*' "$log" | tail -1) ($log)"
+	now=$(date +%s)
+	line="$pkg $f: $res after $((now - start))s, $(grep -o 'execs: [0-9]*' "$log" | tail -1), $(grep -o 'new interesting: [0-9]*' "$log" | tail -1) ($log)"
 	echo "$line"
 	echo "$line" >>"$out/summary"
 	[ "$res" = ok ]

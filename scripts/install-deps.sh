@@ -51,6 +51,7 @@ check lvm lvm2
 check nbdkit nbdkit
 check chromium-headless-shell chromium-headless-shell
 check blkid util-linux
+check systemd-analyze systemd
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive
