@@ -2,6 +2,7 @@ package attach
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/nbdloop/nbdloop/kernel"
@@ -71,4 +72,21 @@ func (h host) claimed(index int) bool {
 	}
 	holders, _ := h.sys.Holders(index)
 	return len(holders) > 0
+}
+
+// ArmAutoclear sets NBD_CFLAG_DISCONNECT_ON_CLOSE on device index now, as
+// its server does once it sees the device claimed: mount.nbdloop calls it
+// right after mounting, so that an unmount that comes sooner than the
+// server looks still detaches the device. backendID is the device's.
+func ArmAutoclear(index int, backendID string) error {
+	h := realHost()
+	fam, err := h.openDriver()
+	if err != nil {
+		return err
+	}
+	r := &serverRun{host: h, fam: fam, index: index, backendID: backendID}
+	if err := r.armAutoclear(); err != nil {
+		return fmt.Errorf("%s: --autoclear: %w", deviceName(index), err)
+	}
+	return nil
 }

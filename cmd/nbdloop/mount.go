@@ -257,6 +257,11 @@ func runMountHelper(args []string, stdout, stderr io.Writer) int {
 		}
 		return fail(code, "mounting %s on %s failed; %s detached", dev, m.dir, d.Name)
 	}
+	// The server arms --autoclear when it sees the mount; arming it here
+	// too makes an unmount that comes sooner detach the device as well.
+	if err := attach.ArmAutoclear(d.Index, d.Backend); err != nil {
+		fmt.Fprintf(stderr, "%s: warning: %s\n", mountHelperName, oneLine(err.Error()))
+	}
 	return 0
 }
 
