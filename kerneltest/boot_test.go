@@ -270,3 +270,31 @@ func TestKernelResize(t *testing.T) {
 	detach(t, xdev)
 	requireClean(t, "after")
 }
+
+// TestKernelAutoclear: attach --autoclear leaves a new device attached
+// through the opens and closes of probes (blkid, a read), and detaches it
+// when the file system mounted on its partition is unmounted, once the
+// server has seen the mount; no server or state record is left.
+func TestKernelAutoclear(t *testing.T) {
+	requireDriver(t)
+	requireClean(t, "before")
+	dir := scratch(t)
+	img, files := partitionedExt4(t, dir)
+	dev := attachDev(t, "--autoclear", "-P", img)
+	must(t, "blkid", dev+"p1")
+	must(t, "dd", "if="+dev, "of=/dev/null", "bs=64K", "count=4", "status=none")
+	time.Sleep(time.Second)
+	if _, err := os.Stat(pidFile(dev)); err != nil {
+		t.Fatalf("%s: detached by probes before being mounted: %v", dev, err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	must(t, "mount", "-o", "ro", dev+"p1", mnt)
+	time.Sleep(time.Second)
+	if got := sha(t, filepath.Join(mnt, "hello.txt"), 0); got != files["hello.txt"] {
+		t.Error("hello.txt differs")
+	}
+	must(t, "umount", mnt)
+	requireClean(t, "after umount")
+	requireNoRecords(t)
+}
