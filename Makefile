@@ -7,7 +7,7 @@ GO      ?= go
 VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: all build check deps vet unit fuzz-short fuzz-long kernel-test man check-man demo bench clean
+.PHONY: all build check deps vet unit fuzz-short fuzz-long kernel-test man check-man demo bench clean install install-files uninstall
 
 all: build
 
@@ -92,6 +92,44 @@ bench: build
 	scripts/bench/bench.sh || rc=1; \
 	[ $$rc = 0 ] || echo "make bench: some measurements could not be taken (see above)" >&2; \
 	exit $$rc
+
+# `make install` (as root; PREFIX and DESTDIR as usual) installs nbdloop,
+# its man page, the mount helper /sbin/mount.nbdloop (a symbolic link:
+# mount(8) looks for helpers in /sbin only, whatever PREFIX is), the unit
+# nbdloop.service, which attaches the devices of /etc/nbdloop/nbdtab at boot
+# (systemctl enable nbdloop.service), and an example nbdtab, which an
+# existing one is never replaced by. install-files installs BIN without
+# building it.
+PREFIX  ?= /usr/local
+DESTDIR ?=
+BINDIR  ?= $(PREFIX)/bin
+MANDIR  ?= $(PREFIX)/share/man
+SBINDIR ?= /sbin
+UNITDIR ?= $(PREFIX)/lib/systemd/system
+BIN     ?= bin/nbdloop
+
+install: build install-files
+
+install-files:
+	install -D -m 0755 $(BIN) $(DESTDIR)$(BINDIR)/nbdloop
+	install -D -m 0644 man/nbdloop.8 $(DESTDIR)$(MANDIR)/man8/nbdloop.8
+	install -d $(DESTDIR)$(SBINDIR)
+	ln -sf $(BINDIR)/nbdloop $(DESTDIR)$(SBINDIR)/mount.nbdloop
+	install -d $(DESTDIR)$(UNITDIR)
+	sed 's|@BINDIR@|$(BINDIR)|g' dist/nbdloop.service > $(DESTDIR)$(UNITDIR)/nbdloop.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/nbdloop.service
+	install -d $(DESTDIR)/etc/nbdloop
+	[ -e $(DESTDIR)/etc/nbdloop/nbdtab ] || install -m 0644 dist/nbdtab $(DESTDIR)/etc/nbdloop/nbdtab
+	# Shell completions go here (bash, zsh, fish).
+
+# uninstall removes what install put in place, and the nbdtab only if it is
+# still the example.
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/nbdloop $(DESTDIR)$(MANDIR)/man8/nbdloop.8 \
+		$(DESTDIR)$(SBINDIR)/mount.nbdloop $(DESTDIR)$(UNITDIR)/nbdloop.service
+	# Shell completions go here (bash, zsh, fish).
+	! cmp -s dist/nbdtab $(DESTDIR)/etc/nbdloop/nbdtab || rm -f $(DESTDIR)/etc/nbdloop/nbdtab
+	rmdir $(DESTDIR)/etc/nbdloop 2>/dev/null || true
 
 clean:
 	rm -rf bin

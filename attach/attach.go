@@ -105,7 +105,7 @@ func RunServerProcess() int {
 	signal.Ignore(syscall.SIGHUP, syscall.SIGPIPE)
 	if so.supervisor != 0 {
 		restart := make(chan os.Signal, 1)
-		signal.Notify(restart, syscall.SIGUSR1)
+		signal.Notify(restart, syscall.SIGUSR1, syscall.SIGWINCH)
 		so.restartRequested = restart
 	}
 	switch err := serve(ctx, realHost(), c.cfg, true, so, report); {
@@ -115,6 +115,8 @@ func RunServerProcess() int {
 		return exitConnectionsLost
 	case errors.Is(err, errRestartRequested):
 		return exitRestartRequested
+	case errors.Is(err, errResizeRequested):
+		return exitResizeRequested
 	}
 	return exitFailed
 }

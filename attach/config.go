@@ -77,6 +77,19 @@ type Config struct {
 	// process that calls Attach or Foreground; calls are serialized. It is
 	// not part of the request the server keeps.
 	Progress func(Progress) `json:"-"`
+	// Autoclear is --autoclear: once the device is mounted or held, it
+	// detaches when its last opener closes it (autoclear.go).
+	Autoclear bool `json:"autoclear,omitempty"`
+	// NbdTab names the nbdtab line that attached the device (nbdtab.go),
+	// or is nil.
+	NbdTab *TableEntry `json:"nbdtab,omitempty"`
+}
+
+// TableEntry names the line of an nbdtab file that attached a device
+// (`nbdloop nbdtab attach`), so that the table's later runs know it.
+type TableEntry struct {
+	File string `json:"file"` // the table, an absolute path
+	Line string `json:"line"` // the line's words, joined by single spaces
 }
 
 // NewConfig returns a Config with every default filled in.
@@ -194,4 +207,9 @@ type Device struct {
 	// Decoded is how far the background decode of a single-block image
 	// is, in uncompressed bytes (absent when there is none).
 	Decoded *Decoded `json:"decoded,omitempty"`
+	// Autoclear: the device detaches when its last opener closes it, once
+	// it has been mounted or held (--autoclear).
+	Autoclear bool `json:"autoclear,omitempty"`
+	// NbdTab is the nbdtab line that attached the device, if one did.
+	NbdTab *TableEntry `json:"nbdtab,omitempty"`
 }

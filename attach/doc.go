@@ -23,7 +23,8 @@
 //     pipe, the background decode of a single-block image logged and
 //     recorded for list), device.go (the device becoming
 //     usable, CONNECT errors), supervise.go (restarting a dead server), policy.go
-//     (the restart policy, a pure function), lock.go (image locks),
+//     (the restart policy, a pure function), autoclear.go (--autoclear:
+//     disconnect on the last close once claimed), lock.go (image locks),
 //     protect.go (memory-reclaim protection), process.go (processes named
 //     by pid and start time, signalled through pidfds).
 //   - The records: state.go (/run/nbdloop: one record per device, State,
@@ -32,7 +33,8 @@
 //   - The lifecycle on the host: host.go (what serve, list, detach and
 //     restart need from the machine: the driver, sysfs, device nodes, the
 //     state directory; tests give fakes and run it all without root),
-//     list.go, detach.go, restart.go.
+//     list.go, detach.go, restart.go, resize.go (a device taking its
+//     file's new size through a restart).
 //
 // The help texts that describe all this to users live in cmd/nbdloop.
 package attach

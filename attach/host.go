@@ -31,6 +31,8 @@ type host struct {
 	busy func(dev string) bool
 	// rescan drops the partition nodes of a disconnected device.
 	rescan func(index int)
+	// hold opens device index and returns the function that closes it.
+	hold func(index int) (release func(), err error)
 	// openDriver opens the driver's netlink family for a server.
 	openDriver func() (driver, error)
 	// settle waits until a new device (and with partScan its partition
@@ -88,6 +90,13 @@ func realHost() host {
 				unix.Close(fd)
 			}
 			return errors.Is(err, syscall.EBUSY)
+		},
+		hold: func(index int) (func(), error) {
+			fd, err := unix.Open(fmt.Sprintf("/dev/nbd%d", index), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+			if err != nil {
+				return nil, fmt.Errorf("opening /dev/nbd%d: %w", index, err)
+			}
+			return func() { unix.Close(fd) }, nil
 		},
 		rescan: func(index int) {
 			fd, err := unix.Open(fmt.Sprintf("/dev/nbd%d", index), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,7 +52,8 @@ type serveOptions struct {
 	// memFile is the memfd of a memory: device.
 	memFile *os.File
 	// restartRequested asks the server to flush and exit without
-	// disconnecting, so that the supervisor starts a new one.
+	// disconnecting, so that the supervisor starts a new one: SIGUSR1
+	// (restart) or SIGWINCH (resize: the new one serves the new size).
 	restartRequested <-chan os.Signal
 	// trace, when set, takes a line for each step (trace.go).
 	trace Tracef
@@ -65,11 +67,13 @@ const (
 	exitFailed           = 1 // the server could not start or serve
 	exitConnectionsLost  = 3 // every connection ended without a DISC: restart
 	exitRestartRequested = 4 // SIGUSR1 (nbdloop restart): restart
+	exitResizeRequested  = 5 // SIGWINCH (nbdloop resize): restart at the new size
 )
 
 var (
 	errConnectionsLost  = errors.New("every connection ended without a disconnect request")
 	errRestartRequested = errors.New("restart requested")
+	errResizeRequested  = errors.New("resize requested")
 )
 
 func serve(ctx context.Context, h host, cfg Config, daemon bool, so serveOptions, report func(Result) error) error {
@@ -84,6 +88,7 @@ func serve(ctx context.Context, h host, cfg Config, daemon bool, so serveOptions
 	if err := r.tellAttach(); err != nil {
 		return err
 	}
+	r.startAutoclear()
 	return r.serveUntilEnd()
 }
 
@@ -224,7 +229,7 @@ func (r *serverRun) openSource() error {
 			return err
 		}
 	}
-	if res := so.resume; res != nil && src.Size() != res.Size {
+	if res := so.resume; res != nil && !res.Resize && src.Size() != res.Size {
 		return fmt.Errorf("%s: the source now has %d bytes, not the device's %d: cannot restart the server (detach the device)", cfg.Source, src.Size(), res.Size)
 	}
 	stack, err := openFilters(src, cfg, so.resume != nil)
@@ -311,6 +316,10 @@ func (r *serverRun) handToKernel() error {
 			r.stopServing()
 			r.conns.Wait()
 			return fmt.Errorf("/dev/nbd%d: handing new connections to the kernel (RECONFIGURE): %w", r.index, err)
+		}
+		r.connected = true
+		if err := r.resize(); err != nil {
+			return err
 		}
 		r.parts, _ = r.host.sys.Partitions(r.index)
 	} else {
@@ -454,15 +463,19 @@ func (r *serverRun) serveUntilEnd() error {
 			return errConnectionsLost
 		}
 		logger.Printf("%s: every connection has ended", dev)
-	case <-r.so.restartRequested:
-		logger.Printf("%s: restart requested: flushing and handing over", dev)
+	case sig := <-r.so.restartRequested:
+		end := errRestartRequested
+		if sig == syscall.SIGWINCH {
+			end = errResizeRequested
+		}
+		logger.Printf("%s: %v: flushing and handing over", dev, end)
 		if err := src.Flush(); err != nil {
 			logger.Printf("%s: flush: %v", dev, err)
 		}
 		r.stopServing()
 		r.conns.Wait()
 		r.handover = true
-		return errRestartRequested
+		return end
 	case <-r.ctx.Done():
 		logger.Printf("%s: signalled: flushing and disconnecting", dev)
 		if err := src.Flush(); err != nil {

@@ -34,6 +34,7 @@ type fakeDriver struct {
 	socks       []*os.File
 	req         kernel.ConnectRequest
 	disconnects []int
+	reconfigs   []kernel.ReconfigureRequest
 }
 
 func (d *fakeDriver) Connect(req kernel.ConnectRequest) (int, error) {
@@ -55,8 +56,32 @@ func (d *fakeDriver) Connect(req kernel.ConnectRequest) (int, error) {
 	return d.index, nil
 }
 
-func (d *fakeDriver) Reconfigure(kernel.ReconfigureRequest) error {
-	return errors.New("fakeDriver: RECONFIGURE is not faked")
+// Reconfigure records a RECONFIGURE; new sockets replace the old ones, as
+// they replace dead ones in the kernel.
+func (d *fakeDriver) Reconfigure(req kernel.ReconfigureRequest) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(req.Sockets) > 0 {
+		for _, s := range d.socks {
+			s.Close()
+		}
+		d.socks = nil
+		for _, fd := range req.Sockets {
+			nfd, err := unix.Dup(fd)
+			if err != nil {
+				return err
+			}
+			d.socks = append(d.socks, os.NewFile(uintptr(nfd), "kernel-end"))
+		}
+	}
+	d.reconfigs = append(d.reconfigs, req)
+	return nil
+}
+
+func (d *fakeDriver) reconfigured() []kernel.ReconfigureRequest {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]kernel.ReconfigureRequest(nil), d.reconfigs...)
 }
 
 func (d *fakeDriver) Disconnect(index int) error {

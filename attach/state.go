@@ -68,6 +68,10 @@ type State struct {
 	// Decoded is how far the background decode of a single-block image
 	// is (nil: there is none, or it has not started).
 	Decoded *Decoded `json:"decoded,omitempty"`
+	// Resize is set only in the record a supervisor hands to the server it
+	// starts after a resize request (resize.go): that server serves the
+	// source at its new size and tells the kernel.
+	Resize bool `json:"resize,omitempty"`
 }
 
 // Name is the device's path, /dev/nbdN.
@@ -83,7 +87,8 @@ func (st *State) device() *Device {
 		RO: cfg.ReadOnly, PID: st.PID, State: StateRunning, Connections: cfg.Connections,
 		BlockSize: cfg.BlockSize, Backend: st.BackendID, Partitions: st.Partitions, Filters: cfg.Filters,
 		Supervisor: st.Supervisor, Restarts: st.Restarts, LastExit: st.LastExit, Files: cfg.Files,
-		Decoded: st.Decoded,
+		Decoded:   st.Decoded,
+		Autoclear: cfg.Autoclear, NbdTab: cfg.NbdTab,
 	}
 }
 
@@ -91,7 +96,7 @@ func (st *State) device() *Device {
 // count of restarts and how the previous server ended are the caller's.
 func (st *State) takeover(restarts int, lastExit string) *State {
 	next := *st
-	next.Restarts, next.LastExit, next.DeadReason = restarts, lastExit, ""
+	next.Restarts, next.LastExit, next.DeadReason, next.Resize = restarts, lastExit, "", false
 	return &next
 }
 

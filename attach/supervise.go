@@ -77,6 +77,8 @@ func exitReason(ps *os.ProcessState) string {
 				return "lost every connection (exit status 3)"
 			case exitRestartRequested:
 				return "handed over on request (exit status 4)"
+			case exitResizeRequested:
+				return "handed over for a resize (exit status 5)"
 			}
 			return fmt.Sprintf("exit status %d", ws.ExitStatus())
 		}
@@ -197,7 +199,8 @@ func (s *supervisor) run(takeover *State, reportParent func(Result) error) int {
 	}
 	s.redirectLog()
 	for {
-		d := s.decide(srv, awaitServer(srv.cmd, sigs, &s.stopping))
+		ps := awaitServer(srv.cmd, sigs, &s.stopping)
+		d := s.decide(srv, ps)
 		s.quick = d.Quick
 		switch d.Action {
 		case stopSupervising:
@@ -220,7 +223,9 @@ func (s *supervisor) run(takeover *State, reportParent func(Result) error) int {
 		time.Sleep(d.Delay)
 		s.awaitDeadLinks(time.Second)
 		s.restarts++
-		if srv, _ = s.startServer(s.last.takeover(s.restarts, s.lastExit)); srv.err != nil {
+		next := s.last.takeover(s.restarts, s.lastExit)
+		next.Resize = srv.err == nil && ps != nil && ps.Exited() && ps.ExitCode() == exitResizeRequested
+		if srv, _ = s.startServer(next); srv.err != nil {
 			s.logf("%s: restart failed: %v", deviceName(s.index), srv.err)
 		}
 	}

@@ -24,6 +24,7 @@ check e2fsck e2fsprogs
 check fsck.ext4 e2fsprogs
 check dumpe2fs e2fsprogs
 check chattr e2fsprogs
+check resize2fs e2fsprogs
 check mkfs.btrfs btrfs-progs
 check sgdisk gdisk
 check sfdisk fdisk
@@ -57,6 +58,7 @@ check nbdcopy libnbd-bin
 check nbdsh python3-libnbd
 check zsh zsh
 check fish fish
+check systemd-analyze systemd
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive

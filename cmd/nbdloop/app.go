@@ -46,6 +46,8 @@ a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
 
 ` + nothingLostHelp + `
 
+` + mountHelp + `
+
 EXAMPLES:
   # nbdloop attach disk.img
   /dev/nbd0
@@ -108,7 +110,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach, list or see nbdloop --help)\n", name)
 			os.Exit(exitUsage)
 		},
-		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), statsCommand(), packCommand(), drawCommand(), topCommand(), serveCommand(), manCommand(), completionCommand()},
+		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), resizeCommand(), nbdtabCommand(), statsCommand(), packCommand(), drawCommand(), topCommand(), serveCommand(), manCommand(), completionCommand()},
 	}
 	return app
 }
@@ -146,6 +148,7 @@ func attachCommand() *cli.Command {
 			concatFlag(), partitionsFlag(), tableFlag(), alignFlag(), typeFlag(), espFlag(), partitionFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled (no restarts)"},
 			&cli.BoolFlag{Name: "no-restart", Usage: "do not restart the server if it dies (the device then fails I/O after --dead-timeout)"},
+			&cli.BoolFlag{Name: "autoclear", Usage: "once mounted or held, detach the device when its last opener closes it (as mount -o loop does; mount.nbdloop sets it)"},
 			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
 			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
 			&cli.BoolFlag{Name: "show", Usage: "print the device's name (accepted for losetup's sake: attach always prints it)"},
@@ -291,6 +294,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 	if c.IsSet("run") && strings.TrimSpace(c.String("run")) == "" {
 		return cfg, usageError("attach: --run: no command given (e.g. --run 'mkfs.ext4 -q $DEVICE')")
 	}
+	cfg.Autoclear = c.Bool("autoclear")
 	if c.Bool("foreground") && c.String("run") != "" {
 		return cfg, usageError("attach: --foreground and --run exclude each other")
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -39,6 +40,9 @@ func main() {
 	}
 	if len(os.Args) > 1 && os.Args[1] == attach.SuperviseCommand {
 		os.Exit(attach.RunSupervisor())
+	}
+	if filepath.Base(os.Args[0]) == mountHelperName {
+		os.Exit(runMountHelper(os.Args[1:], os.Stdout, os.Stderr))
 	}
 	os.Exit(run(os.Args, os.Stdout, os.Stderr))
 }
