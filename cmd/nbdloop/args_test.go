@@ -59,10 +59,10 @@ func TestPermuteArgs(t *testing.T) {
 	}
 }
 
-// attachConfig runs the attach command line through run's parsing and
+// parsedAttach runs the attach command line through run's parsing and
 // returns the Config it makes and the --json flag, or the exit status and
 // stderr of a command line that fails.
-func attachConfig(t *testing.T, args ...string) (attach.Config, bool, int, string) {
+func parsedAttach(t *testing.T, args ...string) (attach.Config, bool, int, string) {
 	t.Helper()
 	var stderr strings.Builder
 	app := newApp(&strings.Builder{}, &stderr)
@@ -107,7 +107,7 @@ func TestOptionsAnywhere(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cfg, jsonOut, code, stderr := attachConfig(t, tt.args...)
+			cfg, jsonOut, code, stderr := parsedAttach(t, tt.args...)
 			if code != exitOK {
 				t.Fatalf("nbdloop %q: exit %d, %s", tt.args, code, stderr)
 			}
@@ -167,12 +167,12 @@ func TestDirectIO(t *testing.T) {
 		{[]string{"attach", "--show", "disk.img"}, false, "disk.img"},
 	}
 	for _, tt := range tests {
-		cfg, _, code, stderr := attachConfig(t, tt.args...)
+		cfg, _, code, stderr := parsedAttach(t, tt.args...)
 		if code != exitOK || cfg.DirectIO != tt.direct || cfg.Source != tt.source {
 			t.Errorf("nbdloop %q: exit %d (%s), direct I/O %v, source %q; want 0, %v, %q", tt.args, code, stderr, cfg.DirectIO, cfg.Source, tt.direct, tt.source)
 		}
 	}
-	_, _, code, stderr := attachConfig(t, "attach", "--direct-io=yes", "disk.img")
+	_, _, code, stderr := parsedAttach(t, "attach", "--direct-io=yes", "disk.img")
 	if want := "nbdloop: attach: invalid boolean value \"yes\" for -direct-io: use on or off (see nbdloop attach --help)\n"; code != exitUsage || stderr != want {
 		t.Errorf("--direct-io=yes: exit %d, stderr %q; want %d, %q", code, stderr, exitUsage, want)
 	}

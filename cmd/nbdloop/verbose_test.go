@@ -28,7 +28,7 @@ func TestVerbose(t *testing.T) {
 		if !strings.Contains(strings.Join(args, " "), " -c ") {
 			args = append(args, "-c", "4") // the default depends on the CPUs
 		}
-		cfg, _, code, stderr := attachConfig(t, args...)
+		cfg, _, code, stderr := parsedAttach(t, args...)
 		if code != exitOK {
 			t.Fatalf("nbdloop %q: exit %d, %s", args, code, stderr)
 		}
