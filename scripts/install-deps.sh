@@ -54,6 +54,7 @@ check blkid util-linux
 check nbdinfo libnbd-bin
 check nbdcopy libnbd-bin
 check nbdsh python3-libnbd
+check certtool gnutls-bin
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive
