@@ -117,8 +117,8 @@ type deadliner interface {
 // and returns the export the client chose with NBD_OPT_GO or
 // NBD_OPT_EXPORT_NAME; the transmission phase follows on rw (Serve on the
 // export's Server). It answers NBD_OPT_INFO, NBD_OPT_LIST and
-// NBD_OPT_ABORT, NBD_OPT_STARTTLS as HandshakeConn does, and every other
-// option with NBD_REP_ERR_UNSUP.
+// NBD_OPT_ABORT, NBD_OPT_STARTTLS with NBD_REP_ERR_POLICY (TLS is
+// HandshakeConn's), and every other option with NBD_REP_ERR_UNSUP.
 //
 // It never reads past the option that ends the handshake, so requests a
 // client sends right after it are left for the transmission phase.
@@ -130,7 +130,7 @@ type deadliner interface {
 // MaxOptions options, option data over 1 MiB); ctx.Err() when ctx is
 // cancelled; or the connection's error (io.EOF when the client hung up).
 // The caller then closes rw. With a deadline, Handshake clears it before
-// returning. opts.TLS must be TLSOff: TLS is HandshakeConn's.
+// returning. opts.TLS must be TLSOff.
 func Handshake(ctx context.Context, rw io.ReadWriter, exports Exports, opts HandshakeOptions) (*Export, error) {
 	if opts.TLS != TLSOff {
 		return nil, errTLSNeedsConn
