@@ -2,6 +2,7 @@ package attach
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -41,6 +42,16 @@ type NetConfig struct {
 	// HandshakeTimeout bounds each client's handshake (0: the nbd
 	// package's default).
 	HandshakeTimeout time.Duration
+	// TLS is whether clients may (on) or must (require) use TLS
+	// (NBD_OPT_STARTTLS); DefaultTLSMode chooses it when the user did not.
+	TLS nbd.TLSMode
+	// TLSCertificates is the directory of the server's certificate, in
+	// nbdkit's layout: server-cert.pem, server-key.pem (mode 0600) and,
+	// with TLSVerifyPeer, ca-cert.pem. "" is DefaultTLSCertificates().
+	TLSCertificates string
+	// TLSVerifyPeer refuses clients without a certificate signed by
+	// ca-cert.pem.
+	TLSVerifyPeer bool
 }
 
 // ListenAddress completes a --listen value: [ADDR]:PORT as given, and an
@@ -60,6 +71,9 @@ func (nc *NetConfig) Validate() error {
 	}
 	if nc.Listen == "" && nc.Unix == "" {
 		return errors.New("nowhere to listen: give --listen or --unix")
+	}
+	if err := nc.validateTLS(); err != nil {
+		return err
 	}
 	seen := map[string]bool{}
 	for _, e := range nc.Exports {
@@ -87,11 +101,19 @@ func (nc *NetConfig) Validate() error {
 // listens, calls ready with the addresses it listens on, and serves every
 // client until ctx is cancelled (SIGINT, SIGTERM). Then it closes the
 // connections, flushes and closes every export and returns nil, or the
-// first flush error. Log lines (one per client, with its address and
-// export) go to logger.
+// first flush error. With TLS, the certificate is loaded before anything
+// is opened. Log lines (one per client, with its address, export and TLS
+// or not) go to logger.
 func NetServe(ctx context.Context, nc NetConfig, logger *log.Logger, ready func([]net.Addr)) error {
 	if err := nc.Validate(); err != nil {
 		return err
+	}
+	var tlsConfig *tls.Config
+	if nc.TLS != nbd.TLSOff {
+		var err error
+		if tlsConfig, err = serverTLSConfig(nc.tlsDir(), nc.TLSVerifyPeer); err != nil {
+			return err
+		}
 	}
 	exports := &netExports{byName: map[string]*nbd.Export{}}
 	var runs []*serverRun
@@ -122,9 +144,10 @@ func NetServe(ctx context.Context, nc NetConfig, logger *log.Logger, ready func(
 	for _, e := range exports.list {
 		logger.Printf("export %q: %s (%d bytes, flags %#x)", e.Name, e.Description, e.Size(), e.TransmissionFlags())
 	}
+	logger.Print(describeTLS(nc))
 	ready(addrs)
 	err = nbd.ServeListeners(ctx, lns, exports, nbd.ListenOptions{
-		Handshake: nbd.HandshakeOptions{Timeout: nc.HandshakeTimeout},
+		Handshake: nbd.HandshakeOptions{Timeout: nc.HandshakeTimeout, TLS: nc.TLS, TLSConfig: tlsConfig},
 		Logf:      logger.Printf,
 	})
 	for _, r := range runs {

@@ -18,6 +18,12 @@
 // data during the handshake, and one that breaks the protocol loses only
 // its own connection.
 //
+// HandshakeConn adds TLS (NBD_OPT_STARTTLS) with a crypto/tls
+// configuration: offered (TLSOn) or required before any option that would
+// tell a client about the exports (TLSRequire, the protocol's defence
+// against downgrades); the transmission phase then runs over the TLS
+// connection.
+//
 // How a connection is served (the measurements behind each choice are in
 // docs/performance.md, section nbd):
 //   - One goroutine reads requests through a 256 KiB bufio.Reader, so one

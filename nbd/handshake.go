@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -90,6 +91,12 @@ type HandshakeOptions struct {
 	// 0). It applies when the connection has SetDeadline, as a net.Conn
 	// has.
 	Timeout time.Duration
+	// TLS says whether clients may (TLSOn) or must (TLSRequire) upgrade
+	// the connection with NBD_OPT_STARTTLS; TLSConfig, the server's
+	// certificate and client checks, must then be set. Only HandshakeConn
+	// serves TLS.
+	TLS       TLSMode
+	TLSConfig *tls.Config
 }
 
 // ErrAborted is returned by Handshake when the client ends the handshake
@@ -110,7 +117,8 @@ type deadliner interface {
 // and returns the export the client chose with NBD_OPT_GO or
 // NBD_OPT_EXPORT_NAME; the transmission phase follows on rw (Serve on the
 // export's Server). It answers NBD_OPT_INFO, NBD_OPT_LIST and
-// NBD_OPT_ABORT, and every other option with NBD_REP_ERR_UNSUP.
+// NBD_OPT_ABORT, NBD_OPT_STARTTLS with NBD_REP_ERR_POLICY (TLS is
+// HandshakeConn's), and every other option with NBD_REP_ERR_UNSUP.
 //
 // It never reads past the option that ends the handshake, so requests a
 // client sends right after it are left for the transmission phase.
@@ -122,18 +130,26 @@ type deadliner interface {
 // MaxOptions options, option data over 1 MiB); ctx.Err() when ctx is
 // cancelled; or the connection's error (io.EOF when the client hung up).
 // The caller then closes rw. With a deadline, Handshake clears it before
-// returning.
+// returning. opts.TLS must be TLSOff.
 func Handshake(ctx context.Context, rw io.ReadWriter, exports Exports, opts HandshakeOptions) (*Export, error) {
+	if opts.TLS != TLSOff {
+		return nil, errTLSNeedsConn
+	}
+	n := &negotiation{rw: rw, exports: exports}
+	return n.handshake(ctx, opts)
+}
+
+// handshake runs the negotiation under opts' deadline and ctx.
+func (n *negotiation) handshake(ctx context.Context, opts HandshakeOptions) (*Export, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultHandshakeTimeout
 	}
-	if d, ok := rw.(deadliner); ok {
+	if d, ok := n.rw.(deadliner); ok {
 		d.SetDeadline(time.Now().Add(opts.Timeout))
 		defer d.SetDeadline(time.Time{})
 		stop := context.AfterFunc(ctx, func() { d.SetDeadline(time.Unix(1, 0)) })
 		defer stop()
 	}
-	n := &negotiation{rw: rw, exports: exports}
 	exp, err := n.run()
 	switch {
 	case err == nil:
@@ -151,6 +167,7 @@ type negotiation struct {
 	rw       io.ReadWriter
 	exports  Exports
 	noZeroes bool
+	tls      tlsState
 	hdr      [optHeaderSize]byte
 	data     []byte // the current option's data
 	out      []byte // replies to the current option
@@ -191,6 +208,9 @@ func (n *negotiation) option() (*Export, error) {
 	opt := binary.BigEndian.Uint32(n.hdr[8:12])
 	length := binary.BigEndian.Uint32(n.hdr[12:16])
 	n.out = n.out[:0]
+	if n.tls.refuses(opt) {
+		return nil, n.refuseBeforeTLS(opt, length)
+	}
 	if length > maxOptionData {
 		return nil, n.tooBig(opt, length)
 	}
@@ -210,6 +230,8 @@ func (n *negotiation) option() (*Export, error) {
 		exp = n.info(opt)
 	case optList:
 		n.list()
+	case optStartTLS:
+		return nil, n.startTLS()
 	case optAbort:
 		n.out = appendOptReply(n.out, opt, repAck)
 		err = ErrAborted

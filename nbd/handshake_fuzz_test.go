@@ -3,6 +3,7 @@ package nbd
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"flag"
@@ -142,7 +143,9 @@ func TestHandshakeClients(t *testing.T) {
 // FuzzHandshake feeds arbitrary client bytes to Handshake. Whatever comes
 // in, it must return (no panic, no hang on a finished input), choose only
 // an export it offers, and send only well-formed option replies, followed
-// by nothing or by NBD_OPT_EXPORT_NAME's reply.
+// by nothing or by NBD_OPT_EXPORT_NAME's reply. The same bytes then go to
+// HandshakeConn with TLS required, which must send nothing in plain text
+// but refusals and acknowledgements (checkTLSRequired).
 //
 // Seeds: what real clients sent (captured when the target starts), scripts
 // written from the protocol document, and extreme lengths.
@@ -167,6 +170,14 @@ func FuzzHandshake(f *testing.F) {
 		cat(fl, option(optGo, make([]byte, maxOptionData+1)...), option(optGo, goData("disk")...)),
 		cat(fl, option(optExportName, make([]byte, maxOptionData)...)),
 		cat(fl, bytes.Repeat(option(optList), MaxOptions+1)),
+		// TLS: refused before STARTTLS when required, STARTTLS with
+		// data, then acknowledged (the TLS handshake then reads what
+		// follows).
+		cat(fl, option(optList), option(optInfo, goData("disk")...), option(optStartTLS, 1), option(optAbort)),
+		cat(fl, option(optExportName, []byte("disk")...)),
+		cat(fl, option(optGo, make([]byte, maxOptionData+1)...), option(optStartTLS), option(optGo, goData("")...)),
+		cat(fl, option(optStartTLS), []byte{0x16, 0x03, 0x01, 0x00, 0x05, 0x01, 0x00, 0x00, 0x01, 0x00}),
+		cat(fl, option(optStartTLS), option(optStartTLS)),
 		{},
 	} {
 		f.Add(s)
@@ -205,5 +216,59 @@ func FuzzHandshake(f *testing.F) {
 		default:
 			t.Fatalf("%d bytes after the option replies: [% x]", len(rest), rest[:min(len(rest), 32)])
 		}
+		checkTLSRequired(t, in, x)
 	})
 }
+
+// checkTLSRequired runs in through HandshakeConn with TLS required and
+// checks that nothing but refusals, NBD_OPT_ABORT's ACK and
+// NBD_OPT_STARTTLS's ACK went out in plain text, and no export was chosen
+// (the input cannot finish a TLS handshake: the server has no
+// certificate).
+func checkTLSRequired(t *testing.T, in []byte, x Exports) {
+	c := &bytesConn{r: bytes.NewReader(in)}
+	exp, _, err := HandshakeConn(context.Background(), c, x, HandshakeOptions{TLS: TLSRequire, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}})
+	if exp != nil || err == nil {
+		t.Fatalf("HandshakeConn with TLS required = %v, %v: an export without TLS", exp, err)
+	}
+	out := c.w.Bytes()
+	g := greeting()
+	if !bytes.HasPrefix(out, g[:]) {
+		t.Fatalf("output begins [% x], not with the greeting", out[:min(len(out), 18)])
+	}
+	lines, rest, derr := describeReplies(out[18:])
+	if derr != nil {
+		t.Fatalf("malformed reply: %v", derr)
+	}
+	started := false
+	for _, l := range lines {
+		switch {
+		case started:
+			t.Fatalf("plain-text reply after STARTTLS's ACK: %q", l)
+		case l == "5 ACK":
+			started = true
+		case l == "2 ACK", strings.Contains(l, " ERR_TLS_REQD: "), strings.HasPrefix(l, "5 ERR_INVALID: "):
+		default:
+			t.Fatalf("reply before TLS: %q", l)
+		}
+	}
+	if len(rest) > 0 && !started {
+		t.Fatalf("%d bytes after the option replies, before TLS: [% x]", len(rest), rest[:min(len(rest), 32)])
+	}
+}
+
+// bytesConn is a net.Conn that reads a fixed input and records what is
+// written, for crypto/tls in a fuzz target; it has no deadlines.
+type bytesConn struct {
+	r *bytes.Reader
+	w bytes.Buffer
+}
+
+func (c *bytesConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *bytesConn) Write(p []byte) (int, error)      { return c.w.Write(p) }
+func (c *bytesConn) Close() error                     { return nil }
+func (c *bytesConn) LocalAddr() net.Addr              { return &net.UnixAddr{Name: "fuzz", Net: "unix"} }
+func (c *bytesConn) RemoteAddr() net.Addr             { return &net.UnixAddr{Name: "fuzz", Net: "unix"} }
+func (c *bytesConn) SetDeadline(time.Time) error      { return nil }
+func (c *bytesConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *bytesConn) SetWriteDeadline(time.Time) error { return nil }

@@ -153,6 +153,7 @@ func socketPair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
 var replyTypeNames = map[uint32]string{
 	1: "ACK", 2: "SERVER", 3: "INFO",
 	1<<31 + 1: "ERR_UNSUP", 1<<31 + 2: "ERR_POLICY", 1<<31 + 3: "ERR_INVALID", 1<<31 + 6: "ERR_UNKNOWN", 1<<31 + 9: "ERR_TOO_BIG",
+	1<<31 + 5: "ERR_TLS_REQD",
 }
 
 // describeReplies decodes option replies from b, as a client reads them,
@@ -277,7 +278,7 @@ func TestHandshake(t *testing.T) {
 				option(optSetMetaContext, goData("")...), option(99, 1, 2), option(optGo, goData("")...)),
 			export: "disk",
 			replies: append([]string{
-				"8 ERR_UNSUP: NBD_OPT_STRUCTURED_REPLY is not supported", "5 ERR_UNSUP: NBD_OPT_STARTTLS is not supported",
+				"8 ERR_UNSUP: NBD_OPT_STRUCTURED_REPLY is not supported", "5 ERR_POLICY: TLS is off on this server",
 				"10 ERR_UNSUP: NBD_OPT_SET_META_CONTEXT is not supported", "99 ERR_UNSUP: option 99 is not supported",
 			}, append(diskInfo, "7 INFO block sizes 1/4096/33554432", "7 ACK")...),
 		},

@@ -12,16 +12,18 @@ import (
 type ListenOptions struct {
 	Handshake HandshakeOptions
 	// Logf receives one line when a client has chosen an export (its
-	// address and the export), one when its connection ends, and one for
-	// a handshake that failed. Nil discards them.
+	// address, the export, and TLS or not: DescribeTLS), one when its
+	// connection ends, and one for a handshake that failed. Nil discards
+	// them.
 	Logf func(format string, args ...any)
 }
 
 // ServeListeners accepts clients on every listener of lns and serves each
-// on its own goroutine: the handshake (Handshake), then the transmission
-// phase of the export it chose, on that export's Server. A client that
-// fails the handshake or breaks the protocol loses its connection, never
-// the others.
+// on its own goroutine: the handshake (HandshakeConn, with TLS as
+// opts.Handshake says), then the transmission phase of the export it
+// chose, on that export's Server, over TLS when the client started it. A
+// client that fails the handshake or breaks the protocol loses its
+// connection, never the others.
 //
 // When ctx is cancelled, ServeListeners closes the listeners and every
 // connection (requests being served are answered first, as in Serve) and
@@ -122,7 +124,7 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 	if addr == "" || addr == "@" {
 		addr = "unix:" + c.LocalAddr().String()
 	}
-	exp, err := Handshake(ctx, c, exports, opts.Handshake)
+	exp, conn, err := HandshakeConn(ctx, c, exports, opts.Handshake)
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrAborted):
@@ -132,8 +134,8 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 		}
 		return
 	}
-	opts.Logf("client %s: export %q (%d bytes, flags %#x)", addr, exp.Name, exp.Size(), exp.TransmissionFlags())
-	err = exp.Server.ServeConn(ctx, c, ids.take(exp.Server))
+	opts.Logf("client %s: export %q (%d bytes, flags %#x), %s", addr, exp.Name, exp.Size(), exp.TransmissionFlags(), DescribeTLS(conn))
+	err = exp.Server.ServeConn(ctx, conn, ids.take(exp.Server))
 	if err != nil && ctx.Err() == nil {
 		opts.Logf("client %s: export %q: connection ended: %v", addr, exp.Name, err)
 		return

@@ -59,6 +59,7 @@ check nbdsh python3-libnbd
 check zsh zsh
 check fish fish
 check systemd-analyze systemd
+check certtool gnutls-bin
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive

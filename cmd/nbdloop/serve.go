@@ -31,20 +31,36 @@ func serveCommand() *cli.Command {
 			"and without it the first --export is. Listens on TCP (--listen; port " + attach.DefaultPort + "\n" +
 			"when none is given, on every address when neither --listen nor --unix is) and\n" +
 			"on a Unix socket (--unix), serves until SIGINT or SIGTERM, then flushes every\n" +
-			"export and exits 0. One line per client goes to stderr: its address and export.\n" +
-			"Needs no root.\n\n" +
+			"export and exits 0. One line per client goes to stderr: its address, export\n" +
+			"and TLS or not. Needs no root.\n\n" +
 			"Clients negotiate with the fixed newstyle handshake (NBD_OPT_GO, INFO,\n" +
-			"EXPORT_NAME, LIST, ABORT; other options are refused as unsupported) and get\n" +
-			"the export's size, flags and block sizes (minimum 1, or 512 with --direct-io;\n" +
-			"preferred 4096; maximum 32M). A client that sends garbage or oversized\n" +
-			"options, or takes longer than --handshake-timeout to choose an export, loses\n" +
-			"its connection, not the server. There is no TLS yet: serve on a trusted\n" +
-			"network, or on a Unix socket.\n\n" +
+			"EXPORT_NAME, LIST, ABORT, STARTTLS; other options are refused as unsupported)\n" +
+			"and get the export's size, flags and block sizes (minimum 1, or 512 with\n" +
+			"--direct-io; preferred 4096; maximum 32M). A client that sends garbage or\n" +
+			"oversized options, or takes longer than --handshake-timeout to choose an\n" +
+			"export, loses its connection, not the server.\n\n" +
+			"TLS: clients that ask with NBD_OPT_STARTTLS (nbds:// URIs, qemu's tls-creds)\n" +
+			"get TLS 1.2 or later with the certificate in --tls-certificates DIR\n" +
+			"(nbdkit's layout: server-cert.pem, server-key.pem, and ca-cert.pem for\n" +
+			"--tls-verify-peer; default /etc/nbdloop/pki for root, else\n" +
+			"~/.config/nbdloop/pki; server-key.pem must be mode 0600; nbdkit-tls(1) shows\n" +
+			"how to make them with certtool). --tls=require refuses every option before\n" +
+			"NBD_OPT_STARTTLS with NBD_REP_ERR_TLS_REQD, so a plain-text client learns\n" +
+			"nothing about the exports (the NBD protocol's defence against downgrades);\n" +
+			"--tls=on lets each client choose; --tls=off refuses STARTTLS. Without --tls,\n" +
+			"TLS is on when --tls-certificates is given or the default directory holds\n" +
+			"server-cert.pem, and off otherwise, as in nbdkit. --tls-verify-peer refuses\n" +
+			"clients without a certificate signed by ca-cert.pem. Each client's log line\n" +
+			"says TLS or not, and the subject of its certificate. Over a Unix socket,\n" +
+			"qemu needs tls-hostname= to check the server's certificate, and libnbd\n" +
+			"checks none. Without TLS, serve on a trusted network or a Unix socket.\n\n" +
 			"EXAMPLES:\n" +
 			"  $ nbdloop serve --listen 127.0.0.1 disk.img.xz\n" +
 			"  $ qemu-img convert -O qcow2 nbd://127.0.0.1 disk.qcow2\n" +
 			"  $ nbdloop serve --unix /tmp/nbd.sock --export a=a.img --export b=memory:1G\n" +
-			"  $ nbdinfo --list 'nbd+unix:///?socket=/tmp/nbd.sock'\n\n" + sourceHelp + "\n\n" + filters.Help(),
+			"  $ nbdinfo --list 'nbd+unix:///?socket=/tmp/nbd.sock'\n" +
+			"  $ nbdloop serve --tls=require --tls-certificates /etc/nbdloop/pki disk.qcow2\n" +
+			"  $ nbdinfo 'nbds://server/?tls-certificates=/etc/pki/libnbd'\n\n" + sourceHelp + "\n\n" + filters.Help(),
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError("serve: %v (see nbdloop serve --help)", err)
 		},
@@ -53,6 +69,9 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "unix", Aliases: []string{"U"}, Usage: "listen on the Unix socket `PATH`"},
 			&cli.StringSliceFlag{Name: "export", Aliases: []string{"e"}, Usage: "serve SOURCE as the export NAME, given as `NAME=SOURCE` (repeatable)"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "serve every export read-only (writes fail with EPERM)"},
+			&cli.StringFlag{Name: "tls", Usage: "TLS `MODE`: off, on (offered to clients) or require (before any option but STARTTLS)", DefaultText: "on when certificates are found, else off"},
+			&cli.StringFlag{Name: "tls-certificates", Usage: "read the certificate from `DIR` (ca-cert.pem, server-cert.pem, server-key.pem)", DefaultText: "/etc/nbdloop/pki, or ~/.config/nbdloop/pki for users"},
+			&cli.BoolFlag{Name: "tls-verify-peer", Usage: "refuse clients without a certificate signed by ca-cert.pem"},
 			&cli.StringFlag{Name: "handshake-timeout", Value: fmt.Sprint(nbd.DefaultHandshakeTimeout.Seconds()), Usage: "`SECONDS` a client may take to choose an export"},
 			&cli.StringFlag{Name: "format", Usage: "open every file as `FORMAT` (" + strings.Join(attach.FormatNames(), ", ") + ") instead of probing its contents"},
 			&cli.BoolFlag{Name: "direct-io", Usage: "open files with O_DIRECT (bypass the page cache)"},
@@ -99,6 +118,9 @@ func netConfigFromFlags(c *cli.Context) (attach.NetConfig, error) {
 	if nc.Listen == "" && nc.Unix == "" {
 		nc.Listen = attach.ListenAddress("")
 	}
+	if err := tlsFromFlags(c, &nc); err != nil {
+		return nc, err
+	}
 	if nc.HandshakeTimeout, err = parseSeconds("handshake-timeout", c.String("handshake-timeout")); err != nil {
 		return nc, usageError("serve: --handshake-timeout %q: not a number of seconds (e.g. 10 or 1m)", c.String("handshake-timeout"))
 	}
@@ -109,6 +131,24 @@ func netConfigFromFlags(c *cli.Context) (attach.NetConfig, error) {
 		return nc, usageError("serve: %v", err)
 	}
 	return nc, nil
+}
+
+// tlsFromFlags sets nc's TLS from --tls, --tls-certificates and
+// --tls-verify-peer.
+func tlsFromFlags(c *cli.Context, nc *attach.NetConfig) error {
+	nc.TLSCertificates = c.String("tls-certificates")
+	nc.TLSVerifyPeer = c.Bool("tls-verify-peer")
+	if !c.IsSet("tls") {
+		nc.TLS = attach.DefaultTLSMode(nc.TLSCertificates)
+		return nil
+	}
+	for _, m := range []nbd.TLSMode{nbd.TLSOff, nbd.TLSOn, nbd.TLSRequire} {
+		if c.String("tls") == m.String() {
+			nc.TLS = m
+			return nil
+		}
+	}
+	return usageError("serve: --tls %q: use off, on or require", c.String("tls"))
 }
 
 // serveSourceFlags returns a Config with the source flags that apply to
