@@ -44,6 +44,8 @@ var layers = []layer{
 	{pkg: "sources/internal/...", may: []string{"sources", "sources/internal/...", "internal/..."}},
 	{pkg: "sources/...", may: []string{"sources", "sources/internal/...", "internal/..."}},
 	{pkg: "sources", may: []string{"internal/..."}},
+	// Test helpers may use the one that requires tools.
+	{pkg: "internal/tlstest", may: []string{"internal/tooltest"}},
 	// Leaves: the shared vocabulary (sizes, requests) imports nothing of
 	// the module.
 	{pkg: "internal/...", may: nil},
