@@ -26,15 +26,20 @@ func TestMakeInstall(t *testing.T) {
 		}
 		make := func(target string) {
 			cmd := exec.Command("make", "-s", "-C", "../..", target, "DESTDIR="+dest, "PREFIX=/usr", "BIN="+exe)
+			cmd.Env = append(os.Environ(), asMainEnv+"=1") // the test binary is nbdloop
 			if out, err := cmd.CombinedOutput(); err != nil {
 				t.Fatalf("make %s: %v\n%s", target, err, out)
 			}
 		}
 		make("install-files")
-		for _, f := range []string{"usr/bin/nbdloop", "usr/share/man/man8/nbdloop.8", "usr/lib/systemd/system/nbdloop.service", "etc/nbdloop/nbdtab"} {
-			if _, err := os.Stat(filepath.Join(dest, f)); err != nil {
-				t.Errorf("install: %v", err)
+		for _, f := range []string{"usr/bin/nbdloop", "usr/share/man/man8/nbdloop.8", "usr/lib/systemd/system/nbdloop.service", "etc/nbdloop/nbdtab",
+			"usr/share/bash-completion/completions/nbdloop", "usr/share/zsh/vendor-completions/_nbdloop", "usr/share/fish/vendor_completions.d/nbdloop.fish"} {
+			if fi, err := os.Stat(filepath.Join(dest, f)); err != nil || fi.Size() == 0 {
+				t.Errorf("install: %s: %v (or empty)", f, err)
 			}
+		}
+		if b, _ := os.ReadFile(filepath.Join(dest, "usr/share/fish/vendor_completions.d/nbdloop.fish")); !strings.Contains(string(b), "complete -c nbdloop") {
+			t.Errorf("the installed fish completion is not one:\n%.300s", b)
 		}
 		if target, err := os.Readlink(filepath.Join(dest, "sbin/mount.nbdloop")); err != nil || target != "/usr/bin/nbdloop" {
 			t.Errorf("mount helper: %q, %v; want a link to /usr/bin/nbdloop", target, err)
