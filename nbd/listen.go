@@ -122,7 +122,7 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 	if addr == "" || addr == "@" {
 		addr = "unix:" + c.LocalAddr().String()
 	}
-	exp, err := Handshake(ctx, c, exports, opts.Handshake)
+	sess, err := Handshake(ctx, c, exports, opts.Handshake)
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrAborted):
@@ -132,8 +132,9 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 		}
 		return
 	}
-	opts.Logf("client %s: export %q (%d bytes, flags %#x)", addr, exp.Name, exp.Size(), exp.TransmissionFlags())
-	err = exp.Server.ServeConn(ctx, c, ids.take(exp.Server))
+	exp := sess.Export
+	opts.Logf("client %s: export %q (%d bytes, flags %#x)", addr, exp.Name, exp.Size(), exp.flags(sess.StructuredReplies))
+	err = sess.Serve(ctx, c, ids.take(exp.Server))
 	if err != nil && ctx.Err() == nil {
 		opts.Logf("client %s: export %q: connection ended: %v", addr, exp.Name, err)
 		return
