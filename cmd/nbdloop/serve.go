@@ -34,12 +34,16 @@ func serveCommand() *cli.Command {
 			"export and exits 0. One line per client goes to stderr: its address and export.\n" +
 			"Needs no root.\n\n" +
 			"Clients negotiate with the fixed newstyle handshake (NBD_OPT_GO, INFO,\n" +
-			"EXPORT_NAME, LIST, ABORT; other options are refused as unsupported) and get\n" +
-			"the export's size, flags and block sizes (minimum 1, or 512 with --direct-io;\n" +
-			"preferred 4096; maximum 32M). A client that sends garbage or oversized\n" +
-			"options, or takes longer than --handshake-timeout to choose an export, loses\n" +
-			"its connection, not the server. There is no TLS yet: serve on a trusted\n" +
-			"network, or on a Unix socket.\n\n" +
+			"EXPORT_NAME, LIST, ABORT, STRUCTURED_REPLY, LIST/SET_META_CONTEXT with\n" +
+			"base:allocation; other options are refused as unsupported) and get the\n" +
+			"export's size, flags and block sizes (minimum 1, or 512 with --direct-io;\n" +
+			"preferred 4096; maximum 32M). Block status (nbdinfo --map, qemu-img map)\n" +
+			"shows the holes of sparse files, memory: exports and qcow2 images, which\n" +
+			"nbdcopy and qemu-img convert skip; VMDK and compressed images are all data.\n" +
+			"A client that sends garbage or oversized options, or takes longer than\n" +
+			"--handshake-timeout to choose an export, loses its connection, not the\n" +
+			"server. There is no TLS yet: serve on a trusted network, or on a Unix\n" +
+			"socket.\n\n" +
 			"EXAMPLES:\n" +
 			"  $ nbdloop serve --listen 127.0.0.1 disk.img.xz\n" +
 			"  $ qemu-img convert -O qcow2 nbd://127.0.0.1 disk.qcow2\n" +
