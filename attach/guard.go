@@ -126,3 +126,8 @@ func (g *probeGuard) RAMRegion(off, n int64) (int, int64, bool) {
 	}
 	return -1, 0, false
 }
+
+// Extents passes the file's extents on: the guard changes no bytes.
+func (g *probeGuard) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	return sources.Extents(g.next, off, length, fn)
+}

@@ -390,6 +390,9 @@ func (r readOnly) Flush() error                            { return nil }
 func (r readOnly) Trim(int64, int64) error                 { return sources.ErrReadOnly }
 func (r readOnly) Zero(int64, int64, bool) error           { return sources.ErrReadOnly }
 func (r readOnly) Close() error                            { return r.next.Close() }
+func (r readOnly) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	return sources.Extents(r.next, off, length, fn)
+}
 func (r readOnly) Caps() sources.Caps {
 	c := r.next.Caps()
 	return sources.Caps{ReadOnly: true, Parallel: c.Parallel, Rotational: c.Rotational}

@@ -462,3 +462,36 @@ func (c *Cow) release() error {
 	}
 	return errors.Join(errs...)
 }
+
+// Extents reports the blocks written through the filter as the overlay
+// reports them (data, or the holes a zeroed block left) and the others
+// as next reports them.
+func (c *Cow) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	if err := c.check(off, length); err != nil {
+		return err
+	}
+	end := off + length
+	stopped := false
+	pass := func(e sources.Extent) bool {
+		stopped = !fn(e)
+		return !stopped
+	}
+	for off < end && !stopped {
+		b := off >> c.shift
+		inOverlay := c.isSet(b)
+		_, runEnd := c.blockRange(b)
+		for runEnd < end && c.isSet(runEnd>>c.shift) == inOverlay {
+			_, runEnd = c.blockRange(runEnd >> c.shift)
+		}
+		runEnd = min(runEnd, end)
+		src := c.next
+		if inOverlay {
+			src = c.overlay
+		}
+		if err := sources.Extents(src, off, runEnd-off, pass); err != nil {
+			return err
+		}
+		off = runEnd
+	}
+	return nil
+}

@@ -189,3 +189,9 @@ func (d *Delay) release() error {
 	d.trig.close()
 	return nil
 }
+
+// Extents passes next's extents on without a delay: block status is not
+// one of the kinds of request the filter delays.
+func (d *Delay) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	return sources.Extents(d.next, off, length, fn)
+}

@@ -30,6 +30,11 @@
 // goroutine (an inotify watch on their directory, and a poll every second),
 // so a filter that is not triggered costs an atomic load per request.
 //
+// Every filter passes on the extents of the Source it wraps
+// (sources.Extenter: holes, zeros, data), which network clients ask for
+// with NBD_CMD_BLOCK_STATUS; cow reports the blocks written through it as
+// its overlay does.
+//
 // # Files
 //
 // The spec language is split by job: spec.go parses and renders specs

@@ -261,3 +261,10 @@ func (l *rateLog) printf(format string, args ...any) {
 	}
 	l.env.Logf("%s", msg)
 }
+
+// Extents passes next's extents on and is never failed: block status is
+// not one of the kinds of request the filter fails, and the bytes are
+// next's.
+func (e *Error) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	return sources.Extents(e.next, off, length, fn)
+}

@@ -236,3 +236,9 @@ func (l *Log) release() error {
 	}
 	return err
 }
+
+// Extents passes next's extents on: the filter does not change what the
+// bytes are.
+func (l *Log) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	return sources.Extents(l.next, off, length, fn)
+}

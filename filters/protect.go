@@ -142,3 +142,9 @@ func (p *Protect) release() error {
 	p.trig.close()
 	return nil
 }
+
+// Extents passes next's extents on: the filter does not change what the
+// bytes are.
+func (p *Protect) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	return sources.Extents(p.next, off, length, fn)
+}

@@ -252,3 +252,9 @@ func (r *Rate) Zero(off, length int64, mayTrim bool) error {
 func (r *Rate) Close() error { return closeChain(r, r.next) }
 
 func (r *Rate) release() error { return nil }
+
+// Extents passes next's extents on at once: the limits count the bytes
+// read and written, and a block status query moves none.
+func (r *Rate) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	return sources.Extents(r.next, off, length, fn)
+}

@@ -321,3 +321,9 @@ func (s *Stats) Zero(off, length int64, mayTrim bool) error { return s.next.Zero
 func (s *Stats) Close() error { return closeChain(s, s.next) }
 
 func (s *Stats) release() error { return nil }
+
+// Extents passes next's extents on: the filter does not change what the
+// bytes are.
+func (s *Stats) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	return sources.Extents(s.next, off, length, fn)
+}

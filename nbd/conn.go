@@ -27,6 +27,13 @@ type conn struct {
 	jobs chan job
 	hdr  [RequestSize]byte
 
+	// What the handshake agreed (Session); all false for the kernel.
+	structured bool // structured replies
+	alloc      bool // base:allocation selected: BLOCK_STATUS is served
+	// readHdr is the size of a successful READ reply's header:
+	// ReplySize, or dataChunkHeaderSize with structured replies.
+	readHdr int
+
 	wmu     sync.Mutex
 	queue   []outFrame // replies waiting for the writer, under wmu
 	spare   []outFrame // the previous batch's storage, reused

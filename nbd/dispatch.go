@@ -13,9 +13,12 @@ func (c *conn) handle(j job) {
 	s := c.s
 	req := j.req
 	var code uint32
-	if req.Op == request.OpRead {
+	switch req.Op {
+	case request.OpRead:
 		code = c.read(req)
-	} else {
+	case request.OpBlockStatus:
+		code = c.blockStatus(req)
+	default:
 		code = c.modifyAndReply(j)
 	}
 	if s.opts.Observe != nil {
@@ -47,7 +50,7 @@ func (c *conn) modifyAndReply(j job) uint32 {
 		s.pool.put(j.buf)
 	}
 	code := ErrorCode(err)
-	c.sendHeader(code, req.Cookie)
+	c.sendDone(code, req.Cookie)
 	return code
 }
 
@@ -89,22 +92,23 @@ func (c *conn) modify(req RequestHeader, buf *buffer) error {
 func (c *conn) read(req RequestHeader) uint32 {
 	s := c.s
 	if req.Offset > s.size || uint64(req.Length) > s.size-req.Offset {
-		c.sendHeader(errInval, req.Cookie)
+		c.sendError(errInval, req.Cookie, false, 0)
 		return errInval
 	}
 	if s.region != nil && c.raw != nil && req.Length > inlineMax {
 		if fd, off, ok := s.region.RAMRegion(int64(req.Offset), int64(req.Length)); ok {
 			f := outFrame{file: fileRegion{fd: fd, off: off, n: int(req.Length)}}
-			PutReply(f.hdr[:], 0, req.Cookie)
+			c.putReadHeader(f.hdr[:], req)
+			f.hlen = uint8(c.readHdr)
 			c.send(f)
 			return 0
 		}
 	}
-	buf := s.pool.get(ReplySize + int(req.Length))
+	buf := s.pool.get(c.readHdr + int(req.Length))
 	if !s.caps.Parallel {
 		s.serial.Lock()
 	}
-	n, err := s.src.ReadAt(buf.b[ReplySize:], int64(req.Offset))
+	n, err := s.src.ReadAt(buf.b[c.readHdr:], int64(req.Offset))
 	if !s.caps.Parallel {
 		s.serial.Unlock()
 	}
@@ -116,10 +120,22 @@ func (c *conn) read(req RequestHeader) uint32 {
 	if err != nil {
 		s.pool.put(buf)
 		code := ErrorCode(err)
-		c.sendHeader(code, req.Cookie)
+		c.sendError(code, req.Cookie, true, req.Offset+uint64(max(0, min(n, int(req.Length)-1))))
 		return code
 	}
-	PutReply(buf.b, 0, req.Cookie)
+	c.putReadHeader(buf.b, req)
 	c.send(outFrame{buf: buf})
 	return 0
+}
+
+// putReadHeader encodes the header of a successful READ reply into
+// b[:c.readHdr]: a simple reply, or the header of the one
+// NBD_REPLY_TYPE_OFFSET_DATA chunk that carries all the data (so
+// NBD_CMD_FLAG_DF is always honoured).
+func (c *conn) putReadHeader(b []byte, req RequestHeader) {
+	if c.structured {
+		putDataChunkHeader(b, req.Cookie, req.Offset, int(req.Length))
+		return
+	}
+	PutReply(b, 0, req.Cookie)
 }

@@ -11,12 +11,21 @@
 //
 // Network clients connect to a listener that ServeListeners serves:
 // Handshake answers their options (NBD_OPT_GO, INFO, EXPORT_NAME, LIST,
-// ABORT; every other option is refused with NBD_REP_ERR_UNSUP) from the
-// Exports it is given, each Export being a name, a description and a
-// Server, and the connection then goes to the chosen Export's Server. A
-// client is held to a deadline, a number of options and a size of option
-// data during the handshake, and one that breaks the protocol loses only
-// its own connection.
+// ABORT, STRUCTURED_REPLY, and LIST/SET_META_CONTEXT with the one context
+// base:allocation; every other option is refused with NBD_REP_ERR_UNSUP)
+// from the Exports it is given, each Export being a name, a description
+// and a Server, and the connection then goes to the chosen Export's
+// Server as a Session, which carries what was negotiated. A client is
+// held to a deadline, a number of options and a size of option data
+// during the handshake, and one that breaks the protocol loses only its
+// own connection.
+//
+// A client that negotiated structured replies gets them for every
+// request (a READ's data in one NBD_REPLY_TYPE_OFFSET_DATA chunk, errors
+// in error chunks with their text); one that also selected
+// base:allocation may send NBD_CMD_BLOCK_STATUS, answered from the
+// Source's extents (sources.Extents: holes, zeros and data). The kernel
+// path is the same code with simple replies.
 //
 // HandshakeConn adds TLS (NBD_OPT_STARTTLS) with a crypto/tls
 // configuration: offered (TLSOn) or required before any option that would

@@ -39,10 +39,18 @@ func (e *Export) Size() uint64 { return e.Server.size }
 // read-only, and NBD_FLAG_CAN_MULTI_CONN always, because every connection
 // to e is served by the one Server over the one Source, so a flush on any
 // connection covers the writes completed on all of them.
-func (e *Export) TransmissionFlags() uint16 {
+func (e *Export) TransmissionFlags() uint16 { return e.flags(false) }
+
+// flags are e's TransmissionFlags, with NBD_FLAG_SEND_DF for a client
+// that negotiated structured replies: a READ's data always goes in one
+// chunk.
+func (e *Export) flags(structured bool) uint16 {
 	f := TransmissionFlags(e.Server.caps, true)
 	if e.ReadOnly {
 		f |= FlagReadOnly
+	}
+	if structured {
+		f |= FlagSendDF
 	}
 	return uint16(f)
 }
@@ -114,11 +122,14 @@ type deadliner interface {
 }
 
 // Handshake runs the server side of the fixed newstyle negotiation on rw
-// and returns the export the client chose with NBD_OPT_GO or
-// NBD_OPT_EXPORT_NAME; the transmission phase follows on rw (Serve on the
-// export's Server). It answers NBD_OPT_INFO, NBD_OPT_LIST and
-// NBD_OPT_ABORT, NBD_OPT_STARTTLS with NBD_REP_ERR_POLICY (TLS is
-// HandshakeConn's), and every other option with NBD_REP_ERR_UNSUP.
+// and returns the Session: the export the client chose with NBD_OPT_GO or
+// NBD_OPT_EXPORT_NAME and what it negotiated; the transmission phase
+// follows on rw (Session.Serve). It answers NBD_OPT_INFO, NBD_OPT_LIST,
+// NBD_OPT_ABORT, NBD_OPT_STRUCTURED_REPLY, and NBD_OPT_LIST_META_CONTEXT
+// and NBD_OPT_SET_META_CONTEXT with the one context base:allocation (once
+// structured replies are agreed, as the protocol requires),
+// NBD_OPT_STARTTLS with NBD_REP_ERR_POLICY (TLS is HandshakeConn's), and
+// every other option with NBD_REP_ERR_UNSUP.
 //
 // It never reads past the option that ends the handshake, so requests a
 // client sends right after it are left for the transmission phase.
@@ -131,16 +142,16 @@ type deadliner interface {
 // cancelled; or the connection's error (io.EOF when the client hung up).
 // The caller then closes rw. With a deadline, Handshake clears it before
 // returning. opts.TLS must be TLSOff.
-func Handshake(ctx context.Context, rw io.ReadWriter, exports Exports, opts HandshakeOptions) (*Export, error) {
+func Handshake(ctx context.Context, rw io.ReadWriter, exports Exports, opts HandshakeOptions) (Session, error) {
 	if opts.TLS != TLSOff {
-		return nil, errTLSNeedsConn
+		return Session{}, errTLSNeedsConn
 	}
 	n := &negotiation{rw: rw, exports: exports}
 	return n.handshake(ctx, opts)
 }
 
 // handshake runs the negotiation under opts' deadline and ctx.
-func (n *negotiation) handshake(ctx context.Context, opts HandshakeOptions) (*Export, error) {
+func (n *negotiation) handshake(ctx context.Context, opts HandshakeOptions) (Session, error) {
 	if opts.Timeout <= 0 {
 		opts.Timeout = DefaultHandshakeTimeout
 	}
@@ -153,13 +164,13 @@ func (n *negotiation) handshake(ctx context.Context, opts HandshakeOptions) (*Ex
 	exp, err := n.run()
 	switch {
 	case err == nil:
-		return exp, nil
+		return Session{Export: exp, StructuredReplies: n.structured, BaseAllocation: n.structured && n.metaExport == exp}, nil
 	case ctx.Err() != nil:
-		return nil, ctx.Err()
+		return Session{}, ctx.Err()
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		return nil, fmt.Errorf("%w (%v)", ErrHandshakeTimeout, opts.Timeout)
+		return Session{}, fmt.Errorf("%w (%v)", ErrHandshakeTimeout, opts.Timeout)
 	}
-	return nil, err
+	return Session{}, err
 }
 
 // negotiation is one client's handshake.
@@ -168,9 +179,14 @@ type negotiation struct {
 	exports  Exports
 	noZeroes bool
 	tls      tlsState
-	hdr      [optHeaderSize]byte
-	data     []byte // the current option's data
-	out      []byte // replies to the current option
+	// structured is set once NBD_OPT_STRUCTURED_REPLY was agreed.
+	structured bool
+	// metaExport is the export base:allocation was last selected for
+	// with NBD_OPT_SET_META_CONTEXT, or nil.
+	metaExport *Export
+	hdr        [optHeaderSize]byte
+	data       []byte // the current option's data
+	out        []byte // replies to the current option
 }
 
 func (n *negotiation) run() (*Export, error) {
@@ -235,6 +251,10 @@ func (n *negotiation) option() (*Export, error) {
 	case optAbort:
 		n.out = appendOptReply(n.out, opt, repAck)
 		err = ErrAborted
+	case optStructuredReply:
+		n.structuredReply()
+	case optListMetaContext, optSetMetaContext:
+		n.metaContext(opt)
 	default:
 		n.out = appendOptError(n.out, opt, repErrUnsup, optionName(opt)+" is not supported")
 	}
@@ -274,7 +294,7 @@ func (n *negotiation) exportName() (*Export, error) {
 	}
 	var b [10 + exportNameZeroes]byte
 	binary.BigEndian.PutUint64(b[0:8], exp.Size())
-	binary.BigEndian.PutUint16(b[8:10], exp.TransmissionFlags())
+	binary.BigEndian.PutUint16(b[8:10], exp.flags(n.structured))
 	reply := b[:]
 	if n.noZeroes {
 		reply = b[:10]
@@ -305,7 +325,7 @@ func (n *negotiation) info(opt uint32) *Export {
 		n.out = appendOptError(n.out, opt, repErrUnknown, fmt.Sprintf("no export %q", req.name))
 		return nil
 	}
-	n.out = appendInfoExport(n.out, opt, exp.Size(), exp.TransmissionFlags())
+	n.out = appendInfoExport(n.out, opt, exp.Size(), exp.flags(n.structured))
 	var name, desc bool
 	for _, t := range req.infos {
 		switch t {
@@ -342,4 +362,58 @@ func (n *negotiation) list() {
 		n.out = appendServer(n.out, e.Name, e.Description)
 	}
 	n.out = appendOptReply(n.out, optList, repAck)
+}
+
+// structuredReply answers NBD_OPT_STRUCTURED_REPLY: agreed, unless the
+// client sent data with it.
+func (n *negotiation) structuredReply() {
+	if len(n.data) != 0 {
+		n.out = appendOptError(n.out, optStructuredReply, repErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data")
+		return
+	}
+	n.structured = true
+	n.out = appendOptReply(n.out, optStructuredReply, repAck)
+}
+
+// metaContext answers NBD_OPT_LIST_META_CONTEXT and
+// NBD_OPT_SET_META_CONTEXT. The one context is base:allocation: listed
+// for no query, "base:" or "base:allocation", selected by
+// "base:allocation"; other queries are ignored, as the protocol asks.
+// SET replaces the selection even when it fails.
+func (n *negotiation) metaContext(opt uint32) {
+	if opt == optSetMetaContext {
+		n.metaExport = nil
+	}
+	if !n.structured {
+		n.out = appendOptError(n.out, opt, repErrInvalid, optionName(opt)+": negotiate NBD_OPT_STRUCTURED_REPLY first")
+		return
+	}
+	req, ok := parseMetaRequest(n.data)
+	switch {
+	case !ok:
+		n.out = appendOptError(n.out, opt, repErrInvalid, optionName(opt)+": the data does not add up")
+		return
+	case strings.IndexByte(req.name, 0) >= 0:
+		n.out = appendOptError(n.out, opt, repErrInvalid, optionName(opt)+": the export name contains NUL")
+		return
+	}
+	exp := n.exports.Export(req.name)
+	if exp == nil {
+		n.out = appendOptError(n.out, opt, repErrUnknown, fmt.Sprintf("no export %q", req.name))
+		return
+	}
+	found := opt == optListMetaContext && len(req.queries) == 0
+	for _, q := range req.queries {
+		found = found || q == baseAllocation || q == "base:" && opt == optListMetaContext
+	}
+	if found {
+		if opt == optSetMetaContext {
+			n.metaExport = exp
+			n.out = appendMetaContext(n.out, opt, baseAllocationID, baseAllocation)
+		} else {
+			// Listed contexts carry the reserved ID 0.
+			n.out = appendMetaContext(n.out, opt, 0, baseAllocation)
+		}
+	}
+	n.out = appendOptReply(n.out, opt, repAck)
 }

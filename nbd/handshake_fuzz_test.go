@@ -75,13 +75,13 @@ func captureClients(t testing.TB) map[string][]byte {
 				defer wg.Done()
 				defer c.Close()
 				r := &recorder{Conn: c, on: true}
-				exp, _ := Handshake(ctx, r, x, HandshakeOptions{})
+				sess, _ := Handshake(ctx, r, x, HandshakeOptions{})
 				r.mu.Lock()
 				r.on = false
 				sessions <- r.got
 				r.mu.Unlock()
-				if exp != nil {
-					exp.Server.ServeConn(ctx, c, 0)
+				if sess.Export != nil {
+					sess.Serve(ctx, c, 0)
 				}
 			}()
 		}
@@ -130,11 +130,11 @@ func captureClients(t testing.TB) map[string][]byte {
 // end as they did live: an export chosen, or a soft disconnect.
 func TestHandshakeClients(t *testing.T) {
 	for name, s := range captureClients(t) {
-		exp, err := Handshake(context.Background(), struct {
+		sess, err := Handshake(context.Background(), struct {
 			io.Reader
 			io.Writer
 		}{bytes.NewReader(s), io.Discard}, newTestExports(t), HandshakeOptions{})
-		if exp == nil && !errors.Is(err, ErrAborted) {
+		if sess.Export == nil && !errors.Is(err, ErrAborted) {
 			t.Errorf("%s: replayed handshake: %v", name, err)
 		}
 	}
@@ -163,6 +163,16 @@ func FuzzHandshake(f *testing.F) {
 		cat(clientFlags(clientFixedNewstyle), option(optExportName, []byte("small")...)),
 		cat(fl, option(optList), option(optInfo, goData("small", infoName, infoDescription)...), option(optAbort)),
 		cat(fl, option(optStructuredReply), option(optSetMetaContext, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 15, 'b', 'a', 's', 'e', ':', 'a', 'l', 'l', 'o', 'c', 'a', 't', 'i', 'o', 'n')),
+		// Structured replies and metadata contexts: listed, selected,
+		// selected for another export, asked before structured
+		// replies, with data that does not add up.
+		cat(fl, option(optStructuredReply), option(optListMetaContext, metaData("disk")...),
+			option(optListMetaContext, metaData("disk", "base:", "qemu:")...),
+			option(optSetMetaContext, metaData("small", baseAllocation)...), option(optGo, goData("small")...)),
+		cat(fl, option(optSetMetaContext, metaData("", baseAllocation)...), option(optStructuredReply, 0),
+			option(optStructuredReply), option(optSetMetaContext, metaData("small", baseAllocation)...), option(optExportName, []byte("disk")...)),
+		cat(fl, option(optStructuredReply), option(optListMetaContext, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff),
+			option(optSetMetaContext, metaData("", strings.Repeat("q", MaxNameLength+1))...), option(optExtendedHeaders), option(optAbort)),
 		// Extreme lengths.
 		cat(fl, option(optGo)[:12], []byte{0xff, 0xff, 0xff, 0xff}),
 		cat(fl, option(optGo, 0xff, 0xff, 0xff, 0xff, 0, 0)),
@@ -189,10 +199,14 @@ func FuzzHandshake(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in []byte) {
 		var out bytes.Buffer
-		exp, err := Handshake(context.Background(), struct {
+		sess, err := Handshake(context.Background(), struct {
 			io.Reader
 			io.Writer
 		}{bytes.NewReader(in), &out}, x, HandshakeOptions{})
+		exp := sess.Export
+		if sess.BaseAllocation && !sess.StructuredReplies {
+			t.Fatal("base:allocation without structured replies")
+		}
 		if exp != nil && (err != nil || !offered[exp]) {
 			t.Fatalf("Handshake = %p, %v: not an offered export", exp, err)
 		}
@@ -227,9 +241,9 @@ func FuzzHandshake(f *testing.F) {
 // certificate).
 func checkTLSRequired(t *testing.T, in []byte, x Exports) {
 	c := &bytesConn{r: bytes.NewReader(in)}
-	exp, _, err := HandshakeConn(context.Background(), c, x, HandshakeOptions{TLS: TLSRequire, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}})
-	if exp != nil || err == nil {
-		t.Fatalf("HandshakeConn with TLS required = %v, %v: an export without TLS", exp, err)
+	sess, _, err := HandshakeConn(context.Background(), c, x, HandshakeOptions{TLS: TLSRequire, TLSConfig: &tls.Config{MinVersion: tls.VersionTLS12}})
+	if sess.Export != nil || err == nil {
+		t.Fatalf("HandshakeConn with TLS required = %v, %v: an export without TLS", sess.Export, err)
 	}
 	out := c.w.Bytes()
 	g := greeting()

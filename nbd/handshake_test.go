@@ -90,9 +90,23 @@ func goData(name string, infos ...uint16) []byte {
 
 func cat(parts ...[]byte) []byte { return bytes.Join(parts, nil) }
 
+// metaData is the data of NBD_OPT_LIST_META_CONTEXT and
+// NBD_OPT_SET_META_CONTEXT.
+func metaData(name string, queries ...string) []byte {
+	b := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
+	b = append(b, name...)
+	b = binary.BigEndian.AppendUint32(b, uint32(len(queries)))
+	for _, q := range queries {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(q)))
+		b = append(b, q...)
+	}
+	return b
+}
+
 // handshakeResult is what one scripted client saw.
 type handshakeResult struct {
 	exp     *Export
+	sess    Session
 	err     error
 	replies []string // describeReplies of what the server sent after the greeting
 	rest    []byte   // bytes after the last option reply (NBD_OPT_EXPORT_NAME's reply)
@@ -112,7 +126,8 @@ func runHandshake(t *testing.T, x Exports, script []byte, opts HandshakeOptions)
 		b, _ := io.ReadAll(cli)
 		got <- b
 	}()
-	exp, err := Handshake(context.Background(), srv, x, opts)
+	sess, err := Handshake(context.Background(), srv, x, opts)
+	exp := sess.Export
 	srv.Close()
 	out := <-got
 	cli.Close()
@@ -124,7 +139,7 @@ func runHandshake(t *testing.T, x Exports, script []byte, opts HandshakeOptions)
 	if err2 != nil && exp == nil {
 		t.Fatalf("replies: %v", err2)
 	}
-	return handshakeResult{exp: exp, err: err, replies: replies, rest: rest}
+	return handshakeResult{exp: exp, sess: sess, err: err, replies: replies, rest: rest}
 }
 
 // socketPair returns the two ends of a connected AF_UNIX stream socket
@@ -151,7 +166,7 @@ func socketPair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
 }
 
 var replyTypeNames = map[uint32]string{
-	1: "ACK", 2: "SERVER", 3: "INFO",
+	1: "ACK", 2: "SERVER", 3: "INFO", 4: "META_CONTEXT",
 	1<<31 + 1: "ERR_UNSUP", 1<<31 + 2: "ERR_POLICY", 1<<31 + 3: "ERR_INVALID", 1<<31 + 6: "ERR_UNKNOWN", 1<<31 + 9: "ERR_TOO_BIG",
 	1<<31 + 5: "ERR_TLS_REQD",
 }
@@ -177,6 +192,8 @@ func describeReplies(b []byte) (lines []string, rest []byte, err error) {
 		switch {
 		case typ == repInfo && len(data) >= 2:
 			line += describeInfo(binary.BigEndian.Uint16(data), data[2:])
+		case typ == repMetaContext && len(data) >= 4:
+			line += fmt.Sprintf(" id=%d %q", binary.BigEndian.Uint32(data), data[4:])
 		case typ == repServer && len(data) >= 4:
 			l := binary.BigEndian.Uint32(data)
 			if uint64(l) > uint64(len(data)-4) {
@@ -212,6 +229,8 @@ func describeInfo(typ uint16, d []byte) string {
 const (
 	diskFlags  = "0x161"
 	smallFlags = "0x103"
+	// diskFlagsDF adds SEND_DF, offered with structured replies.
+	diskFlagsDF = "0x1e1"
 )
 
 func TestHandshake(t *testing.T) {
@@ -224,6 +243,8 @@ func TestHandshake(t *testing.T) {
 		err     error  // errors.Is, nil for none
 		replies []string
 		rest    string // hex of the bytes after the replies
+		// What the Session says was negotiated.
+		structured, alloc bool
 	}{
 		{
 			name:   "GO default export with every info",
@@ -273,14 +294,70 @@ func TestHandshake(t *testing.T) {
 			replies: []string{"3 ERR_INVALID: NBD_OPT_LIST takes no data", "2 ACK"},
 		},
 		{
-			name: "unsupported options, then GO",
-			script: cat(clientFlags(fixedNoZeroes), option(optStructuredReply), option(optStartTLS),
-				option(optSetMetaContext, goData("")...), option(99, 1, 2), option(optGo, goData("")...)),
+			name: "unsupported options, meta contexts before structured replies, then GO",
+			script: cat(clientFlags(fixedNoZeroes), option(optStartTLS), option(optExtendedHeaders),
+				option(optSetMetaContext, metaData("", baseAllocation)...), option(optListMetaContext, metaData("")...),
+				option(99, 1, 2), option(optGo, goData("")...)),
 			export: "disk",
 			replies: append([]string{
-				"8 ERR_UNSUP: NBD_OPT_STRUCTURED_REPLY is not supported", "5 ERR_POLICY: TLS is off on this server",
-				"10 ERR_UNSUP: NBD_OPT_SET_META_CONTEXT is not supported", "99 ERR_UNSUP: option 99 is not supported",
+				"5 ERR_POLICY: TLS is off on this server", "11 ERR_UNSUP: NBD_OPT_EXTENDED_HEADERS is not supported",
+				"10 ERR_INVALID: NBD_OPT_SET_META_CONTEXT: negotiate NBD_OPT_STRUCTURED_REPLY first",
+				"9 ERR_INVALID: NBD_OPT_LIST_META_CONTEXT: negotiate NBD_OPT_STRUCTURED_REPLY first",
+				"99 ERR_UNSUP: option 99 is not supported",
 			}, append(diskInfo, "7 INFO block sizes 1/4096/33554432", "7 ACK")...),
+		},
+		{
+			name: "structured replies and base:allocation, as qemu and libnbd ask",
+			script: cat(clientFlags(fixedNoZeroes), option(optStructuredReply),
+				option(optListMetaContext, metaData("disk")...), option(optListMetaContext, metaData("disk", "base:", "qemu:dirty-bitmap:x")...),
+				option(optSetMetaContext, metaData("disk", "qemu:allocation-depth", baseAllocation)...),
+				option(optGo, goData("disk")...)),
+			export: "disk", structured: true, alloc: true,
+			replies: []string{
+				"8 ACK",
+				`9 META_CONTEXT id=0 "base:allocation"`, "9 ACK",
+				`9 META_CONTEXT id=0 "base:allocation"`, "9 ACK",
+				`10 META_CONTEXT id=1 "base:allocation"`, "10 ACK",
+				"7 INFO export size=1048576 flags=" + diskFlagsDF, "7 INFO block sizes 1/4096/33554432", "7 ACK",
+			},
+		},
+		{
+			name: "base:allocation selected for the default export, GO by its name",
+			script: cat(clientFlags(fixedNoZeroes), option(optStructuredReply),
+				option(optSetMetaContext, metaData("", baseAllocation)...), option(optExportName, []byte("disk")...)),
+			export: "disk", structured: true, alloc: true,
+			replies: []string{"8 ACK", `10 META_CONTEXT id=1 "base:allocation"`, "10 ACK"},
+			rest:    "0000000000100000" + "01e1",
+		},
+		{
+			name: "base:allocation selected for another export",
+			script: cat(clientFlags(fixedNoZeroes), option(optStructuredReply),
+				option(optSetMetaContext, metaData("disk", baseAllocation)...), option(optGo, goData("small")...)),
+			export: "small", structured: true,
+			replies: []string{"8 ACK", `10 META_CONTEXT id=1 "base:allocation"`, "10 ACK",
+				"7 INFO export size=65536 flags=0x183", "7 INFO block sizes 512/4096/33554432", "7 ACK"},
+		},
+		{
+			name: "a later SET that selects nothing, or fails, unselects",
+			script: cat(clientFlags(fixedNoZeroes), option(optStructuredReply),
+				option(optSetMetaContext, metaData("disk", baseAllocation)...), option(optSetMetaContext, metaData("disk", "base:")...),
+				option(optSetMetaContext, metaData("disk", baseAllocation)...), option(optSetMetaContext, metaData("nope", baseAllocation)...),
+				option(optGo, goData("disk")...)),
+			export: "disk", structured: true,
+			replies: append([]string{"8 ACK", `10 META_CONTEXT id=1 "base:allocation"`, "10 ACK", "10 ACK",
+				`10 META_CONTEXT id=1 "base:allocation"`, "10 ACK", `10 ERR_UNKNOWN: no export "nope"`,
+				"7 INFO export size=1048576 flags=" + diskFlagsDF}, "7 INFO block sizes 1/4096/33554432", "7 ACK"),
+		},
+		{
+			name: "bad structured reply and meta context data",
+			script: cat(clientFlags(fixedNoZeroes), option(optStructuredReply, 1), option(optStructuredReply),
+				option(optListMetaContext, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0), option(optSetMetaContext, append(metaData("disk"), 0)...),
+				option(optListMetaContext, metaData("di\x00sk")...), option(optAbort)),
+			err: ErrAborted,
+			replies: []string{"8 ERR_INVALID: NBD_OPT_STRUCTURED_REPLY takes no data", "8 ACK",
+				"9 ERR_INVALID: NBD_OPT_LIST_META_CONTEXT: the data does not add up",
+				"10 ERR_INVALID: NBD_OPT_SET_META_CONTEXT: the data does not add up",
+				"9 ERR_INVALID: NBD_OPT_LIST_META_CONTEXT: the export name contains NUL", "2 ACK"},
 		},
 		{
 			name:   "EXPORT_NAME with NO_ZEROES",
@@ -348,7 +425,7 @@ func TestHandshake(t *testing.T) {
 			name:    "too many options",
 			script:  cat(clientFlags(fixedNoZeroes), bytes.Repeat(option(optStructuredReply), MaxOptions+1)),
 			err:     ErrProtocol,
-			replies: repeatLine("8 ERR_UNSUP: NBD_OPT_STRUCTURED_REPLY is not supported", MaxOptions),
+			replies: repeatLine("8 ACK", MaxOptions),
 		},
 	}
 	for _, tt := range tests {
@@ -366,6 +443,9 @@ func TestHandshake(t *testing.T) {
 			}
 			if strings.Join(r.replies, "\n") != strings.Join(tt.replies, "\n") {
 				t.Errorf("replies:\n%s\nwant:\n%s", strings.Join(r.replies, "\n"), strings.Join(tt.replies, "\n"))
+			}
+			if r.sess.StructuredReplies != tt.structured || r.sess.BaseAllocation != tt.alloc {
+				t.Errorf("session: structured replies %v, base:allocation %v; want %v, %v", r.sess.StructuredReplies, r.sess.BaseAllocation, tt.structured, tt.alloc)
 			}
 			if got := fmt.Sprintf("%x", r.rest); got != tt.rest {
 				t.Errorf("after the replies: %s, want %s", got, tt.rest)
@@ -430,6 +510,30 @@ func TestParseInfoRequest(t *testing.T) {
 		got, ok := parseInfoRequest(tt.data)
 		if ok != (tt.want != nil) || ok && (got.name != tt.want.name || fmt.Sprint(got.infos) != fmt.Sprint(tt.want.infos)) {
 			t.Errorf("%s: parseInfoRequest([% x]) = %+v, %v; want %+v", tt.name, tt.data, got, ok, tt.want)
+		}
+	}
+}
+
+func TestParseMetaRequest(t *testing.T) {
+	tests := []struct {
+		name string
+		data []byte
+		want *metaRequest
+	}{
+		{"empty name, no queries", metaData(""), &metaRequest{queries: []string{}}},
+		{"name and two queries", metaData("ab", "base:", "base:allocation"), &metaRequest{name: "ab", queries: []string{"base:", "base:allocation"}}},
+		{"too short for the count", []byte{0, 0, 0, 0, 0, 0, 0}, nil},
+		{"name past the end", []byte{0, 0, 0, 1, 0, 0, 0, 0}, nil},
+		{"count past the end", []byte{0, 0, 0, 0, 0, 0, 0, 1}, nil},
+		{"count near 2^32", []byte{0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0}, nil},
+		{"query past the end", []byte{0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 'b'}, nil},
+		{"query over 4096 bytes", metaData("", strings.Repeat("q", 4097)), nil},
+		{"trailing byte", append(metaData("", "base:"), 0), nil},
+	}
+	for _, tt := range tests {
+		got, ok := parseMetaRequest(tt.data)
+		if ok != (tt.want != nil) || ok && (got.name != tt.want.name || fmt.Sprintf("%q", got.queries) != fmt.Sprintf("%q", tt.want.queries)) {
+			t.Errorf("%s: parseMetaRequest([% x]) = %+v, %v; want %+v", tt.name, tt.data, got, ok, tt.want)
 		}
 	}
 }

@@ -31,13 +31,14 @@ const (
 	optExtendedHeaders = 11 // NBD_OPT_EXTENDED_HEADERS
 
 	// Option reply types; errors have bit 31 set.
-	repAck        = 1         // NBD_REP_ACK
-	repServer     = 2         // NBD_REP_SERVER
-	repInfo       = 3         // NBD_REP_INFO
-	repErrUnsup   = 1<<31 + 1 // NBD_REP_ERR_UNSUP
-	repErrInvalid = 1<<31 + 3 // NBD_REP_ERR_INVALID
-	repErrUnknown = 1<<31 + 6 // NBD_REP_ERR_UNKNOWN
-	repErrTooBig  = 1<<31 + 9 // NBD_REP_ERR_TOO_BIG
+	repAck         = 1         // NBD_REP_ACK
+	repServer      = 2         // NBD_REP_SERVER
+	repInfo        = 3         // NBD_REP_INFO
+	repMetaContext = 4         // NBD_REP_META_CONTEXT
+	repErrUnsup    = 1<<31 + 1 // NBD_REP_ERR_UNSUP
+	repErrInvalid  = 1<<31 + 3 // NBD_REP_ERR_INVALID
+	repErrUnknown  = 1<<31 + 6 // NBD_REP_ERR_UNKNOWN
+	repErrTooBig   = 1<<31 + 9 // NBD_REP_ERR_TOO_BIG
 
 	// Information types of NBD_OPT_INFO and NBD_OPT_GO.
 	infoExport      = 0 // NBD_INFO_EXPORT
@@ -187,4 +188,59 @@ func optionName(opt uint32) string {
 		return "NBD_OPT_EXTENDED_HEADERS"
 	}
 	return "option " + strconv.FormatUint(uint64(opt), 10)
+}
+
+// appendMetaContext appends NBD_REP_META_CONTEXT: the context's ID, then
+// its name.
+func appendMetaContext(out []byte, opt, id uint32, name string) []byte {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], id)
+	return appendOptReply(out, opt, repMetaContext, b[:], []byte(name))
+}
+
+// metaRequest is the data of NBD_OPT_LIST_META_CONTEXT and
+// NBD_OPT_SET_META_CONTEXT: an export name and the queries.
+type metaRequest struct {
+	name    string
+	queries []string
+}
+
+// parseMetaRequest decodes the data of NBD_OPT_LIST_META_CONTEXT or
+// NBD_OPT_SET_META_CONTEXT: 32-bit name length, name, 32-bit query
+// count, then each query as a 32-bit length and the string, and nothing
+// after. It reports false for data that does not add up and for strings
+// over MaxNameLength.
+func parseMetaRequest(b []byte) (metaRequest, bool) {
+	str := func() (string, bool) {
+		if len(b) < 4 {
+			return "", false
+		}
+		n := binary.BigEndian.Uint32(b)
+		if n > MaxNameLength || uint64(n) > uint64(len(b)-4) {
+			return "", false
+		}
+		s := string(b[4 : 4+n])
+		b = b[4+n:]
+		return s, true
+	}
+	name, ok := str()
+	if !ok || len(b) < 4 {
+		return metaRequest{}, false
+	}
+	count := binary.BigEndian.Uint32(b)
+	b = b[4:]
+	// Each query takes at least 4 bytes: a count past that cannot add
+	// up, and is not allocated for.
+	if uint64(count) > uint64(len(b)/4) {
+		return metaRequest{}, false
+	}
+	r := metaRequest{name: name, queries: make([]string, 0, count)}
+	for range count {
+		q, ok := str()
+		if !ok {
+			return metaRequest{}, false
+		}
+		r.queries = append(r.queries, q)
+	}
+	return r, len(b) == 0
 }

@@ -124,7 +124,7 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 	if addr == "" || addr == "@" {
 		addr = "unix:" + c.LocalAddr().String()
 	}
-	exp, conn, err := HandshakeConn(ctx, c, exports, opts.Handshake)
+	sess, conn, err := HandshakeConn(ctx, c, exports, opts.Handshake)
 	if err != nil {
 		switch {
 		case errors.Is(err, ErrAborted):
@@ -134,8 +134,9 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 		}
 		return
 	}
-	opts.Logf("client %s: export %q (%d bytes, flags %#x), %s", addr, exp.Name, exp.Size(), exp.TransmissionFlags(), DescribeTLS(conn))
-	err = exp.Server.ServeConn(ctx, conn, ids.take(exp.Server))
+	exp := sess.Export
+	opts.Logf("client %s: export %q (%d bytes, flags %#x), %s", addr, exp.Name, exp.Size(), exp.flags(sess.StructuredReplies), DescribeTLS(conn))
+	err = sess.Serve(ctx, conn, ids.take(exp.Server))
 	if err != nil && ctx.Err() == nil {
 		opts.Logf("client %s: export %q: connection ended: %v", addr, exp.Name, err)
 		return

@@ -1,11 +1,15 @@
 package nbd
 
-// outFrame is one reply waiting to be written: a header-only reply (hdr),
-// a READ reply whose header and data fill buf, which goes back to the pool
-// once written, or a READ reply whose header is hdr and whose data is sent
-// from file.
+import "syscall"
+
+// outFrame is one reply waiting to be written: a header-only reply
+// (hdr[:hlen]: a simple reply, or an NBD_REPLY_TYPE_NONE chunk), a reply
+// that fills buf (a READ's header and data, an error or block status
+// chunk), which goes back to the pool once written, or a READ reply whose
+// header is hdr[:hlen] and whose data is sent from file.
 type outFrame struct {
-	hdr  [ReplySize]byte
+	hdr  [dataChunkHeaderSize]byte
+	hlen uint8
 	buf  *buffer
 	file fileRegion
 }
@@ -18,9 +22,38 @@ type fileRegion struct {
 }
 
 func (c *conn) sendHeader(errCode uint32, cookie uint64) {
-	var f outFrame
+	f := outFrame{hlen: ReplySize}
 	PutReply(f.hdr[:], errCode, cookie)
 	c.send(f)
+}
+
+// sendDone sends the reply to a request that returns no data: a simple
+// reply, or with structured replies an NBD_REPLY_TYPE_NONE chunk, or an
+// error chunk when errCode is not 0.
+func (c *conn) sendDone(errCode uint32, cookie uint64) {
+	switch {
+	case !c.structured:
+		c.sendHeader(errCode, cookie)
+	case errCode != 0:
+		c.sendError(errCode, cookie, false, 0)
+	default:
+		f := outFrame{hlen: ChunkHeaderSize}
+		putNoneChunk(f.hdr[:], cookie)
+		c.send(f)
+	}
+}
+
+// sendError sends a failed reply: a simple reply with the error, or with
+// structured replies an error chunk, with the offset where the request
+// failed when withOffset, and the error's text for the user.
+func (c *conn) sendError(errCode uint32, cookie uint64, withOffset bool, off uint64) {
+	if !c.structured {
+		c.sendHeader(errCode, cookie)
+		return
+	}
+	buf := c.s.pool.get(0)
+	buf.b = appendErrorChunk(buf.b[:0], cookie, errCode, syscall.Errno(errCode).Error(), withOffset, off)
+	c.send(outFrame{buf: buf})
 }
 
 // send queues one whole reply frame and writes the queue unless another
@@ -83,11 +116,11 @@ func (c *conn) writeBatch(batch []outFrame) {
 		case f.buf != nil:
 			c.iov = append(c.iov, f.buf.b)
 		case f.file.n > 0:
-			c.iov = append(c.iov, f.hdr[:])
+			c.iov = append(c.iov, f.hdr[:f.hlen])
 			c.writeIovecs()
 			c.sendFile(f.file)
 		default:
-			c.iov = append(c.iov, f.hdr[:])
+			c.iov = append(c.iov, f.hdr[:f.hlen])
 		}
 	}
 	c.writeIovecs()

@@ -140,11 +140,47 @@ func (s *Server) Serve(ctx context.Context, rw io.ReadWriter) error {
 // labels the requests passed to Options.Observe (nbdloop numbers its
 // connections 0..N-1 in the order it hands them to the kernel).
 func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, id int) error {
+	return s.serve(ctx, rw, id, Session{})
+}
+
+// Session is what a network client agreed to in the handshake: the export
+// it chose and the extensions it negotiated for the transmission phase.
+// The zero Session (no export aside) is how the kernel is served: simple
+// replies only.
+type Session struct {
+	Export *Export
+	// StructuredReplies is set when the client negotiated
+	// NBD_OPT_STRUCTURED_REPLY: every reply is then structured, READ data
+	// in one NBD_REPLY_TYPE_OFFSET_DATA chunk, errors in an error chunk
+	// (NBD_REPLY_TYPE_ERROR_OFFSET for a READ that failed, at the offset
+	// where it failed), the other successes in an NBD_REPLY_TYPE_NONE
+	// chunk.
+	StructuredReplies bool
+	// BaseAllocation is set when the client selected the base:allocation
+	// metadata context for Export (NBD_OPT_SET_META_CONTEXT): it may
+	// then send NBD_CMD_BLOCK_STATUS, answered from the Source's extents
+	// (sources.Extents). It implies StructuredReplies.
+	BaseAllocation bool
+}
+
+// Serve serves the session's transmission phase on rw, the connection
+// numbered id, with the export's Server; see Server.ServeConn.
+func (ss Session) Serve(ctx context.Context, rw io.ReadWriter, id int) error {
+	return ss.Export.Server.serve(ctx, rw, id, ss)
+}
+
+func (s *Server) serve(ctx context.Context, rw io.ReadWriter, id int, ss Session) error {
 	c := &conn{
-		s:    s,
-		id:   id,
-		rw:   rw,
-		jobs: make(chan job, 128),
+		s:          s,
+		id:         id,
+		rw:         rw,
+		jobs:       make(chan job, 128),
+		structured: ss.StructuredReplies,
+		alloc:      ss.StructuredReplies && ss.BaseAllocation,
+		readHdr:    ReplySize,
+	}
+	if c.structured {
+		c.readHdr = dataChunkHeaderSize
 	}
 	var in io.Reader = rw
 	if sc, ok := rw.(syscall.Conn); ok {

@@ -63,16 +63,16 @@ var errTLSNeedsConn = errors.New("nbd: TLS needs a network connection: use Hands
 // transmission phase follows: c, or the *tls.Conn over c after
 // NBD_OPT_STARTTLS; the caller closes c. Errors are Handshake's, and
 // those of the TLS handshake.
-func HandshakeConn(ctx context.Context, c net.Conn, exports Exports, opts HandshakeOptions) (*Export, net.Conn, error) {
+func HandshakeConn(ctx context.Context, c net.Conn, exports Exports, opts HandshakeOptions) (Session, net.Conn, error) {
 	if opts.TLS != TLSOff && opts.TLSConfig == nil {
-		return nil, c, fmt.Errorf("nbd: TLS %s without a TLS configuration", opts.TLS)
+		return Session{}, c, fmt.Errorf("nbd: TLS %s without a TLS configuration", opts.TLS)
 	}
 	n := &negotiation{rw: c, exports: exports, tls: tlsState{mode: opts.TLS, config: opts.TLSConfig, raw: c}}
-	exp, err := n.handshake(ctx, opts)
+	sess, err := n.handshake(ctx, opts)
 	if n.tls.conn != nil {
-		return exp, n.tls.conn, err
+		return sess, n.tls.conn, err
 	}
-	return exp, c, err
+	return sess, c, err
 }
 
 // tlsState is what a negotiation knows of TLS.
@@ -135,6 +135,10 @@ func (n *negotiation) startTLS() error {
 		}
 		n.tls.conn = c
 		n.rw = c
+		// Nothing negotiated in plain text survives the upgrade (the
+		// protocol's rule): structured replies and meta contexts are
+		// asked for again over TLS.
+		n.structured, n.metaExport = false, nil
 		return nil
 	}
 	_, err := n.rw.Write(n.out)

@@ -200,7 +200,7 @@ func runHandshakeConn(t *testing.T, x Exports, script []byte, opts HandshakeOpti
 		b, _ := io.ReadAll(cli)
 		got <- b
 	}()
-	exp, _, err := HandshakeConn(context.Background(), srv, x, opts)
+	sess, _, err := HandshakeConn(context.Background(), srv, x, opts)
 	srv.Close()
 	out := <-got
 	g := greeting()
@@ -211,7 +211,7 @@ func runHandshakeConn(t *testing.T, x Exports, script []byte, opts HandshakeOpti
 	if err2 != nil {
 		t.Fatalf("replies: %v", err2)
 	}
-	return tlsResult{handshakeResult{exp: exp, err: err, replies: replies, rest: rest}, out}
+	return tlsResult{handshakeResult{exp: sess.Export, err: err, replies: replies, rest: rest}, out}
 }
 
 // tlsClient is the client side of a handshake that starts TLS, written
@@ -292,8 +292,8 @@ func TestHandshakeTLSSession(t *testing.T) {
 			}
 			done := make(chan result, 1)
 			go func() {
-				exp, conn, err := HandshakeConn(context.Background(), srv, x, HandshakeOptions{Timeout: 10 * time.Second, TLS: TLSRequire, TLSConfig: serverTLS(t, certs.Server, tt.verifyPeer)})
-				done <- result{exp, conn, err}
+				sess, conn, err := HandshakeConn(context.Background(), srv, x, HandshakeOptions{Timeout: 10 * time.Second, TLS: TLSRequire, TLSConfig: serverTLS(t, certs.Server, tt.verifyPeer)})
+				done <- result{sess.Export, conn, err}
 			}()
 			c := &tlsClient{t: t, rw: cli}
 			var g [18]byte

@@ -133,3 +133,9 @@ func (c *Concat) Zero(off, length int64, mayTrim bool) error { return c.r.Zero(o
 
 // Close closes every part. A second Close returns nil.
 func (c *Concat) Close() error { return c.r.Close() }
+
+// Extents reports each part's extents, and the padding between parts as
+// holes.
+func (c *Concat) Extents(off, length int64, fn func(Extent) bool) error {
+	return c.r.Extents(off, length, fn)
+}

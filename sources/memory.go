@@ -318,3 +318,31 @@ func isZero(p []byte) bool {
 	}
 	return true
 }
+
+// Extents reports the pages that hold data as data and the others as
+// holes.
+func (m *Memory) Extents(off, length int64, fn func(Extent) bool) error {
+	if err := m.check(off, length); err != nil {
+		return err
+	}
+	end := off + length
+	for off < end {
+		kind := m.pageKind(off >> memPageShift)
+		next := min(end, (off>>memPageShift+1)<<memPageShift)
+		for next < end && m.pageKind(next>>memPageShift) == kind {
+			next = min(end, next+memPageSize)
+		}
+		if !fn(Extent{Off: off, Length: next - off, Kind: kind}) {
+			return nil
+		}
+		off = next
+	}
+	return nil
+}
+
+func (m *Memory) pageKind(pn int64) ExtentKind {
+	if m.page(pn) == nil {
+		return ExtentHole
+	}
+	return ExtentData
+}

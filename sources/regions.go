@@ -454,3 +454,42 @@ func (l *Layout) add(r Region) int64 {
 	l.end += r.Length
 	return r.Start
 }
+
+// errStop ends a walk over regions when the caller of Extents has seen
+// enough.
+var errStop = errors.New("sources: stop")
+
+// Extents reports, region by region, a Source's own extents, in-memory
+// data as data and zero padding as a hole (it takes no storage).
+func (rs *Regions) Extents(off, length int64, fn func(Extent) bool) error {
+	if err := rs.check(off, length); err != nil {
+		return err
+	}
+	err := rs.each(off, length, func(i int, in, at, n int64) error {
+		r := &rs.regions[i]
+		var ok bool
+		switch r.Kind {
+		case RegionSource:
+			ok = true
+			err := ExtentsShifted(r.Source, r.Offset-r.Start, off+at, n, func(e Extent) bool {
+				ok = fn(e)
+				return ok
+			})
+			if err != nil {
+				return err
+			}
+		case RegionData:
+			ok = fn(Extent{Off: off + at, Length: n, Kind: ExtentData})
+		case RegionZero:
+			ok = fn(Extent{Off: off + at, Length: n, Kind: ExtentHole})
+		}
+		if !ok {
+			return errStop
+		}
+		return nil
+	})
+	if err == errStop {
+		return nil
+	}
+	return err
+}

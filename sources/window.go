@@ -82,3 +82,12 @@ func (w *Window) Zero(off, length int64, mayTrim bool) error {
 
 // Close closes the Source underneath.
 func (w *Window) Close() error { return w.next.Close() }
+
+// Extents reports the extents of the Source underneath, in the window's
+// offsets.
+func (w *Window) Extents(off, length int64, fn func(Extent) bool) error {
+	if err := CheckRange(off, length, w.length); err != nil {
+		return err
+	}
+	return ExtentsShifted(w.next, w.offset, off, length, fn)
+}

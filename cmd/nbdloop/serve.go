@@ -34,11 +34,15 @@ func serveCommand() *cli.Command {
 			"export and exits 0. One line per client goes to stderr: its address, export\n" +
 			"and TLS or not. Needs no root.\n\n" +
 			"Clients negotiate with the fixed newstyle handshake (NBD_OPT_GO, INFO,\n" +
-			"EXPORT_NAME, LIST, ABORT, STARTTLS; other options are refused as unsupported)\n" +
-			"and get the export's size, flags and block sizes (minimum 1, or 512 with\n" +
-			"--direct-io; preferred 4096; maximum 32M). A client that sends garbage or\n" +
-			"oversized options, or takes longer than --handshake-timeout to choose an\n" +
-			"export, loses its connection, not the server.\n\n" +
+			"EXPORT_NAME, LIST, ABORT, STARTTLS, STRUCTURED_REPLY, LIST/SET_META_CONTEXT with\n" +
+			"base:allocation; other options are refused as unsupported) and get the\n" +
+			"export's size, flags and block sizes (minimum 1, or 512 with --direct-io;\n" +
+			"preferred 4096; maximum 32M). Block status (nbdinfo --map, qemu-img map)\n" +
+			"shows the holes of sparse files, memory: exports and qcow2 images, which\n" +
+			"nbdcopy and qemu-img convert skip; VMDK and compressed images are all data.\n" +
+			"A client that sends garbage or oversized options, or takes longer than\n" +
+			"--handshake-timeout to choose an export, loses its connection, not the\n" +
+			"server.\n\n" +
 			"TLS: clients that ask with NBD_OPT_STARTTLS (nbds:// URIs, qemu's tls-creds)\n" +
 			"get TLS 1.2 or later with the certificate in --tls-certificates DIR\n" +
 			"(nbdkit's layout: server-cert.pem, server-key.pem, and ca-cert.pem for\n" +

@@ -19,6 +19,10 @@ const (
 	OpTrim  Op = 4 // NBD_CMD_TRIM
 	OpCache Op = 5 // NBD_CMD_CACHE
 	OpZero  Op = 6 // NBD_CMD_WRITE_ZEROES
+	// OpBlockStatus asks which ranges are holes or zeros; network
+	// clients send it, the Linux driver never does, and it reaches a
+	// Source only through sources.Extents.
+	OpBlockStatus Op = 7 // NBD_CMD_BLOCK_STATUS
 )
 
 // Ops returns the kinds of request a Source serves (read, write, flush,
@@ -79,10 +83,15 @@ func ParseOp(name string) (op Op, ok bool) {
 // type word on the wire).
 type Flags uint16
 
-// The command flags the Linux driver sends.
+// The command flags. The Linux driver sends FUA and NO_HOLE; network
+// clients may send the others.
 const (
 	FlagFUA    Flags = 1 << 0 // NBD_CMD_FLAG_FUA
 	FlagNoHole Flags = 1 << 1 // NBD_CMD_FLAG_NO_HOLE
+	// FlagDF (READ) asks for the data in one chunk of a structured
+	// reply; FlagReqOne (BLOCK_STATUS) asks for one extent.
+	FlagDF     Flags = 1 << 2 // NBD_CMD_FLAG_DF
+	FlagReqOne Flags = 1 << 3 // NBD_CMD_FLAG_REQ_ONE
 )
 
 // KnownFlags is the set of flags that have names.

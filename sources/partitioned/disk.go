@@ -384,3 +384,9 @@ func (d *Disk) Zero(off, length int64, mayTrim bool) error { return d.r.Zero(off
 
 // Close closes every part. A second Close returns nil.
 func (d *Disk) Close() error { return d.r.Close() }
+
+// Extents reports the files' extents where they lie in the disk, the
+// partition tables as data and the padding as holes.
+func (d *Disk) Extents(off, length int64, fn func(sources.Extent) bool) error {
+	return d.r.Extents(off, length, fn)
+}

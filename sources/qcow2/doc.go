@@ -22,6 +22,11 @@
 // zeros; Trim deallocates whole clusters the same way (partial clusters
 // keep their data, which the Trim contract allows).
 //
+// Extents (sources.Extenter, for NBD block status) come from the L2
+// tables: allocated and compressed clusters are data, zero clusters holes,
+// unallocated ones what the backing file reports (a raw backing file is
+// all data).
+//
 // Crash safety: data is written at once, but changed refcount blocks and
 // new L2 and L1 entries stay in memory until Flush, which writes the
 // refcount blocks and syncs them with the data, then writes the L2 tables,

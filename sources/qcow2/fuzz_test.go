@@ -154,6 +154,7 @@ func FuzzQcow2Image(f *testing.F) {
 			p := make([]byte, min(im.Size(), 64<<10))
 			im.ReadAt(p, 0)
 			im.ReadAt(p, im.Size()-int64(len(p)))
+			im.Extents(0, min(im.Size(), 4<<20), func(sources.Extent) bool { return true })
 			im.Close()
 		}
 		im, err := Open(path, Options{CacheSize: 64 << 10, Budget: budget})
