@@ -72,7 +72,7 @@ func memoryExport(t testing.TB, name string, size int64, readOnly bool, minBlock
 
 type roSource struct{ *sources.Memory }
 
-func (m roSource) Caps() sources.Caps                  { return sources.Caps{ReadOnly: true, Parallel: true} }
+func (m roSource) Caps() sources.Caps               { return sources.Caps{ReadOnly: true, Parallel: true} }
 func (roSource) WriteAt([]byte, int64) (int, error) { return 0, sources.ErrReadOnly }
 func (roSource) Trim(int64, int64) error            { return sources.ErrReadOnly }
 func (roSource) Zero(int64, int64, bool) error      { return sources.ErrReadOnly }
