@@ -79,7 +79,7 @@ func (roSource) Zero(int64, int64, bool) error      { return sources.ErrReadOnly
 
 // serveOne runs nbd's own server for one client on a socketpair and
 // returns the client's end.
-func serveOne(t *testing.T, x Exports) net.Conn {
+func serveOne(t testing.TB, x Exports) net.Conn {
 	t.Helper()
 	srv, cli := connPair(t)
 	ctx, cancel := context.WithCancel(context.Background())
