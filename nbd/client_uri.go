@@ -141,7 +141,9 @@ func (u URI) String() string {
 		if strings.HasPrefix(socket, "@") {
 			socket = "\x00" + socket[1:]
 		}
-		return "nbd+unix://" + path + "?socket=" + url.QueryEscape(socket)
+		// '/' and ':' may stand in a query as they are (RFC 3986).
+		q := strings.NewReplacer("%2F", "/", "%3A", ":").Replace(url.QueryEscape(socket))
+		return "nbd+unix://" + path + "?socket=" + q
 	}
 	return "nbd://" + u.Address + path
 }

@@ -167,7 +167,7 @@ func (s *Server) Kill() {
 	}
 	if s.pid > 0 {
 		syscall.Kill(-s.pid, syscall.SIGKILL)
-		for i := 0; i < 500 && syscall.Kill(s.pid, 0) == nil; i++ {
+		for i := 0; i < 500 && alive(s.pid); i++ {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
@@ -201,4 +201,16 @@ func (s *Server) readPID(deadline time.Time) int {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// alive reports whether process pid exists and is not a zombie (a
+// daemon's zombie waits for an init that may be slow to reap it).
+func alive(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	i := strings.LastIndexByte(string(b), ')')
+	return i < 0 || i+2 >= len(b) || b[i+2] != 'Z'
 }
