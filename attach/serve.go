@@ -186,6 +186,7 @@ func (r *serverRun) openSource() error {
 		CacheSize: cfg.CacheSize, Composite: cfg.compositeOptions(), MemFile: so.memFile,
 		Format: cfg.Format, AllowPaths: cfg.AllowPaths, AllowDevices: cfg.AllowDevices,
 		MetadataLimit: cfg.MetadataLimit, SpillLimit: cfg.SpillLimit, Logf: r.logger.Printf,
+		RemoteRetry: cfg.DeadTimeout,
 	}
 	if so.resume != nil {
 		oo.ExpectFormat = so.resume.Format
