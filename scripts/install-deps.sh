@@ -49,6 +49,7 @@ check nbd-server nbd-server
 check python3 python3
 check groff groff-base
 check lvm lvm2
+check vgchange lvm2
 check nbdkit nbdkit
 check chromium-headless-shell chromium-headless-shell
 check blkid util-linux

@@ -45,8 +45,8 @@ const startTimeout = time.Minute
 func Nbdkit(t testing.TB, plugin string, args ...string) *Server {
 	t.Helper()
 	tooltest.Require(t, "nbdkit")
-	sock := socketPath(t)
-	return start(t, "nbdkit", sock, "", append([]string{"nbdkit", "-f", "-U", sock, plugin}, args...))
+	sock := SocketPath(t)
+	return Command(t, sock, "", append([]string{"nbdkit", "-f", "-U", sock, plugin}, args...)...)
 }
 
 // QemuNBD starts `qemu-nbd -k SOCKET -f raw -t FILE`, serving file under
@@ -54,8 +54,8 @@ func Nbdkit(t testing.TB, plugin string, args ...string) *Server {
 func QemuNBD(t testing.TB, file string) *Server {
 	t.Helper()
 	tooltest.Require(t, "qemu-nbd")
-	sock := socketPath(t)
-	return start(t, "qemu-nbd", sock, "", []string{"qemu-nbd", "-k", sock, "-f", "raw", "-t", "--cache=writeback", file})
+	sock := SocketPath(t)
+	return Command(t, sock, "", "qemu-nbd", "-k", sock, "-f", "raw", "-t", "--cache=writeback", file)
 }
 
 // NBDServer starts nbd-server in the foreground with a configuration that
@@ -63,7 +63,7 @@ func QemuNBD(t testing.TB, file string) *Server {
 func NBDServer(t testing.TB, file string) *Server {
 	t.Helper()
 	tooltest.Require(t, "nbd-server")
-	sock := socketPath(t)
+	sock := SocketPath(t)
 	conf := filepath.Join(filepath.Dir(sock), "nbd-server.conf")
 	text := fmt.Sprintf("[generic]\n\tunixsock = %s\n\tallowlist = false\n[disk]\n\texportname = %s\n\tflush = true\n\tfua = true\n\ttrim = true\n", sock, file)
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
@@ -79,9 +79,9 @@ func NBDServer(t testing.TB, file string) *Server {
 	return s
 }
 
-// socketPath returns a socket path in a new temporary directory, short
+// SocketPath returns a socket path in a new temporary directory, short
 // enough for sun_path.
-func socketPath(t testing.TB) string {
+func SocketPath(t testing.TB) string {
 	dir, err := os.MkdirTemp("", "nbdtest")
 	if err != nil {
 		t.Fatal(err)
@@ -90,8 +90,12 @@ func socketPath(t testing.TB) string {
 	return filepath.Join(dir, "s")
 }
 
-func start(t testing.TB, name, sock, export string, args []string) *Server {
-	s := &Server{Name: name, Socket: sock, URI: "nbd+unix:///" + export + "?socket=" + sock, t: t, args: args}
+// Command starts args, a server that stays in the foreground and listens
+// on the Unix socket sock (a SocketPath), serving export, like the servers
+// above: Kill and Start apply, and it is killed when the test ends.
+func Command(t testing.TB, sock, export string, args ...string) *Server {
+	t.Helper()
+	s := &Server{Name: filepath.Base(args[0]), Socket: sock, URI: "nbd+unix:///" + export + "?socket=" + sock, t: t, args: args}
 	t.Cleanup(s.Kill)
 	s.Start()
 	return s
