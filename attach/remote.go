@@ -17,12 +17,14 @@ import (
 // file to pin or lock; a relative socket path is made absolute when the
 // request is pinned, so that a restarted server finds the same socket.
 
+// parseRemoteSpec parses an NBD URI; the Spec's Path is its canonical
+// form (the port and the socket path as the URI's String writes them).
 func parseRemoteSpec(s string) (Spec, error) {
 	u, err := nbd.ParseURI(s)
 	if err != nil {
 		return Spec{}, err
 	}
-	return Spec{Kind: KindNBD, Path: s, Remote: u}, nil
+	return Spec{Kind: KindNBD, Path: u.String(), Remote: u}, nil
 }
 
 // remoteAbsolute returns spec with a relative Unix socket path made

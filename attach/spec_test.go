@@ -29,7 +29,7 @@ var parseSpecTests = []struct {
 	{name: "file named like a memory spec", in: "file:memory:1G", want: Spec{Kind: "file", Path: "memory:1G"}},
 	{name: "https URL", in: "https://example.com/disk.img", wantErr: "https://example.com/disk.img: https:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)"},
 	{name: "nbd URL", in: "nbd://host:10809/export", want: Spec{Kind: "nbd", Path: "nbd://host:10809/export", Remote: nbd.URI{Network: "tcp", Address: "host:10809", Export: "export"}}},
-	{name: "nbd URL, default port and export", in: "nbd://host", want: Spec{Kind: "nbd", Path: "nbd://host", Remote: nbd.URI{Network: "tcp", Address: "host:10809"}}},
+	{name: "nbd URL, default port and export", in: "nbd://host", want: Spec{Kind: "nbd", Path: "nbd://host:10809/", Remote: nbd.URI{Network: "tcp", Address: "host:10809"}}},
 	{name: "nbd+unix URL", in: "nbd+unix:///export?socket=/tmp/s", want: Spec{Kind: "nbd", Path: "nbd+unix:///export?socket=/tmp/s", Remote: nbd.URI{Network: "unix", Address: "/tmp/s", Export: "export"}}},
 	{name: "nbds URL", in: "nbds://host/export", wantErr: "nbds://host/export: TLS (nbds://) is not supported yet: use nbd:// on a trusted network, or tunnel it through ssh"},
 	{name: "nbd+unix without socket", in: "nbd+unix:///e", wantErr: "nbd+unix:///e: no socket given (nbd+unix:///e?socket=PATH)"},
@@ -129,8 +129,12 @@ func FuzzSpec(f *testing.F) {
 			if spec.Path == "" {
 				t.Fatalf("ParseSpec(%q) = %#v, want a non-empty program", in, spec)
 			}
+		case "nbd":
+			if spec.Remote.Network != "tcp" && spec.Remote.Network != "unix" || spec.Remote.Address == "" || spec.Path != spec.Remote.String() {
+				t.Fatalf("ParseSpec(%q) = %#v, want a TCP or Unix address and the URI as the path", in, spec)
+			}
 		default:
-			t.Fatalf("ParseSpec(%q) = %#v, want kind file, memory or exec", in, spec)
+			t.Fatalf("ParseSpec(%q) = %#v, want kind file, memory, exec or nbd", in, spec)
 		}
 		s := spec.String()
 		again, err := ParseSpec(s)
