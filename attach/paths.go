@@ -34,6 +34,9 @@ func (c Config) pinned() (Config, error) {
 	}
 	abs := func(arg string) string {
 		spec, err := ParseSpec(arg)
+		if err == nil && spec.Kind == KindNBD {
+			return remoteAbsolute(spec, wd).String()
+		}
 		if err != nil || (spec.Kind != KindFile && spec.Kind != KindExec) || filepath.IsAbs(spec.Path) {
 			return arg
 		}

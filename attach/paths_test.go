@@ -45,6 +45,12 @@ func TestPinned(t *testing.T) {
 			files: []string{dir + "/disk.img", dir + "/b.img"},
 		},
 		{name: "memory", cfg: Config{Source: "memory:1G"}, want: Config{Source: "memory:1G"}},
+		{name: "nbd+unix, relative socket", cfg: Config{Source: "nbd+unix:///e?socket=run/s.sock"}, want: Config{Source: "nbd+unix:///e?socket=" + dir + "/run/s.sock"}},
+		{name: "nbd+unix, absolute socket", cfg: Config{Source: "nbd+unix:///?socket=/run/s"}, want: Config{Source: "nbd+unix:///?socket=/run/s"}},
+		{name: "nbd+unix, abstract socket", cfg: Config{Source: "nbd+unix:///?socket=%00x"}, want: Config{Source: "nbd+unix:///?socket=%00x"}},
+		{name: "nbd", cfg: Config{Source: "nbd://h/e", Composite: Composite{Layout: "concat", Sources: []string{"nbd://h:99/", "disk.img"}}},
+			want:  Config{Source: "nbd://h:10809/e", Composite: Composite{Layout: "concat", Sources: []string{"nbd://h:99/", dir + "/disk.img"}}},
+			files: []string{dir + "/disk.img"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

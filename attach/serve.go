@@ -198,7 +198,8 @@ func (r *serverRun) openSource() error {
 		CacheSize: cfg.CacheSize, Composite: cfg.compositeOptions(), MemFile: so.memFile,
 		Format: cfg.Format, AllowPaths: cfg.AllowPaths, AllowDevices: cfg.AllowDevices,
 		MetadataLimit: cfg.MetadataLimit, SpillLimit: cfg.SpillLimit, Logf: r.logger.Printf,
-		Progress: r.progress,
+		Progress:    r.progress,
+		RemoteRetry: cfg.DeadTimeout,
 	}
 	if so.resume != nil {
 		oo.ExpectFormat = so.resume.Format

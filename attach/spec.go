@@ -9,8 +9,10 @@ import (
 	"os"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/nbdloop/nbdloop/internal/bytesize"
+	"github.com/nbdloop/nbdloop/nbd"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -22,6 +24,7 @@ const (
 	KindFile   SourceKind = "file"   // a file or block device (PATH, file:PATH)
 	KindMemory SourceKind = "memory" // memory:SIZE
 	KindExec   SourceKind = "exec"   // exec:PATH[,OPTIONS]
+	KindNBD    SourceKind = "nbd"    // nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH
 )
 
 // Spec is a parsed SOURCE argument.
@@ -33,6 +36,8 @@ type Spec struct {
 	Options string
 	// Clamped is set when a memory size above 2^63-1 was clamped to it.
 	Clamped bool
+	// Remote is the server and export of an nbd:// SOURCE (remote.go).
+	Remote nbd.URI
 }
 
 // ParseSpec parses a SOURCE argument (the syntax is in the attach command's help).
@@ -62,8 +67,11 @@ func ParseSpec(s string) (Spec, error) {
 		}
 		return Spec{Kind: KindFile, Path: path}, nil
 	}
+	if nbd.IsURI(s) {
+		return parseRemoteSpec(s)
+	}
 	if scheme, ok := urlScheme(s); ok {
-		return Spec{}, fmt.Errorf("%s: %s:// URLs are not supported, network sources are not served yet (SOURCE is a PATH, file:PATH, memory:SIZE or exec:PATH)", s, scheme)
+		return Spec{}, fmt.Errorf("%s: %s:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)", s, scheme)
 	}
 	return Spec{Kind: KindFile, Path: s}, nil
 }
@@ -91,6 +99,9 @@ func (s Spec) String() string {
 	}
 	if s.Kind == KindExec {
 		return execSpecString(s)
+	}
+	if s.Kind == KindNBD {
+		return s.Remote.String()
 	}
 	if _, url := urlScheme(s.Path); url || strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") || strings.HasPrefix(s.Path, "exec:") {
 		return "file:" + s.Path
@@ -135,13 +146,17 @@ type OpenOptions struct {
 	// one big block is decoded into (--spill-limit; 0: the default).
 	SpillLimit int64
 	// Logf receives the lines a device's log gets from its sources (the
-	// first-sector guard's refusals); nil discards them.
+	// first-sector guard's refusals, a remote's lost connections); nil
+	// discards them.
 	Logf func(format string, args ...any)
 	// Progress, when set, is told how far the long jobs of compressed
 	// images are: a pass over a gzip file while it is opened (JobIndex),
 	// the background decode of a single-block xz or zstd file (JobDecode,
 	// called from the decoding goroutine until it ends).
 	Progress func(Progress)
+	// RemoteRetry is how long requests to an nbd:// source wait for a
+	// lost connection to come back (0: nbdremote's default).
+	RemoteRetry time.Duration
 }
 
 // progressOf returns the format's progress callback for job on the file
@@ -213,6 +228,8 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 		return openMemory(spec, opts)
 	case KindExec:
 		return openExec(spec, opts)
+	case KindNBD:
+		return openRemote(spec, opts)
 	}
 	return openFileSource(spec.Path, opts)
 }

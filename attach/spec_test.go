@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nbdloop/nbdloop/nbd"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -26,9 +27,13 @@ var parseSpecTests = []struct {
 	{name: "file prefix", in: "file:disk.img", want: Spec{Kind: "file", Path: "disk.img"}},
 	{name: "file prefix with colon", in: "file:a:b.img", want: Spec{Kind: "file", Path: "a:b.img"}},
 	{name: "file named like a memory spec", in: "file:memory:1G", want: Spec{Kind: "file", Path: "memory:1G"}},
-	{name: "https URL", in: "https://example.com/disk.img", wantErr: "https://example.com/disk.img: https:// URLs are not supported, network sources are not served yet (SOURCE is a PATH, file:PATH, memory:SIZE or exec:PATH)"},
-	{name: "nbd URL", in: "nbd://host:10809/export", wantErr: "nbd://host:10809/export: nbd:// URLs are not supported"},
-	{name: "nbd+unix URL", in: "nbd+unix:///export?socket=/tmp/s", wantErr: "nbd+unix:// URLs are not supported"},
+	{name: "https URL", in: "https://example.com/disk.img", wantErr: "https://example.com/disk.img: https:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)"},
+	{name: "nbd URL", in: "nbd://host:10809/export", want: Spec{Kind: "nbd", Path: "nbd://host:10809/export", Remote: nbd.URI{Network: "tcp", Address: "host:10809", Export: "export"}}},
+	{name: "nbd URL, default port and export", in: "nbd://host", want: Spec{Kind: "nbd", Path: "nbd://host:10809/", Remote: nbd.URI{Network: "tcp", Address: "host:10809"}}},
+	{name: "nbd+unix URL", in: "nbd+unix:///export?socket=/tmp/s", want: Spec{Kind: "nbd", Path: "nbd+unix:///export?socket=/tmp/s", Remote: nbd.URI{Network: "unix", Address: "/tmp/s", Export: "export"}}},
+	{name: "nbds URL", in: "nbds://host/export", wantErr: "nbds://host/export: TLS (nbds://) is not supported yet: use nbd:// on a trusted network, or tunnel it through ssh"},
+	{name: "nbd+unix without socket", in: "nbd+unix:///e", wantErr: "nbd+unix:///e: no socket given (nbd+unix:///e?socket=PATH)"},
+	{name: "nbd URL bad port", in: "nbd://h:0/e", wantErr: "nbd://h:0/e: port 0 is out of range (1-65535)"},
 	{name: "file named like a URL", in: "file:https://x", want: Spec{Kind: "file", Path: "https://x"}},
 	{name: "path with :// not a scheme", in: "./a://b", want: Spec{Kind: "file", Path: "./a://b"}},
 	{name: "path starting with ://", in: "://b", want: Spec{Kind: "file", Path: "://b"}},
@@ -82,6 +87,8 @@ func TestSpecString(t *testing.T) {
 		{name: "path", in: Spec{Kind: "file", Path: "disk.img"}, want: "disk.img"},
 		{name: "path with colon", in: Spec{Kind: "file", Path: "a:b"}, want: "a:b"},
 		{name: "path like a URL", in: Spec{Kind: "file", Path: "https://x"}, want: "file:https://x"},
+		{name: "nbd", in: Spec{Kind: "nbd", Path: "nbd://h/e", Remote: nbd.URI{Network: "tcp", Address: "h:10809", Export: "e"}}, want: "nbd://h:10809/e"},
+		{name: "nbd+unix", in: Spec{Kind: "nbd", Remote: nbd.URI{Network: "unix", Address: "/run/s", Export: "e"}}, want: "nbd+unix:///e?socket=/run/s"},
 		{name: "path like memory", in: Spec{Kind: "file", Path: "memory:1G"}, want: "file:memory:1G"},
 		{name: "path like file", in: Spec{Kind: "file", Path: "file:x"}, want: "file:file:x"},
 		{name: "memory", in: Spec{Kind: "memory", Size: 1 << 30}, want: "memory:1073741824"},
@@ -122,8 +129,12 @@ func FuzzSpec(f *testing.F) {
 			if spec.Path == "" {
 				t.Fatalf("ParseSpec(%q) = %#v, want a non-empty program", in, spec)
 			}
+		case "nbd":
+			if spec.Remote.Network != "tcp" && spec.Remote.Network != "unix" || spec.Remote.Address == "" || spec.Path != spec.Remote.String() {
+				t.Fatalf("ParseSpec(%q) = %#v, want a TCP or Unix address and the URI as the path", in, spec)
+			}
 		default:
-			t.Fatalf("ParseSpec(%q) = %#v, want kind file, memory or exec", in, spec)
+			t.Fatalf("ParseSpec(%q) = %#v, want kind file, memory, exec or nbd", in, spec)
 		}
 		s := spec.String()
 		again, err := ParseSpec(s)

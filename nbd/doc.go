@@ -63,4 +63,14 @@
 // over MaxPayload) loses its connection, and so does a READ sent with
 // sendfile whose file ends before its data (it shrank under the source):
 // its success header is already out.
+//
+// The client side (client*.go) connects to any NBD server: Dial or
+// DialURI (NBD URIs, ParseURI) runs the fixed newstyle handshake
+// (NBD_OPT_GO asking for the block size constraints, NBD_OPT_EXPORT_NAME
+// for servers without it), and a Client then pipelines READ, WRITE,
+// FLUSH, TRIM and WRITE_ZEROES from any number of goroutines with simple
+// replies, one goroutine matching replies to requests by cookie. Every
+// length and cookie a server sends is checked; a server that breaks the
+// protocol loses its connection (ErrConnLost), never the process.
+// sources/nbdremote builds a reconnecting Source on it.
 package nbd

@@ -46,6 +46,7 @@ check qemu-io qemu-utils
 check qemu-nbd qemu-utils
 check fio fio
 check nbd-client nbd-client
+check nbd-server nbd-server
 check python3 python3
 check groff groff-base
 check lvm lvm2

@@ -33,9 +33,19 @@ const sourceHelp = `SOURCE is one of:
                   names, none of the rest; KEY=VALUE items go
                   to the program (config KEY VALUE, or arguments when
                   persistent); no commas in PATH or values
+  nbd://...       nbd://HOST[:PORT]/EXPORT: the export EXPORT of a remote NBD
+                  server (nbdkit, qemu-nbd, nbd-server, nbdloop serve) over
+                  TCP, port 10809 by default; an empty EXPORT is the server's
+                  default export; read-only when the server says so; a lost
+                  connection is retried (0.1 s doubling to 5 s) and the
+                  requests sent again, for up to --dead-timeout, after which
+                  they fail with EIO until the server is back; a server back
+                  with another size is refused
+  nbd+unix://...  nbd+unix:///EXPORT?socket=PATH: the same over the Unix
+                  socket PATH (the NBD URI syntax); nbds:// (TLS) is not
+                  supported yet
 SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
-and KB, MB, GB, ... (powers of 1000). URLs (https://, nbd://, ...) are refused:
-network sources are not served yet.`
+and KB, MB, GB, ... (powers of 1000). Other URLs (https://, ...) are refused.`
 
 // compositeHelp describes the devices made of several SOURCEs and the
 // partition view, for --help and the man page.
@@ -171,6 +181,9 @@ nbdloop restart from any directory) refuses a path that now leads to
 another file, and list shows why. Signals to servers and supervisors go
 through pidfds, after checking the start time recorded with the pid, so a
 recycled pid is never signalled.
+An nbd:// SOURCE names no local file: nothing is locked or pinned (a
+relative socket= path is made absolute), and a restarted server connects
+to the remote export again, refusing it if its size has changed.
 
 exec: programs run with PATH, HOME, LANG, LC_ALL, $tmpdir and the
 variables env=NAME items name, nothing else of the environment attach was
