@@ -9,11 +9,11 @@ import (
 
 	"github.com/nbdloop/nbdloop/nbd"
 	"github.com/nbdloop/nbdloop/sources"
-	"github.com/nbdloop/nbdloop/sources/nbdremote"
+	"github.com/nbdloop/nbdloop/nbd/remote"
 )
 
 // nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH serve an
-// export of a remote NBD server (sources/nbdremote). There is no local
+// export of a remote NBD server (nbd/remote). There is no local
 // file to pin or lock; a relative socket path is made absolute when the
 // request is pinned, so that a restarted server finds the same socket.
 
@@ -41,7 +41,7 @@ func remoteAbsolute(spec Spec, wd string) Spec {
 // the block size is rounded down, as for exec:, since the server decides
 // it, not the user.
 func openRemote(spec Spec, opts OpenOptions) (*Opened, error) {
-	src, err := nbdremote.Open(context.Background(), spec.Remote, nbdremote.Options{
+	src, err := remote.Open(context.Background(), spec.Remote, remote.Options{
 		ReadOnly: opts.ReadOnly, RetryWindow: opts.RemoteRetry, Logf: opts.Logf,
 	})
 	if err != nil {

@@ -155,7 +155,7 @@ type OpenOptions struct {
 	// called from the decoding goroutine until it ends).
 	Progress func(Progress)
 	// RemoteRetry is how long requests to an nbd:// source wait for a
-	// lost connection to come back (0: nbdremote's default).
+	// lost connection to come back (0: the nbd/remote default).
 	RemoteRetry time.Duration
 }
 

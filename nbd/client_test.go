@@ -87,9 +87,9 @@ func serveOne(t testing.TB, x Exports) net.Conn {
 	go func() {
 		defer close(done)
 		defer srv.Close()
-		exp, err := Handshake(ctx, srv, x, HandshakeOptions{})
+		sess, err := Handshake(ctx, srv, x, HandshakeOptions{})
 		if err == nil {
-			exp.Server.ServeConn(ctx, srv, 0)
+			sess.Serve(ctx, srv, 0)
 		}
 	}()
 	t.Cleanup(func() {

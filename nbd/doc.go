@@ -72,5 +72,5 @@
 // replies, one goroutine matching replies to requests by cookie. Every
 // length and cookie a server sends is checked; a server that breaks the
 // protocol loses its connection (ErrConnLost), never the process.
-// sources/nbdremote builds a reconnecting Source on it.
+// nbd/remote builds a reconnecting Source on it.
 package nbd

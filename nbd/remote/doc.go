@@ -1,4 +1,4 @@
-// Package nbdremote serves an export of a remote NBD server as a
+// Package remote serves an export of a remote NBD server as a
 // sources.Source: nbdloop's own server, the kernel's peer, forwards each
 // request over an nbd.Client, so that filters, copy-on-write overlays and
 // partitions apply to a remote disk as to a local one.
@@ -19,4 +19,4 @@
 // acknowledged and not yet made durable may have died with it: as with
 // any NBD client that reconnects, only writes followed by a successful
 // flush are known to be on the server's storage.
-package nbdremote
+package remote

@@ -1,4 +1,4 @@
-package nbdremote
+package remote
 
 import (
 	"context"

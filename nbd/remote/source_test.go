@@ -1,4 +1,4 @@
-package nbdremote
+package remote
 
 import (
 	"bytes"
@@ -80,9 +80,9 @@ func (s *ownServer) start() {
 			go func() {
 				defer s.wg.Done()
 				defer c.Close()
-				exp, err := nbd.Handshake(context.Background(), c, x, nbd.HandshakeOptions{})
+				sess, err := nbd.Handshake(context.Background(), c, x, nbd.HandshakeOptions{})
 				if err == nil {
-					exp.Server.Serve(context.Background(), c)
+					sess.Serve(context.Background(), c, 0)
 				}
 			}()
 		}
