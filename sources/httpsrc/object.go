@@ -191,11 +191,16 @@ func checkRedirect(req *http.Request, via []*http.Request) error {
 }
 
 // transportError is the error of client.Do without the URL it repeats,
-// and whether it may pass (not a redirect refused).
+// and whether it may pass (not a redirect refused, not a certificate that
+// is not trusted).
 func transportError(err error) (error, bool) {
 	var re *redirectError
 	if errors.As(err, &re) {
 		return re, false
+	}
+	var ce *tls.CertificateVerificationError
+	if errors.As(err, &ce) {
+		return ce, false
 	}
 	var ue *url.Error
 	if errors.As(err, &ue) {
