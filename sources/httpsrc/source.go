@@ -26,7 +26,7 @@ func Open(raw string, opts Options) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := o.Source()
+	s, err := o.Source(0)
 	if err != nil {
 		o.Close()
 		return nil, err
@@ -34,13 +34,16 @@ func Open(raw string, opts Options) (*Source, error) {
 	return s, nil
 }
 
-// Source returns the Source that serves o through a cache of
-// Options.CacheSize bytes. Its Close closes o too. It fails for an
+// Source returns the Source that serves o through a cache of cacheSize
+// bytes (0: Options.CacheSize). Its Close closes o too. It fails for an
 // object too large to serve.
-func (o *Object) Source() (*Source, error) {
+func (o *Object) Source(cacheSize int64) (*Source, error) {
 	opts := o.opts
+	if cacheSize <= 0 {
+		cacheSize = opts.CacheSize
+	}
 	c, err := blockcache.NewTable(blocks{size: o.size, bs: opts.BlockSize}, o.openBlock, blockcache.Options{
-		Budget: opts.CacheSize, Chunk: opts.BlockSize, Readahead: opts.Connections, Transient: true,
+		Budget: cacheSize, Chunk: opts.BlockSize, Readahead: opts.Connections, Transient: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %d bytes: too large to serve", o.name, o.size)
