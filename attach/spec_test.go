@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"math"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,7 +27,12 @@ var parseSpecTests = []struct {
 	{name: "file prefix", in: "file:disk.img", want: Spec{Kind: "file", Path: "disk.img"}},
 	{name: "file prefix with colon", in: "file:a:b.img", want: Spec{Kind: "file", Path: "a:b.img"}},
 	{name: "file named like a memory spec", in: "file:memory:1G", want: Spec{Kind: "file", Path: "memory:1G"}},
-	{name: "https URL", in: "https://example.com/disk.img", wantErr: "https://example.com/disk.img: https:// URLs are not supported, network sources are not served yet (SOURCE is a PATH, file:PATH, memory:SIZE or exec:PATH)"},
+	{name: "https URL", in: "https://example.com/disk.img", want: Spec{Kind: "url", Path: "https://example.com/disk.img"}},
+	{name: "http URL", in: "http://10.0.0.1:8080/images/disk.img.xz?v=2", want: Spec{Kind: "url", Path: "http://10.0.0.1:8080/images/disk.img.xz?v=2"}},
+	{name: "HTTPS URL", in: "HTTPS://example.com/disk.img", want: Spec{Kind: "url", Path: "HTTPS://example.com/disk.img"}},
+	{name: "URL with credentials", in: "https://me:secret@example.com/disk.img", wantErr: "https://me:xxxxx@example.com/disk.img: credentials in the URL are refused: they would be kept in the device's state record and shown by nbdloop list"},
+	{name: "URL without host", in: "https:///disk.img", wantErr: "no host in the URL"},
+	{name: "ftp URL", in: "ftp://example.com/disk.img", wantErr: "ftp://example.com/disk.img: ftp:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH or an http(s):// URL)"},
 	{name: "nbd URL", in: "nbd://host:10809/export", wantErr: "nbd://host:10809/export: nbd:// URLs are not supported"},
 	{name: "nbd+unix URL", in: "nbd+unix:///export?socket=/tmp/s", wantErr: "nbd+unix:// URLs are not supported"},
 	{name: "file named like a URL", in: "file:https://x", want: Spec{Kind: "file", Path: "https://x"}},
@@ -85,6 +91,7 @@ func TestSpecString(t *testing.T) {
 		{name: "path like memory", in: Spec{Kind: "file", Path: "memory:1G"}, want: "file:memory:1G"},
 		{name: "path like file", in: Spec{Kind: "file", Path: "file:x"}, want: "file:file:x"},
 		{name: "memory", in: Spec{Kind: "memory", Size: 1 << 30}, want: "memory:1073741824"},
+		{name: "URL", in: Spec{Kind: "url", Path: "https://x/disk.img"}, want: "https://x/disk.img"},
 		{name: "memory clamped", in: Spec{Kind: "memory", Size: math.MaxInt64, Clamped: true}, want: "memory:9223372036854775807"},
 	}
 	for _, tt := range tests {
@@ -122,8 +129,12 @@ func FuzzSpec(f *testing.F) {
 			if spec.Path == "" {
 				t.Fatalf("ParseSpec(%q) = %#v, want a non-empty program", in, spec)
 			}
+		case "url":
+			if u, err := url.Parse(spec.Path); spec.Path != in || err != nil || u.User != nil {
+				t.Fatalf("ParseSpec(%q) = %#v, want the URL as given, without credentials", in, spec)
+			}
 		default:
-			t.Fatalf("ParseSpec(%q) = %#v, want kind file, memory or exec", in, spec)
+			t.Fatalf("ParseSpec(%q) = %#v, want kind file, memory, exec or url", in, spec)
 		}
 		s := spec.String()
 		again, err := ParseSpec(s)
