@@ -234,7 +234,8 @@ func openParts(opts OpenOptions) ([]part, error) {
 			return fail(err)
 		}
 		sub := OpenOptions{ReadOnly: opts.ReadOnly, BlockSize: 1, DirectIO: opts.DirectIO, CacheSize: opts.CacheSize,
-			AllowPaths: opts.AllowPaths, AllowDevices: opts.AllowDevices, Budget: opts.Budget, SpillLimit: opts.SpillLimit, Logf: opts.Logf}
+			AllowPaths: opts.AllowPaths, AllowDevices: opts.AllowDevices, Budget: opts.Budget, SpillLimit: opts.SpillLimit, Logf: opts.Logf,
+			URLDeadline: opts.URLDeadline}
 		p := part{arg: arg}
 		if spec.Kind == KindFile {
 			st, err := os.Stat(spec.Path)
@@ -441,7 +442,7 @@ func openPartitionView(spec Spec, opts OpenOptions) (*Opened, error) {
 		op.Source.Close()
 		return nil, err
 	}
-	res := &Opened{Source: w, Desc: fmt.Sprintf("%s:p%d", op.Desc, n), Format: op.Format, Warnings: op.Warnings}
+	res := &Opened{Source: w, Desc: fmt.Sprintf("%s:p%d", op.Desc, n), Format: op.Format, Warnings: op.Warnings, Pin: op.Pin}
 	for _, warn := range t.Warnings {
 		res.Warnings = append(res.Warnings, fmt.Sprintf("%s: warning: %s", name, warn))
 	}

@@ -10,7 +10,7 @@
 //     image's named files may be), probe.go, probe_qcow2.go and
 //     probe_vmdk.go (the probe table's formats), guard.go (a probed-raw
 //     file stays raw), composite.go (--concat, --partitions, --partition),
-//     memory.go (memory:), exec.go (exec:).
+//     memory.go (memory:), exec.go (exec:), url.go (http:// and https://).
 //   - The attach request: config.go (Config, its defaults and checks),
 //     paths.go (paths made absolute and files pinned by device and inode),
 //     filters.go (the --filter chain and its statistics file).

@@ -32,7 +32,7 @@ func isXZ(head []byte) bool {
 	return bytes.HasPrefix(head, []byte{0xFD, '7', 'z', 'X', 'Z', 0x00})
 }
 
-func openXZ(f *sources.File, opts OpenOptions) (sources.Source, error) {
+func openXZ(f namedSource, opts OpenOptions) (sources.Source, error) {
 	return xz.Open(f, f.Size(), xz.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential,
 		Budget: opts.Budget, SpillLimit: opts.SpillLimit, Progress: opts.progressOf(JobDecode, f.Name())})
 }
@@ -44,7 +44,7 @@ func isGzip(head []byte) bool {
 // openGzip keeps the checkpoint index of gzip images in the user's cache
 // directory ($XDG_CACHE_HOME/nbdloop, else ~/.cache/nbdloop), so that the
 // second attach of the same image skips the inflating pass.
-func openGzip(f *sources.File, opts OpenOptions) (sources.Source, error) {
+func openGzip(f namedSource, opts OpenOptions) (sources.Source, error) {
 	dir, err := os.UserCacheDir()
 	if err == nil {
 		dir = filepath.Join(dir, "nbdloop")
@@ -128,7 +128,7 @@ func isZstd(head []byte) bool {
 	return head[0]&0xF0 == 0x50 && head[1] == 0x2A && head[2] == 0x4D && head[3] == 0x18
 }
 
-func openZstd(f *sources.File, opts OpenOptions) (sources.Source, error) {
+func openZstd(f namedSource, opts OpenOptions) (sources.Source, error) {
 	return zstd.Open(f, f.Size(), zstd.Options{CacheSize: opts.CacheSize, Sequential: opts.Sequential,
 		Budget: opts.Budget, SpillLimit: opts.SpillLimit, Progress: opts.progressOf(JobDecode, f.Name())})
 }

@@ -8,8 +8,8 @@ import (
 	"syscall"
 
 	"github.com/nbdloop/nbdloop/nbd"
-	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/nbd/remote"
+	"github.com/nbdloop/nbdloop/sources"
 )
 
 // nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH serve an

@@ -200,9 +200,10 @@ func (r *serverRun) openSource() error {
 		MetadataLimit: cfg.MetadataLimit, SpillLimit: cfg.SpillLimit, Logf: r.logger.Printf,
 		Progress:    r.progress,
 		RemoteRetry: cfg.DeadTimeout,
+		URLDeadline: cfg.urlDeadline(),
 	}
 	if so.resume != nil {
-		oo.ExpectFormat = so.resume.Format
+		oo.ExpectFormat, oo.ExpectPin = so.resume.Format, so.resume.Pin
 	}
 	switch {
 	case cfg.Format != "":
@@ -383,7 +384,7 @@ func (r *serverRun) record() error {
 	now := time.Now().UTC()
 	st := &State{
 		Config: cfg, PID: os.Getpid(), BackendID: r.backendID,
-		Desc: r.opened.Desc, Format: r.opened.Format, Size: r.src.Size(),
+		Desc: r.opened.Desc, Format: r.opened.Format, Pin: r.opened.Pin, Size: r.src.Size(),
 		ServerFlags: r.flags, Partitions: r.parts, Started: now, Attached: now,
 		Supervisor: so.supervisor, PIDStart: refOf(os.Getpid()).Start,
 	}

@@ -25,12 +25,13 @@ const (
 	KindMemory SourceKind = "memory" // memory:SIZE
 	KindExec   SourceKind = "exec"   // exec:PATH[,OPTIONS]
 	KindNBD    SourceKind = "nbd"    // nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH
+	KindURL    SourceKind = "url"    // http://... or https://...
 )
 
 // Spec is a parsed SOURCE argument.
 type Spec struct {
 	Kind SourceKind
-	Path string // file, exec
+	Path string // file, exec; url: the URL
 	Size int64  // memory
 	// Options are exec's options as written, after the path's comma.
 	Options string
@@ -71,7 +72,10 @@ func ParseSpec(s string) (Spec, error) {
 		return parseRemoteSpec(s)
 	}
 	if scheme, ok := urlScheme(s); ok {
-		return Spec{}, fmt.Errorf("%s: %s:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)", s, scheme)
+		if scheme = strings.ToLower(scheme); scheme == "http" || scheme == "https" {
+			return parseURLSpec(s)
+		}
+		return Spec{}, fmt.Errorf("%s: %s:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, an http(s):// URL, nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)", s, scheme)
 	}
 	return Spec{Kind: KindFile, Path: s}, nil
 }
@@ -102,6 +106,9 @@ func (s Spec) String() string {
 	}
 	if s.Kind == KindNBD {
 		return s.Remote.String()
+	}
+	if s.Kind == KindURL {
+		return s.Path
 	}
 	if _, url := urlScheme(s.Path); url || strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") || strings.HasPrefix(s.Path, "exec:") {
 		return "file:" + s.Path
@@ -149,6 +156,11 @@ type OpenOptions struct {
 	// first-sector guard's refusals, a remote's lost connections); nil
 	// discards them.
 	Logf func(format string, args ...any)
+	// URLDeadline bounds each read of a URL's object, retries included
+	// (0: httpsrc.DefaultDeadline); ExpectPin is the version of the object
+	// the device was attached with (a restart: Opened.Pin), "" for any.
+	URLDeadline time.Duration
+	ExpectPin   string
 	// Progress, when set, is told how far the long jobs of compressed
 	// images are: a pass over a gzip file while it is opened (JobIndex),
 	// the background decode of a single-block xz or zstd file (JobDecode,
@@ -177,7 +189,7 @@ func (opts OpenOptions) progressOf(job, what string) func(done, total int64) {
 type format struct {
 	name  string
 	match func(head []byte) bool
-	open  func(f *sources.File, opts OpenOptions) (sources.Source, error)
+	open  func(f namedSource, opts OpenOptions) (sources.Source, error)
 	// openPath, when set, is used instead of open for formats that manage
 	// their own files (images that grow, backing files and extents found
 	// relative to the image): the probe's File is closed first.
@@ -189,6 +201,13 @@ type format struct {
 	// server process until a flush, so that a new server after a crash
 	// would serve it wrong ("": nothing; the server can be restarted).
 	diesWithServer string
+}
+
+// namedSource is what a format opens from: a file (*sources.File) or a
+// URL's object (*httpsrc.Source); Name names it in progress reports.
+type namedSource interface {
+	sources.Source
+	Name() string
 }
 
 var probeTable = []format{
@@ -206,6 +225,10 @@ type Opened struct {
 	Desc     string   // for `list`: the absolute path, or memory:SIZE
 	Format   string   // "raw", "memory", ...
 	Warnings []string // one line each, printed by attach
+	// Pin names the version of a URL's object that is served (see
+	// httpsrc.Object.Pin), "" for other sources: a restart serves only
+	// that version.
+	Pin string
 }
 
 // OpenSource opens spec and checks that its size suits a block device of
@@ -215,8 +238,8 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 	if opts.Budget == nil {
 		opts.Budget = sources.NewBudget(opts.MetadataLimit)
 	}
-	if opts.Format != "" && spec.Kind != KindFile {
-		return nil, fmt.Errorf("%s: --format applies to files only (omit it)", spec)
+	if opts.Format != "" && spec.Kind != KindFile && spec.Kind != KindURL {
+		return nil, fmt.Errorf("%s: --format applies to files and URLs only (omit it)", spec)
 	}
 	if opts.Layout != "" || opts.Partition > 0 {
 		// The parts are probed each; the device's format is the layout's.
@@ -230,6 +253,8 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 		return openExec(spec, opts)
 	case KindNBD:
 		return openRemote(spec, opts)
+	case KindURL:
+		return openURL(spec, opts)
 	}
 	return openFileSource(spec.Path, opts)
 }

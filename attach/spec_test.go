@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io/fs"
 	"math"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,13 +28,18 @@ var parseSpecTests = []struct {
 	{name: "file prefix", in: "file:disk.img", want: Spec{Kind: "file", Path: "disk.img"}},
 	{name: "file prefix with colon", in: "file:a:b.img", want: Spec{Kind: "file", Path: "a:b.img"}},
 	{name: "file named like a memory spec", in: "file:memory:1G", want: Spec{Kind: "file", Path: "memory:1G"}},
-	{name: "https URL", in: "https://example.com/disk.img", wantErr: "https://example.com/disk.img: https:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)"},
 	{name: "nbd URL", in: "nbd://host:10809/export", want: Spec{Kind: "nbd", Path: "nbd://host:10809/export", Remote: nbd.URI{Network: "tcp", Address: "host:10809", Export: "export"}}},
 	{name: "nbd URL, default port and export", in: "nbd://host", want: Spec{Kind: "nbd", Path: "nbd://host:10809/", Remote: nbd.URI{Network: "tcp", Address: "host:10809"}}},
 	{name: "nbd+unix URL", in: "nbd+unix:///export?socket=/tmp/s", want: Spec{Kind: "nbd", Path: "nbd+unix:///export?socket=/tmp/s", Remote: nbd.URI{Network: "unix", Address: "/tmp/s", Export: "export"}}},
 	{name: "nbds URL", in: "nbds://host/export", wantErr: "nbds://host/export: TLS (nbds://) is not supported yet: use nbd:// on a trusted network, or tunnel it through ssh"},
 	{name: "nbd+unix without socket", in: "nbd+unix:///e", wantErr: "nbd+unix:///e: no socket given (nbd+unix:///e?socket=PATH)"},
 	{name: "nbd URL bad port", in: "nbd://h:0/e", wantErr: "nbd://h:0/e: port 0 is out of range (1-65535)"},
+	{name: "https URL", in: "https://example.com/disk.img", want: Spec{Kind: "url", Path: "https://example.com/disk.img"}},
+	{name: "http URL", in: "http://10.0.0.1:8080/images/disk.img.xz?v=2", want: Spec{Kind: "url", Path: "http://10.0.0.1:8080/images/disk.img.xz?v=2"}},
+	{name: "HTTPS URL", in: "HTTPS://example.com/disk.img", want: Spec{Kind: "url", Path: "HTTPS://example.com/disk.img"}},
+	{name: "URL with credentials", in: "https://me:secret@example.com/disk.img", wantErr: "https://me:xxxxx@example.com/disk.img: credentials in the URL are refused: they would be kept in the device's state record and shown by nbdloop list"},
+	{name: "URL without host", in: "https:///disk.img", wantErr: "no host in the URL"},
+	{name: "ftp URL", in: "ftp://example.com/disk.img", wantErr: "ftp://example.com/disk.img: ftp:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, an http(s):// URL, nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)"},
 	{name: "file named like a URL", in: "file:https://x", want: Spec{Kind: "file", Path: "https://x"}},
 	{name: "path with :// not a scheme", in: "./a://b", want: Spec{Kind: "file", Path: "./a://b"}},
 	{name: "path starting with ://", in: "://b", want: Spec{Kind: "file", Path: "://b"}},
@@ -92,6 +98,7 @@ func TestSpecString(t *testing.T) {
 		{name: "path like memory", in: Spec{Kind: "file", Path: "memory:1G"}, want: "file:memory:1G"},
 		{name: "path like file", in: Spec{Kind: "file", Path: "file:x"}, want: "file:file:x"},
 		{name: "memory", in: Spec{Kind: "memory", Size: 1 << 30}, want: "memory:1073741824"},
+		{name: "URL", in: Spec{Kind: "url", Path: "https://x/disk.img"}, want: "https://x/disk.img"},
 		{name: "memory clamped", in: Spec{Kind: "memory", Size: math.MaxInt64, Clamped: true}, want: "memory:9223372036854775807"},
 	}
 	for _, tt := range tests {
@@ -133,8 +140,12 @@ func FuzzSpec(f *testing.F) {
 			if spec.Remote.Network != "tcp" && spec.Remote.Network != "unix" || spec.Remote.Address == "" || spec.Path != spec.Remote.String() {
 				t.Fatalf("ParseSpec(%q) = %#v, want a TCP or Unix address and the URI as the path", in, spec)
 			}
+		case "url":
+			if u, err := url.Parse(spec.Path); spec.Path != in || err != nil || u.User != nil {
+				t.Fatalf("ParseSpec(%q) = %#v, want the URL as given, without credentials", in, spec)
+			}
 		default:
-			t.Fatalf("ParseSpec(%q) = %#v, want kind file, memory, exec or nbd", in, spec)
+			t.Fatalf("ParseSpec(%q) = %#v, want kind file, memory, exec, nbd or url", in, spec)
 		}
 		s := spec.String()
 		again, err := ParseSpec(s)

@@ -42,7 +42,10 @@ type State struct {
 	Desc      string `json:"desc"` // what `list` shows of the source
 	// Format is what the source was served as (Config.Format, or what it
 	// probed as): a restart that would serve it otherwise refuses.
-	Format      string `json:"format"`
+	Format string `json:"format"`
+	// Pin is the version of a URL's object that is served (Opened.Pin):
+	// a restart refuses an object that changed.
+	Pin         string `json:"pin,omitempty"`
 	Size        int64  `json:"size"`
 	ServerFlags uint64 `json:"server_flags"`
 	// Partitions are the partition devices found at attach.

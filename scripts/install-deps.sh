@@ -52,6 +52,7 @@ check groff groff-base
 check lvm lvm2
 check vgchange lvm2
 check nbdkit nbdkit
+check nginx nginx
 check chromium-headless-shell chromium-headless-shell
 check blkid util-linux
 check nbdinfo libnbd-bin

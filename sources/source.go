@@ -10,7 +10,8 @@
 // path the user named, because their images name further files (backing
 // files, extents, parents) relative to it; those named files are opened
 // through NamedFiles, which confines them. script opens the program at a
-// path and serves what it prints.
+// path and serves what it prints. httpsrc serves an object on a web server,
+// read with range requests, as a Source the compressed formats open from.
 package sources
 
 import (

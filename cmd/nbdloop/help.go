@@ -33,6 +33,22 @@ const sourceHelp = `SOURCE is one of:
                   names, none of the rest; KEY=VALUE items go
                   to the program (config KEY VALUE, or arguments when
                   persistent); no commas in PATH or values
+  https://HOST/PATH, http://HOST/PATH
+                  an object on a web server, read with HTTP range requests
+                  (never downloaded whole) and served read-only: raw, or xz,
+                  gzip or zstd detected as for a PATH (qcow2 and VMDK by URL
+                  are refused: download them); fetched blocks are cached
+                  within --cache-size (a quarter of it under a compressed
+                  format), over at most 4 connections, with readahead for
+                  sequential reads; failed requests (5xx, timeouts, resets)
+                  are retried for up to 30 s (3/4 of --timeout if shorter),
+                  then the read fails with EIO; the object is pinned by its
+                  ETag (or Last-Modified date): if it is replaced on the
+                  server, reads of what is not cached fail with EIO (logged)
+                  rather than mix two versions, and a restart refuses it;
+                  the server must serve byte ranges; redirects (at most 5)
+                  are followed; user:password@ in the URL is refused (it
+                  would be kept in the state record and shown by list)
   nbd://...       nbd://HOST[:PORT]/EXPORT: the export EXPORT of a remote NBD
                   server (nbdkit, qemu-nbd, nbd-server, nbdloop serve) over
                   TCP, port 10809 by default; an empty EXPORT is the server's
@@ -45,7 +61,8 @@ const sourceHelp = `SOURCE is one of:
                   socket PATH (the NBD URI syntax); nbds:// (TLS) is not
                   supported yet
 SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
-and KB, MB, GB, ... (powers of 1000). Other URLs (https://, ...) are refused.`
+and KB, MB, GB, ... (powers of 1000). Other URLs (s3://, ftp://, ...) are
+refused.`
 
 // compositeHelp describes the devices made of several SOURCEs and the
 // partition view, for --help and the man page.

@@ -38,6 +38,11 @@ type Options struct {
 	// serialized, done never decreases, and it is called from the
 	// decoding goroutines: it must not call the Cache.
 	SpillProgress func(done, total int64)
+	// Transient: a failed decode is not remembered, and the next read
+	// that needs the segment opens it again (segments fetched over a
+	// network, whose failures pass). Without it a failed segment fails
+	// every later read.
+	Transient bool
 }
 
 const (
@@ -82,6 +87,8 @@ type Cache struct {
 	chunk  int64
 	budget int64
 	ahead  int
+	// transient: failed segments are opened again (Options.Transient).
+	transient bool
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -153,7 +160,7 @@ func New(segs []Segment, open Opener, opts Options) (*Cache, error) {
 func NewTable(segs Table, open Opener, opts Options) (*Cache, error) {
 	c := &Cache{
 		segs: segs, open: open,
-		chunk: opts.Chunk, budget: opts.Budget, ahead: opts.Readahead,
+		chunk: opts.Chunk, budget: opts.Budget, ahead: opts.Readahead, transient: opts.Transient,
 		chunks: make(map[ckey]*entry),
 		wanted: make(map[ckey]int),
 		jobs:   make(map[int]*job),

@@ -285,6 +285,28 @@ func TestCacheDecodeError(t *testing.T) {
 	}
 }
 
+func TestCacheTransientError(t *testing.T) {
+	data := testData(2 << 20)
+	f := newFake(data, 1<<20, 1<<20)
+	f.fail = 1
+	c, err := New(f.segs, f.open, Options{Chunk: 256 << 10, Readahead: -1, Transient: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.ReadAt(make([]byte, 1<<20), 1<<20); err == nil {
+		t.Fatal("ReadAt of the failing segment = nil error, want the decoder's")
+	}
+	buf := make([]byte, 4096)
+	f.fail = -1 // the failure passes
+	if _, err := c.ReadAt(buf, 1<<20+5000); err != nil || !bytes.Equal(buf, data[1<<20+5000:1<<20+5000+4096]) {
+		t.Fatalf("ReadAt after a transient failure = %v or wrong bytes, want the segment opened again", err)
+	}
+	if n := f.opened[1].Load(); n != 2 {
+		t.Errorf("the failed segment was opened %d times, want 2", n)
+	}
+}
+
 func TestCacheRejectsGaps(t *testing.T) {
 	_, err := New([]Segment{{Off: 0, Size: 10}, {Off: 11, Size: 5}}, nil, Options{})
 	if err == nil {

@@ -96,15 +96,15 @@ func (c *Cache) decodeChunks(j *job, s Segment) error {
 	return nil
 }
 
-// fail records j's error (and, unless the cache closed, fails the segment's
-// later reads) and drops every chunk the decode published: they may be
+// fail records j's error (and, unless the cache closed or failures are
+// transient, fails the segment's later reads) and drops every chunk the decode published: they may be
 // corrupt. c.mu is held.
 func (c *Cache) fail(j *job, s Segment, err error) {
 	if !errors.Is(err, ErrClosed) {
 		err = fmt.Errorf("decoding bytes %d..%d: %w", s.Off, s.Off+s.Size, err)
 	}
 	j.err = err
-	if !errors.Is(err, ErrClosed) {
+	if !errors.Is(err, ErrClosed) && !c.transient {
 		c.failed[j.seg] = err
 	}
 	for idx := int64(0); idx*c.chunk < s.Size; idx++ {

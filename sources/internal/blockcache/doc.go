@@ -33,5 +33,7 @@
 // Errors: chunks are published as they are decoded, so a read can be
 // served before the decoder has reached the segment's end and verified its
 // checksum. A decode that fails drops every chunk of its segment, and the
-// segment then fails every read (it is not decoded again).
+// segment then fails every read (it is not decoded again), unless
+// Options.Transient says that failures pass (a network): then only the
+// reads waiting on that decode fail, and the next one tries again.
 package blockcache

@@ -1,0 +1,115 @@
+package attach
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/nbdloop/nbdloop/sources/httpsrc"
+)
+
+// An http(s) URL names an object on a web server, read with range
+// requests (sources/httpsrc): served raw, or as the compressed format it
+// probes as (xz, gzip, zstd). Objects are read-only; --filter cow gives a
+// writable overlay. Formats that open their image by path, because it
+// names further files (qcow2 backing files, VMDK extents), are not served
+// by URL yet.
+
+// urlDeadline is how long a read of a URL's object may take, retries
+// included: httpsrc's default, or less with a --timeout, so that the read
+// fails with EIO before the kernel gives up on it.
+func (c *Config) urlDeadline() time.Duration {
+	if c.Timeout > 0 {
+		return min(httpsrc.DefaultDeadline, c.Timeout-c.Timeout/4)
+	}
+	return 0
+}
+
+// urlNote is the line attach prints when a URL is attached without -r.
+const urlNote = "%s: note: objects by URL are read-only: attached read-only (add --filter cow for a writable overlay)"
+
+// parseURLSpec parses an http:// or https:// SOURCE. A URL with
+// credentials is refused here, before it is kept anywhere.
+func parseURLSpec(s string) (Spec, error) {
+	if err := httpsrc.CheckURL(s); err != nil {
+		return Spec{}, err
+	}
+	return Spec{Kind: KindURL, Path: s}, nil
+}
+
+// openURL opens the object at spec's URL as the format it is given or
+// probes as, else as raw data. When a compressed format is served, its
+// decoded data gets three quarters of the cache size and the fetched
+// bytes the rest.
+func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
+	url := spec.Path
+	cache := opts.CacheSize
+	if cache <= 0 {
+		cache = DefaultCacheSize
+	}
+	obj, err := httpsrc.Stat(url, httpsrc.Options{Deadline: opts.URLDeadline, Pin: opts.ExpectPin, Logf: opts.Logf})
+	if err != nil {
+		return nil, err
+	}
+	head := make([]byte, min(probeLen, obj.Size()))
+	if _, err := obj.ReadAt(head, 0); err != nil && !errors.Is(err, io.EOF) {
+		obj.Close()
+		return nil, fmt.Errorf("%s: reading the first bytes: %w", url, err)
+	}
+	fm, err := chooseFormat(url, head, opts)
+	if err == nil && fm != nil && fm.openPath != nil {
+		err = fmt.Errorf("%s: a %s image by URL is not served yet: its backing files or extents are found by path (download it and attach the file)", url, fm.name)
+	}
+	if err != nil {
+		obj.Close()
+		return nil, err
+	}
+	fetched := cache
+	if fm != nil {
+		fetched = cache / 4
+		opts.CacheSize = cache - fetched
+	}
+	src, err := obj.Source(fetched)
+	if err != nil {
+		obj.Close()
+		return nil, err
+	}
+	if fm == nil {
+		return openURLRaw(src, url, opts)
+	}
+	img, err := fm.open(src, opts)
+	if err != nil {
+		src.Close()
+		return nil, fmt.Errorf("%s: %s: %w", url, fm.name, err)
+	}
+	op, err := probed(url, url, *fm, img, opts)
+	if err != nil {
+		return nil, err
+	}
+	op.Warnings = append(urlWarnings(src, url), op.Warnings...)
+	op.Pin = obj.Pin()
+	return op, nil
+}
+
+// openURLRaw serves src, a URL's object, as raw data.
+func openURLRaw(src *httpsrc.Source, url string, opts OpenOptions) (*Opened, error) {
+	if bs := opts.BlockSize; bs > 0 && src.Size()%bs != 0 {
+		src.Close()
+		return nil, fmt.Errorf("%s: size %d is not a multiple of %d bytes (serve it with -b 512, or pad the object to whole blocks)", url, src.Size(), bs)
+	}
+	op := &Opened{Source: src, Desc: url, Format: "raw", Warnings: urlWarnings(src, url), Pin: src.Object().Pin()}
+	if !opts.ReadOnly {
+		op.Warnings = append(op.Warnings, fmt.Sprintf(urlNote, url))
+	}
+	return op, nil
+}
+
+// urlWarnings are the object's warnings, one line each, naming the URL.
+func urlWarnings(src *httpsrc.Source, url string) []string {
+	var lines []string
+	for _, w := range src.Warnings() {
+		lines = append(lines, fmt.Sprintf("%s: warning: %s", url, w))
+	}
+	return lines
+}

@@ -1,0 +1,122 @@
+package attach
+
+import (
+	"bytes"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nbdloop/nbdloop/internal/tooltest"
+)
+
+// serveFiles serves the files of dir with ranges and ETags (as a web
+// server does); etag, when it changes, replaces every object.
+func serveFiles(t *testing.T, dir string, etag *atomic.Value) string {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.Base(r.URL.Path)))
+		if err != nil {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("ETag", etag.Load().(string))
+		http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(b))
+	}))
+	t.Cleanup(s.Close)
+	return s.URL
+}
+
+func TestOpenSourceURL(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	tooltest.Require(t, "sgdisk")
+	dir := t.TempDir()
+	data := make([]byte, 4<<20)
+	for i := range data {
+		data[i] = byte(i * 7 / 4096)
+	}
+	os.WriteFile(filepath.Join(dir, "disk.img"), data, 0o644)
+	compressTool(t, dir, "disk.img.xz", data, "xz", "--block-size=512KiB", "-c")
+	compressTool(t, dir, "disk.img.gz", data, "gzip", "-c")
+	compressTool(t, dir, "disk.img.zst", data, "zstd", "-c")
+	os.WriteFile(filepath.Join(dir, "odd.img"), data[:1000], 0o644)
+	qcow := append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 4088)...)
+	os.WriteFile(filepath.Join(dir, "disk.qcow2"), qcow, 0o644)
+	gpt := filepath.Join(dir, "gpt.img")
+	os.WriteFile(gpt, data, 0o644)
+	if out, err := exec.Command("sgdisk", "-n", "1:0:+1M", "-n", "2:0:+1M", gpt).CombinedOutput(); err != nil {
+		t.Fatalf("sgdisk: %v %s", err, out)
+	}
+	whole, _ := os.ReadFile(gpt)
+	var etag atomic.Value
+	etag.Store(`"one"`)
+	base := serveFiles(t, dir, &etag)
+
+	tests := []struct {
+		name   string
+		opts   OpenOptions
+		format string
+		want   []byte
+		note   string // a warning line
+	}{
+		{name: "disk.img", format: "raw", want: data, note: "objects by URL are read-only: attached read-only (add --filter cow"},
+		{name: "disk.img.xz", format: "xz", want: data, note: "xz images are read-only"},
+		{name: "disk.img.gz", format: "gzip", want: data, note: "gzip images are read-only"},
+		{name: "disk.img.zst", format: "zstd", want: data, note: "zstd images are read-only"},
+		{name: "disk.img.xz", opts: OpenOptions{ReadOnly: true}, format: "xz", want: data},
+		{name: "gpt.img", opts: OpenOptions{Composite: Composite{Partition: 2}}, format: "raw", want: whole[2<<20 : 3<<20], note: "objects by URL are read-only"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			url := base + "/" + tt.name
+			tt.opts.BlockSize = 512
+			op, err := OpenSource(Spec{Kind: KindURL, Path: url}, tt.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer op.Source.Close()
+			desc := url
+			if tt.opts.Partition > 0 {
+				desc += ":p2"
+			}
+			if op.Format != tt.format || op.Desc != desc || op.Pin != `etag:"one"` || !op.Source.Caps().ReadOnly {
+				t.Errorf("format %q, desc %q, pin %q, caps %v; want %s, %s, the ETag, ro", op.Format, op.Desc, op.Pin, op.Source.Caps(), tt.format, desc)
+			}
+			if w := strings.Join(op.Warnings, "\n"); !strings.Contains(w, tt.note) || (tt.note == "" && w != "") {
+				t.Errorf("warnings %q, want %q", w, tt.note)
+			}
+			if got := readAll(t, op); !bytes.Equal(got, tt.want) {
+				t.Errorf("the device's bytes differ from the original")
+			}
+		})
+	}
+
+	for _, tt := range []struct {
+		name string
+		opts OpenOptions
+		want string
+	}{
+		{"disk.qcow2", OpenOptions{}, "/disk.qcow2: a qcow2 image by URL is not served yet: its backing files or extents are found by path (download it and attach the file)"},
+		{"odd.img", OpenOptions{}, "/odd.img: size 1000 is not a multiple of 512 bytes"},
+		{"missing.img", OpenOptions{}, "/missing.img: the server answered 404 Not Found"},
+		{"disk.img", OpenOptions{Format: "xz"}, "/disk.img: not a xz image: its first bytes are raw data"},
+		{"disk.img", OpenOptions{ExpectPin: `etag:"zero"`}, `/disk.img: the object changed on the server since it was attached (it was etag:"zero", it is etag:"one" now)`},
+	} {
+		t.Run("refused "+tt.name, func(t *testing.T) {
+			tt.opts.BlockSize = 512
+			op, err := OpenSource(Spec{Kind: KindURL, Path: base + "/" + tt.name}, tt.opts)
+			if err == nil {
+				op.Source.Close()
+				t.Fatal("OpenSource succeeded")
+			}
+			if !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") {
+				t.Errorf("OpenSource = %q, want one line with %q", err, tt.want)
+			}
+		})
+	}
+}

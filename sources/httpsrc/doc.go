@@ -1,0 +1,45 @@
+// Package httpsrc serves an object on an HTTP(S) server as a read-only
+// sources.Source, read with range requests: `nbdloop attach
+// https://host/path/disk.img`. Every format that opens from a Source (raw,
+// xz, zstd, gzip) works on top, as do partitions and overlays.
+//
+// Open (Stat, then Object.Source) asks the server once for the object: a HEAD, or a
+// GET of its first byte when HEAD is refused or says too little. That gives
+// the size (Content-Length, or the total of Content-Range), the validator
+// (a strong ETag, else Last-Modified) and whether the server serves byte
+// ranges: one that answers a range request with the whole object is
+// refused. A redirect is followed (at most five, to http or https only),
+// and the URL it leads to is the one every later request goes to. A URL
+// with credentials (user:password@) is refused: it would be kept in the
+// device's state record and shown by `nbdloop list`.
+//
+// Reads: the object is fetched in blocks of Options.BlockSize through a
+// cache (see sources/internal/blockcache) whose memory stays within
+// Options.CacheSize, shared by every connection of the device; blocks are
+// fetched in parallel over at most Options.Connections HTTP/1.1 keep-alive
+// connections, and the blocks ahead of a sequential reader are fetched in
+// the background. Object.ReadAt reads without the cache (attach probes the
+// object's format before it sizes the cache).
+//
+// The object is pinned: every range request carries If-Match with the
+// ETag (or If-Unmodified-Since with the date). A server that says the
+// object no longer matches (412), or whose answer shows another size, has
+// a replaced object: the read fails with EIO, one line is logged, and
+// every later read of a block not yet cached fails too, without asking the
+// server; bytes of two versions are never served. An object with neither
+// validator is served with a warning: only a change of size is detected.
+//
+// Failures: a request that fails with a 5xx status, a timeout, a reset
+// connection or a body that ends early is tried again after a pause (100
+// ms, doubling, at most 2 s), from the byte where it stopped, until
+// Options.Deadline has passed since the block was first asked for; then
+// the read fails with EIO. Other 4xx statuses fail at once. A connection
+// that stalls for a quarter of the deadline is dropped and tried again, so
+// no read waits much longer than the deadline. A block that failed is asked
+// for again by the next read that needs it.
+//
+// Hostile servers: a status, Content-Range or Content-Length that does not
+// match the range asked for, and a body longer than it, fail the read; the
+// headers of a response are bounded (64 KiB), and the memory taken is the
+// cache's, whatever the server says.
+package httpsrc
