@@ -66,6 +66,12 @@ func permute(args []string, flags []cli.Flag) []string {
 			// cli's help takes an operand for a command to show help on.
 			return []string{a}
 		default:
+			if words, ok := expandShort(a, flags); ok {
+				// -rP is -r -P; -o1G is -o 1G: the words go through again.
+				args = append(append(append([]string(nil), args[:i]...), words...), args[i+1:]...)
+				i--
+				continue
+			}
 			opts = append(opts, a)
 			name, _, hasValue := strings.Cut(strings.TrimLeft(a, "-"), "=")
 			if !hasValue && takesValue(flags, name) {
@@ -85,6 +91,44 @@ func permute(args []string, flags []cli.Flag) []string {
 		}
 	}
 	return append(opts, operands...)
+}
+
+// expandShort splits a word of bundled one-letter options, as getopt
+// reads them: -rP is -r -P, and a letter that takes a value takes the rest
+// of the word (-o1G is -o 1G) or, at the end, the next word. A word that is
+// an option's name itself (-json: urfave/cli takes long names after one
+// dash), or holds a letter that is no option, is not split.
+func expandShort(a string, flags []cli.Flag) ([]string, bool) {
+	if len(a) < 3 || a[0] != '-' || a[1] == '-' || strings.Contains(a, "=") || isFlag(flags, a[1:]) {
+		return nil, false
+	}
+	var words []string
+	for i := 1; i < len(a); i++ {
+		name := a[i : i+1]
+		if !isFlag(flags, name) {
+			return nil, false
+		}
+		words = append(words, "-"+name)
+		if takesValue(flags, name) {
+			if i+1 < len(a) {
+				words = append(words, a[i+1:])
+			}
+			return words, true
+		}
+	}
+	return words, true
+}
+
+// isFlag reports whether one of flags is called name.
+func isFlag(flags []cli.Flag, name string) bool {
+	for _, f := range flags {
+		for _, n := range f.Names() {
+			if n == name {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // takesValue reports whether the flag called name reads the next word as

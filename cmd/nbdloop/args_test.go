@@ -33,6 +33,11 @@ func TestPermuteArgs(t *testing.T) {
 		{name: "value missing at the end", args: []string{"attach", "disk.img", "-b"}, want: []string{"attach", "-b"}},
 		{name: "unknown option moves as a boolean", args: []string{"attach", "disk.img", "--bogus", "x"}, want: []string{"attach", "--bogus", "disk.img", "x"}},
 		{name: "lone dash is an operand", args: []string{"pack", "-", "-o", "x.xz"}, want: []string{"pack", "-o", "x.xz", "-"}},
+		{name: "bundled booleans", args: []string{"attach", "-rP", "disk.img"}, want: []string{"attach", "-r", "-P", "disk.img"}},
+		{name: "bundled value in the word", args: []string{"attach", "disk.img", "-o1M"}, want: []string{"attach", "-o", "1M", "disk.img"}},
+		{name: "bundled value in the next word", args: []string{"attach", "disk.img", "-rc", "2"}, want: []string{"attach", "-r", "-c", "2", "disk.img"}},
+		{name: "bundle with an unknown letter", args: []string{"attach", "disk.img", "-rZ"}, want: []string{"attach", "-rZ", "disk.img"}},
+		{name: "long name after one dash", args: []string{"attach", "disk.img", "-json"}, want: []string{"attach", "-json", "disk.img"}},
 		{name: "detach", args: []string{"detach", "/dev/nbd0", "--force"}, want: []string{"detach", "--force", "/dev/nbd0"}},
 		{name: "list", args: []string{"list", "/dev/nbd0", "--json"}, want: []string{"list", "--json", "/dev/nbd0"}},
 		{name: "restart", args: []string{"restart", "nbd0", "--json"}, want: []string{"restart", "--json", "nbd0"}},
@@ -98,18 +103,23 @@ func TestOptionsAnywhere(t *testing.T) {
 		sources  []string
 		readOnly bool
 		json     bool
+		partScan bool
 	}{
 		{name: "after SOURCE", args: []string{"attach", "disk.img", "-r", "--json"}, source: "disk.img", readOnly: true, json: true},
 		{name: "between SOURCEs", args: []string{"attach", "--concat", "a.img", "-r", "b.img"}, source: "a.img", sources: []string{"a.img", "b.img"}, readOnly: true},
 		{name: "after SOURCEs", args: []string{"attach", "--concat", "a.img", "b.img", "-r"}, source: "a.img", sources: []string{"a.img", "b.img"}, readOnly: true},
 		{name: "file named -r after --", args: []string{"attach", "--json", "--", "-r"}, source: "-r", json: true},
 		{name: "options before --, SOURCE after", args: []string{"attach", "disk.img", "-r", "--"}, source: "disk.img", readOnly: true},
+		{name: "bundled short options", args: []string{"attach", "disk.img", "-rP"}, source: "disk.img", readOnly: true, partScan: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg, jsonOut, code, stderr := parsedAttach(t, tt.args...)
 			if code != exitOK {
 				t.Fatalf("nbdloop %q: exit %d, %s", tt.args, code, stderr)
+			}
+			if cfg.PartScan != tt.partScan {
+				t.Errorf("nbdloop %q: partscan %v, want %v", tt.args, cfg.PartScan, tt.partScan)
 			}
 			if cfg.Source != tt.source || !slices.Equal(cfg.Sources, tt.sources) || cfg.ReadOnly != tt.readOnly || jsonOut != tt.json {
 				t.Errorf("nbdloop %q: source %q, sources %q, read-only %v, json %v; want %q, %q, %v, %v",
