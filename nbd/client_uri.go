@@ -84,51 +84,76 @@ func ParseURI(s string) (URI, error) {
 	if strings.IndexByte(export, 0) >= 0 {
 		return fail("the export name contains a NUL byte")
 	}
+	socket, err := uriSocket(s, u, export)
+	if err != nil {
+		return URI{}, err
+	}
+	if u.Scheme == "nbd+unix" {
+		return unixURI(s, u, export, socket)
+	}
+	return tcpURI(s, u, export)
+}
+
+// uriFail is the one-line error of URI s.
+func uriFail(s, format string, args ...any) error {
+	return fmt.Errorf("%s: "+format, append([]any{s}, args...)...)
+}
+
+// uriSocket reads the query of u (URI s): socket= for nbd+unix, nothing
+// else.
+func uriSocket(s string, u *url.URL, export string) (string, error) {
 	q, err := url.ParseQuery(u.RawQuery)
 	if err != nil {
-		return fail("bad query: %v", err)
+		return "", uriFail(s, "bad query: %v", err)
 	}
 	var socket string
 	for key, vals := range q {
 		switch {
 		case key == "socket" && u.Scheme == "nbd+unix":
 			if len(vals) != 1 || vals[0] == "" {
-				return fail("give one socket=PATH")
+				return "", uriFail(s, "give one socket=PATH")
 			}
 			socket = vals[0]
 		case key == "socket":
-			return fail("socket= applies to nbd+unix:// (nbd+unix:///%s?socket=PATH)", export)
+			return "", uriFail(s, "socket= applies to nbd+unix:// (nbd+unix:///%s?socket=PATH)", export)
 		case strings.HasPrefix(key, "tls-"):
-			return URI{}, fmt.Errorf("%s: %s: %w", s, key, ErrTLSUnsupported)
+			return "", fmt.Errorf("%s: %s: %w", s, key, ErrTLSUnsupported)
 		default:
-			return fail("unknown query parameter %q", key)
+			return "", uriFail(s, "unknown query parameter %q", key)
 		}
 	}
-	if u.Scheme == "nbd+unix" {
-		if u.Host != "" {
-			return fail("a Unix socket URI names no host (nbd+unix:///%s?socket=PATH)", export)
-		}
-		if socket == "" {
-			return fail("no socket given (nbd+unix:///%s?socket=PATH)", export)
-		}
-		if socket[0] == 0 {
-			socket = "@" + socket[1:]
-		}
-		return URI{Network: "unix", Address: socket, Export: export}, nil
+	return socket, nil
+}
+
+// unixURI is the nbd+unix URI s (parsed as u) with its socket.
+func unixURI(s string, u *url.URL, export, socket string) (URI, error) {
+	if u.Host != "" {
+		return URI{}, uriFail(s, "a Unix socket URI names no host (nbd+unix:///%s?socket=PATH)", export)
 	}
+	if socket == "" {
+		return URI{}, uriFail(s, "no socket given (nbd+unix:///%s?socket=PATH)", export)
+	}
+	if socket[0] == 0 {
+		socket = "@" + socket[1:]
+	}
+	return URI{Network: "unix", Address: socket, Export: export}, nil
+}
+
+// tcpURI is the nbd URI s (parsed as u): its host and port.
+func tcpURI(s string, u *url.URL, export string) (URI, error) {
 	host := u.Hostname()
 	if host == "" {
-		return fail("no host given (nbd://HOST[:PORT]/EXPORT)")
+		return URI{}, uriFail(s, "no host given (nbd://HOST[:PORT]/EXPORT)")
 	}
 	port := DefaultPort
 	if p := u.Port(); p != "" {
 		n, err := strconv.Atoi(p)
 		if err != nil || n < 1 || n > 65535 {
-			return fail("port %s is out of range (1-65535)", p)
+			return URI{}, uriFail(s, "port %s is out of range (1-65535)", p)
 		}
 		port = n
 	} else if strings.HasSuffix(u.Host, ":") {
-		return fail("empty port after the colon (omit it for %d)", DefaultPort)
+		return URI{}, uriFail(s, "empty port after the colon (omit it for %d)", DefaultPort)
 	}
 	return URI{Network: "tcp", Address: net.JoinHostPort(host, strconv.Itoa(port)), Export: export}, nil
 }
