@@ -2,6 +2,7 @@ package attach
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -41,6 +42,29 @@ const (
 const (
 	resultFD = 3
 	memFD    = 4
+)
+
+// Result is what the server process reports to `attach` once: the device,
+// or the error that stopped it, and warnings to print either way.
+type Result struct {
+	State    *State   `json:"state,omitempty"`
+	Error    string   `json:"error,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
+}
+
+// Exit statuses of a server process that the supervisor acts on.
+const (
+	exitDetached         = 0 // the device was detached: do not restart
+	exitFailed           = 1 // the server could not start or serve
+	exitConnectionsLost  = 3 // every connection ended without a DISC: restart
+	exitRestartRequested = 4 // SIGUSR1 (nbdloop restart): restart
+	exitResizeRequested  = 5 // SIGWINCH (nbdloop resize): restart at the new size
+)
+
+var (
+	errConnectionsLost  = errors.New("every connection ended without a disconnect request")
+	errRestartRequested = errors.New("restart requested")
+	errResizeRequested  = errors.New("resize requested")
 )
 
 // child is what a server or supervisor process is started with.

@@ -2,7 +2,6 @@ package attach
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log"
 	"net"
@@ -18,14 +17,6 @@ import (
 	"github.com/nbdloop/nbdloop/nbd"
 	"github.com/nbdloop/nbdloop/sources"
 )
-
-// Result is what the server process reports to `attach` once: the device,
-// or the error that stopped it, and warnings to print either way.
-type Result struct {
-	State    *State   `json:"state,omitempty"`
-	Error    string   `json:"error,omitempty"`
-	Warnings []string `json:"warnings,omitempty"`
-}
 
 // Serve is the server process: it checks that the driver is there, opens
 // the source (reporting the Progress of a pass over the file to
@@ -60,21 +51,6 @@ type serveOptions struct {
 	// progress, when set, is told how far a JobIndex is, for attach.
 	progress func(Progress)
 }
-
-// Exit statuses of a server process that the supervisor acts on.
-const (
-	exitDetached         = 0 // the device was detached: do not restart
-	exitFailed           = 1 // the server could not start or serve
-	exitConnectionsLost  = 3 // every connection ended without a DISC: restart
-	exitRestartRequested = 4 // SIGUSR1 (nbdloop restart): restart
-	exitResizeRequested  = 5 // SIGWINCH (nbdloop resize): restart at the new size
-)
-
-var (
-	errConnectionsLost  = errors.New("every connection ended without a disconnect request")
-	errRestartRequested = errors.New("restart requested")
-	errResizeRequested  = errors.New("resize requested")
-)
 
 func serve(ctx context.Context, h host, cfg Config, daemon bool, so serveOptions, report func(Result) error) error {
 	r := &serverRun{ctx: ctx, host: h, cfg: cfg, daemon: daemon, so: so, report: report,
