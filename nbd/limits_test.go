@@ -83,7 +83,7 @@ func TestMaxClients(t *testing.T) {
 			t.Fatalf("client %d past the limit of 2 was greeted", 3+i)
 		}
 	}
-	if !strings.Contains(log.String(), "refused: 2 clients are connected, the most allowed") {
+	if !strings.Contains(log.String(), "refused: the limit of clients connected at once (2) is reached") {
 		t.Errorf("no log line for the refused client:\n%s", log)
 	}
 	roundTrip(t, a, 0, []byte("still served"))

@@ -116,7 +116,7 @@ func acceptLoop(ctx context.Context, ln net.Listener, exports Exports, opts List
 		}
 		backoff = 0
 		if !slots.take() {
-			opts.Logf("client %s: refused: %d clients are connected, the most allowed", clientAddr(c), slots.limit())
+			opts.Logf("client %s: refused: the limit of clients connected at once (%d) is reached", clientAddr(c), slots.limit())
 			c.Close()
 			continue
 		}

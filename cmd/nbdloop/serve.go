@@ -19,6 +19,10 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 )
 
+// defaultMaxConnections is --max-connections when not given: room for a
+// few clients that open several connections each (nbdcopy opens four).
+const defaultMaxConnections = 16
+
 func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "serve",
@@ -43,6 +47,13 @@ func serveCommand() *cli.Command {
 			"A client that sends garbage or oversized options, or takes longer than\n" +
 			"--handshake-timeout to choose an export, loses its connection, not the\n" +
 			"server.\n\n" +
+			"At most --max-connections clients are connected at once, counted from\n" +
+			"their connect (the handshake included) to their disconnect; over the limit,\n" +
+			"a client's connection is closed at once, before the greeting, with a log\n" +
+			"line, as nbdkit's limit filter does (qemu-nbd --shared instead leaves it\n" +
+			"waiting to be accepted). --idle-timeout disconnects a client, with a log\n" +
+			"line, once nothing has gone either way on its connection for that long;\n" +
+			"a request that takes longer than that to answer counts as idle too.\n\n" +
 			"TLS: clients that ask with NBD_OPT_STARTTLS (nbds:// URIs, qemu's tls-creds)\n" +
 			"get TLS 1.2 or later with the certificate in --tls-certificates DIR\n" +
 			"(nbdkit's layout: server-cert.pem, server-key.pem, and ca-cert.pem for\n" +
@@ -76,6 +87,8 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls", Usage: "TLS `MODE`: off, on (offered to clients) or require (before any option but STARTTLS)", DefaultText: "on when certificates are found, else off"},
 			&cli.StringFlag{Name: "tls-certificates", Usage: "read the certificate from `DIR` (ca-cert.pem, server-cert.pem, server-key.pem)", DefaultText: "/etc/nbdloop/pki, or ~/.config/nbdloop/pki for users"},
 			&cli.BoolFlag{Name: "tls-verify-peer", Usage: "refuse clients without a certificate signed by ca-cert.pem"},
+			&cli.IntFlag{Name: "max-connections", Value: defaultMaxConnections, Usage: "serve at most `N` clients at once; more are closed before the greeting (0: no limit)"},
+			&cli.StringFlag{Name: "idle-timeout", Value: "0", Usage: "disconnect a client that sends and is sent nothing for `SECONDS` after its handshake (0: never)"},
 			&cli.StringFlag{Name: "handshake-timeout", Value: fmt.Sprint(nbd.DefaultHandshakeTimeout.Seconds()), Usage: "`SECONDS` a client may take to choose an export"},
 			&cli.StringFlag{Name: "format", Usage: "open every file as `FORMAT` (" + strings.Join(attach.FormatNames(), ", ") + ") instead of probing its contents"},
 			&cli.BoolFlag{Name: "direct-io", Usage: "open files with O_DIRECT (bypass the page cache)"},
@@ -130,6 +143,10 @@ func netConfigFromFlags(c *cli.Context) (attach.NetConfig, error) {
 	}
 	if nc.HandshakeTimeout == 0 {
 		return nc, usageError("serve: --handshake-timeout 0: must be at least 1 second")
+	}
+	nc.MaxClients = c.Int("max-connections")
+	if nc.IdleTimeout, err = parseSeconds("idle-timeout", c.String("idle-timeout")); err != nil {
+		return nc, usageError("serve: --idle-timeout %q: not a number of seconds (e.g. 300 or 5m)", c.String("idle-timeout"))
 	}
 	if err := nc.Validate(); err != nil {
 		return nc, usageError("serve: %v", err)
