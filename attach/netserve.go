@@ -157,7 +157,7 @@ func NetServe(ctx context.Context, nc NetConfig, logger *log.Logger, ready func(
 	logger.Print(describeTLS(nc))
 	ready(addrs)
 	err = nbd.ServeListeners(ctx, lns, exports, nbd.ListenOptions{
-		Handshake: nbd.HandshakeOptions{Timeout: nc.HandshakeTimeout, TLS: nc.TLS, TLSConfig: tlsConfig},
+		Handshake:   nbd.HandshakeOptions{Timeout: nc.HandshakeTimeout, TLS: nc.TLS, TLSConfig: tlsConfig},
 		Logf:        logger.Printf,
 		MaxClients:  nc.MaxClients,
 		IdleTimeout: nc.IdleTimeout,
