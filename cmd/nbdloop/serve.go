@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -26,8 +27,8 @@ const defaultMaxConnections = 16
 func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "serve",
-		Usage:     "serve SOURCEs to NBD clients over TCP or a Unix socket, in the foreground",
-		UsageText: "nbdloop serve [--listen [ADDR]:PORT] [--unix PATH] [--export NAME=SOURCE]... [options] [SOURCE]",
+		Usage:     "serve SOURCEs to NBD clients over TCP or a Unix socket, in the foreground or the background",
+		UsageText: "nbdloop serve [--background] [--listen [ADDR]:PORT] [--unix PATH] [--export NAME=SOURCE]... [options] [SOURCE]\nnbdloop serve --stop ADDRESS",
 		Description: "Serves SOURCE, and each --export, to NBD clients on the network (qemu-img,\n" +
 			"qemu-io, nbdinfo, nbdcopy, nbdsh and other clients of the NBD protocol).\n" +
 			"SOURCE is anything attach takes (formats, memory:, exec:, --filter),\n" +
@@ -47,6 +48,17 @@ func serveCommand() *cli.Command {
 			"A client that sends garbage or oversized options, or takes longer than\n" +
 			"--handshake-timeout to choose an export, loses its connection, not the\n" +
 			"server.\n\n" +
+			"With --background, serve runs in a supervised process of its own and exits\n" +
+			"once that listens, printing a line per address (\"listening on tcp\n" +
+			"127.0.0.1:10809\"; --listen :0 shows the port chosen). A server process that\n" +
+			"dies is started again by its supervisor, listening on the same addresses\n" +
+			"(the same port for :0); one that dies five times in a row within 10 s of\n" +
+			"starting is given up, and so is one with a memory: export or a filter that\n" +
+			"keeps written data in the process (their bytes died with it). nbdloop list\n" +
+			"--served shows the background serves; nbdloop serve --stop ADDRESS (an\n" +
+			"address or socket path as list --served shows it, or the supervisor's pid)\n" +
+			"stops one: its exports are flushed, its record removed. Logs go to\n" +
+			"serve-PID.log in the state directory (" + attach.DefaultStateDir + ").\n\n" +
 			"At most --max-connections clients are connected at once, counted from\n" +
 			"their connect (the handshake included) to their disconnect; over the limit,\n" +
 			"a client's connection is closed at once, before the greeting, with a log\n" +
@@ -80,6 +92,8 @@ func serveCommand() *cli.Command {
 			return usageError("serve: %v (see nbdloop serve --help)", err)
 		},
 		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "background", Usage: "serve from a supervised background process; exit once it listens"},
+			&cli.StringFlag{Name: "stop", Usage: "stop the background serve listening on `ADDRESS` (or the socket path, or its supervisor's pid)"},
 			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "listen on TCP `[ADDR]:PORT` (port " + attach.DefaultPort + " when only ADDR is given; :0 picks a free port, logged)"},
 			&cli.StringFlag{Name: "unix", Aliases: []string{"U"}, Usage: "listen on the Unix socket `PATH`"},
 			&cli.StringSliceFlag{Name: "export", Aliases: []string{"e"}, Usage: "serve SOURCE as the export NAME, given as `NAME=SOURCE` (repeatable)"},
@@ -206,9 +220,27 @@ func serveSourceFlags(c *cli.Context) (attach.Config, error) {
 }
 
 func doServe(c *cli.Context) error {
+	if c.IsSet("stop") {
+		if c.NArg() > 0 || c.NumFlags() > 1 {
+			return usageError("serve: --stop ADDRESS takes nothing else")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return attach.StopServed(ctx, c.String("stop"))
+	}
 	nc, err := netConfigFromFlags(c)
 	if err != nil {
 		return err
+	}
+	if c.Bool("background") {
+		st, err := attach.NetStart(nc)
+		if err != nil {
+			return err
+		}
+		for _, l := range st.Listen {
+			fmt.Fprintf(c.App.Writer, "listening on %s\n", l)
+		}
+		return nil
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
