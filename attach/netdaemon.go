@@ -115,7 +115,7 @@ func readNetResult(r io.Reader) (netResult, error) {
 // netChildFromEnv reads the NetConfig this process was started with and
 // clears it from the environment (exec: sources inherit neither it nor
 // the pipe), and returns the function that reports to the parent once.
-func netChildFromEnv() (NetConfig, func(netResult), error) {
+func netChildFromEnv() (NetConfig, func(netResult) error, error) {
 	var nc NetConfig
 	err := json.Unmarshal([]byte(os.Getenv(netServeEnv)), &nc)
 	os.Unsetenv(netServeEnv)
@@ -125,13 +125,17 @@ func netChildFromEnv() (NetConfig, func(netResult), error) {
 	unix.CloseOnExec(resultFD)
 	pipe := os.NewFile(resultFD, "result")
 	reported := false
-	return nc, func(res netResult) {
-		if !reported {
-			reported = true
-			b, _ := json.Marshal(res)
-			pipe.Write(b)
-			pipe.Close()
+	return nc, func(res netResult) error {
+		if reported {
+			return nil
 		}
+		reported = true
+		b, _ := json.Marshal(res)
+		_, err := pipe.Write(b)
+		if cerr := pipe.Close(); err == nil {
+			err = cerr
+		}
+		return err
 	}, nil
 }
 
@@ -154,7 +158,11 @@ func RunNetServer() int {
 			st.Listen = append(st.Listen, a.Network()+" "+a.String())
 			logger.Printf("listening on %s %s", a.Network(), a)
 		}
-		report(netResult{State: st})
+		if err := report(netResult{State: st}); err != nil {
+			// The supervisor is gone: nobody would stop this server.
+			logger.Printf("reporting to the supervisor failed (%v); stopping", err)
+			stop()
+		}
 	})
 	if err != nil {
 		report(netResult{Error: err.Error()})
@@ -212,7 +220,14 @@ func RunNetSupervisor() int {
 		return 1
 	}
 	defer os.Remove(netStatePath(dir, st.Supervisor))
-	report(netResult{State: st})
+	if err := report(netResult{State: st}); err != nil {
+		// serve --background is gone (interrupted): nobody was told
+		// where the serve listens, so it ends.
+		logger.Printf("reporting to serve --background failed (%v); stopping", err)
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		return 1
+	}
 
 	quick := 0
 	for {

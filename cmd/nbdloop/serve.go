@@ -233,6 +233,12 @@ func doServe(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("background") {
+		// The record names the socket for serve --stop from anywhere.
+		if nc.Unix != "" {
+			if nc.Unix, err = filepath.Abs(nc.Unix); err != nil {
+				return usageError("serve: --unix %s: %v", nc.Unix, err)
+			}
+		}
 		st, err := attach.NetStart(nc)
 		if err != nil {
 			return err

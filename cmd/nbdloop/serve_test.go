@@ -35,6 +35,8 @@ func TestServeUsageErrors(t *testing.T) {
 		{[]string{"serve", "--export", "=memory:1M", "memory:1M"}, "serve: two default exports"},
 		{[]string{"serve", "--handshake-timeout", "soon", "memory:1M"}, `serve: --handshake-timeout "soon": not a number of seconds`},
 		{[]string{"serve", "--handshake-timeout", "0", "memory:1M"}, "serve: --handshake-timeout 0: must be at least 1 second"},
+		{[]string{"serve", "--stop", "127.0.0.1:10809", "memory:1M"}, "serve: --stop ADDRESS takes nothing else"},
+		{[]string{"serve", "--stop", "127.0.0.1:10809", "--background"}, "serve: --stop ADDRESS takes nothing else"},
 		{[]string{"serve", "--max-connections", "-1", "memory:1M"}, "serve: --max-connections -1: use a number of clients, or 0 for no limit"},
 		{[]string{"serve", "--max-connections", "many", "memory:1M"}, `serve: invalid value "many" for flag -max-connections`},
 		{[]string{"serve", "--idle-timeout", "soon", "memory:1M"}, `serve: --idle-timeout "soon": not a number of seconds (e.g. 300 or 5m)`},
