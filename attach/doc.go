@@ -27,6 +27,11 @@
 //     disconnect on the last close once claimed), lock.go (image locks),
 //     protect.go (memory-reclaim protection), process.go (processes named
 //     by pid and start time, signalled through pidfds).
+//   - `nbdloop serve`: netserve.go (NetServe: exports opened as attach
+//     opens a SOURCE, served to network clients), nettls.go (its
+//     certificates), netdaemon.go (serve --background: a supervisor and
+//     the server it restarts, StopServed), netstate.go (their records,
+//     serve-PID.json, and ListServed).
 //   - The records: state.go (/run/nbdloop: one record per device, State,
 //     which a restarted server takes over and attach and list show as a
 //     Device; and one log per device).

@@ -42,6 +42,13 @@ type NetConfig struct {
 	// HandshakeTimeout bounds each client's handshake (0: the nbd
 	// package's default).
 	HandshakeTimeout time.Duration
+	// MaxClients bounds the clients connected at once; one more is
+	// closed before the greeting, with a log line. 0 is no bound.
+	MaxClients int
+	// IdleTimeout disconnects a client, with a log line, that has sent
+	// and been sent nothing for that long after its handshake. 0 is
+	// none.
+	IdleTimeout time.Duration
 	// TLS is whether clients may (on) or must (require) use TLS
 	// (NBD_OPT_STARTTLS); DefaultTLSMode chooses it when the user did not.
 	TLS nbd.TLSMode
@@ -71,6 +78,9 @@ func (nc *NetConfig) Validate() error {
 	}
 	if nc.Listen == "" && nc.Unix == "" {
 		return errors.New("nowhere to listen: give --listen or --unix")
+	}
+	if nc.MaxClients < 0 {
+		return fmt.Errorf("--max-connections %d: use a number of clients, or 0 for no limit", nc.MaxClients)
 	}
 	if err := nc.validateTLS(); err != nil {
 		return err
@@ -147,8 +157,10 @@ func NetServe(ctx context.Context, nc NetConfig, logger *log.Logger, ready func(
 	logger.Print(describeTLS(nc))
 	ready(addrs)
 	err = nbd.ServeListeners(ctx, lns, exports, nbd.ListenOptions{
-		Handshake: nbd.HandshakeOptions{Timeout: nc.HandshakeTimeout, TLS: nc.TLS, TLSConfig: tlsConfig},
-		Logf:      logger.Printf,
+		Handshake:   nbd.HandshakeOptions{Timeout: nc.HandshakeTimeout, TLS: nc.TLS, TLSConfig: tlsConfig},
+		Logf:        logger.Printf,
+		MaxClients:  nc.MaxClients,
+		IdleTimeout: nc.IdleTimeout,
 	})
 	for _, r := range runs {
 		if ferr := r.src.Flush(); ferr != nil && err == nil {

@@ -18,7 +18,11 @@
 // Server as a Session, which carries what was negotiated. A client is
 // held to a deadline, a number of options and a size of option data
 // during the handshake, and one that breaks the protocol loses only its
-// own connection.
+// own connection. ServeListeners can bound the clients connected at once
+// (those past the bound are closed before the greeting, as nbdkit's limit
+// filter does) and close a connection that has been idle for a time
+// (limits.go: a watchdog on a count of the connection's system calls, so
+// the requests themselves carry no timer).
 //
 // A client that negotiated structured replies gets them for every
 // request (a READ's data in one NBD_REPLY_TYPE_OFFSET_DATA chunk, errors

@@ -16,6 +16,17 @@ type ListenOptions struct {
 	// connection ends, and one for a handshake that failed. Nil discards
 	// them.
 	Logf func(format string, args ...any)
+	// MaxClients bounds the clients connected at once, over all the
+	// listeners, counted from accept (the handshake included) to close: a
+	// client past it is accepted and closed at once, with a log line, and
+	// sees the connection end before the greeting. 0 is no bound.
+	MaxClients int
+	// IdleTimeout closes a client's connection, with a log line, when
+	// nothing has been read from it or written to it for that long in
+	// the transmission phase (a request that takes longer to answer
+	// counts as idle too). 0 is none. The handshake has its own bound,
+	// Handshake.Timeout.
+	IdleTimeout time.Duration
 }
 
 // ServeListeners accepts clients on every listener of lns and serves each
@@ -43,13 +54,14 @@ func ServeListeners(ctx context.Context, lns []net.Listener, exports Exports, op
 	})
 	defer stop()
 	ids := &connIDs{next: map[*Server]int{}}
+	slots := newClientSlots(opts.MaxClients)
 	var conns sync.WaitGroup
 	errs := make(chan error, len(lns))
 	for _, ln := range lns {
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
-			err := acceptLoop(ctx, ln, exports, opts, ids, &conns)
+			err := acceptLoop(ctx, ln, exports, opts, ids, slots, &conns)
 			if err != nil {
 				cancel()
 			}
@@ -81,8 +93,9 @@ func (c *connIDs) take(s *Server) int {
 }
 
 // acceptLoop accepts clients on ln until ctx is cancelled (nil) or Accept
-// fails for good, starting a goroutine per client counted in conns.
-func acceptLoop(ctx context.Context, ln net.Listener, exports Exports, opts ListenOptions, ids *connIDs, conns *sync.WaitGroup) error {
+// fails for good, starting a goroutine per client counted in conns, and
+// closing at once a client for which slots has no room.
+func acceptLoop(ctx context.Context, ln net.Listener, exports Exports, opts ListenOptions, ids *connIDs, slots *clientSlots, conns *sync.WaitGroup) error {
 	backoff := time.Duration(0)
 	for {
 		c, err := ln.Accept()
@@ -102,9 +115,15 @@ func acceptLoop(ctx context.Context, ln net.Listener, exports Exports, opts List
 			return err
 		}
 		backoff = 0
+		if !slots.take() {
+			opts.Logf("client %s: refused: the limit of clients connected at once (%d) is reached", clientAddr(c), slots.limit())
+			c.Close()
+			continue
+		}
 		conns.Add(1)
 		go func() {
 			defer conns.Done()
+			defer slots.give()
 			defer c.Close()
 			serveClient(ctx, c, exports, opts, ids)
 		}()
@@ -120,9 +139,11 @@ func isTemporary(err error) bool {
 
 // serveClient runs one client's handshake and transmission phase.
 func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOptions, ids *connIDs) {
-	addr := c.RemoteAddr().String()
-	if addr == "" || addr == "@" {
-		addr = "unix:" + c.LocalAddr().String()
+	addr := clientAddr(c)
+	var active *activeConn
+	if opts.IdleTimeout > 0 {
+		active = &activeConn{Conn: c}
+		c = active
 	}
 	sess, conn, err := HandshakeConn(ctx, c, exports, opts.Handshake)
 	if err != nil {
@@ -136,10 +157,34 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 	}
 	exp := sess.Export
 	opts.Logf("client %s: export %q (%d bytes, flags %#x), %s", addr, exp.Name, exp.Size(), exp.flags(sess.StructuredReplies), DescribeTLS(conn))
+	var idled func() bool
+	if active != nil {
+		stop := make(chan struct{})
+		closed := make(chan bool, 1)
+		go func() { closed <- watchIdle(active, opts.IdleTimeout, stop) }()
+		idled = func() bool {
+			close(stop)
+			return <-closed
+		}
+	}
 	err = sess.Serve(ctx, conn, ids.take(exp.Server))
+	if idled != nil && idled() {
+		opts.Logf("client %s: export %q: idle for %v, disconnected", addr, exp.Name, opts.IdleTimeout)
+		return
+	}
 	if err != nil && ctx.Err() == nil {
 		opts.Logf("client %s: export %q: connection ended: %v", addr, exp.Name, err)
 		return
 	}
 	opts.Logf("client %s: export %q: disconnected", addr, exp.Name)
+}
+
+// clientAddr names a client in log lines: its address, or for a Unix
+// socket (whose clients have none) "unix:" and the socket's path.
+func clientAddr(c net.Conn) string {
+	addr := c.RemoteAddr().String()
+	if addr == "" || addr == "@" {
+		addr = "unix:" + c.LocalAddr().String()
+	}
+	return addr
 }

@@ -92,10 +92,10 @@ func listCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "list",
 		Usage:     "list attached nbd devices",
-		UsageText: "nbdloop list [-n] [-O COLUMNS] [--raw] [--associated FILE] [DEVICE...]\nnbdloop list --json [--associated FILE] [DEVICE...]",
+		UsageText: "nbdloop list [-n] [-O COLUMNS] [--raw] [--associated FILE] [DEVICE...]\nnbdloop list --json [--associated FILE] [DEVICE...]\nnbdloop list --served [-n | --json]",
 		Description: "Lists every attached nbd device, including those attached by nbd-client or\n" +
 			"qemu-nbd, or the DEVICEs given, or with --associated those that serve FILE.\n" +
-			"nbdloop without a command lists them too.\n\n" + columnsHelp(),
+			"nbdloop without a command lists them too.\n\n" + columnsHelp() + "\n\n" + servedHelp,
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError("list: %v (see nbdloop list --help)", err)
 		},
@@ -104,6 +104,7 @@ func listCommand() *cli.Command {
 			&cli.BoolFlag{Name: "noheadings", Aliases: []string{"n"}, Usage: "print no headings"},
 			&cli.StringFlag{Name: "output", Aliases: []string{"O"}, Usage: "print the `COLUMNS` named, comma-separated (+COLUMNS: the default ones and these)"},
 			&cli.BoolFlag{Name: "raw", Usage: "print the columns unaligned, separated by one space (spaces and backslashes in values as \\x20 and \\x5c)"},
+			&cli.BoolFlag{Name: "served", Usage: "list the background serves (serve --background) instead of devices"},
 			&cli.StringFlag{Name: "associated", Aliases: []string{"j"}, Usage: "list only the devices that serve `FILE` (the same file: device and inode, not name)"},
 		},
 		BashComplete: completeDevices,
@@ -216,6 +217,9 @@ func servesFile(path string) (func(d *attach.Device) bool, error) {
 }
 
 func doList(c *cli.Context) error {
+	if c.Bool("served") {
+		return doListServed(c)
+	}
 	var indices []int
 	for _, a := range c.Args().Slice() {
 		idx, err := attach.ParseDevice(a)

@@ -90,6 +90,9 @@ func TestListUsageErrors(t *testing.T) {
 		{[]string{"list", "-O"}, "nbdloop: list: flag needs an argument: -O (see nbdloop list --help)"},
 		{[]string{"list", "--json", "-n"}, "nbdloop: list: --json prints every field, without headings (omit -O, -n and --raw)"},
 		{[]string{"list", "--raw", "--json", "-O", "NAME"}, "nbdloop: list: --json prints every field, without headings (omit -O, -n and --raw)"},
+		{[]string{"list", "--served", "/dev/nbd0"}, "nbdloop: list: --served takes no DEVICE, -O, --raw or --associated"},
+		{[]string{"list", "--served", "-O", "NAME"}, "nbdloop: list: --served takes no DEVICE, -O, --raw or --associated"},
+		{[]string{"list", "--served", "--json", "-n"}, "nbdloop: list: --json prints every field, without headings (omit -n)"},
 		{[]string{"-O", "NAME"}, "nbdloop: flag provided but not defined: -O (see nbdloop --help)"},
 	}
 	for _, tt := range tests {

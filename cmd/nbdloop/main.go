@@ -41,6 +41,12 @@ func main() {
 	if len(os.Args) > 1 && os.Args[1] == attach.SuperviseCommand {
 		os.Exit(attach.RunSupervisor())
 	}
+	if len(os.Args) > 1 && os.Args[1] == attach.NetServeCommand {
+		os.Exit(attach.RunNetServer())
+	}
+	if len(os.Args) > 1 && os.Args[1] == attach.NetSupervisorCommand {
+		os.Exit(attach.RunNetSupervisor())
+	}
 	if filepath.Base(os.Args[0]) == mountHelperName {
 		os.Exit(runMountHelper(os.Args[1:], os.Stdout, os.Stderr))
 	}

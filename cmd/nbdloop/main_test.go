@@ -16,7 +16,8 @@ const asMainEnv = "NBDLOOP_TEST_AS_MAIN"
 
 func TestMain(m *testing.M) {
 	switch {
-	case len(os.Args) > 1 && (os.Args[1] == attach.ServeCommand || os.Args[1] == attach.SuperviseCommand):
+	case len(os.Args) > 1 && (os.Args[1] == attach.ServeCommand || os.Args[1] == attach.SuperviseCommand ||
+		os.Args[1] == attach.NetServeCommand || os.Args[1] == attach.NetSupervisorCommand):
 		// attach.Attach re-executes its own binary as the server. Should a
 		// test reach it, refuse here: running the tests again in the child
 		// would re-execute again, without end.

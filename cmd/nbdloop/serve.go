@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/urfave/cli/v2"
 
@@ -19,11 +20,15 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 )
 
+// defaultMaxConnections is --max-connections when not given: room for a
+// few clients that open several connections each (nbdcopy opens four).
+const defaultMaxConnections = 16
+
 func serveCommand() *cli.Command {
 	return &cli.Command{
 		Name:      "serve",
-		Usage:     "serve SOURCEs to NBD clients over TCP or a Unix socket, in the foreground",
-		UsageText: "nbdloop serve [--listen [ADDR]:PORT] [--unix PATH] [--export NAME=SOURCE]... [options] [SOURCE]",
+		Usage:     "serve SOURCEs to NBD clients over TCP or a Unix socket, in the foreground or the background",
+		UsageText: "nbdloop serve [--background] [--listen [ADDR]:PORT] [--unix PATH] [--export NAME=SOURCE]... [options] [SOURCE]\nnbdloop serve --stop ADDRESS",
 		Description: "Serves SOURCE, and each --export, to NBD clients on the network (qemu-img,\n" +
 			"qemu-io, nbdinfo, nbdcopy, nbdsh and other clients of the NBD protocol).\n" +
 			"SOURCE is anything attach takes (formats, memory:, exec:, --filter),\n" +
@@ -43,6 +48,24 @@ func serveCommand() *cli.Command {
 			"A client that sends garbage or oversized options, or takes longer than\n" +
 			"--handshake-timeout to choose an export, loses its connection, not the\n" +
 			"server.\n\n" +
+			"With --background, serve runs in a supervised process of its own and exits\n" +
+			"once that listens, printing a line per address (\"listening on tcp\n" +
+			"127.0.0.1:10809\"; --listen :0 shows the port chosen). A server process that\n" +
+			"dies is started again by its supervisor, listening on the same addresses\n" +
+			"(the same port for :0); one that dies five times in a row within 10 s of\n" +
+			"starting is given up, and so is one with a memory: export or a filter that\n" +
+			"keeps written data in the process (their bytes died with it). nbdloop list\n" +
+			"--served shows the background serves; nbdloop serve --stop ADDRESS (an\n" +
+			"address or socket path as list --served shows it, or the supervisor's pid)\n" +
+			"stops one: its exports are flushed, its record removed. Logs go to\n" +
+			"serve-PID.log in the state directory (" + attach.DefaultStateDir + ").\n\n" +
+			"At most --max-connections clients are connected at once, counted from\n" +
+			"their connect (the handshake included) to their disconnect; over the limit,\n" +
+			"a client's connection is closed at once, before the greeting, with a log\n" +
+			"line, as nbdkit's limit filter does (qemu-nbd --shared instead leaves it\n" +
+			"waiting to be accepted). --idle-timeout disconnects a client, with a log\n" +
+			"line, once nothing has gone either way on its connection for that long;\n" +
+			"a request that takes longer than that to answer counts as idle too.\n\n" +
 			"TLS: clients that ask with NBD_OPT_STARTTLS (nbds:// URIs, qemu's tls-creds)\n" +
 			"get TLS 1.2 or later with the certificate in --tls-certificates DIR\n" +
 			"(nbdkit's layout: server-cert.pem, server-key.pem, and ca-cert.pem for\n" +
@@ -69,6 +92,8 @@ func serveCommand() *cli.Command {
 			return usageError("serve: %v (see nbdloop serve --help)", err)
 		},
 		Flags: []cli.Flag{
+			&cli.BoolFlag{Name: "background", Usage: "serve from a supervised background process; exit once it listens"},
+			&cli.StringFlag{Name: "stop", Usage: "stop the background serve listening on `ADDRESS` (or the socket path, or its supervisor's pid)"},
 			&cli.StringFlag{Name: "listen", Aliases: []string{"l"}, Usage: "listen on TCP `[ADDR]:PORT` (port " + attach.DefaultPort + " when only ADDR is given; :0 picks a free port, logged)"},
 			&cli.StringFlag{Name: "unix", Aliases: []string{"U"}, Usage: "listen on the Unix socket `PATH`"},
 			&cli.StringSliceFlag{Name: "export", Aliases: []string{"e"}, Usage: "serve SOURCE as the export NAME, given as `NAME=SOURCE` (repeatable)"},
@@ -76,6 +101,8 @@ func serveCommand() *cli.Command {
 			&cli.StringFlag{Name: "tls", Usage: "TLS `MODE`: off, on (offered to clients) or require (before any option but STARTTLS)", DefaultText: "on when certificates are found, else off"},
 			&cli.StringFlag{Name: "tls-certificates", Usage: "read the certificate from `DIR` (ca-cert.pem, server-cert.pem, server-key.pem)", DefaultText: "/etc/nbdloop/pki, or ~/.config/nbdloop/pki for users"},
 			&cli.BoolFlag{Name: "tls-verify-peer", Usage: "refuse clients without a certificate signed by ca-cert.pem"},
+			&cli.IntFlag{Name: "max-connections", Value: defaultMaxConnections, Usage: "serve at most `N` clients at once; more are closed before the greeting (0: no limit)"},
+			&cli.StringFlag{Name: "idle-timeout", Value: "0", Usage: "disconnect a client that sends and is sent nothing for `SECONDS` after its handshake (0: never)"},
 			&cli.StringFlag{Name: "handshake-timeout", Value: fmt.Sprint(nbd.DefaultHandshakeTimeout.Seconds()), Usage: "`SECONDS` a client may take to choose an export"},
 			&cli.StringFlag{Name: "format", Usage: "open every file as `FORMAT` (" + strings.Join(attach.FormatNames(), ", ") + ") instead of probing its contents"},
 			&cli.BoolFlag{Name: "direct-io", Usage: "open files with O_DIRECT (bypass the page cache)"},
@@ -130,6 +157,10 @@ func netConfigFromFlags(c *cli.Context) (attach.NetConfig, error) {
 	}
 	if nc.HandshakeTimeout == 0 {
 		return nc, usageError("serve: --handshake-timeout 0: must be at least 1 second")
+	}
+	nc.MaxClients = c.Int("max-connections")
+	if nc.IdleTimeout, err = parseSeconds("idle-timeout", c.String("idle-timeout")); err != nil {
+		return nc, usageError("serve: --idle-timeout %q: not a number of seconds (e.g. 300 or 5m)", c.String("idle-timeout"))
 	}
 	if err := nc.Validate(); err != nil {
 		return nc, usageError("serve: %v", err)
@@ -189,9 +220,33 @@ func serveSourceFlags(c *cli.Context) (attach.Config, error) {
 }
 
 func doServe(c *cli.Context) error {
+	if c.IsSet("stop") {
+		if c.NArg() > 0 || c.NumFlags() > 1 {
+			return usageError("serve: --stop ADDRESS takes nothing else")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return attach.StopServed(ctx, c.String("stop"))
+	}
 	nc, err := netConfigFromFlags(c)
 	if err != nil {
 		return err
+	}
+	if c.Bool("background") {
+		// The record names the socket for serve --stop from anywhere.
+		if nc.Unix != "" {
+			if nc.Unix, err = filepath.Abs(nc.Unix); err != nil {
+				return usageError("serve: --unix %s: %v", nc.Unix, err)
+			}
+		}
+		st, err := attach.NetStart(nc)
+		if err != nil {
+			return err
+		}
+		for _, l := range st.Listen {
+			fmt.Fprintf(c.App.Writer, "listening on %s\n", l)
+		}
+		return nil
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
