@@ -152,8 +152,8 @@ func RunNetServer() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-	err = NetServe(ctx, nc, logger, func(addrs []net.Addr) {
-		st := &NetState{PID: os.Getpid(), Started: time.Now()}
+	err = NetServe(ctx, nc, logger, func(addrs []net.Addr, exports []NetExportState) {
+		st := &NetState{PID: os.Getpid(), Started: time.Now(), Exports: exports}
 		for _, a := range addrs {
 			st.Listen = append(st.Listen, a.Network()+" "+a.String())
 			logger.Printf("listening on %s %s", a.Network(), a)
@@ -210,9 +210,6 @@ func RunNetSupervisor() int {
 	}
 	st.Supervisor, st.SupervisorStart = os.Getpid(), refOf(os.Getpid()).Start
 	st.Log = logPath
-	for _, e := range nc.Exports {
-		st.Exports = append(st.Exports, NetExportState{Name: e.Name, Source: e.Config.Source})
-	}
 	if err := writeNetState(dir, st); err != nil {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
@@ -239,7 +236,7 @@ func RunNetSupervisor() int {
 			return 0
 		}
 		st.LastExit = exitReason(ps)
-		if why := netNotRestartable(nc); why != "" {
+		if why := netNotRestartable(nc, st.Exports); why != "" {
 			quick, st.LastExit = maxQuickDeaths, st.LastExit+"; not restarted: "+why
 		} else if time.Since(started) < quickDeath {
 			quick++
@@ -249,7 +246,7 @@ func RunNetSupervisor() int {
 		for {
 			if quick >= maxQuickDeaths {
 				st.DeadReason = fmt.Sprintf("the server died %d times in a row within %v of starting (last: %s)", quick, quickDeath, st.LastExit)
-				if why := netNotRestartable(nc); why != "" {
+				if why := netNotRestartable(nc, st.Exports); why != "" {
 					st.DeadReason = "the server " + st.LastExit
 				}
 				logger.Printf("%s; giving up", st.DeadReason)
@@ -265,7 +262,7 @@ func RunNetSupervisor() int {
 			st.Restarts++
 			var next *NetState
 			if cmd, next, err = startNetServer(exe, nc); err == nil {
-				st.PID, st.PIDStart, st.Started = next.PID, next.PIDStart, next.Started
+				st.PID, st.PIDStart, st.Started, st.Exports = next.PID, next.PIDStart, next.Started, next.Exports
 				writeNetState(dir, st)
 				break
 			}
@@ -300,15 +297,18 @@ func startNetServer(exe string, nc NetConfig) (*exec.Cmd, *NetState, error) {
 
 // netNotRestartable says why a restarted server would serve other bytes
 // than the one that died (a memory: export, written data kept in the
-// server process), or "" when it would not. Image formats that keep data
-// in the process are not known here until opened: their restart is judged
-// by the filters and the SOURCE alone.
-func netNotRestartable(nc NetConfig) string {
-	for _, e := range nc.Exports {
+// server process: filters, or formats such as qcow2, as the server that
+// died reported them in served), or "" when it would not.
+func netNotRestartable(nc NetConfig, served []NetExportState) string {
+	for i, e := range nc.Exports {
 		if spec, err := ParseSpec(e.Config.Source); err == nil && spec.Kind == KindMemory {
 			return fmt.Sprintf("export %q: a memory: export's bytes died with the server", e.Name)
 		}
-		if why := notRestartable(e.Config, ""); why != "" {
+		format := ""
+		if i < len(served) && served[i].Name == e.Name {
+			format = served[i].Format
+		}
+		if why := notRestartable(e.Config, format); why != "" {
 			return fmt.Sprintf("export %q: %s", e.Name, why)
 		}
 	}

@@ -114,7 +114,7 @@ func (nc *NetConfig) Validate() error {
 // first flush error. With TLS, the certificate is loaded before anything
 // is opened. Log lines (one per client, with its address, export and TLS
 // or not) go to logger.
-func NetServe(ctx context.Context, nc NetConfig, logger *log.Logger, ready func([]net.Addr)) error {
+func NetServe(ctx context.Context, nc NetConfig, logger *log.Logger, ready func([]net.Addr, []NetExportState)) error {
 	if err := nc.Validate(); err != nil {
 		return err
 	}
@@ -155,7 +155,11 @@ func NetServe(ctx context.Context, nc NetConfig, logger *log.Logger, ready func(
 		logger.Printf("export %q: %s (%d bytes, flags %#x)", e.Name, e.Description, e.Size(), e.TransmissionFlags())
 	}
 	logger.Print(describeTLS(nc))
-	ready(addrs)
+	served := make([]NetExportState, len(runs))
+	for i, r := range runs {
+		served[i] = NetExportState{Name: nc.Exports[i].Name, Source: nc.Exports[i].Config.Source, Format: r.opened.Format}
+	}
+	ready(addrs, served)
 	err = nbd.ServeListeners(ctx, lns, exports, nbd.ListenOptions{
 		Handshake:   nbd.HandshakeOptions{Timeout: nc.HandshakeTimeout, TLS: nc.TLS, TLSConfig: tlsConfig},
 		Logf:        logger.Printf,

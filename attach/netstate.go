@@ -43,6 +43,9 @@ type NetState struct {
 type NetExportState struct {
 	Name   string `json:"name"`
 	Source string `json:"source"`
+	// Format is what the source is served as (raw, qcow2, ...): a format
+	// that keeps written data in the server process is not restarted.
+	Format string `json:"format,omitempty"`
 }
 
 func netStatePath(dir string, supervisor int) string {

@@ -251,7 +251,7 @@ func doServe(c *cli.Context) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	logger := log.New(c.App.ErrWriter, "nbdloop: ", log.LstdFlags|log.Lmicroseconds)
-	return attach.NetServe(ctx, nc, logger, func(addrs []net.Addr) {
+	return attach.NetServe(ctx, nc, logger, func(addrs []net.Addr, _ []attach.NetExportState) {
 		for _, a := range addrs {
 			logger.Printf("listening on %s %s", a.Network(), a)
 		}

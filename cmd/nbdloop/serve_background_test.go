@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/tooltest"
+
 	"github.com/nbdloop/nbdloop/attach"
 	"github.com/nbdloop/nbdloop/nbd"
 )
@@ -24,6 +26,7 @@ import (
 // ends it and removes its record. A memory: export is not restarted: the
 // serve is shown dead, with the reason.
 func TestServeBackground(t *testing.T) {
+	tooltest.Require(t, "qemu-img")
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "nbdloop")
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
@@ -125,28 +128,39 @@ func TestServeBackground(t *testing.T) {
 		t.Error("serve --stop of a stopped serve succeeded")
 	}
 
-	// memory: dies with its server: not restarted.
-	out = nbdloop("serve", "--background", "--listen", "127.0.0.1:0", "memory:1M")
-	maddr := strings.TrimSpace(strings.TrimPrefix(out, "listening on tcp "))
-	t.Cleanup(func() { exec.Command(bin, "serve", "--stop", maddr).Run() })
-	list = served()
-	if len(list) != 1 {
-		t.Fatalf("list --served: %+v", list)
+	// What dies with its server is not restarted: a memory: export's
+	// bytes, and a qcow2 image's cluster mappings (as the server reported
+	// the format it opened). The serve is shown dead, with the reason.
+	qcow := filepath.Join(dir, "disk.qcow2")
+	if out, err := exec.Command("qemu-img", "create", "-q", "-f", "qcow2", qcow, "1M").CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img create: %v\n%s", err, out)
 	}
-	syscall.Kill(list[0].PID, syscall.SIGKILL)
-	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if list = served(); len(list) == 1 && list[0].State == attach.StateDead {
-			break
+	for _, tt := range []struct{ source, reason string }{
+		{"memory:1M", "a memory: export's bytes died with the server"},
+		{qcow, "qcow2 keeps new cluster mappings in the server"},
+	} {
+		out = nbdloop("serve", "--background", "--listen", "127.0.0.1:0", tt.source)
+		maddr := strings.TrimSpace(strings.TrimPrefix(out, "listening on tcp "))
+		t.Cleanup(func() { exec.Command(bin, "serve", "--stop", maddr).Run() })
+		list = served()
+		if len(list) != 1 {
+			t.Fatalf("list --served: %+v", list)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the memory: serve is not shown dead: %+v", list)
+		syscall.Kill(list[0].PID, syscall.SIGKILL)
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if list = served(); len(list) == 1 && list[0].State == attach.StateDead {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the serve is not shown dead: %+v", tt.source, list)
+			}
 		}
-	}
-	if !strings.Contains(list[0].DeadReason, "a memory: export's bytes died with the server") {
-		t.Errorf("dead reason %q", list[0].DeadReason)
-	}
-	nbdloop("serve", "--stop", maddr)
-	if list = served(); len(list) != 0 {
-		t.Errorf("after --stop, list --served shows %+v", list)
+		if !strings.Contains(list[0].DeadReason, tt.reason) {
+			t.Errorf("%s: dead reason %q, want %q", tt.source, list[0].DeadReason, tt.reason)
+		}
+		nbdloop("serve", "--stop", maddr)
+		if list = served(); len(list) != 0 {
+			t.Errorf("after --stop, list --served shows %+v", list)
+		}
 	}
 }
