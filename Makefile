@@ -60,7 +60,7 @@ kernel-test: build bin/kerneltest.test
 	@if [ "$${NBDLOOP_NATIVE:-}" = 1 ]; then \
 		scripts/kernel-tests.sh; \
 	else \
-		scripts/vm/setup.sh >/dev/null && scripts/vm/run.sh --timeout 1500 -- scripts/kernel-tests.sh; \
+		scripts/vm/setup.sh >/dev/null && scripts/vm/run.sh --timeout 2700 -- scripts/kernel-tests.sh; \
 	fi
 
 check: deps vet unit fuzz-short kernel-test

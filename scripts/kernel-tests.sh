@@ -20,4 +20,4 @@ else
 	echo "kernel-tests: nbd is loaded already; TestNoDriver runs only in the VM (make check without NBDLOOP_NATIVE)"
 fi
 for m in btrfs raid456 xfs; do load "$m" || true; done
-"$t" -test.v -test.count=1 -test.timeout 25m -test.run '^TestKernel'
+"$t" -test.v -test.count=1 -test.timeout 40m -test.run '^TestKernel'
