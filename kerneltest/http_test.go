@@ -1,0 +1,121 @@
+//go:build kernel
+
+package kerneltest
+
+import (
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/nbdloop/nbdloop/internal/nginxtest"
+)
+
+// servedImage makes the partitioned ext4 disk of partitionedExt4,
+// compressed as a cloud image is (xz in 1 MiB blocks), and serves it with
+// nginx from the scratch directory dir. It returns the image's URL, the
+// uncompressed disk's sha256, the files' sha256 by name, and the path
+// nginx serves the image from.
+func servedImage(t *testing.T, dir string) (url, diskSum string, files map[string]string, served string) {
+	t.Helper()
+	img, files := partitionedExt4(t, dir)
+	diskSum = sha(t, img, 0)
+	prefix := filepath.Join(dir, "nginx")
+	if err := os.Mkdir(prefix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ng := nginxtest.Start(t, prefix)
+	served = filepath.Join(ng.Root, "disk.img.xz")
+	sh(t, "xz -0 -T2 --block-size=1MiB -c "+img+" > "+served)
+	os.Remove(img)
+	return ng.URL + "/disk.img.xz", diskSum, files, served
+}
+
+// TestKernelHTTP is the cloud image: an xz-compressed partitioned
+// disk on a web server (nginx), attached by URL with -P (read-only
+// implied), its ext4 partition mounted read-only and the files verified;
+// the device reads as the uncompressed disk.
+func TestKernelHTTP(t *testing.T) {
+	requireDriver(t)
+	dir := scratch(t)
+	url, diskSum, files, _ := servedImage(t, dir)
+	dev, stderr := attachStderr(t, "-P", url)
+	if !strings.Contains(stderr, "objects by URL are read-only: attached read-only") {
+		t.Errorf("attach stderr = %q, want the read-only note", stderr)
+	}
+	if got := must(t, "blockdev", "--getro", dev); got != "1" {
+		t.Errorf("blockdev --getro = %s, want 1", got)
+	}
+	if got := must(t, "blockdev", "--getsize64", dev); got != strconv.Itoa(40<<20) {
+		t.Errorf("blockdev --getsize64 = %s, want %d", got, 40<<20)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	must(t, "mount", "-o", "ro", dev+"p1", mnt)
+	for name, want := range files {
+		if got := sha(t, filepath.Join(mnt, name), 0); got != want {
+			t.Errorf("%s on the mounted partition differs from the original", name)
+		}
+	}
+	must(t, "umount", mnt)
+	if got := sha(t, dev, 0); got != diskSum {
+		t.Error("the device's contents differ from the uncompressed disk")
+	}
+	found := false
+	for _, d := range listDevices(t).Devices {
+		if d.Name == dev {
+			found = true
+			if !d.RO || d.Source != url {
+				t.Errorf("list: ro %v, source %q, want true, %q", d.RO, d.Source, url)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("list does not show %s", dev)
+	}
+	detach(t, dev)
+	requireClean(t, "after detach")
+}
+
+// TestKernelHTTPCow: the same image with --filter cow is writable; the
+// writes stay in the local overlay and the served object is unchanged.
+func TestKernelHTTPCow(t *testing.T) {
+	requireDriver(t)
+	dir := scratch(t)
+	url, _, files, served := servedImage(t, dir)
+	before := sha(t, served, 0)
+	dev, stderr := attachStderr(t, "--filter", "cow", "-P", url)
+	if strings.Contains(stderr, "read-only") {
+		t.Errorf("attach --filter cow stderr = %q, want no read-only note", stderr)
+	}
+	if got := must(t, "blockdev", "--getro", dev); got != "0" {
+		t.Errorf("blockdev --getro = %s, want 0", got)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	must(t, "mount", dev+"p1", mnt)
+	sh(t, "echo written through cow > "+mnt+"/new.txt && rm "+mnt+"/zeros.bin && sync")
+	if got := sha(t, filepath.Join(mnt, "random.bin"), 0); got != files["random.bin"] {
+		t.Error("random.bin differs from the original")
+	}
+	must(t, "umount", mnt)
+	must(t, "mount", "-o", "ro", dev+"p1", mnt)
+	if got := sh(t, "cat "+mnt+"/new.txt"); got != "written through cow" {
+		t.Errorf("new.txt = %q after remount", got)
+	}
+	if _, err := os.Stat(filepath.Join(mnt, "zeros.bin")); !os.IsNotExist(err) {
+		t.Errorf("zeros.bin after its removal and a remount: %v, want it gone", err)
+	}
+	for _, name := range []string{"random.bin", "sub/numbers.txt", "hello.txt"} {
+		if got := sha(t, filepath.Join(mnt, name), 0); got != files[name] {
+			t.Errorf("%s differs from the original after writes through cow", name)
+		}
+	}
+	must(t, "umount", mnt)
+	detach(t, dev)
+	if sha(t, served, 0) != before {
+		t.Error("writing through --filter cow changed the served image")
+	}
+	requireClean(t, "after detach")
+}
