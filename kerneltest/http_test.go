@@ -41,7 +41,7 @@ func TestKernelHTTP(t *testing.T) {
 	dir := scratch(t)
 	url, diskSum, files, _ := servedImage(t, dir)
 	dev, stderr := attachStderr(t, "-P", url)
-	if !strings.Contains(stderr, "objects by URL are read-only: attached read-only") {
+	if !strings.Contains(stderr, "read-only: attached read-only") {
 		t.Errorf("attach stderr = %q, want the read-only note", stderr)
 	}
 	if got := must(t, "blockdev", "--getro", dev); got != "1" {
