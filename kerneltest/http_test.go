@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nbdloop/nbdloop/internal/nginxtest"
 )
@@ -39,8 +40,13 @@ func servedImage(t *testing.T, dir string) (url, diskSum string, files map[strin
 func TestKernelHTTP(t *testing.T) {
 	requireDriver(t)
 	dir := scratch(t)
+	start := time.Now()
 	url, diskSum, files, _ := servedImage(t, dir)
+	t.Logf("image made and served in %v", time.Since(start))
+	start = time.Now()
 	dev, stderr := attachStderr(t, "-P", url)
+	t.Logf("attached in %v", time.Since(start))
+	start = time.Now()
 	if !strings.Contains(stderr, "read-only: attached read-only") {
 		t.Errorf("attach stderr = %q, want the read-only note", stderr)
 	}
@@ -59,9 +65,12 @@ func TestKernelHTTP(t *testing.T) {
 		}
 	}
 	must(t, "umount", mnt)
+	t.Logf("mounted and verified in %v", time.Since(start))
+	start = time.Now()
 	if got := sha(t, dev, 0); got != diskSum {
 		t.Error("the device's contents differ from the uncompressed disk")
 	}
+	t.Logf("whole device read in %v", time.Since(start))
 	found := false
 	for _, d := range listDevices(t).Devices {
 		if d.Name == dev {
