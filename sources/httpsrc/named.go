@@ -54,6 +54,11 @@ func Resolve(base, name string) (string, error) {
 		return "", &sources.ConfinedError{Name: name, Reason: "an absolute path: only names relative to " + dir.Redacted() + " are followed"}
 	}
 	loc := u.ResolveReference(&url.URL{Path: name})
+	// A ".." above the server's root resolves to the root: look at the
+	// name too.
+	if rel := path.Clean(name); rel == ".." || strings.HasPrefix(rel, "../") {
+		return loc.String(), &sources.ConfinedError{Name: name, Path: loc.String(), Reason: "outside " + dir.String()}
+	}
 	if p := path.Clean(loc.Path); !strings.HasPrefix(p, dir.Path) || p+"/" == dir.Path {
 		return loc.String(), &sources.ConfinedError{Name: name, Path: loc.String(), Reason: "outside " + dir.String()}
 	}
