@@ -13,24 +13,31 @@ import (
 	"github.com/nbdloop/nbdloop/internal/nginxtest"
 )
 
+// served serves the files of the directory it returns with nginx, whose
+// prefix is beneath the scratch directory dir.
+func served(t *testing.T, dir string) *nginxtest.Server {
+	t.Helper()
+	prefix := filepath.Join(dir, "nginx")
+	if err := os.Mkdir(prefix, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return nginxtest.Start(t, prefix)
+}
+
 // servedImage makes the partitioned ext4 disk of partitionedExt4,
 // compressed as a cloud image is (xz in 1 MiB blocks), and serves it with
 // nginx from the scratch directory dir. It returns the image's URL, the
 // uncompressed disk's sha256, the files' sha256 by name, and the path
 // nginx serves the image from.
-func servedImage(t *testing.T, dir string) (url, diskSum string, files map[string]string, served string) {
+func servedImage(t *testing.T, dir string) (url, diskSum string, files map[string]string, path string) {
 	t.Helper()
 	img, files := partitionedExt4(t, dir)
 	diskSum = sha(t, img, 0)
-	prefix := filepath.Join(dir, "nginx")
-	if err := os.Mkdir(prefix, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	ng := nginxtest.Start(t, prefix)
-	served = filepath.Join(ng.Root, "disk.img.xz")
-	sh(t, "xz -0 -T2 --block-size=1MiB -c "+img+" > "+served)
+	ng := served(t, dir)
+	path = filepath.Join(ng.Root, "disk.img.xz")
+	sh(t, "xz -0 -T2 --block-size=1MiB -c "+img+" > "+path)
 	os.Remove(img)
-	return ng.URL + "/disk.img.xz", diskSum, files, served
+	return ng.URL + "/disk.img.xz", diskSum, files, path
 }
 
 // TestKernelHTTP is the cloud image: an xz-compressed partitioned
@@ -92,8 +99,8 @@ func TestKernelHTTP(t *testing.T) {
 func TestKernelHTTPCow(t *testing.T) {
 	requireDriver(t)
 	dir := scratch(t)
-	url, _, files, served := servedImage(t, dir)
-	before := sha(t, served, 0)
+	url, _, files, path := servedImage(t, dir)
+	before := sha(t, path, 0)
 	dev, stderr := attachStderr(t, "--filter", "cow", "-P", url)
 	if strings.Contains(stderr, "read-only") {
 		t.Errorf("attach --filter cow stderr = %q, want no read-only note", stderr)
@@ -123,8 +130,52 @@ func TestKernelHTTPCow(t *testing.T) {
 	}
 	must(t, "umount", mnt)
 	detach(t, dev)
-	if sha(t, served, 0) != before {
+	if sha(t, path, 0) != before {
 		t.Error("writing through --filter cow changed the served image")
 	}
+	requireClean(t, "after detach")
+}
+
+// TestKernelHTTPQcow2: a qcow2 image whose backing file is the qcow2
+// image next to it on the web server, attached by URL with -P: the chain
+// is read by URL, the partition mounted read-only and its files verified,
+// and the device reads as qemu-img convert -O raw of the chain.
+func TestKernelHTTPQcow2(t *testing.T) {
+	requireDriver(t)
+	dir := scratch(t)
+	img, files := partitionedExt4(t, dir)
+	ng := served(t, dir)
+	base, top := filepath.Join(ng.Root, "base.qcow2"), filepath.Join(ng.Root, "top.qcow2")
+	must(t, "qemu-img", "convert", "-f", "raw", "-O", "qcow2", img, base)
+	must(t, "qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", top)
+	// The top layer holds data past the partition, where the chain differs
+	// from the base.
+	must(t, "qemu-io", "-c", "write -P 0x5a 39M 512k", top)
+	want := filepath.Join(dir, "chain.raw")
+	must(t, "qemu-img", "convert", "-O", "raw", top, want)
+	chainSum := sha(t, want, 0)
+	os.Remove(want)
+	os.Remove(img)
+	url := ng.URL + "/top.qcow2"
+	dev, stderr := attachStderr(t, "-P", url)
+	if !strings.Contains(stderr, "objects by URL are read-only: attached read-only") {
+		t.Errorf("attach stderr = %q, want the read-only note", stderr)
+	}
+	if got := must(t, "blockdev", "--getro", dev); got != "1" {
+		t.Errorf("blockdev --getro = %s, want 1", got)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	os.MkdirAll(mnt, 0o755)
+	must(t, "mount", "-o", "ro", dev+"p1", mnt)
+	for name, want := range files {
+		if got := sha(t, filepath.Join(mnt, name), 0); got != want {
+			t.Errorf("%s on the mounted partition differs from the original", name)
+		}
+	}
+	must(t, "umount", mnt)
+	if got := sha(t, dev, 0); got != chainSum {
+		t.Error("the device's contents differ from qemu-img convert -O raw of the chain")
+	}
+	detach(t, dev)
 	requireClean(t, "after detach")
 }
