@@ -36,11 +36,7 @@ func openSource(src sources.Source, location string, files Files, opts Options, 
 	if err := markLocation(location, seen); err != nil {
 		return nil, err
 	}
-	im, err := newImage(sourceFile{src}, location, src.Size(), opts, depth, seen, files)
-	if err != nil {
-		return nil, err
-	}
-	return im, nil
+	return newImage(sourceFile{src}, location, src.Size(), opts, depth, seen, files)
 }
 
 // markLocation records the file at location as part of the backing chain,
