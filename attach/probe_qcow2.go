@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/httpsrc"
 	"github.com/nbdloop/nbdloop/sources/qcow2"
 )
 
@@ -14,6 +15,17 @@ import (
 // unlikely enough (qemu probes the same way).
 func isQcow2(head []byte) bool {
 	return len(head) >= 8 && bytes.HasPrefix(head, []byte{'Q', 'F', 'I', 0xfb})
+}
+
+// openQcow2URL opens a qcow2 image from a URL's object, read-only, with
+// its backing chain read by URL too, next to it: each backing object
+// fetched through a cache the size of obj's.
+func openQcow2URL(obj *httpsrc.Source, url string, opts OpenOptions) (sources.Source, error) {
+	if opts.Offset != 0 || opts.SizeLimit != 0 {
+		return nil, errors.New("--offset and --sizelimit do not apply to qcow2 images (convert the window to raw first: qemu-img convert -O raw)")
+	}
+	named := httpsrc.Named{Options: httpsrc.Options{CacheSize: obj.Stats().Budget, Deadline: opts.URLDeadline, Logf: opts.Logf}}
+	return qcow2.OpenSource(obj, url, named, qcow2.Options{CacheSize: opts.CacheSize, Budget: opts.Budget})
 }
 
 // openQcow2 opens a qcow2 image by path: it opens its backing chain itself,

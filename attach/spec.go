@@ -14,6 +14,7 @@ import (
 	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/nbd"
 	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/httpsrc"
 )
 
 // SourceKind is what a SOURCE names.
@@ -194,6 +195,9 @@ type format struct {
 	// their own files (images that grow, backing files and extents found
 	// relative to the image): the probe's File is closed first.
 	openPath func(path string, opts OpenOptions) (sources.Source, error)
+	// openURL, when set, opens such a format from a URL's object,
+	// read-only, finding its files next to the URL.
+	openURL func(obj *httpsrc.Source, url string, opts OpenOptions) (sources.Source, error)
 	// readOnly formats are served read-only whatever -r says, and their
 	// file is never opened for writing (see probe.go).
 	readOnly bool
@@ -212,7 +216,7 @@ type namedSource interface {
 
 var probeTable = []format{
 	{name: "vmdk", match: isVMDK, openPath: openVMDK},
-	{name: "qcow2", match: isQcow2, openPath: openQcow2,
+	{name: "qcow2", match: isQcow2, openPath: openQcow2, openURL: openQcow2URL,
 		diesWithServer: "qcow2 keeps new cluster mappings in the server until a flush, and they died with it"},
 	{name: "xz", match: isXZ, open: openXZ, readOnly: true},
 	{name: "gzip", match: isGzip, open: openGzip, readOnly: true},

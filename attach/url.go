@@ -6,15 +6,16 @@ import (
 	"io"
 	"time"
 
+	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/httpsrc"
 )
 
 // An http(s) URL names an object on a web server, read with range
 // requests (sources/httpsrc): served raw, or as the compressed format it
-// probes as (xz, gzip, zstd). Objects are read-only; --filter cow gives a
-// writable overlay. Formats that open their image by path, because it
-// names further files (qcow2 backing files, VMDK extents), are not served
-// by URL yet.
+// probes as (xz, gzip, zstd, and qcow2 with its backing files next to
+// the URL). Objects are read-only; --filter cow gives a writable overlay.
+// VMDK images, which name their extents by path, are not served by URL
+// yet.
 
 // urlDeadline is how long a read of a URL's object may take, retries
 // included: httpsrc's default, or less with a --timeout, so that the read
@@ -58,8 +59,8 @@ func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
 		return nil, fmt.Errorf("%s: reading the first bytes: %w", url, err)
 	}
 	fm, err := chooseFormat(url, head, opts)
-	if err == nil && fm != nil && fm.openPath != nil {
-		err = fmt.Errorf("%s: a %s image by URL is not served yet: its backing files or extents are found by path (download it and attach the file)", url, fm.name)
+	if err == nil && fm != nil && fm.openPath != nil && fm.openURL == nil {
+		err = fmt.Errorf("%s: a %s image by URL is not served yet: its extents and parents are found by path (download it and attach the file)", url, fm.name)
 	}
 	if err != nil {
 		obj.Close()
@@ -78,7 +79,12 @@ func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
 	if fm == nil {
 		return openURLRaw(src, url, opts)
 	}
-	img, err := fm.open(src, opts)
+	var img sources.Source
+	if fm.openURL != nil {
+		img, err = fm.openURL(src, url, opts)
+	} else {
+		img, err = fm.open(src, opts)
+	}
 	if err != nil {
 		src.Close()
 		return nil, fmt.Errorf("%s: %s: %w", url, fm.name, err)
@@ -88,6 +94,9 @@ func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
 		return nil, err
 	}
 	op.Warnings = append(urlWarnings(src, url), op.Warnings...)
+	if !fm.readOnly && !opts.ReadOnly {
+		op.Warnings = append(op.Warnings, fmt.Sprintf(urlNote, url))
+	}
 	op.Pin = obj.Pin()
 	return op, nil
 }

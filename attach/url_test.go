@@ -45,8 +45,22 @@ func TestOpenSourceURL(t *testing.T) {
 	compressTool(t, dir, "disk.img.gz", data, "gzip", "-c")
 	compressTool(t, dir, "disk.img.zst", data, "zstd", "-c")
 	os.WriteFile(filepath.Join(dir, "odd.img"), data[:1000], 0o644)
-	qcow := append([]byte("QFI\xfb\x00\x00\x00\x03"), make([]byte, 4088)...)
-	os.WriteFile(filepath.Join(dir, "disk.qcow2"), qcow, 0o644)
+	os.WriteFile(filepath.Join(dir, "disk.vmdk"), []byte("# Disk DescriptorFile\nversion=1\n"), 0o644)
+	// A qcow2 image whose backing file is the qcow2 image next to it, and
+	// one whose backing name leads out of the directory.
+	tooltest.Require(t, "qemu-img", "qemu-io")
+	qemu := func(tool string, args ...string) {
+		t.Helper()
+		if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v: %s", tool, args, err, out)
+		}
+	}
+	qemu("qemu-img", "convert", "-f", "raw", "-O", "qcow2", filepath.Join(dir, "disk.img"), filepath.Join(dir, "base.qcow2"))
+	qemu("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", filepath.Join(dir, "top.qcow2"))
+	qemu("qemu-io", "-c", "write -P 0x5a 1M 64k", "-c", "write -P 0xa5 4000k 96k", filepath.Join(dir, "top.qcow2"))
+	qemu("qemu-img", "convert", "-O", "raw", filepath.Join(dir, "top.qcow2"), filepath.Join(dir, "top.raw"))
+	topRaw, _ := os.ReadFile(filepath.Join(dir, "top.raw"))
+	qemu("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "../base.qcow2", "-F", "qcow2", filepath.Join(dir, "out.qcow2"), "4M")
 	gpt := filepath.Join(dir, "gpt.img")
 	os.WriteFile(gpt, data, 0o644)
 	if out, err := exec.Command("sgdisk", "-n", "1:0:+1M", "-n", "2:0:+1M", gpt).CombinedOutput(); err != nil {
@@ -70,6 +84,8 @@ func TestOpenSourceURL(t *testing.T) {
 		{name: "disk.img.zst", format: "zstd", want: data, note: "zstd images are read-only"},
 		{name: "disk.img.xz", opts: OpenOptions{ReadOnly: true}, format: "xz", want: data},
 		{name: "gpt.img", opts: OpenOptions{Composite: Composite{Partition: 2}}, format: "raw", want: whole[2<<20 : 3<<20], note: "objects by URL are read-only"},
+		{name: "top.qcow2", format: "qcow2", want: topRaw, note: "objects by URL are read-only: attached read-only (add --filter cow"},
+		{name: "top.qcow2", opts: OpenOptions{ReadOnly: true}, format: "qcow2", want: topRaw},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -101,7 +117,10 @@ func TestOpenSourceURL(t *testing.T) {
 		opts OpenOptions
 		want string
 	}{
-		{"disk.qcow2", OpenOptions{}, "/disk.qcow2: a qcow2 image by URL is not served yet: its backing files or extents are found by path (download it and attach the file)"},
+		{"disk.vmdk", OpenOptions{}, "/disk.vmdk: a vmdk image by URL is not served yet: its extents and parents are found by path (download it and attach the file)"},
+		{"out.qcow2", OpenOptions{}, `/out.qcow2: qcow2: backing file of http://`},
+		{"out.qcow2", OpenOptions{}, `"../base.qcow2" (http://`},
+		{"top.qcow2", OpenOptions{Offset: 512}, "--offset and --sizelimit do not apply to qcow2 images"},
 		{"odd.img", OpenOptions{}, "/odd.img: size 1000 is not a multiple of 512 bytes"},
 		{"missing.img", OpenOptions{}, "/missing.img: the server answered 404 Not Found"},
 		{"disk.img", OpenOptions{Format: "xz"}, "/disk.img: not a xz image: its first bytes are raw data"},

@@ -49,6 +49,7 @@ var layers = []layer{
 	// Test helpers may use the one that requires tools.
 	{pkg: "internal/tlstest", may: []string{"internal/tooltest"}},
 	{pkg: "internal/nbdtest", may: []string{"internal/tooltest"}},
+	{pkg: "internal/nginxtest", may: []string{"internal/tooltest"}},
 	// Leaves: the shared vocabulary (sizes, requests) imports nothing of
 	// the module.
 	{pkg: "internal/...", may: nil},

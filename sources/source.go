@@ -9,7 +9,9 @@
 // builds on Sources too. The disk image formats qcow2 and vmdk open the
 // path the user named, because their images name further files (backing
 // files, extents, parents) relative to it; those named files are opened
-// through NamedFiles, which confines them. script opens the program at a
+// through NamedFiles, which confines them; qcow2 also opens read-only from
+// a Source, its backing files found through a resolver of its own (for
+// URLs, httpsrc.Named). script opens the program at a
 // path and serves what it prints. httpsrc serves an object on a web server,
 // read with range requests, as a Source the compressed formats open from.
 package sources

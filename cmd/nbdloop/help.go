@@ -36,16 +36,21 @@ const sourceHelp = `SOURCE is one of:
   https://HOST/PATH, http://HOST/PATH
                   an object on a web server, read with HTTP range requests
                   (never downloaded whole) and served read-only: raw, or xz,
-                  gzip or zstd detected as for a PATH (qcow2 and VMDK by URL
-                  are refused: download them); fetched blocks are cached
-                  within --cache-size (a quarter of it under a compressed
-                  format), over at most 4 connections, with readahead for
-                  sequential reads; failed requests (5xx, timeouts, resets)
-                  are retried for up to 30 s (3/4 of --timeout if shorter),
-                  then the read fails with EIO; the object is pinned by its
-                  ETag (or Last-Modified date): if it is replaced on the
-                  server, reads of what is not cached fail with EIO (logged)
-                  rather than mix two versions, and a restart refuses it;
+                  gzip, zstd or qcow2 detected as for a PATH; a qcow2
+                  image's backing files are read by URL too, named relative
+                  to the image's URL and beneath its directory on the same
+                  server (VMDK by URL is refused: download it); fetched
+                  blocks are cached within --cache-size (a quarter of it
+                  under a compressed or qcow2 format, and as much again for
+                  each backing file), over at most 4 connections, with
+                  readahead for sequential reads; failed requests (5xx,
+                  timeouts, resets) are retried for up to 30 s (3/4 of
+                  --timeout if shorter), then the read fails with EIO; the
+                  object is pinned by its ETag (or Last-Modified date): if
+                  it is replaced on the server, reads of what is not cached
+                  fail with EIO (logged) rather than mix two versions, and a
+                  restart refuses it (a qcow2 image's backing files are
+                  pinned likewise, but only until a restart);
                   the server must serve byte ranges; redirects (at most 5)
                   are followed; user:password@ in the URL is refused (it
                   would be kept in the state record and shown by list)

@@ -38,6 +38,10 @@
 // no read waits much longer than the deadline. A block that failed is asked
 // for again by the next read that needs it.
 //
+// Named resolves the names an image by URL gives other files (a qcow2
+// backing file) relative to the image's URL, confined to its directory on
+// the same server, and opens them as Sources.
+//
 // Hostile servers: a status, Content-Range or Content-Length that does not
 // match the range asked for, and a body longer than it, fail the read; the
 // headers of a response are bounded (64 KiB), and the memory taken is the

@@ -10,7 +10,8 @@ import (
 	"syscall"
 )
 
-// openBacking opens the backing file named in the header, relative to the
+// openBacking opens the backing file named in the header, through
+// im.files for an image opened with OpenSource, else relative to the
 // image's directory unless absolute, through opts.Named (so confined, and
 // read-only), with the format of the backing format extension (probed from
 // its first bytes when absent). A chain deeper than MaxBackingDepth is
@@ -21,6 +22,13 @@ func (im *Image) openBacking(opts Options, depth int, seen map[fileID]bool) erro
 	}
 	if err := im.checkBackingName(); err != nil {
 		return err
+	}
+	if im.files != nil {
+		if err := im.openFilesBacking(opts, depth, seen); err != nil {
+			return err
+		}
+		im.backingSize = im.backing.Size()
+		return nil
 	}
 	base, err := filepath.Abs(filepath.Dir(im.path))
 	if err != nil {
@@ -66,7 +74,7 @@ func (im *Image) checkBackingName() error {
 }
 
 // probeFormat tells a qcow2 backing file from a raw one by its magic.
-func probeFormat(f *os.File) string {
+func probeFormat(f io.ReaderAt) string {
 	var m [4]byte
 	if n, _ := f.ReadAt(m[:], 0); n == 4 && binary.BigEndian.Uint32(m[:]) == magic {
 		return "qcow2"
@@ -82,7 +90,7 @@ func openRawBacking(f *os.File, name string, seen map[fileID]bool) (*rawFile, er
 		f.Close()
 		return nil, err
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && seen[fileID{uint64(st.Dev), st.Ino}] {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && seen[fileID{dev: uint64(st.Dev), ino: st.Ino}] {
 		f.Close()
 		return nil, fmt.Errorf("backing chain loops back to %s (fix the chain: qemu-img rebase)", name)
 	}
@@ -101,16 +109,22 @@ func openRawBacking(f *os.File, name string, seen map[fileID]bool) (*rawFile, er
 func (im *Image) openQcow2Backing(f *os.File, name string, opts Options, depth int, seen map[fileID]bool) error {
 	bopts := opts
 	bopts.ReadOnly = true
-	b, err := newImage(f, name, bopts, depth+1, seen)
+	b, err := openFile(f, name, bopts, depth+1, seen)
 	if err != nil {
 		f.Close()
 		return fmt.Errorf("backing file %s: %w", name, err)
 	}
+	im.takeBacking(b, name)
+	return nil
+}
+
+// takeBacking makes b, at name, the image's backing file, and takes its
+// warnings.
+func (im *Image) takeBacking(b *Image, name string) {
 	for _, w := range b.warnings {
 		im.warnings = append(im.warnings, "backing file "+name+": "+w)
 	}
 	im.backing = b
-	return nil
 }
 
 // containsProtocol tells names such as nbd://host/x or http://... from

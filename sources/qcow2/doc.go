@@ -10,6 +10,11 @@
 // image's directory when not absolute, read-only, and reading as zeros past
 // their end.
 //
+// OpenSource opens an image that is not a file, read-only: one read from a
+// sources.Source (an object on a web server), whose backing files are
+// opened through Files, relative to the image's location (httpsrc.Named
+// resolves them next to the image's URL).
+//
 // Writes (images without internal snapshots, encryption or an external
 // data file) allocate clusters with consistent refcounts, growing the
 // refcount blocks and the refcount table as needed and reusing freed

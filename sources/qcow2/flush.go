@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -146,7 +147,11 @@ func (im *Image) freePending() error {
 
 // sync is fdatasync on the image file.
 func (im *Image) sync() error {
-	rc, err := im.f.SyscallConn()
+	f, ok := im.f.(*os.File)
+	if !ok {
+		return nil // a sourceFile is never written
+	}
+	rc, err := f.SyscallConn()
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package qcow2
 import (
 	"encoding/binary"
 	"fmt"
+	"io"
 	"os"
 	"syscall"
 
@@ -11,8 +12,12 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 )
 
-// fileID identifies a file of a backing chain: its device and inode.
-type fileID struct{ dev, ino uint64 }
+// fileID identifies a file of a backing chain: its device and inode, or
+// the location of a file opened through Files.
+type fileID struct {
+	dev, ino uint64
+	loc      string
+}
 
 // open opens the image at path (read-only if opts.ReadOnly), depth images
 // down a backing chain whose files seen holds.
@@ -25,7 +30,7 @@ func open(path string, opts Options, depth int, seen map[fileID]bool) (*Image, e
 	if err != nil {
 		return nil, err
 	}
-	im, err := newImage(f, path, opts, depth, seen)
+	im, err := openFile(f, path, opts, depth, seen)
 	if err != nil {
 		f.Close()
 		return nil, err
@@ -33,9 +38,10 @@ func open(path string, opts Options, depth int, seen map[fileID]bool) (*Image, e
 	return im, nil
 }
 
-// newImage opens the image in f, at path, depth images down a backing
-// chain whose files seen holds. The caller closes f on error.
-func newImage(f *os.File, path string, opts Options, depth int, seen map[fileID]bool) (*Image, error) {
+// openFile opens the image in the open file f, at path, depth images down
+// a backing chain whose files seen holds, after adding f to them. The
+// caller closes f on error.
+func openFile(f *os.File, path string, opts Options, depth int, seen map[fileID]bool) (*Image, error) {
 	fi, err := f.Stat()
 	if err != nil {
 		return nil, err
@@ -43,13 +49,20 @@ func newImage(f *os.File, path string, opts Options, depth int, seen map[fileID]
 	if err := markSeen(fi, path, seen); err != nil {
 		return nil, err
 	}
-	fileSize := fi.Size()
+	return newImage(f, path, fi.Size(), opts, depth, seen, nil)
+}
+
+// newImage opens the image in f, of fileSize bytes, at path, depth images
+// down a backing chain whose files seen holds; its backing file is opened
+// through files, or by path when files is nil. The caller closes f on
+// error.
+func newImage(f file, path string, fileSize int64, opts Options, depth int, seen map[fileID]bool, files Files) (*Image, error) {
 	h, err := loadHeader(f, fileSize)
 	if err != nil {
 		return nil, err
 	}
 	im := &Image{
-		f: f, path: path, h: h, ro: opts.ReadOnly,
+		f: f, path: path, files: files, h: h, ro: opts.ReadOnly,
 		size: int64(h.size), cbits: uint(h.clusterBits), cs: h.clusterSize(), fileSize: fileSize,
 		budget: opts.Budget,
 	}
@@ -96,7 +109,7 @@ func newImage(f *os.File, path string, opts Options, depth int, seen map[fileID]
 // and fails if it already is: the chain loops.
 func markSeen(fi os.FileInfo, path string, seen map[fileID]bool) error {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		id := fileID{uint64(st.Dev), st.Ino}
+		id := fileID{dev: uint64(st.Dev), ino: st.Ino}
 		if seen[id] {
 			return fmt.Errorf("backing chain loops back to %s (fix the chain: qemu-img rebase)", path)
 		}
@@ -108,7 +121,7 @@ func markSeen(fi os.FileInfo, path string, seen map[fileID]bool) error {
 // loadHeader reads and parses cluster 0 of the image file f of fileSize
 // bytes (or what the file holds of it). An image of virtual size 0 is
 // refused.
-func loadHeader(f *os.File, fileSize int64) (*header, error) {
+func loadHeader(f io.ReaderAt, fileSize int64) (*header, error) {
 	// Cluster 0 holds the header, its extensions and the backing name:
 	// read the header first to learn the cluster size.
 	head := make([]byte, min(fileSize, 4096))
@@ -233,7 +246,7 @@ func (im *Image) makeCaches(opts Options) error {
 
 // readTable fills t with the big-endian entries at off in f, reading a
 // bounded chunk at a time, so that the table is not held twice.
-func readTable(f *os.File, t []uint64, off int64) error {
+func readTable(f io.ReaderAt, t []uint64, off int64) error {
 	var buf [8192]byte
 	for len(t) > 0 {
 		n := min(len(t), len(buf)/8)

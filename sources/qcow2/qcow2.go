@@ -2,7 +2,6 @@ package qcow2
 
 import (
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 
@@ -44,10 +43,11 @@ type Options struct {
 
 // Image is an open qcow2 image. It implements sources.Source.
 type Image struct {
-	f    *os.File
-	path string
-	h    *header
-	ro   bool
+	f     file
+	path  string
+	files Files // nil: backing files are opened by path
+	h     *header
+	ro    bool
 
 	size     int64 // virtual size
 	cbits    uint
@@ -102,6 +102,13 @@ type Image struct {
 // hostRange is a byte range of the image file whose clusters lose one
 // refcount at the next flush.
 type hostRange struct{ off, n int64 }
+
+// file is the image file: an *os.File, or a read-only sourceFile.
+type file interface {
+	io.ReaderAt
+	io.WriterAt
+	Close() error
+}
 
 // reader is what an image needs from a backing file.
 type reader interface {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 
 	"github.com/klauspost/compress/flate"
@@ -353,7 +352,7 @@ func (c *clusterCache) drop(entry uint64) {
 
 // preadFull fills p from f at off; bytes past the end of the file read as
 // zeros, as qemu's file driver pads short reads.
-func preadFull(f *os.File, p []byte, off int64) error {
+func preadFull(f io.ReaderAt, p []byte, off int64) error {
 	for len(p) > 0 {
 		n, err := f.ReadAt(p, off)
 		p, off = p[n:], off+int64(n)
