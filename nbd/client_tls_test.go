@@ -49,8 +49,8 @@ func TestClientTLS(t *testing.T) {
 		mode       TLSMode
 		verifyPeer bool
 		client     *tls.Config
-		wantErr    string
-		refused    bool // the error wraps ErrTLSRefused
+		wantErr    string // or several, separated by |: what the client sees depends on when the server hangs up
+		refused    bool   // the error wraps ErrTLSRefused
 	}{
 		{name: "require", mode: TLSRequire, client: clientTLS(t, certs.CAOnly)},
 		{name: "on", mode: TLSOn, client: clientTLS(t, certs.CAOnly)},
@@ -62,10 +62,10 @@ func TestClientTLS(t *testing.T) {
 		{name: "wrong name", mode: TLSRequire, client: &tls.Config{RootCAs: caPool(t, certs.CAOnly), ServerName: "other.test"},
 			wantErr: "nbd: TLS handshake: tls: failed to verify certificate: x509: certificate is valid for localhost, not other.test"},
 		{name: "no client certificate", mode: TLSRequire, verifyPeer: true, client: clientTLS(t, certs.CAOnly),
-			wantErr: "remote error: tls: certificate required"},
+			wantErr: "remote error: tls: certificate required|broken pipe|connection reset by peer"},
 		{name: "client certificate of another CA", mode: TLSRequire, verifyPeer: true,
 			client:  &tls.Config{RootCAs: caPool(t, certs.CAOnly), ServerName: "localhost", Certificates: clientTLS(t, certs.Stranger).Certificates},
-			wantErr: "remote error: tls: certificate required"}, // Go offers no certificate the server's CA did not sign
+			wantErr: "remote error: tls: certificate required|broken pipe|connection reset by peer"}, // Go offers no certificate the server's CA did not sign
 		{name: "TLS 1.1 asked for", mode: TLSRequire, client: &tls.Config{RootCAs: caPool(t, certs.CAOnly), ServerName: "localhost", MaxVersion: tls.VersionTLS11},
 			wantErr: "nbd: TLS handshake: tls: no supported versions satisfy MinVersion and MaxVersion"},
 	}
@@ -79,7 +79,7 @@ func TestClientTLS(t *testing.T) {
 					c.Close()
 					t.Fatalf("NewClient succeeded, want %q", tt.wantErr)
 				}
-				if !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
+				if !containsAny(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "\n") {
 					t.Errorf("NewClient: %v\nwant one line containing %q", err, tt.wantErr)
 				}
 				if errors.Is(err, ErrTLSRefused) != tt.refused {
@@ -167,4 +167,14 @@ func TestClientStartTLSFirst(t *testing.T) {
 			}
 		})
 	}
+}
+
+// containsAny reports whether s contains one of the |-separated wants.
+func containsAny(s, wants string) bool {
+	for _, w := range strings.Split(wants, "|") {
+		if strings.Contains(s, w) {
+			return true
+		}
+	}
+	return false
 }
