@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nbdloop/nbdloop/internal/request"
@@ -124,6 +125,7 @@ func NewClient(ctx context.Context, conn net.Conn, opts ClientOptions) (*Client,
 	raw.SetDeadline(deadline)
 	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
 	var startTLS func() (io.ReadWriter, error)
+	tlsUp := false
 	if opts.TLSConfig != nil {
 		startTLS = func() (io.ReadWriter, error) {
 			cfg := opts.TLSConfig.Clone()
@@ -132,7 +134,7 @@ func NewClient(ctx context.Context, conn net.Conn, opts ClientOptions) (*Client,
 			if err := tc.HandshakeContext(ctx); err != nil {
 				return nil, fmt.Errorf("nbd: TLS handshake: %w", err)
 			}
-			conn = tc
+			conn, tlsUp = tc, true
 			return tc, nil
 		}
 	}
@@ -141,11 +143,18 @@ func NewClient(ctx context.Context, conn net.Conn, opts ClientOptions) (*Client,
 	switch {
 	case err != nil && (!stopped || ctx.Err() != nil):
 		return nil, fmt.Errorf("nbd: handshake: %w", context.Cause(ctx))
+	case err != nil && tlsUp && hungUp(err):
+		return nil, fmt.Errorf("%w (the server hung up after the TLS handshake: does it want a client certificate?)", err)
 	case err != nil:
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
 	return newClient(conn, info), nil
+}
+
+// hungUp reports whether err says that the peer closed the connection.
+func hungUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // newClient starts the transmission phase on conn for the export info

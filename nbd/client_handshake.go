@@ -88,7 +88,7 @@ func clientHandshake(rw io.ReadWriter, name string, startTLS func() (io.ReadWrit
 		cf |= clientNoZeroes
 	}
 	if _, err := rw.Write(binary.BigEndian.AppendUint32(nil, cf)); err != nil {
-		return ExportInfo{}, err
+		return ExportInfo{}, fmt.Errorf("nbd: sending the client's flags: %w", err)
 	}
 	if startTLS != nil {
 		if hf&handshakeFixedNewstyle == 0 {
@@ -119,7 +119,7 @@ var ErrTLSRefused = errors.New("nbd: the server does not offer TLS")
 // must be NBD_REP_ACK.
 func optStartTLSRequest(rw io.ReadWriter) error {
 	if _, err := rw.Write(appendOption(nil, optStartTLS, nil)); err != nil {
-		return err
+		return fmt.Errorf("nbd: sending NBD_OPT_STARTTLS: %w", err)
 	}
 	typ, b, err := readOptReply(rw, optStartTLS, nil)
 	switch {
@@ -130,11 +130,11 @@ func optStartTLSRequest(rw io.ReadWriter) error {
 	case typ == repAck:
 		return fmt.Errorf("%w: NBD_REP_ACK with %d bytes of data", ErrProtocol, len(b))
 	case typ&(1<<31) != 0:
-		msg := fmt.Sprintf("%v: it refused NBD_OPT_STARTTLS with %s", ErrTLSRefused, repErrName(typ))
+		why := repErrName(typ)
 		if m := printable(b); m != "" {
-			msg += " (" + m + ")"
+			why += " (" + m + ")"
 		}
-		return fmt.Errorf("%s, and TLS is required: %w", msg, ErrTLSRefused)
+		return fmt.Errorf("%w: it refused NBD_OPT_STARTTLS with %s, and TLS is required", ErrTLSRefused, why)
 	}
 	return fmt.Errorf("%w: reply type %d to NBD_OPT_STARTTLS", ErrProtocol, typ)
 }
@@ -156,7 +156,7 @@ func optGoExport(rw io.ReadWriter, name string) (ExportInfo, error) {
 	data = binary.BigEndian.AppendUint16(data, 1)
 	data = binary.BigEndian.AppendUint16(data, infoBlockSize)
 	if _, err := rw.Write(appendOption(nil, optGo, data)); err != nil {
-		return ExportInfo{}, err
+		return ExportInfo{}, fmt.Errorf("nbd: sending NBD_OPT_GO: %w", err)
 	}
 	info := ExportInfo{Name: name}
 	var gotExport, gotBlock bool
@@ -336,7 +336,7 @@ func printable(msg []byte) string {
 // size and flags; a server without the export closes the connection.
 func optExportNameExport(rw io.ReadWriter, name string, noZeroes bool) (ExportInfo, error) {
 	if _, err := rw.Write(appendOption(nil, optExportName, []byte(name))); err != nil {
-		return ExportInfo{}, err
+		return ExportInfo{}, fmt.Errorf("nbd: sending NBD_OPT_EXPORT_NAME: %w", err)
 	}
 	n := 10
 	if !noZeroes {
