@@ -13,9 +13,11 @@ import (
 )
 
 // nbd://HOST[:PORT]/EXPORT and nbd+unix:///EXPORT?socket=PATH serve an
-// export of a remote NBD server (nbd/remote). There is no local
-// file to pin or lock; a relative socket path is made absolute when the
-// request is pinned, so that a restarted server finds the same socket.
+// export of a remote NBD server (nbd/remote), and nbds:// and nbds+unix://
+// the same over TLS (remotetls.go). There is no local file to pin or
+// lock; a relative socket path and tls-certificates directory are made
+// absolute when the request is pinned, so that a restarted server finds
+// the same ones.
 
 // parseRemoteSpec parses an NBD URI; the Spec's Path is its canonical
 // form (the port and the socket path as the URI's String writes them).
@@ -27,13 +29,17 @@ func parseRemoteSpec(s string) (Spec, error) {
 	return Spec{Kind: KindNBD, Path: u.String(), Remote: u}, nil
 }
 
-// remoteAbsolute returns spec with a relative Unix socket path made
-// absolute against wd.
+// remoteAbsolute returns spec with a relative Unix socket path and
+// tls-certificates directory made absolute against wd.
 func remoteAbsolute(spec Spec, wd string) Spec {
-	if spec.Remote.Network == "unix" && !filepath.IsAbs(spec.Remote.Address) && spec.Remote.Address[0] != '@' {
-		spec.Remote.Address = filepath.Join(wd, spec.Remote.Address)
-		spec.Path = spec.Remote.String()
+	r := &spec.Remote
+	if r.Network == "unix" && !filepath.IsAbs(r.Address) && r.Address[0] != '@' {
+		r.Address = filepath.Join(wd, r.Address)
 	}
+	if r.TLSCertificates != "" && !filepath.IsAbs(r.TLSCertificates) {
+		r.TLSCertificates = filepath.Join(wd, r.TLSCertificates)
+	}
+	spec.Path = r.String()
 	return spec
 }
 
@@ -41,9 +47,15 @@ func remoteAbsolute(spec Spec, wd string) Spec {
 // the block size is rounded down, as for exec:, since the server decides
 // it, not the user.
 func openRemote(spec Spec, opts OpenOptions) (*Opened, error) {
-	src, err := remote.Open(context.Background(), spec.Remote, remote.Options{
-		ReadOnly: opts.ReadOnly, RetryWindow: opts.RemoteRetry, Logf: opts.Logf,
-	})
+	ropts := remote.Options{ReadOnly: opts.ReadOnly, RetryWindow: opts.RemoteRetry, Logf: opts.Logf}
+	if spec.Remote.TLS {
+		cfg, err := clientTLSConfig(spec.Remote)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", spec, err)
+		}
+		ropts.TLSConfig = cfg
+	}
+	src, err := remote.Open(context.Background(), spec.Remote, ropts)
 	if err != nil {
 		hint := ""
 		if errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT) {

@@ -25,7 +25,7 @@ const (
 	KindFile   SourceKind = "file"   // a file or block device (PATH, file:PATH)
 	KindMemory SourceKind = "memory" // memory:SIZE
 	KindExec   SourceKind = "exec"   // exec:PATH[,OPTIONS]
-	KindNBD    SourceKind = "nbd"    // nbd://HOST[:PORT]/EXPORT, nbd+unix:///EXPORT?socket=PATH
+	KindNBD    SourceKind = "nbd"    // nbd[s]://HOST[:PORT]/EXPORT, nbd[s]+unix:///EXPORT?socket=PATH
 	KindURL    SourceKind = "url"    // http://... or https://...
 )
 
@@ -76,7 +76,7 @@ func ParseSpec(s string) (Spec, error) {
 		if scheme = strings.ToLower(scheme); scheme == "http" || scheme == "https" {
 			return parseURLSpec(s)
 		}
-		return Spec{}, fmt.Errorf("%s: %s:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, an http(s):// URL, nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)", s, scheme)
+		return Spec{}, fmt.Errorf("%s: %s:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, an http(s):// URL, nbd[s]://HOST[:PORT]/EXPORT or nbd[s]+unix:///EXPORT?socket=PATH)", s, scheme)
 	}
 	return Spec{Kind: KindFile, Path: s}, nil
 }

@@ -3,11 +3,13 @@ package nbd
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/nbdloop/nbdloop/internal/request"
@@ -18,9 +20,15 @@ type ClientOptions struct {
 	// Export is the name of the export to use ("" is the server's
 	// default export).
 	Export string
-	// HandshakeTimeout bounds connecting and the handshake
-	// (DefaultHandshakeTimeout when 0).
+	// HandshakeTimeout bounds connecting and the handshake, the TLS
+	// handshake included (DefaultHandshakeTimeout when 0).
 	HandshakeTimeout time.Duration
+	// TLSConfig, when set, makes TLS required: NBD_OPT_STARTTLS is the
+	// first option, the TLS handshake follows with this configuration
+	// (TLS 1.2 at least, whatever its MinVersion), and every other option
+	// and the transmission phase go over TLS. A server that does not offer
+	// TLS fails the handshake with an error wrapping ErrTLSRefused.
+	TLSConfig *tls.Config
 }
 
 // ErrConnLost wraps every error that means the connection to the server is
@@ -89,8 +97,13 @@ func Dial(ctx context.Context, network, address string, opts ClientOptions) (*Cl
 	return c, nil
 }
 
-// DialURI is Dial for the server and export that u names.
+// DialURI is Dial for the server and export that u names. A TLS URI
+// (nbds://) needs opts.TLSConfig, which the caller builds from u's TLS
+// parameters.
 func DialURI(ctx context.Context, u URI, opts ClientOptions) (*Client, error) {
+	if u.TLS && opts.TLSConfig == nil {
+		return nil, fmt.Errorf("nbd: %s: TLS is required and no TLS configuration was given", u)
+	}
 	opts.Export = u.Export
 	return Dial(ctx, u.Network, u.Address, opts)
 }
@@ -108,18 +121,40 @@ func NewClient(ctx context.Context, conn net.Conn, opts ClientOptions) (*Client,
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
-	conn.SetDeadline(deadline)
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	info, err := clientHandshake(conn, opts.Export)
+	raw := conn
+	raw.SetDeadline(deadline)
+	stop := context.AfterFunc(ctx, func() { raw.SetDeadline(time.Unix(1, 0)) })
+	var startTLS func() (io.ReadWriter, error)
+	tlsUp := false
+	if opts.TLSConfig != nil {
+		startTLS = func() (io.ReadWriter, error) {
+			cfg := opts.TLSConfig.Clone()
+			cfg.MinVersion = max(cfg.MinVersion, tls.VersionTLS12)
+			tc := tls.Client(raw, cfg)
+			if err := tc.HandshakeContext(ctx); err != nil {
+				return nil, fmt.Errorf("nbd: TLS handshake: %w", err)
+			}
+			conn, tlsUp = tc, true
+			return tc, nil
+		}
+	}
+	info, err := clientHandshake(conn, opts.Export, startTLS)
 	stopped := stop()
 	switch {
 	case err != nil && (!stopped || ctx.Err() != nil):
 		return nil, fmt.Errorf("nbd: handshake: %w", context.Cause(ctx))
+	case err != nil && tlsUp && hungUp(err):
+		return nil, fmt.Errorf("%w (the server hung up after the TLS handshake: does it want a client certificate?)", err)
 	case err != nil:
 		return nil, err
 	}
 	conn.SetDeadline(time.Time{})
 	return newClient(conn, info), nil
+}
+
+// hungUp reports whether err says that the peer closed the connection.
+func hungUp(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
 }
 
 // newClient starts the transmission phase on conn for the export info

@@ -189,7 +189,7 @@ func captureServers(t testing.TB) map[string][2][]byte {
 	capture := func(name string, conn net.Conn, export string) {
 		sc := newScriptConn(conn, nil)
 		sc.record = &bytes.Buffer{}
-		info, err := clientHandshake(sc, export)
+		info, err := clientHandshake(sc, export, nil)
 		if err != nil {
 			t.Fatalf("%s: handshake: %v", name, err)
 		}
@@ -248,7 +248,7 @@ func FuzzClient(f *testing.F) {
 	f.Add([]byte("NBDMAGIC"), cat(reply(0, 1, 4000)))
 	f.Fuzz(func(t *testing.T, hs, replies []byte) {
 		sc := newScriptConn(nil, hs)
-		if info, err := clientHandshake(sc, "x"); err == nil {
+		if info, err := clientHandshake(sc, "x", nil); err == nil {
 			if info.Size < 0 || info.MinBlock == 0 || info.MaxPayload < info.MinBlock || info.MaxPayload > MaxPayload || info.MaxPayload%info.MinBlock != 0 {
 				t.Fatalf("handshake gave %+v", info)
 			}

@@ -52,8 +52,12 @@ var errGoUnsupported = errors.New("nbd: the server does not know NBD_OPT_GO")
 // clientHandshake runs the client side of the fixed newstyle handshake on
 // rw for the export called name: NBD_OPT_GO asking for the block size
 // constraints, or NBD_OPT_EXPORT_NAME for servers that do not know it.
+// With startTLS, NBD_OPT_STARTTLS is the first option; once the server
+// acknowledges it, startTLS runs the TLS handshake and returns what the
+// options that follow are sent on. A server that refuses it fails the
+// handshake: there is no falling back to plain text.
 // Errors wrap ErrProtocol when the server breaks the protocol.
-func clientHandshake(rw io.ReadWriter, name string) (ExportInfo, error) {
+func clientHandshake(rw io.ReadWriter, name string, startTLS func() (io.ReadWriter, error)) (ExportInfo, error) {
 	if len(name) > MaxNameLength {
 		return ExportInfo{}, fmt.Errorf("nbd: the export name is %d bytes, over the protocol's limit of %d", len(name), MaxNameLength)
 	}
@@ -84,7 +88,19 @@ func clientHandshake(rw io.ReadWriter, name string) (ExportInfo, error) {
 		cf |= clientNoZeroes
 	}
 	if _, err := rw.Write(binary.BigEndian.AppendUint32(nil, cf)); err != nil {
-		return ExportInfo{}, err
+		return ExportInfo{}, fmt.Errorf("nbd: sending the client's flags: %w", err)
+	}
+	if startTLS != nil {
+		if hf&handshakeFixedNewstyle == 0 {
+			return ExportInfo{}, fmt.Errorf("%w: the server is not fixed newstyle, so it cannot offer TLS (NBD_OPT_STARTTLS), and TLS is required", ErrTLSRefused)
+		}
+		if err := optStartTLSRequest(rw); err != nil {
+			return ExportInfo{}, err
+		}
+		var err error
+		if rw, err = startTLS(); err != nil {
+			return ExportInfo{}, err
+		}
 	}
 	if hf&handshakeFixedNewstyle != 0 {
 		info, err := optGoExport(rw, name)
@@ -93,6 +109,34 @@ func clientHandshake(rw io.ReadWriter, name string) (ExportInfo, error) {
 		}
 	}
 	return optExportNameExport(rw, name, noZeroes)
+}
+
+// ErrTLSRefused wraps the errors of a handshake that asked for TLS and
+// found that the server does not offer it.
+var ErrTLSRefused = errors.New("nbd: the server does not offer TLS")
+
+// optStartTLSRequest sends NBD_OPT_STARTTLS and reads its reply, which
+// must be NBD_REP_ACK.
+func optStartTLSRequest(rw io.ReadWriter) error {
+	if _, err := rw.Write(appendOption(nil, optStartTLS, nil)); err != nil {
+		return fmt.Errorf("nbd: sending NBD_OPT_STARTTLS: %w", err)
+	}
+	typ, b, err := readOptReply(rw, optStartTLS, nil)
+	switch {
+	case err != nil:
+		return err
+	case typ == repAck && len(b) == 0:
+		return nil
+	case typ == repAck:
+		return fmt.Errorf("%w: NBD_REP_ACK with %d bytes of data", ErrProtocol, len(b))
+	case typ&(1<<31) != 0:
+		why := repErrName(typ)
+		if m := printable(b); m != "" {
+			why += " (" + m + ")"
+		}
+		return fmt.Errorf("%w: it refused NBD_OPT_STARTTLS with %s, and TLS is required", ErrTLSRefused, why)
+	}
+	return fmt.Errorf("%w: reply type %d to NBD_OPT_STARTTLS", ErrProtocol, typ)
 }
 
 // appendOption appends an option request: IHAVEOPT, the option, the
@@ -112,7 +156,7 @@ func optGoExport(rw io.ReadWriter, name string) (ExportInfo, error) {
 	data = binary.BigEndian.AppendUint16(data, 1)
 	data = binary.BigEndian.AppendUint16(data, infoBlockSize)
 	if _, err := rw.Write(appendOption(nil, optGo, data)); err != nil {
-		return ExportInfo{}, err
+		return ExportInfo{}, fmt.Errorf("nbd: sending NBD_OPT_GO: %w", err)
 	}
 	info := ExportInfo{Name: name}
 	var gotExport, gotBlock bool
@@ -242,20 +286,25 @@ func exportFlags(f uint16) uint16 {
 // optError turns an error reply to NBD_OPT_GO into one line, with the
 // server's message when it sent one.
 func optError(name string, typ uint32, msg []byte) error {
+	s := fmt.Sprintf("nbd: the server refused export %q: %s", name, repErrName(typ))
+	if m := printable(msg); m != "" {
+		s += ": " + m
+	}
+	return &OptionError{Type: typ, msg: s}
+}
+
+// repErrName names an NBD_REP_ERR_* value, with a hint where one helps.
+func repErrName(typ uint32) string {
 	what := map[uint32]string{
-		repErrUnsup: "NBD_REP_ERR_UNSUP", 1<<31 + 2: "NBD_REP_ERR_POLICY", repErrInvalid: "NBD_REP_ERR_INVALID",
-		1<<31 + 4: "NBD_REP_ERR_PLATFORM", 1<<31 + 5: "NBD_REP_ERR_TLS_REQD (the server wants TLS, which is not supported yet)",
+		repErrUnsup: "NBD_REP_ERR_UNSUP", repErrPolicy: "NBD_REP_ERR_POLICY", repErrInvalid: "NBD_REP_ERR_INVALID",
+		1<<31 + 4: "NBD_REP_ERR_PLATFORM", repErrTLSReqd: "NBD_REP_ERR_TLS_REQD (the server requires TLS: use nbds://)",
 		repErrUnknown: "NBD_REP_ERR_UNKNOWN (no such export)", 1<<31 + 7: "NBD_REP_ERR_SHUTDOWN",
 		repErrBlockSizeReqd: "NBD_REP_ERR_BLOCK_SIZE_REQD", repErrTooBig: "NBD_REP_ERR_TOO_BIG",
 	}[typ]
 	if what == "" {
 		what = fmt.Sprintf("error %#x", typ)
 	}
-	s := fmt.Sprintf("nbd: the server refused export %q: %s", name, what)
-	if m := printable(msg); m != "" {
-		s += ": " + m
-	}
-	return &OptionError{Type: typ, msg: s}
+	return what
 }
 
 // OptionError is a server's refusal of the export in the handshake.
@@ -287,7 +336,7 @@ func printable(msg []byte) string {
 // size and flags; a server without the export closes the connection.
 func optExportNameExport(rw io.ReadWriter, name string, noZeroes bool) (ExportInfo, error) {
 	if _, err := rw.Write(appendOption(nil, optExportName, []byte(name))); err != nil {
-		return ExportInfo{}, err
+		return ExportInfo{}, fmt.Errorf("nbd: sending NBD_OPT_EXPORT_NAME: %w", err)
 	}
 	n := 10
 	if !noZeroes {

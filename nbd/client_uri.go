@@ -23,11 +23,29 @@ type URI struct {
 	// Export is the export name: the URI's path without its first '/',
 	// decoded; "" asks for the server's default export.
 	Export string
+	// TLS is set for nbds:// and nbds+unix://: the connection must be
+	// upgraded with NBD_OPT_STARTTLS before any other option, or fail.
+	// The fields below are its query parameters, and are empty without it.
+	TLS bool
+	// TLSCertificates is tls-certificates=DIR: the directory of
+	// ca-cert.pem, client-cert.pem and client-key.pem (nbdkit's and
+	// libnbd's layout); "" leaves the choice to the caller.
+	TLSCertificates string
+	// TLSHostname is tls-hostname=NAME: the name the server's certificate
+	// must carry, in place of the URI's host.
+	TLSHostname string
+	// TLSNoVerify is tls-verify-peer=false (or 0): the server's
+	// certificate is not checked at all.
+	TLSNoVerify bool
 }
 
-// ErrTLSUnsupported is returned by ParseURI for the TLS schemes (nbds://,
-// nbds+unix://) and TLS parameters, which the client does not speak yet.
-var ErrTLSUnsupported = errors.New("TLS (nbds://) is not supported yet: use nbd:// on a trusted network, or tunnel it through ssh")
+// ErrTLSUnsupported is returned by ParseURI for the TLS features the
+// client does not speak: pre-shared keys (tls-psk-file, a user name),
+// anonymous TLS (tls-type=anon).
+var ErrTLSUnsupported = errors.New("only X.509 certificates are supported for TLS (tls-certificates=DIR)")
+
+// usage is the forms of an NBD URI, for error messages.
+const usage = "nbd[s]://HOST[:PORT]/EXPORT or nbd[s]+unix:///EXPORT?socket=PATH"
 
 // IsURI reports whether s is written as an NBD URI (its scheme is one of
 // nbd, nbds, nbd+unix, nbds+unix, nbd+vsock, any case), valid or not.
@@ -44,9 +62,13 @@ func IsURI(s string) bool {
 }
 
 // ParseURI parses an NBD URI: nbd://HOST[:PORT][/EXPORT] or
-// nbd+unix:///[EXPORT]?socket=PATH. Errors are one line that starts with
-// s. The TLS schemes are refused with ErrTLSUnsupported, and so is any
-// query parameter the client does not know, as doc/uri.md asks.
+// nbd+unix:///[EXPORT]?socket=PATH, and their TLS forms nbds:// and
+// nbds+unix:// with the query parameters tls-certificates=DIR,
+// tls-hostname=NAME, tls-verify-peer=true|false (or 1|0) and
+// tls-type=x509. Errors are one line that starts with s. A query
+// parameter the client does not know is refused, as doc/uri.md asks, and
+// so is a tls- parameter without a TLS scheme (nbd:// is plain text);
+// pre-shared keys and anonymous TLS are refused with ErrTLSUnsupported.
 func ParseURI(s string) (URI, error) {
 	fail := func(format string, args ...any) (URI, error) {
 		return URI{}, fmt.Errorf("%s: "+format, append([]any{s}, args...)...)
@@ -60,19 +82,17 @@ func ParseURI(s string) (URI, error) {
 		return fail("not a valid URI: %v", err)
 	}
 	switch u.Scheme = strings.ToLower(u.Scheme); u.Scheme {
-	case "nbd", "nbd+unix":
-	case "nbds", "nbds+unix":
-		return URI{}, fmt.Errorf("%s: %w", s, ErrTLSUnsupported)
+	case "nbd", "nbd+unix", "nbds", "nbds+unix":
 	case "":
-		return fail("not an NBD URI (nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)")
+		return fail("not an NBD URI (%s)", usage)
 	default:
-		return fail("the %s:// scheme is not supported (nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)", u.Scheme)
+		return fail("the %s:// scheme is not supported (%s)", u.Scheme, usage)
 	}
 	if u.Opaque != "" {
-		return fail("no // after %s: (nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH)", u.Scheme)
+		return fail("no // after %s: (%s)", u.Scheme, usage)
 	}
 	if u.User != nil {
-		return fail("a user name applies to TLS, which is not supported yet (remove %s@)", u.User.Username())
+		return URI{}, fmt.Errorf("%s: a user name is for pre-shared TLS keys (remove %s@): %w", s, u.User.Username(), ErrTLSUnsupported)
 	}
 	if u.Fragment != "" || strings.HasSuffix(s, "#") {
 		return fail("an NBD URI has no #fragment (remove it)")
@@ -84,14 +104,19 @@ func ParseURI(s string) (URI, error) {
 	if strings.IndexByte(export, 0) >= 0 {
 		return fail("the export name contains a NUL byte")
 	}
-	socket, err := uriSocket(s, u, export)
+	q, err := uriQuery(s, u, export)
 	if err != nil {
 		return URI{}, err
 	}
-	if u.Scheme == "nbd+unix" {
-		return unixURI(s, u, export, socket)
+	var uri URI
+	if strings.HasSuffix(u.Scheme, "+unix") {
+		uri, err = unixURI(s, u, export, q.socket)
+	} else {
+		uri, err = tcpURI(s, u, export)
 	}
-	return tcpURI(s, u, export)
+	uri.TLS = strings.HasPrefix(u.Scheme, "nbds")
+	uri.TLSCertificates, uri.TLSHostname, uri.TLSNoVerify = q.certificates, q.hostname, q.noVerify
+	return uri, err
 }
 
 // uriFail is the one-line error of URI s.
@@ -99,39 +124,76 @@ func uriFail(s, format string, args ...any) error {
 	return fmt.Errorf("%s: "+format, append([]any{s}, args...)...)
 }
 
-// uriSocket reads the query of u (URI s): socket= for nbd+unix, nothing
-// else.
-func uriSocket(s string, u *url.URL, export string) (string, error) {
-	q, err := url.ParseQuery(u.RawQuery)
-	if err != nil {
-		return "", uriFail(s, "bad query: %v", err)
-	}
-	var socket string
-	for key, vals := range q {
-		switch {
-		case key == "socket" && u.Scheme == "nbd+unix":
-			if len(vals) != 1 || vals[0] == "" {
-				return "", uriFail(s, "give one socket=PATH")
-			}
-			socket = vals[0]
-		case key == "socket":
-			return "", uriFail(s, "socket= applies to nbd+unix:// (nbd+unix:///%s?socket=PATH)", export)
-		case strings.HasPrefix(key, "tls-"):
-			return "", fmt.Errorf("%s: %s: %w", s, key, ErrTLSUnsupported)
-		default:
-			return "", uriFail(s, "unknown query parameter %q", key)
-		}
-	}
-	return socket, nil
+// query is what the query of an NBD URI says.
+type query struct {
+	socket       string
+	certificates string
+	hostname     string
+	noVerify     bool
 }
 
-// unixURI is the nbd+unix URI s (parsed as u) with its socket.
+// uriQuery reads the query of u (URI s): socket= for the Unix schemes,
+// the tls- parameters for the TLS schemes, nothing else.
+func uriQuery(s string, u *url.URL, export string) (query, error) {
+	var out query
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil {
+		return out, uriFail(s, "bad query: %v", err)
+	}
+	unix, tls := strings.HasSuffix(u.Scheme, "+unix"), strings.HasPrefix(u.Scheme, "nbds")
+	for key, vals := range q {
+		if len(vals) != 1 {
+			return out, uriFail(s, "%s= is given %d times (give it once)", key, len(vals))
+		}
+		v := vals[0]
+		switch {
+		case key == "socket" && unix:
+			if v == "" {
+				return out, uriFail(s, "give one socket=PATH")
+			}
+			out.socket = v
+		case key == "socket":
+			return out, uriFail(s, "socket= applies to %s+unix:// (%s+unix:///%s?socket=PATH)", u.Scheme, u.Scheme, export)
+		case key == "tls-psk-file":
+			return out, fmt.Errorf("%s: tls-psk-file: %w", s, ErrTLSUnsupported)
+		case strings.HasPrefix(key, "tls-") && !tls:
+			return out, uriFail(s, "%s= applies to TLS, which %s:// does not use (nbds%s://...)", key, u.Scheme, strings.TrimPrefix(u.Scheme, "nbd"))
+		case key == "tls-certificates":
+			if v == "" {
+				return out, uriFail(s, "tls-certificates= names no directory")
+			}
+			out.certificates = v
+		case key == "tls-hostname":
+			if v == "" {
+				return out, uriFail(s, "tls-hostname= names no host")
+			}
+			out.hostname = v
+		case key == "tls-verify-peer":
+			switch strings.ToLower(v) {
+			case "1", "true", "yes", "on":
+			case "0", "false", "no", "off":
+				out.noVerify = true
+			default:
+				return out, uriFail(s, "tls-verify-peer=%s: give true or false (1 or 0)", v)
+			}
+		case key == "tls-type":
+			if strings.ToLower(v) != "x509" {
+				return out, fmt.Errorf("%s: tls-type=%s: %w", s, v, ErrTLSUnsupported)
+			}
+		default:
+			return out, uriFail(s, "unknown query parameter %q", key)
+		}
+	}
+	return out, nil
+}
+
+// unixURI is the nbd[s]+unix URI s (parsed as u) with its socket.
 func unixURI(s string, u *url.URL, export, socket string) (URI, error) {
 	if u.Host != "" {
-		return URI{}, uriFail(s, "a Unix socket URI names no host (nbd+unix:///%s?socket=PATH)", export)
+		return URI{}, uriFail(s, "a Unix socket URI names no host (%s:///%s?socket=PATH)", u.Scheme, export)
 	}
 	if socket == "" {
-		return URI{}, uriFail(s, "no socket given (nbd+unix:///%s?socket=PATH)", export)
+		return URI{}, uriFail(s, "no socket given (%s:///%s?socket=PATH)", u.Scheme, export)
 	}
 	if socket[0] == 0 {
 		socket = "@" + socket[1:]
@@ -139,11 +201,11 @@ func unixURI(s string, u *url.URL, export, socket string) (URI, error) {
 	return URI{Network: "unix", Address: socket, Export: export}, nil
 }
 
-// tcpURI is the nbd URI s (parsed as u): its host and port.
+// tcpURI is the nbd[s] URI s (parsed as u): its host and port.
 func tcpURI(s string, u *url.URL, export string) (URI, error) {
 	host := u.Hostname()
 	if host == "" {
-		return URI{}, uriFail(s, "no host given (nbd://HOST[:PORT]/EXPORT)")
+		return URI{}, uriFail(s, "no host given (%s://HOST[:PORT]/EXPORT)", u.Scheme)
 	}
 	port := DefaultPort
 	if p := u.Port(); p != "" {
@@ -161,14 +223,39 @@ func tcpURI(s string, u *url.URL, export string) (URI, error) {
 // String renders u as a URI that ParseURI reads back as u.
 func (u URI) String() string {
 	path := (&url.URL{Path: "/" + u.Export}).EscapedPath()
+	scheme := "nbd"
+	if u.TLS {
+		scheme = "nbds"
+	}
+	var q []string
 	if u.Network == "unix" {
 		socket := u.Address
 		if strings.HasPrefix(socket, "@") {
 			socket = "\x00" + socket[1:]
 		}
-		// '/' and ':' may stand in a query as they are (RFC 3986).
-		q := strings.NewReplacer("%2F", "/", "%3A", ":").Replace(url.QueryEscape(socket))
-		return "nbd+unix://" + path + "?socket=" + q
+		q = append(q, "socket="+queryEscape(socket))
 	}
-	return "nbd://" + u.Address + path
+	if u.TLSCertificates != "" {
+		q = append(q, "tls-certificates="+queryEscape(u.TLSCertificates))
+	}
+	if u.TLSHostname != "" {
+		q = append(q, "tls-hostname="+queryEscape(u.TLSHostname))
+	}
+	if u.TLSNoVerify {
+		q = append(q, "tls-verify-peer=false")
+	}
+	query := ""
+	if len(q) > 0 {
+		query = "?" + strings.Join(q, "&")
+	}
+	if u.Network == "unix" {
+		return scheme + "+unix://" + path + query
+	}
+	return scheme + "://" + u.Address + path + query
+}
+
+// queryEscape escapes a query value, leaving '/' and ':', which may stand
+// in a query as they are (RFC 3986).
+func queryEscape(v string) string {
+	return strings.NewReplacer("%2F", "/", "%3A", ":").Replace(url.QueryEscape(v))
 }

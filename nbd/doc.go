@@ -71,7 +71,10 @@
 // The client side (client*.go) connects to any NBD server: Dial or
 // DialURI (NBD URIs, ParseURI) runs the fixed newstyle handshake
 // (NBD_OPT_GO asking for the block size constraints, NBD_OPT_EXPORT_NAME
-// for servers without it), and a Client then pipelines READ, WRITE,
+// for servers without it), first upgrading to TLS when
+// ClientOptions.TLSConfig is set (NBD_OPT_STARTTLS before any other
+// option; a server that refuses it is left, never used in plain text:
+// ErrTLSRefused), and a Client then pipelines READ, WRITE,
 // FLUSH, TRIM and WRITE_ZEROES from any number of goroutines with simple
 // replies, one goroutine matching replies to requests by cookie. Every
 // length and cookie a server sends is checked; a server that breaks the

@@ -63,8 +63,21 @@ const sourceHelp = `SOURCE is one of:
                   they fail with EIO until the server is back; a server back
                   with another size is refused
   nbd+unix://...  nbd+unix:///EXPORT?socket=PATH: the same over the Unix
-                  socket PATH (the NBD URI syntax); nbds:// (TLS) is not
-                  supported yet
+                  socket PATH (the NBD URI syntax)
+  nbds://...      nbds://HOST[:PORT]/EXPORT, nbds+unix:///EXPORT?socket=PATH:
+                  the same over TLS (NBD_OPT_STARTTLS before any other
+                  option, TLS 1.2 at least; a server without TLS is refused,
+                  never used in plain text), with the query parameters
+                  tls-certificates=DIR (ca-cert.pem, and client-cert.pem with
+                  client-key.pem, mode 600, for servers that check clients;
+                  by default the directory nbdloop serve reads:
+                  /etc/nbdloop/pki for root, $XDG_CONFIG_HOME/nbdloop/pki
+                  (~/.config/nbdloop/pki) for others; without a ca-cert.pem
+                  the system's CAs check the server), tls-hostname=NAME (the name the server's
+                  certificate must carry, by default HOST; over a Unix socket
+                  without it, any certificate ca-cert.pem signs is taken, and
+                  without a ca-cert.pem it must be given) and
+                  tls-verify-peer=false (check nothing: any server is taken)
 SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
 and KB, MB, GB, ... (powers of 1000). Other URLs (s3://, ftp://, ...) are
 refused.`
@@ -204,8 +217,9 @@ another file, and list shows why. Signals to servers and supervisors go
 through pidfds, after checking the start time recorded with the pid, so a
 recycled pid is never signalled.
 An nbd:// SOURCE names no local file: nothing is locked or pinned (a
-relative socket= path is made absolute), and a restarted server connects
-to the remote export again, refusing it if its size has changed.
+relative socket= path or tls-certificates= directory is made absolute),
+and a restarted server connects to the remote export again, refusing it
+if its size has changed.
 
 exec: programs run with PATH, HOME, LANG, LC_ALL, $tmpdir and the
 variables env=NAME items name, nothing else of the environment attach was

@@ -2,6 +2,7 @@ package remote
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"sync"
@@ -34,6 +35,11 @@ type Options struct {
 	// HandshakeTimeout bounds each connection's dial and handshake
 	// (nbd.DefaultHandshakeTimeout when 0).
 	HandshakeTimeout time.Duration
+	// TLSConfig is the TLS configuration of an nbds:// URI (nbd.ClientOptions'
+	// TLSConfig): every connection, the reconnections included, is
+	// upgraded with NBD_OPT_STARTTLS and a new TLS handshake. It is
+	// required for nbds://.
+	TLSConfig *tls.Config
 	// Logf receives one line when the connection is lost, when an
 	// attempt to reconnect fails in a new way, when the retry window runs
 	// out and when the connection is back. Nil discards them.
@@ -70,7 +76,7 @@ type Source struct {
 
 // Open connects to the export that uri names.
 func Open(ctx context.Context, uri nbd.URI, opts Options) (*Source, error) {
-	copts := nbd.ClientOptions{HandshakeTimeout: opts.HandshakeTimeout}
+	copts := nbd.ClientOptions{HandshakeTimeout: opts.HandshakeTimeout, TLSConfig: opts.TLSConfig}
 	return OpenDialer(ctx, uri.String(), func(ctx context.Context) (*nbd.Client, error) {
 		return nbd.DialURI(ctx, uri, copts)
 	}, opts)

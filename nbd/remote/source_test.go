@@ -3,6 +3,7 @@ package remote
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -36,6 +37,11 @@ type ownServer struct {
 	sock   string
 	export *nbd.Export
 
+	// tls, when set, makes the server require TLS with it; each
+	// connection's DescribeTLS is appended to seen.
+	tls  *tls.Config
+	seen []string
+
 	mu    sync.Mutex
 	ln    net.Listener
 	conns map[net.Conn]bool
@@ -43,7 +49,12 @@ type ownServer struct {
 }
 
 func newOwnServer(t *testing.T, src sources.Source) *ownServer {
-	s := &ownServer{t: t, sock: filepath.Join(t.TempDir(), "s"), conns: map[net.Conn]bool{}}
+	return newOwnTLSServer(t, src, nil)
+}
+
+// newOwnTLSServer is newOwnServer requiring TLS with cfg, when not nil.
+func newOwnTLSServer(t *testing.T, src sources.Source, cfg *tls.Config) *ownServer {
+	s := &ownServer{t: t, sock: filepath.Join(t.TempDir(), "s"), conns: map[net.Conn]bool{}, tls: cfg}
 	s.setSource(src)
 	s.start()
 	t.Cleanup(s.kill)
@@ -64,6 +75,10 @@ func (s *ownServer) start() {
 	s.mu.Lock()
 	s.ln = ln
 	x := exports{s.export}
+	opts := nbd.HandshakeOptions{}
+	if s.tls != nil {
+		opts.TLS, opts.TLSConfig = nbd.TLSRequire, s.tls
+	}
 	s.mu.Unlock()
 	s.wg.Add(1)
 	go func() {
@@ -80,9 +95,12 @@ func (s *ownServer) start() {
 			go func() {
 				defer s.wg.Done()
 				defer c.Close()
-				sess, err := nbd.Handshake(context.Background(), c, x, nbd.HandshakeOptions{})
+				sess, conn, err := nbd.HandshakeConn(context.Background(), c, x, opts)
 				if err == nil {
-					sess.Serve(context.Background(), c, 0)
+					s.mu.Lock()
+					s.seen = append(s.seen, nbd.DescribeTLS(conn))
+					s.mu.Unlock()
+					sess.Serve(context.Background(), conn, 0)
 				}
 			}()
 		}
