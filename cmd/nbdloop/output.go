@@ -33,18 +33,26 @@ func newSafeOutput(path string, force bool) (*safeOutput, error) {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, "."+base+".*.tmp")
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, unwrapPath(err))
-	}
-	if err := f.Chmod(0o644); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return nil, fmt.Errorf("%s: %w", path, unwrapPath(err))
-	}
-	o := &safeOutput{path: path, tmp: f.Name(), force: force, f: f, sigs: make(chan os.Signal, 1)}
+	// The signals are caught before the temporary file exists, so that no
+	// signal can end the process between its creation and its removal.
+	o := &safeOutput{path: path, force: force, sigs: make(chan os.Signal, 1)}
 	signal.Notify(o.sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	go o.onSignal(o.sigs)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	f, err := os.CreateTemp(dir, "."+base+".*.tmp")
+	if err == nil {
+		o.f, o.tmp = f, f.Name()
+		if err = f.Chmod(0o644); err != nil {
+			f.Close()
+			os.Remove(o.tmp)
+		}
+	}
+	if err != nil {
+		o.done = true // nothing to remove
+		o.stopSignals()
+		return nil, fmt.Errorf("%s: %w", path, unwrapPath(err))
+	}
 	return o, nil
 }
 
@@ -56,7 +64,7 @@ func (o *safeOutput) onSignal(sigs <-chan os.Signal) {
 		return
 	}
 	o.mu.Lock() // never released: the process ends here
-	if !o.done {
+	if !o.done && o.tmp != "" {
 		os.Remove(o.tmp)
 	}
 	fmt.Fprintf(os.Stderr, "\nnbdloop: %s: interrupted (%v): nothing written\n", o.path, sig)
