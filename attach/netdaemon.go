@@ -186,90 +186,133 @@ func RunNetSupervisor() int {
 		return 1
 	}
 	signal.Ignore(syscall.SIGPIPE)
-	dir := StateDir()
-	logPath := netLogPath(dir, os.Getpid())
+	s := &netSupervisor{nc: nc, exe: exe, dir: StateDir(), sigs: make(chan os.Signal, 4)}
+	logPath := s.redirectLog()
+	signal.Notify(s.sigs, syscall.SIGTERM, syscall.SIGINT)
+	cmd, err := s.startFirst(logPath, report)
+	if err != nil {
+		return 1
+	}
+	defer os.Remove(netStatePath(s.dir, s.st.Supervisor))
+	return s.supervise(cmd)
+}
+
+// netSupervisor is the state of a background serve's supervisor.
+type netSupervisor struct {
+	nc     NetConfig
+	exe    string
+	dir    string
+	st     *NetState // the record
+	logger *log.Logger
+	sigs   chan os.Signal
+}
+
+// redirectLog sends the supervisor's stderr, and so its servers', to the
+// serve's log file, and returns its path.
+func (s *netSupervisor) redirectLog() string {
+	logPath := netLogPath(s.dir, os.Getpid())
 	if lf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600); err == nil {
 		unix.Dup2(int(lf.Fd()), 2)
 		lf.Close()
 	}
-	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	s.logger = log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	return logPath
+}
 
-	cmd, st, err := startNetServer(exe, nc)
+// startFirst starts the first server, writes the record and reports it to
+// serve --background. On an error, reported or logged, nothing is left.
+func (s *netSupervisor) startFirst(logPath string, report func(netResult) error) (*exec.Cmd, error) {
+	cmd, st, err := startNetServer(s.exe, s.nc)
 	if err != nil {
 		report(netResult{Error: err.Error()})
-		return 1
+		return nil, err
 	}
 	// A restarted server listens where the first did: on the port chosen
 	// for :0 too.
 	for _, l := range st.Listen {
 		if addr, ok := strings.CutPrefix(l, "tcp "); ok {
-			nc.Listen = addr
+			s.nc.Listen = addr
 		}
 	}
 	st.Supervisor, st.SupervisorStart = os.Getpid(), refOf(os.Getpid()).Start
 	st.Log = logPath
-	if err := writeNetState(dir, st); err != nil {
+	s.st = st
+	if err := writeNetState(s.dir, st); err != nil {
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
 		report(netResult{Error: err.Error()})
-		return 1
+		return nil, err
 	}
-	defer os.Remove(netStatePath(dir, st.Supervisor))
 	if err := report(netResult{State: st}); err != nil {
 		// serve --background is gone (interrupted): nobody was told
 		// where the serve listens, so it ends.
-		logger.Printf("reporting to serve --background failed (%v); stopping", err)
+		s.logger.Printf("reporting to serve --background failed (%v); stopping", err)
 		cmd.Process.Signal(syscall.SIGTERM)
 		cmd.Wait()
-		return 1
+		os.Remove(netStatePath(s.dir, st.Supervisor))
+		return nil, err
 	}
+	return cmd, nil
+}
 
+// supervise restarts the server when it dies, until SIGTERM or SIGINT
+// (passed on to the server), and returns the exit status.
+func (s *netSupervisor) supervise(cmd *exec.Cmd) int {
 	quick := 0
 	for {
 		started := time.Now()
 		stopping := false
-		ps := awaitServer(cmd, sigs, &stopping)
+		ps := awaitServer(cmd, s.sigs, &stopping)
 		if stopping {
-			logger.Printf("serve stopped")
+			s.logger.Printf("serve stopped")
 			return 0
 		}
-		st.LastExit = exitReason(ps)
-		if why := netNotRestartable(nc, st.Exports); why != "" {
-			quick, st.LastExit = maxQuickDeaths, st.LastExit+"; not restarted: "+why
+		s.st.LastExit = exitReason(ps)
+		if why := netNotRestartable(s.nc, s.st.Exports); why != "" {
+			quick, s.st.LastExit = maxQuickDeaths, s.st.LastExit+"; not restarted: "+why
 		} else if time.Since(started) < quickDeath {
 			quick++
 		} else {
 			quick = 0
 		}
-		for {
-			if quick >= maxQuickDeaths {
-				st.DeadReason = fmt.Sprintf("the server died %d times in a row within %v of starting (last: %s)", quick, quickDeath, st.LastExit)
-				if why := netNotRestartable(nc, st.Exports); why != "" {
-					st.DeadReason = "the server " + st.LastExit
-				}
-				logger.Printf("%s; giving up", st.DeadReason)
-				writeNetState(dir, st)
-				for sig := range sigs {
-					if sig == syscall.SIGTERM || sig == syscall.SIGINT {
-						return 0
-					}
-				}
-			}
-			logger.Printf("server %s; restarting", st.LastExit)
-			time.Sleep(restartDelay(quick))
-			st.Restarts++
-			var next *NetState
-			if cmd, next, err = startNetServer(exe, nc); err == nil {
-				st.PID, st.PIDStart, st.Started, st.Exports = next.PID, next.PIDStart, next.Started, next.Exports
-				writeNetState(dir, st)
-				break
-			}
-			st.LastExit = "restart failed: " + err.Error()
-			logger.Printf("%s", st.LastExit)
-			quick++
+		var ok bool
+		if cmd, quick, ok = s.restart(quick); !ok {
+			return 0
 		}
+	}
+}
+
+// restart starts a new server after a dead one, trying again as the
+// restart delays say; after maxQuickDeaths quick deaths it records why it
+// gives up and waits for SIGTERM or SIGINT (ok false).
+func (s *netSupervisor) restart(quick int) (cmd *exec.Cmd, quickAfter int, ok bool) {
+	st := s.st
+	for {
+		if quick >= maxQuickDeaths {
+			st.DeadReason = fmt.Sprintf("the server died %d times in a row within %v of starting (last: %s)", quick, quickDeath, st.LastExit)
+			if why := netNotRestartable(s.nc, st.Exports); why != "" {
+				st.DeadReason = "the server " + st.LastExit
+			}
+			s.logger.Printf("%s; giving up", st.DeadReason)
+			writeNetState(s.dir, st)
+			for sig := range s.sigs {
+				if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+					return nil, quick, false
+				}
+			}
+		}
+		s.logger.Printf("server %s; restarting", st.LastExit)
+		time.Sleep(restartDelay(quick))
+		st.Restarts++
+		cmd, next, err := startNetServer(s.exe, s.nc)
+		if err == nil {
+			st.PID, st.PIDStart, st.Started, st.Exports = next.PID, next.PIDStart, next.Started, next.Exports
+			writeNetState(s.dir, st)
+			return cmd, quick, true
+		}
+		st.LastExit = "restart failed: " + err.Error()
+		s.logger.Printf("%s", st.LastExit)
+		quick++
 	}
 }
 

@@ -14,7 +14,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/nbdloop/nbdloop/attach"
-	"github.com/nbdloop/nbdloop/filters"
 	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/nbd"
 	"github.com/nbdloop/nbdloop/sources"
@@ -26,68 +25,10 @@ const defaultMaxConnections = 16
 
 func serveCommand() *cli.Command {
 	return &cli.Command{
-		Name:      "serve",
-		Usage:     "serve SOURCEs to NBD clients over TCP or a Unix socket, in the foreground or the background",
-		UsageText: "nbdloop serve [--background] [--listen [ADDR]:PORT] [--unix PATH] [--export NAME=SOURCE]... [options] [SOURCE]\nnbdloop serve --stop ADDRESS",
-		Description: "Serves SOURCE, and each --export, to NBD clients on the network (qemu-img,\n" +
-			"qemu-io, nbdinfo, nbdcopy, nbdsh and other clients of the NBD protocol).\n" +
-			"SOURCE is anything attach takes (formats, memory:, exec:, --filter),\n" +
-			"opened the way attach opens it; SOURCE is the default export (the empty name),\n" +
-			"and without it the first --export is. Listens on TCP (--listen; port " + attach.DefaultPort + "\n" +
-			"when none is given, on every address when neither --listen nor --unix is) and\n" +
-			"on a Unix socket (--unix), serves until SIGINT or SIGTERM, then flushes every\n" +
-			"export and exits 0. One line per client goes to stderr: its address, export\n" +
-			"and TLS or not. Needs no root.\n\n" +
-			"Clients negotiate with the fixed newstyle handshake (NBD_OPT_GO, INFO,\n" +
-			"EXPORT_NAME, LIST, ABORT, STARTTLS, STRUCTURED_REPLY, LIST/SET_META_CONTEXT with\n" +
-			"base:allocation; other options are refused as unsupported) and get the\n" +
-			"export's size, flags and block sizes (minimum 1, or 512 with --direct-io;\n" +
-			"preferred 4096; maximum 32M). Block status (nbdinfo --map, qemu-img map)\n" +
-			"shows the holes of sparse files, memory: exports and qcow2 images, which\n" +
-			"nbdcopy and qemu-img convert skip; VMDK and compressed images are all data.\n" +
-			"A client that sends garbage or oversized options, or takes longer than\n" +
-			"--handshake-timeout to choose an export, loses its connection, not the\n" +
-			"server.\n\n" +
-			"With --background, serve runs in a supervised process of its own and exits\n" +
-			"once that listens, printing a line per address (\"listening on tcp\n" +
-			"127.0.0.1:10809\"; --listen :0 shows the port chosen). A server process that\n" +
-			"dies is started again by its supervisor, listening on the same addresses\n" +
-			"(the same port for :0); one that dies five times in a row within 10 s of\n" +
-			"starting is given up, and so is one with a memory: export or a filter that\n" +
-			"keeps written data in the process (their bytes died with it). nbdloop list\n" +
-			"--served shows the background serves; nbdloop serve --stop ADDRESS (an\n" +
-			"address or socket path as list --served shows it, or the supervisor's pid)\n" +
-			"stops one: its exports are flushed, its record removed. Logs go to\n" +
-			"serve-PID.log in the state directory (" + attach.DefaultStateDir + ").\n\n" +
-			"At most --max-connections clients are connected at once, counted from\n" +
-			"their connect (the handshake included) to their disconnect; over the limit,\n" +
-			"a client's connection is closed at once, before the greeting, with a log\n" +
-			"line, as nbdkit's limit filter does (qemu-nbd --shared instead leaves it\n" +
-			"waiting to be accepted). --idle-timeout disconnects a client, with a log\n" +
-			"line, once nothing has gone either way on its connection for that long;\n" +
-			"a request that takes longer than that to answer counts as idle too.\n\n" +
-			"TLS: clients that ask with NBD_OPT_STARTTLS (nbds:// URIs, qemu's tls-creds)\n" +
-			"get TLS 1.2 or later with the certificate in --tls-certificates DIR\n" +
-			"(nbdkit's layout: server-cert.pem, server-key.pem, and ca-cert.pem for\n" +
-			"--tls-verify-peer; default /etc/nbdloop/pki for root, else\n" +
-			"~/.config/nbdloop/pki; server-key.pem must be mode 0600; nbdkit-tls(1) shows\n" +
-			"how to make them with certtool). --tls=require refuses every option before\n" +
-			"NBD_OPT_STARTTLS with NBD_REP_ERR_TLS_REQD, so a plain-text client learns\n" +
-			"nothing about the exports (the NBD protocol's defence against downgrades);\n" +
-			"--tls=on lets each client choose; --tls=off refuses STARTTLS. Without --tls,\n" +
-			"TLS is on when --tls-certificates is given or the default directory holds\n" +
-			"server-cert.pem, and off otherwise, as in nbdkit. --tls-verify-peer refuses\n" +
-			"clients without a certificate signed by ca-cert.pem. Each client's log line\n" +
-			"says TLS or not, and the subject of its certificate. Over a Unix socket,\n" +
-			"qemu needs tls-hostname= to check the server's certificate, and libnbd\n" +
-			"checks none. Without TLS, serve on a trusted network or a Unix socket.\n\n" +
-			"EXAMPLES:\n" +
-			"  $ nbdloop serve --listen 127.0.0.1 disk.img.xz\n" +
-			"  $ qemu-img convert -O qcow2 nbd://127.0.0.1 disk.qcow2\n" +
-			"  $ nbdloop serve --unix /tmp/nbd.sock --export a=a.img --export b=memory:1G\n" +
-			"  $ nbdinfo --list 'nbd+unix:///?socket=/tmp/nbd.sock'\n" +
-			"  $ nbdloop serve --tls=require --tls-certificates /etc/nbdloop/pki disk.qcow2\n" +
-			"  $ nbdinfo 'nbds://server/?tls-certificates=/etc/pki/libnbd'\n\n" + sourceHelp + "\n\n" + filters.Help(),
+		Name:        "serve",
+		Usage:       "serve SOURCEs to NBD clients over TCP or a Unix socket, in the foreground or the background",
+		UsageText:   "nbdloop serve [--background] [--listen [ADDR]:PORT] [--unix PATH] [--export NAME=SOURCE]... [options] [SOURCE]\nnbdloop serve --stop ADDRESS",
+		Description: serveDescription(),
 		OnUsageError: func(c *cli.Context, err error, isSub bool) error {
 			return usageError("serve: %v (see nbdloop serve --help)", err)
 		},
