@@ -211,10 +211,7 @@ type netSupervisor struct {
 // serve's log file, and returns its path.
 func (s *netSupervisor) redirectLog() string {
 	logPath := netLogPath(s.dir, os.Getpid())
-	if lf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW, 0o600); err == nil {
-		unix.Dup2(int(lf.Fd()), 2)
-		lf.Close()
-	}
+	redirectStderr(s.dir, logPath)
 	s.logger = log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
 	return logPath
 }

@@ -58,26 +58,7 @@ func netLogPath(dir string, supervisor int) string {
 
 // writeNetState writes the record atomically, as writeState does.
 func writeNetState(dir string, st *NetState) error {
-	if err := makeStateDir(dir); err != nil {
-		return err
-	}
-	b, err := json.MarshalIndent(st, "", "  ")
-	if err != nil {
-		return err
-	}
-	tmp, err := os.CreateTemp(dir, ".serve*.tmp")
-	if err != nil {
-		return fmt.Errorf("writing state: %w", err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("writing state: %w", err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("writing state: %w", err)
-	}
-	return os.Rename(tmp.Name(), netStatePath(dir, st.Supervisor))
+	return writeRecord(dir, netStatePath(dir, st.Supervisor), st)
 }
 
 // ListServed returns the records of the background serves, by supervisor

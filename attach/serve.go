@@ -397,7 +397,7 @@ func (r *serverRun) record() error {
 	// From here on a daemon logs to a file next to the state record,
 	// including any panic.
 	if r.daemon {
-		redirectStderr(dir, r.index)
+		redirectStderr(dir, deviceLogPath(dir, r.index))
 	}
 	return nil
 }

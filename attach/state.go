@@ -114,14 +114,20 @@ func statePath(dir string, index int) string {
 // writeState writes the record atomically (temporary file + rename), so a
 // concurrent `list` never reads half a record.
 func writeState(dir string, st *State) error {
+	return writeRecord(dir, statePath(dir, st.Config.Index), st)
+}
+
+// writeRecord writes v as JSON to path in the state directory dir,
+// atomically (temporary file + rename).
+func writeRecord(dir, path string, v any) error {
 	if err := makeStateDir(dir); err != nil {
 		return err
 	}
-	b, err := json.MarshalIndent(st, "", "  ")
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	tmp, err := os.CreateTemp(dir, ".nbd*.tmp")
+	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".*.tmp")
 	if err != nil {
 		return fmt.Errorf("writing state: %w", err)
 	}
@@ -133,7 +139,7 @@ func writeState(dir string, st *State) error {
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("writing state: %w", err)
 	}
-	return os.Rename(tmp.Name(), statePath(dir, st.Config.Index))
+	return os.Rename(tmp.Name(), path)
 }
 
 // makeStateDir creates the state directory, private to root (0700): its
@@ -151,15 +157,14 @@ func makeStateDir(dir string) error {
 	return nil
 }
 
-// openDeviceLog opens the log of device index in dir for appending: created
-// 0600, never through a symbolic link, and made 0600 if an older nbdloop
-// left it readable by others.
-func openDeviceLog(dir string, index int) (*os.File, error) {
+// openLog opens the log file path in the state directory dir for
+// appending: created 0600, never through a symbolic link, and made 0600 if
+// an older nbdloop left it readable by others.
+func openLog(dir, path string) (*os.File, error) {
 	if err := makeStateDir(dir); err != nil {
 		return nil, err
 	}
-	f, err := os.OpenFile(filepath.Join(dir, fmt.Sprintf("nbd%d.log", index)),
-		os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
 	if err != nil {
 		return nil, err
 	}
@@ -169,10 +174,15 @@ func openDeviceLog(dir string, index int) (*os.File, error) {
 	return f, nil
 }
 
-// redirectStderr sends this process's stderr to the log of device index
-// in dir, from then on (a daemon's panics included).
-func redirectStderr(dir string, index int) {
-	if lf, err := openDeviceLog(dir, index); err == nil {
+// deviceLogPath is the log of device index in dir.
+func deviceLogPath(dir string, index int) string {
+	return filepath.Join(dir, fmt.Sprintf("nbd%d.log", index))
+}
+
+// redirectStderr sends this process's stderr to the log file path in the
+// state directory dir, from then on (a daemon's panics included).
+func redirectStderr(dir, path string) {
+	if lf, err := openLog(dir, path); err == nil {
 		unix.Dup2(int(lf.Fd()), 2)
 		lf.Close()
 	}

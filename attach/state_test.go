@@ -282,7 +282,7 @@ func TestStateFilesPrivate(t *testing.T) {
 	if err := os.WriteFile(old, []byte("old line\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	lf, err := openDeviceLog(dir, 3)
+	lf, err := openLog(dir, deviceLogPath(dir, 3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +307,7 @@ func TestStateFilesPrivate(t *testing.T) {
 	if err := os.Symlink(target, filepath.Join(dir, "nbd4.log")); err != nil {
 		t.Fatal(err)
 	}
-	if lf, err := openDeviceLog(dir, 4); err == nil {
+	if lf, err := openLog(dir, deviceLogPath(dir, 4)); err == nil {
 		lf.Close()
 		t.Error("a log that is a symbolic link was opened")
 	}

@@ -443,5 +443,5 @@ func (s *supervisor) redirectLog() {
 	if s.index < 0 {
 		return
 	}
-	redirectStderr(StateDir(), s.index)
+	redirectStderr(StateDir(), deviceLogPath(StateDir(), s.index))
 }
