@@ -40,6 +40,7 @@ check zstd zstd
 check gzip gzip
 check blkdiscard util-linux
 check setpriv util-linux
+check unshare util-linux
 check mdadm mdadm
 check qemu-img qemu-utils
 check qemu-io qemu-utils
