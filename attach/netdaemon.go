@@ -49,6 +49,9 @@ func NetStart(nc NetConfig) (*NetState, error) {
 	if err := nc.Validate(); err != nil {
 		return nil, err
 	}
+	if nc.SocketActivation {
+		return nil, errors.New("--background does not apply under socket activation (the service manager that passed the sockets supervises serve)")
+	}
 	if err := makeStateDir(StateDir()); err != nil {
 		return nil, err
 	}

@@ -39,6 +39,10 @@ type NetConfig struct {
 	Listen string
 	// Unix is the path of a Unix socket to listen on, or "" for none.
 	Unix string
+	// SocketActivation listens on the sockets passed by socket activation
+	// (SocketActivated) instead of Listen and Unix, which must be empty.
+	// It applies to the foreground serve only (NetServe).
+	SocketActivation bool
 	// HandshakeTimeout bounds each client's handshake (0: the nbd
 	// package's default).
 	HandshakeTimeout time.Duration
@@ -76,7 +80,10 @@ func (nc *NetConfig) Validate() error {
 	if len(nc.Exports) == 0 {
 		return errors.New("nothing to serve: give a SOURCE or --export NAME=SOURCE")
 	}
-	if nc.Listen == "" && nc.Unix == "" {
+	if nc.SocketActivation && (nc.Listen != "" || nc.Unix != "") {
+		return errors.New("--listen and --unix do not apply under socket activation (LISTEN_PID names this process: the sockets are passed; unset LISTEN_PID to listen elsewhere)")
+	}
+	if nc.Listen == "" && nc.Unix == "" && !nc.SocketActivation {
 		return errors.New("nowhere to listen: give --listen or --unix")
 	}
 	if nc.MaxClients < 0 {
@@ -289,9 +296,13 @@ func (x *netExports) Export(name string) *nbd.Export {
 
 func (x *netExports) List() []*nbd.Export { return x.list }
 
-// netListen opens nc's listeners. A Unix socket left behind by a server
-// that died is replaced; one that a live server answers on is not.
+// netListen opens nc's listeners, or takes the activated ones. A Unix
+// socket left behind by a server that died is replaced; one that a live
+// server answers on is not.
 func netListen(nc NetConfig) ([]net.Listener, error) {
+	if nc.SocketActivation {
+		return activatedListeners()
+	}
 	var lns []net.Listener
 	closeAll := func() {
 		for _, ln := range lns {

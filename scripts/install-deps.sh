@@ -62,6 +62,7 @@ check nbdsh python3-libnbd
 check zsh zsh
 check fish fish
 check systemd-analyze systemd
+check systemd-socket-activate systemd
 check certtool gnutls-bin
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"

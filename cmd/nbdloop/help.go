@@ -269,6 +269,12 @@ func serveDescription() string {
 		"on a Unix socket (--unix), serves until SIGINT or SIGTERM, then flushes every\n" +
 		"export and exits 0. One line per client goes to stderr: its address, export\n" +
 		"and TLS or not. Needs no root.\n\n" +
+		"Started by socket activation (a systemd socket unit, systemd-socket-activate,\n" +
+		"or libnbd's nbd_connect_systemd_socket_activation, as for nbdkit and qemu-nbd:\n" +
+		"LISTEN_PID is serve's pid, LISTEN_FDS counts the listening sockets passed from\n" +
+		"descriptor 3 on), serve accepts clients on those sockets instead; --listen,\n" +
+		"--unix and --background do not apply, and the variables are not passed on\n" +
+		"to exec: programs.\n\n" +
 		"Clients negotiate with the fixed newstyle handshake (NBD_OPT_GO, INFO,\n" +
 		"EXPORT_NAME, LIST, ABORT, STARTTLS, STRUCTURED_REPLY, LIST/SET_META_CONTEXT with\n" +
 		"base:allocation; other options are refused as unsupported) and get the\n" +
@@ -318,6 +324,7 @@ func serveDescription() string {
 		"  $ qemu-img convert -O qcow2 nbd://127.0.0.1 disk.qcow2\n" +
 		"  $ nbdloop serve --unix /tmp/nbd.sock --export a=a.img --export b=memory:1G\n" +
 		"  $ nbdinfo --list 'nbd+unix:///?socket=/tmp/nbd.sock'\n" +
+		"  $ systemd-socket-activate -l 10809 nbdloop serve disk.img\n" +
 		"  $ nbdloop serve --tls=require --tls-certificates /etc/nbdloop/pki disk.qcow2\n" +
 		"  $ nbdinfo 'nbds://server/?tls-certificates=/etc/pki/libnbd'\n\n" + sourceHelp + "\n\n" + filters.Help()
 }

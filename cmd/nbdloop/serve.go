@@ -87,7 +87,8 @@ func netConfigFromFlags(c *cli.Context) (attach.NetConfig, error) {
 		nc.Listen = attach.ListenAddress(l)
 	}
 	nc.Unix = c.String("unix")
-	if nc.Listen == "" && nc.Unix == "" {
+	nc.SocketActivation = attach.SocketActivated()
+	if nc.Listen == "" && nc.Unix == "" && !nc.SocketActivation {
 		nc.Listen = attach.ListenAddress("")
 	}
 	if err := tlsFromFlags(c, &nc); err != nil {
@@ -174,6 +175,9 @@ func doServe(c *cli.Context) error {
 		return err
 	}
 	if c.Bool("background") {
+		if nc.SocketActivation {
+			return usageError("serve: --background does not apply under socket activation (the service manager that passed the sockets supervises serve)")
+		}
 		// The record names the socket for serve --stop from anywhere.
 		if nc.Unix != "" {
 			if nc.Unix, err = filepath.Abs(nc.Unix); err != nil {
