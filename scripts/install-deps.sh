@@ -11,6 +11,11 @@ check() {
 	command -v "$1" >/dev/null 2>&1 && return
 	case " $need " in *" $2 "*) ;; *) need="$need $2" ;; esac
 }
+# check_file FILE PACKAGE: for a package that installs no command.
+check_file() {
+	[ -e "$1" ] && return
+	case " $need " in *" $2 "*) ;; *) need="$need $2" ;; esac
+}
 check qemu-system-x86_64 qemu-system-x86
 check busybox busybox-static
 check cpio cpio
@@ -64,6 +69,12 @@ check fish fish
 check systemd-analyze systemd
 check systemd-socket-activate systemd
 check certtool gnutls-bin
+# libnbd's interop tests (TestServeLibnbdInterop, scripts/libnbd-source.sh).
+check gcc gcc
+check pkg-config pkg-config
+check dpkg-source dpkg-dev
+check apt-cache apt
+check_file /usr/include/libnbd.h libnbd-dev
 if [ -n "$need" ]; then
 	echo "install-deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive
