@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
 	"encoding/binary"
 	"fmt"
 	"io"
@@ -22,7 +23,9 @@ import (
 // (certificates made by certtool): with --tls=require a client with the CA
 // works and one without it is refused, a plain-text client learns nothing
 // about the exports, --tls-verify-peer wants a client certificate, and the
-// bytes on the wire carry no plaintext of a known block.
+// bytes on the loopback (recorded by a relay) carry no plaintext of a
+// known block read or of a random block written, which they do without
+// TLS.
 func TestServeTLS(t *testing.T) {
 	tooltest.Require(t, "qemu-img", "nbdinfo", "nbdcopy")
 	certs := tlstest.Make(t)
@@ -165,26 +168,52 @@ func TestServeTLS(t *testing.T) {
 			`TLS 1.3, client certificate "`+tlstest.ClientSubject+`"`)
 	})
 
-	t.Run("on: encrypted on the wire, plain text when the client chooses it", func(t *testing.T) {
-		s := startServe(t, bin, "--unix", sock("on.sock"), "--tls=on", "--tls-certificates", certs.Server, img)
+	t.Run("on: encrypted on the loopback, plain text when the client chooses it", func(t *testing.T) {
+		// A block of random bytes, written through the server: no
+		// window of it may cross the wire in clear under TLS, and every
+		// one does without (the control that proves the capture sees the
+		// data).
+		random := make([]byte, 1<<20)
+		if _, err := rand.Read(random); err != nil {
+			t.Fatal(err)
+		}
+		randomFile := filepath.Join(dir, "random.img")
+		if err := os.WriteFile(randomFile, random, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		s := startServe(t, bin, "--unix", sock("on.sock"), "--tls=on", "--tls-certificates", certs.Server, "--export", "="+img, "--export", "scratch=memory:1M")
 		for _, tt := range []struct {
 			name  string
-			uri   func(relay string) string
+			uri   func(addr, export string) string
 			plain bool
 		}{
-			{"TLS", func(r string) string { return "nbds+unix:///?socket=" + r + "&tls-certificates=" + certs.CAOnly }, false},
-			{"plain", func(r string) string { return "nbd+unix:///?socket=" + r }, true},
+			{"TLS", func(a, e string) string { return "nbds://" + a + "/" + e + "?tls-certificates=" + certs.CAOnly }, false},
+			{"plain", func(a, e string) string { return "nbd://" + a + "/" + e }, true},
 		} {
-			relay := newRelay(t, sock("relay-"+tt.name+".sock"), s.addrs["unix"])
+			relay := newRelay(t, s.addrs["unix"])
 			out := filepath.Join(dir, "copy-"+tt.name+".img")
-			client(t, exec.Command("nbdcopy", tt.uri(relay.path), out))
+			client(t, exec.Command("nbdcopy", tt.uri(relay.addr, ""), out))
 			client(t, exec.Command("cmp", out, img))
+			client(t, exec.Command("nbdcopy", randomFile, tt.uri(relay.addr, "scratch")))
+			back := filepath.Join(dir, "random-"+tt.name+".img")
+			client(t, exec.Command("nbdcopy", tt.uri(relay.addr, "scratch"), back))
+			client(t, exec.Command("cmp", back, randomFile))
 			traffic := relay.bytes()
-			if len(traffic) < 4<<20 {
-				t.Fatalf("%s: the relay saw %d bytes, less than the image", tt.name, len(traffic))
+			if len(traffic) < 6<<20 {
+				t.Fatalf("%s: the relay saw %d bytes, less than the data copied", tt.name, len(traffic))
 			}
 			if got := bytes.Contains(traffic, []byte(marker)); got != tt.plain {
 				t.Errorf("%s: the known block's text on the wire: %v, want %v", tt.name, got, tt.plain)
+			}
+			seen, windows := 0, 0
+			for off := 0; off < len(random); off += 64 << 10 {
+				windows++
+				if bytes.Contains(traffic, random[off:off+32]) {
+					seen++
+				}
+			}
+			if want := map[bool]int{true: windows, false: 0}[tt.plain]; seen != want {
+				t.Errorf("%s: %d of %d windows of the random block on the wire, want %d", tt.name, seen, windows, want)
 			}
 		}
 		s.stop()
@@ -216,22 +245,22 @@ func TestServeTLS(t *testing.T) {
 	})
 }
 
-// relay passes the connections made to a Unix socket on to another, and
-// records the bytes of both directions: the capture a test can make
-// without root (the issue asks for a capture on the loopback).
+// relay passes the connections made to a TCP port on the loopback on to
+// a Unix socket, and records the bytes of both directions: the capture on
+// the loopback that a test can make without root or tcpdump.
 type relay struct {
-	path string
+	addr string // 127.0.0.1:PORT
 	mu   sync.Mutex
 	rec  bytes.Buffer
 }
 
-func newRelay(t *testing.T, path, to string) *relay {
+func newRelay(t *testing.T, to string) *relay {
 	t.Helper()
-	ln, err := net.Listen("unix", path)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	r := &relay{path: path}
+	r := &relay{addr: ln.Addr().String()}
 	var wg sync.WaitGroup
 	t.Cleanup(func() {
 		ln.Close()
@@ -254,7 +283,7 @@ func newRelay(t *testing.T, path, to string) *relay {
 			pipe := func(dst, src net.Conn) {
 				defer wg.Done()
 				io.Copy(dst, io.TeeReader(src, r))
-				dst.(*net.UnixConn).CloseWrite()
+				dst.(interface{ CloseWrite() error }).CloseWrite()
 			}
 			go pipe(s, c)
 			go func() {
