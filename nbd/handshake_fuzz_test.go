@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nbdloop/nbdloop/internal/nbdtest"
 	"github.com/nbdloop/nbdloop/internal/tooltest"
 )
 
@@ -52,7 +54,7 @@ func (r *recorder) Read(p []byte) (int, error) {
 // during the handshake. Every client
 // must succeed: the capture is a compatibility test too.
 func captureClients(t testing.TB) map[string][]byte {
-	tooltest.Require(t, "nbdinfo", "nbdsh", "qemu-img", "qemu-io")
+	tooltest.Require(t, "nbdinfo", "nbdsh", "qemu-img", "qemu-io", "nbd-client", "nbdkit")
 	sock := filepath.Join(t.TempDir(), "nbd.sock")
 	ln, err := net.Listen("unix", sock)
 	if err != nil {
@@ -93,17 +95,30 @@ func captureClients(t testing.TB) map[string][]byte {
 	}()
 	uri := "nbd+unix:///?socket=" + sock
 	named := "nbd+unix:///small?socket=" + sock
-	// Each client makes one connection.
+	// nbd-client negotiates, then fails at its first ioctl on a file
+	// that is not an NBD device (-nonetlink: no device is touched).
+	notDevice := filepath.Join(t.TempDir(), "not-a-device")
+	if err := os.WriteFile(notDevice, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// nbdkit's nbd plugin connects to the server when its own client
+	// (nbdinfo) asks for the export: twice, for NBD_OPT_INFO and GO.
+	proxy := nbdtest.Nbdkit(t, "nbd", "socket="+sock, "export=disk")
 	clients := []struct {
-		name string
-		cmd  *exec.Cmd
-		want string // in the output
+		name  string
+		cmd   *exec.Cmd
+		want  string // in the output
+		fail  bool   // the client exits non-zero, after the handshake
+		conns int    // connections it makes, all alike (0: one)
 	}{
-		{"nbdinfo", exec.Command("nbdinfo", uri), "export-size: 1048576"},
-		{"nbdinfo --list", exec.Command("nbdinfo", "--list", uri), "export=\"small\""},
-		{"nbdsh", exec.Command("nbdsh", "-u", named, "-c", "print(h.get_size(), h.get_block_size(nbd.SIZE_MINIMUM))"), "65536 512"},
-		{"qemu-img info", exec.Command("qemu-img", "info", "--output=json", uri), `"virtual-size": 1048576`},
-		{"qemu-io", exec.Command("qemu-io", "-r", "-f", "raw", "-c", "read -P 0 0 4k", named), "read 4096/4096 bytes"},
+		{"nbdinfo", exec.Command("nbdinfo", uri), "export-size: 1048576", false, 0},
+		{"nbdinfo --list", exec.Command("nbdinfo", "--list", uri), "export=\"small\"", false, 0},
+		{"nbdsh", exec.Command("nbdsh", "-u", named, "-c", "print(h.get_size(), h.get_block_size(nbd.SIZE_MINIMUM))"), "65536 512", false, 0},
+		{"qemu-img info", exec.Command("qemu-img", "info", "--output=json", uri), `"virtual-size": 1048576`, false, 0},
+		{"qemu-io", exec.Command("qemu-io", "-r", "-f", "raw", "-c", "read -P 0 0 4k", named), "read 4096/4096 bytes", false, 0},
+		{"nbd-client -l", exec.Command("nbd-client", "-l", "-unix", sock), "disk: a test disk", false, 0},
+		{"nbd-client", exec.Command("nbd-client", "-unix", sock, "-N", "disk", "-nonetlink", "-b", "4096", notDevice), "Negotiation: ..size = 1MB", true, 0},
+		{"nbdkit nbd", exec.Command("nbdinfo", proxy.URI), "export-size: 1048576", false, 2},
 	}
 	// nbdsh runs python3 from PATH; python3-libnbd installs the module
 	// for Debian's, which another python3 earlier in PATH (pyenv) lacks.
@@ -111,13 +126,19 @@ func captureClients(t testing.TB) map[string][]byte {
 	out := map[string][]byte{}
 	for _, c := range clients {
 		b, err := c.cmd.CombinedOutput()
-		if err != nil || !strings.Contains(string(b), c.want) {
-			t.Fatalf("%s: %v, output lacks %q:\n%s", c.name, err, c.want, b)
+		if (err != nil) != c.fail || !strings.Contains(string(b), c.want) {
+			t.Fatalf("%s: %v (want failure: %v), output lacks %q:\n%s", c.name, err, c.fail, c.want, b)
 		}
-		select {
-		case out[c.name] = <-sessions:
-		case <-time.After(10 * time.Second):
-			t.Fatalf("%s: no connection recorded", c.name)
+		for i := 0; i < max(c.conns, 1); i++ {
+			select {
+			case s := <-sessions:
+				if i > 0 && !bytes.Equal(s, out[c.name]) {
+					t.Fatalf("%s: connection %d sent [% x], the first [% x]", c.name, i+1, s, out[c.name])
+				}
+				out[c.name] = s
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: %d connections recorded, want %d", c.name, i, max(c.conns, 1))
+			}
 		}
 	}
 	if len(sessions) > 0 {
@@ -126,16 +147,55 @@ func captureClients(t testing.TB) map[string][]byte {
 	return out
 }
 
+// updateCorpus makes TestHandshakeClients write the clients' handshakes
+// as FuzzHandshake's seeds, after Debian's clients changed what they send.
+var updateCorpus = flag.Bool("update-corpus", false, "write the clients' handshakes to testdata/fuzz/FuzzHandshake/client-*")
+
+// handshakeCorpus is where FuzzHandshake's seed files are.
+const handshakeCorpus = "testdata/fuzz/FuzzHandshake"
+
 // TestHandshakeClients checks that the clients' handshakes, replayed,
-// end as they did live: an export chosen, or a soft disconnect.
+// end as they did live: an export chosen, or a soft disconnect. Each is
+// a seed of FuzzHandshake, committed as testdata/fuzz/FuzzHandshake/client-*
+// (the clients run only here): the files must be what the clients send
+// now; -update-corpus rewrites them.
 func TestHandshakeClients(t *testing.T) {
-	for name, s := range captureClients(t) {
+	captured := captureClients(t)
+	for name, s := range captured {
 		sess, err := Handshake(context.Background(), struct {
 			io.Reader
 			io.Writer
 		}{bytes.NewReader(s), io.Discard}, newTestExports(t), HandshakeOptions{})
 		if sess.Export == nil && !errors.Is(err, ErrAborted) {
 			t.Errorf("%s: replayed handshake: %v", name, err)
+		}
+	}
+	want := map[string][]byte{}
+	for name, s := range captured {
+		file := "client-" + strings.Join(strings.Fields(strings.ReplaceAll(name, "-", " ")), "-")
+		want[file] = fmt.Appendf(nil, "go test fuzz v1\n[]byte(%q)\n", s)
+	}
+	if *updateCorpus {
+		if err := os.MkdirAll(handshakeCorpus, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for file, b := range want {
+			if err := os.WriteFile(filepath.Join(handshakeCorpus, file), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	have, _ := filepath.Glob(filepath.Join(handshakeCorpus, "client-*"))
+	for _, path := range have {
+		if want[filepath.Base(path)] == nil {
+			t.Errorf("%s: no client sends it (remove it)", path)
+		}
+	}
+	for file, b := range want {
+		path := filepath.Join(handshakeCorpus, file)
+		got, err := os.ReadFile(path)
+		if err != nil || !bytes.Equal(got, b) {
+			t.Errorf("%s is not what the client sends now (%v):\n%s\nwant:\n%s\n(go test ./nbd -run TestHandshakeClients -update-corpus rewrites it)", path, err, got, b)
 		}
 	}
 }
@@ -147,18 +207,15 @@ func TestHandshakeClients(t *testing.T) {
 // HandshakeConn with TLS required, which must send nothing in plain text
 // but refusals and acknowledgements (checkTLSRequired).
 //
-// Seeds: what real clients sent (captured when the target starts), scripts
-// written from the protocol document, and extreme lengths.
+// Seeds: what real clients sent (qemu-img, qemu-io, nbdinfo, nbdsh,
+// nbd-client, nbdkit's nbd plugin: the files in testdata/fuzz/FuzzHandshake
+// that TestHandshakeClients captures), scripts written from the protocol
+// document, and extreme lengths.
 func FuzzHandshake(f *testing.F) {
-	if !fuzzWorker() {
-		for _, s := range captureClients(f) {
-			f.Add(s)
-		}
-	}
 	fl := clientFlags(clientFixedNewstyle | clientNoZeroes)
 	for _, s := range [][]byte{
-		// nbd-client, which needs a kernel device to run: NBD_OPT_GO
-		// with NBD_INFO_BLOCK_SIZE, or EXPORT_NAME without NO_ZEROES.
+		// NBD_OPT_GO with NBD_INFO_BLOCK_SIZE, or EXPORT_NAME without
+		// NO_ZEROES.
 		cat(fl, option(optGo, goData("", infoBlockSize)...)),
 		cat(clientFlags(clientFixedNewstyle), option(optExportName, []byte("small")...)),
 		cat(fl, option(optList), option(optInfo, goData("small", infoName, infoDescription)...), option(optAbort)),
