@@ -29,7 +29,8 @@
 //     by pid and start time, signalled through pidfds).
 //   - `nbdloop serve`: netserve.go (NetServe: exports opened as attach
 //     opens a SOURCE, served to network clients), nettls.go (its
-//     certificates), netdaemon.go (serve --background: a supervisor and
+//     certificates), netactivate.go (the sockets of systemd socket
+//     activation), netdaemon.go (serve --background: a supervisor and
 //     the server it restarts, StopServed), netstate.go (their records,
 //     serve-PID.json, and ListServed).
 //   - The records: state.go (/run/nbdloop: one record per device, State,
