@@ -92,6 +92,10 @@ func TestServeLibnbdInterop(t *testing.T) {
 		{name: "interop-nbdloop", source: "interop.c",
 			macros: append(tmpfile, params(q("serve"), "TMPFILE")),
 			log:    []string{served, `export "" (1048576 bytes`, "no TLS"}},
+		// As interop-qemu-nbd, which serves its file as the export "/".
+		{name: "interop-nbdloop-export-name", source: "interop.c",
+			macros: []string{"SOCKET_ACTIVATION=1", server, params(q("serve"), q("--export"), q("/=memory:1M")), "EXPORT_NAME=" + q("/")},
+			log:    []string{served, `export "/" (1048576 bytes`}},
 		{name: "interop-nbdloop-tls-certs", source: "interop.c",
 			macros: append(tmpfile, params(q("serve"), q("--tls=require"), q("--tls-certificates=../tests/pki"), "TMPFILE"), "CERTS=1", "TLS_MODE=LIBNBD_TLS_REQUIRE"),
 			log:    []string{served, "TLS require", "TLS 1.3"}},
