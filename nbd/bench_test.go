@@ -56,7 +56,7 @@ func benchmarkSource(b *testing.B, src sources.Source, op request.Op, size int, 
 	}()
 	for i := 0; i < b.N; i++ {
 		inflight <- struct{}{}
-		PutRequest(frame, RequestHeader{Op: op, Cookie: uint64(i), Offset: uint64(i%slots) * uint64(size), Length: uint32(size)})
+		PutRequest(frame, RequestHeader{Op: op, Cookie: uint64(i), Offset: uint64(i%slots) * uint64(size), Length: uint64(size)})
 		if _, err := h.client.Write(frame); err != nil {
 			b.Fatal(err)
 		}
@@ -79,20 +79,37 @@ func BenchmarkServerSendFile1M(b *testing.B) {
 	benchmarkSource(b, f, request.OpRead, 1<<20, Options{})
 }
 
+// FuzzRequest checks that every request header that parses, compact or
+// extended, encodes back to the same bytes.
 func FuzzRequest(f *testing.F) {
 	seed := make([]byte, RequestSize)
 	PutRequest(seed, RequestHeader{Op: request.OpWrite, Flags: request.FlagFUA, Cookie: 0x0102030405060708, Offset: 1 << 40, Length: 4096})
 	f.Add(seed)
 	f.Add(make([]byte, RequestSize))
+	for _, r := range []RequestHeader{
+		{Op: request.OpWrite, Flags: request.FlagFUA | request.FlagPayloadLen, Cookie: 1<<64 - 1, Offset: 1<<64 - 1, Length: MaxPayload + 1},
+		{Op: request.OpTrim, Offset: 1 << 63, Length: 1<<64 - 1},
+		{Op: request.OpBlockStatus, Flags: request.FlagReqOne, Length: 1 << 32},
+		{Op: 0xffff, Flags: 0xffff},
+	} {
+		ext := make([]byte, ExtRequestSize)
+		PutExtendedRequest(ext, r)
+		f.Add(ext)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := ParseRequest(b)
-		if err != nil {
-			return
+		if r, err := ParseRequest(b); err == nil {
+			out := make([]byte, RequestSize)
+			PutRequest(out, r)
+			if string(out) != string(b[:RequestSize]) {
+				t.Fatalf("round trip: got %x, want %x", out, b[:RequestSize])
+			}
 		}
-		out := make([]byte, RequestSize)
-		PutRequest(out, r)
-		if string(out) != string(b[:RequestSize]) {
-			t.Fatalf("round trip: got %x, want %x", out, b[:RequestSize])
+		if r, err := ParseExtendedRequest(b); err == nil {
+			out := make([]byte, ExtRequestSize)
+			PutExtendedRequest(out, r)
+			if string(out) != string(b[:ExtRequestSize]) {
+				t.Fatalf("extended round trip: got %x, want %x", out, b[:ExtRequestSize])
+			}
 		}
 	})
 }

@@ -159,8 +159,15 @@ type Session struct {
 	// BaseAllocation is set when the client selected the base:allocation
 	// metadata context for Export (NBD_OPT_SET_META_CONTEXT): it may
 	// then send NBD_CMD_BLOCK_STATUS, answered from the Source's extents
-	// (sources.Extents). It implies StructuredReplies.
+	// (sources.Extents). It implies StructuredReplies or
+	// ExtendedHeaders.
 	BaseAllocation bool
+	// ExtendedHeaders is set when the client negotiated
+	// NBD_OPT_EXTENDED_HEADERS: requests have 32-byte headers with 64-bit
+	// lengths (a WRITE's payload flagged NBD_CMD_FLAG_PAYLOAD_LEN), and
+	// every reply is made of 32-byte extended chunks, as structured
+	// replies are, block status in NBD_REPLY_TYPE_BLOCK_STATUS_EXT.
+	ExtendedHeaders bool
 }
 
 // Serve serves the session's transmission phase on rw, the connection
@@ -175,11 +182,17 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, id int, ss Session
 		id:         id,
 		rw:         rw,
 		jobs:       make(chan job, 128),
-		structured: ss.StructuredReplies,
-		alloc:      ss.StructuredReplies && ss.BaseAllocation,
+		structured: ss.StructuredReplies || ss.ExtendedHeaders,
+		extended:   ss.ExtendedHeaders,
+		chunks:     chunkFormat{ext: ss.ExtendedHeaders},
+		reqSize:    RequestSize,
 		readHdr:    ReplySize,
 	}
-	if c.structured {
+	c.alloc = c.structured && ss.BaseAllocation
+	switch {
+	case c.extended:
+		c.reqSize, c.readHdr = ExtRequestSize, extDataChunkHeaderSize
+	case c.structured:
 		c.readHdr = dataChunkHeaderSize
 	}
 	var in io.Reader = rw
