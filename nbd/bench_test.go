@@ -113,3 +113,42 @@ func FuzzRequest(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkServerReadHoles16K reads 16 KiB with structured replies from a
+// source of alternating 4 KiB data and hole extents, at queue depth 32:
+// each reply is two data chunks and two hole chunks.
+func BenchmarkServerReadHoles16K(b *testing.B) {
+	const size, n = 4 << 20, 16384
+	var layout []sources.Extent
+	for off := int64(0); off < size; off += 8192 {
+		layout = append(layout, sources.Extent{Off: off, Length: 4096}, sources.Extent{Off: off + 4096, Length: 4096, Kind: sources.ExtentHole})
+	}
+	src := &extentSource{fakeSource: newFake(size), extents: layout}
+	h := serveSession(b, src, Session{StructuredReplies: true})
+	replyLen := 2*(dataChunkHeaderSize+4096) + 2*(ChunkHeaderSize+12)
+	reply := make([]byte, replyLen)
+	b.SetBytes(n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	inflight := make(chan struct{}, 32)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < b.N; i++ {
+			if _, err := io.ReadFull(h.client, reply); err != nil {
+				b.Error(err)
+				return
+			}
+			<-inflight
+		}
+	}()
+	frame := make([]byte, RequestSize)
+	for i := 0; i < b.N; i++ {
+		inflight <- struct{}{}
+		PutRequest(frame, RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i%(size/n)) * n, Length: n})
+		if _, err := h.client.Write(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+}

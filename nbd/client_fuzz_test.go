@@ -292,8 +292,14 @@ func FuzzClient(f *testing.F) {
 func TestCaptureServers(t *testing.T) {
 	got := captureServers(t)
 	for _, name := range []string{"nbdkit", "qemu-nbd", "nbd-server", "nbdloop"} {
+		// Every reply is there, and the data of both READs, but from
+		// nbdloop, whose memory export's zeros come as hole chunks.
+		least := 6*ReplySize + 4096 + 512
+		if name == "nbdloop" {
+			least = 6*ExtChunkHeaderSize + 2*12
+		}
 		s, ok := got[name]
-		if !ok || len(s.hs) < 18 || len(s.tx) < 6*ReplySize+4096+512 {
+		if !ok || len(s.hs) < 18 || len(s.tx) < least {
 			t.Errorf("%s: captured %d handshake and %d transmission bytes", name, len(s.hs), len(s.tx))
 		}
 		// Debian 12's servers do not know extended headers; nbdloop

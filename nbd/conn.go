@@ -68,6 +68,7 @@ func (c *conn) readLoop() error {
 	s := c.s
 	inMemory := s.caps.InMemory
 	corked := false
+	holes := c.newHoleReader()
 	// uncork sends the replies that piled up while the loop was serving
 	// requests itself; it runs before every read that may block.
 	uncork := func() {
@@ -114,7 +115,7 @@ func (c *conn) readLoop() error {
 				c.wmu.Unlock()
 				corked = true
 			}
-			c.handle(j)
+			c.handle(j, holes)
 			continue
 		}
 		c.jobs <- j
@@ -183,7 +184,17 @@ func (c *conn) readRequest() (RequestHeader, bool, error) {
 const inlineMax = 128 << 10
 
 func (c *conn) worker() {
+	h := c.newHoleReader()
 	for j := range c.jobs {
-		c.handle(j)
+		c.handle(j, h)
 	}
+}
+
+// newHoleReader returns a holeReader for a goroutine that serves requests,
+// or nil when READ replies are never split (simple replies).
+func (c *conn) newHoleReader() *holeReader {
+	if !c.structured {
+		return nil
+	}
+	return newHoleReader()
 }

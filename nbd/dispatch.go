@@ -9,7 +9,9 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 )
 
-func (c *conn) handle(j job) {
+// handle serves one request; h splits READ replies into data and hole
+// chunks (nil: never split), the calling goroutine's own.
+func (c *conn) handle(j job, h *holeReader) {
 	s := c.s
 	req := j.req
 	var code uint32
@@ -21,7 +23,7 @@ func (c *conn) handle(j job) {
 		code = j.fail
 		c.sendError(code, &req, false, 0)
 	case req.Op == request.OpRead:
-		code = c.read(&req)
+		code = c.read(&req, h)
 	case req.Op == request.OpBlockStatus:
 		code = c.blockStatus(&req)
 	default:
@@ -94,12 +96,17 @@ func (c *conn) modify(req RequestHeader, buf *buffer) error {
 	return nil
 }
 
-// read serves a READ and returns the NBD error it replied with.
-func (c *conn) read(req *RequestHeader) uint32 {
+// read serves a READ and returns the NBD error it replied with. With
+// structured replies or extended headers, a range with holes is answered
+// in data and hole chunks (readHoles), otherwise in one data chunk.
+func (c *conn) read(req *RequestHeader, h *holeReader) uint32 {
 	s := c.s
 	if req.Offset > s.size || req.Length > s.size-req.Offset {
 		c.sendError(errInval, req, false, 0)
 		return errInval
+	}
+	if code, ok := c.readHoles(req, h); ok {
+		return code
 	}
 	if s.region != nil && c.raw != nil && req.Length > inlineMax {
 		if fd, off, ok := s.region.RAMRegion(int64(req.Offset), int64(req.Length)); ok {

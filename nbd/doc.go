@@ -26,8 +26,10 @@
 // the requests themselves carry no timer).
 //
 // A client that negotiated structured replies gets them for every
-// request (a READ's data in one NBD_REPLY_TYPE_OFFSET_DATA chunk, errors
-// in error chunks with their text); one that also selected
+// request (a READ's data in one NBD_REPLY_TYPE_OFFSET_DATA chunk, or, where
+// the Source's extents report holes or zeros, in data chunks and
+// NBD_REPLY_TYPE_OFFSET_HOLE chunks (read_holes.go); errors in error
+// chunks with their text); one that also selected
 // base:allocation may send NBD_CMD_BLOCK_STATUS, answered from the
 // Source's extents (sources.Extents: holes, zeros and data). A client
 // that negotiated extended headers sends 32-byte requests with 64-bit

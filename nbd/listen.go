@@ -156,7 +156,7 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 		return
 	}
 	exp := sess.Export
-	opts.Logf("client %s: export %q (%d bytes, flags %#x), %s", addr, exp.Name, exp.Size(), exp.flags(sess.StructuredReplies), DescribeTLS(conn))
+	opts.Logf("client %s: export %q (%d bytes, flags %#x), %s", addr, exp.Name, exp.Size(), exp.flags(sess.StructuredReplies || sess.ExtendedHeaders), DescribeTLS(conn))
 	var idled func() bool
 	if active != nil {
 		stop := make(chan struct{})

@@ -151,7 +151,10 @@ type Session struct {
 	Export *Export
 	// StructuredReplies is set when the client negotiated
 	// NBD_OPT_STRUCTURED_REPLY: every reply is then structured, READ data
-	// in one NBD_REPLY_TYPE_OFFSET_DATA chunk, errors in an error chunk
+	// in one NBD_REPLY_TYPE_OFFSET_DATA chunk (or, where the Source's
+	// extents report holes or zeros and NBD_CMD_FLAG_DF is not set, in
+	// data chunks and NBD_REPLY_TYPE_OFFSET_HOLE chunks), errors in an
+	// error chunk
 	// (NBD_REPLY_TYPE_ERROR_OFFSET for a READ that failed, at the offset
 	// where it failed), the other successes in an NBD_REPLY_TYPE_NONE
 	// chunk.
