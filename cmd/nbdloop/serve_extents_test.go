@@ -187,9 +187,11 @@ func TestServeBlockStatus(t *testing.T) {
 			want: "0+1048576:hole 1048576+1048576:data 2097152+1048576:hole 3145728+131072:zero 3276800+1966080:hole 5242880+524288:data 5767168+2621440:hole",
 		},
 		{
-			name:  "streamOptimized from the sparse file",
-			setup: func(img string) { client(t, exec.Command("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", sparse, img)) },
-			want:  sparseMap,
+			name: "streamOptimized from the sparse file",
+			setup: func(img string) {
+				client(t, exec.Command("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", sparse, img))
+			},
+			want: sparseMap,
 		},
 		{
 			name: "delta disk over a sparse VMDK",
