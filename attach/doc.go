@@ -31,7 +31,8 @@
 //     opens a SOURCE, served to network clients), nettls.go (its
 //     certificates), netdaemon.go (serve --background: a supervisor and
 //     the server it restarts, StopServed), netstate.go (their records,
-//     serve-PID.json, and ListServed).
+//     serve-PID.json, and ListServed), netclients.go (the live client
+//     counts a background server publishes, serve-PID.clients.json).
 //   - The records: state.go (/run/nbdloop: one record per device, State,
 //     which a restarted server takes over and attach and list show as a
 //     Device; and one log per device).
