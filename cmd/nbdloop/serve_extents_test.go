@@ -221,6 +221,20 @@ func TestServeBlockStatus(t *testing.T) {
 		})
 	}
 
+	// A seekable zstd file made by nbdloop pack: its frames of zeros are
+	// holes (frames of 256 KiB, where the file's data starts and ends).
+	t.Run("zstd", func(t *testing.T) {
+		packed := filepath.Join(dir, "sparse.img.zst")
+		client(t, exec.Command(bin, "pack", "--block-size", "256K", sparse, packed))
+		s := startServe(t, bin, "--unix", sock("zstd.sock"), packed)
+		uri := s.uri("")
+		if got := nbdinfoMap(t, uri); got != sparseMap {
+			t.Errorf("nbdinfo --map of the packed file shows %s, want %s", got, sparseMap)
+		}
+		client(t, exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", uri, sparse))
+		s.stop()
+	})
+
 	t.Run("a failing read is an error chunk", func(t *testing.T) {
 		s := startServe(t, bin, "--unix", sock("error.sock"), "--filter", "error:ops=read,range=1M-2M", sparse)
 		uri := s.uri("")
