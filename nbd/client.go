@@ -90,6 +90,7 @@ type call struct {
 	off     uint64
 	covered uint64
 	code    uint32
+	exts    []clientExtent // BLOCK_STATUS: the reply's descriptors
 }
 
 // Dial connects to an NBD server over network ("tcp" or "unix") at
@@ -305,7 +306,7 @@ var ErrBadRequest = errors.New("nbd: request not sent")
 func (c *Client) check(op request.Op, off, length int64, payload bool) error {
 	i := &c.info
 	switch {
-	case op != request.OpRead && i.Flags&FlagReadOnly != 0:
+	case op != request.OpRead && op != request.OpBlockStatus && i.Flags&FlagReadOnly != 0:
 		return fmt.Errorf("%w: %v to a read-only export", ErrBadRequest, op)
 	case off < 0 || length < 0 || off > i.Size || length > i.Size-off:
 		return fmt.Errorf("%w: %v of %d bytes at %d is outside the export (%d bytes)", ErrBadRequest, op, length, off, i.Size)
@@ -321,13 +322,19 @@ func (c *Client) check(op request.Op, off, length int64, payload bool) error {
 // data, dst a READ's destination.
 func (c *Client) do(op request.Op, flags request.Flags, off int64, length uint64, payload, dst []byte) error {
 	cl := c.pool.Get().(*call)
+	err := c.doCall(cl, op, flags, off, length, payload, dst)
+	c.pool.Put(cl)
+	return err
+}
+
+// doCall sends one request as cl and waits for its reply.
+func (c *Client) doCall(cl *call, op request.Op, flags request.Flags, off int64, length uint64, payload, dst []byte) error {
 	cl.op, cl.data = op, dst
 	cl.off, cl.covered, cl.code = uint64(off), 0, 0
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		c.pool.Put(cl)
 		return err
 	}
 	c.cookie++
@@ -348,7 +355,6 @@ func (c *Client) do(op request.Op, flags request.Flags, off int64, length uint64
 	}
 	err = <-cl.done
 	cl.data, cl.vec, cl.bufs = nil, [2][]byte{}, nil
-	c.pool.Put(cl)
 	return err
 }
 

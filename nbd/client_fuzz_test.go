@@ -254,8 +254,13 @@ func FuzzClient(f *testing.F) {
 	f.Add(greetingWith(0), cat(reply(0, 6, 512), reply(5, 1, 0), reply(0, 2, 0), reply(1, 3, 0), reply(0, 4, 0), reply(0, 5, 0)), false)
 	f.Add(greetingWith(3), cat(reply(0, 9, 0)), false)
 	f.Add([]byte("NBDMAGIC"), cat(reply(0, 1, 4000)), false)
+	// A handshake with extended headers and base:allocation agreed, as
+	// nbdloop's server answers.
+	extHS := cat(greetingWith(3), optReplyBytes(optExtendedHeaders, repAck),
+		appendMetaContext(nil, optSetMetaContext, 1, baseAllocation), optReplyBytes(optSetMetaContext, repAck),
+		appendInfoExport(nil, optGo, 1<<20, FlagHasFlags), appendInfoBlockSize(nil, optGo, 1, 4096, MaxPayload), optReplyBytes(optGo, repAck))
 	for _, s := range extendedReplySeeds() {
-		f.Add(cat(greetingWith(3), optReplyBytes(optExtendedHeaders, repAck)), s, true)
+		f.Add(extHS, s, true)
 	}
 	f.Fuzz(func(t *testing.T, hs, replies []byte, ext bool) {
 		sc := newScriptConn(nil, hs)

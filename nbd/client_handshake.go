@@ -31,6 +31,12 @@ type ExportInfo struct {
 	// ExtendedHeaders is set when the server agreed to
 	// NBD_OPT_EXTENDED_HEADERS.
 	ExtendedHeaders bool
+	// BaseAllocation is set when the server also selected the
+	// base:allocation metadata context (NBD_OPT_SET_META_CONTEXT, asked
+	// only with extended headers) with ID MetaContextID: Client.Extents
+	// then asks it with NBD_CMD_BLOCK_STATUS.
+	BaseAllocation bool
+	MetaContextID  uint32
 }
 
 // Limits on what a server may send in the handshake.
@@ -115,8 +121,19 @@ func clientHandshake(rw io.ReadWriter, name string, startTLS func() (io.ReadWrit
 				return ExportInfo{}, err
 			}
 		}
+		var meta uint32
+		alloc := false
+		if agreed {
+			var err error
+			if meta, alloc, err = optSetBaseAllocation(rw, name); err != nil {
+				return ExportInfo{}, err
+			}
+		}
 		info, err := optGoExport(rw, name)
 		info.ExtendedHeaders = agreed && err == nil
+		if info.ExtendedHeaders && alloc {
+			info.BaseAllocation, info.MetaContextID = true, meta
+		}
 		switch {
 		case agreed && errors.Is(err, errGoUnsupported):
 			return ExportInfo{}, fmt.Errorf("%w: NBD_OPT_GO refused as unsupported after NBD_OPT_EXTENDED_HEADERS was agreed", ErrProtocol)
@@ -125,6 +142,43 @@ func clientHandshake(rw io.ReadWriter, name string, startTLS func() (io.ReadWrit
 		}
 	}
 	return optExportNameExport(rw, name, noZeroes)
+}
+
+// optSetBaseAllocation selects base:allocation for the export called name
+// (NBD_OPT_SET_META_CONTEXT) and returns its ID, or false when the server
+// selected nothing or refused (NBD_REP_ERR_*).
+func optSetBaseAllocation(rw io.ReadWriter, name string) (uint32, bool, error) {
+	data := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
+	data = append(data, name...)
+	data = binary.BigEndian.AppendUint32(data, 1)
+	data = binary.BigEndian.AppendUint32(data, uint32(len(baseAllocation)))
+	data = append(data, baseAllocation...)
+	if _, err := rw.Write(appendOption(nil, optSetMetaContext, data)); err != nil {
+		return 0, false, fmt.Errorf("nbd: sending NBD_OPT_SET_META_CONTEXT: %w", err)
+	}
+	var id uint32
+	found := false
+	var body []byte
+	for range maxGoReplies {
+		typ, b, err := readOptReply(rw, optSetMetaContext, body)
+		if err != nil {
+			return 0, false, err
+		}
+		body = b
+		switch {
+		case typ == repAck && len(b) == 0:
+			return id, found, nil
+		case typ == repMetaContext && len(b) >= 4:
+			if string(b[4:]) == baseAllocation {
+				id, found = binary.BigEndian.Uint32(b), true
+			}
+		case typ&(1<<31) != 0:
+			return 0, false, nil
+		default:
+			return 0, false, fmt.Errorf("%w: reply type %d with %d bytes to NBD_OPT_SET_META_CONTEXT", ErrProtocol, typ, len(b))
+		}
+	}
+	return 0, false, fmt.Errorf("%w: more than %d replies to NBD_OPT_SET_META_CONTEXT", ErrProtocol, maxGoReplies)
 }
 
 // optExtendedHeadersRequest sends NBD_OPT_EXTENDED_HEADERS and reports

@@ -100,6 +100,9 @@ func (c *Client) extendedReply(hdr []byte) error {
 	if cl.code == 0 && cl.op == request.OpRead && cl.covered != uint64(len(cl.data)) {
 		return fmt.Errorf("%w: %w: a READ of %d bytes done with %d of them sent", ErrConnLost, ErrProtocol, len(cl.data), cl.covered)
 	}
+	if cl.code == 0 && cl.op == request.OpBlockStatus && len(cl.exts) == 0 {
+		return fmt.Errorf("%w: %w: a block status reply without descriptors", ErrConnLost, ErrProtocol)
+	}
 	c.mu.Lock()
 	delete(c.calls, h.Cookie)
 	c.mu.Unlock()
@@ -117,6 +120,8 @@ func (c *Client) chunk(cl *call, h ExtChunkHeader) error {
 		return nil
 	case h.Type&(1<<15) != 0:
 		return c.errorChunk(cl, h)
+	case h.Type == ReplyTypeBlockStatusExt:
+		return c.blockStatusChunk(cl, h)
 	case cl.op != request.OpRead || h.Type != ReplyTypeOffsetData && h.Type != ReplyTypeOffsetHole:
 		return fmt.Errorf("a chunk of type %d", h.Type)
 	case h.Type == ReplyTypeOffsetHole && h.Length != 12, h.Type == ReplyTypeOffsetData && (h.Length < 9 || h.Length-8 > uint64(len(cl.data))):

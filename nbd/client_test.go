@@ -128,13 +128,13 @@ func TestClientAgainstOwnServer(t *testing.T) {
 		want    ExportInfo
 	}{
 		{name: "writable", export: "disk", want: ExportInfo{Name: "disk", Description: "", Size: 1 << 20,
-			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagSendDF | FlagCanMultiConn, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true}},
+			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagSendDF | FlagCanMultiConn, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 1}},
 		{name: "read-only", export: "ro", want: ExportInfo{Name: "ro", Size: 64 << 10,
-			Flags: FlagHasFlags | FlagReadOnly | FlagSendDF | FlagCanMultiConn, MinBlock: 512, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true}},
+			Flags: FlagHasFlags | FlagReadOnly | FlagSendDF | FlagCanMultiConn, MinBlock: 512, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 1}},
 		{name: "large, 4 KiB blocks", export: "big", want: ExportInfo{Name: "big", Size: 1 << 40,
-			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagSendDF | FlagCanMultiConn, MinBlock: 4096, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true}},
+			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagSendDF | FlagCanMultiConn, MinBlock: 4096, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 1}},
 		{name: "default export", export: "", want: ExportInfo{Name: "", Size: 8192,
-			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagSendDF | FlagCanMultiConn, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true}},
+			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagSendDF | FlagCanMultiConn, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 1}},
 		{name: "compact headers", export: "disk", compact: true, want: ExportInfo{Name: "disk", Description: "", Size: 1 << 20,
 			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagCanMultiConn, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload}},
 	}
@@ -430,6 +430,7 @@ func TestClientHandshakeScripted(t *testing.T) {
 	}
 	both := uint16(handshakeFixedNewstyle | handshakeNoZeroes)
 	extOpt := appendOption(nil, optExtendedHeaders, nil)
+	setMeta := func(name string) []byte { return appendOption(nil, optSetMetaContext, metaData(name, baseAllocation)) }
 	tests := []struct {
 		name string
 		// sent is what the client must send; then the server answers.
@@ -445,9 +446,23 @@ func TestClientHandshakeScripted(t *testing.T) {
 				{nil, greetingWith(both)},
 				{cat32(3), nil},
 				{extOpt, optReply(optExtendedHeaders, repAck, nil)},
+				{setMeta("x"), cat(optReply(optSetMetaContext, repMetaContext, append([]byte{0, 0, 0, 7}, "qemu:dirty-bitmap:x"...)),
+					optReply(optSetMetaContext, repMetaContext, append([]byte{0, 0, 0, 9}, baseAllocation...)), optReply(optSetMetaContext, repAck, nil))},
 				{goOpt("x"), cat(optReply(optGo, repInfo, infoExportData(1<<40, FlagHasFlags)), optReply(optGo, repAck, nil))},
 			},
-			want: ExportInfo{Name: "x", Size: 1 << 40, Flags: FlagHasFlags, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true},
+			want: ExportInfo{Name: "x", Size: 1 << 40, Flags: FlagHasFlags, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 9},
+		},
+		{
+			name: "extended headers agreed, base:allocation refused",
+			ext:  true,
+			steps: [][2][]byte{
+				{nil, greetingWith(both)},
+				{cat32(3), nil},
+				{extOpt, optReply(optExtendedHeaders, repAck, nil)},
+				{setMeta("x"), optReply(optSetMetaContext, repErrUnsup, nil)},
+				{goOpt("x"), cat(optReply(optGo, repInfo, infoExportData(4096, FlagHasFlags)), optReply(optGo, repAck, nil))},
+			},
+			want: ExportInfo{Name: "x", Size: 4096, Flags: FlagHasFlags, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true},
 		},
 		{
 			name: "extended headers unknown to the server: compact",
@@ -467,6 +482,7 @@ func TestClientHandshakeScripted(t *testing.T) {
 				{nil, greetingWith(both)},
 				{cat32(3), nil},
 				{extOpt, optReply(optExtendedHeaders, repAck, nil)},
+				{setMeta("x"), optReply(optSetMetaContext, repAck, nil)},
 				{goOpt("x"), optReply(optGo, repErrUnsup, nil)},
 			},
 			wantErr: "NBD_OPT_GO refused as unsupported after NBD_OPT_EXTENDED_HEADERS was agreed",

@@ -86,7 +86,9 @@
 // WRITE, FLUSH, TRIM and WRITE_ZEROES from any number of goroutines, with
 // simple replies or, with extended headers, extended chunks (a READ's
 // data in any number of data and hole chunks), one goroutine matching
-// replies to requests by cookie. Every
+// replies to requests by cookie. With extended headers the client also
+// selects base:allocation, and Client.Extents asks NBD_CMD_BLOCK_STATUS
+// (client_extents.go; NBD_REPLY_TYPE_BLOCK_STATUS_EXT replies). Every
 // length and cookie a server sends is checked; a server that breaks the
 // protocol loses its connection (ErrConnLost), never the process.
 // nbd/remote builds a reconnecting Source on it.
