@@ -152,3 +152,41 @@ func BenchmarkServerReadHoles16K(b *testing.B) {
 	}
 	<-done
 }
+
+// BenchmarkServerStructuredFileRead4K reads 4 KiB with structured replies
+// from a file in RAM that is all data, at queue depth 32: every READ asks
+// the file's Extents, which answer from the run of data they found first.
+func BenchmarkServerStructuredFileRead4K(b *testing.B) {
+	const n = 4096
+	data := make([]byte, 16<<20)
+	for i := range data {
+		data[i] = 1
+	}
+	f, _ := memfdSource(b, data)
+	h := serveSession(b, f, Session{StructuredReplies: true})
+	reply := make([]byte, dataChunkHeaderSize+n)
+	b.SetBytes(n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	inflight := make(chan struct{}, 32)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < b.N; i++ {
+			if _, err := io.ReadFull(h.client, reply); err != nil {
+				b.Error(err)
+				return
+			}
+			<-inflight
+		}
+	}()
+	frame := make([]byte, RequestSize)
+	for i := 0; i < b.N; i++ {
+		inflight <- struct{}{}
+		PutRequest(frame, RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i%4096) * n, Length: n})
+		if _, err := h.client.Write(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+}
