@@ -32,7 +32,8 @@
 //     certificates), netactivate.go (the sockets of systemd socket
 //     activation), netdaemon.go (serve --background: a supervisor and
 //     the server it restarts, StopServed), netstate.go (their records,
-//     serve-PID.json, and ListServed).
+//     serve-PID.json, and ListServed), netclients.go (the live client
+//     counts a background server publishes, serve-PID.clients.json).
 //   - The records: state.go (/run/nbdloop: one record per device, State,
 //     which a restarted server takes over and attach and list show as a
 //     Device; and one log per device).

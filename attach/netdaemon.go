@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/nbd"
 )
 
 // A background `nbdloop serve` (NetStart) is two processes, as an attached
@@ -155,7 +157,13 @@ func RunNetServer() int {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	logger := log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)
+	// The counts are published from the first client on: ready runs
+	// before ServeListeners accepts any.
+	var counter *clientCounter
+	nc.Clients = func(e *nbd.Export, delta int) { counter.change(e, delta) }
 	err = NetServe(ctx, nc, logger, func(addrs []net.Addr, exports []NetExportState) {
+		// The supervisor started this process: its pid names the record.
+		counter = newClientCounter(StateDir(), os.Getppid(), os.Getpid(), exports, logger.Printf)
 		st := &NetState{PID: os.Getpid(), Started: time.Now(), Exports: exports}
 		for _, a := range addrs {
 			st.Listen = append(st.Listen, a.Network()+" "+a.String())
@@ -197,6 +205,7 @@ func RunNetSupervisor() int {
 		return 1
 	}
 	defer os.Remove(netStatePath(s.dir, s.st.Supervisor))
+	defer os.Remove(netClientsPath(s.dir, s.st.Supervisor))
 	return s.supervise(cmd)
 }
 

@@ -63,6 +63,11 @@ type NetConfig struct {
 	// TLSVerifyPeer refuses clients without a certificate signed by
 	// ca-cert.pem.
 	TLSVerifyPeer bool
+	// Clients, when set, is told of every client that chooses an export
+	// and of its end (nbd.ListenOptions.Clients); the background server
+	// publishes the counts with it. It is not part of the request a
+	// background serve passes on.
+	Clients func(e *nbd.Export, delta int) `json:"-"`
 }
 
 // ListenAddress completes a --listen value: [ADDR]:PORT as given, and an
@@ -172,6 +177,7 @@ func NetServe(ctx context.Context, nc NetConfig, logger *log.Logger, ready func(
 		Logf:        logger.Printf,
 		MaxClients:  nc.MaxClients,
 		IdleTimeout: nc.IdleTimeout,
+		Clients:     nc.Clients,
 	})
 	for _, r := range runs {
 		if ferr := r.src.Flush(); ferr != nil && err == nil {

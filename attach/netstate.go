@@ -34,6 +34,10 @@ type NetState struct {
 	Log string `json:"log"`
 	// State is filled in by ListServed: running, restarting or dead.
 	State string `json:"state,omitempty"`
+	// Clients is filled in by ListServed for a running serve: the clients
+	// connected to its exports (each export's count is its Clients), as
+	// the server published them (NetClients).
+	Clients int `json:"clients"`
 
 	PIDStart        uint64 `json:"pid_start,omitempty"`
 	SupervisorStart uint64 `json:"supervisor_start,omitempty"`
@@ -46,6 +50,9 @@ type NetExportState struct {
 	// Format is what the source is served as (raw, qcow2, ...): a format
 	// that keeps written data in the server process is not restarted.
 	Format string `json:"format,omitempty"`
+	// Clients is filled in by ListServed: the clients connected to this
+	// export.
+	Clients int `json:"clients"`
 }
 
 func netStatePath(dir string, supervisor int) string {
@@ -91,6 +98,7 @@ func ListServed() ([]NetState, error) {
 			st.State = StateDead
 		case (procRef{st.PID, st.PIDStart}).alive():
 			st.State = StateRunning
+			st.countClients(dir)
 		default:
 			st.State = StateRestarting
 		}
@@ -98,6 +106,19 @@ func ListServed() ([]NetState, error) {
 	}
 	sort.Slice(list, func(i, j int) bool { return list[i].Supervisor < list[j].Supervisor })
 	return list, nil
+}
+
+// countClients fills in the client counts the running server published.
+func (st *NetState) countClients(dir string) {
+	counts, ok := readNetClients(dir, st.Supervisor, st.PID)
+	if !ok {
+		return
+	}
+	for i := range st.Exports {
+		n := max(counts[st.Exports[i].Name], 0)
+		st.Exports[i].Clients = n
+		st.Clients += n
+	}
 }
 
 // matches reports whether target names the serve: one of its addresses

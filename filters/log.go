@@ -169,7 +169,7 @@ func appendLogLine(b []byte, r request.Request) []byte {
 	b = append(b, `","offset":`...)
 	b = strconv.AppendUint(b, r.Offset, 10)
 	b = append(b, `,"length":`...)
-	b = strconv.AppendUint(b, uint64(r.Length), 10)
+	b = strconv.AppendUint(b, r.Length, 10)
 	b = append(b, `,"flags":"`...)
 	b, _ = (r.Flags & request.KnownFlags).AppendText(b)
 	b = append(b, `","latency_us":`...)

@@ -36,8 +36,10 @@ const (
 	latSubBits = 3
 	latSub     = 1 << latSubBits
 	latBuckets = 64 * latSub
-	// Request sizes: one bucket per power of two up to 2^32.
-	sizeBuckets = 34
+	// Request sizes: one bucket per power of two up to 2^63, the last
+	// holding every larger one (lengths are 64 bits with extended
+	// headers).
+	sizeBuckets = 64
 	// HeatCells is how many equal ranges of offsets the heat map of
 	// StatsSnapshot counts requests in: a 16 x 16 square along a Hilbert
 	// curve for nbdloop top, small enough for the stats file to stay small.
@@ -121,12 +123,13 @@ func latBucketMax(i int) uint64 {
 }
 
 // sizeBucket returns the histogram bucket of a request of n bytes: i such
-// that n <= 2^i (bucket 0 holds 0- and 1-byte requests).
-func sizeBucket(n uint32) int {
+// that n <= 2^i (bucket 0 holds 0- and 1-byte requests), or the last
+// bucket for the larger ones.
+func sizeBucket(n uint64) int {
 	if n <= 1 {
 		return 0
 	}
-	return bits.Len32(n - 1)
+	return min(bits.Len64(n-1), sizeBuckets-1)
 }
 
 // Observe counts r.
@@ -139,7 +142,7 @@ func (s *Stats) Observe(r request.Request) {
 	if r.Error != 0 {
 		c.errors.Add(1)
 	} else if r.Op == request.OpRead || r.Op == request.OpWrite {
-		c.bytes.Add(uint64(r.Length))
+		c.bytes.Add(r.Length)
 	}
 	ns := uint64(max(r.Latency, 0))
 	c.latSum.Add(ns)
@@ -175,7 +178,11 @@ func (s *Stats) observeHeat(r request.Request) {
 	}
 	last := first
 	if r.Length > 0 {
-		last = min((r.Offset+uint64(r.Length)-1)/s.heatBytes, HeatCells-1)
+		end := r.Offset + r.Length - 1
+		if end < r.Offset { // a 64-bit length past the end of any export
+			end = math.MaxUint64
+		}
+		last = min(end/s.heatBytes, HeatCells-1)
 	}
 	for i := first; i <= last; i++ {
 		s.heat[k][i].Add(1)

@@ -129,9 +129,9 @@ func TestStatsSnapshot(t *testing.T) {
 
 func TestSizeBuckets(t *testing.T) {
 	tests := []struct {
-		n    uint32
+		n    uint64
 		want int
-	}{{0, 0}, {1, 0}, {2, 1}, {3, 2}, {512, 9}, {513, 10}, {4096, 12}, {131072, 17}, {32 << 20, 25}, {1<<32 - 1, 32}}
+	}{{0, 0}, {1, 0}, {2, 1}, {3, 2}, {512, 9}, {513, 10}, {4096, 12}, {131072, 17}, {32 << 20, 25}, {1<<32 - 1, 32}, {1 << 32, 32}, {1<<32 + 1, 33}, {1 << 63, 63}, {1<<64 - 1, 63}}
 	for _, tt := range tests {
 		if got := sizeBucket(tt.n); got != tt.want {
 			t.Errorf("sizeBucket(%d) = %d, want %d", tt.n, got, tt.want)

@@ -56,7 +56,7 @@ func benchmarkSource(b *testing.B, src sources.Source, op request.Op, size int, 
 	}()
 	for i := 0; i < b.N; i++ {
 		inflight <- struct{}{}
-		PutRequest(frame, RequestHeader{Op: op, Cookie: uint64(i), Offset: uint64(i%slots) * uint64(size), Length: uint32(size)})
+		PutRequest(frame, RequestHeader{Op: op, Cookie: uint64(i), Offset: uint64(i%slots) * uint64(size), Length: uint64(size)})
 		if _, err := h.client.Write(frame); err != nil {
 			b.Fatal(err)
 		}
@@ -79,20 +79,114 @@ func BenchmarkServerSendFile1M(b *testing.B) {
 	benchmarkSource(b, f, request.OpRead, 1<<20, Options{})
 }
 
+// FuzzRequest checks that every request header that parses, compact or
+// extended, encodes back to the same bytes.
 func FuzzRequest(f *testing.F) {
 	seed := make([]byte, RequestSize)
 	PutRequest(seed, RequestHeader{Op: request.OpWrite, Flags: request.FlagFUA, Cookie: 0x0102030405060708, Offset: 1 << 40, Length: 4096})
 	f.Add(seed)
 	f.Add(make([]byte, RequestSize))
+	for _, r := range []RequestHeader{
+		{Op: request.OpWrite, Flags: request.FlagFUA | request.FlagPayloadLen, Cookie: 1<<64 - 1, Offset: 1<<64 - 1, Length: MaxPayload + 1},
+		{Op: request.OpTrim, Offset: 1 << 63, Length: 1<<64 - 1},
+		{Op: request.OpBlockStatus, Flags: request.FlagReqOne, Length: 1 << 32},
+		{Op: 0xffff, Flags: 0xffff},
+	} {
+		ext := make([]byte, ExtRequestSize)
+		PutExtendedRequest(ext, r)
+		f.Add(ext)
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		r, err := ParseRequest(b)
-		if err != nil {
-			return
+		if r, err := ParseRequest(b); err == nil {
+			out := make([]byte, RequestSize)
+			PutRequest(out, r)
+			if string(out) != string(b[:RequestSize]) {
+				t.Fatalf("round trip: got %x, want %x", out, b[:RequestSize])
+			}
 		}
-		out := make([]byte, RequestSize)
-		PutRequest(out, r)
-		if string(out) != string(b[:RequestSize]) {
-			t.Fatalf("round trip: got %x, want %x", out, b[:RequestSize])
+		if r, err := ParseExtendedRequest(b); err == nil {
+			out := make([]byte, ExtRequestSize)
+			PutExtendedRequest(out, r)
+			if string(out) != string(b[:ExtRequestSize]) {
+				t.Fatalf("extended round trip: got %x, want %x", out, b[:ExtRequestSize])
+			}
 		}
 	})
+}
+
+// BenchmarkServerReadHoles16K reads 16 KiB with structured replies from a
+// source of alternating 4 KiB data and hole extents, at queue depth 32:
+// each reply is two data chunks and two hole chunks.
+func BenchmarkServerReadHoles16K(b *testing.B) {
+	const size, n = 4 << 20, 16384
+	var layout []sources.Extent
+	for off := int64(0); off < size; off += 8192 {
+		layout = append(layout, sources.Extent{Off: off, Length: 4096}, sources.Extent{Off: off + 4096, Length: 4096, Kind: sources.ExtentHole})
+	}
+	src := &extentSource{fakeSource: newFake(size), extents: layout}
+	h := serveSession(b, src, Session{StructuredReplies: true})
+	replyLen := 2*(dataChunkHeaderSize+4096) + 2*(ChunkHeaderSize+12)
+	reply := make([]byte, replyLen)
+	b.SetBytes(n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	inflight := make(chan struct{}, 32)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < b.N; i++ {
+			if _, err := io.ReadFull(h.client, reply); err != nil {
+				b.Error(err)
+				return
+			}
+			<-inflight
+		}
+	}()
+	frame := make([]byte, RequestSize)
+	for i := 0; i < b.N; i++ {
+		inflight <- struct{}{}
+		PutRequest(frame, RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i%(size/n)) * n, Length: n})
+		if _, err := h.client.Write(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
+}
+
+// BenchmarkServerStructuredFileRead4K reads 4 KiB with structured replies
+// from a file in RAM that is all data, at queue depth 32: every READ asks
+// the file's Extents, which answer from the run of data they found first.
+func BenchmarkServerStructuredFileRead4K(b *testing.B) {
+	const n = 4096
+	data := make([]byte, 16<<20)
+	for i := range data {
+		data[i] = 1
+	}
+	f, _ := memfdSource(b, data)
+	h := serveSession(b, f, Session{StructuredReplies: true})
+	reply := make([]byte, dataChunkHeaderSize+n)
+	b.SetBytes(n)
+	b.ReportAllocs()
+	b.ResetTimer()
+	inflight := make(chan struct{}, 32)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := 0; i < b.N; i++ {
+			if _, err := io.ReadFull(h.client, reply); err != nil {
+				b.Error(err)
+				return
+			}
+			<-inflight
+		}
+	}()
+	frame := make([]byte, RequestSize)
+	for i := 0; i < b.N; i++ {
+		inflight <- struct{}{}
+		PutRequest(frame, RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i%4096) * n, Length: n})
+		if _, err := h.client.Write(frame); err != nil {
+			b.Fatal(err)
+		}
+	}
+	<-done
 }

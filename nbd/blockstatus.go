@@ -29,41 +29,44 @@ func stateFlags(k sources.ExtentKind) uint32 {
 }
 
 // blockStatus serves NBD_CMD_BLOCK_STATUS and returns the NBD error it
-// replied with. The reply is one NBD_REPLY_TYPE_BLOCK_STATUS chunk for
-// base:allocation, the Source's extents of [offset, offset+length) with
-// neighbours of the same flags merged: at most maxExtents of them, or
-// one with NBD_CMD_FLAG_REQ_ONE. A request without base:allocation
-// selected, of length 0 or past the end fails with EINVAL. A Source that
-// fails after reporting some extents gets a reply with those.
-func (c *conn) blockStatus(req RequestHeader) uint32 {
+// replied with. The reply is one block status chunk for base:allocation
+// (NBD_REPLY_TYPE_BLOCK_STATUS, or NBD_REPLY_TYPE_BLOCK_STATUS_EXT with
+// extended headers), the Source's extents of [offset, offset+length) with
+// neighbours of the same flags merged: at most maxExtents of them, or one
+// with NBD_CMD_FLAG_REQ_ONE. A request without base:allocation selected,
+// of length 0 or past the end fails with EINVAL. A Source that fails
+// after reporting some extents gets a reply with those.
+func (c *conn) blockStatus(req *RequestHeader) uint32 {
 	s := c.s
-	if !c.alloc || req.Length == 0 || req.Offset > s.size || uint64(req.Length) > s.size-req.Offset {
-		c.sendError(errInval, req.Cookie, false, 0)
+	if !c.alloc || req.Length == 0 || req.Offset > s.size || req.Length > s.size-req.Offset {
+		c.sendError(errInval, req, false, 0)
 		return errInval
 	}
 	limit := maxExtents
 	if req.Flags&request.FlagReqOne != 0 {
 		limit = 1
 	}
-	buf := s.pool.get(blockStatusChunkSize(limit))
-	descs := buf.b[ChunkHeaderSize+4:]
+	f := c.chunks
+	buf := s.pool.get(f.blockStatusChunkSize(limit))
+	descs := buf.b[f.blockStatusChunkSize(0):]
+	size := f.extentSize()
 	n := 0
 	var lastFlags uint32
 	var lastLen uint64
 	add := func(e sources.Extent) bool {
-		f := stateFlags(e.Kind)
-		if n > 0 && f == lastFlags {
+		fl := stateFlags(e.Kind)
+		if n > 0 && fl == lastFlags {
 			// The extents lie inside the request, whose length
-			// fits 32 bits, and so does their sum.
+			// fits the descriptor's, and so does their sum.
 			lastLen += uint64(e.Length)
-			putExtent(descs[8*(n-1):], uint32(lastLen), f)
+			f.putExtent(descs[size*(n-1):], lastLen, fl)
 			return true
 		}
 		if n == limit {
 			return false
 		}
-		lastFlags, lastLen = f, uint64(e.Length)
-		putExtent(descs[8*n:], uint32(lastLen), f)
+		lastFlags, lastLen = fl, uint64(e.Length)
+		f.putExtent(descs[size*n:], lastLen, fl)
 		n++
 		return true
 	}
@@ -80,11 +83,11 @@ func (c *conn) blockStatus(req RequestHeader) uint32 {
 		if code == 0 {
 			code = errIO // a Source that reported nothing and no error
 		}
-		c.sendError(code, req.Cookie, false, 0)
+		c.sendError(code, req, false, 0)
 		return code
 	}
-	buf.b = buf.b[:blockStatusChunkSize(n)]
-	putBlockStatusHeader(buf.b, req.Cookie, baseAllocationID, n)
+	buf.b = buf.b[:f.blockStatusChunkSize(n)]
+	f.putBlockStatusHeader(buf.b, req, baseAllocationID, n)
 	c.send(outFrame{buf: buf})
 	return 0
 }

@@ -29,6 +29,10 @@ type ClientOptions struct {
 	// and the transmission phase go over TLS. A server that does not offer
 	// TLS fails the handshake with an error wrapping ErrTLSRefused.
 	TLSConfig *tls.Config
+	// CompactHeaders, when set, keeps the handshake from asking for
+	// extended headers (NBD_OPT_EXTENDED_HEADERS): requests and replies
+	// then have the compact headers whatever the server offers.
+	CompactHeaders bool
 }
 
 // ErrConnLost wraps every error that means the connection to the server is
@@ -41,7 +45,10 @@ var ErrConnLost = errors.New("nbd: connection to the server lost")
 var ErrClientClosed = fmt.Errorf("%w: the client is closed", ErrConnLost)
 
 // Client is the client side of one NBD connection in the transmission
-// phase, with simple replies. Its methods may be called from many
+// phase: with extended headers when the server agreed to them (32-byte
+// requests with 64-bit lengths, every reply in extended chunks, a READ's
+// data in any number of data and hole chunks), otherwise with compact
+// requests and simple replies. Its methods may be called from many
 // goroutines at once: requests are pipelined, each waiting for its own
 // reply, which one reading goroutine matches to it by cookie.
 //
@@ -63,16 +70,27 @@ type Client struct {
 
 	pool sync.Pool // *call
 	done chan struct{}
+
+	// scratch holds the payload of an error chunk; readLoop's own.
+	scratch []byte
 }
 
 // call is one request in flight.
 type call struct {
 	op   request.Op
-	hdr  [RequestSize]byte
+	hdr  [ExtRequestSize]byte
 	data []byte // READ: where the reply's data goes
 	bufs net.Buffers
 	vec  [2][]byte
 	done chan error // capacity 1: the reply's outcome
+
+	// With extended headers, what the chunks so far said, read by
+	// readLoop only: the request's offset, the bytes of a READ that
+	// data and hole chunks covered, the first error chunk's value.
+	off     uint64
+	covered uint64
+	code    uint32
+	exts    []clientExtent // BLOCK_STATUS: the reply's descriptors
 }
 
 // Dial connects to an NBD server over network ("tcp" or "unix") at
@@ -138,7 +156,7 @@ func NewClient(ctx context.Context, conn net.Conn, opts ClientOptions) (*Client,
 			return tc, nil
 		}
 	}
-	info, err := clientHandshake(conn, opts.Export, startTLS)
+	info, err := clientHandshake(conn, opts.Export, startTLS, !opts.CompactHeaders)
 	stopped := stop()
 	switch {
 	case err != nil && (!stopped || ctx.Err() != nil):
@@ -186,11 +204,10 @@ func (c *Client) Close() error {
 	}
 	c.err = ErrClientClosed
 	c.mu.Unlock()
-	var disc [RequestSize]byte
-	PutRequest(disc[:], RequestHeader{Op: request.OpDisc})
+	var disc [ExtRequestSize]byte
 	c.wmu.Lock()
 	c.conn.SetWriteDeadline(time.Now().Add(time.Second))
-	c.conn.Write(disc[:])
+	c.conn.Write(disc[:c.putRequest(disc[:], RequestHeader{Op: request.OpDisc})])
 	c.wmu.Unlock()
 	c.fail(ErrClientClosed)
 	<-c.done
@@ -218,7 +235,7 @@ func (c *Client) Read(p []byte, off int64) error {
 	if err := c.check(request.OpRead, off, int64(len(p)), true); err != nil {
 		return err
 	}
-	return c.do(request.OpRead, 0, off, uint32(len(p)), nil, p)
+	return c.do(request.OpRead, 0, off, uint64(len(p)), nil, p)
 }
 
 // Write writes p at off (NBD_CMD_WRITE); with fua, the data is durable
@@ -231,7 +248,10 @@ func (c *Client) Write(p []byte, off int64, fua bool) error {
 	if fua && c.info.Flags&FlagSendFUA != 0 {
 		f = request.FlagFUA
 	}
-	return c.do(request.OpWrite, f, off, uint32(len(p)), p, nil)
+	if c.info.ExtendedHeaders {
+		f |= request.FlagPayloadLen
+	}
+	return c.do(request.OpWrite, f, off, uint64(len(p)), p, nil)
 }
 
 // Flush makes every completed write durable (NBD_CMD_FLUSH). It returns
@@ -243,7 +263,8 @@ func (c *Client) Flush() error {
 	return c.do(request.OpFlush, 0, 0, 0, nil, nil)
 }
 
-// Trim discards length bytes at off (NBD_CMD_TRIM), a length below 4 GiB.
+// Trim discards length bytes at off (NBD_CMD_TRIM), a length below 4 GiB
+// unless extended headers were agreed.
 // It returns nil at once when the server does not offer trims.
 func (c *Client) Trim(off, length int64) error {
 	if c.info.Flags&FlagSendTrim == 0 {
@@ -252,14 +273,14 @@ func (c *Client) Trim(off, length int64) error {
 	if err := c.check(request.OpTrim, off, length, false); err != nil {
 		return err
 	}
-	return c.do(request.OpTrim, 0, off, uint32(length), nil, nil)
+	return c.do(request.OpTrim, 0, off, uint64(length), nil, nil)
 }
 
 // ErrUnsupported is returned for requests the server does not offer.
 var ErrUnsupported = errors.New("nbd: the server does not offer this request")
 
-// WriteZeroes makes length bytes at off, a length below 4 GiB, read back
-// as zeros (NBD_CMD_WRITE_ZEROES); without mayTrim, their storage stays
+// WriteZeroes makes length bytes at off, a length below 4 GiB unless
+// extended headers were agreed, read back as zeros (NBD_CMD_WRITE_ZEROES); without mayTrim, their storage stays
 // allocated (NBD_CMD_FLAG_NO_HOLE). It returns ErrUnsupported when the
 // server does not offer it.
 func (c *Client) WriteZeroes(off, length int64, mayTrim bool) error {
@@ -273,7 +294,7 @@ func (c *Client) WriteZeroes(off, length int64, mayTrim bool) error {
 	if !mayTrim {
 		f = request.FlagNoHole
 	}
-	return c.do(request.OpZero, f, off, uint32(length), nil, nil)
+	return c.do(request.OpZero, f, off, uint64(length), nil, nil)
 }
 
 // ErrBadRequest wraps the errors of requests that the Client refuses to
@@ -285,11 +306,11 @@ var ErrBadRequest = errors.New("nbd: request not sent")
 func (c *Client) check(op request.Op, off, length int64, payload bool) error {
 	i := &c.info
 	switch {
-	case op != request.OpRead && i.Flags&FlagReadOnly != 0:
+	case op != request.OpRead && op != request.OpBlockStatus && i.Flags&FlagReadOnly != 0:
 		return fmt.Errorf("%w: %v to a read-only export", ErrBadRequest, op)
 	case off < 0 || length < 0 || off > i.Size || length > i.Size-off:
 		return fmt.Errorf("%w: %v of %d bytes at %d is outside the export (%d bytes)", ErrBadRequest, op, length, off, i.Size)
-	case payload && length > int64(i.MaxPayload), !payload && length > 1<<32-1:
+	case payload && length > int64(i.MaxPayload), !payload && !i.ExtendedHeaders && length > 1<<32-1:
 		return fmt.Errorf("%w: %v of %d bytes is over the limit", ErrBadRequest, op, length)
 	case off%int64(i.MinBlock) != 0 || length%int64(i.MinBlock) != 0:
 		return fmt.Errorf("%w: %v of %d bytes at %d is not aligned to the server's %d-byte blocks", ErrBadRequest, op, length, off, i.MinBlock)
@@ -299,22 +320,29 @@ func (c *Client) check(op request.Op, off, length int64, payload bool) error {
 
 // do sends one request and waits for its reply. payload is a WRITE's
 // data, dst a READ's destination.
-func (c *Client) do(op request.Op, flags request.Flags, off int64, length uint32, payload, dst []byte) error {
+func (c *Client) do(op request.Op, flags request.Flags, off int64, length uint64, payload, dst []byte) error {
 	cl := c.pool.Get().(*call)
+	err := c.doCall(cl, op, flags, off, length, payload, dst)
+	c.pool.Put(cl)
+	return err
+}
+
+// doCall sends one request as cl and waits for its reply.
+func (c *Client) doCall(cl *call, op request.Op, flags request.Flags, off int64, length uint64, payload, dst []byte) error {
 	cl.op, cl.data = op, dst
+	cl.off, cl.covered, cl.code = uint64(off), 0, 0
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
 		c.mu.Unlock()
-		c.pool.Put(cl)
 		return err
 	}
 	c.cookie++
 	cookie := c.cookie
 	c.calls[cookie] = cl
 	c.mu.Unlock()
-	PutRequest(cl.hdr[:], RequestHeader{Flags: flags, Op: op, Cookie: cookie, Offset: uint64(off), Length: length})
-	cl.vec = [2][]byte{cl.hdr[:], payload}
+	n := c.putRequest(cl.hdr[:], RequestHeader{Flags: flags, Op: op, Cookie: cookie, Offset: uint64(off), Length: length})
+	cl.vec = [2][]byte{cl.hdr[:n], payload}
 	cl.bufs = cl.vec[:]
 	if payload == nil {
 		cl.bufs = cl.vec[:1]
@@ -327,21 +355,35 @@ func (c *Client) do(op request.Op, flags request.Flags, off int64, length uint32
 	}
 	err = <-cl.done
 	cl.data, cl.vec, cl.bufs = nil, [2][]byte{}, nil
-	c.pool.Put(cl)
 	return err
+}
+
+// putRequest encodes r into b, in the header format agreed, and returns
+// the header's size.
+func (c *Client) putRequest(b []byte, r RequestHeader) int {
+	if c.info.ExtendedHeaders {
+		PutExtendedRequest(b, r)
+		return ExtRequestSize
+	}
+	PutRequest(b, r)
+	return RequestSize
 }
 
 // readLoop reads replies until the connection ends, handing each to its
 // request.
 func (c *Client) readLoop() {
 	defer close(c.done)
-	var hdr [ReplySize]byte
+	var hdr [ExtChunkHeaderSize]byte
+	n, reply := ReplySize, c.reply
+	if c.info.ExtendedHeaders {
+		n, reply = ExtChunkHeaderSize, c.extendedReply
+	}
 	for {
-		if _, err := io.ReadFull(c.br, hdr[:]); err != nil {
+		if _, err := io.ReadFull(c.br, hdr[:n]); err != nil {
 			c.fail(fmt.Errorf("%w: %w", ErrConnLost, err))
 			return
 		}
-		if err := c.reply(hdr[:]); err != nil {
+		if err := reply(hdr[:n]); err != nil {
 			c.fail(err)
 			return
 		}

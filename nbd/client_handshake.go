@@ -28,6 +28,15 @@ type ExportInfo struct {
 	// OldStyle is set when the server took NBD_OPT_EXPORT_NAME because it
 	// did not know NBD_OPT_GO (or is not fixed newstyle).
 	OldStyle bool
+	// ExtendedHeaders is set when the server agreed to
+	// NBD_OPT_EXTENDED_HEADERS.
+	ExtendedHeaders bool
+	// BaseAllocation is set when the server also selected the
+	// base:allocation metadata context (NBD_OPT_SET_META_CONTEXT, asked
+	// only with extended headers) with ID MetaContextID: Client.Extents
+	// then asks it with NBD_CMD_BLOCK_STATUS.
+	BaseAllocation bool
+	MetaContextID  uint32
 }
 
 // Limits on what a server may send in the handshake.
@@ -50,14 +59,16 @@ const (
 var errGoUnsupported = errors.New("nbd: the server does not know NBD_OPT_GO")
 
 // clientHandshake runs the client side of the fixed newstyle handshake on
-// rw for the export called name: NBD_OPT_GO asking for the block size
-// constraints, or NBD_OPT_EXPORT_NAME for servers that do not know it.
+// rw for the export called name: with ext, NBD_OPT_EXTENDED_HEADERS (a
+// refusal of any kind leaves the compact headers), then NBD_OPT_GO asking
+// for the block size constraints, or NBD_OPT_EXPORT_NAME for servers that
+// do not know it (and so cannot have agreed to extended headers).
 // With startTLS, NBD_OPT_STARTTLS is the first option; once the server
 // acknowledges it, startTLS runs the TLS handshake and returns what the
 // options that follow are sent on. A server that refuses it fails the
 // handshake: there is no falling back to plain text.
 // Errors wrap ErrProtocol when the server breaks the protocol.
-func clientHandshake(rw io.ReadWriter, name string, startTLS func() (io.ReadWriter, error)) (ExportInfo, error) {
+func clientHandshake(rw io.ReadWriter, name string, startTLS func() (io.ReadWriter, error), ext bool) (ExportInfo, error) {
 	if len(name) > MaxNameLength {
 		return ExportInfo{}, fmt.Errorf("nbd: the export name is %d bytes, over the protocol's limit of %d", len(name), MaxNameLength)
 	}
@@ -103,12 +114,90 @@ func clientHandshake(rw io.ReadWriter, name string, startTLS func() (io.ReadWrit
 		}
 	}
 	if hf&handshakeFixedNewstyle != 0 {
+		agreed := false
+		if ext {
+			var err error
+			if agreed, err = optExtendedHeadersRequest(rw); err != nil {
+				return ExportInfo{}, err
+			}
+		}
+		var meta uint32
+		alloc := false
+		if agreed {
+			var err error
+			if meta, alloc, err = optSetBaseAllocation(rw, name); err != nil {
+				return ExportInfo{}, err
+			}
+		}
 		info, err := optGoExport(rw, name)
-		if !errors.Is(err, errGoUnsupported) {
+		info.ExtendedHeaders = agreed && err == nil
+		if info.ExtendedHeaders && alloc {
+			info.BaseAllocation, info.MetaContextID = true, meta
+		}
+		switch {
+		case agreed && errors.Is(err, errGoUnsupported):
+			return ExportInfo{}, fmt.Errorf("%w: NBD_OPT_GO refused as unsupported after NBD_OPT_EXTENDED_HEADERS was agreed", ErrProtocol)
+		case !errors.Is(err, errGoUnsupported):
 			return info, err
 		}
 	}
 	return optExportNameExport(rw, name, noZeroes)
+}
+
+// optSetBaseAllocation selects base:allocation for the export called name
+// (NBD_OPT_SET_META_CONTEXT) and returns its ID, or false when the server
+// selected nothing or refused (NBD_REP_ERR_*).
+func optSetBaseAllocation(rw io.ReadWriter, name string) (uint32, bool, error) {
+	data := binary.BigEndian.AppendUint32(nil, uint32(len(name)))
+	data = append(data, name...)
+	data = binary.BigEndian.AppendUint32(data, 1)
+	data = binary.BigEndian.AppendUint32(data, uint32(len(baseAllocation)))
+	data = append(data, baseAllocation...)
+	if _, err := rw.Write(appendOption(nil, optSetMetaContext, data)); err != nil {
+		return 0, false, fmt.Errorf("nbd: sending NBD_OPT_SET_META_CONTEXT: %w", err)
+	}
+	var id uint32
+	found := false
+	var body []byte
+	for range maxGoReplies {
+		typ, b, err := readOptReply(rw, optSetMetaContext, body)
+		if err != nil {
+			return 0, false, err
+		}
+		body = b
+		switch {
+		case typ == repAck && len(b) == 0:
+			return id, found, nil
+		case typ == repMetaContext && len(b) >= 4:
+			if string(b[4:]) == baseAllocation {
+				id, found = binary.BigEndian.Uint32(b), true
+			}
+		case typ&(1<<31) != 0:
+			return 0, false, nil
+		default:
+			return 0, false, fmt.Errorf("%w: reply type %d with %d bytes to NBD_OPT_SET_META_CONTEXT", ErrProtocol, typ, len(b))
+		}
+	}
+	return 0, false, fmt.Errorf("%w: more than %d replies to NBD_OPT_SET_META_CONTEXT", ErrProtocol, maxGoReplies)
+}
+
+// optExtendedHeadersRequest sends NBD_OPT_EXTENDED_HEADERS and reports
+// whether the server agreed (NBD_REP_ACK); an error reply of any kind is
+// a refusal.
+func optExtendedHeadersRequest(rw io.ReadWriter) (bool, error) {
+	if _, err := rw.Write(appendOption(nil, optExtendedHeaders, nil)); err != nil {
+		return false, fmt.Errorf("nbd: sending NBD_OPT_EXTENDED_HEADERS: %w", err)
+	}
+	typ, b, err := readOptReply(rw, optExtendedHeaders, nil)
+	switch {
+	case err != nil:
+		return false, err
+	case typ == repAck && len(b) == 0:
+		return true, nil
+	case typ&(1<<31) != 0:
+		return false, nil
+	}
+	return false, fmt.Errorf("%w: reply type %d with %d bytes to NBD_OPT_EXTENDED_HEADERS", ErrProtocol, typ, len(b))
 }
 
 // ErrTLSRefused wraps the errors of a handshake that asked for TLS and

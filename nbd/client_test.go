@@ -101,7 +101,12 @@ func serveOne(t testing.TB, x Exports) net.Conn {
 
 func dialOwn(t *testing.T, x Exports, name string) (*Client, error) {
 	t.Helper()
-	c, err := NewClient(context.Background(), serveOne(t, x), ClientOptions{Export: name})
+	return dialOwnWith(t, x, ClientOptions{Export: name})
+}
+
+func dialOwnWith(t *testing.T, x Exports, opts ClientOptions) (*Client, error) {
+	t.Helper()
+	c, err := NewClient(context.Background(), serveOne(t, x), opts)
 	if err == nil {
 		t.Cleanup(func() { c.Close() })
 	}
@@ -117,22 +122,25 @@ func TestClientAgainstOwnServer(t *testing.T) {
 		"other": memoryExport(t, "other", 4096, false, 0),
 	}
 	tests := []struct {
-		name   string
-		export string
-		want   ExportInfo
+		name    string
+		export  string
+		compact bool // ClientOptions.CompactHeaders
+		want    ExportInfo
 	}{
 		{name: "writable", export: "disk", want: ExportInfo{Name: "disk", Description: "", Size: 1 << 20,
-			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagCanMultiConn, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload}},
+			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagSendDF | FlagCanMultiConn, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 1}},
 		{name: "read-only", export: "ro", want: ExportInfo{Name: "ro", Size: 64 << 10,
-			Flags: FlagHasFlags | FlagReadOnly | FlagCanMultiConn, MinBlock: 512, PreferredBlock: 4096, MaxPayload: MaxPayload}},
+			Flags: FlagHasFlags | FlagReadOnly | FlagSendDF | FlagCanMultiConn, MinBlock: 512, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 1}},
 		{name: "large, 4 KiB blocks", export: "big", want: ExportInfo{Name: "big", Size: 1 << 40,
-			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagCanMultiConn, MinBlock: 4096, PreferredBlock: 4096, MaxPayload: MaxPayload}},
+			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagSendDF | FlagCanMultiConn, MinBlock: 4096, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 1}},
 		{name: "default export", export: "", want: ExportInfo{Name: "", Size: 8192,
+			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagSendDF | FlagCanMultiConn, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 1}},
+		{name: "compact headers", export: "disk", compact: true, want: ExportInfo{Name: "disk", Description: "", Size: 1 << 20,
 			Flags: FlagHasFlags | FlagSendTrim | FlagSendWriteZeroes | FlagCanMultiConn, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := dialOwn(t, x, tt.export)
+			c, err := dialOwnWith(t, x, ClientOptions{Export: tt.export, CompactHeaders: tt.compact})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -142,8 +150,20 @@ func TestClientAgainstOwnServer(t *testing.T) {
 		})
 	}
 
-	t.Run("round trip", func(t *testing.T) {
-		c, err := dialOwn(t, x, "disk")
+	for _, compact := range []bool{false, true} {
+		t.Run(fmt.Sprintf("round trip, compact headers %v", compact), func(t *testing.T) {
+			testRoundTrip(t, x, compact)
+		})
+	}
+	testPipelined(t, x)
+	testRefusals(t, x)
+}
+
+// testRoundTrip writes, zeroes and trims the export "disk" of x and reads
+// every step back.
+func testRoundTrip(t *testing.T, x Exports, compact bool) {
+	{
+		c, err := dialOwnWith(t, x, ClientOptions{Export: "disk", CompactHeaders: compact})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -176,8 +196,11 @@ func TestClientAgainstOwnServer(t *testing.T) {
 				t.Fatalf("%s: read back differs", s.name)
 			}
 		}
-	})
+	}
+}
 
+// testPipelined runs 16 goroutines of writes and reads on one client.
+func testPipelined(t *testing.T, x Exports) {
 	t.Run("pipelined", func(t *testing.T) {
 		c, err := dialOwn(t, x, "disk")
 		if err != nil {
@@ -220,23 +243,27 @@ func TestClientAgainstOwnServer(t *testing.T) {
 			t.Error(err)
 		}
 	})
+}
 
+// testRefusals checks the requests the client refuses to send.
+func testRefusals(t *testing.T, x Exports) {
 	refusals := []struct {
-		name   string
-		export string
-		do     func(c *Client) error
-		want   string
+		name    string
+		export  string
+		compact bool
+		do      func(c *Client) error
+		want    string
 	}{
 		{name: "write to read-only", export: "ro", do: func(c *Client) error { return c.Write(make([]byte, 512), 0, false) }, want: "nbd: request not sent: write to a read-only export"},
 		{name: "past the end", export: "disk", do: func(c *Client) error { return c.Read(make([]byte, 2), 1<<20-1) }, want: "nbd: request not sent: read of 2 bytes at 1048575 is outside the export (1048576 bytes)"},
 		{name: "negative offset", export: "disk", do: func(c *Client) error { return c.Trim(-1, 1) }, want: "outside the export"},
 		{name: "misaligned", export: "ro", do: func(c *Client) error { return c.Read(make([]byte, 512), 256) }, want: "not aligned to the server's 512-byte blocks"},
 		{name: "over the payload limit", export: "big", do: func(c *Client) error { return c.Read(make([]byte, MaxPayload+4096), 0) }, want: "over the limit"},
-		{name: "trim of 4 GiB", export: "big", do: func(c *Client) error { return c.Trim(0, 1<<32) }, want: "over the limit"},
+		{name: "trim of 4 GiB, compact headers", export: "big", compact: true, do: func(c *Client) error { return c.Trim(0, 1<<32) }, want: "over the limit"},
 	}
 	for _, tt := range refusals {
 		t.Run(tt.name, func(t *testing.T) {
-			c, err := dialOwn(t, x, tt.export)
+			c, err := dialOwnWith(t, x, ClientOptions{Export: tt.export, CompactHeaders: tt.compact})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -285,6 +312,49 @@ func TestClientAgainstOwnServer(t *testing.T) {
 			t.Errorf("second Close: %v", err)
 		}
 	})
+}
+
+// TestClientExtendedHeaders: with extended headers, trims and zeroes of
+// more than 4 GiB go out in one request each, and do what they say.
+func TestClientExtendedHeaders(t *testing.T) {
+	x := clientExports{"big": memoryExport(t, "big", 1<<40, false, 4096)}
+	c, err := dialOwn(t, x, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Info().ExtendedHeaders {
+		t.Fatal("extended headers not agreed")
+	}
+	p := bytes.Repeat([]byte{0xa5}, 4096)
+	at := []int64{0, 1<<32 - 4096, 1 << 32, 1<<35 - 4096, 1<<40 - 4096}
+	steps := []struct {
+		name string
+		do   func() error
+		want []bool // per offset of at: still holds p
+	}{
+		{"trim 32 GiB", func() error { return c.Trim(0, 1<<35) }, []bool{false, false, false, false, true}},
+		{"zero 5 GiB from 4 GiB - 4 KiB", func() error { return c.WriteZeroes(1<<32-4096, 5<<30, true) }, []bool{true, false, false, true, true}},
+		{"zero the whole TiB, no hole", func() error { return c.WriteZeroes(0, 1<<40, false) }, []bool{false, false, false, false, false}},
+	}
+	for _, s := range steps {
+		for _, off := range at {
+			if err := c.Write(p, off, false); err != nil {
+				t.Fatalf("%s: write at %d: %v", s.name, off, err)
+			}
+		}
+		if err := s.do(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		for i, off := range at {
+			got := make([]byte, 4096)
+			if err := c.Read(got, off); err != nil {
+				t.Fatalf("%s: read at %d: %v", s.name, off, err)
+			}
+			if bytes.Equal(got, p) != s.want[i] {
+				t.Errorf("%s: at %d the data is still there: %v, want %v", s.name, off, !s.want[i], s.want[i])
+			}
+		}
+	}
 }
 
 // scriptedServer runs fn as the server on the other end of a new
@@ -359,13 +429,84 @@ func TestClientHandshakeScripted(t *testing.T) {
 		return b
 	}
 	both := uint16(handshakeFixedNewstyle | handshakeNoZeroes)
+	extOpt := appendOption(nil, optExtendedHeaders, nil)
+	setMeta := func(name string) []byte { return appendOption(nil, optSetMetaContext, metaData(name, baseAllocation)) }
 	tests := []struct {
 		name string
 		// sent is what the client must send; then the server answers.
 		steps   [][2][]byte // {expect from client, reply}
+		ext     bool        // ask for extended headers
 		want    ExportInfo
 		wantErr string
 	}{
+		{
+			name: "extended headers agreed",
+			ext:  true,
+			steps: [][2][]byte{
+				{nil, greetingWith(both)},
+				{cat32(3), nil},
+				{extOpt, optReply(optExtendedHeaders, repAck, nil)},
+				{setMeta("x"), cat(optReply(optSetMetaContext, repMetaContext, append([]byte{0, 0, 0, 7}, "qemu:dirty-bitmap:x"...)),
+					optReply(optSetMetaContext, repMetaContext, append([]byte{0, 0, 0, 9}, baseAllocation...)), optReply(optSetMetaContext, repAck, nil))},
+				{goOpt("x"), cat(optReply(optGo, repInfo, infoExportData(1<<40, FlagHasFlags)), optReply(optGo, repAck, nil))},
+			},
+			want: ExportInfo{Name: "x", Size: 1 << 40, Flags: FlagHasFlags, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true, BaseAllocation: true, MetaContextID: 9},
+		},
+		{
+			name: "extended headers agreed, base:allocation refused",
+			ext:  true,
+			steps: [][2][]byte{
+				{nil, greetingWith(both)},
+				{cat32(3), nil},
+				{extOpt, optReply(optExtendedHeaders, repAck, nil)},
+				{setMeta("x"), optReply(optSetMetaContext, repErrUnsup, nil)},
+				{goOpt("x"), cat(optReply(optGo, repInfo, infoExportData(4096, FlagHasFlags)), optReply(optGo, repAck, nil))},
+			},
+			want: ExportInfo{Name: "x", Size: 4096, Flags: FlagHasFlags, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, ExtendedHeaders: true},
+		},
+		{
+			name: "extended headers unknown to the server: compact",
+			ext:  true,
+			steps: [][2][]byte{
+				{nil, greetingWith(both)},
+				{cat32(3), nil},
+				{extOpt, optReply(optExtendedHeaders, repErrUnsup, []byte("what?"))},
+				{goOpt("x"), cat(optReply(optGo, repInfo, infoExportData(4096, FlagHasFlags)), optReply(optGo, repAck, nil))},
+			},
+			want: ExportInfo{Name: "x", Size: 4096, Flags: FlagHasFlags, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload},
+		},
+		{
+			name: "extended headers agreed, then GO unsupported",
+			ext:  true,
+			steps: [][2][]byte{
+				{nil, greetingWith(both)},
+				{cat32(3), nil},
+				{extOpt, optReply(optExtendedHeaders, repAck, nil)},
+				{setMeta("x"), optReply(optSetMetaContext, repAck, nil)},
+				{goOpt("x"), optReply(optGo, repErrUnsup, nil)},
+			},
+			wantErr: "NBD_OPT_GO refused as unsupported after NBD_OPT_EXTENDED_HEADERS was agreed",
+		},
+		{
+			name: "extended headers acknowledged with data",
+			ext:  true,
+			steps: [][2][]byte{
+				{nil, greetingWith(both)},
+				{cat32(3), nil},
+				{extOpt, optReply(optExtendedHeaders, repAck, []byte{1})},
+			},
+			wantErr: "reply type 1 with 1 bytes to NBD_OPT_EXTENDED_HEADERS",
+		},
+		{
+			name: "not fixed newstyle: no extended headers asked",
+			ext:  true,
+			steps: [][2][]byte{
+				{nil, greetingWith(handshakeNoZeroes)},
+				{cat32(2), nil},
+				{appendOption(nil, optExportName, []byte("e")), exportNameReply(512, FlagHasFlags, false)},
+			},
+			want: ExportInfo{Name: "e", Size: 512, Flags: FlagHasFlags, MinBlock: 1, PreferredBlock: 4096, MaxPayload: MaxPayload, OldStyle: true},
+		},
 		{
 			name: "GO with block sizes and a description",
 			steps: [][2][]byte{
@@ -518,7 +659,7 @@ func TestClientHandshakeScripted(t *testing.T) {
 				}
 				mismatch <- ""
 			})
-			c, err := NewClient(context.Background(), conn, ClientOptions{Export: exportOf(tt.steps), HandshakeTimeout: 5 * time.Second})
+			c, err := NewClient(context.Background(), conn, ClientOptions{Export: exportOf(tt.steps), HandshakeTimeout: 5 * time.Second, CompactHeaders: !tt.ext})
 			if c != nil {
 				defer c.Close()
 			}

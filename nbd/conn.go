@@ -17,6 +17,9 @@ type job struct {
 	req   RequestHeader
 	buf   *buffer   // WRITE payload
 	start time.Time // header read; set only when observing
+	// fail, when not 0, is the NBD error to reply with instead of
+	// serving the request (one readLoop refused, its payload consumed).
+	fail uint32
 }
 
 type conn struct {
@@ -25,13 +28,19 @@ type conn struct {
 	rw   io.ReadWriter
 	br   *bufio.Reader
 	jobs chan job
-	hdr  [RequestSize]byte
+	hdr  [ExtRequestSize]byte
 
 	// What the handshake agreed (Session); all false for the kernel.
-	structured bool // structured replies
+	structured bool // replies in chunks: structured replies or extended headers
+	extended   bool // extended headers: 32-byte requests and chunk headers
 	alloc      bool // base:allocation selected: BLOCK_STATUS is served
+	chunks     chunkFormat
+	// reqSize is the size of a request header: RequestSize, or
+	// ExtRequestSize with extended headers.
+	reqSize int
 	// readHdr is the size of a successful READ reply's header:
-	// ReplySize, or dataChunkHeaderSize with structured replies.
+	// ReplySize, dataChunkHeaderSize with structured replies,
+	// extDataChunkHeaderSize with extended headers.
 	readHdr int
 
 	wmu     sync.Mutex
@@ -59,6 +68,7 @@ func (c *conn) readLoop() error {
 	s := c.s
 	inMemory := s.caps.InMemory
 	corked := false
+	holes := c.newHoleReader()
 	// uncork sends the replies that piled up while the loop was serving
 	// requests itself; it runs before every read that may block.
 	uncork := func() {
@@ -69,7 +79,7 @@ func (c *conn) readLoop() error {
 	}
 	defer uncork()
 	for {
-		if inMemory && c.br.Buffered() < RequestSize {
+		if inMemory && c.br.Buffered() < c.reqSize {
 			uncork()
 		}
 		req, ok, err := c.readRequest()
@@ -80,25 +90,22 @@ func (c *conn) readLoop() error {
 		if s.opts.Observe != nil {
 			j.start = time.Now()
 		}
-		switch req.Op {
-		case request.OpDisc:
+		if req.Op == request.OpDisc {
 			s.disc.Store(true)
 			return nil
-		case request.OpRead:
-			if req.Length > MaxPayload {
-				return fmt.Errorf("%w: read of %d bytes is over the %d byte limit", ErrProtocol, req.Length, MaxPayload)
-			}
-		case request.OpWrite:
-			if req.Length > MaxPayload {
-				return fmt.Errorf("%w: write of %d bytes is over the %d byte limit", ErrProtocol, req.Length, MaxPayload)
-			}
+		}
+		payload, err := c.checkRequest(&j)
+		if err != nil {
+			return err
+		}
+		if payload {
 			j.buf = s.pool.get(int(req.Length))
 			if inMemory && c.br.Buffered() < int(req.Length) {
 				uncork()
 			}
 			if _, err := io.ReadFull(c.br, j.buf.b); err != nil {
 				s.pool.put(j.buf)
-				return fmt.Errorf("%w: connection closed inside a write payload: %v", ErrProtocol, err)
+				return fmt.Errorf("%w: connection closed inside a %v payload: %v", ErrProtocol, req.Op, err)
 			}
 		}
 		if inMemory && req.Length <= inlineMax {
@@ -108,17 +115,47 @@ func (c *conn) readLoop() error {
 				c.wmu.Unlock()
 				corked = true
 			}
-			c.handle(j)
+			c.handle(j, holes)
 			continue
 		}
 		c.jobs <- j
 	}
 }
 
+// checkRequest checks the lengths of a request before its payload is read
+// and reports whether a payload follows the header. A READ or WRITE over
+// MaxPayload breaks the protocol, and so does any payload over it; with
+// extended headers a payload that the command does not take (any but a
+// WRITE's, NBD_CMD_FLAG_PAYLOAD_LEN) is read and the request refused with
+// EINVAL, as is a WRITE without one, and a READ over MaxPayload, which
+// carries no payload, is refused with EOVERFLOW instead (j.fail).
+func (c *conn) checkRequest(j *job) (payload bool, err error) {
+	req := &j.req
+	if !c.extended {
+		switch req.Op {
+		case request.OpRead, request.OpWrite:
+			if req.Length > MaxPayload {
+				return false, fmt.Errorf("%w: %v of %d bytes is over the %d byte limit", ErrProtocol, req.Op, req.Length, MaxPayload)
+			}
+		}
+		return req.Op == request.OpWrite, nil
+	}
+	payload = req.Flags&request.FlagPayloadLen != 0
+	switch {
+	case payload && req.Length > MaxPayload:
+		return false, fmt.Errorf("%w: %v with a payload of %d bytes, over the %d byte limit", ErrProtocol, req.Op, req.Length, MaxPayload)
+	case payload != (req.Op == request.OpWrite):
+		j.fail = errInval
+	case req.Op == request.OpRead && req.Length > MaxPayload:
+		j.fail = errOverflow
+	}
+	return payload, nil
+}
+
 // readRequest reads and parses the next request header. It returns false,
 // with no error if the peer closed its end between requests.
 func (c *conn) readRequest() (RequestHeader, bool, error) {
-	if _, err := io.ReadFull(c.br, c.hdr[:]); err != nil {
+	if _, err := io.ReadFull(c.br, c.hdr[:c.reqSize]); err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) {
 			return RequestHeader{}, false, nil
 		}
@@ -127,7 +164,13 @@ func (c *conn) readRequest() (RequestHeader, bool, error) {
 		}
 		return RequestHeader{}, false, fmt.Errorf("reading request: %w", err)
 	}
-	req, err := ParseRequest(c.hdr[:])
+	var req RequestHeader
+	var err error
+	if c.extended {
+		req, err = ParseExtendedRequest(c.hdr[:])
+	} else {
+		req, err = ParseRequest(c.hdr[:])
+	}
 	if err != nil {
 		return RequestHeader{}, false, fmt.Errorf("%w: %v", ErrProtocol, err)
 	}
@@ -141,7 +184,17 @@ func (c *conn) readRequest() (RequestHeader, bool, error) {
 const inlineMax = 128 << 10
 
 func (c *conn) worker() {
+	h := c.newHoleReader()
 	for j := range c.jobs {
-		c.handle(j)
+		c.handle(j, h)
 	}
+}
+
+// newHoleReader returns a holeReader for a goroutine that serves requests,
+// or nil when READ replies are never split (simple replies).
+func (c *conn) newHoleReader() *holeReader {
+	if !c.structured {
+		return nil
+	}
+	return newHoleReader()
 }

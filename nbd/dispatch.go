@@ -9,15 +9,23 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 )
 
-func (c *conn) handle(j job) {
+// handle serves one request; h splits READ replies into data and hole
+// chunks (nil: never split), the calling goroutine's own.
+func (c *conn) handle(j job, h *holeReader) {
 	s := c.s
 	req := j.req
 	var code uint32
-	switch req.Op {
-	case request.OpRead:
-		code = c.read(req)
-	case request.OpBlockStatus:
-		code = c.blockStatus(req)
+	switch {
+	case j.fail != 0:
+		if j.buf != nil {
+			s.pool.put(j.buf)
+		}
+		code = j.fail
+		c.sendError(code, &req, false, 0)
+	case req.Op == request.OpRead:
+		code = c.read(&req, h)
+	case req.Op == request.OpBlockStatus:
+		code = c.blockStatus(&req)
 	default:
 		code = c.modifyAndReply(j)
 	}
@@ -35,7 +43,7 @@ func (c *conn) modifyAndReply(j job) uint32 {
 	s := c.s
 	req := j.req
 	var err error
-	if req.Op != request.OpFlush && (req.Offset > s.size || uint64(req.Length) > s.size-req.Offset) {
+	if req.Op != request.OpFlush && (req.Offset > s.size || req.Length > s.size-req.Offset) {
 		err = syscall.EINVAL
 	} else {
 		if !s.caps.Parallel {
@@ -50,7 +58,7 @@ func (c *conn) modifyAndReply(j job) uint32 {
 		s.pool.put(j.buf)
 	}
 	code := ErrorCode(err)
-	c.sendDone(code, req.Cookie)
+	c.sendDone(code, &req)
 	return code
 }
 
@@ -88,18 +96,22 @@ func (c *conn) modify(req RequestHeader, buf *buffer) error {
 	return nil
 }
 
-// read serves a READ and returns the NBD error it replied with.
-func (c *conn) read(req RequestHeader) uint32 {
+// read serves a READ and returns the NBD error it replied with. With
+// structured replies or extended headers, a range with holes is answered
+// in data and hole chunks (readHoles), otherwise in one data chunk.
+func (c *conn) read(req *RequestHeader, h *holeReader) uint32 {
 	s := c.s
-	if req.Offset > s.size || uint64(req.Length) > s.size-req.Offset {
-		c.sendError(errInval, req.Cookie, false, 0)
+	if req.Offset > s.size || req.Length > s.size-req.Offset {
+		c.sendError(errInval, req, false, 0)
 		return errInval
+	}
+	if code, ok := c.readHoles(req, h); ok {
+		return code
 	}
 	if s.region != nil && c.raw != nil && req.Length > inlineMax {
 		if fd, off, ok := s.region.RAMRegion(int64(req.Offset), int64(req.Length)); ok {
 			f := outFrame{file: fileRegion{fd: fd, off: off, n: int(req.Length)}}
-			c.putReadHeader(f.hdr[:], req)
-			f.hlen = uint8(c.readHdr)
+			f.hlen = uint8(c.putReadHeader(f.hdr[:], req))
 			c.send(f)
 			return 0
 		}
@@ -120,7 +132,7 @@ func (c *conn) read(req RequestHeader) uint32 {
 	if err != nil {
 		s.pool.put(buf)
 		code := ErrorCode(err)
-		c.sendError(code, req.Cookie, true, req.Offset+uint64(max(0, min(n, int(req.Length)-1))))
+		c.sendError(code, req, true, req.Offset+uint64(max(0, min(n, int(req.Length)-1))))
 		return code
 	}
 	c.putReadHeader(buf.b, req)
@@ -129,13 +141,13 @@ func (c *conn) read(req RequestHeader) uint32 {
 }
 
 // putReadHeader encodes the header of a successful READ reply into
-// b[:c.readHdr]: a simple reply, or the header of the one
-// NBD_REPLY_TYPE_OFFSET_DATA chunk that carries all the data (so
+// b[:c.readHdr] and returns c.readHdr: a simple reply, or the header of
+// the one NBD_REPLY_TYPE_OFFSET_DATA chunk that carries all the data (so
 // NBD_CMD_FLAG_DF is always honoured).
-func (c *conn) putReadHeader(b []byte, req RequestHeader) {
+func (c *conn) putReadHeader(b []byte, req *RequestHeader) int {
 	if c.structured {
-		putDataChunkHeader(b, req.Cookie, req.Offset, int(req.Length))
-		return
+		return c.chunks.putDataChunkHeader(b, req, req.Offset, int(req.Length), true)
 	}
 	PutReply(b, 0, req.Cookie)
+	return ReplySize
 }

@@ -11,8 +11,9 @@
 //
 // Network clients connect to a listener that ServeListeners serves:
 // Handshake answers their options (NBD_OPT_GO, INFO, EXPORT_NAME, LIST,
-// ABORT, STRUCTURED_REPLY, and LIST/SET_META_CONTEXT with the one context
-// base:allocation; every other option is refused with NBD_REP_ERR_UNSUP)
+// ABORT, STRUCTURED_REPLY, EXTENDED_HEADERS, and LIST/SET_META_CONTEXT
+// with the one context base:allocation; every other option is refused
+// with NBD_REP_ERR_UNSUP)
 // from the Exports it is given, each Export being a name, a description
 // and a Server, and the connection then goes to the chosen Export's
 // Server as a Session, which carries what was negotiated. A client is
@@ -25,11 +26,17 @@
 // the requests themselves carry no timer).
 //
 // A client that negotiated structured replies gets them for every
-// request (a READ's data in one NBD_REPLY_TYPE_OFFSET_DATA chunk, errors
-// in error chunks with their text); one that also selected
+// request (a READ's data in one NBD_REPLY_TYPE_OFFSET_DATA chunk, or, where
+// the Source's extents report holes or zeros, in data chunks and
+// NBD_REPLY_TYPE_OFFSET_HOLE chunks (read_holes.go); errors in error
+// chunks with their text); one that also selected
 // base:allocation may send NBD_CMD_BLOCK_STATUS, answered from the
-// Source's extents (sources.Extents: holes, zeros and data). The kernel
-// path is the same code with simple replies.
+// Source's extents (sources.Extents: holes, zeros and data). A client
+// that negotiated extended headers sends 32-byte requests with 64-bit
+// lengths (wire_extended.go) and gets every reply, a success without
+// data included, as 32-byte extended chunks, block status as
+// NBD_REPLY_TYPE_BLOCK_STATUS_EXT; one that did not gets exactly the
+// compact headers. The kernel path is the same code with simple replies.
 //
 // HandshakeConn adds TLS (NBD_OPT_STARTTLS) with a crypto/tls
 // configuration: offered (TLSOn) or required before any option that would
@@ -74,9 +81,14 @@
 // for servers without it), first upgrading to TLS when
 // ClientOptions.TLSConfig is set (NBD_OPT_STARTTLS before any other
 // option; a server that refuses it is left, never used in plain text:
-// ErrTLSRefused), and a Client then pipelines READ, WRITE,
-// FLUSH, TRIM and WRITE_ZEROES from any number of goroutines with simple
-// replies, one goroutine matching replies to requests by cookie. Every
+// ErrTLSRefused) and asking for extended headers (NBD_OPT_EXTENDED_HEADERS)
+// unless ClientOptions.CompactHeaders, and a Client then pipelines READ,
+// WRITE, FLUSH, TRIM and WRITE_ZEROES from any number of goroutines, with
+// simple replies or, with extended headers, extended chunks (a READ's
+// data in any number of data and hole chunks), one goroutine matching
+// replies to requests by cookie. With extended headers the client also
+// selects base:allocation, and Client.Extents asks NBD_CMD_BLOCK_STATUS
+// (client_extents.go; NBD_REPLY_TYPE_BLOCK_STATUS_EXT replies). Every
 // length and cookie a server sends is checked; a server that breaks the
 // protocol loses its connection (ErrConnLost), never the process.
 // nbd/remote builds a reconnecting Source on it.

@@ -42,8 +42,8 @@ func (e *Export) Size() uint64 { return e.Server.size }
 func (e *Export) TransmissionFlags() uint16 { return e.flags(false) }
 
 // flags are e's TransmissionFlags, with NBD_FLAG_SEND_DF for a client
-// that negotiated structured replies: a READ's data always goes in one
-// chunk.
+// that negotiated structured replies or extended headers: a READ's data
+// always goes in one chunk.
 func (e *Export) flags(structured bool) uint16 {
 	f := TransmissionFlags(e.Server.caps, true)
 	if e.ReadOnly {
@@ -125,9 +125,13 @@ type deadliner interface {
 // and returns the Session: the export the client chose with NBD_OPT_GO or
 // NBD_OPT_EXPORT_NAME and what it negotiated; the transmission phase
 // follows on rw (Session.Serve). It answers NBD_OPT_INFO, NBD_OPT_LIST,
-// NBD_OPT_ABORT, NBD_OPT_STRUCTURED_REPLY, and NBD_OPT_LIST_META_CONTEXT
-// and NBD_OPT_SET_META_CONTEXT with the one context base:allocation (once
-// structured replies are agreed, as the protocol requires),
+// NBD_OPT_ABORT, NBD_OPT_STRUCTURED_REPLY, NBD_OPT_EXTENDED_HEADERS (which
+// implies structured replies, and after which NBD_OPT_STRUCTURED_REPLY is
+// refused with NBD_REP_ERR_EXT_HEADER_REQD and NBD_OPT_EXPORT_NAME ends
+// the connection), and NBD_OPT_LIST_META_CONTEXT and
+// NBD_OPT_SET_META_CONTEXT with the one context base:allocation (once
+// structured replies or extended headers are agreed, as the protocol
+// requires),
 // NBD_OPT_STARTTLS with NBD_REP_ERR_POLICY (TLS is HandshakeConn's), and
 // every other option with NBD_REP_ERR_UNSUP.
 //
@@ -164,7 +168,8 @@ func (n *negotiation) handshake(ctx context.Context, opts HandshakeOptions) (Ses
 	exp, err := n.run()
 	switch {
 	case err == nil:
-		return Session{Export: exp, StructuredReplies: n.structured, BaseAllocation: n.structured && n.metaExport == exp}, nil
+		chunks := n.structured || n.extended
+		return Session{Export: exp, StructuredReplies: n.structured, ExtendedHeaders: n.extended, BaseAllocation: chunks && n.metaExport == exp}, nil
 	case ctx.Err() != nil:
 		return Session{}, ctx.Err()
 	case errors.Is(err, os.ErrDeadlineExceeded):
@@ -179,8 +184,11 @@ type negotiation struct {
 	exports  Exports
 	noZeroes bool
 	tls      tlsState
-	// structured is set once NBD_OPT_STRUCTURED_REPLY was agreed.
+	// structured is set once NBD_OPT_STRUCTURED_REPLY was agreed,
+	// extended once NBD_OPT_EXTENDED_HEADERS was (which implies
+	// structured replies: every reply is then in chunks).
 	structured bool
+	extended   bool
 	// metaExport is the export base:allocation was last selected for
 	// with NBD_OPT_SET_META_CONTEXT, or nil.
 	metaExport *Export
@@ -253,6 +261,8 @@ func (n *negotiation) option() (*Export, error) {
 		err = ErrAborted
 	case optStructuredReply:
 		n.structuredReply()
+	case optExtendedHeaders:
+		n.extendedHeaders()
 	case optListMetaContext, optSetMetaContext:
 		n.metaContext(opt)
 	default:
@@ -284,6 +294,9 @@ func (n *negotiation) tooBig(opt, length uint32) error {
 // (and the reserved zeroes unless NO_ZEROES was agreed), or a dropped
 // connection, the only refusal the option allows.
 func (n *negotiation) exportName() (*Export, error) {
+	if n.extended {
+		return nil, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME after NBD_OPT_EXTENDED_HEADERS (the client must use NBD_OPT_GO)", ErrProtocol)
+	}
 	name := string(n.data)
 	if len(name) > MaxNameLength || strings.IndexByte(name, 0) >= 0 {
 		return nil, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME with a bad name (%d bytes)", ErrProtocol, len(name))
@@ -294,7 +307,7 @@ func (n *negotiation) exportName() (*Export, error) {
 	}
 	var b [10 + exportNameZeroes]byte
 	binary.BigEndian.PutUint64(b[0:8], exp.Size())
-	binary.BigEndian.PutUint16(b[8:10], exp.flags(n.structured))
+	binary.BigEndian.PutUint16(b[8:10], exp.flags(n.structured || n.extended))
 	reply := b[:]
 	if n.noZeroes {
 		reply = b[:10]
@@ -325,7 +338,7 @@ func (n *negotiation) info(opt uint32) *Export {
 		n.out = appendOptError(n.out, opt, repErrUnknown, fmt.Sprintf("no export %q", req.name))
 		return nil
 	}
-	n.out = appendInfoExport(n.out, opt, exp.Size(), exp.flags(n.structured))
+	n.out = appendInfoExport(n.out, opt, exp.Size(), exp.flags(n.structured || n.extended))
 	var name, desc bool
 	for _, t := range req.infos {
 		switch t {
@@ -365,14 +378,29 @@ func (n *negotiation) list() {
 }
 
 // structuredReply answers NBD_OPT_STRUCTURED_REPLY: agreed, unless the
-// client sent data with it.
+// client sent data with it or has agreed to extended headers, which take
+// precedence (NBD_REP_ERR_EXT_HEADER_REQD).
 func (n *negotiation) structuredReply() {
-	if len(n.data) != 0 {
+	switch {
+	case len(n.data) != 0:
 		n.out = appendOptError(n.out, optStructuredReply, repErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data")
+	case n.extended:
+		n.out = appendOptError(n.out, optStructuredReply, repErrExtHeaderReqd, "NBD_OPT_STRUCTURED_REPLY: extended headers are already agreed and take precedence")
+	default:
+		n.structured = true
+		n.out = appendOptReply(n.out, optStructuredReply, repAck)
+	}
+}
+
+// extendedHeaders answers NBD_OPT_EXTENDED_HEADERS: agreed, whether or not
+// structured replies were, unless the client sent data with it.
+func (n *negotiation) extendedHeaders() {
+	if len(n.data) != 0 {
+		n.out = appendOptError(n.out, optExtendedHeaders, repErrInvalid, "NBD_OPT_EXTENDED_HEADERS takes no data")
 		return
 	}
-	n.structured = true
-	n.out = appendOptReply(n.out, optStructuredReply, repAck)
+	n.extended = true
+	n.out = appendOptReply(n.out, optExtendedHeaders, repAck)
 }
 
 // metaContext answers NBD_OPT_LIST_META_CONTEXT and
@@ -384,8 +412,8 @@ func (n *negotiation) metaContext(opt uint32) {
 	if opt == optSetMetaContext {
 		n.metaExport = nil
 	}
-	if !n.structured {
-		n.out = appendOptError(n.out, opt, repErrInvalid, optionName(opt)+": negotiate NBD_OPT_STRUCTURED_REPLY first")
+	if !n.structured && !n.extended {
+		n.out = appendOptError(n.out, opt, repErrInvalid, optionName(opt)+": negotiate NBD_OPT_STRUCTURED_REPLY or NBD_OPT_EXTENDED_HEADERS first")
 		return
 	}
 	req, ok := parseMetaRequest(n.data)

@@ -230,6 +230,13 @@ func FuzzHandshake(f *testing.F) {
 			option(optStructuredReply), option(optSetMetaContext, metaData("small", baseAllocation)...), option(optExportName, []byte("disk")...)),
 		cat(fl, option(optStructuredReply), option(optListMetaContext, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff),
 			option(optSetMetaContext, metaData("", strings.Repeat("q", MaxNameLength+1))...), option(optExtendedHeaders), option(optAbort)),
+		// Extended headers: alone, after and before structured
+		// replies, with data, then NBD_OPT_EXPORT_NAME (which they
+		// forbid) or GO.
+		cat(fl, option(optExtendedHeaders), option(optSetMetaContext, metaData("disk", baseAllocation)...), option(optGo, goData("disk")...)),
+		cat(fl, option(optStructuredReply), option(optExtendedHeaders), option(optStructuredReply), option(optListMetaContext, metaData("")...), option(optInfo, goData("")...), option(optAbort)),
+		cat(fl, option(optExtendedHeaders, 0xff), option(optExtendedHeaders), option(optExportName, []byte("disk")...)),
+		cat(fl, option(optExtendedHeaders)[:12], []byte{0xff, 0xff, 0xff, 0xff}),
 		// Extreme lengths.
 		cat(fl, option(optGo)[:12], []byte{0xff, 0xff, 0xff, 0xff}),
 		cat(fl, option(optGo, 0xff, 0xff, 0xff, 0xff, 0, 0)),
@@ -261,8 +268,8 @@ func FuzzHandshake(f *testing.F) {
 			io.Writer
 		}{bytes.NewReader(in), &out}, x, HandshakeOptions{})
 		exp := sess.Export
-		if sess.BaseAllocation && !sess.StructuredReplies {
-			t.Fatal("base:allocation without structured replies")
+		if sess.BaseAllocation && !sess.StructuredReplies && !sess.ExtendedHeaders {
+			t.Fatal("base:allocation without structured replies or extended headers")
 		}
 		if exp != nil && (err != nil || !offered[exp]) {
 			t.Fatalf("Handshake = %p, %v: not an offered export", exp, err)

@@ -168,7 +168,7 @@ func socketPair(t testing.TB) (*net.UnixConn, *net.UnixConn) {
 var replyTypeNames = map[uint32]string{
 	1: "ACK", 2: "SERVER", 3: "INFO", 4: "META_CONTEXT",
 	1<<31 + 1: "ERR_UNSUP", 1<<31 + 2: "ERR_POLICY", 1<<31 + 3: "ERR_INVALID", 1<<31 + 6: "ERR_UNKNOWN", 1<<31 + 9: "ERR_TOO_BIG",
-	1<<31 + 5: "ERR_TLS_REQD",
+	1<<31 + 5: "ERR_TLS_REQD", 1<<31 + 10: "ERR_EXT_HEADER_REQD",
 }
 
 // describeReplies decodes option replies from b, as a client reads them,
@@ -244,7 +244,7 @@ func TestHandshake(t *testing.T) {
 		replies []string
 		rest    string // hex of the bytes after the replies
 		// What the Session says was negotiated.
-		structured, alloc bool
+		structured, alloc, ext bool
 	}{
 		{
 			name:   "GO default export with every info",
@@ -295,14 +295,14 @@ func TestHandshake(t *testing.T) {
 		},
 		{
 			name: "unsupported options, meta contexts before structured replies, then GO",
-			script: cat(clientFlags(fixedNoZeroes), option(optStartTLS), option(optExtendedHeaders),
+			script: cat(clientFlags(fixedNoZeroes), option(optStartTLS),
 				option(optSetMetaContext, metaData("", baseAllocation)...), option(optListMetaContext, metaData("")...),
 				option(99, 1, 2), option(optGo, goData("")...)),
 			export: "disk",
 			replies: append([]string{
-				"5 ERR_POLICY: TLS is off on this server", "11 ERR_UNSUP: NBD_OPT_EXTENDED_HEADERS is not supported",
-				"10 ERR_INVALID: NBD_OPT_SET_META_CONTEXT: negotiate NBD_OPT_STRUCTURED_REPLY first",
-				"9 ERR_INVALID: NBD_OPT_LIST_META_CONTEXT: negotiate NBD_OPT_STRUCTURED_REPLY first",
+				"5 ERR_POLICY: TLS is off on this server",
+				"10 ERR_INVALID: NBD_OPT_SET_META_CONTEXT: negotiate NBD_OPT_STRUCTURED_REPLY or NBD_OPT_EXTENDED_HEADERS first",
+				"9 ERR_INVALID: NBD_OPT_LIST_META_CONTEXT: negotiate NBD_OPT_STRUCTURED_REPLY or NBD_OPT_EXTENDED_HEADERS first",
 				"99 ERR_UNSUP: option 99 is not supported",
 			}, append(diskInfo, "7 INFO block sizes 1/4096/33554432", "7 ACK")...),
 		},
@@ -402,6 +402,30 @@ func TestHandshake(t *testing.T) {
 			replies: append([]string{"7 ERR_TOO_BIG: NBD_OPT_GO: 20000 bytes of option data is too much"}, append(diskInfo, "7 INFO block sizes 1/4096/33554432", "7 ACK")...),
 		},
 		{
+			name: "extended headers alone, then base:allocation and GO",
+			script: cat(clientFlags(fixedNoZeroes), option(optExtendedHeaders, 1), option(optExtendedHeaders),
+				option(optStructuredReply), option(optSetMetaContext, metaData("", baseAllocation)...), option(optGo, goData("")...)),
+			export: "disk", ext: true, alloc: true,
+			replies: []string{
+				"11 ERR_INVALID: NBD_OPT_EXTENDED_HEADERS takes no data", "11 ACK",
+				"8 ERR_EXT_HEADER_REQD: NBD_OPT_STRUCTURED_REPLY: extended headers are already agreed and take precedence",
+				`10 META_CONTEXT id=1 "base:allocation"`, "10 ACK",
+				"7 INFO export size=1048576 flags=" + diskFlagsDF, "7 INFO block sizes 1/4096/33554432", "7 ACK",
+			},
+		},
+		{
+			name:   "structured replies, then extended headers, as qemu 8.2 asks",
+			script: cat(clientFlags(fixedNoZeroes), option(optStructuredReply), option(optExtendedHeaders), option(optGo, goData("")...)),
+			export: "disk", structured: true, ext: true,
+			replies: []string{"8 ACK", "11 ACK", "7 INFO export size=1048576 flags=" + diskFlagsDF, "7 INFO block sizes 1/4096/33554432", "7 ACK"},
+		},
+		{
+			name:    "NBD_OPT_EXPORT_NAME after extended headers drops the connection",
+			script:  cat(clientFlags(fixedNoZeroes), option(optExtendedHeaders), option(optExportName, []byte("disk")...)),
+			err:     ErrProtocol,
+			replies: []string{"11 ACK"},
+		},
+		{
 			name:   "option data over 1 MiB drops the connection",
 			script: cat(clientFlags(fixedNoZeroes), option(optGo)[:12], []byte{0, 0x20, 0, 0}),
 			err:    ErrProtocol,
@@ -444,8 +468,9 @@ func TestHandshake(t *testing.T) {
 			if strings.Join(r.replies, "\n") != strings.Join(tt.replies, "\n") {
 				t.Errorf("replies:\n%s\nwant:\n%s", strings.Join(r.replies, "\n"), strings.Join(tt.replies, "\n"))
 			}
-			if r.sess.StructuredReplies != tt.structured || r.sess.BaseAllocation != tt.alloc {
-				t.Errorf("session: structured replies %v, base:allocation %v; want %v, %v", r.sess.StructuredReplies, r.sess.BaseAllocation, tt.structured, tt.alloc)
+			if r.sess.StructuredReplies != tt.structured || r.sess.BaseAllocation != tt.alloc || r.sess.ExtendedHeaders != tt.ext {
+				t.Errorf("session: structured replies %v, base:allocation %v, extended headers %v; want %v, %v, %v",
+					r.sess.StructuredReplies, r.sess.BaseAllocation, r.sess.ExtendedHeaders, tt.structured, tt.alloc, tt.ext)
 			}
 			if got := fmt.Sprintf("%x", r.rest); got != tt.rest {
 				t.Errorf("after the replies: %s, want %s", got, tt.rest)

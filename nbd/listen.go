@@ -27,6 +27,12 @@ type ListenOptions struct {
 	// counts as idle too). 0 is none. The handshake has its own bound,
 	// Handshake.Timeout.
 	IdleTimeout time.Duration
+	// Clients, when not nil, is called with +1 when a client has chosen
+	// an export (its transmission phase begins) and with -1 when that
+	// client's connection has ended, so that the caller can count the
+	// clients of each export. It is called from the clients' goroutines,
+	// concurrently, and should return soon.
+	Clients func(e *Export, delta int)
 }
 
 // ServeListeners accepts clients on every listener of lns and serves each
@@ -156,7 +162,7 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 		return
 	}
 	exp := sess.Export
-	opts.Logf("client %s: export %q (%d bytes, flags %#x), %s", addr, exp.Name, exp.Size(), exp.flags(sess.StructuredReplies), DescribeTLS(conn))
+	opts.Logf("client %s: export %q (%d bytes, flags %#x), %s", addr, exp.Name, exp.Size(), exp.flags(sess.StructuredReplies || sess.ExtendedHeaders), DescribeTLS(conn))
 	var idled func() bool
 	if active != nil {
 		stop := make(chan struct{})
@@ -166,6 +172,10 @@ func serveClient(ctx context.Context, c net.Conn, exports Exports, opts ListenOp
 			close(stop)
 			return <-closed
 		}
+	}
+	if opts.Clients != nil {
+		opts.Clients(exp, 1)
+		defer opts.Clients(exp, -1)
 	}
 	err = sess.Serve(ctx, conn, ids.take(exp.Server))
 	if idled != nil && idled() {

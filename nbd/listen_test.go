@@ -57,9 +57,9 @@ func dialGo(t *testing.T, network, addr, name string) net.Conn {
 func roundTrip(t *testing.T, c net.Conn, off uint64, p []byte) {
 	t.Helper()
 	var hdr [RequestSize]byte
-	PutRequest(hdr[:], RequestHeader{Op: request.OpWrite, Cookie: 1, Offset: off, Length: uint32(len(p))})
+	PutRequest(hdr[:], RequestHeader{Op: request.OpWrite, Cookie: 1, Offset: off, Length: uint64(len(p))})
 	c.Write(append(hdr[:], p...))
-	PutRequest(hdr[:], RequestHeader{Op: request.OpRead, Cookie: 2, Offset: off, Length: uint32(len(p))})
+	PutRequest(hdr[:], RequestHeader{Op: request.OpRead, Cookie: 2, Offset: off, Length: uint64(len(p))})
 	c.Write(hdr[:])
 	for _, want := range []uint64{1, 2} {
 		var r [ReplySize]byte

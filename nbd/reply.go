@@ -8,7 +8,7 @@ import "syscall"
 // chunk), which goes back to the pool once written, or a READ reply whose
 // header is hdr[:hlen] and whose data is sent from file.
 type outFrame struct {
-	hdr  [dataChunkHeaderSize]byte
+	hdr  [extDataChunkHeaderSize]byte
 	hlen uint8
 	buf  *buffer
 	file fileRegion
@@ -28,31 +28,32 @@ func (c *conn) sendHeader(errCode uint32, cookie uint64) {
 }
 
 // sendDone sends the reply to a request that returns no data: a simple
-// reply, or with structured replies an NBD_REPLY_TYPE_NONE chunk, or an
-// error chunk when errCode is not 0.
-func (c *conn) sendDone(errCode uint32, cookie uint64) {
+// reply, or with structured replies or extended headers an
+// NBD_REPLY_TYPE_NONE chunk, or an error chunk when errCode is not 0.
+func (c *conn) sendDone(errCode uint32, req *RequestHeader) {
 	switch {
 	case !c.structured:
-		c.sendHeader(errCode, cookie)
+		c.sendHeader(errCode, req.Cookie)
 	case errCode != 0:
-		c.sendError(errCode, cookie, false, 0)
+		c.sendError(errCode, req, false, 0)
 	default:
-		f := outFrame{hlen: ChunkHeaderSize}
-		putNoneChunk(f.hdr[:], cookie)
+		var f outFrame
+		f.hlen = uint8(c.chunks.putNoneChunk(f.hdr[:], req))
 		c.send(f)
 	}
 }
 
 // sendError sends a failed reply: a simple reply with the error, or with
-// structured replies an error chunk, with the offset where the request
-// failed when withOffset, and the error's text for the user.
-func (c *conn) sendError(errCode uint32, cookie uint64, withOffset bool, off uint64) {
+// structured replies or extended headers an error chunk, with the offset
+// where the request failed when withOffset, and the error's text for the
+// user.
+func (c *conn) sendError(errCode uint32, req *RequestHeader, withOffset bool, off uint64) {
 	if !c.structured {
-		c.sendHeader(errCode, cookie)
+		c.sendHeader(errCode, req.Cookie)
 		return
 	}
 	buf := c.s.pool.get(0)
-	buf.b = appendErrorChunk(buf.b[:0], cookie, errCode, syscall.Errno(errCode).Error(), withOffset, off)
+	buf.b = c.chunks.appendErrorChunk(buf.b[:0], req, errCode, syscall.Errno(errCode).Error(), withOffset, off)
 	c.send(outFrame{buf: buf})
 }
 

@@ -68,7 +68,7 @@ func TestServerSendFile(t *testing.T) {
 		cookie++
 		n := []int{1 << 20, 4096, inlineMax + 512, 3 << 20, 512}[i%5]
 		off := rng.IntN(len(data)-n) &^ 511
-		h.send(RequestHeader{Op: request.OpRead, Cookie: cookie, Offset: uint64(off), Length: uint32(n)}, nil)
+		h.send(RequestHeader{Op: request.OpRead, Cookie: cookie, Offset: uint64(off), Length: uint64(n)}, nil)
 		wants[cookie], dataLen[cookie] = want{off, n}, n
 		if i%7 == 0 {
 			cookie++

@@ -151,7 +151,10 @@ type Session struct {
 	Export *Export
 	// StructuredReplies is set when the client negotiated
 	// NBD_OPT_STRUCTURED_REPLY: every reply is then structured, READ data
-	// in one NBD_REPLY_TYPE_OFFSET_DATA chunk, errors in an error chunk
+	// in one NBD_REPLY_TYPE_OFFSET_DATA chunk (or, where the Source's
+	// extents report holes or zeros and NBD_CMD_FLAG_DF is not set, in
+	// data chunks and NBD_REPLY_TYPE_OFFSET_HOLE chunks), errors in an
+	// error chunk
 	// (NBD_REPLY_TYPE_ERROR_OFFSET for a READ that failed, at the offset
 	// where it failed), the other successes in an NBD_REPLY_TYPE_NONE
 	// chunk.
@@ -159,8 +162,15 @@ type Session struct {
 	// BaseAllocation is set when the client selected the base:allocation
 	// metadata context for Export (NBD_OPT_SET_META_CONTEXT): it may
 	// then send NBD_CMD_BLOCK_STATUS, answered from the Source's extents
-	// (sources.Extents). It implies StructuredReplies.
+	// (sources.Extents). It implies StructuredReplies or
+	// ExtendedHeaders.
 	BaseAllocation bool
+	// ExtendedHeaders is set when the client negotiated
+	// NBD_OPT_EXTENDED_HEADERS: requests have 32-byte headers with 64-bit
+	// lengths (a WRITE's payload flagged NBD_CMD_FLAG_PAYLOAD_LEN), and
+	// every reply is made of 32-byte extended chunks, as structured
+	// replies are, block status in NBD_REPLY_TYPE_BLOCK_STATUS_EXT.
+	ExtendedHeaders bool
 }
 
 // Serve serves the session's transmission phase on rw, the connection
@@ -175,11 +185,17 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, id int, ss Session
 		id:         id,
 		rw:         rw,
 		jobs:       make(chan job, 128),
-		structured: ss.StructuredReplies,
-		alloc:      ss.StructuredReplies && ss.BaseAllocation,
+		structured: ss.StructuredReplies || ss.ExtendedHeaders,
+		extended:   ss.ExtendedHeaders,
+		chunks:     chunkFormat{ext: ss.ExtendedHeaders},
+		reqSize:    RequestSize,
 		readHdr:    ReplySize,
 	}
-	if c.structured {
+	c.alloc = c.structured && ss.BaseAllocation
+	switch {
+	case c.extended:
+		c.reqSize, c.readHdr = ExtRequestSize, extDataChunkHeaderSize
+	case c.structured:
 		c.readHdr = dataChunkHeaderSize
 	}
 	var in io.Reader = rw

@@ -43,7 +43,7 @@ func (s *extentSource) Extents(off, length int64, fn func(sources.Extent) bool) 
 
 // serveSession serves src to one client that negotiated ss's extensions
 // and returns the client's end.
-func serveSession(t *testing.T, src sources.Source, ss Session) *harness {
+func serveSession(t testing.TB, src sources.Source, ss Session) *harness {
 	t.Helper()
 	client, server := socketpair(t)
 	ctx, cancel := context.WithCancel(context.Background())

@@ -138,7 +138,7 @@ func (n *negotiation) startTLS() error {
 		// Nothing negotiated in plain text survives the upgrade (the
 		// protocol's rule): structured replies and meta contexts are
 		// asked for again over TLS.
-		n.structured, n.metaExport = false, nil
+		n.structured, n.extended, n.metaExport = false, false, nil
 		return nil
 	}
 	_, err := n.rw.Write(n.out)

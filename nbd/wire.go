@@ -44,7 +44,8 @@ type RequestHeader struct {
 	Op     request.Op
 	Cookie uint64
 	Offset uint64
-	Length uint32
+	// Length is 32 bits on the wire, 64 with extended headers.
+	Length uint64
 }
 
 // ErrBadMagic is returned by ParseRequest for a header whose magic is wrong:
@@ -65,18 +66,19 @@ func ParseRequest(b []byte) (RequestHeader, error) {
 		Op:     request.Op(binary.BigEndian.Uint16(b[6:8])),
 		Cookie: binary.BigEndian.Uint64(b[8:16]),
 		Offset: binary.BigEndian.Uint64(b[16:24]),
-		Length: binary.BigEndian.Uint32(b[24:28]),
+		Length: uint64(binary.BigEndian.Uint32(b[24:28])),
 	}, nil
 }
 
-// PutRequest encodes r into b[:RequestSize]; clients and tests use it.
+// PutRequest encodes r into b[:RequestSize], r.Length below 2^32; clients
+// and tests use it.
 func PutRequest(b []byte, r RequestHeader) {
 	binary.BigEndian.PutUint32(b[0:4], requestMagic)
 	binary.BigEndian.PutUint16(b[4:6], uint16(r.Flags))
 	binary.BigEndian.PutUint16(b[6:8], uint16(r.Op))
 	binary.BigEndian.PutUint64(b[8:16], r.Cookie)
 	binary.BigEndian.PutUint64(b[16:24], r.Offset)
-	binary.BigEndian.PutUint32(b[24:28], r.Length)
+	binary.BigEndian.PutUint32(b[24:28], uint32(r.Length))
 }
 
 // PutReply encodes a simple reply header into b[:ReplySize].

@@ -71,59 +71,105 @@ func ParseChunkHeader(b []byte) (ChunkHeader, error) {
 	}, nil
 }
 
-// putDataChunkHeader encodes the header of the one, final
-// NBD_REPLY_TYPE_OFFSET_DATA chunk of a READ of n bytes at off into
-// b[:dataChunkHeaderSize]; the data follows it.
-func putDataChunkHeader(b []byte, cookie, off uint64, n int) {
-	PutChunkHeader(b, ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeOffsetData, Cookie: cookie, Length: 8 + uint32(n)})
-	binary.BigEndian.PutUint64(b[20:28], off)
+// putDataChunkHeader encodes the header of an NBD_REPLY_TYPE_OFFSET_DATA
+// chunk of n bytes at off, in reply to req, into b and returns its size
+// (dataChunkHeaderSize, or extDataChunkHeaderSize with extended headers);
+// the data follows it. The chunk is the reply's last when done.
+func (f chunkFormat) putDataChunkHeader(b []byte, req *RequestHeader, off uint64, n int, done bool) int {
+	var flags uint16
+	if done {
+		flags = ReplyFlagDone
+	}
+	h := f.put(b, flags, ReplyTypeOffsetData, req, 8+uint64(n))
+	binary.BigEndian.PutUint64(b[h:h+8], off)
+	return h + 8
+}
+
+// putHoleChunk encodes an NBD_REPLY_TYPE_OFFSET_HOLE chunk of n bytes at
+// off, in reply to req, into b and returns its size; the chunk is the
+// reply's last when done.
+func (f chunkFormat) putHoleChunk(b []byte, req *RequestHeader, off uint64, n uint32, done bool) int {
+	var flags uint16
+	if done {
+		flags = ReplyFlagDone
+	}
+	h := f.put(b, flags, ReplyTypeOffsetHole, req, 12)
+	binary.BigEndian.PutUint64(b[h:h+8], off)
+	binary.BigEndian.PutUint32(b[h+8:h+12], n)
+	return h + 12
 }
 
 // putNoneChunk encodes the NBD_REPLY_TYPE_NONE chunk that ends a
-// successful reply without data into b[:ChunkHeaderSize].
-func putNoneChunk(b []byte, cookie uint64) {
-	PutChunkHeader(b, ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeNone, Cookie: cookie})
+// successful reply to req without data into b and returns its size.
+func (f chunkFormat) putNoneChunk(b []byte, req *RequestHeader) int {
+	return f.put(b, ReplyFlagDone, ReplyTypeNone, req, 0)
 }
 
-// appendErrorChunk appends a final error chunk: NBD_REPLY_TYPE_ERROR, or
-// NBD_REPLY_TYPE_ERROR_OFFSET at off when withOffset, with errCode (an
-// NBD error value, not 0) and msg for the user (at most MaxNameLength
-// bytes are sent).
-func appendErrorChunk(b []byte, cookie uint64, errCode uint32, msg string, withOffset bool, off uint64) []byte {
+// appendErrorChunk appends a final error chunk in reply to req:
+// NBD_REPLY_TYPE_ERROR, or NBD_REPLY_TYPE_ERROR_OFFSET at off when
+// withOffset, with errCode (an NBD error value, not 0) and msg for the
+// user (at most MaxNameLength bytes are sent).
+func (f chunkFormat) appendErrorChunk(b []byte, req *RequestHeader, errCode uint32, msg string, withOffset bool, off uint64) []byte {
 	if len(msg) > MaxNameLength {
 		msg = msg[:MaxNameLength]
 	}
-	h := ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeError, Cookie: cookie, Length: 6 + uint32(len(msg))}
+	typ, payload := uint16(ReplyTypeError), 6+uint64(len(msg))
 	if withOffset {
-		h.Type = ReplyTypeErrorOffset
-		h.Length += 8
+		typ, payload = ReplyTypeErrorOffset, payload+8
 	}
-	var hdr [ChunkHeaderSize + 6]byte
-	PutChunkHeader(hdr[:], h)
-	binary.BigEndian.PutUint32(hdr[20:24], errCode)
-	binary.BigEndian.PutUint16(hdr[24:26], uint16(len(msg)))
-	b = append(append(b, hdr[:]...), msg...)
+	var hdr [ExtChunkHeaderSize + 6]byte
+	h := f.put(hdr[:], ReplyFlagDone, typ, req, payload)
+	binary.BigEndian.PutUint32(hdr[h:h+4], errCode)
+	binary.BigEndian.PutUint16(hdr[h+4:h+6], uint16(len(msg)))
+	b = append(append(b, hdr[:h+6]...), msg...)
 	if withOffset {
 		b = binary.BigEndian.AppendUint64(b, off)
 	}
 	return b
 }
 
-// blockStatusChunkSize is the size of an NBD_REPLY_TYPE_BLOCK_STATUS
-// chunk of n extents: the header, the context ID, 8 bytes per extent.
-func blockStatusChunkSize(n int) int { return ChunkHeaderSize + 4 + 8*n }
-
-// putBlockStatusHeader encodes the header of the final
-// NBD_REPLY_TYPE_BLOCK_STATUS chunk of n extents for metadata context id
-// into b[:ChunkHeaderSize+4]; the extents follow, each put with
-// putExtent.
-func putBlockStatusHeader(b []byte, cookie uint64, id uint32, n int) {
-	PutChunkHeader(b, ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeBlockStatus, Cookie: cookie, Length: 4 + 8*uint32(n)})
-	binary.BigEndian.PutUint32(b[20:24], id)
+// blockStatusChunkSize is the size of a final block status chunk of n
+// extents: the header, the context ID, 8 bytes per extent; with extended
+// headers (NBD_REPLY_TYPE_BLOCK_STATUS_EXT) the header, the context ID,
+// the count and 16 bytes per extent.
+func (f chunkFormat) blockStatusChunkSize(n int) int {
+	if f.ext {
+		return ExtChunkHeaderSize + 8 + 16*n
+	}
+	return ChunkHeaderSize + 4 + 8*n
 }
 
-// putExtent encodes one block status descriptor into b[:8].
-func putExtent(b []byte, length, flags uint32) {
-	binary.BigEndian.PutUint32(b[0:4], length)
+// extentSize is the size of one block status descriptor.
+func (f chunkFormat) extentSize() int {
+	if f.ext {
+		return 16
+	}
+	return 8
+}
+
+// putBlockStatusHeader encodes the header of the final block status chunk
+// of n extents for metadata context id, in reply to req, into b and
+// returns its size; the extents follow, each put with putExtent.
+func (f chunkFormat) putBlockStatusHeader(b []byte, req *RequestHeader, id uint32, n int) int {
+	if f.ext {
+		h := f.put(b, ReplyFlagDone, ReplyTypeBlockStatusExt, req, 8+16*uint64(n))
+		binary.BigEndian.PutUint32(b[h:h+4], id)
+		binary.BigEndian.PutUint32(b[h+4:h+8], uint32(n))
+		return h + 8
+	}
+	h := f.put(b, ReplyFlagDone, ReplyTypeBlockStatus, req, 4+8*uint64(n))
+	binary.BigEndian.PutUint32(b[h:h+4], id)
+	return h + 4
+}
+
+// putExtent encodes one block status descriptor into b[:f.extentSize()];
+// without extended headers, length is below 2^32.
+func (f chunkFormat) putExtent(b []byte, length uint64, flags uint32) {
+	if f.ext {
+		binary.BigEndian.PutUint64(b[0:8], length)
+		binary.BigEndian.PutUint64(b[8:16], uint64(flags))
+		return
+	}
+	binary.BigEndian.PutUint32(b[0:4], uint32(length))
 	binary.BigEndian.PutUint32(b[4:8], flags)
 }

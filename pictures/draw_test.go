@@ -45,7 +45,7 @@ func writeLog(t *testing.T, reqs []request.Request) []byte {
 
 var t0 = time.Date(2026, 11, 26, 12, 0, 0, 0, time.UTC)
 
-func req(op request.Op, off uint64, length uint32, at time.Duration) request.Request {
+func req(op request.Op, off uint64, length uint64, at time.Duration) request.Request {
 	return request.Request{Op: op, Offset: off, Length: length, Start: t0.Add(at), Latency: 20 * time.Microsecond}
 }
 
@@ -98,7 +98,7 @@ func TestDrawOneWrite(t *testing.T) {
 		size   uint64 // device size given; 0 derives it
 		side   int
 		off    uint64
-		length uint32
+		length uint64
 	}{
 		{"superblock", 1 << 20, 64, 1024, 1024},      // 256 B pixels: 4 of them
 		{"one pixel", 1 << 20, 64, 4096, 256},        // exactly one

@@ -148,3 +148,54 @@ func TestComposedExtents(t *testing.T) {
 		t.Errorf("regions: extents %v, want %v", got, want)
 	}
 }
+
+// TestFileExtentsAfterChanges: what Extents found stays true through the
+// file's changes: a hole punched by Trim or Zero shows at once, as does
+// data written into a hole (the run of data Extents remembers never
+// hides a hole that Trim or Zero made).
+func TestFileExtentsAfterChanges(t *testing.T) {
+	f, err := sources.OpenFile(sparseFile(t, t.TempDir(), 4*mib, [][2]int64{{0, 2 * mib}}), sources.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	steps := []struct {
+		name   string
+		change func() error
+		want   []sources.Extent
+	}{
+		{"as made", func() error { return nil }, []sources.Extent{ext(0, 2*mib, data), ext(2*mib, 2*mib, hole)}},
+		{"trim inside the data", func() error { return f.Trim(mib/2, mib/2) },
+			[]sources.Extent{ext(0, mib/2, data), ext(mib/2, mib/2, hole), ext(mib, mib, data), ext(2*mib, 2*mib, hole)}},
+		{"write into the hole", func() error { _, err := f.WriteAt(make([]byte, 4096), mib/2); f.WriteAt([]byte{1}, mib/2); return err },
+			[]sources.Extent{ext(0, mib/2+4096, data), ext(mib/2+4096, mib/2-4096, hole), ext(mib, mib, data), ext(2*mib, 2*mib, hole)}},
+		{"zero, may trim", func() error { return f.Zero(0, mib/2, true) },
+			[]sources.Extent{ext(0, mib/2, hole), ext(mib/2, 4096, data), ext(mib/2+4096, mib/2-4096, hole), ext(mib, mib, data), ext(2*mib, 2*mib, hole)}},
+	}
+	for _, s := range steps {
+		if err := s.change(); err != nil {
+			t.Fatalf("%s: %v", s.name, err)
+		}
+		// The first 2 MiB (the run of data the step before
+		// remembered), then the whole file, which remembers a run.
+		if got, want := sourcetest.Extents(t, f, 0, 2*mib), clip(s.want, 2*mib); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("%s: extents of the first 2 MiB %v, want %v", s.name, got, want)
+		}
+		if got := sourcetest.Extents(t, f, 0, 4*mib); fmt.Sprint(got) != fmt.Sprint(s.want) {
+			t.Errorf("%s: extents %v, want %v", s.name, got, s.want)
+		}
+		sourcetest.Extents(t, f, 0, 2*mib)
+	}
+}
+
+// clip returns the extents up to end.
+func clip(exts []sources.Extent, end int64) []sources.Extent {
+	var out []sources.Extent
+	for _, e := range exts {
+		if e.Off < end {
+			e.Length = min(e.Length, end-e.Off)
+			out = append(out, e)
+		}
+	}
+	return out
+}

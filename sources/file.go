@@ -71,6 +71,14 @@ type File struct {
 	noPunch     atomic.Bool
 	noZeroRange atomic.Bool
 
+	// dataLo and dataHi are a range of the window that Extents found to be
+	// data (empty at first): Extents of a range inside it asks the
+	// filesystem nothing. Data is a safe answer over any range (it may
+	// read as anything, zeros included), so writes need not update it and
+	// a torn pair does no harm; Trim and Zero empty it so that the holes
+	// they punch show again.
+	dataLo, dataHi atomic.Int64
+
 	// unsynced is set after every call that may have modified the file
 	// (WriteAt, Trim, Zero; failed ones too) and cleared by Flush just
 	// before its fdatasync, so that Flush and Close sync only when there is

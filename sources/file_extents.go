@@ -11,7 +11,9 @@ import (
 // them (lseek SEEK_DATA and SEEK_HOLE): holes are ExtentHole, the rest
 // ExtentData. A block device, and a filesystem that cannot tell, is all
 // data. Zeroed ranges that the filesystem keeps allocated (fallocate
-// ZERO_RANGE) count as data on most filesystems.
+// ZERO_RANGE) count as data on most filesystems. A range inside the last
+// run of data found is data without asking the filesystem again (the
+// server asks on every READ of a client that takes holes in its replies).
 func (f *File) Extents(off, length int64, fn func(Extent) bool) error {
 	if err := CheckRange(off, length, f.size); err != nil {
 		return err
@@ -19,7 +21,7 @@ func (f *File) Extents(off, length int64, fn func(Extent) bool) error {
 	if length == 0 {
 		return nil
 	}
-	if f.block {
+	if f.block || off >= f.dataLo.Load() && off+length <= f.dataHi.Load() {
 		fn(Extent{Off: off, Length: length, Kind: ExtentData})
 		return nil
 	}
@@ -58,6 +60,9 @@ func (f *File) Extents(off, length int64, fn func(Extent) bool) error {
 		case hole <= pos:
 			hole = end // a filesystem that answers nonsense: data
 		}
+		f.dataHi.Store(0)
+		f.dataLo.Store(pos - f.base)
+		f.dataHi.Store(min(hole-f.base, f.size))
 		if !emit(hole, ExtentData) {
 			return nil
 		}

@@ -23,6 +23,7 @@ func (f *File) Trim(off, length int64) error {
 		return nil
 	}
 	defer f.modified()
+	defer f.dataHi.Store(0) // the hole shows in Extents
 	abs := f.base + off
 	if f.block {
 		start, end := alignUp(abs, f.ssz), alignDown(abs+length, f.ssz)
@@ -64,6 +65,7 @@ func (f *File) Zero(off, length int64, mayTrim bool) error {
 		return nil
 	}
 	defer f.modified()
+	defer f.dataHi.Store(0) // a hole punched shows in Extents
 	abs := f.base + off
 	if f.block {
 		return f.zeroBlock(abs, length, mayTrim)

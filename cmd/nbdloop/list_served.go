@@ -21,8 +21,10 @@ const servedHelp = "list --served shows the background serves (nbdloop serve --b
 	"of devices: LISTEN (the addresses, comma-separated), EXPORTS (NAME=SOURCE,\n" +
 	"comma-separated; the default export's NAME is empty), PID (the server),\n" +
 	"SUPERVISOR, STATE (running; restarting; dead: the supervisor gave up or is\n" +
-	"gone, REASON says why), RESTARTS and REASON. With --json: {\"served\":[...]},\n" +
-	"every field. nbdloop serve --stop ADDRESS ends one."
+	"gone, REASON says why), CLIENTS (connected now, after their handshake; with\n" +
+	"several exports, each one's after the total: 3 (a:1,b:2)), RESTARTS and\n" +
+	"REASON. With --json: {\"served\":[...]}, every field. nbdloop serve --stop\n" +
+	"ADDRESS ends one."
 
 func doListServed(c *cli.Context) error {
 	if c.NArg() > 0 || c.IsSet("output") || c.Bool("raw") || c.IsSet("associated") {
@@ -51,19 +53,24 @@ func doListServed(c *cli.Context) error {
 func writeServed(w io.Writer, served []attach.NetState, noHeadings bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	if !noHeadings {
-		fmt.Fprintln(tw, "LISTEN\tEXPORTS\tPID\tSUPERVISOR\tSTATE\tRESTARTS\tREASON")
+		fmt.Fprintln(tw, "LISTEN\tEXPORTS\tPID\tSUPERVISOR\tSTATE\tCLIENTS\tRESTARTS\tREASON")
 	}
 	for _, st := range served {
-		var listen, exports []string
+		var listen, exports, clients []string
 		for _, l := range st.Listen {
 			_, addr, _ := strings.Cut(l, " ")
 			listen = append(listen, addr)
 		}
 		for _, e := range st.Exports {
 			exports = append(exports, e.Name+"="+e.Source)
+			clients = append(clients, e.Name+":"+strconv.Itoa(e.Clients))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", strings.Join(listen, ","), strings.Join(exports, ","),
-			st.PID, st.Supervisor, st.State, strconv.Itoa(st.Restarts), st.DeadReason)
+		count := strconv.Itoa(st.Clients)
+		if len(st.Exports) > 1 {
+			count += " (" + strings.Join(clients, ",") + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\t%s\n", strings.Join(listen, ","), strings.Join(exports, ","),
+			st.PID, st.Supervisor, st.State, count, strconv.Itoa(st.Restarts), st.DeadReason)
 	}
 	return tw.Flush()
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -87,11 +88,28 @@ func TestServeBackground(t *testing.T) {
 		return c
 	}
 	want := bytes.Repeat([]byte("kept over a restart "), 100)
-	if err := dial("tcp", addr).Write(want, 8192, false); err != nil {
+	tcpClient := dial("tcp", addr)
+	if err := tcpClient.Write(want, 8192, false); err != nil {
 		t.Fatal(err)
+	}
+	// The live client count: one, two, then one again after a client
+	// leaves, in the JSON and the table; the file it is read from is
+	// private to the user.
+	waitClients(t, served, 1)
+	unixClient := dial("unix", sock)
+	waitClients(t, served, 2)
+	if table := nbdloop("list", "--served", "-n"); !regexp.MustCompile(`running\s+2\s+0`).MatchString(table) {
+		t.Errorf("list --served shows no CLIENTS 2:\n%s", table)
+	}
+	unixClient.Close()
+	waitClients(t, served, 1)
+	if fi, err := os.Stat(filepath.Join(stateDir, fmt.Sprintf("serve-%d.clients.json", list[0].Supervisor))); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("the clients file: %v, mode %v; want 0600", err, fi.Mode())
 	}
 
 	first := list[0].PID
+	tcpClient.Close()
+	waitClients(t, served, 0)
 	syscall.Kill(first, syscall.SIGKILL)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -114,12 +132,17 @@ func TestServeBackground(t *testing.T) {
 		}
 	}
 
+	// The restarted server counts its own clients: the two above.
+	waitClients(t, served, 2)
 	if b, err := os.ReadFile(list[0].Log); err != nil || !strings.Contains(string(b), "server killed by signal 9 (killed); restarting") {
 		t.Errorf("the serve's log %s (%v) lacks the restart:\n%s", list[0].Log, err, b)
 	}
 	nbdloop("serve", "--stop", addr)
 	if list = served(); len(list) != 0 {
 		t.Errorf("after --stop, list --served shows %+v", list)
+	}
+	if left, _ := filepath.Glob(filepath.Join(stateDir, "serve-*")); len(left) > 1 {
+		t.Errorf("after --stop, the state directory holds %v (the log at most)", left)
 	}
 	if _, err := os.Stat(sock); err == nil {
 		t.Error("the Unix socket is still there after --stop")
@@ -162,5 +185,22 @@ func TestServeBackground(t *testing.T) {
 		if list = served(); len(list) != 0 {
 			t.Errorf("after --stop, list --served shows %+v", list)
 		}
+	}
+}
+
+// waitClients waits until the one serve that served lists has n clients,
+// in total and on its one export.
+func waitClients(t *testing.T, served func() []attach.NetState, n int) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		list := served()
+		if len(list) == 1 && list[0].Clients == n && list[0].Exports[0].Clients == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("list --served: %+v, want %d clients", list, n)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -170,6 +170,71 @@ func TestServeBlockStatus(t *testing.T) {
 		s.stop()
 	})
 
+	// VMDK images made by qemu-img: what nbdinfo --map and qemu-img map
+	// see over NBD. qemu reads zeroed grains (GTE 1) as allocated zeros:
+	// NBD_STATE_ZERO without NBD_STATE_HOLE, "zero" to both.
+	vmdks := []struct {
+		name  string
+		setup func(img string)
+		want  string
+	}{
+		{
+			name: "monolithicSparse with zeroed grains",
+			setup: func(img string) {
+				client(t, exec.Command("qemu-img", "create", "-q", "-f", "vmdk", "-o", "zeroed_grain=on", img, "8M"))
+				client(t, exec.Command("qemu-io", "-f", "vmdk", "-c", "write -P 0x5a 1M 1M", "-c", "write -z 3M 128k", "-c", "write -P 0xa5 5M 512k", img))
+			},
+			want: "0+1048576:hole 1048576+1048576:data 2097152+1048576:hole 3145728+131072:zero 3276800+1966080:hole 5242880+524288:data 5767168+2621440:hole",
+		},
+		{
+			name: "streamOptimized from the sparse file",
+			setup: func(img string) {
+				client(t, exec.Command("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat=streamOptimized", sparse, img))
+			},
+			want: sparseMap,
+		},
+		{
+			name: "delta disk over a sparse VMDK",
+			setup: func(img string) {
+				base := img + ".base.vmdk"
+				client(t, exec.Command("qemu-img", "convert", "-f", "raw", "-O", "vmdk", sparse, base))
+				client(t, exec.Command("qemu-img", "create", "-q", "-f", "vmdk", "-b", filepath.Base(base), "-F", "vmdk", img))
+				client(t, exec.Command("qemu-io", "-f", "vmdk", "-c", "write -P 0x33 7M 64k", img))
+			},
+			want: "0+1048576:hole 1048576+1048576:data 2097152+3145728:hole 5242880+524288:data 5767168+1572864:hole 7340032+65536:data 7405568+983040:hole",
+		},
+	}
+	for i, v := range vmdks {
+		t.Run("vmdk "+v.name, func(t *testing.T) {
+			img := filepath.Join(dir, fmt.Sprintf("disk%d.vmdk", i))
+			v.setup(img)
+			s := startServe(t, bin, "--unix", sock(fmt.Sprintf("vmdk%d.sock", i)), "-r", img)
+			uri := s.uri("")
+			if got := nbdinfoMap(t, uri); got != v.want {
+				t.Errorf("nbdinfo --map shows\n%s\nwant\n%s", got, v.want)
+			}
+			if got := qemuMap(t, "-f", "raw", uri); got != v.want {
+				t.Errorf("qemu-img map over NBD shows\n%s\nwant\n%s", got, v.want)
+			}
+			client(t, exec.Command("qemu-img", "compare", "-f", "raw", "-F", "vmdk", uri, img))
+			s.stop()
+		})
+	}
+
+	// A seekable zstd file made by nbdloop pack: its frames of zeros are
+	// holes (frames of 256 KiB, where the file's data starts and ends).
+	t.Run("zstd", func(t *testing.T) {
+		packed := filepath.Join(dir, "sparse.img.zst")
+		client(t, exec.Command(bin, "pack", "--block-size", "256K", sparse, packed))
+		s := startServe(t, bin, "--unix", sock("zstd.sock"), packed)
+		uri := s.uri("")
+		if got := nbdinfoMap(t, uri); got != sparseMap {
+			t.Errorf("nbdinfo --map of the packed file shows %s, want %s", got, sparseMap)
+		}
+		client(t, exec.Command("qemu-img", "compare", "-f", "raw", "-F", "raw", uri, sparse))
+		s.stop()
+	})
+
 	t.Run("a failing read is an error chunk", func(t *testing.T) {
 		s := startServe(t, bin, "--unix", sock("error.sock"), "--filter", "error:ops=read,range=1M-2M", sparse)
 		uri := s.uri("")

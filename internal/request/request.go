@@ -92,6 +92,10 @@ const (
 	// reply; FlagReqOne (BLOCK_STATUS) asks for one extent.
 	FlagDF     Flags = 1 << 2 // NBD_CMD_FLAG_DF
 	FlagReqOne Flags = 1 << 3 // NBD_CMD_FLAG_REQ_ONE
+	// FlagPayloadLen says that a request's length is that of a payload
+	// following its header, not of the range it acts on; only clients
+	// that negotiated extended headers send it (WRITE always).
+	FlagPayloadLen Flags = 1 << 5 // NBD_CMD_FLAG_PAYLOAD_LEN
 )
 
 // KnownFlags is the set of flags that have names.
@@ -136,7 +140,7 @@ type Request struct {
 	Op      Op
 	Flags   Flags
 	Offset  uint64        // as sent: 0 for a flush
-	Length  uint32        // as sent: 0 for a flush
+	Length  uint64        // as sent (64 bits with extended headers): 0 for a flush
 	Start   time.Time     // when the server had read the request header
 	Latency time.Duration // from Start until the reply was queued, waiting for a worker included
 	Error   uint32        // the NBD error replied (Linux errno values); 0 is success

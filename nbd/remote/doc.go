@@ -1,7 +1,9 @@
 // Package remote serves an export of a remote NBD server as a
 // sources.Source: nbdloop's own server, the kernel's peer, forwards each
 // request over an nbd.Client, so that filters, copy-on-write overlays and
-// partitions apply to a remote disk as to a local one.
+// partitions apply to a remote disk as to a local one. Its Extents are the
+// server's block status, where the server offers it with extended
+// headers (nbd.Client.Extents).
 //
 // The Source keeps one connection to the server. When it is lost (the
 // server restarted, the network broke, the server answered NBD_ESHUTDOWN),

@@ -65,6 +65,12 @@
 // grains, of one extent run in parallel; allocating writes, trims and zeros
 // of an extent take its metadata lock exclusively.
 //
+// Extents (sources.Extenter, for NBD block status and READ replies with
+// holes) are read from the metadata only: unallocated grains are holes
+// (or the parent's extents in a delta disk), zeroed grains zeros,
+// allocated grains data; flat extents report their file's holes; ZERO
+// extents are holes.
+//
 // Limits: the hosted sparse format only (not the ESX COWD VMFSSPARSE or
 // SESPARSE extents, which fail Open with an error); compressed grains are
 // never written; sizes are whole sectors. A KDMV file whose header has a
@@ -77,7 +83,8 @@
 // The files are split by job: vmdk.go holds the Disk and Open, extents.go
 // opens the extents (a hosted sparse file alone, or those a descriptor
 // lists), descriptor.go parses descriptors, parent.go follows the parents
-// of delta disks, io.go serves reads and modifying calls by extent, and
+// of delta disks, io.go serves reads and modifying calls by extent,
+// allocation.go reports extents, and
 // cid.go writes the new CID. Sparse extents: header.go parses their header,
 // sparse.go opens one (header or footer, grain directories, caches),
 // sparse_read.go looks up grain tables and reads grains, sparse_write.go

@@ -188,7 +188,7 @@ func walkFrame(r io.ReaderAt, off, size int64) (h frameHeader, csize, known, nco
 
 // FrameBytes is the memory a Source keeps per frame, charged to the
 // Budget.
-const FrameBytes = 24
+const FrameBytes = 32
 
 // seekTable reads the seekable format's seek table, if the file ends with
 // one, passing each frame to emit in order (UOff not set); ok is false if

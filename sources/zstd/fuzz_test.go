@@ -7,16 +7,21 @@ import (
 
 	kzstd "github.com/klauspost/compress/zstd"
 
+	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
 )
 
 func fuzzSeeds(f *testing.F) [][]byte {
 	data := imagetest.Data(6000, 11)
 	a := imagetest.Zstd(f, data, "-1")
+	zeros := make([]byte, 300<<10)
 	return append([][]byte{
 		a,
 		imagetest.Cat(skippable(5), a, imagetest.Zstd(f, data[:700], "--no-content-size")),
 		seekable(f, data, 1000),
+		// Frames of zeros, which Extents reports as holes.
+		imagetest.Cat(imagetest.Zstd(f, zeros), a, imagetest.Zstd(f, zeros[:5000], "-19")),
+		seekable(f, imagetest.Cat(zeros, data), 64<<10),
 	}, extremeSeeds(a)...)
 }
 
@@ -109,7 +114,28 @@ func FuzzZstd(f *testing.F) {
 		}
 		defer s.Close()
 		imagetest.ReadEnds(s, 64<<10)
+		checkHoles(t, s)
 	})
+}
+
+// checkHoles reads the first 256 KiB of every hole Extents reports (up to
+// 4 MiB in all): what reads must be zeros.
+func checkHoles(t *testing.T, s *Source) {
+	budget := int64(4 << 20)
+	err := s.Extents(0, s.Size(), func(e sources.Extent) bool {
+		if e.Kind == sources.ExtentData {
+			return true
+		}
+		b := make([]byte, min(e.Length, 256<<10))
+		if _, err := s.ReadAt(b, e.Off); err == nil && !bytes.Equal(b, make([]byte, len(b))) {
+			t.Fatalf("hole %+v reads as data", e)
+		}
+		budget -= int64(len(b))
+		return budget > 0
+	})
+	if err != nil {
+		t.Fatalf("Extents: %v", err)
+	}
 }
 
 // countSeeds are files for FuzzCount: the zstd tool's frames at several

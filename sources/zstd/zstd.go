@@ -31,7 +31,14 @@
 // waiting until the decoder has passed its range, and Warnings suggests
 // repacking with `nbdloop pack`.
 //
-// Untrusted files: the frame table takes FrameBytes (24) per frame,
+// Extents (for NBD block status and READ holes) reports as holes the
+// frames that can only decode to zeros, as zstd and nbdloop pack write
+// runs of zeros (RLE blocks of 0, compressed blocks whose literals are
+// zeros), found from the block and literals headers of frames of at most
+// 512 compressed bytes at Open (one small read each); everything else is
+// data.
+//
+// Untrusted files: the frame table takes FrameBytes (32) per frame,
 // charged to Options.Budget before it is allocated; a content size that
 // the frame's blocks cannot hold is refused at open, and so is a single
 // frame to be spilled, or frames to be counted, beyond the spill bound
@@ -130,9 +137,11 @@ type Source struct {
 type image = compressed.Image
 
 // frame is a frame as a Source keeps it (FrameBytes): its uncompressed
-// size is where the next one starts.
+// size is where the next one starts; zero is set when it is made of RLE
+// blocks of zeros only (isZeroFrame).
 type frame struct {
 	uoff, coff, csize int64
+	zero              bool
 }
 
 // frameTable collects frames, charging the budget before it grows.
@@ -291,7 +300,7 @@ func (s *Source) layout(fs []frame, bound int64) ([]frame, error) {
 		if uoff > 1<<62-usize {
 			return nil, corrupt(f.coff, "the frames' uncompressed sizes add up to more than 2^62 bytes")
 		}
-		fs[kept] = frame{uoff: uoff, coff: f.coff, csize: f.csize}
+		fs[kept] = frame{uoff: uoff, coff: f.coff, csize: f.csize, zero: isZeroFrame(s.r, f.coff, f.csize)}
 		kept++
 		uoff += usize
 	}
