@@ -70,6 +70,6 @@ trap 'rm -rf "$src"' EXIT
 cp -R "$dir/." "$src"
 chmod -R u+w "$src"
 (cd "$src" && GOFLAGS="${GOFLAGS:-} -buildvcs=false" go build -trimpath -o "$src/weed.new" ./weed)
-"$src/weed.new" version >/dev/null
+"$src/weed.new" version >/dev/null 2>&1
 mv "$src/weed.new" "$bin"
 show

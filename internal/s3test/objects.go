@@ -3,12 +3,14 @@ package s3test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"testing"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 )
 
@@ -16,14 +18,16 @@ import (
 // server grows its first volumes on the first upload, slowly in the VM.
 const requestTimeout = 2 * time.Minute
 
-// retry calls f until it succeeds or requestTimeout has passed, and
+// retry calls f until it succeeds, fails with a client error (a 4xx
+// status: a bad name, a wrong key), or requestTimeout has passed, and
 // returns its last error.
 func retry(f func(ctx context.Context) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), requestTimeout)
 	defer cancel()
 	for {
 		err := f(ctx)
-		if err == nil || ctx.Err() != nil {
+		var re *awshttp.ResponseError
+		if err == nil || ctx.Err() != nil || (errors.As(err, &re) && re.HTTPStatusCode()/100 == 4) {
 			return err
 		}
 		select {
