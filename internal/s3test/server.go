@@ -216,6 +216,7 @@ func (s *Server) Env() []string {
 		"AWS_CONFIG_FILE=/dev/null",
 		"AWS_SHARED_CREDENTIALS_FILE=/dev/null",
 		"AWS_EC2_METADATA_DISABLED=true",
+		"AWS_CA_BUNDLE=",
 	}
 }
 

@@ -56,6 +56,9 @@ func newClient(ctx context.Context, opts Options) (*client, error) {
 		cfg.Region = DefaultRegion
 	}
 	bc, ok := cfg.HTTPClient.(*awshttp.BuildableClient)
+	if cfg.HTTPClient == nil { // no CA bundle configured: the SDK's default
+		bc, ok = awshttp.NewBuildableClient(), true
+	}
 	if !ok {
 		return nil, fmt.Errorf("the AWS configuration made an HTTP client of type %T, not the SDK's own", cfg.HTTPClient)
 	}

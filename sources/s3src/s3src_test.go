@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nbdloop/nbdloop/internal/s3test"
+	"github.com/nbdloop/nbdloop/internal/tlstest"
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/httpsrc"
 	"github.com/nbdloop/nbdloop/sources/internal/imagetest"
@@ -202,14 +203,17 @@ func TestProfile(t *testing.T) {
 	}
 	t.Setenv("AWS_CONFIG_FILE", cfg)
 	t.Setenv("AWS_SHARED_CREDENTIALS_FILE", creds)
+	bundle := filepath.Join(tlstest.Make(t).CAOnly, "ca-cert.pem")
 	for _, tt := range []struct {
-		name              string
-		profile, endpoint string
+		name                      string
+		profile, endpoint, bundle string
 	}{
-		{"profile", "store", ""},
-		{"endpoint overrides", "elsewhere", s.Endpoint},
+		{"profile", "store", "", ""},
+		{"endpoint overrides", "elsewhere", s.Endpoint, ""},
+		{"with a CA bundle", "store", "", bundle},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Setenv("AWS_CA_BUNDLE", tt.bundle)
 			opts := testOptions()
 			opts.Profile, opts.Endpoint = tt.profile, tt.endpoint
 			src, err := Open("s3://prof/disk.img", opts)
