@@ -28,7 +28,7 @@ const (
 
 // ReadyTimeout bounds how long Start waits for the server to serve S3
 // requests (a loaded machine, or the emulated VM, is slow to start it).
-const ReadyTimeout = 3 * time.Minute
+const ReadyTimeout = 6 * time.Minute
 
 // Server is a running SeaweedFS whose S3 endpoint is Endpoint
 // (http://127.0.0.1:PORT), with its data in Dir.
