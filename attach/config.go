@@ -67,6 +67,10 @@ type Config struct {
 	// SpillLimit is --spill-limit (0: the default).
 	MetadataLimit int64 `json:"metadata_limit,omitempty"`
 	SpillLimit    int64 `json:"spill_limit,omitempty"`
+	// S3Profile (--s3-profile) and S3Endpoint (--s3-endpoint) configure
+	// the requests of an s3:// SOURCE, over the AWS configuration.
+	S3Profile  string `json:"s3_profile,omitempty"`
+	S3Endpoint string `json:"s3_endpoint,omitempty"`
 	// Files are the files served, as they were at attach (pinned): a
 	// server started later refuses a path that leads elsewhere now.
 	Files []FileIdentity `json:"files,omitempty"`

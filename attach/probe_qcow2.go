@@ -7,6 +7,7 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/httpsrc"
 	"github.com/nbdloop/nbdloop/sources/qcow2"
+	"github.com/nbdloop/nbdloop/sources/s3src"
 )
 
 // isQcow2 matches the qcow2 magic "QFI\xfb" followed by version 2 or 3.
@@ -24,7 +25,11 @@ func openQcow2URL(obj *httpsrc.Source, url string, opts OpenOptions) (sources.So
 	if opts.Offset != 0 || opts.SizeLimit != 0 {
 		return nil, errors.New("--offset and --sizelimit do not apply to qcow2 images (convert the window to raw first: qemu-img convert -O raw)")
 	}
-	named := httpsrc.Named{Options: httpsrc.Options{CacheSize: obj.Stats().Budget, Deadline: opts.URLDeadline, Logf: opts.Logf}}
+	fetch := httpsrc.Options{CacheSize: obj.Stats().Budget, Deadline: opts.URLDeadline, Logf: opts.Logf}
+	var named qcow2.Files = httpsrc.Named{Options: fetch}
+	if s3src.IsURL(url) {
+		named = s3src.Named(s3src.Options{Fetch: fetch, Profile: opts.S3Profile, Endpoint: opts.S3Endpoint})
+	}
 	return qcow2.OpenSource(obj, url, named, qcow2.Options{CacheSize: opts.CacheSize, Budget: opts.Budget})
 }
 

@@ -177,6 +177,7 @@ func (r *serverRun) openSource() error {
 		Progress:    r.progress,
 		RemoteRetry: cfg.DeadTimeout,
 		URLDeadline: cfg.urlDeadline(),
+		S3Profile:   cfg.S3Profile, S3Endpoint: cfg.S3Endpoint,
 	}
 	if so.resume != nil {
 		oo.ExpectFormat, oo.ExpectPin = so.resume.Format, so.resume.Pin

@@ -26,7 +26,7 @@ const (
 	KindMemory SourceKind = "memory" // memory:SIZE
 	KindExec   SourceKind = "exec"   // exec:PATH[,OPTIONS]
 	KindNBD    SourceKind = "nbd"    // nbd[s]://HOST[:PORT]/EXPORT, nbd[s]+unix:///EXPORT?socket=PATH
-	KindURL    SourceKind = "url"    // http://... or https://...
+	KindURL    SourceKind = "url"    // http://..., https://... or s3://BUCKET/KEY
 )
 
 // Spec is a parsed SOURCE argument.
@@ -73,10 +73,10 @@ func ParseSpec(s string) (Spec, error) {
 		return parseRemoteSpec(s)
 	}
 	if scheme, ok := urlScheme(s); ok {
-		if scheme = strings.ToLower(scheme); scheme == "http" || scheme == "https" {
+		if scheme = strings.ToLower(scheme); scheme == "http" || scheme == "https" || scheme == "s3" {
 			return parseURLSpec(s)
 		}
-		return Spec{}, fmt.Errorf("%s: %s:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, an http(s):// URL, nbd[s]://HOST[:PORT]/EXPORT or nbd[s]+unix:///EXPORT?socket=PATH)", s, scheme)
+		return Spec{}, fmt.Errorf("%s: %s:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, an http(s):// URL, s3://BUCKET/KEY, nbd[s]://HOST[:PORT]/EXPORT or nbd[s]+unix:///EXPORT?socket=PATH)", s, scheme)
 	}
 	return Spec{Kind: KindFile, Path: s}, nil
 }
@@ -162,6 +162,9 @@ type OpenOptions struct {
 	// the device was attached with (a restart: Opened.Pin), "" for any.
 	URLDeadline time.Duration
 	ExpectPin   string
+	// S3Profile and S3Endpoint configure the requests of an s3:// SOURCE
+	// (s3src.Options).
+	S3Profile, S3Endpoint string
 	// Progress, when set, is told how far the long jobs of compressed
 	// images are: a pass over a gzip file while it is opened (JobIndex),
 	// the background decode of a single-block xz or zstd file (JobDecode,

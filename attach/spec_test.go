@@ -43,7 +43,7 @@ var parseSpecTests = []struct {
 	{name: "HTTPS URL", in: "HTTPS://example.com/disk.img", want: Spec{Kind: "url", Path: "HTTPS://example.com/disk.img"}},
 	{name: "URL with credentials", in: "https://me:secret@example.com/disk.img", wantErr: "https://me:xxxxx@example.com/disk.img: credentials in the URL are refused: they would be kept in the device's state record and shown by nbdloop list"},
 	{name: "URL without host", in: "https:///disk.img", wantErr: "no host in the URL"},
-	{name: "ftp URL", in: "ftp://example.com/disk.img", wantErr: "ftp://example.com/disk.img: ftp:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, an http(s):// URL, nbd[s]://HOST[:PORT]/EXPORT or nbd[s]+unix:///EXPORT?socket=PATH)"},
+	{name: "ftp URL", in: "ftp://example.com/disk.img", wantErr: "ftp://example.com/disk.img: ftp:// URLs are not supported (SOURCE is a PATH, file:PATH, memory:SIZE, exec:PATH, an http(s):// URL, s3://BUCKET/KEY, nbd[s]://HOST[:PORT]/EXPORT or nbd[s]+unix:///EXPORT?socket=PATH)"},
 	{name: "file named like a URL", in: "file:https://x", want: Spec{Kind: "file", Path: "https://x"}},
 	{name: "path with :// not a scheme", in: "./a://b", want: Spec{Kind: "file", Path: "./a://b"}},
 	{name: "path starting with ://", in: "://b", want: Spec{Kind: "file", Path: "://b"}},

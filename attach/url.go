@@ -8,14 +8,16 @@ import (
 
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/httpsrc"
+	"github.com/nbdloop/nbdloop/sources/s3src"
 )
 
 // An http(s) URL names an object on a web server, read with range
-// requests (sources/httpsrc): served raw, or as the compressed format it
-// probes as (xz, gzip, zstd, and qcow2 with its backing files next to
-// the URL). Objects are read-only; --filter cow gives a writable overlay.
-// VMDK images, which name their extents by path, are not served by URL
-// yet.
+// requests (sources/httpsrc), and an s3:// URL an object in a bucket,
+// read with ranged GetObjects (sources/s3src, built on httpsrc): served
+// raw, or as the compressed format it probes as (xz, gzip, zstd, and
+// qcow2 with its backing files next to the URL). Objects are read-only;
+// --filter cow gives a writable overlay. VMDK images, which name their
+// extents by path, are not served by URL yet.
 
 // urlDeadline is how long a read of a URL's object may take, retries
 // included: httpsrc's default, or less with a --timeout, so that the read
@@ -30,13 +32,28 @@ func (c *Config) urlDeadline() time.Duration {
 // urlNote is the line attach prints when a URL is attached without -r.
 const urlNote = "%s: note: objects by URL are read-only: attached read-only (add --filter cow for a writable overlay)"
 
-// parseURLSpec parses an http:// or https:// SOURCE. A URL with
+// parseURLSpec parses an http://, https:// or s3:// SOURCE. A URL with
 // credentials is refused here, before it is kept anywhere.
 func parseURLSpec(s string) (Spec, error) {
+	if s3src.IsURL(s) {
+		if _, err := s3src.Parse(s); err != nil {
+			return Spec{}, err
+		}
+		return Spec{Kind: KindURL, Path: s}, nil
+	}
 	if err := httpsrc.CheckURL(s); err != nil {
 		return Spec{}, err
 	}
 	return Spec{Kind: KindURL, Path: s}, nil
+}
+
+// statURL asks for the object at url: on its web server, or in its
+// bucket.
+func statURL(url string, o httpsrc.Options, opts OpenOptions) (*httpsrc.Object, error) {
+	if s3src.IsURL(url) {
+		return s3src.Stat(url, s3src.Options{Fetch: o, Profile: opts.S3Profile, Endpoint: opts.S3Endpoint})
+	}
+	return httpsrc.Stat(url, o)
 }
 
 // openURL opens the object at spec's URL as the format it is given or
@@ -49,7 +66,7 @@ func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
 	if cache <= 0 {
 		cache = DefaultCacheSize
 	}
-	obj, err := httpsrc.Stat(url, httpsrc.Options{Deadline: opts.URLDeadline, Pin: opts.ExpectPin, Logf: opts.Logf})
+	obj, err := statURL(url, httpsrc.Options{Deadline: opts.URLDeadline, Pin: opts.ExpectPin, Logf: opts.Logf}, opts)
 	if err != nil {
 		return nil, err
 	}

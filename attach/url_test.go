@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -32,11 +33,15 @@ func serveFiles(t *testing.T, dir string, etag *atomic.Value) string {
 	return s.URL
 }
 
-func TestOpenSourceURL(t *testing.T) {
-	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+// urlImages writes the images that the URL tests serve into a temporary
+// directory, and returns it with the bytes they hold: data (disk.img and
+// its xz, gzip and zstd forms), topRaw (the chain top.qcow2 over
+// base.qcow2) and whole (gpt.img, two partitions).
+func urlImages(t *testing.T) (dir string, data, topRaw, whole []byte) {
+	t.Helper()
 	tooltest.Require(t, "sgdisk")
-	dir := t.TempDir()
-	data := make([]byte, 4<<20)
+	dir = t.TempDir()
+	data = make([]byte, 4<<20)
 	for i := range data {
 		data[i] = byte(i * 7 / 4096)
 	}
@@ -59,14 +64,20 @@ func TestOpenSourceURL(t *testing.T) {
 	qemu("qemu-img", "create", "-q", "-f", "qcow2", "-b", "base.qcow2", "-F", "qcow2", filepath.Join(dir, "top.qcow2"))
 	qemu("qemu-io", "-c", "write -P 0x5a 1M 64k", "-c", "write -P 0xa5 4000k 96k", filepath.Join(dir, "top.qcow2"))
 	qemu("qemu-img", "convert", "-O", "raw", filepath.Join(dir, "top.qcow2"), filepath.Join(dir, "top.raw"))
-	topRaw, _ := os.ReadFile(filepath.Join(dir, "top.raw"))
+	topRaw, _ = os.ReadFile(filepath.Join(dir, "top.raw"))
 	qemu("qemu-img", "create", "-q", "-f", "qcow2", "-u", "-b", "../base.qcow2", "-F", "qcow2", filepath.Join(dir, "out.qcow2"), "4M")
 	gpt := filepath.Join(dir, "gpt.img")
 	os.WriteFile(gpt, data, 0o644)
 	if out, err := exec.Command("sgdisk", "-n", "1:0:+1M", "-n", "2:0:+1M", gpt).CombinedOutput(); err != nil {
 		t.Fatalf("sgdisk: %v %s", err, out)
 	}
-	whole, _ := os.ReadFile(gpt)
+	whole, _ = os.ReadFile(gpt)
+	return dir, data, topRaw, whole
+}
+
+func TestOpenSourceURL(t *testing.T) {
+	t.Setenv("XDG_CACHE_HOME", t.TempDir())
+	dir, data, topRaw, whole := urlImages(t)
 	var etag atomic.Value
 	etag.Store(`"one"`)
 	base := serveFiles(t, dir, &etag)
@@ -89,25 +100,9 @@ func TestOpenSourceURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			url := base + "/" + tt.name
-			tt.opts.BlockSize = 512
-			op, err := OpenSource(Spec{Kind: KindURL, Path: url}, tt.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer op.Source.Close()
-			desc := url
-			if tt.opts.Partition > 0 {
-				desc += ":p2"
-			}
-			if op.Format != tt.format || op.Desc != desc || op.Pin != `etag:"one"` || !op.Source.Caps().ReadOnly {
-				t.Errorf("format %q, desc %q, pin %q, caps %v; want %s, %s, the ETag, ro", op.Format, op.Desc, op.Pin, op.Source.Caps(), tt.format, desc)
-			}
-			if w := strings.Join(op.Warnings, "\n"); !strings.Contains(w, tt.note) || (tt.note == "" && w != "") {
-				t.Errorf("warnings %q, want %q", w, tt.note)
-			}
-			if got := readAll(t, op); !bytes.Equal(got, tt.want) {
-				t.Errorf("the device's bytes differ from the original")
+			op := checkOpened(t, base+"/"+tt.name, tt.opts, tt.format, tt.want, tt.note)
+			if op.Pin != `etag:"one"` {
+				t.Errorf("pin %q, want the ETag", op.Pin)
 			}
 		})
 	}
@@ -138,4 +133,31 @@ func TestOpenSourceURL(t *testing.T) {
 			}
 		})
 	}
+}
+
+// checkOpened opens url with opts (512-byte blocks) and checks what it
+// opens as: format, read-only, the warning note ("": none), a pin, and the
+// bytes want. It returns the Opened, closed when the test ends.
+func checkOpened(t *testing.T, url string, opts OpenOptions, format string, want []byte, note string) *Opened {
+	t.Helper()
+	opts.BlockSize = 512
+	op, err := OpenSource(Spec{Kind: KindURL, Path: url}, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { op.Source.Close() })
+	desc := url
+	if opts.Partition > 0 {
+		desc += ":p" + strconv.Itoa(opts.Partition)
+	}
+	if op.Format != format || op.Desc != desc || op.Pin == "" || !op.Source.Caps().ReadOnly {
+		t.Errorf("format %q, desc %q, pin %q, caps %v; want %s, %s, a pin, ro", op.Format, op.Desc, op.Pin, op.Source.Caps(), format, desc)
+	}
+	if w := strings.Join(op.Warnings, "\n"); !strings.Contains(w, note) || (note == "" && w != "") {
+		t.Errorf("warnings %q, want %q", w, note)
+	}
+	if got := readAll(t, op); !bytes.Equal(got, want) {
+		t.Errorf("the device's bytes differ from the original")
+	}
+	return op
 }

@@ -53,10 +53,20 @@ func TestKernelHTTP(t *testing.T) {
 	start = time.Now()
 	dev, stderr := attachStderr(t, "-P", url)
 	t.Logf("attached in %v", time.Since(start))
-	start = time.Now()
 	if !strings.Contains(stderr, "read-only: attached read-only") {
 		t.Errorf("attach stderr = %q, want the read-only note", stderr)
 	}
+	checkCloudImage(t, dev, url, dir, files, diskSum)
+}
+
+// checkCloudImage checks dev, the partitioned ext4 disk of
+// partitionedExt4 (files, and diskSum the whole disk's sha256) attached
+// read-only with -P from source: its first partition mounted read-only
+// holds the files, the device reads as the disk, list shows it read-only
+// from source. Then it detaches dev.
+func checkCloudImage(t *testing.T, dev, source, dir string, files map[string]string, diskSum string) {
+	t.Helper()
+	start := time.Now()
 	if got := must(t, "blockdev", "--getro", dev); got != "1" {
 		t.Errorf("blockdev --getro = %s, want 1", got)
 	}
@@ -82,8 +92,8 @@ func TestKernelHTTP(t *testing.T) {
 	for _, d := range listDevices(t).Devices {
 		if d.Name == dev {
 			found = true
-			if !d.RO || d.Source != url {
-				t.Errorf("list: ro %v, source %q, want true, %q", d.RO, d.Source, url)
+			if !d.RO || d.Source != source {
+				t.Errorf("list: ro %v, source %q, want true, %q", d.RO, d.Source, source)
 			}
 		}
 	}

@@ -44,6 +44,9 @@ var layers = []layer{
 	// Formats and helpers under sources see the Source contract and the
 	// helpers under sources/internal, never each other's formats.
 	{pkg: "sources/internal/...", may: []string{"sources", "sources/internal/...", "internal/..."}},
+	// Objects in S3 buckets are read as URLs' objects are: through
+	// httpsrc's Fetcher, cache and retries.
+	{pkg: "sources/s3src", may: []string{"sources", "sources/httpsrc", "sources/internal/...", "internal/..."}},
 	{pkg: "sources/...", may: []string{"sources", "sources/internal/...", "internal/..."}},
 	{pkg: "sources", may: []string{"internal/..."}},
 	// Test helpers may use the one that requires tools.

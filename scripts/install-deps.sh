@@ -82,3 +82,6 @@ if [ -n "$need" ]; then
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
+# SeaweedFS, the S3 server of the tests (internal/s3test): no Debian
+# package; built from its Go module at a pinned version.
+"$(dirname "$0")/install-seaweedfs.sh" -q

@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,6 +22,7 @@ import (
 	"github.com/nbdloop/nbdloop/filters"
 	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/s3src"
 )
 
 const appDescription = `nbdloop attaches a file, a block device or a RAM disk to a Linux Network
@@ -144,6 +146,8 @@ func attachCommand() *cli.Command {
 			&cli.BoolFlag{Name: "allow-devices", Usage: "let the files an image names be block devices"},
 			&cli.StringFlag{Name: "metadata-limit", Value: fmt.Sprintf("%dM", sources.DefaultMetadataLimit>>20), Usage: "memory for image metadata (qcow2 and VMDK tables, compressed images' indexes), all files of the device together, in `SIZE` bytes; an image that needs more is refused"},
 			&cli.StringFlag{Name: "spill-limit", Usage: "largest temporary file a compressed image of one big block is decoded into, in `SIZE` bytes; it is also kept 1G (or a tenth of the file system) short of filling $TMPDIR", DefaultText: "64G"},
+			&cli.StringFlag{Name: "s3-profile", Usage: "read an s3:// SOURCE with the credentials and settings of the AWS profile `NAME` (instead of AWS_PROFILE's or the default)"},
+			&cli.StringFlag{Name: "s3-endpoint", Usage: "read an s3:// SOURCE from the store at `URL` (http://HOST:PORT, addressed path-style) instead of the one the AWS configuration names, or AWS's"},
 			filterFlag(),
 			concatFlag(), partitionsFlag(), tableFlag(), alignFlag(), typeFlag(), espFlag(), partitionFlag(),
 			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled (no restarts)"},
@@ -289,6 +293,10 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 			return cfg, usageError("attach: --allow-path %s: %v", d, err)
 		}
 		cfg.AllowPaths = append(cfg.AllowPaths, abs)
+	}
+	cfg.S3Profile, cfg.S3Endpoint = c.String("s3-profile"), c.String("s3-endpoint")
+	if (cfg.S3Profile != "" || cfg.S3Endpoint != "") && !slices.ContainsFunc(append([]string{cfg.Source}, cfg.Sources...), s3src.IsURL) {
+		return cfg, usageError("attach: --s3-profile and --s3-endpoint apply to s3:// SOURCEs only (omit them)")
 	}
 	cfg.NoRestart = c.Bool("no-restart")
 	if c.IsSet("run") && strings.TrimSpace(c.String("run")) == "" {

@@ -59,6 +59,22 @@ const sourceHelp = `SOURCE is one of:
                   the server must serve byte ranges; redirects (at most 5)
                   are followed; user:password@ in the URL is refused (it
                   would be kept in the state record and shown by list)
+  s3://BUCKET/KEY an object in an S3 bucket (AWS S3, or another store:
+                  SeaweedFS, Ceph's RADOS gateway, MinIO, Garage), read with
+                  ranged GetObject requests and served as a URL's object is:
+                  the same formats, cache, connections, readahead and
+                  retries, pinned by its ETag with If-Match (a deleted object
+                  counts as replaced); a qcow2 image's backing files are keys
+                  next to it in the bucket; configured the AWS way, as the
+                  aws CLI is: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and
+                  AWS_SESSION_TOKEN, AWS_PROFILE (or --s3-profile) naming a
+                  profile of ~/.aws/config and ~/.aws/credentials (SSO and
+                  roles too), AWS_REGION (default us-east-1), and for other
+                  stores AWS_ENDPOINT_URL, AWS_ENDPOINT_URL_S3, the
+                  profile's endpoint_url or --s3-endpoint URL, addressed
+                  path-style (URL/BUCKET/KEY); the server process keeps
+                  attach's environment; no credentials are kept in the
+                  state record
   nbd://...       nbd://HOST[:PORT]/EXPORT: the export EXPORT of a remote NBD
                   server (nbdkit, qemu-nbd, nbd-server, nbdloop serve) over
                   TCP, port 10809 by default; an empty EXPORT is the server's
@@ -84,8 +100,7 @@ const sourceHelp = `SOURCE is one of:
                   without a ca-cert.pem it must be given) and
                   tls-verify-peer=false (check nothing: any server is taken)
 SIZE takes the suffixes K, M, G, T, P, E (powers of 1024; also KiB, MiB, ...)
-and KB, MB, GB, ... (powers of 1000). Other URLs (s3://, ftp://, ...) are
-refused.`
+and KB, MB, GB, ... (powers of 1000). Other URLs (ftp://, ...) are refused.`
 
 // compositeHelp describes the devices made of several SOURCEs and the
 // partition view, for --help and the man page.

@@ -133,32 +133,41 @@ func (r *rangeReader) request() error {
 	ctx, stop := context.WithCancel(r.ctx)
 	r.watchdog = time.AfterFunc(r.o.opts.stall(), stop)
 	r.stop = stop
-	resp, err := r.o.do(ctx, http.MethodGet, "bytes="+strconv.FormatInt(r.off, 10)+"-"+strconv.FormatInt(r.end-1, 10))
+	body, err := r.o.fetch(ctx, r.off, r.end)
 	if err != nil {
 		r.stopRequest()
-		if err, again := transportError(err); !again {
-			return err
-		}
-		return errRetry{err} // past the deadline, pause reports it
+		return err // past the deadline, pause reports an errRetry
 	}
-	if err := r.check(resp); err != nil {
-		resp.Body.Close()
-		r.stopRequest()
-		return err
-	}
-	r.body, r.got = resp.Body, 0
+	r.body, r.got = body, 0
 	return nil
+}
+
+// fetchHTTP sends the range request for [off, end) of the object on its
+// HTTP server and checks the answer.
+func (o *Object) fetchHTTP(ctx context.Context, off, end int64) (io.ReadCloser, error) {
+	resp, err := o.do(ctx, http.MethodGet, "bytes="+strconv.FormatInt(off, 10)+"-"+strconv.FormatInt(end-1, 10))
+	if err != nil {
+		if err, again := transportError(err); !again {
+			return nil, err
+		}
+		return nil, errRetry{err}
+	}
+	if err := o.check(resp, off, end); err != nil {
+		resp.Body.Close()
+		return nil, err
+	}
+	return resp.Body, nil
 }
 
 // check accepts a 206 for exactly [off, end) of an object of the size
 // pinned; a 412 or 416, or another size, means the object was replaced.
-func (r *rangeReader) check(resp *http.Response) error {
+func (o *Object) check(resp *http.Response, off, end int64) error {
 	switch {
 	case resp.StatusCode == http.StatusPreconditionFailed:
-		r.o.replace("the server answered " + resp.Status + " to If-Match")
+		o.replace("the server answered " + resp.Status + " to If-Match")
 		return ErrReplaced
 	case resp.StatusCode == http.StatusRequestedRangeNotSatisfiable:
-		r.o.replace("the server answered " + resp.Status + ": the object is smaller now")
+		o.replace("the server answered " + resp.Status + ": the object is smaller now")
 		return ErrReplaced
 	case resp.StatusCode >= 500:
 		return errRetry{statusError(resp)}
@@ -167,19 +176,26 @@ func (r *rangeReader) check(resp *http.Response) error {
 	case resp.StatusCode != http.StatusPartialContent:
 		return statusError(resp)
 	}
-	first, last, total, err := parseContentRange(resp.Header.Get("Content-Range"))
+	return o.checkRange(resp.Header.Get("Content-Range"), resp.ContentLength, off, end)
+}
+
+// checkRange accepts the Content-Range and the announced length (-1:
+// unknown) of an answer for exactly [off, end) of an object of the size
+// pinned; another size means the object was replaced.
+func (o *Object) checkRange(contentRange string, length, off, end int64) error {
+	first, last, total, err := parseContentRange(contentRange)
 	if err != nil {
 		return err
 	}
-	if total != r.o.size {
-		r.o.replace(fmt.Sprintf("its size is %d bytes now, not %d", total, r.o.size))
+	if total != o.size {
+		o.replace(fmt.Sprintf("its size is %d bytes now, not %d", total, o.size))
 		return ErrReplaced
 	}
-	if first != r.off || last != r.end-1 {
-		return fmt.Errorf("asked for bytes %d-%d, the server sent bytes %d-%d", r.off, r.end-1, first, last)
+	if first != off || last != end-1 {
+		return fmt.Errorf("asked for bytes %d-%d, the server sent bytes %d-%d", off, end-1, first, last)
 	}
-	if n := resp.ContentLength; n >= 0 && n != r.end-r.off {
-		return fmt.Errorf("asked for %d bytes, the server announced a body of %d", r.end-r.off, n)
+	if length >= 0 && length != end-off {
+		return fmt.Errorf("asked for %d bytes, the server announced a body of %d", end-off, length)
 	}
 	return nil
 }

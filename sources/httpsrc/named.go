@@ -23,11 +23,26 @@ type Named struct {
 // Open opens, read-only, the object that name stands for in the image at
 // the URL base, and returns it and its URL.
 func (n Named) Open(base, name string) (sources.Source, string, error) {
-	loc, err := Resolve(base, name)
+	return NamedBy{Resolve: Resolve, OpenAt: func(loc string) (sources.Source, error) { return Open(loc, n.Options) }}.Open(base, name)
+}
+
+// NamedBy opens the files an image names, as Named does, in another
+// store (sources/s3src): Resolve finds where a name leads (returning a
+// *sources.ConfinedError for one that leaves the image's directory),
+// OpenAt opens what is there.
+type NamedBy struct {
+	Resolve func(base, name string) (string, error)
+	OpenAt  func(loc string) (sources.Source, error)
+}
+
+// Open opens, read-only, what name stands for in the image at base, and
+// returns it and where it is.
+func (n NamedBy) Open(base, name string) (sources.Source, string, error) {
+	loc, err := n.Resolve(base, name)
 	if err != nil {
 		return nil, loc, err
 	}
-	src, err := Open(loc, n.Options)
+	src, err := n.OpenAt(loc)
 	if err != nil {
 		return nil, loc, err
 	}

@@ -90,6 +90,9 @@ type Object struct {
 	opts   Options
 	client *http.Client
 	warns  []string
+	// fetcher, when not nil, fetches the bytes instead of client
+	// (NewObject).
+	fetcher Fetcher
 
 	replaced atomic.Bool
 }
@@ -152,23 +155,33 @@ func Stat(raw string, opts Options) (*Object, error) {
 // at most opts.Connections connections, no transparent decompression,
 // redirects to http(s) only.
 func newClient(opts Options) *http.Client {
+	tr := &http.Transport{Proxy: http.ProxyFromEnvironment, TLSClientConfig: opts.TLS}
+	configureTransport(tr, opts)
+	return &http.Client{Transport: tr, CheckRedirect: checkRedirect}
+}
+
+// configureTransport sets tr's connections and timeouts for opts (its
+// defaults applied): HTTP/1.1 keep-alive to at most opts.Connections
+// connections, no transparent decompression, bounded headers, and dial,
+// TLS and header timeouts of a stall. It keeps tr's TLS configuration
+// unless opts.TLS is set.
+func configureTransport(tr *http.Transport, opts Options) {
 	stall := opts.stall()
 	protos := new(http.Protocols)
 	protos.SetHTTP1(true)
-	tr := &http.Transport{
-		Proxy:                  http.ProxyFromEnvironment,
-		DialContext:            (&net.Dialer{Timeout: stall, KeepAlive: 30 * time.Second}).DialContext,
-		TLSClientConfig:        opts.TLS,
-		TLSHandshakeTimeout:    stall,
-		ResponseHeaderTimeout:  stall,
-		MaxIdleConnsPerHost:    opts.Connections,
-		MaxConnsPerHost:        opts.Connections,
-		IdleConnTimeout:        90 * time.Second,
-		DisableCompression:     true,
-		MaxResponseHeaderBytes: maxHeaderBytes,
-		Protocols:              protos,
+	tr.DialContext = (&net.Dialer{Timeout: stall, KeepAlive: 30 * time.Second}).DialContext
+	if opts.TLS != nil {
+		tr.TLSClientConfig = opts.TLS
 	}
-	return &http.Client{Transport: tr, CheckRedirect: checkRedirect}
+	tr.TLSHandshakeTimeout = stall
+	tr.ResponseHeaderTimeout = stall
+	tr.MaxIdleConnsPerHost = opts.Connections
+	tr.MaxConnsPerHost = opts.Connections
+	tr.IdleConnTimeout = 90 * time.Second
+	tr.DisableCompression = true
+	tr.MaxResponseHeaderBytes = maxHeaderBytes
+	tr.ForceAttemptHTTP2 = false
+	tr.Protocols = protos
 }
 
 // redirectError is a redirect that is not followed; requests that meet
@@ -407,8 +420,14 @@ func (o *Object) ReadAt(p []byte, off int64) (int, error) {
 	return n, eof
 }
 
-// Close closes the idle connections of the object's client.
-func (o *Object) Close() { o.client.CloseIdleConnections() }
+// Close closes the idle connections of the object's client or Fetcher.
+func (o *Object) Close() {
+	if o.fetcher != nil {
+		o.fetcher.Close()
+		return
+	}
+	o.client.CloseIdleConnections()
+}
 
 // replace records that the object was replaced, and logs it once.
 func (o *Object) replace(why string) {

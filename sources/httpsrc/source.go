@@ -22,7 +22,13 @@ type Source struct {
 // Open stats the object at raw and returns its Source (Stat, then
 // Object.Source).
 func Open(raw string, opts Options) (*Source, error) {
-	o, err := Stat(raw, opts)
+	return OpenObject(Stat(raw, opts))
+}
+
+// OpenObject returns the Source of o, as o.Source(0), and closes o when
+// that fails; it passes err on when err is not nil. Open is
+// OpenObject(Stat(...)), and so opens another store's Object.
+func OpenObject(o *Object, err error) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
