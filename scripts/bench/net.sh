@@ -16,10 +16,10 @@
 #              $runtime s each after $ramp s
 #
 # Groups (one column per server and TLS mode, same jobs):
-#   net-memory  a RAM disk of $span bytes: nbdloop memory:, nbdkit memory
+#   net-memory  a RAM disk of $net_span bytes: nbdloop memory:, nbdkit memory
 #               (qemu-nbd has no RAM disk of its own: its RAM is net-file's
 #               file, which is on a tmpfs)
-#   net-file    a $span file on a tmpfs, filled with fio's data: nbdloop,
+#   net-file    a $net_span file on a tmpfs, filled with fio's data: nbdloop,
 #               nbdkit file, qemu-nbd -f raw --shared
 # The RAM disks are filled by the first nbdcopy job, so later reads never hit
 # holes.
@@ -29,8 +29,11 @@
 # group-net-SRC.tsv (kind, the server's peak resident memory in KiB), the
 # servers' and clients' logs in net/, meta.txt's group_net-SRC_kinds and
 # _jobs lines. Uses measure.sh's $out, $work, $nbdloop, $conns, $runtime,
-# $ramp, $span, $img, log, fail, free_nbd, wait_free and now_us.
+# $ramp, $img, log, fail, free_nbd, wait_free and now_us.
+# Env: BENCH_NET_SPAN  the size of the sources (default 32M: nbdcopy copies
+#                      all of it, which takes minutes at 4 KiB under TCG)
 
+net_span=${BENCH_NET_SPAN:-32M}
 net_fio_jobs="write-1m-qd8 read-1m-qd8 randwrite-4k-qd32 randread-4k-qd32"
 # name|request size|requests in flight|direction
 net_copy_jobs=(
@@ -70,7 +73,7 @@ net_start() {
 	case $k in
 	nbdloop-*)
 		local src=$file
-		[[ $k == *-memory* ]] && src=memory:$span
+		[[ $k == *-memory* ]] && src=memory:$net_span
 		if [[ $k == *-tls ]]; then tls=(--tls=require --tls-certificates "$net_pki"); else tls=(--tls=off); fi
 		"$nbdloop" serve --listen "127.0.0.1:$port" "${tls[@]}" "$src" >"$log" 2>&1 &
 		net_pid=$!
@@ -84,7 +87,7 @@ net_start() {
 	nbdkit-*)
 		[[ $k == *-tls ]] && tls=(--tls=require "--tls-certificates=$net_pki")
 		local plugin=(file "$file")
-		[[ $k == *-memory* ]] && plugin=(memory "$span")
+		[[ $k == *-memory* ]] && plugin=(memory "$net_span")
 		rm -f "$work/net.pid"
 		# No -f: nbdkit forks once it listens.
 		nbdkit -i 127.0.0.1 -p "$port" -P "$work/net.pid" "${tls[@]}" "${plugin[@]}" >"$log" 2>&1 || return 1
@@ -187,6 +190,7 @@ run_group_net() {
 	{
 		echo "group_${g}_kinds=$kinds"
 		echo "group_${g}_jobs=$jobs"
+		echo "group_${g}_span=$net_span"
 	} >>"$out/meta.txt"
 	log "group $g: $kinds"
 	mkdir -p "$out/net"
@@ -199,8 +203,8 @@ run_group_net() {
 	# filled tmpfs file, not in $work (the 1 GiB file fills it).
 	local data=/tmp/nbdloop-bench-net-data.img
 	file=/tmp/nbdloop-bench-net-file.img
-	if ! head -c "$span" "$img" >"$data" || ! cp "$data" "$file"; then
-		fail "group $g: cannot make the $span source files"
+	if ! head -c "$net_span" "$img" >"$data" || ! cp "$data" "$file"; then
+		fail "group $g: cannot make the $net_span source files"
 		rm -f "$data" "$file"
 		return
 	fi
