@@ -170,11 +170,21 @@ net_fio() {
 		fail "group net: $k: nbd-client could not connect"
 		return 1
 	fi
+	net_dev=$d
 	log "  $k on $d"
 	timeout -k 5 600 fio --filename="$d" --output-format=json --output="$4" "$3" \
 		>>"$out/tools.log" 2>&1 || fail "group net: $k fio"
 	nbd-client -d "$d" >>"$out/net/nbd-client.log" 2>&1 || fail "group net: $k nbd-client -d"
 	wait_free "$d" || fail "group net: $k: $d still busy"
+	net_dev=''
+}
+
+# net_cleanup: measure.sh's exit trap: the device and server of a group
+# that was interrupted.
+net_cleanup() {
+	[ -z "${net_dev:-}" ] || nbd-client -d "$net_dev" >/dev/null 2>&1
+	net_dev=''
+	net_stop
 }
 
 # run_group_net SRC: the group net-SRC (memory or file).
