@@ -66,7 +66,9 @@ func serverTLSConfig(dir string, verifyPeer bool) (*tls.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("TLS: %s: %w", dir, err)
 	}
-	cfg := &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
+	// Full-size records from the first byte: NBD replies are bulk data,
+	// not a page whose first bytes should reach a browser early.
+	cfg := &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12, DynamicRecordSizingDisabled: true}
 	if !verifyPeer {
 		return cfg, nil
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"sync"
 	"syscall"
 	"time"
@@ -56,9 +55,9 @@ type conn struct {
 	raw *rawSocket
 
 	// Owned by the writing worker.
-	iov  [][]byte
-	bufs net.Buffers
-	werr error // first reply write error
+	iov    [][]byte
+	joined []byte // writeJoined's copy of the replies; at most joinMax
+	werr   error  // first reply write error
 }
 
 // readLoop reads requests until the peer sends DISC or closes its end

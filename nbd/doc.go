@@ -68,6 +68,13 @@
 //     pread would copy them into a buffer that writev copies again.
 //   - Request and reply buffers come from size-classed pools: no allocation
 //     per request at steady state (see the benchmarks' allocs/op).
+//   - A TLS session's socket is read and written with the same raw system
+//     calls, reads through a 256 KiB buffer (one read(2) takes in every
+//     record the client has sent), and each batch of replies is copied
+//     into one write of up to 256 KiB, so that small replies share TLS
+//     records instead of costing a record and a system call each. The
+//     server's records are full-size from the first byte
+//     (attach sets tls.Config.DynamicRecordSizingDisabled).
 //
 // Errors from the Source become NBD error replies (ErrorCode is the one place
 // that maps them); only a peer that breaks the protocol (bad magic, a payload

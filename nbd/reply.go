@@ -143,11 +143,8 @@ func (c *conn) writeIovecs() {
 		var err error
 		if c.raw != nil {
 			err = c.raw.WriteBuffers(c.iov)
-		} else if len(c.iov) == 1 {
-			_, err = c.rw.Write(c.iov[0])
 		} else {
-			c.bufs = c.iov
-			_, err = c.bufs.WriteTo(c.rw)
+			err = c.writeJoined()
 		}
 		if err != nil {
 			c.werr = err
@@ -171,4 +168,41 @@ func (c *conn) sendFile(r fileRegion) {
 		c.s.opts.Logf("nbd: sending a READ reply from the source file: %v (closing the connection)", err)
 		c.raw.Shutdown()
 	}
+}
+
+// joinMax is the most reply bytes writeJoined copies into one Write.
+const joinMax = 256 << 10
+
+// writeJoined writes c.iov to a connection without a socket of its own (a
+// TLS session): replies are copied together into c.joined, up to joinMax
+// bytes, and written with one Write, so that a batch of small replies
+// becomes a few full TLS records and system calls, not one of each per
+// reply. A reply over joinMax is written on its own, uncopied.
+func (c *conn) writeJoined() error {
+	for _, b := range c.iov {
+		if len(c.joined)+len(b) > joinMax && len(c.joined) > 0 {
+			if err := c.writeOut(c.joined); err != nil {
+				return err
+			}
+			c.joined = c.joined[:0]
+		}
+		if len(b) > joinMax {
+			if err := c.writeOut(b); err != nil {
+				return err
+			}
+			continue
+		}
+		c.joined = append(c.joined, b...)
+	}
+	err := c.writeOut(c.joined)
+	c.joined = c.joined[:0]
+	return err
+}
+
+func (c *conn) writeOut(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	_, err := c.rw.Write(b)
+	return err
 }

@@ -129,7 +129,7 @@ func (n *negotiation) startTLS() error {
 		if _, err := n.rw.Write(n.out); err != nil {
 			return err
 		}
-		c := tls.Server(n.tls.raw, n.tls.config)
+		c := tls.Server(newTLSTransport(n.tls.raw), n.tls.config)
 		if err := c.Handshake(); err != nil {
 			return fmt.Errorf("nbd: TLS handshake: %w", err)
 		}

@@ -1,6 +1,8 @@
 #!/bin/sh
 # deps.sh: installs what `make bench` measures with, if any is missing
-# (Debian packages): fio, nbdkit, nbd-client, qemu-nbd (qemu-utils), losetup.
+# (Debian packages): fio, nbdkit, nbd-client, qemu-nbd (qemu-utils), losetup,
+# and for the network groups nbdcopy (libnbd-bin), certtool (gnutls-bin) and
+# python3.
 # Idempotent and quiet when nothing is missing. perf (linux-perf) is
 # optional: the profile run uses it when present.
 set -eu
@@ -12,6 +14,9 @@ check nbdkit nbdkit
 check nbd-client nbd-client
 check qemu-nbd qemu-utils
 check losetup mount
+check nbdcopy libnbd-bin
+check certtool gnutls-bin
+check python3 python3
 if [ -n "$need" ]; then
 	echo "bench deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive

@@ -20,12 +20,19 @@
 #          4 KiB random writes and reads QD32x2 for BENCH_RUNTIME each, over
 #          the same 128 MiB
 #
+#   net-memory, net-file  nbdloop serve, nbdkit and qemu-nbd on the loopback,
+#          TLS off and on, driven by nbdcopy and by fio through nbd-client
+#          (net.sh)
+#
 # Output in OUT: fio/group-GROUP-KIND.json (fio's JSON, one group per job),
 # group-GROUP.tsv (kind, the server's peak resident memory in KiB: VmHWM),
 # and meta.txt gains groups=..., group_GROUP_kinds=..., group_GROUP_jobs=...
 # Env: BENCH_GROUPS: the groups to run (default: all; "none": none).
 
-all_groups="xz qcow2"
+all_groups="xz qcow2 net-memory net-file"
+
+# shellcheck source=scripts/bench/net.sh
+. "$(dirname "${BASH_SOURCE[0]}")/net.sh"
 
 # prepare_groups RAW: host side, before the VM starts (the VM's xz would take
 # minutes under emulation). Makes RAW/groups/disk.img.xz from 128 MiB of
@@ -72,6 +79,7 @@ run_groups() {
 		case $g in
 		xz) run_group_xz ;;
 		qcow2) run_group_qcow2 ;;
+		net-memory | net-file) run_group_net "${g#net-}" ;;
 		*) fail "unknown group $g" ;;
 		esac
 	done

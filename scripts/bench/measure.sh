@@ -259,6 +259,7 @@ detach_dev() {
 cleanup() {
 	[ -z "$kind" ] || detach_dev
 	stop_nbdkit
+	declare -F net_cleanup >/dev/null && net_cleanup # groups.sh's net.sh
 	[ -n "${profile_fio:-}" ] && kill "$profile_fio" 2>/dev/null
 	umount "$work" 2>/dev/null
 	rmdir "$work" 2>/dev/null

@@ -21,12 +21,15 @@ type Group struct {
 	PeakRSSKiB map[string]int64 `json:"peak_rss_kib"`
 }
 
-// groupTargets are the targets of the issues that asked for each group:
-// name, numerator kind, denominator kind, job, minimum ratio (IOPS).
-var groupTargets = map[string][]struct {
+// groupTarget is a target of the issue that asked for a group: name,
+// numerator kind, denominator kind, job, minimum ratio (IOPS).
+type groupTarget struct {
 	name, num, den, job string
 	want                float64
-}{
+}
+
+// groupTargets are each group's targets.
+var groupTargets = map[string][]groupTarget{
 	"qcow2": {
 		{"nbdloop qcow2 >= 1.0x qemu-nbd", "nbdloop-qcow2", "qemu-nbd-qcow2", "randread-4k-qd32", 1.0},
 		{"nbdloop qcow2 >= 1.0x qemu-nbd", "nbdloop-qcow2", "qemu-nbd-qcow2", "randwrite-4k-qd32", 1.0},
@@ -37,6 +40,8 @@ var groupTargets = map[string][]struct {
 		{"nbdloop xz >= 1.5x nbdkit xz filter", "nbdloop-xz", "nbdkit-xz", "randread-4k-qd32", 1.5},
 		{"nbdloop xz >= 1.0x nbdkit xz filter", "nbdloop-xz", "nbdkit-xz", "read-full-1m-qd8", 1.0},
 	},
+	"net-memory": netTargets("memory", "nbdkit"),
+	"net-file":   netTargets("file", "nbdkit", "qemu-nbd"),
 }
 
 // loadGroups reads the groups that meta.txt names.
