@@ -30,8 +30,8 @@ again to the restarted server when the kernel's request timer finds it (up
 to 30 s later), and a mounted file system carries on. On 6.12, a second
 kill while a program writes and another reads can leave one write
 unanswered for good: the writer hangs until nbdloop detach --force, which
-fails it with EIO (seen in 3 of 4 runs of a test that kills the server
-twice under fio; never on 6.1). Avoid killing servers of busy devices on
+fails it with EIO (here in 4 of 5 runs that killed the server twice
+under fio; never seen on 6.1). Avoid killing servers of busy devices on
 6.12; detach and attach again instead.
 
 The same on both: the netlink requests and answers nbdloop uses (CONNECT,
