@@ -1,11 +1,16 @@
 #!/bin/sh
 # kernel-tests.sh: runs the kernel tests (bin/kerneltest.test, built by
-# `make kernel-test`) as root against the real NBD driver. In the VM
-# (scripts/vm/run.sh) the driver starts unloaded, so TestNoDriver runs first,
-# then nbd.ko is loaded and every TestKernel* runs. Natively the driver may
-# already be loaded; TestNoDriver then needs the VM and is reported as such.
+# `make kernel-test`) as root against the real NBD driver of the running
+# kernel, whichever it is: `make kernel-test` runs this once per kernel of
+# the VM harness (Debian 12's 6.1 and Debian 13's 6.12, every test on both;
+# see the Makefile). In the VM (scripts/vm/run.sh) the driver starts
+# unloaded, so TestNoDriver runs first, then nbd.ko (and ublk_drv where the
+# kernel has it) is loaded and every TestKernel* runs. Natively the driver
+# may already be loaded; TestNoDriver then needs the VM and is reported as
+# such. The first line says which kernel the tests run on.
 set -eu
 cd "$(dirname "$0")/.."
+echo "kernel-tests: Linux $(uname -r)${NBDLOOP_VM:+ (VM, --kernel ${NBDLOOP_VM_KERNEL:-6.1})}"
 export NBDLOOP_BIN="$PWD/bin/nbdloop"
 t=bin/kerneltest.test
 if [ "${NBDLOOP_VM:-}" = 1 ]; then
@@ -20,4 +25,7 @@ else
 	echo "kernel-tests: nbd is loaded already; TestNoDriver runs only in the VM (make check without NBDLOOP_NATIVE)"
 fi
 for m in btrfs raid456 xfs; do load "$m" || true; done
+# ublk_drv (Linux 6.0 and later, and a module in Debian 13's 6.12): quietly
+# absent from 6.1's package.
+load -q ublk_drv 2>/dev/null || true
 "$t" -test.v -test.count=1 -test.timeout 40m -test.run '^TestKernel'

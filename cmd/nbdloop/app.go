@@ -50,6 +50,8 @@ a state record in /run/nbdloop/nbdN.json and logs to /run/nbdloop/nbdN.log.
 
 ` + mountHelp + `
 
+` + kernelsHelp + `
+
 EXAMPLES:
   # nbdloop attach disk.img
   /dev/nbd0

@@ -185,7 +185,7 @@ nbdloop runs as root and treats every byte of an image as hostile.
 Probing. The format of a file is probed from its first 4 KiB on every open,
 restarts included. A file probed as raw stays raw: a write, write-zeroes or
 trim that would make those bytes probe as VMDK, qcow2, xz, gzip or zstd
-fails with EPERM (EIO on kernels that do not pass errors through) and the
+fails with EPERM (applications see EIO: see KERNELS) and the
 device's log says so, so a guest cannot turn its disk into an image that
 names host files (qemu restricts block 0 of probed-raw images the same
 way). A restart that finds another format than the device was attached

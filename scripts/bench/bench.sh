@@ -3,7 +3,8 @@
 # and bin/benchreport first). Measures loop, nbdloop, nbdkit + nbd-client and
 # qemu-nbd with fio in one session: natively when NBDLOOP_NATIVE=1, run as
 # root, on a host where `modprobe nbd` works; otherwise in one VM of
-# scripts/vm (this machine's kind: no NBD driver). Then prints the table and
+# scripts/vm (this machine's kind: no NBD driver), booting Debian 13's Linux
+# 6.12 unless NBDLOOP_VM_KERNEL says 6.1. Then prints the table and
 # writes bench-results/YYYYMMDD-HHMMSS.json and bench-results/latest.json;
 # the raw fio output stays in bench-results/raw/YYYYMMDD-HHMMSS/.
 #
@@ -54,14 +55,15 @@ if [ -n "$native" ]; then
 	echo "bench: measuring natively (kernel $(uname -r)) into $raw"
 	scripts/bench/measure.sh "$raw" || mrc=$?
 else
-	echo "bench: no native NBD driver (or NBDLOOP_NATIVE unset): measuring in one VM (qemu TCG) into $raw"
+	kernel=${NBDLOOP_VM_KERNEL:-6.12}
+	echo "bench: no native NBD driver (or NBDLOOP_NATIVE unset): measuring in one VM (qemu TCG, Linux $kernel) into $raw"
 	scripts/install-deps.sh
-	scripts/vm/setup.sh >/dev/null
+	scripts/vm/setup.sh --kernel "$kernel" >/dev/null
 	env_opts=()
 	for v in $(compgen -e); do
 		case $v in BENCH_*) env_opts+=(-e "$v") ;; esac
 	done
-	scripts/vm/run.sh --timeout "${BENCH_VM_TIMEOUT:-1500}" --out "$raw" \
+	scripts/vm/run.sh --kernel "$kernel" --timeout "${BENCH_VM_TIMEOUT:-1500}" --out "$raw" \
 		"${env_opts[@]+"${env_opts[@]}"}" -- scripts/bench/measure.sh "$raw" || mrc=$?
 fi
 

@@ -12,6 +12,7 @@
 #
 # Env: NBDLOOP_VM_RUN_OPTS   extra options for run.sh, split on blanks
 #                            (e.g. "--timeout 3000 -e GOTRACEBACK")
+#      NBDLOOP_VM_KERNEL     6.1 (default) or 6.12: the kernel to boot
 set -eu
 
 # Braces: bash reads a script as it runs it, so an edit to this file would

@@ -6,12 +6,15 @@
 #
 # COMMAND (its words joined by spaces, as ssh does) runs with `/bin/sh -c`
 # semantics in the caller's current directory, inside a qemu (TCG) VM booted
-# with Debian 12's generic kernel, whose root is the host's root, read-only
+# with a Debian generic kernel (--kernel), whose root is the host's root, read-only
 # (over 9p). Its stdout and stderr are streamed here (both to stdout), and
 # run.sh exits with its exit status; or with 1 and a message if the VM ended
 # without one (kernel panic, failed boot, timeout).
 #
 # Options:
+#   --kernel 6.1|6.12   the kernel to boot: Debian 12's 6.1 (default, unless
+#                       NBDLOOP_VM_KERNEL says) or Debian 13's 6.12, which
+#                       also has ublk_drv (setup.sh fetches either)
 #   --timeout SECS      kill the VM after SECS seconds (default 1500)
 #   --mem MiB           guest memory (default 3072)
 #   --smp N             guest CPUs (default 2)
@@ -31,11 +34,12 @@
 #                    outlive the VM (same path inside and outside)
 #   NBDLOOP_KDIR     root of the unpacked kernel package (modprobe -d DIR)
 #   KVER             its version (= uname -r in the guest)
+#   NBDLOOP_VM_KERNEL  6.1 or 6.12
 #   PATH, HOME, TERM, LANG from the caller; USER=root; nothing else unless -e
 # The NBD driver is NOT loaded (tests first check how nbdloop copes without
 # it): load it with
 #   scripts/vm/modprobe.sh nbd nbds_max=16 max_part=16
-# and md, dm, xfs, btrfs likewise. (ext4 and virtio_blk are loaded already.)
+# and md, dm, xfs, btrfs (and on 6.12 ublk_drv) likewise. (ext4 and virtio_blk are loaded already.)
 # The loopback interface is up (nbdkit's default localhost:10809 works); there
 # is no other network. There is no udev.
 #
@@ -48,7 +52,10 @@
 # the guest (so are $HOME and go's caches), and host files rewritten in place
 # during a run may look stale inside (9p cache=loose).
 #
+# run.sh says which kernel it boots on stderr ("run.sh: Linux KVER").
+#
 # Env: NBDLOOP_VM_CACHE     cache dir (see setup.sh)
+#      NBDLOOP_VM_KERNEL    6.1 or 6.12 when --kernel is not given
 #      NBDLOOP_VM_9P_CACHE  9p cache mode of the host root: loose (default),
 #                           none (slower, never stale)
 #      NBDLOOP_VM_KARGS     extra kernel command line (e.g. loglevel=7)
@@ -68,10 +75,11 @@ usage() {
 }
 die() { echo "run.sh: $*" >&2; exit 1; }
 
-timeout=1500 mem=3072 smp=2 scratch_size=4G outdir='' verbose=''
+kernel=${NBDLOOP_VM_KERNEL:-6.1} timeout=1500 mem=3072 smp=2 scratch_size=4G outdir='' verbose=''
 pass_env=()
 while [ $# -gt 0 ]; do
 	case $1 in
+	--kernel) kernel=${2:?}; shift 2 ;;
 	--timeout) timeout=${2:?}; shift 2 ;;
 	--mem) mem=${2:?}; shift 2 ;;
 	--smp) smp=${2:?}; shift 2 ;;
@@ -109,9 +117,10 @@ if hidden_in_guest "$cwd"; then
 	case $keep in /tmp | /run | /var/tmp) die "cannot run in $cwd itself (the guest's own tmpfs); run from a directory inside it" ;; esac
 fi
 
-# setup.sh prints NBDLOOP_VM_CACHE, KVER, NBDLOOP_KDIR, NBDLOOP_VM_KERNEL,
-# NBDLOOP_VM_INITRD; it is quick once done.
-eval "$("$here/setup.sh")"
+# setup.sh prints NBDLOOP_VM_CACHE, NBDLOOP_VM_KERNEL, KVER, NBDLOOP_KDIR,
+# NBDLOOP_VM_VMLINUX, NBDLOOP_VM_INITRD; it is quick once done.
+vm_env=$("$here/setup.sh" --kernel "$kernel") || die "setup.sh --kernel $kernel failed"
+eval "$vm_env"
 
 runs=$NBDLOOP_VM_CACHE/runs
 mkdir -p "$runs"
@@ -177,6 +186,7 @@ q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
 	echo "export NBDLOOP_VM_OUT=$(q "$out")"
 	echo "export NBDLOOP_KDIR=$(q "$NBDLOOP_KDIR")"
 	echo "export KVER=$(q "$KVER")"
+	echo "export NBDLOOP_VM_KERNEL=$(q "$NBDLOOP_VM_KERNEL")"
 	echo "cd $(q "$cwd") || exit 125"
 	echo "exec /bin/sh -c $(q "$cmd")"
 } >"$out/cmd.sh"
@@ -215,6 +225,7 @@ trap 'exit 143' TERM
 firmware=()
 [ -f /usr/share/qemu/qboot.rom ] && firmware=(-bios /usr/share/qemu/qboot.rom)
 
+echo "run.sh: Linux $KVER (--kernel $NBDLOOP_VM_KERNEL)" >&2
 start=$(date +%s%N)
 # -cpu max: TCG's default CPU lacks SSE4.2, and ext4's crc32c-intel wants it.
 # The serial console on stdout, into the log; stdin from /dev/null (CI has
@@ -227,7 +238,7 @@ timeout -k 10 "$timeout" qemu-system-x86_64 \
 	-nodefaults -no-user-config -display none -serial stdio \
 	-accel tcg,thread=multi -cpu max -m "$mem" -smp "$smp" \
 	-no-reboot "${firmware[@]+"${firmware[@]}"}" \
-	-kernel "$NBDLOOP_VM_KERNEL" -initrd "$NBDLOOP_VM_INITRD" \
+	-kernel "$NBDLOOP_VM_VMLINUX" -initrd "$NBDLOOP_VM_INITRD" \
 	-append "console=ttyS0 quiet panic=-1 no_timer_check nbd.nbds_max=16 nbd.max_part=16 ${NBDLOOP_VM_KARGS:-}" \
 	-virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
 	-virtfs "local,path=$out,mount_tag=out,security_model=none" \
