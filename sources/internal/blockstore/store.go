@@ -70,7 +70,7 @@ type Store struct {
 	slotOf map[int64]int32 // block -> slot, for held and pending blocks
 	hand   int
 
-	broken atomic.Bool // a write failed: store nothing more
+	broken                atomic.Bool // a write failed: store nothing more
 	hits, stored, corrupt atomic.Int64
 }
 
