@@ -11,9 +11,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/nbdloop/nbdloop/sources/internal/blockstore"
 )
 
 // Defaults of Options.
@@ -45,6 +48,13 @@ type Options struct {
 	// Pin, when not "", is the Object.Pin the object must still have (a
 	// restart of a device): Stat refuses an object that changed.
 	Pin string
+	// CacheDir, when not "", keeps the fetched blocks in a file of this
+	// directory too, within DiskCacheSize bytes (0: CacheSize), so that
+	// they survive the process (see sources/internal/blockstore for the
+	// file and the checks on the directory). When the server does not
+	// answer Stat, a version of the object kept there is served.
+	CacheDir      string
+	DiskCacheSize int64
 	// TLS configures https connections (nil: the system's roots).
 	TLS *tls.Config
 	// Logf receives the line that says the object was replaced; nil
@@ -90,8 +100,10 @@ type Object struct {
 	opts   Options
 	client *http.Client
 	warns  []string
+	store  *blockstore.Store // nil: no CacheDir
 
-	replaced atomic.Bool
+	replaced  atomic.Bool
+	closeOnce sync.Once
 }
 
 // CheckURL returns an error unless raw is an http or https URL with a host
@@ -135,8 +147,13 @@ func Stat(raw string, opts Options) (*Object, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Deadline)
 	defer cancel()
 	if err := o.stat(ctx); err != nil {
+		err = fmt.Errorf("%s: %w", raw, err)
+		var off *offlineError
+		if opts.CacheDir != "" && errors.As(err, &off) {
+			return statCached(raw, o, err)
+		}
 		o.client.CloseIdleConnections()
-		return nil, fmt.Errorf("%s: %w", raw, err)
+		return nil, err
 	}
 	if opts.Pin != "" && o.Pin() != opts.Pin {
 		o.client.CloseIdleConnections()
@@ -144,6 +161,10 @@ func Stat(raw string, opts Options) (*Object, error) {
 	}
 	if o.etag == "" && o.date == "" {
 		o.warns = append(o.warns, "the server gives neither an ETag nor a Last-Modified date: a replaced object of the same size cannot be detected")
+	}
+	if err := o.openStore(); err != nil {
+		o.client.CloseIdleConnections()
+		return nil, fmt.Errorf("%s: %w", raw, err)
 	}
 	return o, nil
 }
@@ -349,14 +370,14 @@ func (o *Object) retry(ctx context.Context, try func(ctx context.Context) (retry
 			return err
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%v (gave up after %v)", err, o.opts.Deadline)
+			return &offlineError{fmt.Errorf("%v (gave up after %v)", err, o.opts.Deadline)}
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%v (gave up after %v)", err, o.opts.Deadline)
+			return &offlineError{fmt.Errorf("%v (gave up after %v)", err, o.opts.Deadline)}
 		}
 		delay = min(delay*2, maxDelay)
 	}
@@ -398,6 +419,13 @@ func (o *Object) ReadAt(p []byte, off int64) (int, error) {
 		}
 		p, eof = p[:o.size-off], io.EOF
 	}
+	if o.store != nil {
+		n, err := o.readBlocks(p, off)
+		if err != nil {
+			return n, err
+		}
+		return n, eof
+	}
 	r := o.reader(off, off+int64(len(p)))
 	defer r.Close()
 	n, err := io.ReadFull(r, p)
@@ -407,8 +435,16 @@ func (o *Object) ReadAt(p []byte, off int64) (int, error) {
 	return n, eof
 }
 
-// Close closes the idle connections of the object's client.
-func (o *Object) Close() { o.client.CloseIdleConnections() }
+// Close closes the idle connections of the object's client, and the file
+// of its blocks in Options.CacheDir.
+func (o *Object) Close() {
+	o.client.CloseIdleConnections()
+	o.closeOnce.Do(func() {
+		if o.store != nil {
+			o.store.Close()
+		}
+	})
+}
 
 // replace records that the object was replaced, and logs it once.
 func (o *Object) replace(why string) {

@@ -64,6 +64,9 @@ func (b blocks) Segment(i int) blockcache.Segment {
 // openBlock is the cache's Opener: the range request of block i.
 func (o *Object) openBlock(i int) (io.Reader, error) {
 	s := blocks{size: o.size, bs: o.opts.BlockSize}.Segment(i)
+	if o.store != nil {
+		return &blockReader{o: o, b: int64(i), off: s.Off, end: s.Off + s.Size, slot: -1}, nil
+	}
 	return o.reader(s.Off, s.Off+s.Size), nil
 }
 

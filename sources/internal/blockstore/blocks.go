@@ -24,7 +24,8 @@ func (s *Store) Get(b int64, p []byte) bool {
 	sl.readers--
 	if !good && s.slotOf[b] == i && !sl.writing {
 		delete(s.slotOf, b)
-		sl.block = -1
+		*sl = slot{block: -1}
+		s.free = append(s.free, i)
 	}
 	s.mu.Unlock()
 	if !good {
@@ -48,6 +49,15 @@ func (s *Store) Reserve(b int64) int {
 	defer s.mu.Unlock()
 	if _, ok := s.slotOf[b]; ok {
 		return -1
+	}
+	for len(s.free) > 0 {
+		i := s.free[len(s.free)-1]
+		s.free = s.free[:len(s.free)-1]
+		if sl := &s.slots[i]; sl.block < 0 && !sl.writing {
+			*sl = slot{block: b, writing: true}
+			s.slotOf[b] = i
+			return int(i)
+		}
 	}
 	for range 2 * len(s.slots) {
 		i := s.hand
@@ -127,6 +137,7 @@ func (s *Store) Abort(i int) {
 		delete(s.slotOf, sl.block)
 	}
 	*sl = slot{block: -1}
+	s.free = append(s.free, int32(i))
 }
 
 // fail stops the store's writes, logging why once.

@@ -70,6 +70,9 @@ func (s *Store) reset(h []byte) error {
 	if _, err := s.f.WriteAt(h, 0); err != nil {
 		return fmt.Errorf("cache file %s: writing the header: %w", s.name, err)
 	}
+	for i := len(s.slots) - 1; i >= 0; i-- {
+		s.free = append(s.free, int32(i))
+	}
 	return nil
 }
 
@@ -82,6 +85,13 @@ func (s *Store) loadTable() error {
 		return fmt.Errorf("cache file %s: reading the table: %w", s.name, err)
 	}
 	raw = raw[:n]
+	defer func() {
+		for i := len(s.slots) - 1; i >= 0; i-- {
+			if s.slots[i].block < 0 {
+				s.free = append(s.free, int32(i))
+			}
+		}
+	}()
 	for i := range len(raw) / recordSize {
 		r := raw[i*recordSize:]
 		b := int64(binary.LittleEndian.Uint64(r)) - 1

@@ -68,6 +68,7 @@ type Store struct {
 	mu     sync.Mutex
 	slots  []slot
 	slotOf map[int64]int32 // block -> slot, for held and pending blocks
+	free   []int32         // slots known free (a hint: checked when taken)
 	hand   int
 
 	broken                atomic.Bool // a write failed: store nothing more
@@ -123,6 +124,7 @@ func newStore(f *os.File, opts Options) *Store {
 	for i := range s.slots {
 		s.slots[i].block = -1
 	}
+	s.free = make([]int32, 0, n)
 	return s
 }
 
