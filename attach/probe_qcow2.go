@@ -24,7 +24,8 @@ func openQcow2URL(obj *httpsrc.Source, url string, opts OpenOptions) (sources.So
 	if opts.Offset != 0 || opts.SizeLimit != 0 {
 		return nil, errors.New("--offset and --sizelimit do not apply to qcow2 images (convert the window to raw first: qemu-img convert -O raw)")
 	}
-	named := httpsrc.Named{Options: httpsrc.Options{CacheSize: obj.Stats().Budget, Deadline: opts.URLDeadline, Logf: opts.Logf}}
+	named := httpsrc.Named{Options: httpsrc.Options{CacheSize: obj.Stats().Budget, Deadline: opts.URLDeadline, Logf: opts.Logf,
+		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize}}
 	return qcow2.OpenSource(obj, url, named, qcow2.Options{CacheSize: opts.CacheSize, Budget: opts.Budget})
 }
 

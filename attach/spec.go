@@ -125,6 +125,10 @@ type OpenOptions struct {
 	SizeLimit int64
 	DirectIO  bool
 	CacheSize int64 // decode cache of compressed images (0: the default)
+	// CacheDir keeps the fetched blocks of URLs in files of this
+	// directory too, within CacheSize each (--cache-dir; "": memory
+	// only).
+	CacheDir string
 	// MemFile is the memfd of a memory: device handed down by the
 	// supervisor (memory.go); nil: a new one.
 	MemFile *os.File

@@ -15,7 +15,8 @@ import (
 // probes as (xz, gzip, zstd, and qcow2 with its backing files next to
 // the URL). Objects are read-only; --filter cow gives a writable overlay.
 // VMDK images, which name their extents by path, are not served by URL
-// yet.
+// yet. --cache-dir keeps the fetched blocks on disk too (httpsrc's
+// Options.CacheDir), within --cache-size per object.
 
 // urlDeadline is how long a read of a URL's object may take, retries
 // included: httpsrc's default, or less with a --timeout, so that the read
@@ -49,7 +50,8 @@ func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
 	if cache <= 0 {
 		cache = DefaultCacheSize
 	}
-	obj, err := httpsrc.Stat(url, httpsrc.Options{Deadline: opts.URLDeadline, Pin: opts.ExpectPin, Logf: opts.Logf})
+	obj, err := httpsrc.Stat(url, httpsrc.Options{Deadline: opts.URLDeadline, Pin: opts.ExpectPin, Logf: opts.Logf,
+		CacheDir: opts.CacheDir, DiskCacheSize: cache})
 	if err != nil {
 		return nil, err
 	}
@@ -121,4 +123,18 @@ func urlWarnings(src *httpsrc.Source, url string) []string {
 		lines = append(lines, fmt.Sprintf("%s: warning: %s", url, w))
 	}
 	return lines
+}
+
+// hasURL reports whether the device serves a URL: spec (the first
+// SOURCE) or any other SOURCE of a composite device.
+func (c *Config) hasURL(spec Spec) bool {
+	if spec.Kind == KindURL {
+		return true
+	}
+	for _, s := range c.Sources {
+		if sp, err := ParseSpec(s); err == nil && sp.Kind == KindURL {
+			return true
+		}
+	}
+	return false
 }

@@ -48,8 +48,12 @@ const sourceHelp = `SOURCE is one of:
                   blocks are cached within --cache-size (a quarter of it
                   under a compressed or qcow2 format, and as much again for
                   each backing file), over at most 4 connections, with
-                  readahead for sequential reads; failed requests (5xx,
-                  timeouts, resets) are retried for up to 30 s (3/4 of
+                  readahead for sequential reads, and with --cache-dir DIR
+                  on disk too (a file per URL in DIR, within --cache-size,
+                  each block checked when read back and fetched again if it
+                  fails; kept for the same version only, and served from
+                  there when the server does not answer); failed requests
+                  (5xx, timeouts, resets) are retried for up to 30 s (3/4 of
                   --timeout if shorter), then the read fails with EIO; the
                   object is pinned by its ETag (or Last-Modified date): if
                   it is replaced on the server, reads of what is not cached

@@ -27,7 +27,8 @@
 // directory must be the user's alone.
 //
 // A file is used by one process at a time (an exclusive flock): Open
-// fails with ErrBusy while another holds it.
+// waits a few seconds for another holder to end (a server handing over to
+// the next), then fails with ErrBusy.
 //
 // Writes: a block is written to its slot first and its record after it,
 // so that a crash between the two leaves a record whose CRC does not

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +40,8 @@ const (
 	maxSlots = 1 << 20
 	// maxBlock bounds the block size.
 	maxBlock = 64 << 20
+	// lockWait is how long Open waits for another process's lock.
+	lockWait = 3 * time.Second
 )
 
 // ErrBusy is the error of Open when another process uses the object's
@@ -186,7 +189,7 @@ func openFile(dir int, dirPath, base string, create int) (*os.File, error) {
 		f.Close()
 		return nil, fmt.Errorf("cache file %s: %v: refused (remove it)", name, err)
 	}
-	if err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB); err != nil {
+	if err := lock(fd); err != nil {
 		f.Close()
 		if errors.Is(err, unix.EWOULDBLOCK) {
 			return nil, fmt.Errorf("cache file %s: %w", name, ErrBusy)
@@ -194,6 +197,19 @@ func openFile(dir int, dirPath, base string, create int) (*os.File, error) {
 		return nil, fmt.Errorf("cache file %s: locking: %w", name, err)
 	}
 	return f, nil
+}
+
+// lock takes the file's lock, waiting up to lockWait for a process that
+// holds it to end (a server handing the device over to the next).
+func lock(fd int) error {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := unix.Flock(fd, unix.LOCK_EX|unix.LOCK_NB)
+		if !errors.Is(err, unix.EWOULDBLOCK) || time.Now().After(deadline) {
+			return err
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // Close closes the file. A second Close returns an error.
