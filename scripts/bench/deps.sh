@@ -12,6 +12,13 @@ check nbdkit nbdkit
 check nbd-client nbd-client
 check qemu-nbd qemu-utils
 check losetup mount
+check nginx nginx
+check curl curl
+# nbdkit's curl plugin is in Debian's nbdkit up to bookworm, a package of its
+# own after.
+if command -v nbdkit >/dev/null 2>&1 && ! nbdkit curl --dump-plugin >/dev/null 2>&1; then
+	need="$need nbdkit-plugin-curl"
+fi
 if [ -n "$need" ]; then
 	echo "bench deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive

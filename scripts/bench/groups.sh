@@ -23,9 +23,13 @@
 # Output in OUT: fio/group-GROUP-KIND.json (fio's JSON, one group per job),
 # group-GROUP.tsv (kind, the server's peak resident memory in KiB: VmHWM),
 # and meta.txt gains groups=..., group_GROUP_kinds=..., group_GROUP_jobs=...
+#   http   in group_http.sh: an image on nginx read by URL
+#
 # Env: BENCH_GROUPS: the groups to run (default: all; "none": none).
 
-all_groups="xz qcow2"
+all_groups="xz qcow2 http"
+# shellcheck source=scripts/bench/group_http.sh
+. "$(dirname "${BASH_SOURCE[0]}")/group_http.sh"
 
 # prepare_groups RAW: host side, before the VM starts (the VM's xz would take
 # minutes under emulation). Makes RAW/groups/disk.img.xz from 128 MiB of
@@ -72,6 +76,7 @@ run_groups() {
 		case $g in
 		xz) run_group_xz ;;
 		qcow2) run_group_qcow2 ;;
+		http) run_group_http ;;
 		*) fail "unknown group $g" ;;
 		esac
 	done
