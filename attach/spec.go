@@ -219,7 +219,7 @@ type namedSource interface {
 }
 
 var probeTable = []format{
-	{name: "vmdk", match: isVMDK, openPath: openVMDK},
+	{name: "vmdk", match: isVMDK, openPath: openVMDK, openURL: openVMDKURL},
 	{name: "qcow2", match: isQcow2, openPath: openQcow2, openURL: openQcow2URL,
 		diesWithServer: "qcow2 keeps new cluster mappings in the server until a flush, and they died with it"},
 	{name: "xz", match: isXZ, open: openXZ, readOnly: true},

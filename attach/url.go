@@ -12,11 +12,11 @@ import (
 
 // An http(s) URL names an object on a web server, read with range
 // requests (sources/httpsrc): served raw, or as the compressed format it
-// probes as (xz, gzip, zstd, and qcow2 with its backing files next to
-// the URL). Objects are read-only; --filter cow gives a writable overlay.
-// VMDK images, which name their extents by path, are not served by URL
-// yet. --cache-dir keeps the fetched blocks on disk too (httpsrc's
-// Options.CacheDir), within --cache-size per object.
+// probes as (xz, gzip, zstd, qcow2 with its backing files next to the
+// URL, VMDK with its extents and parent next to it). Objects are
+// read-only; --filter cow gives a writable overlay. --cache-dir keeps
+// the fetched blocks on disk too (httpsrc's Options.CacheDir), within
+// --cache-size per object.
 
 // urlDeadline is how long a read of a URL's object may take, retries
 // included: httpsrc's default, or less with a --timeout, so that the read

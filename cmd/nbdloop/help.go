@@ -41,13 +41,14 @@ const sourceHelp = `SOURCE is one of:
   https://HOST/PATH, http://HOST/PATH
                   an object on a web server, read with HTTP range requests
                   (never downloaded whole) and served read-only: raw, or xz,
-                  gzip, zstd or qcow2 detected as for a PATH; a qcow2
-                  image's backing files are read by URL too, named relative
-                  to the image's URL and beneath its directory on the same
-                  server (VMDK by URL is refused: download it); fetched
-                  blocks are cached within --cache-size (a quarter of it
-                  under a compressed or qcow2 format, and as much again for
-                  each backing file), over at most 4 connections, with
+                  gzip, zstd, qcow2 or VMDK detected as for a PATH; a qcow2
+                  image's backing files, and a VMDK descriptor's extents
+                  and parent, are read by URL too, named relative to the
+                  image's URL and beneath its directory on the same server;
+                  fetched blocks are cached within --cache-size (a quarter
+                  of it under a compressed, qcow2 or VMDK format, and as
+                  much again for each file it names), over at most 4
+                  connections, with
                   readahead for sequential reads, and with --cache-dir DIR
                   on disk too (a file per URL in DIR, within --cache-size,
                   each block checked when read back and fetched again if it
