@@ -7,7 +7,9 @@
 #   nbdloop-http   nbdloop attach -r URL (range requests, its block cache
 #                  of --cache-size BENCH_HTTP_CACHE, default 1G: the
 #                  object fits, as a cloud image read again would)
-#   nbdkit-curl    nbdkit -r curl URL + nbd-client, as many connections
+#   nbdkit-curl    nbdkit -r curl URL + nbd-client -C 1: the curl plugin
+#                  does not advertise multi-conn, and the kernel refuses a
+#                  second connection to such a server
 #   curl-download  curl -o /dev/null URL: the whole object, one stream
 #
 # Jobs: read-full-1m-qd8, one sequential read of the whole device (1 MiB,
@@ -128,7 +130,7 @@ run_group_http() {
 		nbdkit-curl)
 			kind=$k
 			d=$(free_nbd) || { fail "group http: no free /dev/nbdN"; continue; }
-			if ! start_nbdkit -r curl "$url" || ! nbd-client -unix "$sock" "$d" -N '' -C "$conns" >>"$out/tools.log" 2>&1; then
+			if ! start_nbdkit -r curl "$url" || ! nbd-client -unix "$sock" "$d" -N '' -C 1 >>"$out/tools.log" 2>&1; then
 				fail "group http: $k attach failed"
 				detach_dev
 				continue
