@@ -23,7 +23,7 @@ func TestOpenVMDKURL(t *testing.T) {
 	tooltest.Require(t, "qemu-img", "qemu-io")
 	ng := nginxtest.Start(t, t.TempDir())
 	root := ng.Root
-	run := func(tool string, args ...string) {
+	qemu := func(tool string, args ...string) {
 		t.Helper()
 		if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
 			t.Fatalf("%s %v: %v: %s", tool, args, err, out)
@@ -41,12 +41,12 @@ func TestOpenVMDKURL(t *testing.T) {
 		"mono.vmdk": "monolithicSparse", "stream.vmdk": "streamOptimized",
 		"sub/split.vmdk": "twoGbMaxExtentSparse", "sub/flat.vmdk": "monolithicFlat",
 	} {
-		run("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat="+sub, raw, filepath.Join(root, name))
+		qemu("qemu-img", "convert", "-f", "raw", "-O", "vmdk", "-o", "subformat="+sub, raw, filepath.Join(root, name))
 	}
-	run("qemu-img", "create", "-q", "-f", "vmdk", "-b", "mono.vmdk", "-F", "vmdk", filepath.Join(root, "delta.vmdk"))
-	run("qemu-io", "-f", "vmdk", "-c", "write -P 0x5a 1M 64k", filepath.Join(root, "delta.vmdk"))
+	qemu("qemu-img", "create", "-q", "-f", "vmdk", "-b", "mono.vmdk", "-F", "vmdk", filepath.Join(root, "delta.vmdk"))
+	qemu("qemu-io", "-f", "vmdk", "-c", "write -P 0x5a 1M 64k", filepath.Join(root, "delta.vmdk"))
 	deltaRaw := filepath.Join(t.TempDir(), "delta.raw")
-	run("qemu-img", "convert", "-O", "raw", filepath.Join(root, "delta.vmdk"), deltaRaw)
+	qemu("qemu-img", "convert", "-O", "raw", filepath.Join(root, "delta.vmdk"), deltaRaw)
 	delta, _ := os.ReadFile(deltaRaw)
 	os.WriteFile(filepath.Join(root, "sub", "out.vmdk"), []byte("# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRDONLY 12288 FLAT \"flat-flat.vmdk\" 0\nRDONLY 12288 FLAT \"../mono.vmdk\" 0\n"), 0o644)
 
