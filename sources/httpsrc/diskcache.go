@@ -75,12 +75,15 @@ func statCached(raw string, o *Object, why error) (*Object, error) {
 
 // blockReader reads block b of the object ([off, end)): from the store if
 // it holds the block and it passes its check, else from the server,
-// storing what it fetches.
+// storing what it fetches. Given net (positioned at off, and not its to
+// close), it reads the block from there without asking the store.
 type blockReader struct {
 	o        *Object
 	b        int64
 	off, end int64
-	net      *rangeReader
+	upTo     int64        // a request it makes asks for [off, upTo): end, or a run's end
+	net      *rangeReader // the server's bytes from off
+	fetching bool
 	slot     int
 	crc      uint32
 	done     int64 // bytes returned
@@ -88,19 +91,26 @@ type blockReader struct {
 
 func (r *blockReader) Read(p []byte) (int, error) {
 	n := r.end - r.off
-	if r.net == nil {
-		if r.done == n {
-			return 0, io.EOF
+	if r.done == n {
+		return 0, io.EOF
+	}
+	if !r.fetching {
+		if r.net == nil {
+			if int64(len(p)) >= n && r.o.store.Get(r.b, p[:n]) {
+				r.done = n
+				return int(n), io.EOF
+			}
+			if r.upTo > r.end {
+				r.net = r.o.runReader(r.off, r.upTo)
+			} else {
+				r.net = r.o.reader(r.off, r.end)
+			}
 		}
-		if int64(len(p)) >= n && r.o.store.Get(r.b, p[:n]) {
-			r.done = n
-			return int(n), io.EOF
-		}
-		r.net = r.o.reader(r.off, r.end)
+		r.fetching = true
 		r.slot = r.o.store.Reserve(r.b)
 		r.crc = blockstore.Sum(r.b, nil)
 	}
-	k, err := r.net.Read(p)
+	k, err := r.net.Read(p[:min(int64(len(p)), n-r.done)])
 	if r.slot >= 0 && k > 0 {
 		if r.o.store.Write(r.slot, p[:k], r.done) {
 			r.crc = blockstore.Update(r.crc, p[:k])
@@ -123,9 +133,65 @@ func (r *blockReader) abort() {
 	}
 }
 
-// Close ends the request in flight and forgets a block not fetched whole.
+// Close ends the request in flight, unless it serves a run, and forgets
+// a block not fetched whole.
 func (r *blockReader) Close() error {
 	r.abort()
+	if r.net != nil && r.upTo <= r.end {
+		r.net.Close()
+	}
+	return nil
+}
+
+// storedRun reads blocks b..last-1 (ending at byte end) through the
+// store: each from the store until one is missing, then the rest from
+// one request, stored as they come.
+type storedRun struct {
+	o       *Object
+	b, last int64
+	end     int64
+	cur     *blockReader
+	net     *rangeReader
+}
+
+func (r *storedRun) Read(p []byte) (int, error) {
+	for {
+		if r.cur == nil {
+			if r.b == r.last {
+				return 0, io.EOF
+			}
+			bs := r.o.opts.BlockSize
+			off := r.b * bs
+			r.cur = &blockReader{o: r.o, b: r.b, off: off, end: min(off+bs, r.o.size), upTo: r.end, slot: -1}
+			if r.net != nil && r.net.off != off {
+				r.net.Close()
+				r.net = nil
+			}
+			r.cur.net = r.net
+		}
+		k, err := r.cur.Read(p)
+		if r.cur.net != nil {
+			r.net = r.cur.net
+		}
+		if err == io.EOF {
+			r.cur.Close()
+			r.cur = nil
+			r.b++
+			if k == 0 {
+				continue
+			}
+			err = nil
+		}
+		return k, err
+	}
+}
+
+// Close ends the request in flight and forgets a block not fetched
+// whole.
+func (r *storedRun) Close() error {
+	if r.cur != nil {
+		r.cur.Close()
+	}
 	if r.net != nil {
 		r.net.Close()
 	}

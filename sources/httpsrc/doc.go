@@ -17,9 +17,15 @@
 // cache (see sources/internal/blockcache) whose memory stays within
 // Options.CacheSize, shared by every connection of the device; blocks are
 // fetched in parallel over at most Options.Connections HTTP/1.1 keep-alive
-// connections, and the blocks ahead of a sequential reader are fetched in
-// the background. Object.ReadAt reads without the cache (attach probes the
-// object's format before it sizes the cache).
+// connections. The blocks ahead of a sequential reader are fetched in the
+// background by runs: one range request for many blocks (Connections
+// blocks at first, the window doubling while reads stay in order, up to
+// Options.RunSize), streamed into the cache block after block, so that a
+// read is served as soon as its block has come; a failure resumes the
+// request from the byte where it stopped, and a block's deadline starts
+// when the run reaches it. Random reads fetch one block each.
+// Object.ReadAt reads without the cache (attach probes the object's format
+// before it sizes the cache).
 //
 // Options.CacheDir keeps the fetched blocks in a file of that directory
 // too (sources/internal/blockstore: bounded, checked when read back, the

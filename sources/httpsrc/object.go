@@ -24,6 +24,7 @@ const (
 	DefaultCacheSize   = 256 << 20
 	DefaultBlockSize   = 256 << 10
 	DefaultConnections = 4
+	DefaultRunSize     = 8 << 20
 	DefaultDeadline    = 30 * time.Second
 	// MaxRedirects is how many redirects a request follows.
 	MaxRedirects = 5
@@ -42,6 +43,11 @@ type Options struct {
 	// Connections bounds the requests in flight at once, readahead
 	// included.
 	Connections int
+	// RunSize bounds the requests of the readahead of a sequential
+	// reader, in bytes (at least BlockSize): the blocks ahead are asked
+	// for in requests that start at Connections blocks and double while
+	// the reader follows them, up to RunSize.
+	RunSize int64
 	// Deadline bounds the time one block (or one Object.ReadAt, or Stat)
 	// may take, retries included; past it the read fails with EIO.
 	Deadline time.Duration
@@ -71,6 +77,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Connections <= 0 {
 		o.Connections = DefaultConnections
+	}
+	if o.RunSize <= 0 {
+		o.RunSize = DefaultRunSize
 	}
 	if o.Deadline <= 0 {
 		o.Deadline = DefaultDeadline

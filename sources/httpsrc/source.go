@@ -44,6 +44,7 @@ func (o *Object) Source(cacheSize int64) (*Source, error) {
 	}
 	c, err := blockcache.NewTable(blocks{size: o.size, bs: opts.BlockSize}, o.openBlock, blockcache.Options{
 		Budget: cacheSize, Chunk: opts.BlockSize, Readahead: opts.Connections, Transient: true,
+		OpenRun: o.openRun, RunMax: max(opts.RunSize, opts.BlockSize),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %d bytes: too large to serve", o.name, o.size)
@@ -68,6 +69,18 @@ func (o *Object) openBlock(i int) (io.Reader, error) {
 		return &blockReader{o: o, b: int64(i), off: s.Off, end: s.Off + s.Size, slot: -1}, nil
 	}
 	return o.reader(s.Off, s.Off+s.Size), nil
+}
+
+// openRun is the cache's RunOpener: one range request for blocks
+// first..first+n-1, or with a store, their blocks from the store until
+// one is missing, then one request for the rest.
+func (o *Object) openRun(first, n int) (io.Reader, error) {
+	bs := o.opts.BlockSize
+	off, end := int64(first)*bs, min(int64(first+n)*bs, o.size)
+	if o.store != nil {
+		return &storedRun{o: o, b: int64(first), last: int64(first + n), end: end}, nil
+	}
+	return o.runReader(off, end), nil
 }
 
 // Object returns the object the Source serves.
