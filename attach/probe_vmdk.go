@@ -30,13 +30,13 @@ func openVMDK(path string, opts OpenOptions) (sources.Source, error) {
 // openVMDKURL opens a VMDK disk from a URL's object, read-only: a hosted
 // sparse file (monolithicSparse, streamOptimized), or a descriptor whose
 // extents and parent are read by URL too, named relative to it and
-// beneath its directory on the same server, each fetched through a cache
-// the size of obj's (and kept in --cache-dir likewise).
+// beneath its directory on the same server, their fetched blocks in the
+// memory of obj's Pool (and kept in --cache-dir likewise).
 func openVMDKURL(obj *httpsrc.Source, url string, opts OpenOptions) (sources.Source, error) {
 	if opts.Offset != 0 || opts.SizeLimit != 0 {
 		return nil, errors.New("--offset and --sizelimit do not apply to VMDK images (use --partition)")
 	}
-	named := httpsrc.Named{Options: httpsrc.Options{CacheSize: obj.Stats().Budget, Deadline: opts.URLDeadline, Logf: opts.Logf,
+	named := httpsrc.Named{Options: httpsrc.Options{Pool: obj.Pool(), Deadline: opts.URLDeadline, Logf: opts.Logf,
 		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize}}
 	return vmdk.OpenSource(obj, url, named, vmdk.Options{CacheSize: opts.CacheSize, Budget: opts.Budget})
 }

@@ -14,9 +14,12 @@ import (
 // requests (sources/httpsrc): served raw, or as the compressed format it
 // probes as (xz, gzip, zstd, qcow2 with its backing files next to the
 // URL, VMDK with its extents and parent next to it). Objects are
-// read-only; --filter cow gives a writable overlay. --cache-dir keeps
-// the fetched blocks on disk too (httpsrc's Options.CacheDir), within
-// --cache-size per object.
+// read-only; --filter cow gives a writable overlay. The fetched blocks of
+// every object a device reads by URL (the image, its backing files, its
+// extents) share one memory budget (an httpsrc.Pool of the fetched part
+// of --cache-size), however many objects a descriptor names.
+// --cache-dir keeps the fetched blocks on disk too (httpsrc's
+// Options.CacheDir), within --cache-size per object.
 
 // urlDeadline is how long a read of a URL's object may take, retries
 // included: httpsrc's default, or less with a --timeout, so that the read
@@ -73,7 +76,7 @@ func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
 		fetched = cache / 4
 		opts.CacheSize = cache - fetched
 	}
-	src, err := obj.Source(fetched)
+	src, err := obj.Source(httpsrc.NewPool(fetched))
 	if err != nil {
 		obj.Close()
 		return nil, err

@@ -46,10 +46,10 @@ const sourceHelp = `SOURCE is one of:
                   and parent, are read by URL too, named relative to the
                   image's URL and beneath its directory on the same server;
                   fetched blocks are cached within --cache-size (a quarter
-                  of it under a compressed, qcow2 or VMDK format, and as
-                  much again for each file it names), over at most 4
-                  connections, with
-                  readahead for sequential reads, and with --cache-dir DIR
+                  of it under a compressed, qcow2 or VMDK format, shared
+                  by every file it names), over at most 4 connections;
+                  sequential reads are fetched ahead in requests of up to
+                  8 MiB, streamed into the cache; with --cache-dir DIR
                   on disk too (a file per URL in DIR, within --cache-size,
                   each block checked when read back and fetched again if it
                   fails; kept for the same version only, and served from

@@ -36,8 +36,14 @@ const (
 
 // Options tune Stat and Open. The zero value picks the defaults.
 type Options struct {
-	// CacheSize bounds the memory of fetched blocks, in bytes.
+	// CacheSize bounds the memory of fetched blocks, in bytes, for a
+	// Source without a Pool.
 	CacheSize int64
+	// Pool, when set, is what the Sources Open (and Named) opens share
+	// with every other Source of the Pool: the memory of their caches
+	// (instead of CacheSize each), and one HTTP client (made with the
+	// Options of the first).
+	Pool *Pool
 	// BlockSize is the unit of fetching and caching, in bytes.
 	BlockSize int64
 	// Connections bounds the requests in flight at once, readahead
@@ -108,6 +114,7 @@ type Object struct {
 	date   string // Last-Modified when there is no strong ETag, or ""
 	opts   Options
 	client *http.Client
+	shared bool // client is the Pool's: Close leaves its connections
 	warns  []string
 	store  *blockstore.Store // nil: no CacheDir
 
@@ -152,7 +159,12 @@ func Stat(raw string, opts Options) (*Object, error) {
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	o := &Object{name: raw, url: u.String(), opts: opts, client: newClient(opts)}
+	o := &Object{name: raw, url: u.String(), opts: opts}
+	if opts.Pool != nil {
+		o.client, o.shared = opts.Pool.httpClient(opts), true
+	} else {
+		o.client = newClient(opts)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Deadline)
 	defer cancel()
 	if err := o.stat(ctx); err != nil {
@@ -161,18 +173,18 @@ func Stat(raw string, opts Options) (*Object, error) {
 		if opts.CacheDir != "" && errors.As(err, &off) {
 			return statCached(raw, o, err)
 		}
-		o.client.CloseIdleConnections()
+		o.closeIdle()
 		return nil, err
 	}
 	if opts.Pin != "" && o.Pin() != opts.Pin {
-		o.client.CloseIdleConnections()
+		o.closeIdle()
 		return nil, fmt.Errorf("%s: the object changed on the server since it was attached (it was %s, it is %s now): not served (detach the device, and attach the URL again)", raw, opts.Pin, o.Pin())
 	}
 	if o.etag == "" && o.date == "" {
 		o.warns = append(o.warns, "the server gives neither an ETag nor a Last-Modified date: a replaced object of the same size cannot be detected")
 	}
 	if err := o.openStore(); err != nil {
-		o.client.CloseIdleConnections()
+		o.closeIdle()
 		return nil, fmt.Errorf("%s: %w", raw, err)
 	}
 	return o, nil
@@ -444,15 +456,24 @@ func (o *Object) ReadAt(p []byte, off int64) (int, error) {
 	return n, eof
 }
 
-// Close closes the idle connections of the object's client, and the file
+// Close closes the idle connections of the object's own client (not a
+// Pool's), and the file
 // of its blocks in Options.CacheDir.
 func (o *Object) Close() {
-	o.client.CloseIdleConnections()
+	o.closeIdle()
 	o.closeOnce.Do(func() {
 		if o.store != nil {
 			o.store.Close()
 		}
 	})
+}
+
+// closeIdle closes the idle connections of o's own client (a Pool's
+// stays open for the Pool's other Sources).
+func (o *Object) closeIdle() {
+	if !o.shared {
+		o.client.CloseIdleConnections()
+	}
 }
 
 // replace records that the object was replaced, and logs it once.

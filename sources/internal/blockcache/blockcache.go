@@ -51,6 +51,10 @@ type Options struct {
 	OpenRun RunOpener
 	// RunMax bounds a run, in bytes (0 means DefaultRunMax).
 	RunMax int64
+	// Pool, when set, is a budget this Cache shares with others: its
+	// chunks and decoders count in the Pool too, and make room there as
+	// in Budget (which still bounds this Cache alone).
+	Pool *Pool
 }
 
 const (
@@ -100,6 +104,8 @@ type Cache struct {
 	transient bool
 	openRun   RunOpener
 	runMax    int64
+	pool      *Pool
+	charged   int64 // c.used as last counted in pool
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -173,7 +179,7 @@ func NewTable(segs Table, open Opener, opts Options) (*Cache, error) {
 	c := &Cache{
 		segs: segs, open: open,
 		chunk: opts.Chunk, budget: opts.Budget, ahead: opts.Readahead, transient: opts.Transient,
-		openRun: opts.OpenRun, runMax: opts.RunMax,
+		openRun: opts.OpenRun, runMax: opts.RunMax, pool: opts.Pool,
 		chunks: make(map[ckey]*entry),
 		wanted: make(map[ckey]int),
 		jobs:   make(map[int]*job),
@@ -366,6 +372,8 @@ func (c *Cache) Close() error {
 	}
 	c.chunks = map[ckey]*entry{}
 	c.lru.Init()
+	c.leave()
+	c.used = 0
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	if c.spill != nil {
