@@ -106,6 +106,7 @@ type Cache struct {
 	runMax    int64
 	pool      *Pool
 	charged   int64 // c.used as last counted in pool
+	runFront  int   // the segment after the last run
 
 	mu     sync.Mutex
 	cond   *sync.Cond

@@ -23,8 +23,9 @@
 //     segment, not for the run's end. A run is as long as what is ahead of
 //     the reader already (the window grows while reads stay in order), at
 //     least Readahead chunks and at most Options.RunMax, and runs go on
-//     being started while there is room for a whole one within twice
-//     RunMax (and half the budget) ahead of the reader. A run that fails
+//     being started while there is room for a whole one within Readahead
+//     times RunMax (and half the budget) ahead of the reader: that many
+//     runs in flight at once. A run that fails
 //     fails the reads waiting on the segment it broke in; the segments
 //     after it are fetched on demand again.
 //   - A segment marked Spill (a whole image in one block) is decoded once, in

@@ -14,32 +14,45 @@ type RunOpener func(first, n int) (io.Reader, error)
 const (
 	// DefaultRunMax is the default bound of a run (Options.RunMax).
 	DefaultRunMax = 8 << 20
-	// runsAhead: sequential readers are kept this many RunMax ahead.
-	runsAhead = 2
 )
 
 // readaheadRuns keeps the segments ahead of a sequential reader at seg
 // fetched by runs: from the first segment after seg that is neither
 // cached nor being decoded, runs as long as what is ahead of seg already
 // (at least Readahead chunks, at most RunMax: the window grows as a
-// sequential reader goes on), as far as runsAhead RunMax (within half the
+// sequential reader goes on), as far as Readahead RunMax (within half the
 // budget) ahead of seg; a run starts when there is room for the whole
-// window. c.mu is held.
+// window. The search starts where the last run ended when that is ahead
+// of seg, and passes at most twice Readahead segments already there, so
+// that reads over cached data cost little. c.mu is held.
 func (c *Cache) readaheadRuns(seg int) {
-	horizon := min(c.budget/2, runsAhead*c.runMax)
-	var ahead int64
-	for k := seg + 1; k < c.segs.Len() && ahead < horizon; {
+	ahead := int64(max(c.ahead, 1))
+	horizon := min(c.budget/2, ahead*c.runMax)
+	k, have := seg+1, int64(0)
+	if k >= c.segs.Len() {
+		return
+	}
+	if f := c.runFront; f > k && f < c.segs.Len() {
+		if have = c.segs.Segment(f).Off - c.segs.Segment(k).Off; have >= horizon {
+			return
+		}
+		k = f
+	}
+	for skips := int64(0); k < c.segs.Len() && have < horizon; {
 		s := c.segs.Segment(k)
 		if s.Spill {
 			return
 		}
 		if c.jobs[k] != nil || c.chunks[ckey{k, 0}] != nil {
-			ahead += s.Size
+			if skips++; skips > 2*ahead {
+				return
+			}
+			have += s.Size
 			k++
 			continue
 		}
-		window := min(max(c.chunk*int64(max(c.ahead, 1)), ahead), c.runMax, horizon)
-		if ahead+window > horizon {
+		window := min(max(c.chunk*ahead, have), c.runMax, horizon)
+		if have+window > horizon {
 			return // a run as long as the window when there is room for it
 		}
 		n, size := 0, int64(0)
@@ -55,7 +68,8 @@ func (c *Cache) readaheadRuns(seg int) {
 			return
 		}
 		c.startRun(k, n)
-		ahead += size
+		c.runFront = k + n
+		have += size
 		k += n
 	}
 }
