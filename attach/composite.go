@@ -235,7 +235,7 @@ func openParts(opts OpenOptions) ([]part, error) {
 		}
 		sub := OpenOptions{ReadOnly: opts.ReadOnly, BlockSize: 1, DirectIO: opts.DirectIO, CacheSize: opts.CacheSize,
 			AllowPaths: opts.AllowPaths, AllowDevices: opts.AllowDevices, Budget: opts.Budget, SpillLimit: opts.SpillLimit, Logf: opts.Logf,
-			URLDeadline: opts.URLDeadline, S3Profile: opts.S3Profile, S3Endpoint: opts.S3Endpoint}
+			URLDeadline: opts.URLDeadline, S3Profile: opts.S3Profile, S3Endpoint: opts.S3Endpoint, CacheDir: opts.CacheDir}
 		p := part{arg: arg}
 		if spec.Kind == KindFile {
 			st, err := os.Stat(spec.Path)

@@ -49,6 +49,9 @@ type Config struct {
 	SizeLimit   int64         `json:"sizelimit"`
 	DirectIO    bool          `json:"direct_io"`
 	CacheSize   int64         `json:"cache_size,omitempty"` // 0: DefaultCacheSize
+	// CacheDir is --cache-dir (absolute): fetched blocks of URLs kept on
+	// disk too.
+	CacheDir string `json:"cache_dir,omitempty"`
 	// NoRestart: no supervisor; a server that dies leaves the device dead.
 	NoRestart bool `json:"no_restart,omitempty"`
 	// Filters are --filter specs (filters.Parse), the first nearest the
@@ -132,6 +135,9 @@ func (c *Config) Validate() error {
 	if c.CacheSize < 0 {
 		return fmt.Errorf("--cache-size %d: must not be negative", c.CacheSize)
 	}
+	if c.CacheDir != "" && !filepath.IsAbs(c.CacheDir) {
+		return fmt.Errorf("--cache-dir %s: must be an absolute path", c.CacheDir)
+	}
 	if c.MetadataLimit < 0 {
 		return fmt.Errorf("--metadata-limit %d: must not be negative", c.MetadataLimit)
 	}
@@ -157,6 +163,9 @@ func (c *Config) Validate() error {
 	spec, err := ParseSpec(c.Source)
 	if err != nil {
 		return err
+	}
+	if c.CacheDir != "" && !c.hasURL(spec) {
+		return fmt.Errorf("%s: --cache-dir applies to http:// and https:// sources only (omit it)", c.Source)
 	}
 	if spec.Kind != KindFile && (c.Offset != 0 || c.SizeLimit != 0 || c.DirectIO) {
 		return fmt.Errorf("%s: --offset, --sizelimit and --direct-io apply to files only", c.Source)

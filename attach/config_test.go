@@ -86,6 +86,12 @@ func TestConfigValidate(t *testing.T) {
 		{name: "memory with direct io", source: "memory:1G", edit: func(c *Config) { c.DirectIO = true },
 			wantErr: "memory:1G: --offset, --sizelimit and --direct-io apply to files only"},
 		{name: "memory read-only", source: "memory:1G", edit: func(c *Config) { c.ReadOnly = true }},
+		{name: "cache dir", source: "https://h/disk.img", edit: func(c *Config) { c.CacheDir = "/var/cache/nbdloop" }},
+		{name: "cache dir relative", source: "https://h/disk.img", edit: func(c *Config) { c.CacheDir = "cache" },
+			wantErr: "--cache-dir cache: must be an absolute path"},
+		{name: "cache dir of a file", edit: func(c *Config) { c.CacheDir = "/var/cache/nbdloop" },
+			wantErr: "disk.img: --cache-dir applies to http:// and https:// sources only (omit it)"},
+		{name: "cache dir of a partition of a URL", source: "https://h/disk.img", edit: func(c *Config) { c.CacheDir = "/c"; c.Partition = 1 }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

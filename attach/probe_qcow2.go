@@ -19,13 +19,14 @@ func isQcow2(head []byte) bool {
 }
 
 // openQcow2URL opens a qcow2 image from a URL's object, read-only, with
-// its backing chain read by URL too, next to it: each backing object
-// fetched through a cache the size of obj's.
+// its backing chain read by URL too, next to it: the fetched blocks of
+// each backing object in the memory of obj's Pool.
 func openQcow2URL(obj *httpsrc.Source, url string, opts OpenOptions) (sources.Source, error) {
 	if opts.Offset != 0 || opts.SizeLimit != 0 {
 		return nil, errors.New("--offset and --sizelimit do not apply to qcow2 images (convert the window to raw first: qemu-img convert -O raw)")
 	}
-	fetch := httpsrc.Options{CacheSize: obj.Stats().Budget, Deadline: opts.URLDeadline, Logf: opts.Logf}
+	fetch := httpsrc.Options{Pool: obj.Pool(), Deadline: opts.URLDeadline, Logf: opts.Logf,
+		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize}
 	var named qcow2.Files = httpsrc.Named{Options: fetch}
 	if s3src.IsURL(url) {
 		named = s3src.Named(s3src.Options{Fetch: fetch, Profile: opts.S3Profile, Endpoint: opts.S3Endpoint})

@@ -4,6 +4,7 @@ import (
 	"errors"
 
 	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/httpsrc"
 	"github.com/nbdloop/nbdloop/sources/vmdk"
 )
 
@@ -24,4 +25,18 @@ func openVMDK(path string, opts OpenOptions) (sources.Source, error) {
 	}
 	return vmdk.Open(path, vmdk.Options{ReadOnly: opts.ReadOnly, CacheSize: opts.CacheSize,
 		Named: namedFiles(path, opts), Budget: opts.Budget})
+}
+
+// openVMDKURL opens a VMDK disk from a URL's object, read-only: a hosted
+// sparse file (monolithicSparse, streamOptimized), or a descriptor whose
+// extents and parent are read by URL too, named relative to it and
+// beneath its directory on the same server, their fetched blocks in the
+// memory of obj's Pool (and kept in --cache-dir likewise).
+func openVMDKURL(obj *httpsrc.Source, url string, opts OpenOptions) (sources.Source, error) {
+	if opts.Offset != 0 || opts.SizeLimit != 0 {
+		return nil, errors.New("--offset and --sizelimit do not apply to VMDK images (use --partition)")
+	}
+	named := httpsrc.Named{Options: httpsrc.Options{Pool: obj.Pool(), Deadline: opts.URLDeadline, Logf: opts.Logf,
+		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize}}
+	return vmdk.OpenSource(obj, url, named, vmdk.Options{CacheSize: opts.CacheSize, Budget: opts.Budget})
 }

@@ -171,7 +171,7 @@ func (r *serverRun) openSource() error {
 	oo := OpenOptions{
 		ReadOnly: cfg.sourceReadOnly(), BlockSize: cfg.BlockSize,
 		Offset: cfg.Offset, SizeLimit: cfg.SizeLimit, DirectIO: cfg.DirectIO,
-		CacheSize: cfg.CacheSize, Composite: cfg.compositeOptions(), MemFile: so.memFile,
+		CacheSize: cfg.CacheSize, CacheDir: cfg.CacheDir, Composite: cfg.compositeOptions(), MemFile: so.memFile,
 		Format: cfg.Format, AllowPaths: cfg.AllowPaths, AllowDevices: cfg.AllowDevices,
 		MetadataLimit: cfg.MetadataLimit, SpillLimit: cfg.SpillLimit, Logf: r.logger.Printf,
 		Progress:    r.progress,

@@ -125,6 +125,10 @@ type OpenOptions struct {
 	SizeLimit int64
 	DirectIO  bool
 	CacheSize int64 // decode cache of compressed images (0: the default)
+	// CacheDir keeps the fetched blocks of URLs in files of this
+	// directory too, within CacheSize each (--cache-dir; "": memory
+	// only).
+	CacheDir string
 	// MemFile is the memfd of a memory: device handed down by the
 	// supervisor (memory.go); nil: a new one.
 	MemFile *os.File
@@ -218,7 +222,7 @@ type namedSource interface {
 }
 
 var probeTable = []format{
-	{name: "vmdk", match: isVMDK, openPath: openVMDK},
+	{name: "vmdk", match: isVMDK, openPath: openVMDK, openURL: openVMDKURL},
 	{name: "qcow2", match: isQcow2, openPath: openQcow2, openURL: openQcow2URL,
 		diesWithServer: "qcow2 keeps new cluster mappings in the server until a flush, and they died with it"},
 	{name: "xz", match: isXZ, open: openXZ, readOnly: true},

@@ -14,10 +14,15 @@ import (
 // An http(s) URL names an object on a web server, read with range
 // requests (sources/httpsrc), and an s3:// URL an object in a bucket,
 // read with ranged GetObjects (sources/s3src, built on httpsrc): served
-// raw, or as the compressed format it probes as (xz, gzip, zstd, and
-// qcow2 with its backing files next to the URL). Objects are read-only;
-// --filter cow gives a writable overlay. VMDK images, which name their
-// extents by path, are not served by URL yet.
+// raw, or as the compressed format it probes as (xz, gzip, zstd, qcow2
+// with its backing files next to the URL, VMDK with its extents and
+// parent next to it). Objects are read-only; --filter cow gives a
+// writable overlay. The fetched blocks of every object a device reads by
+// URL (the image, its backing files, its extents) share one memory
+// budget (an httpsrc.Pool of the fetched part of --cache-size), however
+// many objects a descriptor names. --cache-dir keeps the fetched blocks
+// on disk too (httpsrc's Options.CacheDir), within --cache-size per
+// object.
 
 // urlDeadline is how long a read of a URL's object may take, retries
 // included: httpsrc's default, or less with a --timeout, so that the read
@@ -66,7 +71,8 @@ func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
 	if cache <= 0 {
 		cache = DefaultCacheSize
 	}
-	obj, err := statURL(url, httpsrc.Options{Deadline: opts.URLDeadline, Pin: opts.ExpectPin, Logf: opts.Logf}, opts)
+	obj, err := statURL(url, httpsrc.Options{Deadline: opts.URLDeadline, Pin: opts.ExpectPin, Logf: opts.Logf,
+		CacheDir: opts.CacheDir, DiskCacheSize: cache}, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +94,7 @@ func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
 		fetched = cache / 4
 		opts.CacheSize = cache - fetched
 	}
-	src, err := obj.Source(fetched)
+	src, err := obj.Source(httpsrc.NewPool(fetched))
 	if err != nil {
 		obj.Close()
 		return nil, err
@@ -138,4 +144,18 @@ func urlWarnings(src *httpsrc.Source, url string) []string {
 		lines = append(lines, fmt.Sprintf("%s: warning: %s", url, w))
 	}
 	return lines
+}
+
+// hasURL reports whether the device serves a URL: spec (the first
+// SOURCE) or any other SOURCE of a composite device.
+func (c *Config) hasURL(spec Spec) bool {
+	if spec.Kind == KindURL {
+		return true
+	}
+	for _, s := range c.Sources {
+		if sp, err := ParseSpec(s); err == nil && sp.Kind == KindURL {
+			return true
+		}
+	}
+	return false
 }

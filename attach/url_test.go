@@ -112,7 +112,7 @@ func TestOpenSourceURL(t *testing.T) {
 		opts OpenOptions
 		want string
 	}{
-		{"disk.vmdk", OpenOptions{}, "/disk.vmdk: a vmdk image by URL is not served yet: its extents and parents are found by path (download it and attach the file)"},
+		{"disk.vmdk", OpenOptions{}, "/disk.vmdk: vmdk: http://"},
 		{"out.qcow2", OpenOptions{}, `/out.qcow2: qcow2: backing file of http://`},
 		{"out.qcow2", OpenOptions{}, `"../base.qcow2" (http://`},
 		{"top.qcow2", OpenOptions{Offset: 512}, "--offset and --sizelimit do not apply to qcow2 images"},

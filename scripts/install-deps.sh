@@ -59,6 +59,7 @@ check lvm lvm2
 check vgchange lvm2
 check nbdkit nbdkit
 check nginx nginx
+check curl curl
 check chromium-headless-shell chromium-headless-shell
 check blkid util-linux
 check nbdinfo libnbd-bin

@@ -142,6 +142,7 @@ func attachCommand() *cli.Command {
 			&cli.StringFlag{Name: "sizelimit", Usage: "use at most `SIZE` bytes of the file"},
 			newOnOffFlag("direct-io", "open the file with O_DIRECT (bypass the page cache; raw and compressed files, not qcow2 or VMDK)"),
 			&cli.StringFlag{Name: "cache-size", Value: fmt.Sprintf("%dM", attach.DefaultCacheSize>>20), Usage: "memory for decoded data of compressed images (xz, gzip, zstd) and fetched blocks of URLs, shared by all connections, in `SIZE` bytes"},
+			&cli.StringFlag{Name: "cache-dir", Usage: "keep the fetched blocks of http(s):// SOURCEs in `DIR` too, within --cache-size per object, checked when read back, for a restart or a later attach of the same object (also served from there when the server does not answer); DIR must be writable by its owner only"},
 			&cli.StringFlag{Name: "format", Usage: "open the file as `FORMAT` (" + strings.Join(attach.FormatNames(), ", ") + ") instead of probing its contents; with raw, the guest may write any first sector"},
 			&cli.StringSliceFlag{Name: "allow-path", Usage: "let the files an image names (backing files, extents, parents) be beneath `DIR` too, not only beneath the image's own directory (repeatable)"},
 			&cli.BoolFlag{Name: "no-lock", Usage: "take no locks on the image files (by default a writable device locks its files against other writers and readers, a read-only one against writers, as qemu does)"},
@@ -287,6 +288,13 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 	}
 	cfg.Filters = filterSpecs(c)
 	cfg.Format = c.String("format")
+	if d := c.String("cache-dir"); d != "" {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return cfg, usageError("attach: --cache-dir %s: %v", d, err)
+		}
+		cfg.CacheDir = abs
+	}
 	cfg.AllowDevices = c.Bool("allow-devices")
 	cfg.NoLock = c.Bool("no-lock")
 	for _, d := range c.StringSlice("allow-path") {

@@ -41,15 +41,20 @@ const sourceHelp = `SOURCE is one of:
   https://HOST/PATH, http://HOST/PATH
                   an object on a web server, read with HTTP range requests
                   (never downloaded whole) and served read-only: raw, or xz,
-                  gzip, zstd or qcow2 detected as for a PATH; a qcow2
-                  image's backing files are read by URL too, named relative
-                  to the image's URL and beneath its directory on the same
-                  server (VMDK by URL is refused: download it); fetched
-                  blocks are cached within --cache-size (a quarter of it
-                  under a compressed or qcow2 format, and as much again for
-                  each backing file), over at most 4 connections, with
-                  readahead for sequential reads; failed requests (5xx,
-                  timeouts, resets) are retried for up to 30 s (3/4 of
+                  gzip, zstd, qcow2 or VMDK detected as for a PATH; a qcow2
+                  image's backing files, and a VMDK descriptor's extents
+                  and parent, are read by URL too, named relative to the
+                  image's URL and beneath its directory on the same server;
+                  fetched blocks are cached within --cache-size (a quarter
+                  of it under a compressed, qcow2 or VMDK format, shared
+                  by every file it names), over at most 4 connections;
+                  sequential reads are fetched ahead in requests of up to
+                  8 MiB, streamed into the cache; with --cache-dir DIR
+                  on disk too (a file per URL in DIR, within --cache-size,
+                  each block checked when read back and fetched again if it
+                  fails; kept for the same version only, and served from
+                  there when the server does not answer); failed requests
+                  (5xx, timeouts, resets) are retried for up to 30 s (3/4 of
                   --timeout if shorter), then the read fails with EIO; the
                   object is pinned by its ETag (or Last-Modified date): if
                   it is replaced on the server, reads of what is not cached

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 type Server struct {
 	Root string
 	URL  string
+	stop func()
 }
 
 // Start runs nginx in the foreground, with its configuration, logs, pid
@@ -67,17 +69,22 @@ http {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
+	exited := make(chan struct{}) // closed once nginx has exited
+	var waitErr error
+	go func() { waitErr = cmd.Wait(); close(exited) }()
+	var once sync.Once
+	s.stop = func() {
+		once.Do(func() {
+			cmd.Process.Kill()
+			<-exited
+		})
+	}
+	t.Cleanup(s.stop)
 	for deadline := time.Now().Add(10 * time.Second); ; {
 		select {
-		case err := <-exited:
+		case <-exited:
 			log, _ := os.ReadFile(filepath.Join(prefix, "error.log"))
-			t.Fatalf("nginx exited: %v: %s%s", err, stderr.String(), log)
+			t.Fatalf("nginx exited: %v: %s%s", waitErr, stderr.String(), log)
 		default:
 		}
 		if c, err := net.Dial("tcp", addr); err == nil {
@@ -90,6 +97,10 @@ http {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Stop kills nginx and waits for it to exit (a server gone down); the
+// end of the test does too.
+func (s *Server) Stop() { s.stop() }
 
 // Put writes a file for nginx to serve, atomically, with the given
 // modification time (nginx's ETag is made of it and the size), and returns

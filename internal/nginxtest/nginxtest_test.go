@@ -44,3 +44,15 @@ func TestServe(t *testing.T) {
 		}
 	}
 }
+
+// TestStop: a stopped nginx refuses connections.
+func TestStop(t *testing.T) {
+	s := Start(t, t.TempDir())
+	url := s.Put(t, "f.bin", []byte("x"), time.Unix(1700000000, 0))
+	s.Stop()
+	if resp, err := http.Get(url); err == nil {
+		resp.Body.Close()
+		t.Fatalf("GET after Stop answered %s", resp.Status)
+	}
+	s.Stop()
+}

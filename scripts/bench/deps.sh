@@ -17,6 +17,13 @@ check losetup mount
 check nbdcopy libnbd-bin
 check certtool gnutls-bin
 check python3 python3
+check nginx nginx
+check curl curl
+# nbdkit's curl plugin is in Debian's nbdkit up to bookworm, a package of its
+# own after.
+if command -v nbdkit >/dev/null 2>&1 && ! nbdkit curl --dump-plugin >/dev/null 2>&1; then
+	need="$need nbdkit-plugin-curl"
+fi
 if [ -n "$need" ]; then
 	echo "bench deps: installing$need"
 	export DEBIAN_FRONTEND=noninteractive

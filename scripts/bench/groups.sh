@@ -27,12 +27,16 @@
 # Output in OUT: fio/group-GROUP-KIND.json (fio's JSON, one group per job),
 # group-GROUP.tsv (kind, the server's peak resident memory in KiB: VmHWM),
 # and meta.txt gains groups=..., group_GROUP_kinds=..., group_GROUP_jobs=...
+#   http   in group_http.sh: an image on nginx read by URL
+#
 # Env: BENCH_GROUPS: the groups to run (default: all; "none": none).
 
-all_groups="xz qcow2 net-memory net-file"
+all_groups="xz qcow2 net-memory net-file http"
 
 # shellcheck source=scripts/bench/net.sh
 . "$(dirname "${BASH_SOURCE[0]}")/net.sh"
+# shellcheck source=scripts/bench/group_http.sh
+. "$(dirname "${BASH_SOURCE[0]}")/group_http.sh"
 
 # prepare_groups RAW: host side, before the VM starts (the VM's xz would take
 # minutes under emulation). Makes RAW/groups/disk.img.xz from 128 MiB of
@@ -80,6 +84,7 @@ run_groups() {
 		xz) run_group_xz ;;
 		qcow2) run_group_qcow2 ;;
 		net-memory | net-file) run_group_net "${g#net-}" ;;
+		http) run_group_http ;;
 		*) fail "unknown group $g" ;;
 		esac
 	done

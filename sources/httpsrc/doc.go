@@ -17,9 +17,28 @@
 // cache (see sources/internal/blockcache) whose memory stays within
 // Options.CacheSize, shared by every connection of the device; blocks are
 // fetched in parallel over at most Options.Connections HTTP/1.1 keep-alive
-// connections, and the blocks ahead of a sequential reader are fetched in
-// the background. Object.ReadAt reads without the cache (attach probes the
-// object's format before it sizes the cache).
+// connections. The blocks ahead of a sequential reader are fetched in the
+// background by runs: one range request for many blocks (Connections
+// blocks at first, the window doubling while reads stay in order, up to
+// Options.RunSize), streamed into the cache block after block, so that a
+// read is served as soon as its block has come; a failure resumes the
+// request from the byte where it stopped, and a block's deadline starts
+// when the run reaches it. Random reads fetch one block each.
+// Object.ReadAt reads without the cache (attach probes the object's format
+// before it sizes the cache).
+//
+// Options.CacheDir keeps the fetched blocks in a file of that directory
+// too (sources/internal/blockstore: bounded, checked when read back, the
+// directory and the file checked when opened), shared by every
+// connection: a later Source of the same URL and version (a restarted
+// server, a new attach) reads them from there, Object.ReadAt included.
+// The file is keyed by the URL as given and holds one version: an object
+// with another pin empties it. When the server does not answer Stat (a
+// refused connection, a timeout, a 5xx until the deadline), the version
+// the file holds is served, with a warning: its blocks from the file,
+// the others asked of the server (with its validator, so that a replaced
+// object is refused as ever). An object without a validator is not kept
+// on disk.
 //
 // The object is pinned: every range request carries If-Match with the
 // ETag (or If-Unmodified-Since with the date). A server that says the

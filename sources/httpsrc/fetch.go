@@ -13,13 +13,16 @@ import (
 
 // rangeReader reads bytes [off, end) of the object: a range request,
 // resumed from where it stopped when it fails in a way that may pass,
-// until the deadline that starts when the reader is made. Every error it
-// returns wraps EIO.
+// until the deadline that starts when the reader is made (for a run of
+// blocks: renewed as each block starts). Every error it returns wraps
+// EIO.
 type rangeReader struct {
 	o        *Object
-	ctx      context.Context // the deadline
+	ctx      context.Context // the deadline of a reader of one block
 	cancel   context.CancelFunc
 	off, end int64
+	limit    time.Time // the deadline
+	block    int64     // a run: the limit is renewed at each multiple of block
 
 	body      io.ReadCloser
 	got       int64              // bytes read from body
@@ -31,8 +34,18 @@ type rangeReader struct {
 }
 
 func (o *Object) reader(off, end int64) *rangeReader {
-	ctx, cancel := context.WithTimeout(context.Background(), o.opts.Deadline)
-	return &rangeReader{o: o, ctx: ctx, cancel: cancel, off: off, end: end, delay: firstDelay}
+	limit := time.Now().Add(o.opts.Deadline)
+	ctx, cancel := context.WithDeadline(context.Background(), limit)
+	return &rangeReader{o: o, ctx: ctx, cancel: cancel, off: off, end: end, limit: limit, delay: firstDelay}
+}
+
+// runReader is reader for a run of whole blocks, [off, end): one request
+// whose deadline starts again at each block. A body that goes on
+// trickling past a block's deadline fails the read.
+func (o *Object) runReader(off, end int64) *rangeReader {
+	ctx, cancel := context.WithCancel(context.Background())
+	return &rangeReader{o: o, ctx: ctx, cancel: cancel, off: off, end: end,
+		limit: time.Now().Add(o.opts.Deadline), block: o.opts.BlockSize, delay: firstDelay}
 }
 
 // errRetry marks errors that may pass.
@@ -64,6 +77,11 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 		if n > 0 {
 			r.watchdog.Reset(r.o.opts.stall())
 			r.delay = firstDelay
+			if r.block > 0 {
+				if err := r.renew(int64(n)); err != nil {
+					return n, err
+				}
+			}
 		}
 		if r.off == r.end {
 			return n, r.finish()
@@ -92,6 +110,23 @@ func (r *rangeReader) Read(p []byte) (int, error) {
 	}
 }
 
+// renew starts the deadline again when the n bytes just read crossed
+// into a block, and fails the read when they came past it.
+func (r *rangeReader) renew(n int64) error {
+	now := time.Now()
+	if (r.off-n)/r.block != r.off/r.block {
+		r.limit = now.Add(r.o.opts.Deadline)
+		return nil
+	}
+	if r.off != r.end && now.After(r.limit) {
+		return r.fail(fmt.Errorf("the body came too slowly (gave up after %v)", r.o.opts.Deadline))
+	}
+	return nil
+}
+
+// expired reports whether the deadline has passed.
+func (r *rangeReader) expired() bool { return r.ctx.Err() != nil || time.Now().After(r.limit) }
+
 // finish checks that the body ends with the range, and closes it so that
 // its connection is used again.
 func (r *rangeReader) finish() error {
@@ -106,14 +141,14 @@ func (r *rangeReader) finish() error {
 // pause waits before the next try, or returns the read's error once the
 // deadline is past.
 func (r *rangeReader) pause(err error) error {
-	if r.ctx.Err() != nil {
+	if r.expired() {
 		if r.lastError != nil && errors.Is(err, context.DeadlineExceeded) {
 			err = r.lastError
 		}
 		return r.fail(fmt.Errorf("%v (gave up after %v)", err, r.o.opts.Deadline))
 	}
 	r.lastError = err
-	t := time.NewTimer(r.delay)
+	t := time.NewTimer(min(r.delay, time.Until(r.limit)))
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -55,7 +55,7 @@ func Replaced(why string) error { return replacedError{why} }
 // size bytes whose strong ETag (quoted) is etag, or "" when the store gives
 // none, and whose bytes f fetches. It fails as Stat does for an empty
 // object and for one that is not opts.Pin, and closes f then. The Object's
-// Close closes f.
+// Close closes f. Options.CacheDir keeps its blocks on disk as Stat's.
 func NewObject(name string, size int64, etag string, f Fetcher, opts Options) (*Object, error) {
 	o := &Object{name: name, url: name, size: size, etag: etag, opts: opts.withDefaults(), fetcher: f}
 	if size <= 0 {
@@ -68,6 +68,10 @@ func NewObject(name string, size int64, etag string, f Fetcher, opts Options) (*
 	}
 	if etag == "" {
 		o.warns = append(o.warns, "the store gives no ETag: a replaced object of the same size cannot be detected")
+	}
+	if err := o.openStore(); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", name, err)
 	}
 	return o, nil
 }

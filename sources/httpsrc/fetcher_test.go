@@ -87,7 +87,7 @@ func TestFetcher(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			src, err := o.Source(0)
+			src, err := o.Source(nil)
 			if err != nil {
 				t.Fatal(err)
 			}

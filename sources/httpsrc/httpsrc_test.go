@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -410,5 +411,45 @@ func TestHTTPS(t *testing.T) {
 	src.Close()
 	if _, err := Open(s.URL+"/disk.img", testOptions(Options{Deadline: time.Second})); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("Open of an untrusted https server = %v, want a certificate error", err)
+	}
+}
+
+// Sequential reads are served by few long range requests (runs of up to
+// RunSize), every byte asked for once; random reads by one block each.
+func TestRuns(t *testing.T) {
+	data := imagetest.Data(8<<20, 13)
+	var asked atomic.Int64
+	s := newServer(t, data, func(w http.ResponseWriter, r *http.Request, n int64) bool {
+		if isRange(r) {
+			first, last := rangeOf(r)
+			asked.Add(last - first + 1)
+		}
+		return false
+	})
+	src := s.open(t, Options{BlockSize: 64 << 10, RunSize: 1 << 20, CacheSize: 64 << 20})
+	defer src.Close()
+	before := s.ranges.Load()
+	readAll(t, src, data)
+	if n := s.ranges.Load() - before; n > 20 {
+		t.Errorf("%d range requests for 128 blocks read in order, want at most 20", n)
+	}
+	if got := asked.Load(); got != int64(len(data)) {
+		t.Errorf("%d bytes asked for, want %d: each once", got, len(data))
+	}
+	if st := src.Stats(); st.Runs == 0 {
+		t.Errorf("Stats = %+v, want runs", st)
+	}
+
+	rnd := s.open(t, Options{BlockSize: 64 << 10, RunSize: 1 << 20})
+	defer rnd.Close()
+	asked.Store(0)
+	buf := make([]byte, 4096)
+	for _, off := range []int64{5 << 20, 1 << 20, 7 << 20, 3 << 20} {
+		if _, err := rnd.ReadAt(buf, off); err != nil || !bytes.Equal(buf, data[off:off+4096]) {
+			t.Fatalf("ReadAt(%d) = %v, or wrong bytes", off, err)
+		}
+	}
+	if got := asked.Load(); got != 4*64<<10 {
+		t.Errorf("%d bytes asked for by four random reads, want four blocks", got)
 	}
 }

@@ -11,9 +11,12 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/nbdloop/nbdloop/sources/internal/blockstore"
 )
 
 // Defaults of Options.
@@ -21,6 +24,7 @@ const (
 	DefaultCacheSize   = 256 << 20
 	DefaultBlockSize   = 256 << 10
 	DefaultConnections = 4
+	DefaultRunSize     = 8 << 20
 	DefaultDeadline    = 30 * time.Second
 	// MaxRedirects is how many redirects a request follows.
 	MaxRedirects = 5
@@ -32,19 +36,37 @@ const (
 
 // Options tune Stat and Open. The zero value picks the defaults.
 type Options struct {
-	// CacheSize bounds the memory of fetched blocks, in bytes.
+	// CacheSize bounds the memory of fetched blocks, in bytes, for a
+	// Source without a Pool.
 	CacheSize int64
+	// Pool, when set, is what the Sources Open (and Named) opens share
+	// with every other Source of the Pool: the memory of their caches
+	// (instead of CacheSize each), and one HTTP client (made with the
+	// Options of the first).
+	Pool *Pool
 	// BlockSize is the unit of fetching and caching, in bytes.
 	BlockSize int64
 	// Connections bounds the requests in flight at once, readahead
 	// included.
 	Connections int
+	// RunSize bounds the requests of the readahead of a sequential
+	// reader, in bytes (at least BlockSize): the blocks ahead are asked
+	// for in requests that start at Connections blocks and double while
+	// the reader follows them, up to RunSize.
+	RunSize int64
 	// Deadline bounds the time one block (or one Object.ReadAt, or Stat)
 	// may take, retries included; past it the read fails with EIO.
 	Deadline time.Duration
 	// Pin, when not "", is the Object.Pin the object must still have (a
 	// restart of a device): Stat refuses an object that changed.
 	Pin string
+	// CacheDir, when not "", keeps the fetched blocks in a file of this
+	// directory too, within DiskCacheSize bytes (0: CacheSize), so that
+	// they survive the process (see sources/internal/blockstore for the
+	// file and the checks on the directory). When the server does not
+	// answer Stat, a version of the object kept there is served.
+	CacheDir      string
+	DiskCacheSize int64
 	// TLS configures https connections (nil: the system's roots).
 	TLS *tls.Config
 	// Logf receives the line that says the object was replaced; nil
@@ -61,6 +83,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Connections <= 0 {
 		o.Connections = DefaultConnections
+	}
+	if o.RunSize <= 0 {
+		o.RunSize = DefaultRunSize
 	}
 	if o.Deadline <= 0 {
 		o.Deadline = DefaultDeadline
@@ -89,12 +114,15 @@ type Object struct {
 	date   string // Last-Modified when there is no strong ETag, or ""
 	opts   Options
 	client *http.Client
+	shared bool // client is the Pool's: Close leaves its connections
 	warns  []string
 	// fetcher, when not nil, fetches the bytes instead of client
 	// (NewObject).
 	fetcher Fetcher
+	store   *blockstore.Store // nil: no CacheDir
 
-	replaced atomic.Bool
+	replaced  atomic.Bool
+	closeOnce sync.Once
 }
 
 // CheckURL returns an error unless raw is an http or https URL with a host
@@ -134,19 +162,33 @@ func Stat(raw string, opts Options) (*Object, error) {
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	o := &Object{name: raw, url: u.String(), opts: opts, client: newClient(opts)}
+	o := &Object{name: raw, url: u.String(), opts: opts}
+	if opts.Pool != nil {
+		o.client, o.shared = opts.Pool.httpClient(opts), true
+	} else {
+		o.client = newClient(opts)
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opts.Deadline)
 	defer cancel()
 	if err := o.stat(ctx); err != nil {
-		o.client.CloseIdleConnections()
-		return nil, fmt.Errorf("%s: %w", raw, err)
+		err = fmt.Errorf("%s: %w", raw, err)
+		var off *offlineError
+		if opts.CacheDir != "" && errors.As(err, &off) {
+			return statCached(raw, o, err)
+		}
+		o.closeIdle()
+		return nil, err
 	}
 	if opts.Pin != "" && o.Pin() != opts.Pin {
-		o.client.CloseIdleConnections()
+		o.closeIdle()
 		return nil, fmt.Errorf("%s: the object changed on the server since it was attached (it was %s, it is %s now): not served (detach the device, and attach the URL again)", raw, opts.Pin, o.Pin())
 	}
 	if o.etag == "" && o.date == "" {
 		o.warns = append(o.warns, "the server gives neither an ETag nor a Last-Modified date: a replaced object of the same size cannot be detected")
+	}
+	if err := o.openStore(); err != nil {
+		o.closeIdle()
+		return nil, fmt.Errorf("%s: %w", raw, err)
 	}
 	return o, nil
 }
@@ -362,14 +404,14 @@ func (o *Object) retry(ctx context.Context, try func(ctx context.Context) (retry
 			return err
 		}
 		if ctx.Err() != nil {
-			return fmt.Errorf("%v (gave up after %v)", err, o.opts.Deadline)
+			return &offlineError{fmt.Errorf("%v (gave up after %v)", err, o.opts.Deadline)}
 		}
 		t := time.NewTimer(delay)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("%v (gave up after %v)", err, o.opts.Deadline)
+			return &offlineError{fmt.Errorf("%v (gave up after %v)", err, o.opts.Deadline)}
 		}
 		delay = min(delay*2, maxDelay)
 	}
@@ -411,6 +453,13 @@ func (o *Object) ReadAt(p []byte, off int64) (int, error) {
 		}
 		p, eof = p[:o.size-off], io.EOF
 	}
+	if o.store != nil {
+		n, err := o.readBlocks(p, off)
+		if err != nil {
+			return n, err
+		}
+		return n, eof
+	}
 	r := o.reader(off, off+int64(len(p)))
 	defer r.Close()
 	n, err := io.ReadFull(r, p)
@@ -420,13 +469,26 @@ func (o *Object) ReadAt(p []byte, off int64) (int, error) {
 	return n, eof
 }
 
-// Close closes the idle connections of the object's client or Fetcher.
+// Close closes the idle connections of the object's own client (not a
+// Pool's) or its Fetcher, and the file of its blocks in Options.CacheDir.
 func (o *Object) Close() {
-	if o.fetcher != nil {
-		o.fetcher.Close()
-		return
+	o.closeIdle()
+	o.closeOnce.Do(func() {
+		if o.fetcher != nil {
+			o.fetcher.Close()
+		}
+		if o.store != nil {
+			o.store.Close()
+		}
+	})
+}
+
+// closeIdle closes the idle connections of o's own client (a Pool's
+// stays open for the Pool's other Sources).
+func (o *Object) closeIdle() {
+	if o.fetcher == nil && !o.shared {
+		o.client.CloseIdleConnections()
 	}
-	o.client.CloseIdleConnections()
 }
 
 // replace records that the object was replaced, and logs it once.

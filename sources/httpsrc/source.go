@@ -3,6 +3,8 @@ package httpsrc
 import (
 	"fmt"
 	"io"
+	"net/http"
+	"sync"
 
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/internal/blockcache"
@@ -17,22 +19,26 @@ var ErrReadOnly = fmt.Errorf("objects by URL are read-only (add --filter cow for
 type Source struct {
 	obj   *Object
 	cache *blockcache.Cache
+	pool  *Pool
+
+	closeOnce sync.Once
 }
 
 // Open stats the object at raw and returns its Source (Stat, then
-// Object.Source).
+// Object.Source with Options.Pool).
 func Open(raw string, opts Options) (*Source, error) {
 	return OpenObject(Stat(raw, opts))
 }
 
-// OpenObject returns the Source of o, as o.Source(0), and closes o when
+// OpenObject returns the Source of o, as o.Source with the Options.Pool o
+// was made with, and closes o when
 // that fails; it passes err on when err is not nil. Open is
 // OpenObject(Stat(...)), and so opens another store's Object.
 func OpenObject(o *Object, err error) (*Source, error) {
 	if err != nil {
 		return nil, err
 	}
-	s, err := o.Source(0)
+	s, err := o.Source(o.opts.Pool)
 	if err != nil {
 		o.Close()
 		return nil, err
@@ -40,21 +46,80 @@ func OpenObject(o *Object, err error) (*Source, error) {
 	return s, nil
 }
 
-// Source returns the Source that serves o through a cache of cacheSize
-// bytes (0: Options.CacheSize). Its Close closes o too. It fails for an
-// object too large to serve.
-func (o *Object) Source(cacheSize int64) (*Source, error) {
+// Pool is what the Sources of one device share: a memory budget for
+// their caches, so that every object the device fetches (an image, its
+// backing files, its extents) together stays within it, however many
+// there are; and, for the objects opened with Options.Pool, one HTTP
+// client, so that they hold at most Options.Connections connections
+// together (closed when the last of the Pool's Sources closes). It is
+// safe for concurrent use.
+type Pool struct {
+	p *blockcache.Pool
+
+	mu     sync.Mutex
+	client *http.Client // made by the first Stat with Options.Pool
+	open   int          // Sources open
+}
+
+// NewPool returns a Pool of size bytes (DefaultCacheSize if size is 0 or
+// less).
+func NewPool(size int64) *Pool {
+	if size <= 0 {
+		size = DefaultCacheSize
+	}
+	return &Pool{p: blockcache.NewPool(size)}
+}
+
+// httpClient returns the Pool's client, made with opts the first time.
+func (p *Pool) httpClient(opts Options) *http.Client {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.client == nil {
+		p.client = newClient(opts)
+	}
+	return p.client
+}
+
+func (p *Pool) add() {
+	p.mu.Lock()
+	p.open++
+	p.mu.Unlock()
+}
+
+// release counts a Source closed, and closes the idle connections of
+// the Pool's client after the last one.
+func (p *Pool) release() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.open--; p.open == 0 && p.client != nil {
+		p.client.CloseIdleConnections()
+	}
+}
+
+// Size is the Pool's bound in bytes.
+func (p *Pool) Size() int64 { return p.p.Limit() }
+
+// Stats returns the memory the Sources hold now (Used), the most they
+// held (Peak), and how many are open.
+func (p *Pool) Stats() blockcache.PoolStats { return p.p.Stats() }
+
+// Source returns the Source that serves o through a cache whose memory
+// comes from pool (nil: a Pool of Options.CacheSize of its own). Its Close
+// closes o too. It fails for an object too large to serve.
+func (o *Object) Source(pool *Pool) (*Source, error) {
 	opts := o.opts
-	if cacheSize <= 0 {
-		cacheSize = opts.CacheSize
+	if pool == nil {
+		pool = NewPool(opts.CacheSize)
 	}
 	c, err := blockcache.NewTable(blocks{size: o.size, bs: opts.BlockSize}, o.openBlock, blockcache.Options{
-		Budget: cacheSize, Chunk: opts.BlockSize, Readahead: opts.Connections, Transient: true,
+		Budget: pool.Size(), Chunk: opts.BlockSize, Readahead: opts.Connections, Transient: true,
+		OpenRun: o.openRun, RunMax: max(opts.RunSize, opts.BlockSize), Pool: pool.p,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("%s: %d bytes: too large to serve", o.name, o.size)
 	}
-	return &Source{obj: o, cache: c}, nil
+	pool.add()
+	return &Source{obj: o, cache: c, pool: pool}, nil
 }
 
 // blocks is the object cut into blocks of bs bytes (the last one shorter).
@@ -70,7 +135,22 @@ func (b blocks) Segment(i int) blockcache.Segment {
 // openBlock is the cache's Opener: the range request of block i.
 func (o *Object) openBlock(i int) (io.Reader, error) {
 	s := blocks{size: o.size, bs: o.opts.BlockSize}.Segment(i)
+	if o.store != nil {
+		return &blockReader{o: o, b: int64(i), off: s.Off, end: s.Off + s.Size, slot: -1}, nil
+	}
 	return o.reader(s.Off, s.Off+s.Size), nil
+}
+
+// openRun is the cache's RunOpener: one range request for blocks
+// first..first+n-1, or with a store, their blocks from the store until
+// one is missing, then one request for the rest.
+func (o *Object) openRun(first, n int) (io.Reader, error) {
+	bs := o.opts.BlockSize
+	off, end := int64(first)*bs, min(int64(first+n)*bs, o.size)
+	if o.store != nil {
+		return &storedRun{o: o, b: int64(first), last: int64(first + n), end: end}, nil
+	}
+	return o.runReader(off, end), nil
 }
 
 // Object returns the object the Source serves.
@@ -81,6 +161,9 @@ func (s *Source) Name() string { return s.obj.name }
 
 // Warnings are what attach should tell the user, one line each.
 func (s *Source) Warnings() []string { return s.obj.warns }
+
+// Pool is the Pool the Source's cache takes its memory from.
+func (s *Source) Pool() *Pool { return s.pool }
 
 // Stats returns the cache's counters.
 func (s *Source) Stats() blockcache.Stats { return s.cache.Stats() }
@@ -118,5 +201,6 @@ func (s *Source) Zero(int64, int64, bool) error { return ErrReadOnly }
 func (s *Source) Close() error {
 	err := s.cache.Close()
 	s.obj.Close()
+	s.closeOnce.Do(s.pool.release)
 	return err
 }

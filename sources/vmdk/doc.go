@@ -1,6 +1,11 @@
 // Package vmdk serves VMware virtual disks (VMDK) as a sources.Source,
 // read-write: `nbdloop attach disk.vmdk`.
 //
+// OpenSource opens a disk read-only from a sources.Source at a location
+// (a URL: `nbdloop attach https://host/disk.vmdk`), its extents and
+// parent opened through a Files (httpsrc.Named), which confines their
+// names as sources.NamedFiles confines paths.
+//
 // Open takes the path of a descriptor (the small text file of a split or
 // flat disk, which starts with "# Disk DescriptorFile") or of a hosted
 // sparse file (magic KDMV: monolithicSparse, streamOptimized, one extent of
@@ -80,7 +85,8 @@
 // descriptor, as qemu and VMware do, so that a delta disk made from this one
 // before no longer opens (its parentCID no longer matches).
 //
-// The files are split by job: vmdk.go holds the Disk and Open, extents.go
+// The files are split by job: vmdk.go holds the Disk and Open, files.go
+// what a disk reads its files from (paths, or Files for OpenSource), extents.go
 // opens the extents (a hosted sparse file alone, or those a descriptor
 // lists), descriptor.go parses descriptors, parent.go follows the parents
 // of delta disks, io.go serves reads and modifying calls by extent,

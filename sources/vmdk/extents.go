@@ -13,7 +13,7 @@ import (
 // get renamed); the descriptor gives the CIDs and the parent. It takes *f
 // over (setting it to nil), or reopens path for writing when the disk is
 // writable (path is then the file the user named).
-func (d *Disk) openMonolithic(f **os.File, path string, opts Options) error {
+func (d *Disk) openMonolithic(f *file, size int64, path string, opts Options) error {
 	sf := *f
 	if !opts.ReadOnly {
 		w, err := os.OpenFile(path, os.O_RDWR, 0)
@@ -24,7 +24,7 @@ func (d *Disk) openMonolithic(f **os.File, path string, opts Options) error {
 	} else {
 		*f = nil
 	}
-	x, err := d.openSparseExtent(sf, path, !opts.ReadOnly, 0, opts.CacheSize/2, opts.CacheSize/2, opts.Budget)
+	x, err := d.openSparseExtent(sf, size, path, !opts.ReadOnly, 0, opts.CacheSize/2, opts.CacheSize/2, opts.Budget)
 	if err != nil {
 		return err
 	}
@@ -53,10 +53,10 @@ func (d *Disk) openMonolithic(f **os.File, path string, opts Options) error {
 	return nil
 }
 
-// openSparseExtent serves the sparse extent file f (closed on error) of
-// which the disk uses the first need bytes (0: all of it).
-func (d *Disk) openSparseExtent(f *os.File, path string, writable bool, need, cacheBudget, streamBudget int64, budget *sources.Budget) (extent, error) {
-	sp, err := openSparse(f, path, sparseOptions{
+// openSparseExtent serves the sparse extent file f (of size bytes, closed
+// on error) of which the disk uses the first need bytes (0: all of it).
+func (d *Disk) openSparseExtent(f file, size int64, path string, writable bool, need, cacheBudget, streamBudget int64, budget *sources.Budget) (extent, error) {
+	sp, err := openSparse(f, size, path, sparseOptions{
 		writable: writable, need: need, cacheBytes: cacheBudget, streamBytes: streamBudget, budget: budget,
 	})
 	if err != nil {
@@ -83,7 +83,7 @@ func (d *Disk) openSparseExtent(f *os.File, path string, writable bool, need, ca
 }
 
 // openDescriptor opens the extents a text descriptor lists.
-func (d *Disk) openDescriptor(f *os.File, size int64, path string, opts Options) error {
+func (d *Disk) openDescriptor(f file, size int64, path string, opts Options) error {
 	raw, desc, err := d.readDescriptor(f, size, path)
 	if err != nil {
 		return err
@@ -113,7 +113,7 @@ func (d *Disk) openDescriptor(f *os.File, size int64, path string, opts Options)
 // readDescriptor reads and parses the descriptor file f of size bytes at
 // path, charging the budget for it. A descriptor without extents is an
 // error.
-func (d *Disk) readDescriptor(f *os.File, size int64, path string) ([]byte, *Descriptor, error) {
+func (d *Disk) readDescriptor(f file, size int64, path string) ([]byte, *Descriptor, error) {
 	if size > maxDescriptorSize {
 		return nil, nil, fmt.Errorf("%s: descriptor file of %d bytes is larger than %d", path, size, maxDescriptorSize)
 	}
@@ -144,7 +144,7 @@ func (d *Disk) openExtent(path string, i int, ed ExtentDesc, opts Options, n int
 	case ed.Access == "NOACCESS":
 		file := ""
 		if ed.File != "" {
-			file = opts.Named.Resolve(d.dir, ed.File)
+			file = d.files.resolve(d.base, ed.File)
 		}
 		return extent{kind: kindNoAccess, name: file}, nil
 	case ed.Type == "ZERO":
@@ -161,15 +161,15 @@ func (d *Disk) openExtent(path string, i int, ed ExtentDesc, opts Options, n int
 // descriptor at path (see openExtent).
 func (d *Disk) openFlatExtent(path string, i int, ed ExtentDesc, writable bool, opts Options) (extent, error) {
 	length := ed.Sectors * sectorSize
-	osf, file, err := opts.Named.Open(d.dir, ed.File, writable)
+	f, _, file, err := d.files.open(d.base, ed.File, writable)
 	if err != nil {
 		return extent{}, fmt.Errorf("%s: extent %d (%s %s): %w", path, i+1, ed.Access, ed.Type, err)
 	}
 	if err := d.charge(extentOverhead, "extent "+file); err != nil {
-		osf.Close()
+		f.Close()
 		return extent{}, err
 	}
-	fl, err := sources.NewFile(osf, file, sources.FileOptions{ReadOnly: !writable, Offset: ed.Offset * sectorSize, SizeLimit: length})
+	fl, err := d.files.flat(f, file, writable, ed.Offset*sectorSize, length)
 	if err != nil {
 		return extent{}, fmt.Errorf("%s: extent %d: %w", path, i+1, err)
 	}
@@ -185,11 +185,11 @@ func (d *Disk) openFlatExtent(path string, i int, ed ExtentDesc, writable bool, 
 // the descriptor at path, which lists n extents (see openExtent).
 func (d *Disk) openListedSparseExtent(path string, i int, ed ExtentDesc, writable bool, opts Options, n int64) (extent, error) {
 	length := ed.Sectors * sectorSize
-	osf, file, err := opts.Named.Open(d.dir, ed.File, writable)
+	f, size, file, err := d.files.open(d.base, ed.File, writable)
 	if err != nil {
 		return extent{}, fmt.Errorf("%s: extent %d (%s %s): %w", path, i+1, ed.Access, ed.Type, err)
 	}
-	x, err := d.openSparseExtent(osf, file, writable, length, opts.CacheSize/2/n, opts.CacheSize/2/n, opts.Budget)
+	x, err := d.openSparseExtent(f, size, file, writable, length, opts.CacheSize/2/n, opts.CacheSize/2/n, opts.Budget)
 	if err != nil {
 		return extent{}, fmt.Errorf("%s: extent %d: %w", path, i+1, err)
 	}

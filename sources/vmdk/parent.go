@@ -3,7 +3,7 @@ package vmdk
 import "fmt"
 
 // openParent opens the parent of a delta disk and checks its CID.
-func (d *Disk) openParent(opts Options, depth int, seen map[[2]uint64]bool) error {
+func (d *Disk) openParent(opts Options, depth int, seen map[string]bool) error {
 	hint := d.desc.ParentFileNameHint
 	if hint == "" {
 		return nil
@@ -17,11 +17,12 @@ func (d *Disk) openParent(opts Options, depth int, seen map[[2]uint64]bool) erro
 	popts.ReadOnly = true
 	popts.Named.ReadOnly = true
 	popts.CacheSize = max(opts.CacheSize/4, 1<<20)
-	pf, ppath, err := popts.Named.Open(d.dir, hint, false)
+	pfs := d.files.readOnly()
+	pf, psize, ppath, err := pfs.open(d.base, hint, false)
 	if err != nil {
 		return fmt.Errorf("%s: opening the parent (parentFileNameHint): %w", d.path, err)
 	}
-	p, err := open(pf, ppath, popts, depth+1, seen)
+	p, err := open(pf, psize, ppath, pfs, popts, depth+1, seen)
 	if err != nil {
 		return fmt.Errorf("%s: opening the parent: %w", d.path, err)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -25,7 +24,7 @@ import (
 // a reader never sees a GTE before its grain's data is in the file. cmu
 // guards the grain table cache, whose misses readers fill concurrently.
 type sparse struct {
-	f          *os.File
+	f          file
 	name       string
 	h          header
 	writable   bool
@@ -74,14 +73,10 @@ type sparseOptions struct {
 }
 
 // openSparse reads the header (or the footer, for GD_AT_END) and the grain
-// directories of the sparse extent in f, charging what it keeps to
-// o.budget. The extent is writable if o.writable and its format allows it.
-func openSparse(f *os.File, name string, o sparseOptions) (_ *sparse, err error) {
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("reading the sparse extent's size: %w", err)
-	}
-	size := fi.Size()
+// directories of the sparse extent in f, of size bytes, charging what it
+// keeps to o.budget. The extent is writable if o.writable and its format
+// allows it.
+func openSparse(f file, size int64, name string, o sparseOptions) (_ *sparse, err error) {
 	h, err := readSparseHeader(f, name, size)
 	if err != nil {
 		return nil, err
@@ -124,7 +119,7 @@ func openSparse(f *os.File, name string, o sparseOptions) (_ *sparse, err error)
 // readSparseHeader reads the header of the sparse extent f of size bytes
 // at name, or its footer when the header puts the grain directory at the
 // end.
-func readSparseHeader(f *os.File, name string, size int64) (header, error) {
+func readSparseHeader(f io.ReaderAt, name string, size int64) (header, error) {
 	buf := make([]byte, headerSize)
 	if _, err := f.ReadAt(buf, 0); err != nil {
 		return header{}, fmt.Errorf("%s: reading the sparse extent header: %w", name, noEOF(err))
@@ -213,7 +208,7 @@ func (e *sparse) close() error {
 // readFooter reads the copy of the header at the end of a GD_AT_END
 // extent: a footer marker, the footer (a header whose gdOffset is real) and
 // an end-of-stream marker, in the last three sectors.
-func readFooter(f *os.File, size int64) (header, error) {
+func readFooter(f io.ReaderAt, size int64) (header, error) {
 	if size < 4*sectorSize {
 		return header{}, errors.New("grain directory at the end, but the file is too short for a footer")
 	}
@@ -236,13 +231,14 @@ func readFooter(f *os.File, size int64) (header, error) {
 }
 
 // readDirectory loads a grain directory of n entries at sector.
-func readDirectory(f *os.File, sector uint64, n, fileSize int64) ([]uint32, int64, error) {
+func readDirectory(f io.ReaderAt, sector uint64, n, fileSize int64) ([]uint32, int64, error) {
 	if sector == 0 || sector > uint64(fileSize)/sectorSize || n > (fileSize-int64(sector)*sectorSize)/4 {
 		return nil, 0, fmt.Errorf("%d entries at sector %d lie outside the %d-byte file: %w", n, sector, fileSize, syscall.EIO)
 	}
 	off := int64(sector) * sectorSize
 	d := make([]uint32, n)
-	var b [16 << 10]byte
+	// On the heap (f is an interface): no larger than the directory.
+	b := make([]byte, min(n*4, 16<<10))
 	for i := int64(0); i < n; {
 		k := min(n-i, int64(len(b)/4))
 		if _, err := f.ReadAt(b[:k*4], off+i*4); err != nil {
@@ -286,7 +282,11 @@ func (e *sparse) flush() error {
 	if !e.writable {
 		return nil
 	}
-	if err := unix.Fdatasync(int(e.f.Fd())); err != nil {
+	fd, ok := e.f.(interface{ Fd() uintptr })
+	if !ok {
+		return nil
+	}
+	if err := unix.Fdatasync(int(fd.Fd())); err != nil {
 		return fmt.Errorf("%s: fdatasync: %w", e.name, err)
 	}
 	return nil

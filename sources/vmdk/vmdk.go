@@ -4,9 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -65,7 +63,7 @@ type extent struct {
 	kind       int
 	writable   bool
 	name       string
-	flat       *sources.File
+	flat       sources.Source
 	sp         *sparse
 	// dirty is set, for a writable extent, when a modifying call on it
 	// returns; Flush syncs only the extents written since the last one.
@@ -78,7 +76,8 @@ type extent struct {
 // Disk is an open VMDK disk. It implements sources.Source.
 type Disk struct {
 	path     string
-	dir      string // absolute directory of path, where names are relative to
+	base     string // where names are relative to: path's absolute directory, or the location (OpenSource)
+	files    opener
 	budget   *sources.Budget
 	charged  int64 // charged to budget by the disk itself (the descriptor)
 	desc     *Descriptor
@@ -126,42 +125,46 @@ func Open(path string, opts Options) (*Disk, error) {
 	if err != nil {
 		return nil, err
 	}
-	return open(f, path, opts, 0, map[[2]uint64]bool{})
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return open(f, fi.Size(), path, pathFiles{opts.Named}, opts, 0, map[string]bool{})
 }
 
-// open opens the disk whose file f (read-only, closed by open) is at path:
-// the file the user named (depth 0), or a parent.
-func open(f *os.File, path string, opts Options, depth int, seen map[[2]uint64]bool) (*Disk, error) {
+// open opens the disk whose file f (read-only, of size bytes, closed by
+// open) is at path: the file the user named (depth 0), or a parent. fs
+// opens what it names; seen holds the ids (opener.id) of the files of the
+// chain so far.
+func open(f file, size int64, path string, fs opener, opts Options, depth int, seen map[string]bool) (*Disk, error) {
 	defer func() {
 		if f != nil {
 			f.Close()
 		}
 	}()
-	fi, err := f.Stat()
+	id, err := fs.id(f, path)
 	if err != nil {
 		return nil, err
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		id := [2]uint64{st.Dev, st.Ino}
-		if seen[id] {
-			return nil, fmt.Errorf("%s: the chain of parents loops back to this file", path)
-		}
-		seen[id] = true
+	if seen[id] {
+		return nil, fmt.Errorf("%s: the chain of parents loops back to this file", path)
 	}
-	head := make([]byte, min(fi.Size(), headerSize))
-	if _, err := io.ReadFull(f, head); err != nil {
-		return nil, fmt.Errorf("%s: reading the first bytes: %w", path, err)
+	seen[id] = true
+	head := make([]byte, min(size, headerSize))
+	if n, err := f.ReadAt(head, 0); n < len(head) {
+		return nil, fmt.Errorf("%s: reading the first bytes: %w", path, noEOF(err))
 	}
-	abs, err := filepath.Abs(path)
+	base, err := fs.place(path)
 	if err != nil {
 		return nil, err
 	}
-	d := &Disk{path: path, dir: filepath.Dir(abs), budget: opts.Budget}
+	d := &Disk{path: path, base: base, files: fs, budget: opts.Budget}
 	switch {
 	case bytes.HasPrefix(head, magic[:]):
-		err = d.openMonolithic(&f, path, opts)
+		err = d.openMonolithic(&f, size, path, opts)
 	case IsDescriptor(head):
-		err = d.openDescriptor(f, fi.Size(), path, opts)
+		err = d.openDescriptor(f, size, path, opts)
 	case bytes.HasPrefix(head, []byte("COWD")):
 		err = fmt.Errorf("%s: ESX COWD sparse extents are not supported (convert it: qemu-img convert -O vmdk IN OUT)", path)
 	default:

@@ -36,6 +36,10 @@ var groupTargets = map[string][]groupTarget{
 		{"nbdloop qcow2 >= 1.0x qemu-nbd", "nbdloop-qcow2", "qemu-nbd-qcow2", "read-1m-qd8", 1.0},
 		{"nbdloop qcow2 >= 1.0x qemu-nbd", "nbdloop-qcow2", "qemu-nbd-qcow2", "write-1m-qd8", 1.0},
 	},
+	"http": {
+		{"nbdloop http >= 5x nbdkit curl", "nbdloop-http", "nbdkit-curl", "randread-4k-qd32", 5.0},
+		{"nbdloop http >= 0.8x curl -o", "nbdloop-http", "curl-download", "read-full-1m-qd8", 0.8},
+	},
 	"xz": {
 		{"nbdloop xz >= 1.5x nbdkit xz filter", "nbdloop-xz", "nbdkit-xz", "randread-4k-qd32", 1.5},
 		{"nbdloop xz >= 1.0x nbdkit xz filter", "nbdloop-xz", "nbdkit-xz", "read-full-1m-qd8", 1.0},
@@ -55,12 +59,16 @@ func loadGroups(raw string, meta map[string]string, s *Summary) {
 			grp.Results[j] = map[string]*Result{}
 		}
 		for _, k := range grp.Kinds {
+			jobs := grp.Jobs
+			if v, ok := meta["group_"+g+"_"+k+"_jobs"]; ok { // a kind with fewer jobs
+				jobs = strings.Fields(v)
+			}
 			rs, err := readFioGroups(filepath.Join(raw, "fio", "group-"+g+"-"+k+".json"))
 			if err != nil {
 				s.Missing = append(s.Missing, fmt.Sprintf("group %s, %s: %v", g, k, err))
 				continue
 			}
-			for _, j := range grp.Jobs {
+			for _, j := range jobs {
 				if r := rs[j]; r != nil {
 					grp.Results[j][k] = r
 				} else {

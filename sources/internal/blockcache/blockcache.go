@@ -43,6 +43,18 @@ type Options struct {
 	// network, whose failures pass). Without it a failed segment fails
 	// every later read.
 	Transient bool
+	// OpenRun, when set, fetches the segments ahead of a sequential
+	// reader in runs (see the package doc): one decoder for many
+	// segments, each published as it comes, instead of one decoder per
+	// segment. For segments that are slices of one stream (a remote
+	// object in blocks), where one long request beats many short ones.
+	OpenRun RunOpener
+	// RunMax bounds a run, in bytes (0 means DefaultRunMax).
+	RunMax int64
+	// Pool, when set, is a budget this Cache shares with others: its
+	// chunks and decoders count in the Pool too, and make room there as
+	// in Budget (which still bounds this Cache alone).
+	Pool *Pool
 }
 
 const (
@@ -70,6 +82,7 @@ type Stats struct {
 	Decodes   int64 // decodes started from a segment's start
 	Resumes   int64 // decodes that continued a parked decoder
 	Prefetch  int64 // decodes started by readahead
+	Runs      int64 // runs started by readahead (Options.OpenRun)
 	Hits      int64 // chunk lookups served from the cache
 	Misses    int64 // chunk lookups that waited for a decode
 	Used      int64 // bytes held now: chunks, decoders, reservations
@@ -89,6 +102,11 @@ type Cache struct {
 	ahead  int
 	// transient: failed segments are opened again (Options.Transient).
 	transient bool
+	openRun   RunOpener
+	runMax    int64
+	pool      *Pool
+	charged   int64 // c.used as last counted in pool
+	runFront  int   // the segment after the last run
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -140,7 +158,8 @@ func (c *cursor) close() {
 }
 
 type job struct {
-	seg  int
+	seg  int     // the segment being decoded
+	end  int     // a run's end (exclusive), 0 for one segment
 	cur  *cursor // nil until opened
 	pos  int64   // decoded up to here (segment-relative)
 	want int64   // decode at least up to this segment-relative offset
@@ -161,6 +180,7 @@ func NewTable(segs Table, open Opener, opts Options) (*Cache, error) {
 	c := &Cache{
 		segs: segs, open: open,
 		chunk: opts.Chunk, budget: opts.Budget, ahead: opts.Readahead, transient: opts.Transient,
+		openRun: opts.OpenRun, runMax: opts.RunMax, pool: opts.Pool,
 		chunks: make(map[ckey]*entry),
 		wanted: make(map[ckey]int),
 		jobs:   make(map[int]*job),
@@ -176,6 +196,9 @@ func NewTable(segs Table, open Opener, opts Options) (*Cache, error) {
 	}
 	if c.ahead == 0 {
 		c.ahead = runtime.GOMAXPROCS(0)
+	}
+	if c.runMax <= 0 {
+		c.runMax = DefaultRunMax
 	}
 	var off, spills int64
 	for i := range segs.Len() {
@@ -308,7 +331,7 @@ func (c *Cache) get(seg int, idx int64) ([]byte, error) {
 		}
 		j := c.jobs[seg]
 		if j == nil {
-			if waited != nil && waited.err != nil {
+			if waited != nil && waited.err != nil && (waited.end == 0 || waited.seg == seg) {
 				return nil, waited.err
 			}
 			if err := c.failed[seg]; err != nil {
@@ -350,6 +373,8 @@ func (c *Cache) Close() error {
 	}
 	c.chunks = map[ckey]*entry{}
 	c.lru.Init()
+	c.leave()
+	c.used = 0
 	c.cond.Broadcast()
 	c.mu.Unlock()
 	if c.spill != nil {

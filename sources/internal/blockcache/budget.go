@@ -67,9 +67,13 @@ func (c *Cache) recharge(cur *cursor) {
 }
 
 // reserveEvict evicts unwanted chunks, then parked decoders, until n more
-// bytes fit in the budget or nothing more can go. c.mu is held.
+// bytes fit in the budget (and in the pool: other Caches evict first, see
+// poolRoom) or nothing more can go. c.mu is held.
 func (c *Cache) reserveEvict(n int64) {
-	for skipped := 0; c.used+n > c.budget; {
+	if c.over(n) {
+		c.poolRoom(n)
+	}
+	for skipped := 0; c.used+n > c.budget || c.over(n); {
 		if back := c.lru.Back(); back != nil && skipped < c.lru.Len() {
 			e := back.Value.(*entry)
 			if c.wanted[e.key] > 0 {
@@ -95,6 +99,7 @@ func (c *Cache) reserve(n int64) {
 	c.reserveEvict(n)
 	c.used += n
 	c.peak()
+	c.account()
 }
 
 func (c *Cache) insert(key ckey, data []byte, n int64) {
@@ -114,6 +119,7 @@ func (c *Cache) remove(e *entry) {
 	c.lru.Remove(e.elem)
 	delete(c.chunks, e.key)
 	c.used -= e.n
+	c.account()
 }
 
 func (c *Cache) park(cur *cursor) {

@@ -16,6 +16,18 @@
 //     decode it once). Small segments are decoded to their end.
 //   - When reads run sequentially, the segments ahead are decoded in the
 //     background, up to Options.Readahead at once (all cores by default).
+//   - With Options.OpenRun (segments that are slices of one stream: a
+//     remote object in blocks), the segments ahead of a sequential reader
+//     are fetched in runs instead: one decoder (one request) for many
+//     segments, each published as it arrives, so a reader waits for its own
+//     segment, not for the run's end. A run is as long as what is ahead of
+//     the reader already (the window grows while reads stay in order), at
+//     least Readahead chunks and at most Options.RunMax, and runs go on
+//     being started while there is room for a whole one within Readahead
+//     times RunMax (and half the budget) ahead of the reader: that many
+//     runs in flight at once. A run that fails
+//     fails the reads waiting on the segment it broke in; the segments
+//     after it are fetched on demand again.
 //   - A segment marked Spill (a whole image in one block) is decoded once, in
 //     the background from the start, into a sparse temporary file; a read
 //     waits until the decoder has passed its range. The spill file is

@@ -29,6 +29,10 @@ func (c *Cache) readahead(seg int, idx int64) {
 			}
 		}
 	}
+	if c.openRun != nil {
+		c.readaheadRuns(seg)
+		return
+	}
 	// The next segments, in parallel, within half the budget.
 	var sum int64
 	for k := seg + 1; k < c.segs.Len() && k <= seg+c.ahead; k++ {
