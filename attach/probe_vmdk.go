@@ -5,6 +5,7 @@ import (
 
 	"github.com/nbdloop/nbdloop/sources"
 	"github.com/nbdloop/nbdloop/sources/httpsrc"
+	"github.com/nbdloop/nbdloop/sources/s3src"
 	"github.com/nbdloop/nbdloop/sources/vmdk"
 )
 
@@ -30,13 +31,18 @@ func openVMDK(path string, opts OpenOptions) (sources.Source, error) {
 // openVMDKURL opens a VMDK disk from a URL's object, read-only: a hosted
 // sparse file (monolithicSparse, streamOptimized), or a descriptor whose
 // extents and parent are read by URL too, named relative to it and
-// beneath its directory on the same server, their fetched blocks in the
+// beneath its directory on the same server (in the same bucket for an
+// s3:// URL), their fetched blocks in the
 // memory of obj's Pool (and kept in --cache-dir likewise).
 func openVMDKURL(obj *httpsrc.Source, url string, opts OpenOptions) (sources.Source, error) {
 	if opts.Offset != 0 || opts.SizeLimit != 0 {
 		return nil, errors.New("--offset and --sizelimit do not apply to VMDK images (use --partition)")
 	}
-	named := httpsrc.Named{Options: httpsrc.Options{Pool: obj.Pool(), Deadline: opts.URLDeadline, Logf: opts.Logf,
-		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize}}
+	fetch := httpsrc.Options{Pool: obj.Pool(), Deadline: opts.URLDeadline, Logf: opts.Logf,
+		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize}
+	var named vmdk.Files = httpsrc.Named{Options: fetch}
+	if s3src.IsURL(url) {
+		named = s3src.Named(s3src.Options{Fetch: fetch, Profile: opts.S3Profile, Endpoint: opts.S3Endpoint})
+	}
 	return vmdk.OpenSource(obj, url, named, vmdk.Options{CacheSize: opts.CacheSize, Budget: opts.Budget})
 }

@@ -65,7 +65,7 @@ func TestOpenSourceS3(t *testing.T) {
 		{"no such key", "s3://images/dir/missing.img", OpenOptions{}, nil, "s3://images/dir/missing.img: no object dir/missing.img in bucket images"},
 		{"backing file outside", "s3://images/dir/out.qcow2", OpenOptions{}, nil, `"../base.qcow2" (s3://images/base.qcow2`},
 		{"odd size", "s3://images/dir/odd.img", OpenOptions{}, nil, "s3://images/dir/odd.img: size 1000 is not a multiple of 512 bytes"},
-		{"vmdk", "s3://images/dir/disk.vmdk", OpenOptions{}, nil, "s3://images/dir/disk.vmdk: a vmdk image by URL is not served yet"},
+		{"vmdk", "s3://images/dir/disk.vmdk", OpenOptions{}, nil, "vmdk: s3://images/dir/disk.vmdk: descriptor has no extent lines"},
 	} {
 		t.Run("refused "+tt.name, func(t *testing.T) {
 			for k, v := range tt.env {
