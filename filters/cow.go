@@ -91,6 +91,7 @@ type Cow struct {
 	bits    []atomic.Uint64
 	locks   [64]sync.Mutex
 	bufs    sync.Pool
+	relay   sources.ExtentRelay // passes next's and the overlay's extents on
 
 	file   *os.File // the overlay file, for the map; nil in memory
 	path   string
@@ -471,12 +472,7 @@ func (c *Cow) Extents(off, length int64, fn func(sources.Extent) bool) error {
 		return err
 	}
 	end := off + length
-	stopped := false
-	pass := func(e sources.Extent) bool {
-		stopped = !fn(e)
-		return !stopped
-	}
-	for off < end && !stopped {
+	for off < end {
 		b := off >> c.shift
 		inOverlay := c.isSet(b)
 		_, runEnd := c.blockRange(b)
@@ -488,7 +484,7 @@ func (c *Cow) Extents(off, length int64, fn func(sources.Extent) bool) error {
 		if inOverlay {
 			src = c.overlay
 		}
-		if err := sources.Extents(src, off, runEnd-off, pass); err != nil {
+		if more, err := c.relay.Extents(src, 0, off, runEnd-off, fn); err != nil || !more {
 			return err
 		}
 		off = runEnd

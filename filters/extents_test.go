@@ -64,6 +64,7 @@ func TestFiltersPassExtents(t *testing.T) {
 			if got := fmt.Sprint(sourcetest.Extents(t, st.Source, 0, 1<<20)); got != want {
 				t.Errorf("extents %s, want %s", got, want)
 			}
+			extentsAllocNothing(t, st.Source, 0, 1<<20)
 		})
 	}
 }
@@ -88,5 +89,22 @@ func TestCowExtents(t *testing.T) {
 		260<<10, 256<<10, kHole, 516<<10, 60<<10, kData, 576<<10, 448<<10, kHole)
 	if got != want {
 		t.Errorf("extents %s, want %s", got, want)
+	}
+	extentsAllocNothing(t, c, 0, 1<<20)
+}
+
+// extentsAllocNothing checks that src's Extents over [off, off+n), which
+// the server asks on every READ it splits into data and holes, allocates
+// nothing once warm.
+func extentsAllocNothing(t *testing.T, src sources.Source, off, n int64) {
+	t.Helper()
+	fn := func(sources.Extent) bool { return true }
+	allocs := testing.AllocsPerRun(50, func() {
+		if err := sources.Extents(src, off, n, fn); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("Extents allocates %v times per call, want 0", allocs)
 	}
 }

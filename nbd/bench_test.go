@@ -124,33 +124,7 @@ func BenchmarkServerReadHoles16K(b *testing.B) {
 		layout = append(layout, sources.Extent{Off: off, Length: 4096}, sources.Extent{Off: off + 4096, Length: 4096, Kind: sources.ExtentHole})
 	}
 	src := &extentSource{fakeSource: newFake(size), extents: layout}
-	h := serveSession(b, src, Session{StructuredReplies: true})
-	replyLen := 2*(dataChunkHeaderSize+4096) + 2*(ChunkHeaderSize+12)
-	reply := make([]byte, replyLen)
-	b.SetBytes(n)
-	b.ReportAllocs()
-	b.ResetTimer()
-	inflight := make(chan struct{}, 32)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for i := 0; i < b.N; i++ {
-			if _, err := io.ReadFull(h.client, reply); err != nil {
-				b.Error(err)
-				return
-			}
-			<-inflight
-		}
-	}()
-	frame := make([]byte, RequestSize)
-	for i := 0; i < b.N; i++ {
-		inflight <- struct{}{}
-		PutRequest(frame, RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i%(size/n)) * n, Length: n})
-		if _, err := h.client.Write(frame); err != nil {
-			b.Fatal(err)
-		}
-	}
-	<-done
+	benchmarkStructuredRead(b, src, n, 2*(dataChunkHeaderSize+4096)+2*(ChunkHeaderSize+12))
 }
 
 // BenchmarkServerStructuredFileRead4K reads 4 KiB with structured replies
@@ -163,9 +137,17 @@ func BenchmarkServerStructuredFileRead4K(b *testing.B) {
 		data[i] = 1
 	}
 	f, _ := memfdSource(b, data)
-	h := serveSession(b, f, Session{StructuredReplies: true})
-	reply := make([]byte, dataChunkHeaderSize+n)
-	b.SetBytes(n)
+	benchmarkStructuredRead(b, f, n, dataChunkHeaderSize+n)
+}
+
+// benchmarkStructuredRead reads n bytes at every n-aligned offset of src
+// in turn with structured replies, at queue depth 32, and reports
+// allocations per request. Every reply must be replyLen bytes long.
+func benchmarkStructuredRead(b *testing.B, src sources.Source, n, replyLen int) {
+	h := serveSession(b, src, Session{StructuredReplies: true})
+	slots := int(src.Size()) / n
+	reply := make([]byte, replyLen)
+	b.SetBytes(int64(n))
 	b.ReportAllocs()
 	b.ResetTimer()
 	inflight := make(chan struct{}, 32)
@@ -183,7 +165,7 @@ func BenchmarkServerStructuredFileRead4K(b *testing.B) {
 	frame := make([]byte, RequestSize)
 	for i := 0; i < b.N; i++ {
 		inflight <- struct{}{}
-		PutRequest(frame, RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i%4096) * n, Length: n})
+		PutRequest(frame, RequestHeader{Op: request.OpRead, Cookie: uint64(i), Offset: uint64(i%slots) * uint64(n), Length: uint64(n)})
 		if _, err := h.client.Write(frame); err != nil {
 			b.Fatal(err)
 		}

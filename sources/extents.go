@@ -1,6 +1,9 @@
 package sources
 
-import "fmt"
+import (
+	"fmt"
+	"sync"
+)
 
 // ExtentKind says what a range of a Source holds, as far as the Source
 // knows without reading it.
@@ -77,12 +80,44 @@ func Extents(src Source, off, length int64, fn func(Extent) bool) error {
 	return nil
 }
 
-// ExtentsShifted calls src's Extents for [off+shift, off+shift+length)
-// and passes them to fn shifted back by shift: how a window over src
-// reports its extents.
-func ExtentsShifted(src Source, shift, off, length int64, fn func(Extent) bool) error {
-	return Extents(src, off+shift, length, func(e Extent) bool {
-		e.Off -= shift
-		return fn(e)
-	})
+// ExtentRelay passes the extents of a Source underneath on to a caller's
+// callback, shifted to the caller's offsets: how a window, a composite or
+// a filter reports the extents of the Sources it is made of. Unlike a
+// callback made per call, it allocates nothing once warm. The zero value
+// is ready for use; it is safe for concurrent use, and a Source keeps one
+// for all its calls (it must not be copied after first use).
+type ExtentRelay struct {
+	walks sync.Pool // *relayWalk
+}
+
+// relayWalk is the state of one ExtentRelay.Extents call.
+type relayWalk struct {
+	fn      func(Extent) bool
+	shift   int64
+	stopped bool
+	pass    func(Extent) bool // the walk's extent method, bound once
+}
+
+func (w *relayWalk) extent(e Extent) bool {
+	e.Off -= w.shift
+	w.stopped = !w.fn(e)
+	return !w.stopped
+}
+
+// Extents calls Extents(src, off+shift, length, ...) and passes each
+// extent on to fn moved back by shift, so that fn sees [off, off+length).
+// more is false when fn returned false (the walk then stopped); err is
+// Extents' error.
+func (r *ExtentRelay) Extents(src Source, shift, off, length int64, fn func(Extent) bool) (more bool, err error) {
+	w, _ := r.walks.Get().(*relayWalk)
+	if w == nil {
+		w = &relayWalk{}
+		w.pass = w.extent
+	}
+	w.fn, w.shift, w.stopped = fn, shift, false
+	err = Extents(src, off+shift, length, w.pass)
+	more = !w.stopped
+	w.fn = nil
+	r.walks.Put(w)
+	return more, err
 }

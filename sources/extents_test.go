@@ -15,7 +15,7 @@ const mib = 1 << 20
 // sparseFile makes a file of size bytes with 0x5a bytes written at each
 // [off, off+length) of data (the rest is holes, as truncate leaves them)
 // in dir.
-func sparseFile(t *testing.T, dir string, size int64, data [][2]int64) string {
+func sparseFile(t testing.TB, dir string, size int64, data [][2]int64) string {
 	t.Helper()
 	path := filepath.Join(dir, fmt.Sprintf("sparse-%d.img", len(data)))
 	f, err := os.Create(path)

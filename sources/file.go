@@ -78,6 +78,7 @@ type File struct {
 	// a torn pair does no harm; Trim and Zero empty it so that the holes
 	// they punch show again.
 	dataLo, dataHi atomic.Int64
+	seeks          sync.Pool // *seekCall, for Extents
 
 	// unsynced is set after every call that may have modified the file
 	// (WriteAt, Trim, Zero; failed ones too) and cleared by Flush just

@@ -73,14 +73,34 @@ func (f *File) Extents(off, length int64, fn func(Extent) bool) error {
 // seek returns lseek(fd, off, whence). The file's offset moves, which no
 // other call uses: reads and writes are pread and pwrite.
 func (f *File) seek(off int64, whence int) (int64, error) {
-	var at int64
-	err := f.control(func(fd int) error {
-		var err error
-		at, err = unix.Seek(fd, off, whence)
-		return err
-	})
+	c, _ := f.seeks.Get().(*seekCall)
+	if c == nil {
+		c = &seekCall{}
+		c.run = c.seek
+	}
+	c.off, c.whence = off, whence
+	cerr := f.rc.Control(c.run)
+	at, err := c.at, c.err
+	f.seeks.Put(c)
+	if cerr != nil {
+		err = cerr
+	}
 	if err != nil && !errors.Is(err, unix.ENXIO) {
 		return 0, &fs.PathError{Op: "seek", Path: f.name, Err: err}
 	}
 	return at, err
+}
+
+// seekCall is one lseek, made through the file's syscall.RawConn by its
+// run method value, bound once, so that seeking allocates nothing.
+type seekCall struct {
+	off    int64
+	whence int
+	at     int64
+	err    error
+	run    func(fd uintptr)
+}
+
+func (c *seekCall) seek(fd uintptr) {
+	c.at, c.err = unix.Seek(int(fd), c.off, c.whence)
 }

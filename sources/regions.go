@@ -103,6 +103,7 @@ type Regions struct {
 	srcs    []Source      // distinct Sources, in order of first appearance
 	srcOf   []int         // region index -> index into srcs, or -1
 	dirty   []atomic.Bool // per srcs entry: written since the last flush
+	relay   ExtentRelay   // passes the Sources' extents on
 	closed  atomic.Bool
 }
 
@@ -470,11 +471,8 @@ func (rs *Regions) Extents(off, length int64, fn func(Extent) bool) error {
 		var ok bool
 		switch r.Kind {
 		case RegionSource:
-			ok = true
-			err := ExtentsShifted(r.Source, r.Offset-r.Start, off+at, n, func(e Extent) bool {
-				ok = fn(e)
-				return ok
-			})
+			var err error
+			ok, err = rs.relay.Extents(r.Source, r.Offset-r.Start, off+at, n, fn)
 			if err != nil {
 				return err
 			}

@@ -24,6 +24,7 @@ type Window struct {
 	next   Source
 	offset int64
 	length int64
+	relay  ExtentRelay
 }
 
 // NewWindow returns the length bytes of next that start at offset. Closing
@@ -89,5 +90,6 @@ func (w *Window) Extents(off, length int64, fn func(Extent) bool) error {
 	if err := CheckRange(off, length, w.length); err != nil {
 		return err
 	}
-	return ExtentsShifted(w.next, w.offset, off, length, fn)
+	_, err := w.relay.Extents(w.next, w.offset, off, length, fn)
+	return err
 }

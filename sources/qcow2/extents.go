@@ -106,8 +106,11 @@ func (im *Image) backingExtents(off, end int64, fn func(sources.Extent) bool) (b
 	more := true
 	if im.backing != nil && off < im.backingSize {
 		n := min(end, im.backingSize) - off
-		if x, ok := im.backing.(sources.Extenter); ok {
-			err := x.Extents(off, n, func(e sources.Extent) bool {
+		// A qcow2 backing file is the one that knows its extents (raw
+		// ones are data). The call is on its concrete type so that the
+		// callback stays on the stack.
+		if b, ok := im.backing.(*Image); ok {
+			err := b.Extents(off, n, func(e sources.Extent) bool {
 				more = fn(e)
 				return more
 			})

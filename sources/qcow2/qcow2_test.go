@@ -21,15 +21,15 @@ import (
 // the backing files that writes must leave untouched.
 type fixture struct {
 	name  string
-	build func(t *testing.T, dir string) (img string, backing []string)
+	build func(t testing.TB, dir string) (img string, backing []string)
 }
 
 const mib = 1 << 20
 
 // converted makes a raw file of size bytes of testData and converts it to
 // qcow2 with the given qemu-img convert arguments.
-func converted(size int, seed uint64, args ...string) func(t *testing.T, dir string) (string, []string) {
-	return func(t *testing.T, dir string) (string, []string) {
+func converted(size int, seed uint64, args ...string) func(t testing.TB, dir string) (string, []string) {
+	return func(t testing.TB, dir string) (string, []string) {
 		raw := filepath.Join(dir, "src.raw")
 		writeFile(t, raw, testData(size, seed))
 		img := filepath.Join(dir, "img.qcow2")
@@ -42,8 +42,8 @@ func converted(size int, seed uint64, args ...string) func(t *testing.T, dir str
 // chain makes base.raw <- mid.qcow2 <- top.qcow2 with relative backing
 // names, a base shorter than the top (reads past it are zeros), and
 // qemu-io writes, zero writes and discards in each layer.
-func chain(midOpts, topOpts string) func(t *testing.T, dir string) (string, []string) {
-	return func(t *testing.T, dir string) (string, []string) {
+func chain(midOpts, topOpts string) func(t testing.TB, dir string) (string, []string) {
+	return func(t testing.TB, dir string) (string, []string) {
 		base := filepath.Join(dir, "base.raw")
 		writeFile(t, base, testData(5*mib, 3))
 		mid := filepath.Join(dir, "mid.qcow2")

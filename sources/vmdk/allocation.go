@@ -18,35 +18,38 @@ func (d *Disk) Extents(off, length int64, fn func(sources.Extent) bool) error {
 	if d.closed.Load() {
 		return errClosed
 	}
-	stopped := false
-	emit := func(e sources.Extent) bool {
-		stopped = !fn(e)
-		return !stopped
-	}
+	// The callbacks below are closures over this call's variables that
+	// go only to concrete methods (File.Extents, sparse.extents, the
+	// parent's Extents), so that they stay on the stack: Extents runs on
+	// every READ the server splits into data and holes.
 	end := off + length
-	for off < end && !stopped {
+	for off < end {
 		x := &d.extents[d.find(off)]
 		n := min(end, x.end) - off
+		more := true
 		var err error
 		switch x.kind {
 		case kindZero:
-			emit(sources.Extent{Off: off, Length: n, Kind: sources.ExtentHole})
+			more = fn(sources.Extent{Off: off, Length: n, Kind: sources.ExtentHole})
 		case kindNoAccess:
-			emit(sources.Extent{Off: off, Length: n, Kind: sources.ExtentData})
+			more = fn(sources.Extent{Off: off, Length: n, Kind: sources.ExtentData})
 		case kindFlat:
-			err = sources.ExtentsShifted(x.flat, -x.start, off, n, emit)
+			err = x.flat.Extents(off-x.start, n, func(e sources.Extent) bool {
+				e.Off += x.start
+				more = fn(e)
+				return more
+			})
 		case kindSparse:
 			var perr error
 			err = x.sp.extents(off-x.start, n, func(rel, n int64, st int) bool {
-				var ok bool
-				ok, perr = d.grainExtents(x.start+rel, n, st, emit)
-				return ok && perr == nil
+				more, perr = d.grainExtents(x.start+rel, n, st, fn)
+				return more && perr == nil
 			})
 			if err == nil {
 				err = perr
 			}
 		}
-		if err != nil {
+		if err != nil || !more {
 			return err
 		}
 		off += n
@@ -55,28 +58,28 @@ func (d *Disk) Extents(off, length int64, fn func(sources.Extent) bool) error {
 }
 
 // grainExtents reports n bytes at disk offset off of grains in state st
-// and returns emit's answer, or the parent's error.
-func (d *Disk) grainExtents(off, n int64, st int, emit func(sources.Extent) bool) (bool, error) {
+// and returns fn's answer, or the parent's error.
+func (d *Disk) grainExtents(off, n int64, st int, fn func(sources.Extent) bool) (bool, error) {
 	switch {
 	case st == grainData:
-		return emit(sources.Extent{Off: off, Length: n, Kind: sources.ExtentData}), nil
+		return fn(sources.Extent{Off: off, Length: n, Kind: sources.ExtentData}), nil
 	case st == grainZero:
-		return emit(sources.Extent{Off: off, Length: n, Kind: sources.ExtentZero}), nil
+		return fn(sources.Extent{Off: off, Length: n, Kind: sources.ExtentZero}), nil
 	case d.parent == nil || off >= d.parent.size:
-		return emit(sources.Extent{Off: off, Length: n, Kind: sources.ExtentHole}), nil
+		return fn(sources.Extent{Off: off, Length: n, Kind: sources.ExtentHole}), nil
 	}
 	// Unallocated in a delta disk: the parent's extents, holes past its
 	// end.
 	inParent := min(n, d.parent.size-off)
 	ok := true
 	if err := d.parent.Extents(off, inParent, func(e sources.Extent) bool {
-		ok = emit(e)
+		ok = fn(e)
 		return ok
 	}); err != nil {
 		return false, err
 	}
 	if ok && inParent < n {
-		ok = emit(sources.Extent{Off: off + inParent, Length: n - inParent, Kind: sources.ExtentHole})
+		ok = fn(sources.Extent{Off: off + inParent, Length: n - inParent, Kind: sources.ExtentHole})
 	}
 	return ok, nil
 }
