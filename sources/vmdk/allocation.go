@@ -15,13 +15,20 @@ func (d *Disk) Extents(off, length int64, fn func(sources.Extent) bool) error {
 	if err := sources.CheckRange(off, length, d.size); err != nil {
 		return err
 	}
+	_, err := d.extentsOf(off, length, fn)
+	return err
+}
+
+// extentsOf is Extents within the disk, and says whether fn wants more.
+func (d *Disk) extentsOf(off, length int64, fn func(sources.Extent) bool) (bool, error) {
 	if d.closed.Load() {
-		return errClosed
+		return false, errClosed
 	}
 	// The callbacks below are closures over this call's variables that
-	// go only to concrete methods (File.Extents, sparse.extents, the
-	// parent's Extents), so that they stay on the stack: Extents runs on
-	// every READ the server splits into data and holes.
+	// go only to concrete methods (File.Extents, sparse.extents), so that
+	// they stay on the stack; fn itself goes on to the parent and, for a
+	// flat extent that is not a file, to a relay: Extents runs on every
+	// READ the server splits into data and holes.
 	end := off + length
 	for off < end {
 		x := &d.extents[d.find(off)]
@@ -34,11 +41,17 @@ func (d *Disk) Extents(off, length int64, fn func(sources.Extent) bool) error {
 		case kindNoAccess:
 			more = fn(sources.Extent{Off: off, Length: n, Kind: sources.ExtentData})
 		case kindFlat:
-			err = x.flat.Extents(off-x.start, n, func(e sources.Extent) bool {
-				e.Off += x.start
-				more = fn(e)
-				return more
-			})
+			if f, ok := x.flat.(*sources.File); ok {
+				// Called through its concrete type, so that the callback
+				// stays on the stack.
+				err = f.Extents(off-x.start, n, func(e sources.Extent) bool {
+					e.Off += x.start
+					more = fn(e)
+					return more
+				})
+			} else {
+				more, err = d.relay.Extents(x.flat, -x.start, off, n, fn)
+			}
 		case kindSparse:
 			var perr error
 			err = x.sp.extents(off-x.start, n, func(rel, n int64, st int) bool {
@@ -50,11 +63,11 @@ func (d *Disk) Extents(off, length int64, fn func(sources.Extent) bool) error {
 			}
 		}
 		if err != nil || !more {
-			return err
+			return more, err
 		}
 		off += n
 	}
-	return nil
+	return true, nil
 }
 
 // grainExtents reports n bytes at disk offset off of grains in state st
@@ -71,11 +84,8 @@ func (d *Disk) grainExtents(off, n int64, st int, fn func(sources.Extent) bool) 
 	// Unallocated in a delta disk: the parent's extents, holes past its
 	// end.
 	inParent := min(n, d.parent.size-off)
-	ok := true
-	if err := d.parent.Extents(off, inParent, func(e sources.Extent) bool {
-		ok = fn(e)
-		return ok
-	}); err != nil {
+	ok, err := d.parent.extentsOf(off, inParent, fn)
+	if err != nil {
 		return false, err
 	}
 	if ok && inParent < n {
@@ -116,3 +126,4 @@ func (e *sparse) extents(off, n int64, fn func(off, n int64, st int) bool) error
 	}
 	return nil
 }
+

@@ -75,15 +75,17 @@ type extent struct {
 
 // Disk is an open VMDK disk. It implements sources.Source.
 type Disk struct {
-	path     string
-	base     string // where names are relative to: path's absolute directory, or the location (OpenSource)
-	files    opener
-	budget   *sources.Budget
-	charged  int64 // charged to budget by the disk itself (the descriptor)
-	desc     *Descriptor
-	size     int64
-	extents  []extent
-	parent   *Disk
+	path    string
+	base    string // where names are relative to: path's absolute directory, or the location (OpenSource)
+	files   opener
+	budget  *sources.Budget
+	charged int64 // charged to budget by the disk itself (the descriptor)
+	desc    *Descriptor
+	size    int64
+	extents []extent
+	parent  *Disk
+	// relay reports the extents of flat extents that are not files.
+	relay    sources.ExtentRelay
 	caps     sources.Caps
 	stream   bool // a compressed extent made the disk read-only
 	warnings []string
