@@ -30,9 +30,10 @@ func Attach(ctx context.Context, cfg Config) (*Device, []string, error) {
 	}
 	tracePinned(trace, cfg)
 	// The supervisor starts the server and restarts it if it dies
-	// (supervise.go); with --no-restart the server runs alone.
+	// (supervise.go); with --no-restart the server runs alone, and so
+	// does a ublk device's (ublk.go: no restarts yet).
 	command := SuperviseCommand
-	if cfg.NoRestart {
+	if cfg.NoRestart || cfg.isUblk() {
 		command = ServeCommand
 	}
 	return spawn(ctx, child{command: command, cfg: cfg, debug: trace != nil})
