@@ -38,7 +38,7 @@ func OpenControl() (*Control, error) {
 	} else if err != nil {
 		return nil, fmt.Errorf("opening %s: %w", ControlPath, err)
 	}
-	ring, err := uring.New(4)
+	ring, err := uring.New(4, 0)
 	if err != nil {
 		unix.Close(fd)
 		return nil, fmt.Errorf("ublk control: %w", err)

@@ -32,7 +32,7 @@ type queue struct {
 }
 
 // newQueue maps queue id's descriptors from /dev/ublkcN (charFd) and its
-// buffers, and sets up its ring.
+// buffers; run sets up its ring.
 func newQueue(id uint16, depth, bufBytes, charFd int, h *handler, logf func(string, ...any)) (*queue, error) {
 	q := &queue{id: id, depth: depth, bufBytes: bufBytes, charFd: charFd, h: h, logf: logf, stopFd: -1}
 	page := unix.Getpagesize()
@@ -51,16 +51,26 @@ func newQueue(id uint16, depth, bufBytes, charFd int, h *handler, logf func(stri
 		q.close()
 		return nil, fmt.Errorf("ublk: queue %d: eventfd: %w", id, err)
 	}
-	// Room for a command per tag and the poll, as a power of two.
+	return q, nil
+}
+
+// ringFlags make the queue's thread the ring's only submitter and let
+// completions wait until it asks for them, instead of interrupting it.
+const ringFlags = uring.SetupCoopTaskrun | uring.SetupSingleIssuer | uring.SetupDeferTaskrun
+
+// newRing sets up the queue's ring on the calling thread (its only
+// submitter), with room for a command per tag and the poll.
+func (q *queue) newRing() error {
 	entries := uint32(1)
-	for entries < uint32(depth+1) {
+	for entries < uint32(q.depth+1) {
 		entries <<= 1
 	}
-	if q.ring, err = uring.New(entries); err != nil {
-		q.close()
-		return nil, fmt.Errorf("ublk: queue %d: %w", id, err)
+	r, err := uring.New(entries, ringFlags)
+	if err != nil {
+		return fmt.Errorf("ublk: queue %d: %w", q.id, err)
 	}
-	return q, nil
+	q.ring = r
+	return nil
 }
 
 // close releases what newQueue set up; the kernel cancels the commands
@@ -114,6 +124,10 @@ func (q *queue) push(nr uint32, tag int, res int32) {
 // is gone).
 func (q *queue) run(ready chan<- error) error {
 	runtime.LockOSThread()
+	if err := q.newRing(); err != nil {
+		ready <- err
+		return err
+	}
 	e := q.ring.GetSQE()
 	e.Opcode, e.Fd, e.OpFlags, e.UserData = uring.OpPollAdd, int32(q.stopFd), unix.POLLIN, stopTag
 	for tag := 0; tag < q.depth; tag++ {

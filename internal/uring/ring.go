@@ -10,6 +10,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Setup flags a caller may add to New's (include/uapi/linux/io_uring.h).
+const (
+	// SetupCoopTaskrun: completions are not announced by interrupting the
+	// ring's task; it finds them when it next enters the kernel.
+	SetupCoopTaskrun = 1 << 8
+	// SetupSingleIssuer: only the thread that creates the ring submits.
+	SetupSingleIssuer = 1 << 12
+	// SetupDeferTaskrun (with SetupSingleIssuer): completion work runs
+	// only when the ring's thread waits for completions.
+	SetupDeferTaskrun = 1 << 13
+)
+
 // Opcodes and flags of io_uring used here (include/uapi/linux/io_uring.h).
 const (
 	OpNop      = 0
@@ -93,10 +105,11 @@ type Ring struct {
 var ErrUnsupported = errors.New("io_uring is not available")
 
 // New sets up a ring with at least entries submission entries (a power of
-// two up to 32768; the kernel rounds up) and maps its rings.
-func New(entries uint32) (*Ring, error) {
+// two up to 32768; the kernel rounds up), 128-byte submission and 32-byte
+// completion entries and the Setup flags in flags, and maps its rings.
+func New(entries, flags uint32) (*Ring, error) {
 	var p params
-	p.flags = setupSQE128 | setupCQE32
+	p.flags = setupSQE128 | setupCQE32 | flags
 	fd, _, errno := unix.Syscall(unix.SYS_IO_URING_SETUP, uintptr(entries), uintptr(unsafe.Pointer(&p)), 0)
 	if errno != 0 {
 		if errno == syscall.ENOSYS || errno == syscall.EPERM {

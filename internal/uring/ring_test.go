@@ -28,7 +28,7 @@ func TestLayout(t *testing.T) {
 
 func newRing(t *testing.T, entries uint32) *Ring {
 	t.Helper()
-	r, err := New(entries)
+	r, err := New(entries, 0)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
