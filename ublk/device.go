@@ -25,6 +25,11 @@ type Options struct {
 	BlockSize int
 	// ReadOnly makes the device read-only.
 	ReadOnly bool
+	// Recovery lets another server take the device over when this one
+	// dies (UBLK_F_USER_RECOVERY with UBLK_F_USER_RECOVERY_REISSUE): the
+	// kernel then holds its I/O, and requests the dead server had are
+	// sent again to the next one (Recover).
+	Recovery bool
 	// Logf takes the queues' complaints (nil: dropped).
 	Logf func(string, ...any)
 }
@@ -79,24 +84,64 @@ func Add(ctrl *Control, src sources.Source, o Options) (*Device, error) {
 	if err != nil {
 		return nil, err
 	}
-	info, err := ctrl.addDev(devInfo{nrHWQueues: uint16(o.Queues), queueDepth: uint16(o.Depth), maxIOBuf: uint32(o.BufBytes), devID: devIDAny})
+	var flags uint64
+	if o.Recovery {
+		flags = flagUserRecovery | flagUserRecoveryReissue
+	}
+	info, err := ctrl.addDev(devInfo{nrHWQueues: uint16(o.Queues), queueDepth: uint16(o.Depth), maxIOBuf: uint32(o.BufBytes), devID: devIDAny, flags: flags})
 	if err != nil {
 		return nil, err
 	}
 	d := &Device{ID: int(info.devID), ctrl: ctrl, charFd: -1, done: make(chan struct{})}
-	if err := d.start(src, info, pr, o); err != nil {
-		d.teardown(false)
+	err = ctrl.setParams(uint32(d.ID), pr)
+	if err == nil {
+		err = d.serve(src, info, o, cmdStartDev, "starting (START_DEV)")
+	}
+	if err != nil {
+		d.teardown(false, true)
 		return nil, err
 	}
 	return d, nil
 }
 
-// start sets the parameters, opens /dev/ublkcN, starts the queues and
-// sends START_DEV once they have fetched.
-func (d *Device) start(src sources.Source, info devInfo, pr params, o Options) error {
-	if err := d.ctrl.setParams(uint32(d.ID), pr); err != nil {
-		return err
+// Recover takes over device id, whose server died, serving src with
+// options o (only ReadOnly and Logf matter: the shape is the device's):
+// START_USER_RECOVERY once the kernel has let the dead server go (it
+// answers EBUSY until then; Recover retries for up to 20 s), the queues
+// fetching, END_USER_RECOVERY. The I/O the kernel held resumes. On
+// failure the device is left for another try or a detach.
+func Recover(ctrl *Control, id int, src sources.Source, o Options) (*Device, error) {
+	o = o.withDefaults()
+	d := &Device{ID: id, ctrl: ctrl, charFd: -1, done: make(chan struct{})}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		err := ctrl.simple(cmdStartUserRecovery, uint32(id), "taking over from a dead server (START_USER_RECOVERY)")
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, syscall.EBUSY) || time.Now().After(deadline) {
+			return nil, err
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	info, err := ctrl.devInfo(uint32(id))
+	if err == nil && int64(info.maxIOBuf) < 4096 {
+		err = fmt.Errorf("ublk: /dev/ublkb%d: a request size of %d bytes", id, info.maxIOBuf)
+	}
+	if err == nil {
+		err = d.serve(src, info, o, cmdEndUserRecovery, "ending the takeover (END_USER_RECOVERY)")
+	}
+	if err != nil {
+		d.teardown(false, false)
+		return nil, err
+	}
+	return d, nil
+}
+
+// serve opens /dev/ublkcN, starts the queues and, once they have fetched,
+// sends command nr (START_DEV or END_USER_RECOVERY), which the kernel
+// answers when every queue is ready.
+func (d *Device) serve(src sources.Source, info devInfo, o Options, nr uint32, what string) error {
 	var err error
 	if d.charFd, err = openChar(CharPath(d.ID)); err != nil {
 		return err
@@ -126,7 +171,7 @@ func (d *Device) start(src sources.Source, info devInfo, pr params, o Options) e
 			return err
 		}
 	}
-	return d.ctrl.simple(cmdStartDev, uint32(d.ID), "starting (START_DEV)")
+	return d.ctrl.simple(nr, uint32(d.ID), what)
 }
 
 // openChar opens the character device, which devtmpfs creates shortly
@@ -153,13 +198,22 @@ func (d *Device) Done() <-chan struct{} { return d.done }
 // first), the queues stopped, /dev/ublkcN closed, DEL_DEV. It returns the
 // first error and is safe to call more than once.
 func (d *Device) Stop() error {
-	d.once.Do(func() { d.err = d.teardown(true) })
+	d.once.Do(func() { d.err = d.teardown(true, true) })
 	return d.err
 }
 
-// teardown undoes Add's work as far as it got; with stop it first removes
-// the block device.
-func (d *Device) teardown(stop bool) error {
+// Abandon stops serving without removing the device, for a server that
+// hands the device over to the next one (Recover): the kernel holds its
+// I/O meanwhile (a device added with Options.Recovery; another is
+// removed by the kernel). Stop and Abandon only act the first time either
+// is called.
+func (d *Device) Abandon() {
+	d.once.Do(func() { d.teardown(false, false) })
+}
+
+// teardown undoes Add's work as far as it got: with stop it first removes
+// the block device (STOP_DEV), with del it frees the device (DEL_DEV).
+func (d *Device) teardown(stop, del bool) error {
 	var errs []error
 	if stop {
 		if err := d.ctrl.StopDev(d.ID); err != nil {
@@ -179,8 +233,10 @@ func (d *Device) teardown(stop bool) error {
 		unix.Close(d.charFd)
 		d.charFd = -1
 	}
-	if err := d.ctrl.DelDev(d.ID); err != nil {
-		errs = append(errs, err)
+	if del {
+		if err := d.ctrl.DelDev(d.ID); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }

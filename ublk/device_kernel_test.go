@@ -121,3 +121,69 @@ func BenchmarkKernelUblk4K(b *testing.B) {
 		io(i)
 	}
 }
+
+// TestKernelUblkRecover abandons a device added with Recovery, as a dying
+// server would leave it, checks that a read meanwhile is held, not failed,
+// and takes the device over with Recover: the held read completes with the
+// bytes written before, and the device serves on until stopped.
+func TestKernelUblkRecover(t *testing.T) {
+	ctrl, err := OpenControl()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ctrl.Close()
+	m := newMemory(t, 64<<20)
+	d, err := Add(ctrl, m, Options{Recovery: true, Logf: t.Logf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.OpenFile(d.Name(), os.O_RDWR|unix.O_DIRECT, 0)
+	if err != nil {
+		d.Stop()
+		t.Fatal(err)
+	}
+	defer f.Close()
+	buf, _ := unix.Mmap(-1, 0, 1<<20, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_PRIVATE|unix.MAP_ANONYMOUS)
+	want := bytes.Repeat([]byte("recovered!......"), 1<<16)
+	copy(buf, want)
+	if _, err := f.WriteAt(buf, 5<<20); err != nil {
+		d.Stop()
+		t.Fatal(err)
+	}
+	d.Abandon()
+	read := make(chan error, 1)
+	go func() {
+		clear(buf)
+		_, err := f.ReadAt(buf, 5<<20)
+		read <- err
+	}()
+	select {
+	case err := <-read:
+		t.Fatalf("a read while no server serves ended (%v); want it held", err)
+	case <-time.After(500 * time.Millisecond):
+	}
+	start := time.Now()
+	d2, err := Recover(ctrl, d.ID, m, Options{Logf: t.Logf})
+	if err != nil {
+		ctrl.StopDev(d.ID)
+		ctrl.DelDev(d.ID)
+		t.Fatal(err)
+	}
+	defer d2.Stop()
+	t.Logf("recovered in %v", time.Since(start))
+	select {
+	case err := <-read:
+		if err != nil || !bytes.Equal(buf, want) {
+			t.Fatalf("held read after recovery: %v, same bytes %v", err, bytes.Equal(buf, want))
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the held read did not complete after recovery")
+	}
+	if _, err := f.WriteAt(buf, 9<<20); err != nil {
+		t.Fatalf("write after recovery: %v", err)
+	}
+	f.Close()
+	if err := d2.Stop(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -37,7 +37,8 @@ const (
 // Device flags (ublksrv_ctrl_dev_info.flags), parameter types and
 // attributes.
 const (
-	flagUserRecovery = 1 << 3
+	flagUserRecovery        = 1 << 3
+	flagUserRecoveryReissue = 1 << 4
 
 	paramTypeBasic   = 1 << 0
 	paramTypeDiscard = 1 << 1
