@@ -30,10 +30,9 @@ func Attach(ctx context.Context, cfg Config) (*Device, []string, error) {
 	}
 	tracePinned(trace, cfg)
 	// The supervisor starts the server and restarts it if it dies
-	// (supervise.go); with --no-restart the server runs alone, and so
-	// does a ublk device's (ublk.go: no restarts yet).
+	// (supervise.go); with --no-restart the server runs alone.
 	command := SuperviseCommand
-	if cfg.NoRestart || cfg.isUblk() {
+	if cfg.NoRestart {
 		command = ServeCommand
 	}
 	return spawn(ctx, child{command: command, cfg: cfg, debug: trace != nil})

@@ -10,7 +10,7 @@ import (
 )
 
 // DetachUblk removes ublk device /dev/ublkb<id> and waits until its server
-// has flushed and exited. The server does the removal (STOP_DEV, DEL_DEV)
+// (and supervisor) has flushed and exited. The server does the removal (STOP_DEV, DEL_DEV)
 // when signalled; for a device whose server is gone, DetachUblk sends
 // those commands itself. Without force, a device that is mounted or held
 // is refused.
@@ -33,6 +33,10 @@ func DetachUblk(ctx context.Context, id int, force bool) error {
 			return e
 		}
 	}
+	if st != nil {
+		// No restarts from here on: the server about to exit is detached.
+		st.supervisor().signal(syscall.SIGUSR2)
+	}
 	if st != nil && st.server().alive() {
 		// The server flushes, removes the device and exits on SIGTERM.
 		server := st.server()
@@ -41,6 +45,11 @@ func DetachUblk(ctx context.Context, id int, force bool) error {
 		}
 		if err := waitFor(ctx, 60*time.Second, func() bool { return !server.alive() }); err != nil {
 			return fmt.Errorf("%s: server process %d did not exit: %w", dev, server.PID, err)
+		}
+	}
+	if st != nil && st.Supervisor != 0 {
+		if err := waitFor(ctx, 10*time.Second, func() bool { return !st.supervisor().alive() }); err != nil {
+			return fmt.Errorf("%s: supervisor process %d did not exit: %w", dev, st.Supervisor, err)
 		}
 	}
 	// A dead server leaves the device (or its number) to us; after a

@@ -37,9 +37,14 @@ func (h host) listUblk() []Device {
 			d.Mounts = h.mountsOf(major, minor, "/dev/"+name)
 		}
 		d.Connections = 0
-		if !alive {
+		switch {
+		case st.DeadReason != "":
+			d.State, d.Reason = StateDead, st.DeadReason
+		case !alive && st.supervisor().alive():
+			d.State = StateRestarting
+		case !alive:
 			d.State = StateDead
-			d.Reason = "the server died and ublk devices are not restarted (nbdloop detach " + d.Name + ")"
+			d.Reason = "the server died and no supervisor restarts it (nbdloop detach " + d.Name + ")"
 		}
 		devs = append(devs, d)
 	}

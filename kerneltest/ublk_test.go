@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -126,11 +127,11 @@ func TestKernelUblkFio(t *testing.T) {
 	}
 }
 
-// TestKernelUblkKilledServer: a ublk server killed with SIGKILL leaves a
-// dead device (no restarts yet); list says so and detach removes it.
+// TestKernelUblkKilledServer: with --no-restart, a ublk server killed
+// with SIGKILL leaves a dead device; list says so and detach removes it.
 func TestKernelUblkKilledServer(t *testing.T) {
 	requireUblk(t)
-	dev := attachUblk(t, "memory:64M")
+	dev := attachUblk(t, "--no-restart", "memory:64M")
 	var pid int
 	for _, d := range listDevices(t).Devices {
 		if d.Name == dev {
@@ -163,6 +164,87 @@ func TestKernelUblkKilledServer(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+// ublkDevice returns list's row of dev.
+func ublkDevice(t *testing.T, dev string) (state string, pid, restarts int) {
+	t.Helper()
+	for _, d := range listDevices(t).Devices {
+		if d.Name == dev {
+			return d.State, d.PID, d.Restarts
+		}
+	}
+	t.Fatalf("list does not show %s", dev)
+	return "", 0, 0
+}
+
+// TestKernelUblkRestartFio: ext4 on a ublk device over a raw file; fio
+// writes with crc32c checksums and fsyncs while the server is killed with
+// SIGKILL twice; each time the supervisor starts a server that takes the
+// device over with user recovery (the mount stays), the run completes
+// without an I/O error, every block verifies, e2fsck finds the file system
+// clean and list counts two restarts.
+func TestKernelUblkRestartFio(t *testing.T) {
+	requireUblk(t)
+	dir := scratch(t)
+	img := filepath.Join(dir, "ext4.img")
+	must(t, "truncate", "-s", "256M", img)
+	dev := attachUblk(t, img)
+	must(t, "mkfs.ext4", "-q", dev)
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	must(t, "mount", dev, mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	fio := exec.Command("fio", "--name=verify", "--directory="+mnt, "--size=32M", "--bs=4k",
+		"--rw=randwrite", "--direct=1", "--ioengine=psync", "--fsync=32", "--verify=crc32c",
+		"--do_verify=1", "--verify_fatal=1", "--rate_iops=,200")
+	out := &strings.Builder{}
+	fio.Stdout, fio.Stderr = out, out
+	if err := fio.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fio.Wait() }()
+	time.Sleep(5 * time.Second) // fio lays its file out, then writes
+	for i := 1; i <= 2; i++ {
+		select {
+		case err := <-done:
+			t.Fatalf("fio ended before kill %d (%v): make its run longer\n%s", i, err, out)
+		default:
+		}
+		state, pid, _ := ublkDevice(t, dev)
+		if state != "running" {
+			t.Fatalf("%s is %s before kill %d, want running", dev, state, i)
+		}
+		t0 := time.Now()
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitFor(t, 30*time.Second, "a new server for "+dev, func() error {
+			state, newPID, restarts := ublkDevice(t, dev)
+			if state != "running" || newPID == pid || restarts != i {
+				return fmt.Errorf("state %s, pid %d, %d restarts", state, newPID, restarts)
+			}
+			return nil
+		})
+		t.Logf("kill %d: a new server runs %v after kill -9", i, time.Since(t0).Round(time.Millisecond))
+		time.Sleep(3 * time.Second)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("fio: %v\n%s", err, out)
+		}
+	case <-time.After(5 * time.Minute):
+		fio.Process.Kill()
+		t.Fatalf("fio did not finish\n%s", out)
+	}
+	must(t, "umount", mnt)
+	if r := run(t, "e2fsck", "-fn", dev); r.code != 0 {
+		t.Fatalf("e2fsck: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, _, restarts := ublkDevice(t, dev); restarts != 2 {
+		t.Errorf("list counts %d restarts, want 2", restarts)
+	}
+	must(t, nbdloop(t), "detach", dev)
 }
 
 // TestKernelUblkNoDriver: where /dev/ublk-control is missing (here hidden

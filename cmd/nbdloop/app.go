@@ -127,7 +127,7 @@ func attachCommand() *cli.Command {
 		},
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "find", Aliases: []string{"f"}, Usage: "use the first free device (the default)"},
-			&cli.StringFlag{Name: "driver", Value: attach.DriverNBD, Usage: "serve through the kernel's `DRIVER`: nbd (/dev/nbdN) or ublk (/dev/ublkbN: io_uring, Linux 6.0+ with ublk_drv; no --device, --partscan, --autoclear or restarts)"},
+			&cli.StringFlag{Name: "driver", Value: attach.DriverNBD, Usage: "serve through the kernel's `DRIVER`: nbd (/dev/nbdN) or ublk (/dev/ublkbN: io_uring, Linux 6.0+ with ublk_drv; restarts take the device over with ublk's user recovery; no --device, --partscan or --autoclear)"},
 			&cli.StringFlag{Name: "device", Usage: "attach to `/dev/nbdN` instead of the first free device"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "attach read-only"},
 			&cli.BoolFlag{Name: "partscan", Aliases: []string{"P"}, Usage: "scan the partition table and return once every /dev/nbdNpK exists"},
