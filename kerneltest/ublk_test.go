@@ -12,6 +12,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/sourcetest"
 )
 
 // requireUblk fails (never skips) when the test cannot reach the ublk
@@ -261,4 +264,26 @@ func TestKernelUblkNoDriver(t *testing.T) {
 		t.Fatalf("attach --driver ublk without the driver: exit %d, stderr %q; want one line naming --driver nbd", r.code, msg)
 	}
 	t.Logf("%s", msg)
+}
+
+// TestKernelUblkConformance runs the Source conformance suite over a ublk
+// device served from memory, opened as a block-device File: every read,
+// write, zero (BLKZEROOUT: write-zeroes), trim (BLKDISCARD: discard) and
+// flush goes through /dev/ublkbN, the queues and back. Each sub-test
+// starts from a device zeroed with BLKZEROOUT.
+func TestKernelUblkConformance(t *testing.T) {
+	requireUblk(t)
+	const size = 16 << 20
+	dev := attachUblk(t, fmt.Sprintf("memory:%d", size))
+	sourcetest.RunSparse(t, func(t *testing.T) sources.Source {
+		f, err := sources.OpenFile(dev, sources.FileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Zero(0, size, false); err != nil {
+			t.Fatalf("zeroing %s: %v", dev, err)
+		}
+		return f
+	}, size, sourcetest.Zeros{})
+	must(t, nbdloop(t), "detach", dev)
 }
