@@ -64,6 +64,8 @@ type Device struct {
 	done   chan struct{}
 	once   sync.Once
 	err    error
+	// extraProcs is how much serve raised GOMAXPROCS, undone by teardown.
+	extraProcs int
 }
 
 // Name is the block device's path.
@@ -77,7 +79,9 @@ func CharPath(id int) string { return fmt.Sprintf("/dev/ublkc%d", id) }
 
 // Add creates a device serving src and starts it: ADD_DEV, SET_PARAMS,
 // the queues fetching, START_DEV. /dev/ublkbN exists when it returns. On
-// failure nothing is left behind.
+// failure nothing is left behind. While the device is served, GOMAXPROCS
+// is raised by the number of queues (their threads mostly wait in the
+// kernel); Stop lowers it again.
 func Add(ctrl *Control, src sources.Source, o Options) (*Device, error) {
 	o = o.withDefaults()
 	pr, err := deviceParams(src.Size(), src.Caps(), o.ReadOnly, o.BlockSize, o.BufBytes)
@@ -155,6 +159,12 @@ func (d *Device) serve(src sources.Source, info devInfo, o Options, nr uint32, w
 		}
 		d.queues = append(d.queues, q)
 	}
+	// A queue's thread waits in the kernel holding its P until the
+	// scheduler takes it back (up to 10 ms later when idle): one more P per
+	// queue keeps the workers and the rest of the process from waiting
+	// for that.
+	runtime.GOMAXPROCS(runtime.GOMAXPROCS(0) + len(d.queues))
+	d.extraProcs = len(d.queues)
 	ready := make(chan error, len(d.queues))
 	for _, q := range d.queues {
 		d.served.Add(1)
@@ -226,6 +236,10 @@ func (d *Device) teardown(stop, del bool) error {
 		}
 	}
 	d.served.Wait()
+	if d.extraProcs > 0 {
+		runtime.GOMAXPROCS(max(1, runtime.GOMAXPROCS(0)-d.extraProcs))
+		d.extraProcs = 0
+	}
 	for _, q := range d.queues {
 		q.close()
 	}

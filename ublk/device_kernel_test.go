@@ -72,19 +72,50 @@ func TestKernelUblkDevice(t *testing.T) {
 // BenchmarkKernelUblk4K reads and writes 4 KiB with O_DIRECT through
 // /dev/ublkbN served by this process, so that the allocations it reports
 // (the whole process's: testing counts every goroutine's) include the
-// queues' loops: 0 allocs/op at steady state.
+// queues' loops: 0 allocs/op at steady state. "memory" is served on the
+// queues' threads, "file" (a file in $SCRATCH, not in RAM) by their
+// workers.
 func BenchmarkKernelUblk4K(b *testing.B) {
+	b.Run("memory", func(b *testing.B) {
+		m, err := sources.NewMemory(64 << 20)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close()
+		benchmarkDevice(b, m)
+	})
+	b.Run("file", func(b *testing.B) {
+		dir := os.Getenv("SCRATCH")
+		if dir == "" {
+			dir = b.TempDir()
+		}
+		path := dir + "/ublk-bench.img"
+		if err := os.WriteFile(path, nil, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		defer os.Remove(path)
+		if err := os.Truncate(path, 64<<20); err != nil {
+			b.Fatal(err)
+		}
+		f, err := sources.OpenFile(path, sources.FileOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		if f.Caps().InMemory {
+			b.Fatalf("%s is in RAM: the workers would not be used", path)
+		}
+		benchmarkDevice(b, f)
+	})
+}
+
+func benchmarkDevice(b *testing.B, src sources.Source) {
 	ctrl, err := OpenControl()
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ctrl.Close()
-	m, err := sources.NewMemory(64 << 20)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer m.Close()
-	d, err := Add(ctrl, m, Options{})
+	d, err := Add(ctrl, src, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,7 +22,15 @@
 // (handle.go) and answers with COMMIT_AND_FETCH_REQ, which also fetches
 // the tag's next request. The kernel copies a write's data into the tag's
 // buffer before handing it over and a read's out of it after the commit.
-// Nothing is allocated per request.
+// A Source in memory is served on the queue's thread; one that may block
+// is served by the queue's workers (workers.go), whose finished tags the
+// thread commits when their eventfd wakes its ring. Nothing is allocated
+// per request.
+//
+// Recovery: a device added with Options.Recovery outlives its server: the
+// kernel holds its I/O when the server dies (or Abandons it), and Recover,
+// in the next server, takes it over (START_USER_RECOVERY, fetches,
+// END_USER_RECOVERY); requests the dead server had are sent again.
 //
 // Flush, discard and write-zeroes become Source.Flush, Trim and Zero (with
 // UBLK_IO_F_NOUNMAP: Zero without trimming); a FUA write is a write

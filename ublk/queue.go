@@ -29,6 +29,9 @@ type queue struct {
 	stopFd   int
 	h        *handler
 	logf     func(string, ...any)
+	// w serves the requests of a Source that may block; nil: the queue's
+	// thread serves them itself.
+	w *workers
 }
 
 // newQueue maps queue id's descriptors from /dev/ublkcN (charFd) and its
@@ -138,23 +141,55 @@ func (q *queue) run(ready chan<- error) error {
 		ready <- err
 		return err
 	}
+	if !q.h.src.Caps().InMemory {
+		n := 1 // the handler serializes a Source that is not Parallel
+		if q.h.mu == nil {
+			n = min(q.depth, 32)
+		}
+		w, err := newWorkers(q, n)
+		if err != nil {
+			ready <- err
+			return err
+		}
+		q.w = w
+		defer w.stop()
+		q.pollWake()
+	}
 	ready <- nil
 	return q.loop()
 }
 
-// loop waits for completions, serves each request and commits it with the
-// next fetch, submitting the commits of a batch together.
+// pollWake asks the ring for a completion when the workers have finished
+// requests.
+func (q *queue) pollWake() {
+	e := q.ring.GetSQE()
+	for e == nil {
+		q.ring.Submit(0)
+		e = q.ring.GetSQE()
+	}
+	e.Opcode, e.Fd, e.OpFlags, e.UserData = uring.OpPollAdd, int32(q.w.wakeFd), unix.POLLIN, wakeTag
+}
+
+// loop waits for completions, serves each request (or hands it to the
+// workers, and commits what they finished when woken) and commits it with
+// the next fetch, submitting the commits of a batch together.
 func (q *queue) loop() error {
 	active := q.depth
 	for active > 0 {
 		if _, err := q.ring.Submit(1); err != nil {
 			return fmt.Errorf("ublk: queue %d: %w", q.id, err)
 		}
+		batch := q.ring.Ready()
 		for c := q.ring.PeekCQE(); c != nil; c = q.ring.PeekCQE() {
 			tag, res := c.UserData, c.Res
 			q.ring.Seen()
 			if tag == stopTag {
 				return nil
+			}
+			if tag == wakeTag {
+				q.w.commitDone()
+				q.pollWake()
+				continue
 			}
 			if res < 0 || tag >= uint64(q.depth) {
 				// resAbort: the device is going away; anything else is
@@ -164,6 +199,11 @@ func (q *queue) loop() error {
 					q.logf("ublk: queue %d: tag %d: the kernel answered %d", q.id, tag, res)
 				}
 				active--
+				continue
+			}
+			if q.w != nil && (batch > 1 || q.w.busy > 0) {
+				q.w.busy++
+				q.w.work <- uint16(tag)
 				continue
 			}
 			t := int(tag)

@@ -218,6 +218,11 @@ func (r *Ring) PeekCQE() *CQE {
 	return &r.cqes[head&r.cqMask]
 }
 
+// Ready is the number of completions not yet marked seen.
+func (r *Ring) Ready() uint32 {
+	return atomic.LoadUint32(r.cqTail) - atomic.LoadUint32(r.cqHead)
+}
+
 // Seen hands the completion PeekCQE returned back to the kernel; its
 // fields must be read before.
 func (r *Ring) Seen() {

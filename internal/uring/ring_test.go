@@ -55,6 +55,9 @@ func TestNopRoundTrip(t *testing.T) {
 		if _, err := r.Submit(uint32(n)); err != nil {
 			t.Fatal(err)
 		}
+		if got := r.Ready(); got != 8 {
+			t.Fatalf("round %d: Ready() = %d, want 8", round, got)
+		}
 		for c := r.PeekCQE(); c != nil; c = r.PeekCQE() {
 			if c.Res != 0 || seen[c.UserData] {
 				t.Fatalf("completion %+v: res or duplicate", *c)
