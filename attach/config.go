@@ -54,6 +54,8 @@ type Config struct {
 	CacheDir string `json:"cache_dir,omitempty"`
 	// NoRestart: no supervisor; a server that dies leaves the device dead.
 	NoRestart bool `json:"no_restart,omitempty"`
+	// Driver is --driver: DriverNBD ("" too) or DriverUblk (driver.go).
+	Driver string `json:"driver,omitempty"`
 	// Filters are --filter specs (filters.Parse), the first nearest the
 	// kernel.
 	Filters []string `json:"filters,omitempty"`
@@ -114,6 +116,9 @@ func NewConfig(source string) Config {
 // Validate checks the flag values; errors name the flag and the allowed
 // range.
 func (c *Config) Validate() error {
+	if err := c.validateDriver(); err != nil {
+		return err
+	}
 	if c.BlockSize < 512 || c.BlockSize > 4096 || c.BlockSize&(c.BlockSize-1) != 0 {
 		return fmt.Errorf("--block-size %d: must be a power of two from 512 to 4096", c.BlockSize)
 	}
@@ -191,8 +196,10 @@ func (c *Config) Validate() error {
 
 // Device describes an attached device, for `attach --json` and `list`.
 type Device struct {
-	Name        string   `json:"name"`
-	Index       int      `json:"index"`
+	Name  string `json:"name"`
+	Index int    `json:"index"`
+	// Driver is DriverUblk for a ublk device ("" for nbd).
+	Driver      string   `json:"driver,omitempty"`
 	Size        int64    `json:"size"`
 	Source      string   `json:"source"`
 	Format      string   `json:"format,omitempty"`

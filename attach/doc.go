@@ -34,6 +34,10 @@
 //     the server it restarts, StopServed), netstate.go (their records,
 //     serve-PID.json, and ListServed), netclients.go (the live client
 //     counts a background server publishes, serve-PID.clients.json).
+//   - --driver ublk (a /dev/ublkbN served by package ublk instead of a
+//     /dev/nbdN): driver.go (the choice and its checks), ublk.go (the
+//     server's steps), ublk_supervise.go (restarts by user recovery),
+//     ublk_state.go (records ublkbN.json), ublk_list.go, ublk_detach.go.
 //   - The records: state.go (/run/nbdloop: one record per device, State,
 //     which a restarted server takes over and attach and list show as a
 //     Device; and one log per device).

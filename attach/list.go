@@ -15,7 +15,8 @@ const (
 )
 
 // List describes every attached nbd device (one with a server pid in
-// sysfs), in index order, or only those in indices when given. Stale state
+// sysfs), in index order, or only those in indices when given; without
+// indices, nbdloop's ublk devices follow (ublk_list.go). Stale state
 // records (the kernel no longer has the device) are ignored.
 func List(indices []int) ([]Device, error) {
 	return realHost().list(indices)
@@ -80,6 +81,9 @@ func (h host) list(indices []int) ([]Device, error) {
 			}
 		}
 		devs = append(devs, d)
+	}
+	if len(want) == 0 {
+		devs = append(devs, h.listUblk()...)
 	}
 	return devs, nil
 }

@@ -53,6 +53,9 @@ type serveOptions struct {
 }
 
 func serve(ctx context.Context, h host, cfg Config, daemon bool, so serveOptions, report func(Result) error) error {
+	if cfg.isUblk() {
+		return serveUblk(ctx, h, cfg, daemon, so, report)
+	}
 	r := &serverRun{ctx: ctx, host: h, cfg: cfg, daemon: daemon, so: so, report: report,
 		logger: log.New(os.Stderr, "", log.LstdFlags|log.Lmicroseconds)}
 	defer r.cleanUp()

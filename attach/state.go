@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/ublk"
 )
 
 // DefaultStateDir holds one record per device attached by nbdloop. It is on
@@ -77,8 +79,13 @@ type State struct {
 	Resize bool `json:"resize,omitempty"`
 }
 
-// Name is the device's path, /dev/nbdN.
-func (st *State) Name() string { return deviceName(st.Config.Index) }
+// Name is the device's path, /dev/nbdN (/dev/ublkbN for a ublk device).
+func (st *State) Name() string {
+	if st.Config.isUblk() {
+		return ublk.BlockPath(st.Config.Index)
+	}
+	return deviceName(st.Config.Index)
+}
 
 func deviceName(index int) string { return fmt.Sprintf("/dev/nbd%d", index) }
 
@@ -86,7 +93,7 @@ func deviceName(index int) string { return fmt.Sprintf("/dev/nbd%d", index) }
 func (st *State) device() *Device {
 	cfg := st.Config
 	return &Device{
-		Name: st.Name(), Index: cfg.Index, Size: st.Size, Source: st.Desc, Format: st.Format,
+		Name: st.Name(), Index: cfg.Index, Driver: cfg.Driver, Size: st.Size, Source: st.Desc, Format: st.Format,
 		RO: cfg.ReadOnly, PID: st.PID, State: StateRunning, Connections: cfg.Connections,
 		BlockSize: cfg.BlockSize, Backend: st.BackendID, Partitions: st.Partitions, Filters: cfg.Filters,
 		Supervisor: st.Supervisor, Restarts: st.Restarts, LastExit: st.LastExit, Files: cfg.Files,

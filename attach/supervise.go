@@ -148,6 +148,9 @@ func RunSupervisor() int {
 	if s == nil {
 		return code
 	}
+	if s.cfg.isUblk() {
+		return s.runUblk(takeover, reportParent)
+	}
 	return s.run(takeover, reportParent)
 }
 

@@ -23,22 +23,24 @@ type layer struct {
 	may []string
 }
 
-// layers are the arrows cmd -> attach -> filters, nbd, kernel -> sources ->
+// layers are the arrows cmd -> attach -> filters, nbd, kernel, ublk -> sources ->
 // internal, with pack and pictures used by cmd only: a package imports only
 // what lies below it, never its own layer's siblings and never upward.
 // Every package of the module must match exactly one row, so a new package
 // has to be placed here.
 var layers = []layer{
-	{pkg: "cmd/...", may: []string{"attach", "attach/...", "filters", "nbd", "nbd/...", "kernel", "pack", "pictures", "sources", "sources/...", "internal/..."}},
-	{pkg: "attach", may: []string{"attach/...", "filters", "nbd", "nbd/...", "kernel", "sources", "sources/...", "internal/..."}},
+	{pkg: "cmd/...", may: []string{"attach", "attach/...", "filters", "nbd", "nbd/...", "kernel", "ublk", "pack", "pictures", "sources", "sources/...", "internal/..."}},
+	{pkg: "attach", may: []string{"attach/...", "filters", "nbd", "nbd/...", "kernel", "ublk", "sources", "sources/...", "internal/..."}},
 	// Parts of attach, if it is cut into packages: they serve attach, so
 	// they may import each other but not attach itself.
-	{pkg: "attach/...", may: []string{"attach/...", "filters", "nbd", "nbd/...", "kernel", "sources", "sources/...", "internal/..."}},
+	{pkg: "attach/...", may: []string{"attach/...", "filters", "nbd", "nbd/...", "kernel", "ublk", "sources", "sources/...", "internal/..."}},
 	{pkg: "filters", may: []string{"sources", "internal/..."}},
 	{pkg: "nbd", may: []string{"sources", "internal/..."}},
 	// The remote Source is built on the client.
 	{pkg: "nbd/...", may: []string{"nbd", "sources", "internal/..."}},
 	{pkg: "kernel", may: []string{"sources", "internal/..."}},
+	// The ublk server: a Source served through io_uring commands.
+	{pkg: "ublk", may: []string{"sources", "internal/..."}},
 	{pkg: "pack", may: []string{"sources", "sources/...", "internal/..."}},
 	{pkg: "pictures", may: []string{"internal/..."}},
 	// Formats and helpers under sources see the Source contract and the
@@ -57,8 +59,8 @@ var layers = []layer{
 	// the module.
 	{pkg: "internal/...", may: nil},
 	// Test-only and tool packages: anything below the command.
-	{pkg: "kerneltest", may: []string{"attach", "attach/...", "filters", "nbd", "nbd/...", "kernel", "pack", "pictures", "sources", "sources/...", "internal/..."}},
-	{pkg: "scripts/...", may: []string{"attach", "attach/...", "filters", "nbd", "nbd/...", "kernel", "pack", "pictures", "sources", "sources/...", "internal/..."}},
+	{pkg: "kerneltest", may: []string{"attach", "attach/...", "filters", "nbd", "nbd/...", "kernel", "ublk", "pack", "pictures", "sources", "sources/...", "internal/..."}},
+	{pkg: "scripts/...", may: []string{"attach", "attach/...", "filters", "nbd", "nbd/...", "kernel", "ublk", "pack", "pictures", "sources", "sources/...", "internal/..."}},
 }
 
 // match reports whether the relative package path rel matches pattern.

@@ -131,6 +131,7 @@ func attachCommand() *cli.Command {
 		},
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "find", Aliases: []string{"f"}, Usage: "use the first free device (the default)"},
+			&cli.StringFlag{Name: "driver", Value: attach.DriverNBD, Usage: "serve through the kernel's `DRIVER`: nbd (/dev/nbdN) or ublk (/dev/ublkbN: io_uring, Linux 6.0+ with ublk_drv; restarts take the device over with ublk's user recovery; no --device, --partscan or --autoclear)"},
 			&cli.StringFlag{Name: "device", Usage: "attach to `/dev/nbdN` instead of the first free device"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "attach read-only"},
 			&cli.BoolFlag{Name: "partscan", Aliases: []string{"P"}, Usage: "scan the partition table and return once every /dev/nbdNpK exists"},
@@ -171,7 +172,8 @@ func detachCommand() *cli.Command {
 		Name:      "detach",
 		Usage:     "disconnect nbd devices and stop their servers",
 		UsageText: "nbdloop detach [--force] DEVICE...\nnbdloop detach -a",
-		Description: "Disconnects each DEVICE and waits until its server process has flushed and\n" +
+		Description: "Disconnects each DEVICE (/dev/nbdN, or /dev/ublkbN of attach --driver ublk)\n" +
+			"and waits until its server process has flushed and\n" +
 			"exited and the device is free again. Works when the server has died, and on\n" +
 			"devices attached by nbd-client or qemu-nbd. A device that is mounted or held\n" +
 			"(directly or through a partition) is refused unless --force: disconnecting\n" +
@@ -251,6 +253,7 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 		return cfg, err
 	}
 	cfg.ReadOnly = c.Bool("read-only")
+	cfg.Driver = c.String("driver")
 	cfg.PartScan = c.Bool("partscan")
 	cfg.DirectIO = switchOn(c, "direct-io")
 	cfg.Connections = c.Int("connections")
@@ -439,7 +442,12 @@ func doDetach(c *cli.Context) error {
 	} else if c.NArg() == 0 {
 		return usageError("detach: no DEVICE given (e.g. nbdloop detach /dev/nbd0, or -a)")
 	}
+	var ublks []int
 	for _, a := range c.Args().Slice() {
+		if id, ok := attach.ParseUblkDevice(a); ok {
+			ublks = append(ublks, id)
+			continue
+		}
 		idx, err := attach.ParseDevice(a)
 		if err != nil {
 			return usageError("detach: %v", err)
@@ -455,7 +463,10 @@ func doDetach(c *cli.Context) error {
 			return err
 		}
 		for _, d := range devs {
-			if d.State != attach.StateForeign {
+			switch {
+			case d.Driver == attach.DriverUblk:
+				ublks = append(ublks, d.Index)
+			case d.State != attach.StateForeign:
 				indices = append(indices, d.Index)
 			}
 		}
@@ -463,6 +474,12 @@ func doDetach(c *cli.Context) error {
 	failed := 0
 	for _, idx := range indices {
 		if err := detachWithStats(c, idx, c.Bool("force"), c.Bool("stats")); err != nil {
+			fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", oneLine(err.Error()))
+			failed++
+		}
+	}
+	for _, id := range ublks {
+		if err := attach.DetachUblk(c.Context, id, c.Bool("force")); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", oneLine(err.Error()))
 			failed++
 		}

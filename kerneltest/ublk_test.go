@@ -1,0 +1,289 @@
+//go:build kernel
+
+package kerneltest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/sources/sourcetest"
+)
+
+// requireUblk fails (never skips) when the test cannot reach the ublk
+// driver (Linux 6.0+ with ublk_drv loaded: run.sh --kernel 6.12).
+func requireUblk(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("kernel tests must run as root")
+	}
+	if _, err := os.Stat("/dev/ublk-control"); err != nil {
+		t.Fatal("the ublk driver is not loaded: the ublk tests need Linux 6.12's ublk_drv (scripts/vm/run.sh --kernel 6.12, modprobe.sh ublk_drv)")
+	}
+}
+
+// attachUblk attaches SOURCE with --driver ublk, registers a detach at
+// cleanup and returns the device name.
+func attachUblk(t *testing.T, args ...string) string {
+	t.Helper()
+	r := run(t, nbdloop(t), append([]string{"attach", "--driver", "ublk"}, args...)...)
+	if r.code != 0 {
+		t.Fatalf("nbdloop attach --driver ublk %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	dev := strings.TrimSpace(r.stdout)
+	if !strings.HasPrefix(dev, "/dev/ublkb") || strings.Contains(dev, "\n") {
+		t.Fatalf("nbdloop attach printed %q, want one /dev/ublkbN line", r.stdout)
+	}
+	t.Cleanup(func() {
+		if _, err := os.Stat(dev); err == nil {
+			run(t, nbdloop(t), "detach", "--force", dev)
+		}
+	})
+	return dev
+}
+
+// fioVerify runs fio with crc32c checksums in dir: 4 KiB random direct
+// writes with fsyncs by two jobs, then 1 MiB sequential ones, each
+// verified by reading back.
+func fioVerify(t *testing.T, dir string) {
+	t.Helper()
+	for _, job := range [][]string{
+		{"--name=rand", "--size=32M", "--bs=4k", "--rw=randwrite", "--numjobs=2", "--fsync=32"},
+		{"--name=seq", "--size=64M", "--bs=1M", "--rw=write"},
+	} {
+		args := append([]string{"--directory=" + dir, "--direct=1", "--ioengine=psync",
+			"--verify=crc32c", "--do_verify=1", "--verify_fatal=1"}, job...)
+		cmd := exec.Command("fio", args...)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("fio %s: %v\n%s", strings.Join(job, " "), err, out)
+		}
+	}
+}
+
+// TestKernelUblkFio serves a memory: device and a raw file through ublk:
+// attach prints /dev/ublkbN, list shows it running with its source and
+// size, ext4 is made and mounted, fio writes and verifies with crc32c,
+// e2fsck finds the file system clean, detach removes the device and the
+// record, and the raw file holds the file system afterwards.
+func TestKernelUblkFio(t *testing.T) {
+	requireUblk(t)
+	dir := scratch(t)
+	img := filepath.Join(dir, "raw.img")
+	must(t, "truncate", "-s", "256M", img)
+	for _, c := range []struct{ name, source string }{
+		{"memory", "memory:256M"},
+		{"raw file", img},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dev := attachUblk(t, c.source)
+			found := false
+			for _, d := range listDevices(t).Devices {
+				if d.Name == dev {
+					found = true
+					if d.State != "running" || d.Size != 256<<20 {
+						t.Errorf("list shows %s as %s with %d bytes, want running with %d", dev, d.State, d.Size, 256<<20)
+					}
+				}
+			}
+			if !found {
+				t.Fatalf("list does not show %s", dev)
+			}
+			if out := must(t, nbdloop(t), "list"); !strings.Contains(out, dev) {
+				t.Errorf("list's table does not show %s:\n%s", dev, out)
+			}
+			must(t, "mkfs.ext4", "-q", dev)
+			mnt := filepath.Join(dir, "mnt")
+			os.Mkdir(mnt, 0o755)
+			must(t, "mount", dev, mnt)
+			fioVerify(t, mnt)
+			if r := run(t, nbdloop(t), "detach", dev); r.code == 0 || !strings.Contains(r.stderr, "mounted") {
+				t.Errorf("detach of a mounted %s: exit %d, %q; want a refusal naming the mount", dev, r.code, r.stderr)
+			}
+			must(t, "umount", mnt)
+			if r := run(t, "e2fsck", "-fn", dev); r.code != 0 {
+				t.Fatalf("e2fsck: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+			}
+			start := time.Now()
+			must(t, nbdloop(t), "detach", dev)
+			t.Logf("detached %s in %v", dev, time.Since(start).Round(time.Millisecond))
+			if _, err := os.Stat(dev); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s still exists after detach (%v)", dev, err)
+			}
+			for _, d := range listDevices(t).Devices {
+				if d.Name == dev {
+					t.Errorf("list still shows %s after detach", dev)
+				}
+			}
+		})
+	}
+	// The file system reached the raw file.
+	if r := run(t, "e2fsck", "-fn", img); r.code != 0 {
+		t.Fatalf("e2fsck of the raw file after detach: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+}
+
+// TestKernelUblkKilledServer: with --no-restart, a ublk server killed
+// with SIGKILL leaves a dead device; list says so and detach removes it.
+func TestKernelUblkKilledServer(t *testing.T) {
+	requireUblk(t)
+	dev := attachUblk(t, "--no-restart", "memory:64M")
+	var pid int
+	for _, d := range listDevices(t).Devices {
+		if d.Name == dev {
+			pid = d.PID
+		}
+	}
+	if pid == 0 {
+		t.Fatalf("list does not show %s", dev)
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Kill()
+	waitFor(t, 20*time.Second, "list to show "+dev+" dead", func() error {
+		for _, d := range listDevices(t).Devices {
+			if d.Name == dev && d.State == "dead" {
+				return nil
+			}
+			if d.Name == dev {
+				return fmt.Errorf("state %s", d.State)
+			}
+		}
+		return errors.New("not listed")
+	})
+	must(t, nbdloop(t), "detach", dev)
+	waitFor(t, 20*time.Second, dev+" to go", func() error {
+		if _, err := os.Stat(dev); err == nil {
+			return errors.New("still there")
+		}
+		return nil
+	})
+}
+
+// ublkDevice returns list's row of dev.
+func ublkDevice(t *testing.T, dev string) (state string, pid, restarts int) {
+	t.Helper()
+	for _, d := range listDevices(t).Devices {
+		if d.Name == dev {
+			return d.State, d.PID, d.Restarts
+		}
+	}
+	t.Fatalf("list does not show %s", dev)
+	return "", 0, 0
+}
+
+// TestKernelUblkRestartFio: ext4 on a ublk device over a raw file; fio
+// writes with crc32c checksums and fsyncs while the server is killed with
+// SIGKILL twice; each time the supervisor starts a server that takes the
+// device over with user recovery (the mount stays), the run completes
+// without an I/O error, every block verifies, e2fsck finds the file system
+// clean and list counts two restarts.
+func TestKernelUblkRestartFio(t *testing.T) {
+	requireUblk(t)
+	dir := scratch(t)
+	img := filepath.Join(dir, "ext4.img")
+	must(t, "truncate", "-s", "256M", img)
+	dev := attachUblk(t, img)
+	must(t, "mkfs.ext4", "-q", dev)
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	must(t, "mount", dev, mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	fio := exec.Command("fio", "--name=verify", "--directory="+mnt, "--size=32M", "--bs=4k",
+		"--rw=randwrite", "--direct=1", "--ioengine=psync", "--fsync=32", "--verify=crc32c",
+		"--do_verify=1", "--verify_fatal=1", "--rate_iops=,200")
+	out := &strings.Builder{}
+	fio.Stdout, fio.Stderr = out, out
+	if err := fio.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- fio.Wait() }()
+	time.Sleep(5 * time.Second) // fio lays its file out, then writes
+	for i := 1; i <= 2; i++ {
+		select {
+		case err := <-done:
+			t.Fatalf("fio ended before kill %d (%v): make its run longer\n%s", i, err, out)
+		default:
+		}
+		state, pid, _ := ublkDevice(t, dev)
+		if state != "running" {
+			t.Fatalf("%s is %s before kill %d, want running", dev, state, i)
+		}
+		t0 := time.Now()
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitFor(t, 30*time.Second, "a new server for "+dev, func() error {
+			state, newPID, restarts := ublkDevice(t, dev)
+			if state != "running" || newPID == pid || restarts != i {
+				return fmt.Errorf("state %s, pid %d, %d restarts", state, newPID, restarts)
+			}
+			return nil
+		})
+		t.Logf("kill %d: a new server runs %v after kill -9", i, time.Since(t0).Round(time.Millisecond))
+		time.Sleep(3 * time.Second)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("fio: %v\n%s", err, out)
+		}
+	case <-time.After(5 * time.Minute):
+		fio.Process.Kill()
+		t.Fatalf("fio did not finish\n%s", out)
+	}
+	must(t, "umount", mnt)
+	if r := run(t, "e2fsck", "-fn", dev); r.code != 0 {
+		t.Fatalf("e2fsck: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if _, _, restarts := ublkDevice(t, dev); restarts != 2 {
+		t.Errorf("list counts %d restarts, want 2", restarts)
+	}
+	must(t, nbdloop(t), "detach", dev)
+}
+
+// TestKernelUblkNoDriver: where /dev/ublk-control is missing (here hidden
+// by an empty /dev in a private mount namespace), attach --driver ublk
+// fails with one line that names --driver nbd.
+func TestKernelUblkNoDriver(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("kernel tests must run as root")
+	}
+	r := run(t, "unshare", "-m", "--propagation", "private", "sh", "-c",
+		"mount -t tmpfs none /dev && exec \"$0\" attach --driver ublk --foreground memory:1M", nbdloop(t))
+	msg := strings.TrimSpace(r.stderr)
+	if r.code == 0 || strings.Contains(msg, "\n") || !strings.Contains(msg, "--driver nbd") || !strings.Contains(msg, "ublk") {
+		t.Fatalf("attach --driver ublk without the driver: exit %d, stderr %q; want one line naming --driver nbd", r.code, msg)
+	}
+	t.Logf("%s", msg)
+}
+
+// TestKernelUblkConformance runs the Source conformance suite over a ublk
+// device served from memory, opened as a block-device File: every read,
+// write, zero (BLKZEROOUT: write-zeroes), trim (BLKDISCARD: discard) and
+// flush goes through /dev/ublkbN, the queues and back. Each sub-test
+// starts from a device zeroed with BLKZEROOUT.
+func TestKernelUblkConformance(t *testing.T) {
+	requireUblk(t)
+	const size = 16 << 20
+	dev := attachUblk(t, fmt.Sprintf("memory:%d", size))
+	sourcetest.RunSparse(t, func(t *testing.T) sources.Source {
+		f, err := sources.OpenFile(dev, sources.FileOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Zero(0, size, false); err != nil {
+			t.Fatalf("zeroing %s: %v", dev, err)
+		}
+		return f
+	}, size, sourcetest.Zeros{})
+	must(t, nbdloop(t), "detach", dev)
+}
