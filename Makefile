@@ -17,6 +17,7 @@ build:
 
 bin/kerneltest.test: build
 	$(GO) test -c -tags kernel -o bin/kerneltest.test ./kerneltest
+	$(GO) test -c -tags kernel -o bin/ublk.test ./ublk
 
 deps:
 	scripts/install-deps.sh
