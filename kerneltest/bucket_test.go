@@ -23,13 +23,24 @@ func TestKernelBucket(t *testing.T) {
 	dir := scratch(t)
 	srv := s3test.Start(t, dir)
 	srv.CreateBucket(t, "disks")
+	srv.Put(t, "disks", "warm-up", []byte("a fresh server grows its first volume")) // retried
 	for _, kv := range srv.Env() {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)
 	}
 	url := "s3://disks/vm/"
-	must(t, nbdloop(t), "create", "--size", "1G", "s3://disks/vm")
+	// 1 MiB objects: the emulated VM uploads slowly, and the kernel gives
+	// up on a request (a flush) after 30 s.
+	must(t, nbdloop(t), "create", "--size", "1G", "--object-size", "1M", "s3://disks/vm")
 	dev := attachDev(t, url)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("server log:\n%s", run(t, "tail", "-n", "40", "/run/nbdloop/"+filepath.Base(dev)+".log").stdout)
+			if l := srv.Log(); len(l) > 4000 {
+				t.Logf("SeaweedFS log, last 4000 bytes:\n%s", l[len(l)-4000:])
+			}
+		}
+	})
 	other := filepath.Join(dir, "other-machine")
 
 	// A second writer, from another state directory (another machine), is

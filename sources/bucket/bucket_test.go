@@ -59,12 +59,13 @@ func (e *env) open(t *testing.T, prefix string, opts Options) *Source {
 // chunks lists the chunk objects of the disk at prefix.
 func (e *env) chunks(t *testing.T, prefix string) []string {
 	t.Helper()
-	keys, err := e.store.List(context.Background(), prefix+"chunks/", 1000)
+	var keys []string
+	err := e.store.List(context.Background(), prefix+"chunks/", func(k string) bool {
+		keys = append(keys, strings.TrimPrefix(k, prefix+"chunks/"))
+		return true
+	})
 	if err != nil {
 		t.Fatal(err)
-	}
-	for i, k := range keys {
-		keys[i] = strings.TrimPrefix(k, prefix+"chunks/")
 	}
 	return keys
 }
@@ -73,6 +74,7 @@ func (e *env) chunks(t *testing.T, prefix string) []string {
 func TestSeaweedFS(t *testing.T) {
 	srv := s3test.Start(t, t.TempDir())
 	srv.CreateBucket(t, testBucket)
+	srv.Put(t, testBucket, "warm-up", []byte("a fresh server grows its first volume")) // retried
 	e := &env{srv: srv, store: NewS3Store(srv.Client(), testBucket)}
 	tests := []struct {
 		name string
@@ -180,6 +182,48 @@ func testUnwrittenZeros(t *testing.T, e *env) {
 	if got := read(t, r, 0, 1<<20); !bytes.Equal(got, want) {
 		t.Errorf("read back by another Source: differs from what was written")
 	}
+	// A writer knows which chunks are stored: it fetches only those, and
+	// trims the others without a request.
+	s.Close()
+	c := &counting{Store: e.store}
+	w, err := Open(context.Background(), c, p, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	if got := read(t, w, 0, 1<<20); !bytes.Equal(got, want) {
+		t.Errorf("read back by the next writer: differs from what was written")
+	}
+	if err := w.Trim(0, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, w)
+	if c.gets != 1 || c.deletes != 1 {
+		t.Errorf("reading and trimming the disk with one stored chunk made %d GETs and %d DELETEs of chunks, want 1 and 1", c.gets, c.deletes)
+	}
+}
+
+// counting is a Store that counts the requests for chunks.
+type counting struct {
+	Store
+	mu            sync.Mutex
+	gets, deletes int
+}
+
+func (c *counting) Get(ctx context.Context, key string, p []byte) (int, string, error) {
+	if strings.Contains(key, "/chunks/") {
+		c.mu.Lock()
+		c.gets++
+		c.mu.Unlock()
+	}
+	return c.Store.Get(ctx, key, p)
+}
+
+func (c *counting) Delete(ctx context.Context, key string) error {
+	c.mu.Lock()
+	c.deletes++
+	c.mu.Unlock()
+	return c.Store.Delete(ctx, key)
 }
 
 // testTrimDeletes: trimming or zeroing a whole chunk deletes its object;

@@ -81,15 +81,15 @@ func (s *Source) acquire(idx int64, load bool, deadline time.Time) (*entry, erro
 			}
 			*e = entry{idx: idx, buf: e.buf, zero: true, ref: true}
 			s.cache.index[idx] = e
-			if !load {
+			if !load || !s.stored.has(idx) {
 				return e, nil
 			}
 			return e, s.fetch(e, deadline)
 		} else {
 			s.kick(true)
 		}
-		if time.Now().After(deadline) {
-			return nil, eio(fmt.Errorf("no room in the cache for chunk %d after %v: every chunk is waiting to be stored (the store takes none)", idx, s.opts.Deadline))
+		if time.Now().After(deadline) && s.stalled() {
+			return nil, eio(fmt.Errorf("no room in the cache for chunk %d: every chunk is waiting to be stored, and the store has failed for %v", idx, time.Since(s.failingSince).Round(time.Second)))
 		}
 		s.cond.Wait()
 	}
@@ -202,6 +202,9 @@ func (s *Source) zeroChunk(idx, o, n int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	whole := n == s.chunkLen(idx)
+	if whole && s.cache.index[idx] == nil && !s.stored.has(idx) && s.failed == nil {
+		return nil // no object, nothing cached: zeros already
+	}
 	e, err := s.acquire(idx, !whole, time.Now().Add(s.opts.Deadline))
 	if err != nil {
 		return err

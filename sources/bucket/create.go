@@ -22,15 +22,15 @@ func Create(ctx context.Context, store Store, prefix string, size, objectSize in
 	if err := checkGeometry(size, objectSize); err != nil {
 		return err
 	}
-	keys, err := store.List(ctx, prefix+"chunks/", 1)
-	if err != nil {
+	found := ""
+	if err := store.List(ctx, prefix+"chunks/", func(key string) bool { found = key; return false }); err != nil {
 		return err
 	}
-	if len(keys) > 0 {
-		return fmt.Errorf("%w: chunk objects such as %s are there (delete them, or choose another prefix)", ErrExists, keys[0])
+	if found != "" {
+		return fmt.Errorf("%w: chunk objects such as %s are there (delete them, or choose another prefix)", ErrExists, found)
 	}
 	m := manifest{Format: formatName, Version: formatVersion, Size: size, ObjectSize: objectSize}
-	_, err = store.Put(ctx, prefix+"manifest", m.encode(), Cond{IfNoneMatch: true})
+	_, err := store.Put(ctx, prefix+"manifest", m.encode(), Cond{IfNoneMatch: true})
 	if errors.Is(err, ErrPrecondition) {
 		return fmt.Errorf("%w: %smanifest is there (attach it, or choose another prefix)", ErrExists, prefix)
 	}

@@ -78,26 +78,23 @@ func (s *S3Store) Delete(ctx context.Context, key string) error {
 }
 
 // List implements Store.
-func (s *S3Store) List(ctx context.Context, prefix string, limit int) ([]string, error) {
-	var keys []string
+func (s *S3Store) List(ctx context.Context, prefix string, fn func(key string) bool) error {
 	in := &s3.ListObjectsV2Input{Bucket: aws.String(s.bucket), Prefix: aws.String(prefix)}
-	for len(keys) < limit {
-		in.MaxKeys = aws.Int32(int32(min(limit-len(keys), 1000)))
+	for {
 		out, err := s.client.ListObjectsV2(ctx, in)
 		if err != nil {
-			return nil, s.wrap("LIST", prefix, err)
+			return s.wrap("LIST", prefix, err)
 		}
 		for _, o := range out.Contents {
-			if len(keys) < limit {
-				keys = append(keys, aws.ToString(o.Key))
+			if !fn(aws.ToString(o.Key)) {
+				return nil
 			}
 		}
 		if !aws.ToBool(out.IsTruncated) || out.NextContinuationToken == nil {
-			break
+			return nil
 		}
 		in.ContinuationToken = out.NextContinuationToken
 	}
-	return keys, nil
 }
 
 // wrap names the request and turns the answers callers branch on into

@@ -68,13 +68,21 @@ type Source struct {
 	queue    chan *entry
 	snapshot chan []byte // the uploaders' copies
 
-	mu       sync.Mutex
-	cond     *sync.Cond
-	cache    cache
-	epoch    uint64    // Flush's generation
-	progress time.Time // when the store last took an upload
-	failed   error     // sticky: the lease lost, or the Source closed
-	closed   bool
+	mu     sync.Mutex
+	cond   *sync.Cond
+	cache  cache
+	stored storedSet // the chunks with an object (nil: unknown)
+	epoch  uint64    // Flush's generation
+	// failingSince is when the store began failing uploads (or the lease
+	// lapsed), zero while they succeed.
+	failingSince time.Time
+	failed       error // sticky: the lease lost, or the Source closed
+	closed       bool
+	// leaseCtx is cancelled when the lease lapses, ending the uploads in
+	// flight; a renewal that saves the lease makes a new one.
+	leaseCtx    context.Context
+	leaseCancel context.CancelFunc
+	lapse       *time.Timer
 }
 
 // Open opens the disk under prefix in store. A read-write Open takes the
@@ -99,6 +107,10 @@ func Open(ctx context.Context, store Store, prefix string, opts Options) (*Sourc
 	s := &Source{store: store, prefix: prefix, size: m.Size, osize: m.ObjectSize, ro: opts.ReadOnly, opts: opts}
 	if !s.ro {
 		if s.lease, err = takeLease(ctx, store, prefix+"lease", opts.Holder, opts.LeaseTTL, opts.TakeOver); err != nil {
+			return nil, err
+		}
+		if s.stored, err = listStored(ctx, store, prefix, (s.size+s.osize-1)/s.osize); err != nil {
+			s.lease.release(ctx)
 			return nil, err
 		}
 	}
@@ -134,7 +146,6 @@ func (s *Source) start() {
 	s.cond = sync.NewCond(&s.mu)
 	slots := int(max(4, min(s.opts.CacheSize/s.osize, 1<<20)))
 	s.cache = newCache(slots)
-	s.progress = time.Now()
 	s.ctx, s.cancel = context.WithCancel(context.Background())
 	s.wg.Add(1)
 	go s.tick()
@@ -147,6 +158,8 @@ func (s *Source) start() {
 		s.wg.Add(1)
 		go s.upload()
 	}
+	s.leaseCtx, s.leaseCancel = context.WithCancel(s.ctx)
+	s.armLapse()
 	s.wg.Add(1)
 	go s.renew()
 }

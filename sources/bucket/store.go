@@ -17,8 +17,9 @@ type Store interface {
 	Put(ctx context.Context, key string, data []byte, cond Cond) (etag string, err error)
 	// Delete removes the object key; a missing object is not an error.
 	Delete(ctx context.Context, key string) error
-	// List returns at most limit keys that start with prefix, in order.
-	List(ctx context.Context, prefix string, limit int) ([]string, error)
+	// List calls fn with each key that starts with prefix, in order,
+	// until fn returns false.
+	List(ctx context.Context, prefix string, fn func(key string) bool) error
 }
 
 // Cond is the condition of a Put. The zero Cond always holds.

@@ -53,11 +53,13 @@ func (s *Source) upload() {
 			copy(data, e.buf)
 		}
 		s.mu.Unlock()
-		ok := s.store1(idx, data, zero || allZero(data))
+		zero = zero || allZero(data)
+		ok := s.store1(idx, data, zero)
 		s.mu.Lock()
 		e.uploading = false
 		if ok {
-			s.progress = time.Now()
+			s.failingSince = time.Time{}
+			s.stored.set(idx, !zero)
 			e.stored = gen
 			if e.dirty() {
 				e.since = epoch // changed while it was stored
@@ -70,24 +72,33 @@ func (s *Source) upload() {
 	}
 }
 
+// uploadTimeout bounds one attempt to store a chunk, against a server
+// that stopped answering; a slow upload that the server is taking is not
+// cut short before it.
+const uploadTimeout = 2 * time.Minute
+
 // store1 stores chunk idx (deletes its object when zero), retrying until
-// it succeeds, and returns false when the Source stops first. While the
-// lease is not valid, nothing is sent.
+// it succeeds, and returns false when the Source stops first. Nothing is
+// sent while the lease is not valid, and what is in flight when it lapses
+// is cancelled.
 func (s *Source) store1(idx int64, data []byte, zero bool) bool {
 	key := s.key(idx)
 	for attempt := 0; ; attempt++ {
-		if s.ctx.Err() != nil || s.stopped() {
+		s.mu.Lock()
+		failed, lctx, has := s.failed, s.leaseCtx, s.stored.has(idx)
+		s.mu.Unlock()
+		if failed != nil || s.ctx.Err() != nil {
 			return false
 		}
-		ok, until := s.lease.valid()
-		if !ok {
+		if zero && !has {
+			return true
+		}
+		if ok, _ := s.lease.valid(); !ok || lctx.Err() != nil {
+			s.failing()
 			s.pause(100 * time.Millisecond)
 			continue
 		}
-		if d := time.Now().Add(s.opts.Deadline); d.Before(until) {
-			until = d
-		}
-		ctx, cancel := context.WithDeadline(s.ctx, until)
+		ctx, cancel := context.WithTimeout(lctx, uploadTimeout)
 		var err error
 		if zero {
 			err = s.store.Delete(ctx, key)
@@ -98,11 +109,48 @@ func (s *Source) store1(idx int64, data []byte, zero bool) bool {
 		if err == nil {
 			return true
 		}
+		s.failing()
 		if attempt%10 == 0 {
 			s.opts.Logf("storing chunk %d: %v (retrying)", idx, err)
 		}
 		s.pause(min(100*time.Millisecond<<min(attempt, 5), 2*time.Second))
 	}
+}
+
+// failing records that the store failed an upload, or the lease lapsed.
+func (s *Source) failing() {
+	s.mu.Lock()
+	if s.failingSince.IsZero() {
+		s.failingSince = time.Now()
+	}
+	s.mu.Unlock()
+}
+
+// stalled reports whether the store has failed for Options.Deadline.
+// Called with s.mu held.
+func (s *Source) stalled() bool {
+	return s.failed != nil || !s.failingSince.IsZero() && time.Since(s.failingSince) > s.opts.Deadline
+}
+
+// armLapse sets the lease's lapse timer for its current validity.
+func (s *Source) armLapse() {
+	_, until := s.lease.valid()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.leaseCtx.Err() != nil {
+		s.leaseCtx, s.leaseCancel = context.WithCancel(s.ctx)
+	}
+	if s.lapse != nil {
+		s.lapse.Stop()
+	}
+	s.lapse = time.AfterFunc(time.Until(until), func() {
+		if ok, _ := s.lease.valid(); !ok {
+			s.mu.Lock()
+			s.leaseCancel()
+			s.mu.Unlock()
+			s.failing()
+		}
+	})
 }
 
 // pause sleeps for d, or until the Source stops.
@@ -174,6 +222,7 @@ func (s *Source) renew() {
 		cancel()
 		switch {
 		case err == nil:
+			s.armLapse()
 			t.Reset(every)
 		case errors.Is(err, errLeaseLost):
 			s.opts.Logf("%s: %v: failing every request with EIO", s.prefix+"lease", err)
@@ -218,8 +267,8 @@ func (s *Source) Flush() error {
 			return nil
 		}
 		s.kick(true)
-		if since := time.Since(s.progress); since > s.opts.Deadline && time.Since(start) > s.opts.Deadline {
-			return eio(fmt.Errorf("flush: the store took no chunk for %v (it keeps being retried)", since.Round(time.Second)))
+		if s.stalled() && time.Since(start) > s.opts.Deadline {
+			return eio(fmt.Errorf("flush: the store has failed for %v (the chunks are kept and retried)", time.Since(s.failingSince).Round(time.Second)))
 		}
 		s.cond.Wait()
 	}
@@ -255,6 +304,11 @@ func (s *Source) Close() error {
 	s.fail(errClosed)
 	s.cancel()
 	s.wg.Wait()
+	s.mu.Lock()
+	if s.lapse != nil {
+		s.lapse.Stop()
+	}
+	s.mu.Unlock()
 	if s.lease != nil && !lost {
 		ctx, cancel := context.WithTimeout(context.Background(), s.opts.Deadline)
 		defer cancel()
