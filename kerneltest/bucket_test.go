@@ -45,7 +45,7 @@ func TestKernelBucket(t *testing.T) {
 
 	// A second writer, from another state directory (another machine), is
 	// refused naming the first; a reader is not.
-	if r := runState(t, other, "attach", url); r.code == 0 || !strings.Contains(r.stderr, "disk is in use by pid") {
+	if r := runState(t, other, "attach", url); r.code == 0 || !strings.Contains(r.stderr, "disk is in use by pid") || !strings.Contains(r.stderr, dev) {
 		t.Fatalf("second read-write attach: exit %d, %q; want a refusal naming the holder", r.code, r.stderr)
 	}
 	if r := runState(t, other, "attach", "-r", url); r.code != 0 {

@@ -172,7 +172,6 @@ func testLeaseRefuses(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 	first.SetDevice("/dev/nbd7")
-	time.Sleep(1500 * time.Millisecond) // a renewal writes the device
 	_, err = Open(context.Background(), e.store, p, Options{Holder: Holder{Host: "hostB", PID: 1}})
 	var held *HeldError
 	if !errors.As(err, &held) || held.Holder != (Holder{Host: "hostA", PID: 4711, Device: "/dev/nbd7"}) {

@@ -176,11 +176,17 @@ func (s *Source) Caps() sources.Caps {
 }
 
 // SetDevice names the device the disk is served as in its lease, for the
-// refusal another writer gets.
+// refusal another writer gets, renewing the lease at once.
 func (s *Source) SetDevice(dev string) {
-	if s.lease != nil {
-		s.lease.setDevice(dev)
+	if s.lease == nil {
+		return
 	}
+	s.lease.setDevice(dev)
+	ctx, cancel := context.WithTimeout(s.ctx, s.opts.LeaseTTL/3)
+	defer cancel()
+	if s.lease.renew(ctx) == nil {
+		s.armLapse()
+	} // else the renewer finds out too, and acts
 }
 
 // ReadAt implements sources.Source.
