@@ -14,7 +14,7 @@ import (
 // Defaults of Options.
 const (
 	DefaultCacheSize = 256 << 20
-	DefaultParallel  = 8
+	DefaultParallel  = 4
 	DefaultDeadline  = 30 * time.Second
 	DefaultLeaseTTL  = 30 * time.Second
 )

@@ -217,7 +217,9 @@ func (s *Source) renew() {
 			return
 		case <-t.C:
 		}
-		ctx, cancel := context.WithTimeout(s.ctx, every)
+		// A renewal may take up to the TTL on a busy store: the lease
+		// lapses meanwhile (uploads wait) but is saved if it lands.
+		ctx, cancel := context.WithTimeout(s.ctx, s.opts.LeaseTTL)
 		err := s.lease.renew(ctx)
 		cancel()
 		switch {
