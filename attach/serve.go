@@ -333,6 +333,9 @@ func (r *serverRun) handToKernel() error {
 	r.connected = true
 	r.dev = deviceName(r.index)
 	r.so.trace.tracef("connected %s", r.dev)
+	if d, ok := r.src.(interface{ SetDevice(dev string) }); ok {
+		d.SetDevice(r.dev) // named in a disk's lease (sources/bucket)
+	}
 	return nil
 }
 

@@ -72,6 +72,9 @@ func ParseSpec(s string) (Spec, error) {
 	if nbd.IsURI(s) {
 		return parseRemoteSpec(s)
 	}
+	if IsBucketURL(s) {
+		return parseBucketSpec(s)
+	}
 	if scheme, ok := urlScheme(s); ok {
 		if scheme = strings.ToLower(scheme); scheme == "http" || scheme == "https" || scheme == "s3" {
 			return parseURLSpec(s)
@@ -108,7 +111,7 @@ func (s Spec) String() string {
 	if s.Kind == KindNBD {
 		return s.Remote.String()
 	}
-	if s.Kind == KindURL {
+	if s.Kind == KindURL || s.Kind == KindBucket {
 		return s.Path
 	}
 	if _, url := urlScheme(s.Path); url || strings.HasPrefix(s.Path, "memory:") || strings.HasPrefix(s.Path, "file:") || strings.HasPrefix(s.Path, "exec:") {
@@ -266,6 +269,8 @@ func OpenSource(spec Spec, opts OpenOptions) (*Opened, error) {
 		return openRemote(spec, opts)
 	case KindURL:
 		return openURL(spec, opts)
+	case KindBucket:
+		return openBucket(spec, opts)
 	}
 	return openFileSource(spec.Path, opts)
 }

@@ -79,7 +79,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 	app := &cli.App{
 		Name:                 "nbdloop",
 		Usage:                "attach files, RAM disks, images, compressed files, programs and composites to Linux NBD devices",
-		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop [list] [-n] [-O COLUMNS] [--raw] [--json] [--associated FILE] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst\nnbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html\nnbdloop top [--once] DEVICE",
+		UsageText:            "nbdloop attach [options] SOURCE\nnbdloop detach DEVICE... | -a\nnbdloop [list] [-n] [-O COLUMNS] [--raw] [--json] [--associated FILE] [DEVICE...]\nnbdloop restart DEVICE\nnbdloop create --size SIZE [--object-size SIZE] s3://BUCKET/PREFIX\nnbdloop stats [--json] DEVICE...\nnbdloop pack [options] IMAGE -o OUT.xz|OUT.zst\nnbdloop draw [options] LOG -o OUT.png|OUT.gif|OUT.html\nnbdloop top [--once] DEVICE",
 		Description:          appDescription,
 		Version:              version,
 		HideVersion:          true, // -V, as losetup and nbd-client have it; -v is attach's --verbose
@@ -114,7 +114,7 @@ func newApp(stdout, stderr io.Writer) *cli.App {
 			fmt.Fprintf(stderr, "nbdloop: %s: unknown command (use attach, detach, list or see nbdloop --help)\n", name)
 			os.Exit(exitUsage)
 		},
-		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), resizeCommand(), nbdtabCommand(), statsCommand(), packCommand(), drawCommand(), topCommand(), serveCommand(), manCommand(), completionCommand()},
+		Commands: []*cli.Command{attachCommand(), detachCommand(), listCommand(), restartCommand(), resizeCommand(), createCommand(), nbdtabCommand(), statsCommand(), packCommand(), drawCommand(), topCommand(), serveCommand(), manCommand(), completionCommand()},
 	}
 	return app
 }

@@ -80,6 +80,28 @@ const sourceHelp = `SOURCE is one of:
                   path-style (URL/BUCKET/KEY); the server process keeps
                   attach's environment; no credentials are kept in the
                   state record
+  s3://BUCKET/PREFIX/
+                  (ending in a slash) a read-write disk stored in an S3
+                  bucket, made by nbdloop create: one object per chunk
+                  under PREFIX/chunks/, chunks never written are not stored
+                  and read as zeros, trim and write-zeroes of whole chunks
+                  delete them; writes are cached within --cache-size and
+                  uploaded in parallel, and a flush (fsync) returns once
+                  every write before it is stored: a crash of the machine
+                  loses the writes since the last flush, nothing else; one
+                  writer at a time: a read-write attach takes the disk's
+                  lease (PREFIX/lease, written with a conditional request,
+                  naming the host, pid and device, renewed every 10 s,
+                  expiring after 30 s), and a second one anywhere is
+                  refused naming the holder; -r attaches take no lease, from
+                  any number of machines; a writer that loses its lease
+                  (another took it) fails every request with EIO; requests
+                  the store cannot serve for 30 s (3/4 of --timeout if
+                  shorter) fail with EIO, their writes kept and retried; the
+                  S3 client is configured as the AWS CLI's (AWS_* variables,
+                  ~/.aws/config and credentials, AWS_PROFILE or
+                  --s3-profile; AWS_ENDPOINT_URL or --s3-endpoint for other
+                  stores, addressed path-style)
   nbd://...       nbd://HOST[:PORT]/EXPORT: the export EXPORT of a remote NBD
                   server (nbdkit, qemu-nbd, nbd-server, nbdloop serve) over
                   TCP, port 10809 by default; an empty EXPORT is the server's

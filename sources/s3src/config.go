@@ -84,6 +84,18 @@ func newClient(ctx context.Context, opts Options) (*client, error) {
 	return c, nil
 }
 
+// NewClient returns an S3 client configured as Stat's: the AWS
+// configuration (environment, ~/.aws, opts.Profile), opts.Endpoint, and
+// path-style addressing for stores other than AWS, its connections set
+// by opts.Fetch as httpsrc's are. Errors are one line.
+func NewClient(ctx context.Context, opts Options) (*s3.Client, error) {
+	c, err := newClient(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	return c.s3, nil
+}
+
 // checkEndpoint accepts an http or https URL with a host and nothing after
 // it but a path.
 func checkEndpoint(e string) error {

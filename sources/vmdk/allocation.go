@@ -126,4 +126,3 @@ func (e *sparse) extents(off, n int64, fn func(off, n int64, st int) bool) error
 	}
 	return nil
 }
-
