@@ -88,7 +88,6 @@ func TestParseSpecS3(t *testing.T) {
 	for _, tt := range []struct{ in, err string }{
 		{"s3://bucket/dir/disk.img", ""},
 		{"s3://bucket", "no object key"},
-		{"s3://bucket/prefix/", "names a prefix"},
 		{"s3://key:secret@bucket/k", "not a bucket name"},
 	} {
 		spec, err := ParseSpec(tt.in)
@@ -98,5 +97,10 @@ func TestParseSpecS3(t *testing.T) {
 		case tt.err != "" && (err == nil || !strings.Contains(err.Error(), tt.err)):
 			t.Errorf("ParseSpec(%s) = %v, want an error with %q", tt.in, err, tt.err)
 		}
+	}
+	// Ending in a slash, it is a disk in a bucket (bucket.go), not an
+	// object.
+	if spec, err := ParseSpec("s3://bucket/prefix/"); err != nil || spec.Kind != KindBucket {
+		t.Errorf("ParseSpec(s3://bucket/prefix/) = %+v, %v; want a bucket disk", spec, err)
 	}
 }
