@@ -14,9 +14,11 @@ import (
 // next to it in the bucket, one partition; and what cannot be served is
 // refused with one line.
 func TestOpenSourceS3(t *testing.T) {
+	// The server first: the weed binary is found by the cache rule, which
+	// reads XDG_CACHE_HOME for a checkout under /tmp.
+	s := s3test.Start(t, t.TempDir())
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	dir, data, topRaw, whole := urlImages(t)
-	s := s3test.Start(t, t.TempDir())
 	for _, kv := range s.Env() {
 		k, v, _ := strings.Cut(kv, "=")
 		t.Setenv(k, v)

@@ -2,7 +2,8 @@ package sources
 
 import (
 	"fmt"
-	"sync"
+
+	"github.com/nbdloop/nbdloop/internal/freelist"
 )
 
 // ExtentKind says what a range of a Source holds, as far as the Source
@@ -87,7 +88,7 @@ func Extents(src Source, off, length int64, fn func(Extent) bool) error {
 // is ready for use; it is safe for concurrent use, and a Source keeps one
 // for all its calls (it must not be copied after first use).
 type ExtentRelay struct {
-	walks sync.Pool // *relayWalk
+	walks freelist.List[relayWalk]
 }
 
 // relayWalk is the state of one ExtentRelay.Extents call.
@@ -109,7 +110,7 @@ func (w *relayWalk) extent(e Extent) bool {
 // more is false when fn returned false (the walk then stopped); err is
 // Extents' error.
 func (r *ExtentRelay) Extents(src Source, shift, off, length int64, fn func(Extent) bool) (more bool, err error) {
-	w, _ := r.walks.Get().(*relayWalk)
+	w := r.walks.Get()
 	if w == nil {
 		w = &relayWalk{}
 		w.pass = w.extent

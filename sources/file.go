@@ -13,6 +13,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/internal/freelist"
 )
 
 // File serves a regular file or a block device, whole or as a window (the
@@ -78,7 +80,7 @@ type File struct {
 	// a torn pair does no harm; Trim and Zero empty it so that the holes
 	// they punch show again.
 	dataLo, dataHi atomic.Int64
-	seeks          sync.Pool // *seekCall, for Extents
+	seeks          freelist.List[seekCall] // for Extents
 
 	// unsynced is set after every call that may have modified the file
 	// (WriteAt, Trim, Zero; failed ones too) and cleared by Flush just

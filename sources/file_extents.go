@@ -73,7 +73,7 @@ func (f *File) Extents(off, length int64, fn func(Extent) bool) error {
 // seek returns lseek(fd, off, whence). The file's offset moves, which no
 // other call uses: reads and writes are pread and pwrite.
 func (f *File) seek(off int64, whence int) (int64, error) {
-	c, _ := f.seeks.Get().(*seekCall)
+	c := f.seeks.Get()
 	if c == nil {
 		c = &seekCall{}
 		c.run = c.seek

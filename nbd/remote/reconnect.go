@@ -105,11 +105,13 @@ func (s *Source) reconnect(ctx context.Context) {
 				return
 			}
 			down := time.Since(s.downSince).Round(time.Millisecond)
+			// Said before the waiting requests go on, so that the log
+			// has it by the time the first of them returns.
+			s.opts.Logf("%s: reconnected after %v (%d attempts)", s.name, down, attempt)
 			s.client = c
 			close(s.up)
 			s.up = nil
 			s.mu.Unlock()
-			s.opts.Logf("%s: reconnected after %v (%d attempts)", s.name, down, attempt)
 			return
 		}
 		if ctx.Err() != nil {
