@@ -27,12 +27,10 @@ schedulers) may choose differently. 6.12's block layer adds
 
 Restarts. On both, a request that a killed server took with it is sent
 again to the restarted server when the kernel's request timer finds it (up
-to 30 s later), and a mounted file system carries on. On 6.12, a second
-kill while a program writes and another reads can leave one write
-unanswered for good: the writer hangs until nbdloop detach --force, which
-fails it with EIO (here in 4 of 5 runs that killed the server twice
-under fio; never seen on 6.1). Avoid killing servers of busy devices on
-6.12; detach and attach again instead.
+to 30 s later; the kernel log says "Connection timed out, retrying (2/2
+alive)"), and a mounted file system carries on: a program that waited for
+that request is held until then, and one whose fsync needs it too. The two
+drivers time out, resend and take new sockets with the same code.
 
 The same on both: the netlink requests and answers nbdloop uses (CONNECT,
 DISCONNECT, RECONFIGURE with the backend identifier, STATUS), the pid and
