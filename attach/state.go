@@ -198,12 +198,18 @@ func redirectStderr(dir, path string) {
 // readState returns the record for index, or nil when there is none or it is
 // unreadable: `list` must tolerate stale or damaged state.
 func readState(dir string, index int) *State {
-	b, err := os.ReadFile(statePath(dir, index))
+	return readRecord(statePath(dir, index), index, nil)
+}
+
+// readRecord returns the record at path if it is the one of device index
+// (and, when mine is not nil, mine says it is), or nil.
+func readRecord(path string, index int, mine func(*State) bool) *State {
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return nil
 	}
 	var st State
-	if json.Unmarshal(b, &st) != nil || st.Config.Index != index {
+	if json.Unmarshal(b, &st) != nil || st.Config.Index != index || (mine != nil && !mine(&st)) {
 		return nil
 	}
 	return &st
@@ -213,12 +219,19 @@ func readState(dir string, index int) *State {
 // whoever wrote it), so a server that exits late cannot remove the record of
 // a newer attach to the same device.
 func removeState(dir string, index, pid int) error {
+	return removeRecord(statePath(dir, index), pid, func() *State { return readState(dir, index) })
+}
+
+// removeRecord removes the record at path unless pid is not 0 and the
+// record read returns (nil when missing or another device's) belongs to
+// another process.
+func removeRecord(path string, pid int, read func() *State) error {
 	if pid != 0 {
-		if st := readState(dir, index); st != nil && st.PID != pid {
+		if st := read(); st != nil && st.PID != pid {
 			return nil
 		}
 	}
-	err := os.Remove(statePath(dir, index))
+	err := os.Remove(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

@@ -1,11 +1,7 @@
 package attach
 
 import (
-	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -20,30 +16,13 @@ func ublkStatePath(dir string, id int) string {
 
 // readUblkState returns the record of ublk device id, or nil.
 func readUblkState(dir string, id int) *State {
-	b, err := os.ReadFile(ublkStatePath(dir, id))
-	if err != nil {
-		return nil
-	}
-	var st State
-	if json.Unmarshal(b, &st) != nil || st.Config.Index != id || !st.Config.isUblk() {
-		return nil
-	}
-	return &st
+	return readRecord(ublkStatePath(dir, id), id, func(st *State) bool { return st.Config.isUblk() })
 }
 
 // removeUblkState removes the record of id if it still belongs to pid (0:
 // whoever wrote it).
 func removeUblkState(dir string, id, pid int) error {
-	if pid != 0 {
-		if st := readUblkState(dir, id); st != nil && st.PID != pid {
-			return nil
-		}
-	}
-	err := os.Remove(ublkStatePath(dir, id))
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	return err
+	return removeRecord(ublkStatePath(dir, id), pid, func() *State { return readUblkState(dir, id) })
 }
 
 // ublkRecords returns the numbers of the ublk records in dir, in order.
