@@ -73,7 +73,14 @@ func (c *Cache) reserveEvict(n int64) {
 	if c.over(n) {
 		c.poolRoom(n)
 	}
-	for skipped := 0; c.used+n > c.budget || c.over(n); {
+	c.evictUntil(func() bool { return c.used+n <= c.budget && !c.over(n) })
+}
+
+// evictUntil evicts c's chunks that no reader waits for, least recently
+// used first, then its parked decoders, until fits says so or nothing more
+// can go. c.mu is held.
+func (c *Cache) evictUntil(fits func() bool) {
+	for skipped := 0; !fits(); {
 		if back := c.lru.Back(); back != nil && skipped < c.lru.Len() {
 			e := back.Value.(*entry)
 			if c.wanted[e.key] > 0 {

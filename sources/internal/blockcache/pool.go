@@ -104,23 +104,7 @@ func (c *Cache) poolRoom(n int64) {
 // first, then its parked decoders, until n more bytes fit in its pool or
 // nothing more can go. c.mu is held.
 func (c *Cache) shed(n int64) {
-	for skipped := 0; c.over(n); {
-		if back := c.lru.Back(); back != nil && skipped < c.lru.Len() {
-			e := back.Value.(*entry)
-			if c.wanted[e.key] > 0 {
-				c.lru.MoveToFront(e.elem)
-				skipped++
-				continue
-			}
-			c.remove(e)
-			continue
-		}
-		if back := c.plru.Back(); back != nil {
-			c.unpark(back.Value.(*cursor))
-			continue
-		}
-		return
-	}
+	c.evictUntil(func() bool { return !c.over(n) })
 }
 
 // leave takes c out of its pool. c.mu is held.
