@@ -67,6 +67,12 @@ else
 		"${env_opts[@]+"${env_opts[@]}"}" -- scripts/bench/measure.sh "$raw" || mrc=$?
 fi
 
+# nbdcopy against the servers needs no kernel client: the host-net groups
+# run here, where TLS meets the CPU's own AES.
+case " ${BENCH_GROUPS:-host-net} " in
+*" host-net "*) scripts/bench/net_host.sh "$raw" || mrc=$? ;;
+esac
+
 rrc=0
 bin/benchreport -raw "$raw" -json "bench-results/$ts.json" || rrc=$?
 if [ -f "bench-results/$ts.json" ]; then

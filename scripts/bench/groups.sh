@@ -23,6 +23,9 @@
 #   net-memory, net-file  nbdloop serve, nbdkit and qemu-nbd on the loopback,
 #          TLS off and on, driven by nbdcopy and by fio through nbd-client
 #          (net.sh)
+#   host-net  host-net-memory and host-net-file: nbdcopy against the same
+#          servers on the build machine itself, run by bench.sh after the
+#          VM (net_host.sh); nothing runs in the VM for it
 #
 # Output in OUT: fio/group-GROUP-KIND.json (fio's JSON, one group per job),
 # group-GROUP.tsv (kind, the server's peak resident memory in KiB: VmHWM),
@@ -31,7 +34,7 @@
 #
 # Env: BENCH_GROUPS: the groups to run (default: all; "none": none).
 
-all_groups="xz qcow2 net-memory net-file http"
+all_groups="xz qcow2 net-memory net-file host-net http"
 
 # shellcheck source=scripts/bench/net.sh
 . "$(dirname "${BASH_SOURCE[0]}")/net.sh"
@@ -77,7 +80,10 @@ group_xz_attach() {
 run_groups() {
 	local groups=${BENCH_GROUPS:-$all_groups}
 	[ "$groups" = none ] && return 0
-	echo "groups=$groups" >>"$out/meta.txt"
+	local vm_groups=" $groups "
+	vm_groups=${vm_groups// host-net / }
+	vm_groups=${vm_groups# }
+	echo "groups=${vm_groups% }" >>"$out/meta.txt"
 	local g
 	for g in $groups; do
 		case $g in
@@ -85,6 +91,7 @@ run_groups() {
 		qcow2) run_group_qcow2 ;;
 		net-memory | net-file) run_group_net "${g#net-}" ;;
 		http) run_group_http ;;
+		host-net) ;; # on the host, by bench.sh (net_host.sh)
 		*) fail "unknown group $g" ;;
 		esac
 	done

@@ -117,12 +117,12 @@ net_stop() {
 	net_pid=''
 }
 
-# net_copy KIND URI SRCFILE JSON: the nbdcopy jobs against URI, as a fio-shaped
-# JSON of their own (merged into fio's by net_merge).
+# net_copy KIND URI SRCFILE TSV: the nbdcopy jobs against URI, one pass; each
+# job appends a line to TSV: kind, job, direction, request size, bytes,
+# wall time in microseconds.
 net_copy() {
-	local k=$1 uri=$2 src=$3 json=$4 bytes j name bs qd dir t0 t1 us sep='' a b
+	local k=$1 uri=$2 src=$3 tsv=$4 bytes j name bs qd dir t0 t1 a b
 	bytes=$(stat -c %s "$src")
-	printf '{"jobs": [' >"$json"
 	for j in "${net_copy_jobs[@]}"; do
 		IFS='|' read -r name bs qd dir <<<"$j"
 		if [ "$dir" = write ]; then a=$src b=$uri; else a=$uri b=null:; fi
@@ -133,13 +133,29 @@ net_copy() {
 			continue
 		fi
 		t1=$(now_us)
-		us=$((t1 - t0))
-		printf '%s\n{"jobname": "%s", "error": 0, "%s": {"iops": %s, "bw_bytes": %s}}' "$sep" "$name" "$dir" \
-			"$(awk -v b="$bytes" -v bs="$bs" -v us="$us" 'BEGIN {printf "%.1f", b / bs / (us / 1e6)}')" \
-			"$(awk -v b="$bytes" -v us="$us" 'BEGIN {printf "%.0f", b / (us / 1e6)}')" >>"$json"
-		sep=,
+		printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$k" "$name" "$dir" "$bs" "$bytes" $((t1 - t0)) >>"$tsv"
 	done
-	printf '\n]}\n' >>"$json"
+}
+
+# net_copy_json KIND TSV JSON: KIND's nbdcopy jobs of TSV as a fio-shaped
+# JSON of their own (merged into fio's by net_merge): per job, the median
+# pass (bytes over wall time; the lower middle of an even count).
+net_copy_json() {
+	python3 - "$@" <<-'EOF'
+		import json, sys
+		kind, tsv, out = sys.argv[1:4]
+		runs = {}
+		for line in open(tsv):
+		    f = line.rstrip("\n").split("\t")
+		    if len(f) == 6 and f[0] == kind:
+		        runs.setdefault((f[1], f[2]), []).append((int(f[4]) / (int(f[5]) / 1e6), int(f[3])))
+		jobs = []
+		for (name, d), rs in runs.items():
+		    rs.sort()
+		    bw, bs = rs[(len(rs) - 1) // 2]
+		    jobs.append({"jobname": name, "error": 0, "passes": len(rs), d: {"iops": round(bw / bs, 1), "bw_bytes": round(bw)}})
+		json.dump({"jobs": jobs}, open(out, "w"), indent=1)
+	EOF
 }
 
 # net_merge FIO COPY OUT: fio's JSON with the nbdcopy jobs appended.
@@ -252,6 +268,7 @@ run_group_net() {
 		numjobs=2
 	EOF
 	printf 'kind\tpeak_rss_kib\n' >"$out/group-$g.tsv"
+	: >"$out/net/$g-copy.tsv"
 	for k in $kinds; do
 		port=$((port + 1))
 		if ! net_start "$k" "$port" "$file"; then
@@ -261,7 +278,9 @@ run_group_net() {
 		fi
 		uri=nbd://127.0.0.1:$port/
 		[[ $k == *-tls ]] && uri="nbds://127.0.0.1:$port/?tls-certificates=$net_pki"
-		net_copy "$k" "$uri" "$data" "$out/net/$g-$k-nbdcopy.json"
+		net_copy "$k" "$uri" "$data" "$out/net/$g-copy.tsv"
+		net_copy_json "$k" "$out/net/$g-copy.tsv" "$out/net/$g-$k-nbdcopy.json" ||
+			fail "group $g: $k: cannot summarize the nbdcopy passes"
 		net_fio "$k" "$port" "$job" "$out/net/$g-$k-fio.json"
 		net_merge "$out/net/$g-$k-fio.json" "$out/net/$g-$k-nbdcopy.json" "$out/fio/group-$g-$k.json" ||
 			fail "group $g: $k: cannot merge the nbdcopy and fio results"

@@ -46,6 +46,9 @@ var groupTargets = map[string][]groupTarget{
 	},
 	"net-memory": netTargets("memory", "nbdkit"),
 	"net-file":   netTargets("file", "nbdkit", "qemu-nbd"),
+	// nbdcopy on the build machine (net_host.sh)
+	"host-net-memory": hostNetTargets("memory", "nbdkit"),
+	"host-net-file":   hostNetTargets("file", "nbdkit", "qemu-nbd"),
 }
 
 // loadGroups reads the groups that meta.txt names.
