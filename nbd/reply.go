@@ -28,11 +28,15 @@ func (c *conn) sendHeader(errCode uint32, cookie uint64) {
 }
 
 // sendDone sends the reply to a request that returns no data: a simple
-// reply, or with structured replies or extended headers an
-// NBD_REPLY_TYPE_NONE chunk, or an error chunk when errCode is not 0.
+// reply on success (as nbdkit and qemu-nbd do: the protocol allows it for
+// every command but READ and BLOCK_STATUS, and a client such as libnbd
+// reads a simple reply in one call where a chunk takes two), an
+// NBD_REPLY_TYPE_NONE chunk with extended headers (which allow no simple
+// replies), and with structured replies an error chunk when errCode is not
+// 0.
 func (c *conn) sendDone(errCode uint32, req *RequestHeader) {
 	switch {
-	case !c.structured:
+	case !c.structured || (errCode == 0 && !c.extended):
 		c.sendHeader(errCode, req.Cookie)
 	case errCode != 0:
 		c.sendError(errCode, req, false, 0)

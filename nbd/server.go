@@ -150,14 +150,15 @@ func (s *Server) ServeConn(ctx context.Context, rw io.ReadWriter, id int) error 
 type Session struct {
 	Export *Export
 	// StructuredReplies is set when the client negotiated
-	// NBD_OPT_STRUCTURED_REPLY: every reply is then structured, READ data
+	// NBD_OPT_STRUCTURED_REPLY: READ and BLOCK_STATUS replies are then
+	// structured, READ data
 	// in one NBD_REPLY_TYPE_OFFSET_DATA chunk (or, where the Source's
 	// extents report holes or zeros and NBD_CMD_FLAG_DF is not set, in
 	// data chunks and NBD_REPLY_TYPE_OFFSET_HOLE chunks), errors in an
 	// error chunk
 	// (NBD_REPLY_TYPE_ERROR_OFFSET for a READ that failed, at the offset
-	// where it failed), the other successes in an NBD_REPLY_TYPE_NONE
-	// chunk.
+	// where it failed); the other requests' successes get simple
+	// replies, as the protocol allows (and nbdkit and qemu-nbd do).
 	StructuredReplies bool
 	// BaseAllocation is set when the client selected the base:allocation
 	// metadata context for Export (NBD_OPT_SET_META_CONTEXT): it may
