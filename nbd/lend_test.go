@@ -11,14 +11,14 @@ import (
 )
 
 // lendingSource is a fakeSource that lends its bytes in pieces of 256 KiB
-// (as a block cache does), counts its loans, and overwrites what a loan
-// lent once it is given back, so that a reply written after its release
-// shows wrong bytes.
+// (as a block cache does) and counts its loans; with scribble each loan
+// lends a copy of its own, overwritten once given back, so that a reply
+// written after its release shows wrong bytes.
 type lendingSource struct {
 	*fakeSource
 	orig   []byte // the bytes replies must carry
 	failAt int64  // a Lend that covers this offset fails with EIO (-1: none)
-	// scribble: a loan given back is overwritten, then restored.
+	// scribble: loans lend copies, overwritten when given back.
 	scribble bool
 	mu       sync.Mutex
 	out      int // loans not given back
@@ -29,7 +29,7 @@ type lendingSource struct {
 type lendLoan struct {
 	s       *lendingSource
 	bufs    [][]byte
-	off, n  int64
+	own     []byte // with scribble: the loan's own copy of the bytes
 	release func()
 }
 
@@ -52,10 +52,14 @@ func (s *lendingSource) Lend(off, n int64) ([][]byte, func(), error) {
 		l = &lendLoan{s: s}
 		l.release = l.giveBack
 	}
-	l.off, l.n = off, n
+	from, base := s.data, off
+	if s.scribble {
+		l.own = append(l.own[:0], s.orig[off:off+n]...)
+		from, base = l.own, 0
+	}
 	for p := off; p < off+n; {
 		k := min(off+n-p, 256<<10-p%(256<<10))
-		l.bufs = append(l.bufs, s.data[p:p+k])
+		l.bufs = append(l.bufs, from[p-off+base:p-off+base+k])
 		p += k
 	}
 	s.out++
@@ -63,19 +67,15 @@ func (s *lendingSource) Lend(off, n int64) ([][]byte, func(), error) {
 	return l.bufs, l.release, nil
 }
 
-// giveBack scribbles over the lent bytes (a cache reusing its block),
-// then restores them for the next loan.
+// giveBack scribbles over the lent bytes (a cache reusing its block).
 func (l *lendLoan) giveBack() {
 	s := l.s
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.scribble {
-		for _, b := range l.bufs {
-			for i := range b {
-				b[i] = ^b[i]
-			}
+		for i := range l.own {
+			l.own[i] = ^l.own[i]
 		}
-		copy(s.data[l.off:l.off+l.n], s.orig[l.off:])
 	}
 	l.bufs = l.bufs[:0]
 	s.out--
