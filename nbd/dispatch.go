@@ -116,6 +116,9 @@ func (c *conn) read(req *RequestHeader, h *holeReader) uint32 {
 			return 0
 		}
 	}
+	if s.lender != nil && s.caps.Parallel && req.Length > inlineMax {
+		return c.readLent(req)
+	}
 	buf := s.pool.get(c.readHdr + int(req.Length))
 	if !s.caps.Parallel {
 		s.serial.Lock()
@@ -137,6 +140,21 @@ func (c *conn) read(req *RequestHeader, h *holeReader) uint32 {
 	}
 	c.putReadHeader(buf.b, req)
 	c.send(outFrame{buf: buf})
+	return 0
+}
+
+// readLent serves a READ from the bytes the source lends, and returns the
+// NBD error it replied with.
+func (c *conn) readLent(req *RequestHeader) uint32 {
+	bufs, release, err := c.s.lender.Lend(int64(req.Offset), int64(req.Length))
+	if err != nil {
+		code := ErrorCode(err)
+		c.sendError(code, req, true, req.Offset)
+		return code
+	}
+	f := outFrame{lent: bufs, release: release}
+	f.hlen = uint8(c.putReadHeader(f.hdr[:], req))
+	c.send(f)
 	return 0
 }
 

@@ -66,6 +66,10 @@
 //     tmpfs; sources.File.RAMRegion) are answered with the header, then
 //     sendfile(2) from the file: the socket takes the file's pages, where
 //     pread would copy them into a buffer that writev copies again.
+//   - READs over 128 KiB from a source that keeps its bytes in memory of its
+//     own (a block cache: objects by URL) are written with writev(2)
+//     straight from the slices it lends, pinned until the reply is out,
+//     instead of being copied into a reply buffer first.
 //   - Request and reply buffers come from size-classed pools: no allocation
 //     per request at steady state (see the benchmarks' allocs/op).
 //   - A TLS session's socket is read and written with the same raw system

@@ -6,12 +6,15 @@ import "syscall"
 // (hdr[:hlen]: a simple reply, or an NBD_REPLY_TYPE_NONE chunk), a reply
 // that fills buf (a READ's header and data, an error or block status
 // chunk), which goes back to the pool once written, or a READ reply whose
-// header is hdr[:hlen] and whose data is sent from file.
+// header is hdr[:hlen] and whose data is sent from file, or written from
+// lent (the source's memory, given back by calling release once written).
 type outFrame struct {
-	hdr  [extDataChunkHeaderSize]byte
-	hlen uint8
-	buf  *buffer
-	file fileRegion
+	hdr     [extDataChunkHeaderSize]byte
+	hlen    uint8
+	buf     *buffer
+	file    fileRegion
+	lent    [][]byte
+	release func()
 }
 
 // fileRegion is n bytes of the file fd from offset off; n is 0 for none.
@@ -126,13 +129,19 @@ func (c *conn) writeBatch(batch []outFrame) {
 			c.sendFile(f.file)
 		default:
 			c.iov = append(c.iov, f.hdr[:f.hlen])
+			c.iov = append(c.iov, f.lent...)
 		}
 	}
 	c.writeIovecs()
 	for i := range batch {
-		if batch[i].buf != nil {
-			c.s.pool.put(batch[i].buf)
-			batch[i].buf = nil
+		f := &batch[i]
+		if f.buf != nil {
+			c.s.pool.put(f.buf)
+			f.buf = nil
+		}
+		if f.release != nil {
+			f.release()
+			f.lent, f.release = nil, nil
 		}
 	}
 }

@@ -56,6 +56,7 @@ type Server struct {
 	pool   bufferPool
 	serial sync.Mutex  // held around Source calls when !caps.Parallel
 	region ramRegioner // src, when its READ replies can be sent with sendfile
+	lender lender      // src, when its READ replies can be written from its memory
 	// disc is set once any connection has received NBD_CMD_DISC: the peer
 	// asked to end, as opposed to a connection that just closed.
 	disc atomic.Bool
@@ -76,7 +77,18 @@ func NewServer(src sources.Source, opts Options) *Server {
 	}
 	s := &Server{src: src, size: uint64(src.Size()), caps: src.Caps(), opts: opts}
 	s.region, _ = src.(ramRegioner)
+	s.lender, _ = src.(lender)
 	return s
+}
+
+// lender is a source that keeps its bytes in memory of its own (a block
+// cache) and lends them for READ replies larger than inlineMax: the reply
+// is written from them with writev instead of being copied into a buffer
+// first. Lend returns the n bytes at off as slices that stay unchanged
+// until release is called, once the reply is written; the server calls
+// it exactly once and never modifies the slices.
+type lender interface {
+	Lend(off, n int64) (bufs [][]byte, release func(), err error)
 }
 
 // ramRegioner is a source whose bytes sit in a file in RAM (sources.File

@@ -184,6 +184,17 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 	return s.cache.ReadAt(p, off)
 }
 
+// Lend returns the n bytes at off as slices of the cache's blocks, pinned
+// there until release is called (once): the READ replies of an NBD server
+// are written from them without a copy. The slices must not be modified
+// nor used after release. Errors are those of ReadAt.
+func (s *Source) Lend(off, n int64) (bufs [][]byte, release func(), err error) {
+	if err := sources.CheckRange(off, n, s.obj.size); err != nil {
+		return nil, nil, err
+	}
+	return s.cache.Lend(off, n)
+}
+
 // WriteAt fails with ErrReadOnly.
 func (s *Source) WriteAt([]byte, int64) (int, error) { return 0, ErrReadOnly }
 

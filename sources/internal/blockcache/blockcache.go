@@ -9,6 +9,8 @@ import (
 	"sort"
 	"sync"
 	"syscall"
+
+	"github.com/nbdloop/nbdloop/internal/freelist"
 )
 
 // Options tune a Cache. The zero value picks the defaults.
@@ -126,6 +128,13 @@ type Cache struct {
 	plru    list.List // of *cursor, front = most recently parked
 	closed  bool
 	stats   Stats
+	// keep asks remove for the buffer of the chunk it drops, in spare,
+	// while a decode reserves room for its next chunk: the decode then
+	// writes into it instead of allocating one.
+	keep  bool
+	spare []byte
+	loans freelist.List[loan]
+	zeros []byte // a chunk of zeros for the loans of zero chunks
 
 	spill *spill
 }
@@ -141,6 +150,11 @@ type entry struct {
 	n    int64
 	elem *list.Element
 	read bool // served to a reader (for sequential detection)
+	// refs counts the readers copying data or the loans holding it: a
+	// pinned entry is not evicted, and one dropped while pinned (gone)
+	// keeps its memory charged until the last unpin.
+	refs int
+	gone bool
 }
 
 type cursor struct {
@@ -276,16 +290,17 @@ func (c *Cache) ReadAt(p []byte, off int64) (int, error) {
 		}
 		idx := rel / c.chunk
 		clo := idx * c.chunk
-		data, e := c.get(i, idx)
+		ent, e := c.get(i, idx)
 		if e != nil {
 			return n, e
 		}
 		k := int(min(want, c.chunkLen(i, idx)-(rel-clo)))
-		if data == nil {
+		if ent.data == nil {
 			clear(p[n : n+k])
 		} else {
-			copy(p[n:n+k], data[rel-clo:])
+			copy(p[n:n+k], ent.data[rel-clo:])
 		}
+		c.unpin(ent)
 		n += k
 	}
 	return n, err
@@ -295,9 +310,10 @@ func (c *Cache) chunkLen(seg int, idx int64) int64 {
 	return min(c.chunk, c.segs.Segment(seg).Size-idx*c.chunk)
 }
 
-// get returns chunk idx of segment seg (nil for zeros), decoding it if
-// needed. The returned slice is never modified again.
-func (c *Cache) get(seg int, idx int64) ([]byte, error) {
+// get returns the entry of chunk idx of segment seg (data nil for zeros),
+// decoding it if needed, pinned: its data is not modified before the
+// caller's unpin.
+func (c *Cache) get(seg int, idx int64) (*entry, error) {
 	key := ckey{seg, idx}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -322,8 +338,9 @@ func (c *Cache) get(seg int, idx int64) ([]byte, error) {
 				c.stats.Hits++
 			}
 			e.read = true
+			e.refs++
 			c.readahead(seg, idx)
-			return e.data, nil
+			return e, nil
 		}
 		if !missed {
 			missed = true
@@ -373,6 +390,7 @@ func (c *Cache) Close() error {
 	}
 	c.chunks = map[ckey]*entry{}
 	c.lru.Init()
+	c.spare = nil
 	c.leave()
 	c.used = 0
 	c.cond.Broadcast()

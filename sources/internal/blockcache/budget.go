@@ -13,7 +13,7 @@ func (c *Cache) admit(seg int, rel int64) bool {
 	for c.used+mem > c.budget {
 		if back := c.lru.Back(); back != nil {
 			e := back.Value.(*entry)
-			if c.wanted[e.key] == 0 {
+			if c.wanted[e.key] == 0 && e.refs == 0 {
 				c.remove(e)
 				continue
 			}
@@ -76,14 +76,14 @@ func (c *Cache) reserveEvict(n int64) {
 	c.evictUntil(func() bool { return c.used+n <= c.budget && !c.over(n) })
 }
 
-// evictUntil evicts c's chunks that no reader waits for, least recently
-// used first, then its parked decoders, until fits says so or nothing more
+// evictUntil evicts c's chunks that no reader waits for or holds pinned,
+// least recently used first, then its parked decoders, until fits says so or nothing more
 // can go. c.mu is held.
 func (c *Cache) evictUntil(fits func() bool) {
 	for skipped := 0; !fits(); {
 		if back := c.lru.Back(); back != nil && skipped < c.lru.Len() {
 			e := back.Value.(*entry)
-			if c.wanted[e.key] > 0 {
+			if c.wanted[e.key] > 0 || e.refs > 0 {
 				c.lru.MoveToFront(e.elem)
 				skipped++
 				continue
@@ -122,11 +122,37 @@ func (c *Cache) insert(key ckey, data []byte, n int64) {
 	c.chunks[key] = e
 }
 
+// remove drops e from the cache. A pinned e stays charged until its last
+// unpin; an unpinned one's buffer becomes the spare when a decode asked
+// to keep one (c.keep). c.mu is held.
 func (c *Cache) remove(e *entry) {
 	c.lru.Remove(e.elem)
 	delete(c.chunks, e.key)
+	if e.refs > 0 {
+		e.gone = true
+		return
+	}
+	if c.keep && c.spare == nil && int64(cap(e.data)) == c.chunk {
+		c.spare = e.data
+	}
 	c.used -= e.n
 	c.account()
+}
+
+// unpin ends a pin that get or Lend took on e. The last unpin of an entry
+// dropped while pinned frees its memory. c.mu is not held.
+func (c *Cache) unpin(e *entry) {
+	c.mu.Lock()
+	c.unpinLocked(e)
+	c.mu.Unlock()
+}
+
+func (c *Cache) unpinLocked(e *entry) {
+	if e.refs--; e.refs == 0 && e.gone && !c.closed {
+		c.used -= e.n
+		c.account()
+		c.cond.Broadcast()
+	}
 }
 
 func (c *Cache) park(cur *cursor) {

@@ -75,13 +75,15 @@ func (c *Cache) openJob(j *job, s Segment) (opened bool, err error) {
 func (c *Cache) decodeChunks(j *job, s Segment) error {
 	for !c.closed && j.pos < s.Size && (j.full || j.pos < j.want) {
 		n := min(c.chunk, s.Size-j.pos)
-		c.reserve(n)
+		buf := c.reserveChunk(n)
 		c.mu.Unlock()
-		buf := make([]byte, n)
 		_, err := readFull(j.cur.r, buf)
 		zero := err == nil && isZero(buf)
 		c.mu.Lock()
 		c.used -= n // the reservation
+		if err != nil || zero {
+			c.keepSpare(buf)
+		}
 		if err != nil {
 			return err
 		}
@@ -94,6 +96,29 @@ func (c *Cache) decodeChunks(j *job, s Segment) error {
 		c.cond.Broadcast()
 	}
 	return nil
+}
+
+// reserveChunk reserves room for a chunk of n bytes and returns the buffer
+// to decode it into: the buffer of a chunk the reservation evicted, or the
+// spare, or a new one. c.mu is held.
+func (c *Cache) reserveChunk(n int64) []byte {
+	c.keep = n == c.chunk
+	c.reserve(n)
+	c.keep = false
+	buf := c.spare
+	c.spare = nil
+	if buf == nil {
+		return make([]byte, n)
+	}
+	return buf[:n]
+}
+
+// keepSpare keeps buf, which no entry holds, as the spare unless there is
+// one. c.mu is held.
+func (c *Cache) keepSpare(buf []byte) {
+	if c.spare == nil && int64(cap(buf)) == c.chunk {
+		c.spare = buf
+	}
 }
 
 // fail records j's error (and, unless the cache closed or failures are

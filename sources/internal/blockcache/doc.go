@@ -34,13 +34,22 @@
 //     bounded (see Options.SpillLimit): a Spill segment larger than the
 //     bound is refused by New, and a decode that would write past it fails.
 //
+// Lend hands out a range as slices of the cached chunks themselves, for a
+// reply written without a copy: the chunks stay pinned (not evicted, not
+// reused, still charged to the budget) until the loan is released. A
+// decode writes into the buffer of the chunk its reservation evicted
+// (ReadAt also pins the chunk it copies from), so a cache that streams
+// through its budget reuses its memory instead of allocating.
+//
 // Memory: a decoder starts only when its memory (Segment.Mem) and a chunk
 // fit in the budget (a decoder that reports its real memory once opened, see
 // MemReader, is charged that instead, and waits for room like a new one) after evicting what can be evicted; otherwise it waits
 // for a running one to end. Chunks that readers are waiting for are never
 // evicted before they have them (so decodes cannot thrash). The budget is
-// exceeded only by one decoder when nothing else runs, and by the chunks
-// readers are waiting for.
+// exceeded only by one decoder when nothing else runs, by the chunks
+// readers are waiting for or hold lent, and by one spare chunk (the buffer
+// of a chunk that decoded to zeros, or of a failed decode, kept for the
+// next decode).
 //
 // Errors: chunks are published as they are decoded, so a read can be
 // served before the decoder has reached the segment's end and verified its
