@@ -26,7 +26,7 @@ func openQcow2URL(obj *httpsrc.Source, url string, opts OpenOptions) (sources.So
 		return nil, errors.New("--offset and --sizelimit do not apply to qcow2 images (convert the window to raw first: qemu-img convert -O raw)")
 	}
 	fetch := httpsrc.Options{Pool: obj.Pool(), Deadline: opts.URLDeadline, Logf: opts.Logf,
-		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize}
+		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize, DiskBudget: opts.diskBudget}
 	var named qcow2.Files = httpsrc.Named{Options: fetch}
 	if s3src.IsURL(url) {
 		named = s3src.Named(s3src.Options{Fetch: fetch, Profile: opts.S3Profile, Endpoint: opts.S3Endpoint})

@@ -39,7 +39,7 @@ func openVMDKURL(obj *httpsrc.Source, url string, opts OpenOptions) (sources.Sou
 		return nil, errors.New("--offset and --sizelimit do not apply to VMDK images (use --partition)")
 	}
 	fetch := httpsrc.Options{Pool: obj.Pool(), Deadline: opts.URLDeadline, Logf: opts.Logf,
-		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize}
+		CacheDir: opts.CacheDir, DiskCacheSize: opts.CacheSize, DiskBudget: opts.diskBudget}
 	var named vmdk.Files = httpsrc.Named{Options: fetch}
 	if s3src.IsURL(url) {
 		named = s3src.Named(s3src.Options{Fetch: fetch, Profile: opts.S3Profile, Endpoint: opts.S3Endpoint})

@@ -129,9 +129,12 @@ type OpenOptions struct {
 	DirectIO  bool
 	CacheSize int64 // decode cache of compressed images (0: the default)
 	// CacheDir keeps the fetched blocks of URLs in files of this
-	// directory too, within CacheSize each (--cache-dir; "": memory
-	// only).
+	// directory too, within CacheSize for all the objects of the device
+	// together (--cache-dir; "": memory only).
 	CacheDir string
+	// diskBudget is the room in CacheDir left to the device's objects
+	// (made by openURL for the image and shared with what it names).
+	diskBudget *httpsrc.DiskBudget
 	// MemFile is the memfd of a memory: device handed down by the
 	// supervisor (memory.go); nil: a new one.
 	MemFile *os.File

@@ -21,8 +21,8 @@ import (
 // URL (the image, its backing files, its extents) share one memory
 // budget (an httpsrc.Pool of the fetched part of --cache-size), however
 // many objects a descriptor names. --cache-dir keeps the fetched blocks
-// on disk too (httpsrc's Options.CacheDir), within --cache-size per
-// object.
+// on disk too (httpsrc's Options.CacheDir), within --cache-size for all
+// of them together (an httpsrc.DiskBudget).
 
 // urlDeadline is how long a read of a URL's object may take, retries
 // included: httpsrc's default, or less with a --timeout, so that the read
@@ -71,8 +71,11 @@ func openURL(spec Spec, opts OpenOptions) (*Opened, error) {
 	if cache <= 0 {
 		cache = DefaultCacheSize
 	}
+	if opts.CacheDir != "" && opts.diskBudget == nil {
+		opts.diskBudget = httpsrc.NewDiskBudget(cache)
+	}
 	obj, err := statURL(url, httpsrc.Options{Deadline: opts.URLDeadline, Pin: opts.ExpectPin, Logf: opts.Logf,
-		CacheDir: opts.CacheDir, DiskCacheSize: cache}, opts)
+		CacheDir: opts.CacheDir, DiskCacheSize: cache, DiskBudget: opts.diskBudget}, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -42,28 +42,28 @@ const sourceHelp = `SOURCE is one of:
                   an object on a web server, read with HTTP range requests
                   (never downloaded whole) and served read-only: raw, or xz,
                   gzip, zstd, qcow2 or VMDK detected as for a PATH; a qcow2
-                  image's backing files, and a VMDK descriptor's extents
-                  and parent, are read by URL too, named relative to the
-                  image's URL and beneath its directory on the same server;
-                  fetched blocks are cached within --cache-size (a quarter
-                  of it under a compressed, qcow2 or VMDK format, shared
-                  by every file it names), over at most 4 connections;
-                  sequential reads are fetched ahead in requests of up to
-                  8 MiB, streamed into the cache; with --cache-dir DIR
-                  on disk too (a file per URL in DIR, within --cache-size,
-                  each block checked when read back and fetched again if it
-                  fails; kept for the same version only, and served from
-                  there when the server does not answer); failed requests
-                  (5xx, timeouts, resets) are retried for up to 30 s (3/4 of
-                  --timeout if shorter), then the read fails with EIO; the
-                  object is pinned by its ETag (or Last-Modified date): if
-                  it is replaced on the server, reads of what is not cached
-                  fail with EIO (logged) rather than mix two versions, and a
-                  restart refuses it (a qcow2 image's backing files are
-                  pinned likewise, but only until a restart);
-                  the server must serve byte ranges; redirects (at most 5)
-                  are followed; user:password@ in the URL is refused (it
-                  would be kept in the state record and shown by list)
+                  image's backing files, and a VMDK descriptor's extents and
+                  parent, are read by URL too, named relative to the image's
+                  URL and beneath its directory on the same server; fetched
+                  blocks are cached within --cache-size (a quarter of it under
+                  a compressed, qcow2 or VMDK format, shared by every file it
+                  names), over at most 4 connections; sequential reads are
+                  fetched ahead in requests of up to 8 MiB, streamed into the
+                  cache; with --cache-dir DIR on disk too (a file per URL in
+                  DIR, all of them within --cache-size, each block checked
+                  when read back and fetched again if it fails; kept for the
+                  same version only, and served from there when the server
+                  does not answer); failed requests (5xx, timeouts, resets)
+                  are retried for up to 30 s (3/4 of --timeout if shorter),
+                  then the read fails with EIO; the object is pinned by its
+                  ETag (or Last-Modified date): if it is replaced on the
+                  server, reads of what is not cached fail with EIO (logged)
+                  rather than mix two versions, and a restart refuses it (a
+                  qcow2 image's backing files are pinned likewise, but only
+                  until a restart); the server must serve byte ranges;
+                  redirects (at most 5) are followed; user:password@ in the
+                  URL is refused (it would be kept in the state record and
+                  shown by list)
   s3://BUCKET/KEY an object in an S3 bucket (AWS S3, or another store:
                   SeaweedFS, Ceph's RADOS gateway, MinIO, Garage), read with
                   ranged GetObject requests and served as a URL's object is:

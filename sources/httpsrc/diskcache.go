@@ -31,10 +31,22 @@ func (o *Object) openStore() error {
 	if limit <= 0 {
 		limit = o.opts.CacheSize
 	}
+	if b := o.opts.DiskBudget; b != nil {
+		bs := o.opts.BlockSize
+		// The file never needs more than the object's blocks.
+		limit = b.take(min(limit, (o.size+bs-1)/bs*bs), bs)
+		if limit == 0 {
+			o.warns = append(o.warns, "not cached in "+o.opts.CacheDir+": the device's other objects hold all of its --cache-size there (give a larger --cache-size)")
+			return nil
+		}
+	}
 	st, err := blockstore.Open(blockstore.Options{
 		Dir: o.opts.CacheDir, Location: o.name, Pin: o.Pin(), Size: o.size, BlockSize: o.opts.BlockSize,
 		Limit: limit, Logf: o.opts.Logf,
 	})
+	if err != nil && o.opts.DiskBudget != nil {
+		o.opts.DiskBudget.give(limit)
+	}
 	if errors.Is(err, blockstore.ErrBusy) {
 		o.warns = append(o.warns, fmt.Sprintf("not cached on disk: %v (another device serves the same URL from the same --cache-dir)", err))
 		return nil
@@ -43,6 +55,9 @@ func (o *Object) openStore() error {
 		return err
 	}
 	o.store = st
+	if o.opts.DiskBudget != nil {
+		o.diskTaken = limit
+	}
 	return nil
 }
 

@@ -67,6 +67,10 @@ type Options struct {
 	// answer Stat, a version of the object kept there is served.
 	CacheDir      string
 	DiskCacheSize int64
+	// DiskBudget, when set, is shared with the device's other objects:
+	// this object's file in CacheDir takes its room from it (within
+	// DiskCacheSize too) and gives it back on Close.
+	DiskBudget *DiskBudget
 	// TLS configures https connections (nil: the system's roots).
 	TLS *tls.Config
 	// Logf receives the line that says the object was replaced; nil
@@ -116,6 +120,9 @@ type Object struct {
 	client *http.Client
 	shared bool // client is the Pool's: Close leaves its connections
 	warns  []string
+	// diskTaken is the room o's file in CacheDir took from
+	// Options.DiskBudget.
+	diskTaken int64
 	// fetcher, when not nil, fetches the bytes instead of client
 	// (NewObject).
 	fetcher Fetcher
@@ -479,6 +486,9 @@ func (o *Object) Close() {
 		}
 		if o.store != nil {
 			o.store.Close()
+		}
+		if o.diskTaken > 0 {
+			o.opts.DiskBudget.give(o.diskTaken)
 		}
 	})
 }
