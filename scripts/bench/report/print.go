@@ -80,7 +80,7 @@ func printRestart(w io.Writer, s *Summary) {
 
 // printTargets prints each target's state and ratio.
 func printTargets(w io.Writer, s *Summary) {
-	fmt.Fprintln(w, "\nTargets (issue 7, and issue 6 item 8 for the idle error filter; informative, they do not fail make bench):")
+	fmt.Fprintln(w, "\nTargets (issue 7, issue 6 item 8 for the idle error filter, issue 21 for ublk and the NBD leftovers; informative, they do not fail make bench):")
 	for _, t := range s.Targets {
 		got := "-"
 		if t.State != "MISSING" {
