@@ -32,6 +32,9 @@ type queue struct {
 	// w serves the requests of a Source that may block; nil: the queue's
 	// thread serves them itself.
 	w *workers
+	// userCopy: the device has flagUserCopy; the commands carry no buffer
+	// and requests are served by handler.serveUserCopy.
+	userCopy bool
 }
 
 // newQueue maps queue id's descriptors from /dev/ublkcN (charFd) and its
@@ -117,7 +120,19 @@ func (q *queue) push(nr uint32, tag int, res int32) {
 		e = q.ring.GetSQE()
 	}
 	e.Opcode, e.Fd, e.Off, e.UserData = uring.OpURingCmd, int32(q.charFd), uint64(ioOp(nr)), uint64(tag)
-	ioCmd{queueID: q.id, tag: uint16(tag), result: res, addr: uint64(uintptr(unsafe.Pointer(&q.bufs[tag*q.bufBytes])))}.encode(e.Cmd[:])
+	var addr uint64 // user copy: none (the kernel refuses one)
+	if !q.userCopy {
+		addr = uint64(uintptr(unsafe.Pointer(&q.bufs[tag*q.bufBytes])))
+	}
+	ioCmd{queueID: q.id, tag: uint16(tag), result: res, addr: addr}.encode(e.Cmd[:])
+}
+
+// serve carries out tag's request and returns its result.
+func (q *queue) serve(tag int) int32 {
+	if q.userCopy {
+		return q.h.serveUserCopy(&q.descs[tag], q.buf(tag), q.charFd, userCopyPos(q.id, uint16(tag), 0))
+	}
+	return q.h.serve(&q.descs[tag], q.buf(tag))
 }
 
 // run serves the queue on the calling goroutine, locked to its thread for
@@ -207,7 +222,7 @@ func (q *queue) loop() error {
 				continue
 			}
 			t := int(tag)
-			q.push(ioCommitAndFetch, t, q.h.serve(&q.descs[t], q.buf(t)))
+			q.push(ioCommitAndFetch, t, q.serve(t))
 		}
 	}
 	return nil

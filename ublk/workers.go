@@ -52,7 +52,7 @@ func newWorkers(q *queue, n int) (*workers, error) {
 func (w *workers) serve() {
 	defer w.wg.Done()
 	for tag := range w.work {
-		w.results[tag] = w.q.h.serve(&w.q.descs[tag], w.q.buf(int(tag)))
+		w.results[tag] = w.q.serve(int(tag))
 		w.done <- tag
 		unix.Write(w.wakeFd, w.one[:])
 	}
