@@ -27,11 +27,11 @@
 // driver has it (UBLK_F_USER_COPY, Linux 6.5+; ram.go): the commands carry
 // no buffer, and the server has the kernel copy a read's data straight
 // from a shared mapping of the file (pwrite on /dev/ublkcN at the
-// request's position), and a write's straight into it (pread; only where
-// the Source offers RAMWriteRegion: a memory: disk, a probed raw image past
-// the first 4 KiB its guard checks),
-// one copy instead of two; requests up to 1 MiB. Other requests of such a
-// device go through the tag's buffer with a pread or pwrite of their own.
+// request's position) and a write's straight into it (pread; where the
+// Source offers RAMWriteRegion: a memory: disk, a probed raw image past
+// the first 4 KiB its guard checks), one copy instead of two; requests
+// up to 1 MiB. Its other requests go through the tag's buffer with a
+// pread or pwrite of their own.
 // A Source in memory is served on the queue's thread; one that may block
 // is served by the queue's workers (workers.go), whose finished tags the
 // thread commits when their eventfd wakes its ring. Nothing is allocated
