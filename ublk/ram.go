@@ -1,6 +1,8 @@
 package ublk
 
 import (
+	"sync/atomic"
+
 	"golang.org/x/sys/unix"
 
 	"github.com/nbdloop/nbdloop/sources"
@@ -26,6 +28,11 @@ type ramWriteRegioner interface {
 // of two through a tag's buffer. Only the kernel touches the mapping
 // (pread and pwrite on /dev/ublkcN): a file shrunk by someone else fails
 // that request with EFAULT, it does not fault the server.
+//
+// A read fault on a hole of a shared tmpfs mapping allocates the page,
+// where pread returns zeros: reads go through the mapping only in chunks
+// that may hold data (written, marked in written), so that reading a
+// sparse memory: disk does not fill it.
 type ramMap struct {
 	src      sources.Source
 	fd       int
@@ -33,7 +40,14 @@ type ramMap struct {
 	skip     int64  // where the window starts in mem
 	size     int64
 	writable bool
+	// written has a bit per ramChunk of the window, set once the chunk
+	// may hold data: allocated when mapped, or written since.
+	written []atomic.Uint64
 }
+
+// ramChunkShift gives the granularity of ramMap.written: a bit per MiB
+// (16 MiB of bits for the largest mappable file).
+const ramChunkShift = 20
 
 // newRAMMap maps src's RAM file, or returns nil when src has none (or it
 // cannot be mapped: a file larger than the address space).
@@ -58,20 +72,71 @@ func newRAMMap(src sources.Source, readOnly bool) *ramMap {
 	if canWrite && !readOnly {
 		if mem, err := unix.Mmap(fd, start, length, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED); err == nil {
 			m.mem, m.writable = mem, true
-			return m
 		}
 	}
-	mem, err := unix.Mmap(fd, start, length, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		return nil
+	if m.mem == nil {
+		mem, err := unix.Mmap(fd, start, length, unix.PROT_READ, unix.MAP_SHARED)
+		if err != nil {
+			return nil
+		}
+		m.mem = mem
 	}
-	m.mem = mem
+	chunks := (size-1)>>ramChunkShift + 1
+	m.written = make([]atomic.Uint64, (chunks+63)/64)
+	m.markData(base)
 	return m
 }
 
+// markData marks the chunks holding the file's data (SEEK_DATA, SEEK_HOLE
+// from base, the window's start; every chunk where the file system cannot
+// tell).
+func (m *ramMap) markData(base int64) {
+	for off := int64(0); off < m.size; {
+		d, err := unix.Seek(m.fd, base+off, unix.SEEK_DATA)
+		if err != nil {
+			if err == unix.ENXIO { // no data past off
+				return
+			}
+			m.mark(off, m.size-off)
+			return
+		}
+		h, err := unix.Seek(m.fd, d, unix.SEEK_HOLE)
+		if err != nil {
+			h = base + m.size
+		}
+		if d-base >= m.size {
+			return
+		}
+		m.mark(d-base, min(h-d, m.size-(d-base)))
+		off = h - base
+	}
+}
+
+// mark sets the written bits of the chunks bytes off..off+n touch.
+func (m *ramMap) mark(off, n int64) {
+	for c := off >> ramChunkShift; c <= (off+n-1)>>ramChunkShift; c++ {
+		if w := &m.written[c/64]; w.Load()&(1<<(c%64)) == 0 {
+			w.Or(1 << (c % 64))
+		}
+	}
+}
+
+// marked reports whether every chunk bytes off..off+n touch is marked.
+func (m *ramMap) marked(off, n int64) bool {
+	for c := off >> ramChunkShift; c <= (off+n-1)>>ramChunkShift; c++ {
+		if m.written[c/64].Load()&(1<<(c%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
 // readable returns the mapped bytes off..off+n for a read, or nil when the
-// Source no longer offers them.
+// Source no longer offers them or they may be holes.
 func (m *ramMap) readable(off, n int64) []byte {
+	if n <= 0 || !m.marked(off, n) {
+		return nil
+	}
 	fd, _, ok := m.src.(ramRegioner).RAMRegion(off, n)
 	if !ok || fd != m.fd {
 		return nil
@@ -82,13 +147,14 @@ func (m *ramMap) readable(off, n int64) []byte {
 // writableAt returns the mapped bytes off..off+n for a write, or nil when
 // the Source does not let the server write them itself.
 func (m *ramMap) writableAt(off, n int64) []byte {
-	if !m.writable {
+	if !m.writable || n <= 0 {
 		return nil
 	}
 	fd, _, ok := m.src.(ramWriteRegioner).RAMWriteRegion(off, n)
 	if !ok || fd != m.fd {
 		return nil
 	}
+	m.mark(off, n)
 	return m.mem[m.skip+off : m.skip+off+n : m.skip+off+n]
 }
 

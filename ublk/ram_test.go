@@ -151,3 +151,65 @@ func BenchmarkServeUserCopy4K(b *testing.B) {
 		h.serveUserCopy(&d, buf, ch, pos)
 	}
 }
+
+// TestServeUserCopyHoles checks that reading a sparse memfd through user
+// copy allocates none of its holes outside the chunks holding data (a
+// read fault on a shared mapping would), and that data found when mapping
+// and data written since are read back.
+func TestServeUserCopyHoles(t *testing.T) {
+	const size = 8 << 20
+	src := newRAMFile(t, size, 0)
+	pattern := bytes.Repeat([]byte("hole"), 1024)
+	if _, err := src.WriteAt(pattern, 5<<20); err != nil { // data before the mapping
+		t.Fatal(err)
+	}
+	h := newHandler(src, false)
+	h.ram = newRAMMap(src, false)
+	defer h.ram.close()
+	fd, _, _ := src.RAMRegion(0, size)
+	blocks := func() int64 {
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Blocks
+	}
+	before := blocks()
+	ch, buf := charStandIn(t), make([]byte, 1<<20)
+	pos := userCopyPos(0, 1, 0)
+	got := make([]byte, 1<<20)
+	for _, c := range []struct {
+		sector uint64
+		want   []byte // the first bytes read
+	}{
+		{0, make([]byte, 4096)}, {2 << 11, make([]byte, 4096)}, {(5 << 11) - 8, make([]byte, 4096)},
+	} {
+		r := ioDesc{opFlags: opRead, nrSectors: 2048, startSector: c.sector}
+		if res := h.serveUserCopy(&r, buf, ch, pos); res != 1<<20 {
+			t.Fatalf("read of sector %d: result %d", c.sector, res)
+		}
+		if _, err := unix.Pread(ch, got, pos); err != nil || !bytes.Equal(got[:len(c.want)], c.want) {
+			t.Fatalf("read of sector %d: other bytes (%v)", c.sector, err)
+		}
+	}
+	if after := blocks(); after != before {
+		t.Fatalf("reading holes allocated %d blocks of the memfd", after-before)
+	}
+	r := ioDesc{opFlags: opRead, nrSectors: 8, startSector: 5 << 11}
+	if res := h.serveUserCopy(&r, buf, ch, pos); res != 4096 {
+		t.Fatalf("read of the data: result %d", res)
+	}
+	if _, err := unix.Pread(ch, got[:4096], pos); err != nil || !bytes.Equal(got[:4096], pattern) {
+		t.Fatalf("read of the data: other bytes (%v)", err)
+	}
+	if _, err := unix.Pwrite(ch, pattern, pos); err != nil {
+		t.Fatal(err)
+	}
+	w := ioDesc{opFlags: opWrite, nrSectors: 8, startSector: 7 << 11}
+	if res := h.serveUserCopy(&w, buf, ch, pos); res != 4096 {
+		t.Fatalf("write: result %d", res)
+	}
+	if !h.ram.marked(7<<20, 4096) || h.ram.marked(1<<20, 4096) || !h.ram.marked(5<<20, 4096) {
+		t.Fatal("the chunks holding data are not those marked")
+	}
+}
