@@ -32,9 +32,11 @@
 // the first 4 KiB its guard checks), one copy instead of two; requests
 // up to 1 MiB. Its other requests go through the tag's buffer with a
 // pread or pwrite of their own.
-// A Source in memory is served on the queue's thread; one that may block
-// is served by the queue's workers (workers.go), whose finished tags the
-// thread commits when their eventfd wakes its ring. Nothing is allocated
+// A Source in memory is served on the queue's thread (but for the large
+// requests of a batch under user copy, whose copies the workers spread
+// over the CPUs); one that may block is served by the queue's workers
+// (workers.go), whose finished tags the thread commits when their eventfd
+// wakes its ring. Nothing is allocated
 // per request.
 //
 // Recovery: a device added with Options.Recovery outlives its server: the
