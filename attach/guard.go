@@ -127,6 +127,21 @@ func (g *probeGuard) RAMRegion(off, n int64) (int, int64, bool) {
 	return -1, 0, false
 }
 
+// RAMWriteRegion passes on the file's pages for a server that writes them
+// itself (ublk's user copy), past the first probeLen bytes only: writes
+// there are checked by WriteAt.
+func (g *probeGuard) RAMWriteRegion(off, n int64) (int, int64, bool) {
+	if off < probeLen {
+		return -1, 0, false
+	}
+	if r, ok := g.next.(interface {
+		RAMWriteRegion(off, n int64) (int, int64, bool)
+	}); ok {
+		return r.RAMWriteRegion(off, n)
+	}
+	return -1, 0, false
+}
+
 // Extents passes the file's extents on: the guard changes no bytes.
 func (g *probeGuard) Extents(off, length int64, fn func(sources.Extent) bool) error {
 	return sources.Extents(g.next, off, length, fn)

@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/nbdloop/nbdloop/internal/tooltest"
 	"github.com/nbdloop/nbdloop/sources"
 )
@@ -184,4 +186,30 @@ func TestChooseFormat(t *testing.T) {
 		t.Error("--format on memory: accepted")
 	}
 	var _ sources.Source = (*probeGuard)(nil)
+}
+
+// TestProbeGuardRAMWriteRegion checks that the guard lets a server write a
+// RAM file's pages itself only past the bytes it protects.
+func TestProbeGuardRAMWriteRegion(t *testing.T) {
+	fd, err := unix.MemfdCreate("guard-test", unix.MFD_CLOEXEC)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Ftruncate(fd, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	f, err := sources.NewFile(os.NewFile(uintptr(fd), "memfd"), "memfd", sources.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := newProbeGuard(f, "memfd", nil)
+	defer g.Close()
+	for _, c := range []struct {
+		off, n int64
+		want   bool
+	}{{0, 512, false}, {probeLen - 512, 1024, false}, {probeLen, 4096, true}, {1<<20 - 4096, 4096, true}, {1 << 20, 4096, false}} {
+		if _, _, ok := g.RAMWriteRegion(c.off, c.n); ok != c.want {
+			t.Errorf("RAMWriteRegion(%d, %d): ok %v, want %v", c.off, c.n, ok, c.want)
+		}
+	}
 }

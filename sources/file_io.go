@@ -23,6 +23,21 @@ func (f *File) RAMRegion(off, n int64) (fd int, fileOff int64, ok bool) {
 	return f.ramFD, f.base + off, true
 }
 
+// RAMWriteRegion is RAMRegion for a server that writes the n bytes at off
+// into the file itself (through a shared mapping of it), bypassing
+// WriteAt: ok is false for a read-only window too. The file counts as
+// modified from this call on.
+func (f *File) RAMWriteRegion(off, n int64) (fd int, fileOff int64, ok bool) {
+	if f.ro {
+		return -1, 0, false
+	}
+	fd, fileOff, ok = f.RAMRegion(off, n)
+	if ok {
+		f.modified()
+	}
+	return fd, fileOff, ok
+}
+
 // ReadAt reads len(p) bytes at off in the window.
 func (f *File) ReadAt(p []byte, off int64) (int, error) {
 	if err := CheckRange(off, int64(len(p)), f.size); err != nil {

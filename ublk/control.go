@@ -114,6 +114,17 @@ func (c *Control) devInfo(id uint32) (devInfo, error) {
 	return info, err
 }
 
+// features sends GET_FEATURES and returns the device flags the driver
+// supports; 0 from a driver without the command (before Linux 6.5).
+func (c *Control) features() uint64 {
+	var f uint64
+	p := unsafe.Pointer(&f)
+	if _, err := c.send(cmdGetFeatures, ctrlCmd{devID: ^uint32(0), queueID: 0xffff, len: 8, addr: uint64(uintptr(p))}, p); err != nil {
+		return 0
+	}
+	return f
+}
+
 // simple sends a command that carries at most the server's pid.
 func (c *Control) simple(nr, id uint32, what string) error {
 	_, err := c.send(nr, ctrlCmd{devID: id, queueID: 0xffff, data: uint64(os.Getpid())}, nil)

@@ -19,7 +19,8 @@ type Options struct {
 	Queues int
 	// Depth is the number of requests each queue has in flight (0: 128).
 	Depth int
-	// BufBytes is the largest request, in bytes (0: 512 KiB).
+	// BufBytes is the largest request, in bytes (0: 512 KiB, 1 MiB for a
+	// Source in a RAM file served with user copy).
 	BufBytes int
 	// BlockSize is the logical and physical block size (0: 512).
 	BlockSize int
@@ -66,6 +67,8 @@ type Device struct {
 	err    error
 	// extraProcs is how much serve raised GOMAXPROCS, undone by teardown.
 	extraProcs int
+	// ram is the mapping of the Source's RAM file (user copy), or nil.
+	ram *ramMap
 }
 
 // Name is the block device's path.
@@ -83,14 +86,24 @@ func CharPath(id int) string { return fmt.Sprintf("/dev/ublkc%d", id) }
 // is raised by the number of queues (their threads mostly wait in the
 // kernel); Stop lowers it again.
 func Add(ctrl *Control, src sources.Source, o Options) (*Device, error) {
+	// A Source in a RAM file is copied by the kernel straight from and to
+	// the file's mapping when the driver lets the server copy (user copy).
+	var flags uint64
+	if r, ok := src.(ramRegioner); ok && ctrl.features()&flagUserCopy != 0 {
+		if _, _, ok := r.RAMRegion(0, src.Size()); ok {
+			flags |= flagUserCopy
+			if o.BufBytes <= 0 {
+				o.BufBytes = 1 << 20
+			}
+		}
+	}
 	o = o.withDefaults()
 	pr, err := deviceParams(src.Size(), src.Caps(), o.ReadOnly, o.BlockSize, o.BufBytes)
 	if err != nil {
 		return nil, err
 	}
-	var flags uint64
 	if o.Recovery {
-		flags = flagUserRecovery | flagUserRecoveryReissue
+		flags |= flagUserRecovery | flagUserRecoveryReissue
 	}
 	info, err := ctrl.addDev(devInfo{nrHWQueues: uint16(o.Queues), queueDepth: uint16(o.Depth), maxIOBuf: uint32(o.BufBytes), devID: devIDAny, flags: flags})
 	if err != nil {
@@ -151,9 +164,17 @@ func (d *Device) serve(src sources.Source, info devInfo, o Options, nr uint32, w
 		return err
 	}
 	h := newHandler(src, o.ReadOnly)
+	userCopy := info.flags&flagUserCopy != 0 // the device's, also when recovering
+	if userCopy {
+		d.ram = newRAMMap(src, o.ReadOnly)
+		h.ram = d.ram
+	}
 	// The kernel may give fewer queues or a smaller buffer than asked.
 	for i := 0; i < int(info.nrHWQueues); i++ {
 		q, err := newQueue(uint16(i), int(info.queueDepth), int(info.maxIOBuf), d.charFd, h, o.Logf)
+		if q != nil {
+			q.userCopy = userCopy
+		}
 		if err != nil {
 			return err
 		}
@@ -243,6 +264,8 @@ func (d *Device) teardown(stop, del bool) error {
 	for _, q := range d.queues {
 		q.close()
 	}
+	d.ram.close()
+	d.ram = nil
 	if d.charFd >= 0 {
 		unix.Close(d.charFd)
 		d.charFd = -1

@@ -13,19 +13,40 @@ import (
 	"github.com/nbdloop/nbdloop/sources"
 )
 
-// TestKernelUblkDevice adds a device over a memory source, writes and
-// reads it through /dev/ublkbN, checks the bytes reached the source, and
-// stops it. It needs root and ublk_drv (run it in the VM on 6.12).
+// TestKernelUblkDevice adds a device over a memory source (served through
+// the tags' buffers) and over a memfd (a memory: disk: user copy, where
+// the driver has it, as on 6.12), writes and reads it through
+// /dev/ublkbN, checks the bytes reached the source, and stops it. It
+// needs root and ublk_drv (run it in the VM on 6.12).
 func TestKernelUblkDevice(t *testing.T) {
 	ctrl, err := OpenControl()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer ctrl.Close()
-	m := newMemory(t, 64<<20)
+	userCopy := ctrl.features()&flagUserCopy != 0
+	t.Logf("the driver offers user copy: %v", userCopy)
+	for _, c := range []struct {
+		name     string
+		src      func(t *testing.T) sources.Source
+		userCopy bool
+	}{
+		{"memory", func(t *testing.T) sources.Source { return newMemory(t, 64<<20) }, false},
+		{"memfd", func(t *testing.T) sources.Source { return newRAMFile(t, 64<<20, 0) }, userCopy},
+	} {
+		t.Run(c.name, func(t *testing.T) { deviceReadWrite(t, ctrl, c.src(t), c.userCopy) })
+	}
+}
+
+// deviceReadWrite is TestKernelUblkDevice on one source; userCopy says
+// whether the device must be served with user copy.
+func deviceReadWrite(t *testing.T, ctrl *Control, m sources.Source, userCopy bool) {
 	d, err := Add(ctrl, m, Options{Logf: t.Logf})
 	if err != nil {
 		t.Fatal(err)
+	}
+	if (d.ram != nil) != userCopy {
+		t.Errorf("served with user copy: %v, want %v", d.ram != nil, userCopy)
 	}
 	stopped := false
 	defer func() {
@@ -73,8 +94,8 @@ func TestKernelUblkDevice(t *testing.T) {
 // /dev/ublkbN served by this process, so that the allocations it reports
 // (the whole process's: testing counts every goroutine's) include the
 // queues' loops: 0 allocs/op at steady state. "memory" is served on the
-// queues' threads, "file" (a file in $SCRATCH, not in RAM) by their
-// workers.
+// queues' threads, "memfd" too, with user copy where the driver has it,
+// "file" (a file in $SCRATCH, not in RAM) by their workers.
 func BenchmarkKernelUblk4K(b *testing.B) {
 	b.Run("memory", func(b *testing.B) {
 		m, err := sources.NewMemory(64 << 20)
@@ -84,6 +105,7 @@ func BenchmarkKernelUblk4K(b *testing.B) {
 		defer m.Close()
 		benchmarkDevice(b, m)
 	})
+	b.Run("memfd", func(b *testing.B) { benchmarkDevice(b, newRAMFile(b, 64<<20, 0)) })
 	b.Run("file", func(b *testing.B) {
 		dir := os.Getenv("SCRATCH")
 		if dir == "" {

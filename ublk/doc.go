@@ -22,9 +22,21 @@
 // (handle.go) and answers with COMMIT_AND_FETCH_REQ, which also fetches
 // the tag's next request. The kernel copies a write's data into the tag's
 // buffer before handing it over and a read's out of it after the commit.
-// A Source in memory is served on the queue's thread; one that may block
-// is served by the queue's workers (workers.go), whose finished tags the
-// thread commits when their eventfd wakes its ring. Nothing is allocated
+// A Source in a RAM file (a memory: disk's memfd, a file on tmpfs:
+// sources.File's RAMRegion) is served with user copy instead where the
+// driver has it (UBLK_F_USER_COPY, Linux 6.5+; ram.go): the commands carry
+// no buffer, and the server has the kernel copy a read's data straight
+// from a shared mapping of the file (pwrite on /dev/ublkcN at the
+// request's position) and a write's straight into it (pread; where the
+// Source offers RAMWriteRegion: a memory: disk, a probed raw image past
+// the first 4 KiB its guard checks), one copy instead of two; requests
+// up to 1 MiB. Its other requests go through the tag's buffer with a
+// pread or pwrite of their own.
+// A Source in memory is served on the queue's thread (but for the large
+// requests of a batch under user copy, whose copies the workers spread
+// over the CPUs); one that may block is served by the queue's workers
+// (workers.go), whose finished tags the thread commits when their eventfd
+// wakes its ring. Nothing is allocated
 // per request.
 //
 // Recovery: a device added with Options.Recovery outlives its server: the

@@ -4,6 +4,9 @@ import (
 	"errors"
 	"sync"
 	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/nbdloop/nbdloop/sources"
 )
@@ -16,6 +19,8 @@ type handler struct {
 	// mu serializes the calls of a Source that is not Parallel; nil
 	// otherwise.
 	mu *sync.Mutex
+	// ram maps a Source's RAM file for serveUserCopy; nil: none.
+	ram *ramMap
 }
 
 func newHandler(src sources.Source, readOnly bool) *handler {
@@ -69,6 +74,76 @@ func (h *handler) serve(d *ioDesc, buf []byte) int32 {
 		return int32(n)
 	}
 	return 0
+}
+
+// serveUserCopy carries out request d on a device with flagUserCopy,
+// whose data the kernel leaves in the request: pos is the request's
+// offset in /dev/ublkcN (charFd). A read from a RAM file is copied by the
+// kernel straight from the file's mapping (pwrite), a write to a memory:
+// disk straight into it (pread); other reads and writes go through buf.
+func (h *handler) serveUserCopy(d *ioDesc, buf []byte, charFd int, pos int64) int32 {
+	op := d.op()
+	if op != opRead && op != opWrite {
+		return h.serve(d, buf)
+	}
+	off, n := int64(d.startSector)<<9, int64(d.nrSectors)<<9
+	if sources.CheckRange(off, n, h.size) != nil {
+		return -int32(syscall.EIO)
+	}
+	if op == opWrite && h.readOnly {
+		return -int32(syscall.EROFS)
+	}
+	var p []byte
+	if h.ram != nil && h.mu == nil {
+		if op == opRead {
+			p = h.ram.readable(off, n)
+		} else if d.flags()&ioFlagFUA == 0 {
+			p = h.ram.writableAt(off, n)
+		}
+	}
+	switch {
+	case p != nil && op == opRead:
+		return transferred(userCopy(unix.SYS_PWRITE64, charFd, p, pos), n)
+	case p != nil:
+		return transferred(userCopy(unix.SYS_PREAD64, charFd, p, pos), n)
+	case n > int64(len(buf)):
+		return -int32(syscall.EIO)
+	case op == opRead:
+		if res := h.serve(d, buf); res < 0 {
+			return res
+		}
+		return transferred(userCopy(unix.SYS_PWRITE64, charFd, buf[:n], pos), n)
+	}
+	if e := userCopy(unix.SYS_PREAD64, charFd, buf[:n], pos); e != 0 {
+		return -int32(e)
+	}
+	return h.serve(d, buf)
+}
+
+// userCopy has the kernel copy all of p out of the request at pos
+// (SYS_PREAD64) or into it (SYS_PWRITE64).
+func userCopy(call uintptr, fd int, p []byte, pos int64) syscall.Errno {
+	for len(p) > 0 {
+		n, _, e := unix.Syscall6(call, uintptr(fd), uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)), uintptr(pos), 0, 0)
+		switch {
+		case e == unix.EINTR:
+			continue
+		case e != 0:
+			return e
+		case n == 0:
+			return syscall.EIO
+		}
+		p, pos = p[n:], pos+int64(n)
+	}
+	return 0
+}
+
+// transferred is the result of a request of n bytes whose copy ended with e.
+func transferred(e syscall.Errno, n int64) int32 {
+	if e != 0 {
+		return -int32(e)
+	}
+	return int32(n)
 }
 
 // errnoOf is the errno err carries, EIO when it carries none.

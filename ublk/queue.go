@@ -32,6 +32,12 @@ type queue struct {
 	// w serves the requests of a Source that may block; nil: the queue's
 	// thread serves them itself.
 	w *workers
+	// userCopy: the device has flagUserCopy; the commands carry no buffer
+	// and requests are served by handler.serveUserCopy.
+	userCopy bool
+	// inMemory: the Source is in memory (Caps.InMemory): the workers, if
+	// any, only take large requests.
+	inMemory bool
 }
 
 // newQueue maps queue id's descriptors from /dev/ublkcN (charFd) and its
@@ -117,7 +123,19 @@ func (q *queue) push(nr uint32, tag int, res int32) {
 		e = q.ring.GetSQE()
 	}
 	e.Opcode, e.Fd, e.Off, e.UserData = uring.OpURingCmd, int32(q.charFd), uint64(ioOp(nr)), uint64(tag)
-	ioCmd{queueID: q.id, tag: uint16(tag), result: res, addr: uint64(uintptr(unsafe.Pointer(&q.bufs[tag*q.bufBytes])))}.encode(e.Cmd[:])
+	var addr uint64 // user copy: none (the kernel refuses one)
+	if !q.userCopy {
+		addr = uint64(uintptr(unsafe.Pointer(&q.bufs[tag*q.bufBytes])))
+	}
+	ioCmd{queueID: q.id, tag: uint16(tag), result: res, addr: addr}.encode(e.Cmd[:])
+}
+
+// serve carries out tag's request and returns its result.
+func (q *queue) serve(tag int) int32 {
+	if q.userCopy {
+		return q.h.serveUserCopy(&q.descs[tag], q.buf(tag), q.charFd, userCopyPos(q.id, uint16(tag), 0))
+	}
+	return q.h.serve(&q.descs[tag], q.buf(tag))
 }
 
 // run serves the queue on the calling goroutine, locked to its thread for
@@ -141,9 +159,14 @@ func (q *queue) run(ready chan<- error) error {
 		ready <- err
 		return err
 	}
-	if !q.h.src.Caps().InMemory {
+	q.inMemory = q.h.src.Caps().InMemory
+	if !q.inMemory || q.userCopy {
 		n := 1 // the handler serializes a Source that is not Parallel
-		if q.h.mu == nil {
+		switch {
+		case q.h.mu != nil:
+		case q.inMemory: // copies only: one per CPU
+			n = runtime.NumCPU()
+		default:
 			n = min(q.depth, 32)
 		}
 		w, err := newWorkers(q, n)
@@ -157,6 +180,22 @@ func (q *queue) run(ready chan<- error) error {
 	}
 	ready <- nil
 	return q.loop()
+}
+
+// handOverBytes is the smallest request of a Source in memory that the
+// queue hands to its workers: a copy long enough to be worth a thread's
+// wake-up.
+const handOverBytes = 256 << 10
+
+// handOver reports whether tag's request, one of batch completions, goes
+// to the workers: while others wait or the workers are busy, any request
+// of a Source that may block, and the large ones of a Source in memory
+// (served with user copy: the kernel's copies then run on several CPUs).
+func (q *queue) handOver(tag int, batch uint32) bool {
+	if batch <= 1 && q.w.busy == 0 {
+		return false
+	}
+	return !q.inMemory || int64(q.descs[tag].nrSectors)<<9 >= handOverBytes
 }
 
 // pollWake asks the ring for a completion when the workers have finished
@@ -201,13 +240,13 @@ func (q *queue) loop() error {
 				active--
 				continue
 			}
-			if q.w != nil && (batch > 1 || q.w.busy > 0) {
+			if q.w != nil && q.handOver(int(tag), batch) {
 				q.w.busy++
 				q.w.work <- uint16(tag)
 				continue
 			}
 			t := int(tag)
-			q.push(ioCommitAndFetch, t, q.h.serve(&q.descs[t], q.buf(t)))
+			q.push(ioCommitAndFetch, t, q.serve(t))
 		}
 	}
 	return nil

@@ -16,6 +16,7 @@ const (
 	cmdSetParams         = 0x08
 	cmdStartUserRecovery = 0x10
 	cmdEndUserRecovery   = 0x11
+	cmdGetFeatures       = 0x13 // Linux 6.5+
 
 	ioFetchReq       = 0x20
 	ioCommitAndFetch = 0x21
@@ -39,6 +40,9 @@ const (
 const (
 	flagUserRecovery        = 1 << 3
 	flagUserRecoveryReissue = 1 << 4
+	// flagUserCopy: the server copies each request's data itself, with
+	// pread and pwrite on /dev/ublkcN at userCopyPos (Linux 6.5+).
+	flagUserCopy = 1 << 7
 
 	paramTypeBasic   = 1 << 0
 	paramTypeDiscard = 1 << 1
@@ -58,6 +62,14 @@ const (
 	devIDAny = ^uint32(0)
 )
 
+// userCopyPos is the /dev/ublkcN offset of byte off of the request that
+// queue q's tag holds, for pread (a write's data) and pwrite (a read's)
+// under flagUserCopy: UBLKSRV_IO_BUF_OFFSET, then 25 bits of offset, 16 of
+// tag and the queue above.
+func userCopyPos(q, tag uint16, off int64) int64 {
+	return 0x80000000 + int64(q)<<41 + int64(tag)<<25 + off
+}
+
 // ioc encodes an ioctl number: dir 2 (read) or 3 (read and write), type 'u'.
 func ioc(dir, nr, size uint32) uint32 {
 	return dir<<30 | size<<16 | 'u'<<8 | nr
@@ -66,7 +78,7 @@ func ioc(dir, nr, size uint32) uint32 {
 // ctrlOp is the ioctl-encoded number of control command nr.
 func ctrlOp(nr uint32) uint32 {
 	dir := uint32(3)
-	if nr == cmdGetDevInfo {
+	if nr == cmdGetDevInfo || nr == cmdGetFeatures {
 		dir = 2
 	}
 	return ioc(dir, nr, ctrlCmdSize)

@@ -79,3 +79,21 @@ func TestLayout(t *testing.T) {
 		}
 	}
 }
+
+// TestUserCopyPos compares request positions with golden values of the
+// uapi's encoding: UBLKSRV_IO_BUF_OFFSET + qid<<41 + tag<<25 + offset.
+func TestUserCopyPos(t *testing.T) {
+	for _, c := range []struct {
+		q, tag uint16
+		off    int64
+		want   int64
+	}{
+		{0, 0, 0, 0x80000000},
+		{1, 5, 0, 0x2008a000000},
+		{3, 127, 4096, 0x6017e001000},
+	} {
+		if got := userCopyPos(c.q, c.tag, c.off); got != c.want {
+			t.Errorf("userCopyPos(%d, %d, %d) = %#x, want %#x", c.q, c.tag, c.off, got, c.want)
+		}
+	}
+}

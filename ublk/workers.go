@@ -12,7 +12,9 @@ const wakeTag = stopTag + 1
 
 // workers serve the requests of a queue whose Source may block (one that
 // is not InMemory) on goroutines of their own, so that a slow request does
-// not hold up the queue's others. A request that arrives alone while the
+// not hold up the queue's others; for a Source in memory served with user
+// copy, the large requests of a batch, so that their copies run on
+// several CPUs. A request that arrives alone while the
 // workers are idle is served on the queue's thread all the same: a
 // hand-over costs two thread wake-ups, more than most requests to a file. The queue's thread hands them tags
 // through work; a worker serves the tag, leaves its result in results,
@@ -52,7 +54,7 @@ func newWorkers(q *queue, n int) (*workers, error) {
 func (w *workers) serve() {
 	defer w.wg.Done()
 	for tag := range w.work {
-		w.results[tag] = w.q.h.serve(&w.q.descs[tag], w.q.buf(int(tag)))
+		w.results[tag] = w.q.serve(int(tag))
 		w.done <- tag
 		unix.Write(w.wakeFd, w.one[:])
 	}

@@ -14,8 +14,10 @@
 #   restart.tsv               kind, ms from kill -9 of the server to the first
 #                             4 KiB read served by its successor (BENCH_RESTART_RUNS)
 #   profile/NAME/             CPU accounting, syscall counts and perf samples
-#                             (perf if installed) of nbdloop memory runs:
-#                             4k randread QD32x2 and 1M write QD8
+#                             (perf if installed) of memory disk runs:
+#                             4k randread QD32x2 and 1M write QD8 on
+#                             nbdloop-memory (NAME: the workload) and
+#                             ublk-memory (NAME: ublk-WORKLOAD)
 #   queues.txt                each device's block queue limits (max_sectors_kb...)
 #   failures                  one line per measurement that could not be taken
 # and exits 1 if anything failed (every other measurement is still taken).
@@ -30,7 +32,10 @@
 # and dd per request, nbdkit's sh plugin convention), nbdkit-script (the
 # same script under nbdkit sh + nbd-client) and nbdloop-script-persistent
 # (exec:scripts/examples/file-persistent.py,persistent,file=FILE: one python3
-# process, requests serialized over its stdin/stdout). Every device is 1 GiB
+# process, requests serialized over its stdin/stdout), and the same memory
+# disk and file through the ublk driver: ublk-memory (nbdloop attach
+# --driver ublk memory:1G) and ublk-file (--driver ublk FILE), which need
+# ublk_drv (Linux 6.0+: the VM's default 6.12 has it). Every device is 1 GiB
 # and the jobs use its first BENCH_SPAN
 # bytes; the file (whole) and the memory disks (that span) are filled with
 # fio's (non-zero) data first, so reads never hit holes.
@@ -45,7 +50,8 @@
 #      BENCH_CONNECTIONS  connections for nbdloop and nbd-client (default: CPUs, at most 4)
 #      BENCH_ATTACH_RUNS  attach timings per kind (default 5; 0: none)
 #      BENCH_RESTART_RUNS restart gaps per kind (default 5; 0: none)
-#      BENCH_PROFILE      0: skip the profile runs; BENCH_PROFILE_WINDOW (default 3 s),
+#      BENCH_PROFILE      0: skip the profile runs; BENCH_PROFILE_DEVICES (default
+#                         'nbdloop-memory ublk-memory'), BENCH_PROFILE_WINDOW (default 3 s),
 #                         BENCH_PROFILE_SPAN (default 32M), BENCH_PERF=0: no perf record
 set -u
 
@@ -71,7 +77,7 @@ conns=${BENCH_CONNECTIONS:-$((ncpu < 4 ? ncpu : 4))}
 attach_runs=${BENCH_ATTACH_RUNS:-5}
 restart_runs=${BENCH_RESTART_RUNS:-5}
 span=${BENCH_SPAN:-128M}
-all_devices="loop nbdloop-memory nbdloop-memory-errfilter nbdloop-file nbdkit-memory nbdkit-file qemu-nbd nbdloop-script nbdkit-script nbdloop-script-persistent"
+all_devices="loop nbdloop-memory nbdloop-memory-errfilter nbdloop-file nbdkit-memory nbdkit-file qemu-nbd nbdloop-script nbdkit-script nbdloop-script-persistent ublk-memory ublk-file"
 devices=${BENCH_DEVICES:-$all_devices}
 
 # name|fio options. The report knows these names (labels, ratios, targets).
@@ -113,6 +119,13 @@ load() {
 }
 [ -e /sys/module/nbd ] || load nbd nbds_max=16 max_part=16 || fail "cannot load the nbd driver"
 [ -e /sys/module/loop ] || load loop 2>/dev/null || true # often built in
+# ublk_drv where a ublk device is measured (the device runs, attach times,
+# restart gaps and profiles all have one): without it those fail, the rest
+# is still measured.
+if [[ " $devices " == *" ublk-"* ]] || [ "$attach_runs" -gt 0 ] || [ "$restart_runs" -gt 0 ] || [ "${BENCH_PROFILE:-1}" != 0 ]; then
+	[ -e /sys/module/ublk_drv ] || load ublk_drv ||
+		fail "cannot load ublk_drv (Linux 6.0+ built with CONFIG_BLK_DEV_UBLK needed): the ublk devices will fail"
+fi
 mkdir -p /run/lock # qemu-nbd -c wants it
 
 # The VM's RAM is backed by the host only once the guest first touches it:
@@ -204,6 +217,10 @@ attach_dev() { # KIND: sets dev
 		dev=$("$nbdloop" attach -c "$conns" --filter "error:file=$errfilter_trigger,rate=1" memory:1G) ;;
 	nbdloop-file)
 		dev=$("$nbdloop" attach -c "$conns" "$img") ;;
+	ublk-memory)
+		dev=$("$nbdloop" attach --driver ublk memory:1G) ;;
+	ublk-file)
+		dev=$("$nbdloop" attach --driver ublk "$img") ;;
 	nbdloop-script)
 		dev=$("$nbdloop" attach -c "$conns" "exec:$repo/scripts/examples/ramdisk.sh,file=$img") ;;
 	nbdloop-script-persistent)
@@ -237,7 +254,7 @@ detach_dev() {
 	case $kind in
 	loop)
 		[ -z "$dev" ] || losetup -d "$dev" || rc=1 ;;
-	nbdloop-*)
+	nbdloop-* | ublk-*)
 		[ -z "$dev" ] || "$nbdloop" detach "$dev" || rc=1 ;;
 	nbdkit-*)
 		if [ -n "$dev" ]; then
@@ -323,7 +340,7 @@ fill_dev() {
 }
 
 # profile NAME [record] FIO-OPTIONS...: a run of fio on the current device
-# (nbdloop memory), stopped with SIGINT once done, during which (1) the CPU
+# (a memory disk), stopped with SIGINT once done, during which (1) the CPU
 # time of every process, of the server's threads and of the whole machine,
 # the server's read/write syscall counts (/proc/PID/io) and its threads'
 # context switches are read from /proc over BENCH_PROFILE_WINDOW seconds
@@ -382,7 +399,7 @@ profile() {
 	kill -INT "$profile_fio" 2>/dev/null
 	wait "$profile_fio" # fio's status after SIGINT says little: its output does
 	profile_fio=''
-	grep -q '"jobs"' "$p/fio.json" 2>/dev/null || fail "profile $name: fio on nbdloop-memory"
+	grep -q '"jobs"' "$p/fio.json" 2>/dev/null || fail "profile $name: fio on $kind"
 	# shellcheck disable=SC2129 # one report per file
 	if [ -s "$work/perf.data" ]; then
 		HOME=$work perf report -i "$work/perf.data" --stdio --no-children -g none \
@@ -465,7 +482,7 @@ run_groups
 if [ "$attach_runs" -gt 0 ]; then
 	log "attach times ($attach_runs runs each)"
 	printf 'kind\tattach_ms\tdetach_ms\n' >"$out/attach.tsv"
-	for k in loop nbdloop-file nbdloop-memory nbdkit-file nbdkit-memory qemu-nbd; do
+	for k in loop nbdloop-file nbdloop-memory nbdkit-file nbdkit-memory qemu-nbd ublk-memory; do
 		for _ in $(seq "$attach_runs"); do
 			t0=$(now_us)
 			if ! attach_dev "$k"; then
@@ -489,7 +506,7 @@ fi
 if [ "$restart_runs" -gt 0 ]; then
 	log "restart gaps ($restart_runs runs each)"
 	printf 'kind\tgap_ms\n' >"$out/restart.tsv"
-	for k in nbdloop-file nbdloop-memory; do
+	for k in nbdloop-file nbdloop-memory ublk-memory; do
 		if ! attach_dev "$k"; then
 			fail "restart gap: $k attach failed"
 			detach_dev
@@ -520,18 +537,22 @@ fi
 # Last, so that whatever happens to the machine under perf, the measurements
 # above are in.
 if [ "${BENCH_PROFILE:-1}" != 0 ]; then
-	log "profile runs on nbdloop memory (4k randread QD32x2, 1M write QD8)"
-	if attach_dev nbdloop-memory; then
+	for k in ${BENCH_PROFILE_DEVICES:-nbdloop-memory ublk-memory}; do
+		prefix=''
+		[ "$k" = nbdloop-memory ] || prefix=${k%-memory}-
+		log "profile runs on $k (4k randread QD32x2, 1M write QD8)"
+		if ! attach_dev "$k"; then
+			fail "profile: $k attach failed"
+			detach_dev
+			continue
+		fi
 		timeout -k 5 300 fio --name=fill --filename="$dev" --ioengine=libaio --direct=1 \
 			--rw=write --bs=1M --iodepth=8 --size="$profile_span" --output-format=terse \
-			>>"$out/tools.log" 2>&1 || fail "profile: filling the memory disk"
-		profile randread-4k-qd32 record --rw=randread --bs=4k --iodepth=32 --numjobs=2
-		profile write-1m-qd8 record --rw=write --bs=1M --iodepth=8
-		detach_dev || fail "profile: detach failed"
-	else
-		fail "profile: nbdloop-memory attach failed"
-		detach_dev
-	fi
+			>>"$out/tools.log" 2>&1 || fail "profile: filling the $k disk"
+		profile "${prefix}randread-4k-qd32" record --rw=randread --bs=4k --iodepth=32 --numjobs=2
+		profile "${prefix}write-1m-qd8" record --rw=write --bs=1M --iodepth=8
+		detach_dev || fail "profile: $k detach failed"
+	done
 fi
 
 [ "$failures" = 0 ] || { log "$failures measurement(s) failed"; exit 1; }

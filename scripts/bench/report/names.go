@@ -2,7 +2,7 @@ package main
 
 // Device columns, in the order measure.sh runs them.
 var deviceOrder = []string{"loop", "nbdloop-memory", "nbdloop-memory-errfilter", "nbdloop-file", "nbdkit-memory", "nbdkit-file", "qemu-nbd",
-	"nbdloop-script", "nbdkit-script", "nbdloop-script-persistent"}
+	"nbdloop-script", "nbdkit-script", "nbdloop-script-persistent", "ublk-memory", "ublk-file"}
 
 var deviceShort = map[string]string{
 	"loop":           "loop",
@@ -18,6 +18,9 @@ var deviceShort = map[string]string{
 	"nbdloop-script":            "script-exec",
 	"nbdkit-script":             "nbdkit-sh",
 	"nbdloop-script-persistent": "script-pers",
+	// nbdloop attach --driver ublk: memory:1G and the tmpfs file
+	"ublk-memory": "ublk-mem",
+	"ublk-file":   "ublk-file",
 }
 
 var workloadOrder = []string{
@@ -55,11 +58,16 @@ var ratioDefs = []struct{ Name, Num, Den string }{
 	{"nbdloop-memory-errfilter/nbdloop-memory", "nbdloop-memory-errfilter", "nbdloop-memory"},
 	// The same shell script under nbdloop and under nbdkit's sh plugin.
 	{"nbdloop-script/nbdkit-script", "nbdloop-script", "nbdkit-script"},
+	// The ublk driver against the kernel's loop and against NBD (issue 21).
+	{"ublk-memory/loop", "ublk-memory", "loop"},
+	{"ublk-memory/nbdloop-memory", "ublk-memory", "nbdloop-memory"},
+	{"ublk-file/loop", "ublk-file", "loop"},
+	{"ublk-file/nbdloop-file", "ublk-file", "nbdloop-file"},
 }
 
 // attachKinds are the kinds whose attach and detach times measure.sh
 // takes, in the report's order; attachCommand says how each attaches.
-var attachKinds = []string{"loop", "nbdloop-file", "nbdloop-memory", "nbdkit-file", "nbdkit-memory", "qemu-nbd"}
+var attachKinds = []string{"loop", "nbdloop-file", "nbdloop-memory", "nbdkit-file", "nbdkit-memory", "qemu-nbd", "ublk-memory"}
 
 var attachCommand = map[string]string{
 	"loop":           "losetup -f --show FILE",
@@ -68,7 +76,8 @@ var attachCommand = map[string]string{
 	"nbdkit-file":    "nbdkit -U file FILE; nbd-client",
 	"nbdkit-memory":  "nbdkit -U memory 1G; nbd-client",
 	"qemu-nbd":       "qemu-nbd -c DEV -f raw FILE",
+	"ublk-memory":    "nbdloop attach --driver ublk memory:1G",
 }
 
 // restartKinds are the kinds whose restart gaps measure.sh takes.
-var restartKinds = []string{"nbdloop-file", "nbdloop-memory"}
+var restartKinds = []string{"nbdloop-file", "nbdloop-memory", "ublk-memory"}

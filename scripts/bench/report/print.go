@@ -80,7 +80,7 @@ func printRestart(w io.Writer, s *Summary) {
 
 // printTargets prints each target's state and ratio.
 func printTargets(w io.Writer, s *Summary) {
-	fmt.Fprintln(w, "\nTargets (issue 7, and issue 6 item 8 for the idle error filter; informative, they do not fail make bench):")
+	fmt.Fprintln(w, "\nTargets (issue 7, issue 6 item 8 for the idle error filter, issue 21 for ublk and the NBD leftovers; informative, they do not fail make bench):")
 	for _, t := range s.Targets {
 		got := "-"
 		if t.State != "MISSING" {
@@ -131,14 +131,29 @@ func table(w io.Writer, s *Summary, title string, cell func(*Result) string) {
 
 // ratioTable prints the ratios of ratioDefs for each workload.
 func ratioTable(w io.Writer, s *Summary) {
+	// Only the ratios of devices that were measured (a subset run has few).
+	var defs []string
+	for _, rd := range ratioDefs {
+		for _, wl := range s.Workloads {
+			if _, ok := s.Ratios[wl][rd.Name]; ok {
+				defs = append(defs, rd.Name)
+				break
+			}
+		}
+	}
 	fmt.Fprintf(w, "\nRatios (IOPS; > 1 means the first is faster)\n%-24s", "")
 	for _, rd := range ratioDefs {
-		fmt.Fprintf(w, " %26s", short(rd.Num)+" / "+short(rd.Den))
+		if slices.Contains(defs, rd.Name) {
+			fmt.Fprintf(w, " %26s", short(rd.Num)+" / "+short(rd.Den))
+		}
 	}
 	fmt.Fprintln(w)
 	for _, wl := range s.Workloads {
 		fmt.Fprintf(w, "%-24s", label(wl))
 		for _, rd := range ratioDefs {
+			if !slices.Contains(defs, rd.Name) {
+				continue
+			}
 			v := "-"
 			if g, ok := s.Ratios[wl][rd.Name]; ok {
 				v = fmt.Sprintf("%.2fx", g)

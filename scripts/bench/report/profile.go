@@ -295,8 +295,12 @@ func perfLines(path string, n int) []string {
 }
 
 func printProfile(w io.Writer, p *Profile) {
-	fmt.Fprintf(w, "\nProfile: nbdloop memory, %s: %s requests/s in a %.1f s window (%s IOPS over the whole run, perf included), %d CPUs\n",
-		label(p.Name), thousands(p.Requests), p.WindowS, thousands(p.IOPS), p.CPUs)
+	dev, load := "nbdloop memory", p.Name
+	if l, ok := strings.CutPrefix(p.Name, "ublk-"); ok {
+		dev, load = "ublk memory", l
+	}
+	fmt.Fprintf(w, "\nProfile: %s, %s: %s requests/s in a %.1f s window (%s IOPS over the whole run, perf included), %d CPUs\n",
+		dev, label(load), thousands(p.Requests), p.WindowS, thousands(p.IOPS), p.CPUs)
 	if len(p.Machine) > 0 {
 		fmt.Fprintf(w, "  machine (%% of all CPUs): user %.0f, system %.0f, softirq %.0f, irq %.0f, iowait %.0f, idle %.0f\n",
 			p.Machine["user"]+p.Machine["nice"], p.Machine["system"], p.Machine["softirq"], p.Machine["irq"], p.Machine["iowait"], p.Machine["idle"])

@@ -1,6 +1,6 @@
 package main
 
-// targets are the targets of issues 7 and 6 (item 8), judged on the
+// targets are the targets of issues 7, 6 (item 8) and 21, judged on the
 // ratios.
 func targets(s *Summary) []Target {
 	var ts []Target
@@ -27,5 +27,15 @@ func targets(s *Summary) []Target {
 	add("nbdloop memory >= 40% of loop", "nbdloop-memory/loop", "randread-4k-qd32", 0.4)
 	// Issue 6 item 8: an error filter whose trigger file does not exist.
 	add("idle error filter >= 0.95x plain memory", "nbdloop-memory-errfilter/nbdloop-memory", "randread-4k-qd32", 0.95)
+	// Issue 21: the ublk driver near loop, well ahead of NBD.
+	for _, w := range []string{"randread-4k-qd32", "randwrite-4k-qd32"} {
+		add("ublk memory >= 0.9x loop", "ublk-memory/loop", w, 0.9)
+	}
+	for _, w := range []string{"read-1m-qd8", "write-1m-qd8"} {
+		add("ublk memory >= 0.7x loop", "ublk-memory/loop", w, 0.7)
+	}
+	for _, w := range []string{"read-1m-qd8", "write-1m-qd8"} {
+		add("ublk memory >= 2x nbdloop memory", "ublk-memory/nbdloop-memory", w, 2.0)
+	}
 	return ts
 }
