@@ -84,6 +84,7 @@ func TestSeaweedFS(t *testing.T) {
 		{"Conformance", testConformance},
 		{"UnwrittenZeros", testUnwrittenZeros},
 		{"TrimDeletes", testTrimDeletes},
+		{"Extents", testExtents},
 		{"FlushDurable", testFlushDurable},
 		{"ReadsWhileUploading", testReadsWhileUploading},
 		{"CreateRefuses", testCreateRefuses},

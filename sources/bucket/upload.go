@@ -65,6 +65,7 @@ func (s *Source) upload() {
 				e.since = epoch // changed while it was stored
 			} else {
 				s.cache.dirty--
+				e.zero = zero // zeros found: served as such from now on
 			}
 		}
 		s.cond.Broadcast()
