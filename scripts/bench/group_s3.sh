@@ -17,7 +17,7 @@
 #                bench.sh): the same number of bytes as one object through
 #                aws-sdk-go-v2's transfer manager, the server's own rate
 #
-# Job: write-1m-qd8. sdk-upload's IOPS are its bytes over its upload time,
+# sdk-upload runs first. Job: write-1m-qd8. sdk-upload's IOPS are its bytes over its upload time,
 # in MiB (fio's 1 MiB blocks). Output: fio/group-s3-KIND.json,
 # group-s3.tsv (kind, peak RSS of the server in KiB: nbdloop's, and
 # SeaweedFS's for sdk-upload) and meta.txt lines, as the other groups.
@@ -122,7 +122,8 @@ run_group_s3() {
 	EOF
 	printf 'kind\tpeak_rss_kib\n' >"$out/group-s3.tsv"
 	local k
-	for k in $kinds; do
+	# The reference first, on the fresher server.
+	for k in sdk-upload nbdloop-s3; do
 		log "  $k"
 		case $k in
 		sdk-upload)
