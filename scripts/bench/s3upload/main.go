@@ -2,9 +2,9 @@
 // rate at which the S3 server takes an upload from its SDK. It uploads
 // SIZE bytes of random data as one object through aws-sdk-go-v2's
 // transfer manager (a multipart upload, its parts in parallel, with its
-// default part size and concurrency), with the S3 client nbdloop makes
-// (s3src.NewClient: credentials, region and endpoint from the
-// environment), and prints the bytes and the seconds the upload took.
+// default part size and concurrency), with the SDK's default client
+// (credentials, region and endpoint from the environment, path-style
+// addressing), and prints the bytes and the seconds the upload took.
 //
 // Usage: s3upload [-size BYTES] s3://BUCKET/KEY
 //
@@ -25,10 +25,9 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/config"
 	"github.com/aws/aws-sdk-go-v2/feature/s3/transfermanager"
 	"github.com/aws/aws-sdk-go-v2/service/s3"
-
-	"github.com/nbdloop/nbdloop/sources/s3src"
 )
 
 // timeout bounds the whole run: a server that stops answering fails the
@@ -55,10 +54,11 @@ func run(url string, size int64) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	client, err := s3src.NewClient(ctx, s3src.Options{})
+	cfg, err := config.LoadDefaultConfig(ctx)
 	if err != nil {
-		return err
+		return fmt.Errorf("the AWS configuration: %w", err)
 	}
+	client := s3.NewFromConfig(cfg, func(o *s3.Options) { o.UsePathStyle = true })
 	if err := prepare(ctx, client, bucket, key); err != nil {
 		return err
 	}
