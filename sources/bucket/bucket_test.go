@@ -87,6 +87,8 @@ func TestSeaweedFS(t *testing.T) {
 		{"Extents", testExtents},
 		{"FlushDurable", testFlushDurable},
 		{"ReadsWhileUploading", testReadsWhileUploading},
+		{"WriteDuringUpload", testWriteDuringUpload},
+		{"Throttle", testThrottle},
 		{"CreateRefuses", testCreateRefuses},
 		{"HostileManifest", testHostileManifest},
 		{"HostileChunk", testHostileChunk},
