@@ -21,7 +21,7 @@
 # bytes stores slower: 1.67x with nbdloop first on one server, 1.17x
 # after the SDK). Job: write-1m-qd8. sdk-upload's IOPS are its bytes over
 # its upload time, in MiB (fio's 1 MiB blocks). Output:
-# fio/group-s3-KIND.json,
+# fio/group-s3-KIND.json, group-s3-nbdloop-s3.log (the server's log),
 # group-s3.tsv (kind, peak RSS of the server in KiB: nbdloop's, and
 # SeaweedFS's for sdk-upload) and meta.txt lines, as the other groups.
 #
@@ -153,5 +153,8 @@ group_s3_kind() {
 		fail "group s3: $k fio"
 	fi
 	printf '%s\t%s\n' "$k" "$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$server_pid/status")" >>"$out/group-s3.tsv"
+	# Its log says whether the kernel dropped a connection (a request
+	# slower than 30 s) and the server was restarted.
+	cp "/run/nbdloop/${dev#/dev/}.log" "$out/group-s3-$k.log" 2>/dev/null
 	detach_dev || fail "group s3: $k detach failed"
 }
