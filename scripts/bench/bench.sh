@@ -39,6 +39,8 @@ if [ "${BENCH_GROUPS:-}" != none ]; then
 	# shellcheck source=scripts/bench/groups.sh
 	. scripts/bench/groups.sh
 	prepare_groups "$raw" || echo "bench: could not make the comparison groups' images" >&2
+	# The s3 group's SDK upload, a Go program like the report.
+	go build -o "$raw/s3upload" ./scripts/bench/s3upload || echo "bench: could not build scripts/bench/s3upload (the s3 group fails)" >&2
 fi
 
 native=''

@@ -3,6 +3,8 @@
 # (Debian packages): fio, nbdkit, nbd-client, qemu-nbd (qemu-utils), losetup,
 # and for the network groups nbdcopy (libnbd-bin), certtool (gnutls-bin) and
 # python3.
+# The s3 group's SeaweedFS is built by scripts/install-seaweedfs.sh (no
+# Debian package), run last.
 # Idempotent and quiet when nothing is missing. perf (linux-perf) is
 # optional: the profile run uses it when present.
 set -eu
@@ -31,3 +33,4 @@ if [ -n "$need" ]; then
 	# shellcheck disable=SC2086
 	apt-get install -y -qq --no-install-recommends $need >/dev/null
 fi
+"$(dirname "$0")/../install-seaweedfs.sh" -q

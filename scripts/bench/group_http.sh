@@ -72,11 +72,8 @@ stop_nginx() {
 group_http_download() {
 	local w
 	w=$(curl -s -f -o /dev/null -w '%{size_download} %{time_total}' "$1") || return 1
-	awk -v w="$w" 'BEGIN {
-		split(w, f, " "); bytes = f[1]; secs = f[2]
-		if (bytes <= 0 || secs <= 0) exit 1
-		printf "{\"jobs\": [{\"jobname\": \"read-full-1m-qd8\", \"error\": 0, \"read\": {\"iops\": %.3f, \"bw_bytes\": %.0f, \"clat_ns\": {\"mean\": 0, \"percentile\": {}}}, \"write\": {\"iops\": 0, \"bw_bytes\": 0}}]}\n", bytes / 1048576 / secs, bytes / secs
-	}' >"$2"
+	# shellcheck disable=SC2086 # two words: bytes and seconds
+	throughput_json read-full-1m-qd8 read $w >"$2"
 }
 
 run_group_http() {

@@ -31,15 +31,31 @@
 # group-GROUP.tsv (kind, the server's peak resident memory in KiB: VmHWM),
 # and meta.txt gains groups=..., group_GROUP_kinds=..., group_GROUP_jobs=...
 #   http   in group_http.sh: an image on nginx read by URL
+#   s3     in group_s3.sh: a disk in a SeaweedFS bucket written with fio,
+#          against an upload of the same bytes by the S3 SDK
 #
 # Env: BENCH_GROUPS: the groups to run (default: all; "none": none).
 
-all_groups="xz qcow2 net-memory net-file host-net http"
+all_groups="xz qcow2 net-memory net-file host-net http s3"
 
 # shellcheck source=scripts/bench/net.sh
 . "$(dirname "${BASH_SOURCE[0]}")/net.sh"
 # shellcheck source=scripts/bench/group_http.sh
 . "$(dirname "${BASH_SOURCE[0]}")/group_http.sh"
+# shellcheck source=scripts/bench/group_s3.sh
+. "$(dirname "${BASH_SOURCE[0]}")/group_s3.sh"
+
+# throughput_json JOB DIR BYTES SECS: a fio JSON output of one job, JOB,
+# for a tool that is not fio: DIR (read or write) moved BYTES in SECS; its
+# IOPS are MiB per second (fio's 1 MiB blocks).
+throughput_json() {
+	awk -v job="$1" -v dir="$2" -v bytes="$3" -v secs="$4" 'BEGIN {
+		if (bytes <= 0 || secs <= 0) exit 1
+		d = sprintf("{\"iops\": %.3f, \"bw_bytes\": %.0f, \"clat_ns\": {\"mean\": 0, \"percentile\": {}}}", bytes / 1048576 / secs, bytes / secs)
+		z = "{\"iops\": 0, \"bw_bytes\": 0}"
+		printf "{\"jobs\": [{\"jobname\": \"%s\", \"error\": 0, \"read\": %s, \"write\": %s}]}\n", job, dir == "read" ? d : z, dir == "write" ? d : z
+	}'
+}
 
 # prepare_groups RAW: host side, before the VM starts (the VM's xz would take
 # minutes under emulation). Makes RAW/groups/disk.img.xz from 128 MiB of
@@ -92,6 +108,7 @@ run_groups() {
 		net-memory | net-file) run_group_net "${g#net-}" ;;
 		http) run_group_http ;;
 		host-net) ;; # on the host, by bench.sh (net_host.sh)
+		s3) run_group_s3 ;;
 		*) fail "unknown group $g" ;;
 		esac
 	done

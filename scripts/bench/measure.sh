@@ -277,6 +277,7 @@ cleanup() {
 	[ -z "$kind" ] || detach_dev
 	stop_nbdkit
 	declare -F net_cleanup >/dev/null && net_cleanup # groups.sh's net.sh
+	declare -F stop_weed >/dev/null && stop_weed # groups.sh's group_s3.sh
 	[ -n "${profile_fio:-}" ] && kill "$profile_fio" 2>/dev/null
 	umount "$work" 2>/dev/null
 	rmdir "$work" 2>/dev/null

@@ -14,7 +14,8 @@ type entry struct {
 	buf       []byte // the chunk's bytes unless zero; allocated on first use
 	zero      bool   // the chunk is all zeros (buf unused)
 	loading   bool   // being fetched: wait for it
-	uploading bool   // a copy is being stored
+	uploading bool   // being stored
+	pinned    bool   // an upload reads buf: a change needs another (writable)
 	queued    bool   // in the uploaders' queue
 	ref       bool   // used since the clock hand last passed
 	gen       uint64 // bumped by every change
@@ -178,10 +179,15 @@ func (s *Source) writeChunk(p []byte, idx, o int64) error {
 	defer s.mu.Unlock()
 	clen := s.chunkLen(idx)
 	whole := o == 0 && int64(len(p)) == clen
-	e, err := s.acquire(idx, !whole, time.Now().Add(s.opts.Deadline))
+	deadline := time.Now().Add(s.opts.Deadline)
+	if err := s.throttle(idx, deadline); err != nil {
+		return err
+	}
+	e, err := s.acquire(idx, !whole, deadline)
 	if err != nil {
 		return err
 	}
+	s.writable(e, !whole && !e.zero)
 	if e.zero {
 		if e.buf == nil {
 			e.buf = make([]byte, s.osize)
@@ -205,7 +211,11 @@ func (s *Source) zeroChunk(idx, o, n int64) error {
 	if whole && s.cache.index[idx] == nil && !s.stored.has(idx) && s.failed == nil {
 		return nil // no object, nothing cached: zeros already
 	}
-	e, err := s.acquire(idx, !whole, time.Now().Add(s.opts.Deadline))
+	deadline := time.Now().Add(s.opts.Deadline)
+	if err := s.throttle(idx, deadline); err != nil {
+		return err
+	}
+	e, err := s.acquire(idx, !whole, deadline)
 	if err != nil {
 		return err
 	}
@@ -215,6 +225,7 @@ func (s *Source) zeroChunk(idx, o, n int64) error {
 	case e.zero:
 		return nil
 	default:
+		s.writable(e, true)
 		clear(e.buf[o : o+n])
 	}
 	s.touch(e)

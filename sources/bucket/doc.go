@@ -13,8 +13,10 @@
 //
 // Writes go to a write-back cache of whole chunks in memory (within
 // Options.CacheSize), uploaded in the background by several goroutines at
-// once; Flush returns once every write that completed before it is
-// stored. A crash of the machine loses the writes since the last Flush,
+// once; a write that would make one more chunk dirty waits while more are
+// than the uploaders store in about ten seconds at their recent pace, so
+// that a Flush, which returns once every write that completed before it
+// is stored, returns well within the kernel's patience. A crash of the machine loses the writes since the last Flush,
 // and nothing before it.
 //
 // One writer at a time: a read-write Open takes the disk's lease, an

@@ -31,7 +31,8 @@ type Options struct {
 	ReadOnly bool
 	// CacheSize bounds the chunks held in memory, dirty ones included
 	// (0: DefaultCacheSize); at least four chunks are held whatever it
-	// says. Uploads in flight hold a copy each besides (Parallel of them).
+	// says. A chunk written while it is being uploaded takes a new buffer,
+	// the upload keeping the old one: Parallel more at most.
 	CacheSize int64
 	// Parallel is how many uploads run at once (0: DefaultParallel).
 	Parallel int
@@ -55,18 +56,18 @@ type Options struct {
 
 // Source is a disk in a bucket, opened by Open.
 type Source struct {
-	store    Store
-	prefix   string
-	size     int64
-	osize    int64
-	ro       bool
-	opts     Options
-	lease    *lease // nil when read-only
-	ctx      context.Context
-	cancel   context.CancelFunc
-	wg       sync.WaitGroup
-	queue    chan *entry
-	snapshot chan []byte // the uploaders' copies
+	store  Store
+	prefix string
+	size   int64
+	osize  int64
+	ro     bool
+	opts   Options
+	lease  *lease // nil when read-only
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+	queue  chan *entry
+	spares chan []byte // chunk buffers given up by writes during uploads, for reuse
 
 	mu     sync.Mutex
 	cond   *sync.Cond
@@ -77,7 +78,13 @@ type Source struct {
 	// lapsed), zero while they succeed.
 	failingSince time.Time
 	failed       error // sticky: the lease lost, or the Source closed
-	closed       bool
+	uploads      int   // chunks being stored now
+	// upDur is the recent time one chunk's upload takes (a moving
+	// average), zero before the first: with budget (flushBudget), it sets
+	// dirtyLimit.
+	upDur  time.Duration
+	budget time.Duration
+	closed bool
 	// leaseCtx is cancelled when the lease lapses, ending the uploads in
 	// flight; a renewal that saves the lease makes a new one.
 	leaseCtx    context.Context
@@ -144,6 +151,7 @@ func (o Options) withDefaults() Options {
 // the write-back ticker.
 func (s *Source) start() {
 	s.cond = sync.NewCond(&s.mu)
+	s.budget = flushBudget
 	slots := int(max(4, min(s.opts.CacheSize/s.osize, 1<<20)))
 	s.cache = newCache(slots)
 	s.ctx, s.cancel = context.WithCancel(context.Background())
@@ -153,7 +161,7 @@ func (s *Source) start() {
 		return
 	}
 	s.queue = make(chan *entry, slots)
-	s.snapshot = make(chan []byte, s.opts.Parallel)
+	s.spares = make(chan []byte, s.opts.Parallel)
 	for range s.opts.Parallel {
 		s.wg.Add(1)
 		go s.upload()

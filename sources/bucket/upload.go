@@ -28,11 +28,12 @@ func (s *Source) kick(all bool) {
 	}
 }
 
-// upload is an uploader: it stores a copy of each chunk queued, or
-// deletes its object when the chunk is all zeros.
+// upload is an uploader: it stores each chunk queued, or deletes its
+// object when the chunk is all zeros. It reads the chunk's buffer without
+// s.mu: while it is uploading, writers give the chunk a new buffer
+// (writable) rather than change this one.
 func (s *Source) upload() {
 	defer s.wg.Done()
-	snap := make([]byte, s.osize)
 	for {
 		var e *entry
 		select {
@@ -47,16 +48,25 @@ func (s *Source) upload() {
 			continue
 		}
 		e.uploading = true
+		s.uploads++
 		idx, gen, zero, epoch := e.idx, e.gen, e.zero, s.epoch
-		data := snap[:s.chunkLen(idx)]
+		var data []byte
 		if !zero {
-			copy(data, e.buf)
+			data, e.pinned = e.buf[:s.chunkLen(idx)], true
 		}
 		s.mu.Unlock()
 		zero = zero || allZero(data)
+		start := time.Now()
 		ok := s.store1(idx, data, zero)
 		s.mu.Lock()
-		e.uploading = false
+		e.uploading, e.pinned = false, false
+		s.uploads--
+		if ok && !zero {
+			s.upDur = avgDur(s.upDur, time.Since(start))
+		}
+		if data != nil && (len(e.buf) == 0 || &e.buf[0] != &data[0]) {
+			s.spare(data[:cap(data)]) // the chunk has a new buffer
+		}
 		if ok {
 			s.failingSince = time.Time{}
 			s.stored.set(idx, !zero)
@@ -65,10 +75,86 @@ func (s *Source) upload() {
 				e.since = epoch // changed while it was stored
 			} else {
 				s.cache.dirty--
+				e.zero = zero // zeros found: served as such from now on
 			}
 		}
 		s.cond.Broadcast()
 		s.mu.Unlock()
+	}
+}
+
+// flushBudget is how long a Flush may take with as many dirty chunks as
+// dirtyLimit allows: well within the kernel's patience with a request
+// (30 s, after which it drops the connection).
+const flushBudget = 10 * time.Second
+
+// dirtyLimit is how many chunks may be dirty at once: as many as the
+// uploaders store in s.budget (flushBudget) at their recent pace, at least two per
+// uploader (and that many before the first upload tells the pace), at
+// most the cache. Called with s.mu held.
+func (s *Source) dirtyLimit() int {
+	n := 2 * s.opts.Parallel
+	if s.upDur > 0 {
+		n = max(n, int(s.budget/s.upDur)*s.opts.Parallel)
+	}
+	return min(n, len(s.cache.slots))
+}
+
+// avgDur folds d into the moving average avg (zero: none yet).
+func avgDur(avg, d time.Duration) time.Duration {
+	if avg == 0 {
+		return d
+	}
+	return (3*avg + d) / 4
+}
+
+// throttle waits, before a change of chunk idx that would make one more
+// chunk dirty, until fewer than dirtyLimit are, so that a Flush returns
+// in time; it fails with EIO as acquire does when the store has failed
+// for Options.Deadline. Called with s.mu held; it may release it while
+// waiting.
+func (s *Source) throttle(idx int64, deadline time.Time) error {
+	for {
+		if s.failed != nil {
+			return eio(s.failed)
+		}
+		if e := s.cache.index[idx]; e != nil && e.dirty() || s.cache.dirty < s.dirtyLimit() {
+			return nil
+		}
+		// Chunks are queued once dirty for writebackDelay; when no upload
+		// is under way, at once.
+		s.kick(len(s.queue)+s.uploads == 0)
+		if time.Now().After(deadline) && s.stalled() {
+			return eio(fmt.Errorf("no room for a change of chunk %d: %d chunks are waiting to be stored, and the store has failed for %v", idx, s.cache.dirty, time.Since(s.failingSince).Round(time.Second)))
+		}
+		s.cond.Wait()
+	}
+}
+
+// writable makes e's buffer safe to change: while an upload reads it, a
+// new buffer, with the same bytes when keep is set (a change of part of
+// the chunk). Called with s.mu held, before any change of e.buf.
+func (s *Source) writable(e *entry, keep bool) {
+	if !e.pinned {
+		return
+	}
+	var b []byte
+	select {
+	case b = <-s.spares:
+	default:
+		b = make([]byte, s.osize)
+	}
+	if keep {
+		copy(b, e.buf)
+	}
+	e.buf, e.pinned = b, false
+}
+
+// spare keeps b, a chunk buffer nothing uses any more, for writable.
+func (s *Source) spare(b []byte) {
+	select {
+	case s.spares <- b:
+	default:
 	}
 }
 

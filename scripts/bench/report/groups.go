@@ -41,6 +41,9 @@ var groupTargets = map[string][]groupTarget{
 		{"nbdloop http >= 5x nbdkit curl", "nbdloop-http", "nbdkit-curl", "randread-4k-qd32", 5.0},
 		{"nbdloop http >= 0.8x curl -o", "nbdloop-http", "curl-download", "read-full-1m-qd8", 0.8},
 	},
+	"s3": {
+		{"nbdloop s3 writes >= 0.7x SDK upload", "nbdloop-s3", "sdk-upload", "write-1m-qd8", 0.7},
+	},
 	"xz": {
 		{"nbdloop xz >= 1.5x nbdkit xz filter", "nbdloop-xz", "nbdkit-xz", "randread-4k-qd32", 1.5},
 		{"nbdloop xz >= 1.0x nbdkit xz filter", "nbdloop-xz", "nbdkit-xz", "read-full-1m-qd8", 1.0},
