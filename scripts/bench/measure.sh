@@ -97,14 +97,8 @@ for w in "${all_workloads[@]}"; do
 	fi
 done
 
-log() { echo "bench: $*"; }
-failures=0
-fail() {
-	echo "bench: FAILED: $*" >&2
-	echo "$*" >>"$out/failures"
-	failures=$((failures + 1))
-}
-now_us() { echo "${EPOCHREALTIME/./}"; } # no exec: forks cost ~0.1 s under TCG
+# shellcheck source=scripts/bench/common.sh
+. "$repo/scripts/bench/common.sh"
 
 rm -rf "$out/fio" "$out/profile" "$out/failures" "$out/attach.tsv" "$out/queues.txt"
 mkdir -p "$out/fio"

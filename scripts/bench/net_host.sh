@@ -37,14 +37,8 @@ nbdloop=${BENCH_NBDLOOP:-$repo/bin/nbdloop}
 ncpu=$(nproc)
 conns=${BENCH_CONNECTIONS:-$((ncpu < 4 ? ncpu : 4))}
 rounds=${BENCH_NET_HOST_ROUNDS:-3}
-failures=0
-log() { echo "bench: $*"; }
-fail() {
-	echo "bench: FAILED: $*" >&2
-	echo "$*" >>"$out/failures"
-	failures=$((failures + 1))
-}
-now_us() { echo "${EPOCHREALTIME/./}"; }
+# shellcheck source=scripts/bench/common.sh
+. "$repo/scripts/bench/common.sh"
 
 work=$(mktemp -d /dev/shm/nbdloop-bench-host.XXXXXX) || exit 1
 net_pid=''
