@@ -77,10 +77,18 @@ func openBucket(spec Spec, opts OpenOptions) (*Opened, error) {
 	if err != nil {
 		return nil, err
 	}
-	src, err := bucket.Open(ctx, store, prefix, bucket.Options{
+	bo := bucket.Options{
 		ReadOnly: opts.ReadOnly, CacheSize: opts.CacheSize, Deadline: opts.URLDeadline,
 		TakeOver: deadHereHolder, Logf: opts.Logf,
-	})
+	}
+	if !opts.ReadOnly {
+		// The lease through a client of its own: renewals never wait for
+		// a connection behind the uploads.
+		if bo.LeaseStore, _, err = bucketStore(ctx, spec.Path, opts.S3Profile, opts.S3Endpoint); err != nil {
+			return nil, err
+		}
+	}
+	src, err := bucket.Open(ctx, store, prefix, bo)
 	var held *bucket.HeldError
 	switch {
 	case errors.As(err, &held):

@@ -95,6 +95,7 @@ func TestSeaweedFS(t *testing.T) {
 		{"LeaseRefuses", testLeaseRefuses},
 		{"LeaseExpires", testLeaseExpires},
 		{"LeaseLost", testLeaseLost},
+		{"LeaseOwnConnections", testLeaseOwnConnections},
 		{"ServerRestart", testServerRestart}, // last: it stops the server
 	}
 	for _, tt := range tests {

@@ -28,7 +28,10 @@
 // or cannot be made before the lease expires) stops writing and fails
 // every request with EIO rather than overwrite another writer. Expiry is
 // judged by the clocks of the machines involved, which must agree to
-// within a fraction of Options.LeaseTTL (as NTP keeps them).
+// within a fraction of Options.LeaseTTL (as NTP keeps them). The lease may
+// go through a Store of its own (Options.LeaseStore: nbdloop gives it an
+// S3 client of its own), so that renewals never wait for a connection
+// behind uploads that hold all of the disk's.
 //
 // The object store is the Store interface (Get, Put with its conditions,
 // Delete, List); NewS3Store implements it over an aws-sdk-go-v2 S3

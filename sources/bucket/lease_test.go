@@ -6,6 +6,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -288,5 +289,82 @@ func testServerRestart(t *testing.T, e *env) {
 	r := e.open(t, p, Options{ReadOnly: true})
 	if !bytes.Equal(read(t, r, 0, 4*cs), data) || !bytes.Equal(read(t, r, 5*cs, cs), bytes.Repeat([]byte("down...."), cs/8)) {
 		t.Errorf("after a restart the disk does not hold what was flushed")
+	}
+}
+
+// conns is a Store reached through a few connections, as an HTTP client's
+// are: every call holds one of slots while it runs, and a chunk upload
+// holds it for delay more (a slow link). It counts the uploads cancelled.
+type conns struct {
+	Store
+	slots     chan struct{}
+	delay     time.Duration
+	cancelled atomic.Int32
+}
+
+func newConns(st Store, n int, delay time.Duration) *conns {
+	return &conns{Store: st, slots: make(chan struct{}, n), delay: delay}
+}
+
+func (c *conns) take(ctx context.Context) error {
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (c *conns) Get(ctx context.Context, key string, p []byte) (int, string, error) {
+	if err := c.take(ctx); err != nil {
+		return 0, "", err
+	}
+	defer func() { <-c.slots }()
+	return c.Store.Get(ctx, key, p)
+}
+
+func (c *conns) Put(ctx context.Context, key string, data []byte, cond Cond) (string, error) {
+	if err := c.take(ctx); err != nil {
+		return "", err
+	}
+	defer func() { <-c.slots }()
+	if strings.Contains(key, "/chunks/") {
+		select {
+		case <-time.After(c.delay):
+		case <-ctx.Done():
+			c.cancelled.Add(1)
+			return "", ctx.Err()
+		}
+	}
+	return c.Store.Put(ctx, key, data, cond)
+}
+
+// testLeaseOwnConnections: with a lease store of its own, renewals do not
+// wait behind uploads that hold every connection of the disk's store for
+// longer than the lease lasts unrenewed: the lease never lapses, so no
+// upload is cancelled and the Flush takes only the uploads' time.
+func testLeaseOwnConnections(t *testing.T, e *env) {
+	const cs = 64 << 10
+	const ttl, delay = 1200 * time.Millisecond, 1500 * time.Millisecond
+	p := e.disk(t, 8*cs, cs)
+	data := newConns(e.store, 2, delay)
+	s, err := Open(context.Background(), data, p, Options{CacheSize: 8 * cs, Parallel: 2, LeaseTTL: ttl, LeaseStore: newConns(e.store, 1, 0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range int64(6) {
+		write(t, s, bytes.Repeat([]byte{byte(i + 1)}, cs), i*cs)
+	}
+	start := time.Now()
+	flush(t, s)
+	if n := data.cancelled.Load(); n != 0 {
+		t.Errorf("%d uploads were cancelled: the lease lapsed while uploads held the store's connections", n)
+	}
+	if d := time.Since(start); d > 3*delay+2*time.Second {
+		t.Errorf("Flush of 6 chunks, 2 at a time, %v each, took %v", delay, d)
+	}
+	if ok, _ := s.lease.valid(); !ok {
+		t.Errorf("the lease is not valid after the uploads")
 	}
 }

@@ -44,6 +44,12 @@ type Options struct {
 	// LeaseTTL is how long a lease lasts unrenewed (0: DefaultLeaseTTL);
 	// it is renewed every third of it.
 	LeaseTTL time.Duration
+	// LeaseStore is the store the lease is taken, renewed and released
+	// through (nil: the disk's store). One with connections of its own
+	// keeps renewals from waiting behind uploads that fill the disk's:
+	// a renewal held back past three quarters of the TTL holds every
+	// write and cancels the uploads in flight.
+	LeaseStore Store
 	// Holder is written into the lease (zero: ThisHost()).
 	Holder Holder
 	// TakeOver may allow taking an unexpired lease whose holder is known
@@ -113,7 +119,11 @@ func Open(ctx context.Context, store Store, prefix string, opts Options) (*Sourc
 	}
 	s := &Source{store: store, prefix: prefix, size: m.Size, osize: m.ObjectSize, ro: opts.ReadOnly, opts: opts}
 	if !s.ro {
-		if s.lease, err = takeLease(ctx, store, prefix+"lease", opts.Holder, opts.LeaseTTL, opts.TakeOver); err != nil {
+		ls := opts.LeaseStore
+		if ls == nil {
+			ls = store
+		}
+		if s.lease, err = takeLease(ctx, ls, prefix+"lease", opts.Holder, opts.LeaseTTL, opts.TakeOver); err != nil {
 			return nil, err
 		}
 		if s.stored, err = listStored(ctx, store, prefix, (s.size+s.osize-1)/s.osize); err != nil {
