@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/nbdloop/nbdloop/sources/bucket"
+	"github.com/nbdloop/nbdloop/sources/httpsrc"
 	"github.com/nbdloop/nbdloop/sources/s3src"
 )
 
@@ -53,15 +54,24 @@ func splitBucketURL(s string) (string, string, error) {
 	return name, prefix, nil
 }
 
+// bucketConnections bounds the connections of a bucket disk's S3 client:
+// two more than its uploads run at once, so that a read whose chunk is not
+// cached never waits for a connection behind them. leaseConnections are
+// the lease's own client's (one renewal at a time).
+const (
+	bucketConnections = bucket.DefaultParallel + 2
+	leaseConnections  = 1
+)
+
 // bucketStore returns the Store of the bucket an s3:// URL names, through
 // an S3 client configured as an s3:// object's (s3src.NewClient: the
 // environment, ~/.aws, --s3-profile, --s3-endpoint).
-func bucketStore(ctx context.Context, url, profile, endpoint string) (*bucket.S3Store, string, error) {
+func bucketStore(ctx context.Context, url, profile, endpoint string, conns int) (*bucket.S3Store, string, error) {
 	name, prefix, err := splitBucketURL(url)
 	if err != nil {
 		return nil, "", err
 	}
-	client, err := s3src.NewClient(ctx, s3src.Options{Profile: profile, Endpoint: endpoint})
+	client, err := s3src.NewClient(ctx, s3src.Options{Profile: profile, Endpoint: endpoint, Fetch: httpsrc.Options{Connections: conns}})
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", url, err)
 	}
@@ -73,7 +83,7 @@ func bucketStore(ctx context.Context, url, profile, endpoint string) (*bucket.S3
 func openBucket(spec Spec, opts OpenOptions) (*Opened, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), bucketOpenTimeout)
 	defer cancel()
-	store, prefix, err := bucketStore(ctx, spec.Path, opts.S3Profile, opts.S3Endpoint)
+	store, prefix, err := bucketStore(ctx, spec.Path, opts.S3Profile, opts.S3Endpoint, bucketConnections)
 	if err != nil {
 		return nil, err
 	}
@@ -84,7 +94,7 @@ func openBucket(spec Spec, opts OpenOptions) (*Opened, error) {
 	if !opts.ReadOnly {
 		// The lease through a client of its own: renewals never wait for
 		// a connection behind the uploads.
-		if bo.LeaseStore, _, err = bucketStore(ctx, spec.Path, opts.S3Profile, opts.S3Endpoint); err != nil {
+		if bo.LeaseStore, _, err = bucketStore(ctx, spec.Path, opts.S3Profile, opts.S3Endpoint, leaseConnections); err != nil {
 			return nil, err
 		}
 	}
@@ -121,7 +131,7 @@ func CreateBucketDisk(url string, size, objectSize int64) (string, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), bucketOpenTimeout)
 	defer cancel()
-	store, prefix, err := bucketStore(ctx, url, "", "")
+	store, prefix, err := bucketStore(ctx, url, "", "", 0)
 	if err != nil {
 		return "", err
 	}
