@@ -13,7 +13,7 @@
 #
 # Env: BENCH_* (see measure.sh) pass through to the measurements, e.g.
 #      BENCH_WORKLOADS=randread-4k-qd32 BENCH_DEVICES='loop nbdloop-memory'
-#      for a quick look; BENCH_VM_TIMEOUT (default 1500 s).
+#      for a quick look; BENCH_VM_TIMEOUT (default 3600 s).
 set -eu
 
 # Braces: bash reads a script as it runs it; a compound command is read whole.
@@ -65,7 +65,7 @@ else
 	for v in $(compgen -e); do
 		case $v in BENCH_*) env_opts+=(-e "$v") ;; esac
 	done
-	scripts/vm/run.sh --kernel "$kernel" --timeout "${BENCH_VM_TIMEOUT:-1500}" --out "$raw" \
+	scripts/vm/run.sh --kernel "$kernel" --timeout "${BENCH_VM_TIMEOUT:-3600}" --out "$raw" \
 		"${env_opts[@]+"${env_opts[@]}"}" -- scripts/bench/measure.sh "$raw" || mrc=$?
 fi
 

@@ -25,15 +25,23 @@
 # holes.
 #
 # Output in OUT: fio/group-net-SRC-KIND.json (fio's JSON, one group per job,
-# with the nbdcopy jobs added as jobs of their own: bytes over wall time),
+# the median pass of each, with the nbdcopy jobs added as jobs of their own:
+# bytes over wall time; each pass's fio JSON in net/),
 # group-net-SRC.tsv (kind, the server's peak resident memory in KiB), the
 # servers' and clients' logs in net/, meta.txt's group_net-SRC_kinds and
 # _jobs lines. Uses measure.sh's $out, $work, $nbdloop, $conns, $runtime,
 # $ramp, $img, log, fail, free_nbd, wait_free and now_us.
-# Env: BENCH_NET_SPAN  the size of the sources (default 32M: nbdcopy copies
-#                      all of it, which takes minutes at 4 KiB under TCG)
+# The servers take turns: BENCH_NET_ROUNDS passes (default 3) over every
+# kind, each pass starting each server afresh; each job keeps its median
+# pass, so that a burst of load on the build machine moves one pass of one
+# kind, not a ratio (single 4 s fio runs under TCG swung a server's 4 KiB
+# figures by 1.6x from one run to the next).
+# Env: BENCH_NET_SPAN    the size of the sources (default 32M: nbdcopy copies
+#                        all of it, which takes minutes at 4 KiB under TCG)
+#      BENCH_NET_ROUNDS  passes over the kinds (default 3)
 
 net_span=${BENCH_NET_SPAN:-32M}
+net_rounds=${BENCH_NET_ROUNDS:-3}
 net_fio_jobs="write-1m-qd8 read-1m-qd8 randwrite-4k-qd32 randread-4k-qd32"
 # name|request size|requests in flight|direction
 net_copy_jobs=(
@@ -158,6 +166,37 @@ net_copy_json() {
 	EOF
 }
 
+# net_fio_median OUT PASS...: fio's JSON of the passes as one, each job the
+# pass with the median IOPS (reads and writes; the lower middle of an even
+# count), its "passes" the number of passes that ran it.
+net_fio_median() {
+	python3 - "$@" <<-'EOF'
+		import json, sys
+		out, runs = sys.argv[1], {}
+		order = []
+		for p in sys.argv[2:]:
+		    try:
+		        s = open(p).read()
+		        f = json.loads(s[s.index("{"):])
+		    except (OSError, ValueError):
+		        continue
+		    for j in f.get("jobs", []):
+		        if j["jobname"] not in runs:
+		            order.append(j["jobname"])
+		        iops = sum(j.get(d, {}).get("iops", 0) for d in ("read", "write"))
+		        runs.setdefault(j["jobname"], []).append((iops, len(runs.get(j["jobname"], [])), j))
+		if not runs:
+		    sys.exit(1)
+		jobs = []
+		for name in order:
+		    rs = sorted(runs[name], key=lambda r: (r[0], r[1]))
+		    j = rs[(len(rs) - 1) // 2][2]
+		    j["passes"] = len(rs)
+		    jobs.append(j)
+		json.dump({"jobs": jobs}, open(out, "w"), indent=1)
+	EOF
+}
+
 # net_merge FIO COPY OUT: fio's JSON with the nbdcopy jobs appended.
 net_merge() {
 	python3 - "$@" <<-'EOF'
@@ -217,8 +256,9 @@ run_group_net() {
 		echo "group_${g}_kinds=$kinds"
 		echo "group_${g}_jobs=$jobs"
 		echo "group_${g}_span=$net_span"
+		echo "group_${g}_rounds=$net_rounds"
 	} >>"$out/meta.txt"
-	log "group $g: $kinds"
+	log "group $g ($net_rounds passes): $kinds"
 	mkdir -p "$out/net"
 	net_pki=$work/net-pki
 	if [ ! -s "$net_pki/server-key.pem" ] && ! net_certs "$net_pki"; then
@@ -269,23 +309,31 @@ run_group_net() {
 	EOF
 	printf 'kind\tpeak_rss_kib\n' >"$out/group-$g.tsv"
 	: >"$out/net/$g-copy.tsv"
-	for k in $kinds; do
-		port=$((port + 1))
-		if ! net_start "$k" "$port" "$file"; then
-			fail "group $g: $k: the server did not start (see net/$k.log)"
+	local r
+	for r in $(seq "$net_rounds"); do
+		for k in $kinds; do
+			port=$((port + 1))
+			if ! net_start "$k" "$port" "$file"; then
+				fail "group $g: $k: the server did not start (see net/$k.log)"
+				net_stop
+				continue
+			fi
+			uri=nbd://127.0.0.1:$port/
+			[[ $k == *-tls ]] && uri="nbds://127.0.0.1:$port/?tls-certificates=$net_pki"
+			net_copy "$k" "$uri" "$data" "$out/net/$g-copy.tsv"
+			net_fio "$k" "$port" "$job" "$out/net/$g-$k-fio-$r.json"
+			[ "$r" = "$net_rounds" ] && printf '%s\t%s\n' "$k" \
+				"$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$net_pid/status")" >>"$out/group-$g.tsv"
 			net_stop
-			continue
-		fi
-		uri=nbd://127.0.0.1:$port/
-		[[ $k == *-tls ]] && uri="nbds://127.0.0.1:$port/?tls-certificates=$net_pki"
-		net_copy "$k" "$uri" "$data" "$out/net/$g-copy.tsv"
+		done
+	done
+	for k in $kinds; do
 		net_copy_json "$k" "$out/net/$g-copy.tsv" "$out/net/$g-$k-nbdcopy.json" ||
 			fail "group $g: $k: cannot summarize the nbdcopy passes"
-		net_fio "$k" "$port" "$job" "$out/net/$g-$k-fio.json"
+		net_fio_median "$out/net/$g-$k-fio.json" "$out/net/$g-$k"-fio-*.json ||
+			fail "group $g: $k: cannot summarize the fio passes"
 		net_merge "$out/net/$g-$k-fio.json" "$out/net/$g-$k-nbdcopy.json" "$out/fio/group-$g-$k.json" ||
 			fail "group $g: $k: cannot merge the nbdcopy and fio results"
-		printf '%s\t%s\n' "$k" "$(sed -n 's/^VmHWM:[[:space:]]*\([0-9]*\) kB/\1/p' "/proc/$net_pid/status")" >>"$out/group-$g.tsv"
-		net_stop
 	done
 	rm -f "$data" "$file"
 }
