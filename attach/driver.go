@@ -37,7 +37,6 @@ func (c *Config) validateDriver() error {
 		set  bool
 		flag string
 	}{
-		{c.Index >= 0, "--device (the kernel numbers ublk devices: leave it out)"},
 		{c.Autoclear, "--autoclear"},
 		{c.PartScan, "--partscan (the kernel scans a ublk device's partitions by itself)"},
 	} {

@@ -2,8 +2,11 @@ package attach
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log"
 	"os"
+	"syscall"
 	"time"
 
 	"github.com/nbdloop/nbdloop/ublk"
@@ -65,8 +68,12 @@ func (r *ublkRun) add() error {
 		r.backendID = res.BackendID
 	} else {
 		r.so.trace.tracef("ADD_DEV, SET_PARAMS, START_DEV: %d bytes, %d-byte blocks", r.src.Size(), r.cfg.BlockSize)
+		o.Fixed, o.ID = r.cfg.Index >= 0, r.cfg.Index
 		dev, err = ublk.Add(r.ctrl, r.src, o)
 		r.backendID = newBackendID()
+		if o.Fixed && errors.Is(err, syscall.EEXIST) {
+			return fmt.Errorf("/dev/ublkb%d: the device exists already (pick another --device, or leave --device out for the first free one)", o.ID)
+		}
 	}
 	if err != nil {
 		return err

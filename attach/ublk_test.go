@@ -18,7 +18,7 @@ func TestValidateDriver(t *testing.T) {
 		{"ublk", func(c *Config) { c.Driver = DriverUblk }, ""},
 		{"ublk read-only, 4k", func(c *Config) { c.Driver, c.ReadOnly, c.BlockSize = DriverUblk, true, 4096 }, ""},
 		{"unknown", func(c *Config) { c.Driver = "loop" }, `--driver "loop": not a driver (nbd or ublk)`},
-		{"ublk --device", func(c *Config) { c.Driver, c.Index = DriverUblk, 3 }, "--driver ublk: --device"},
+		{"ublk --device", func(c *Config) { c.Driver, c.Index = DriverUblk, 3 }, ""},
 		{"ublk --autoclear", func(c *Config) { c.Driver, c.Autoclear = DriverUblk, true }, "--driver ublk: --autoclear"},
 		{"ublk --partscan", func(c *Config) { c.Driver, c.PartScan = DriverUblk, true }, "--driver ublk: --partscan"},
 		{"nbd --partscan", func(c *Config) { c.Driver, c.PartScan = DriverNBD, true }, ""},

@@ -130,6 +130,43 @@ func TestKernelUblkFio(t *testing.T) {
 	}
 }
 
+// TestKernelUblkDevice: attach --driver ublk --device makes the device it
+// names; a second attach asking for the same number fails with one line
+// naming it and leaves nothing behind (list shows one device, which still
+// reads); detach removes it.
+func TestKernelUblkDevice(t *testing.T) {
+	requireUblk(t)
+	const want = "/dev/ublkb9"
+	dev := attachUblk(t, "--device", want, "memory:64M")
+	if dev != want {
+		t.Fatalf("attach --driver ublk --device %s printed %s", want, dev)
+	}
+	must(t, "dd", "if=/dev/urandom", "of="+dev, "bs=1M", "count=4", "oflag=direct", "status=none")
+	before := must(t, "sha256sum", dev)
+	r := run(t, nbdloop(t), "attach", "--driver", "ublk", "--device", "ublkb9", "memory:64M")
+	msg := strings.TrimSpace(r.stderr)
+	if r.code != 1 || strings.Contains(msg, "\n") || !strings.Contains(msg, want) || !strings.Contains(msg, "--device") {
+		t.Fatalf("a second attach --device %s: exit %d, stderr %q; want exit 1 and one line naming the device and --device", want, r.code, msg)
+	}
+	t.Logf("%s", msg)
+	n := 0
+	for _, d := range listDevices(t).Devices {
+		if strings.HasPrefix(d.Name, "/dev/ublkb") {
+			n++
+		}
+	}
+	if n != 1 {
+		t.Errorf("list shows %d ublk devices after the refused attach, want 1", n)
+	}
+	if after := must(t, "sha256sum", dev); after != before {
+		t.Errorf("%s reads differently after the refused attach", dev)
+	}
+	must(t, nbdloop(t), "detach", dev)
+	if _, err := os.Stat(dev); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still exists after detach (%v)", dev, err)
+	}
+}
+
 // TestKernelUblkKilledServer: with --no-restart, a ublk server killed
 // with SIGKILL leaves a dead device; list says so and detach removes it.
 func TestKernelUblkKilledServer(t *testing.T) {

@@ -31,6 +31,11 @@ type Options struct {
 	// kernel then holds its I/O, and requests the dead server had are
 	// sent again to the next one (Recover).
 	Recovery bool
+	// Fixed asks ADD_DEV for device number ID (/dev/ublkbID), which
+	// fails with EEXIST when that number is taken; otherwise the kernel
+	// gives the first free number.
+	Fixed bool
+	ID    int
 	// Logf takes the queues' complaints (nil: dropped).
 	Logf func(string, ...any)
 }
@@ -105,7 +110,14 @@ func Add(ctrl *Control, src sources.Source, o Options) (*Device, error) {
 	if o.Recovery {
 		flags |= flagUserRecovery | flagUserRecoveryReissue
 	}
-	info, err := ctrl.addDev(devInfo{nrHWQueues: uint16(o.Queues), queueDepth: uint16(o.Depth), maxIOBuf: uint32(o.BufBytes), devID: devIDAny, flags: flags})
+	id := devIDAny
+	if o.Fixed {
+		if o.ID < 0 || o.ID >= maxDevices {
+			return nil, fmt.Errorf("ublk: device number %d: not from 0 to %d", o.ID, maxDevices-1)
+		}
+		id = uint32(o.ID)
+	}
+	info, err := ctrl.addDev(devInfo{nrHWQueues: uint16(o.Queues), queueDepth: uint16(o.Depth), maxIOBuf: uint32(o.BufBytes), devID: id, flags: flags})
 	if err != nil {
 		return nil, err
 	}

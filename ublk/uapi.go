@@ -60,6 +60,9 @@ const (
 	maxQueueDepth = 4096
 	// devIDAny asks ADD_DEV for the first free device number.
 	devIDAny = ^uint32(0)
+	// maxDevices bounds the device numbers (UBLK_MAX_UBLKS: the minors
+	// of a char device).
+	maxDevices = 1 << 20
 )
 
 // userCopyPos is the /dev/ublkcN offset of byte off of the request that

@@ -131,8 +131,8 @@ func attachCommand() *cli.Command {
 		},
 		Flags: []cli.Flag{
 			&cli.BoolFlag{Name: "find", Aliases: []string{"f"}, Usage: "use the first free device (the default)"},
-			&cli.StringFlag{Name: "driver", Value: attach.DriverNBD, Usage: "serve through the kernel's `DRIVER`: nbd (/dev/nbdN) or ublk (/dev/ublkbN: io_uring, Linux 6.0+ with ublk_drv; restarts take the device over with ublk's user recovery; no --device, --partscan or --autoclear)"},
-			&cli.StringFlag{Name: "device", Usage: "attach to `/dev/nbdN` instead of the first free device"},
+			&cli.StringFlag{Name: "driver", Value: attach.DriverNBD, Usage: "serve through the kernel's `DRIVER`: nbd (/dev/nbdN) or ublk (/dev/ublkbN: io_uring, Linux 6.0+ with ublk_drv; restarts take the device over with ublk's user recovery; no --partscan or --autoclear)"},
+			&cli.StringFlag{Name: "device", Usage: "attach to `/dev/nbdN` (/dev/ublkbN with --driver ublk) instead of the first free device"},
 			&cli.BoolFlag{Name: "read-only", Aliases: []string{"r"}, Usage: "attach read-only"},
 			&cli.BoolFlag{Name: "partscan", Aliases: []string{"P"}, Usage: "scan the partition table and return once every /dev/nbdNpK exists"},
 			&cli.StringFlag{Name: "block-size", Aliases: []string{"b"}, Value: "512", Usage: "logical sector `SIZE` in bytes: 512, 1024, 2048 or 4096"},
@@ -241,6 +241,17 @@ func parseSeconds(flag, s string) (time.Duration, error) {
 	return d, nil
 }
 
+// parseUblkDevice accepts /dev/ublkbN, ublkbN or N and returns N.
+func parseUblkDevice(s string) (int, error) {
+	if n, ok := attach.ParseUblkDevice(s); ok {
+		return n, nil
+	}
+	if n, err := strconv.Atoi(s); err == nil && n >= 0 && strconv.Itoa(n) == s {
+		return n, nil
+	}
+	return 0, fmt.Errorf("%s: not a ublk device (use /dev/ublkbN)", s)
+}
+
 func configFromFlags(c *cli.Context) (attach.Config, error) {
 	if c.NArg() != 1 && (c.NArg() == 0 || !multiSource(c)) {
 		if c.NArg() == 0 {
@@ -262,6 +273,9 @@ func configFromFlags(c *cli.Context) (attach.Config, error) {
 			return cfg, usageError("attach: --find and --device exclude each other")
 		}
 		idx, err := attach.ParseDevice(dev)
+		if cfg.Driver == attach.DriverUblk {
+			idx, err = parseUblkDevice(dev)
+		}
 		if err != nil {
 			return cfg, usageError("attach: --device %v", err)
 		}
