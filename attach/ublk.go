@@ -59,7 +59,8 @@ func (r *ublkRun) openControl() error {
 // dead server (so.resume); it is removed at exit unless handed over.
 func (r *ublkRun) add() error {
 	r.ro = r.src.Caps().ReadOnly || r.cfg.ReadOnly
-	o := ublk.Options{BlockSize: int(r.cfg.BlockSize), ReadOnly: r.ro, Recovery: r.so.supervisor != 0, Logf: r.logger.Printf}
+	o := ublk.Options{BlockSize: int(r.cfg.BlockSize), ReadOnly: r.ro, Recovery: r.so.supervisor != 0,
+		Observe: r.stack.ObserveFunc(), Logf: r.logger.Printf}
 	var dev *ublk.Device
 	var err error
 	if res := r.so.resume; res != nil {

@@ -3,6 +3,7 @@
 package kerneltest
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -164,6 +165,56 @@ func TestKernelUblkDevice(t *testing.T) {
 	must(t, nbdloop(t), "detach", dev)
 	if _, err := os.Stat(dev); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("%s still exists after detach (%v)", dev, err)
+	}
+}
+
+// TestKernelUblkFilterLog: the log filter records the requests of a ublk
+// device as it does an nbd device's (every write dd sent, at its offset,
+// once); the stats filter, whose file is for nbd devices only, is refused
+// with one line.
+func TestKernelUblkFilterLog(t *testing.T) {
+	requireUblk(t)
+	logFile := filepath.Join(scratch(t), "requests.jsonl")
+	dev := attachUblk(t, "--filter", "log:file="+logFile, "memory:64M")
+	must(t, "dd", "if=/dev/urandom", "of="+dev, "bs=64k", "seek=48", "count=16", "oflag=direct", "status=none")
+	must(t, nbdloop(t), "detach", dev)
+	b, err := os.ReadFile(logFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	covered := map[uint64]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var r struct {
+			Op     string `json:"op"`
+			Offset uint64 `json:"offset"`
+			Length uint64 `json:"length"`
+			Error  string `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		if r.Op != "write" {
+			continue
+		}
+		if r.Error != "" {
+			t.Errorf("write at %d: error %q", r.Offset, r.Error)
+		}
+		for off := r.Offset; off < r.Offset+r.Length; off += 4096 {
+			covered[off]++
+		}
+	}
+	for off := uint64(3 << 20); off < 4<<20; off += 4096 {
+		if covered[off] != 1 {
+			t.Fatalf("the log has %d writes of the 4 KiB at %d, want 1 (%d blocks written in all)", covered[off], off, len(covered))
+		}
+	}
+	if len(covered) != 256 {
+		t.Errorf("the log has writes of %d 4 KiB blocks, want the 256 dd wrote", len(covered))
+	}
+	r := run(t, nbdloop(t), "attach", "--driver", "ublk", "--filter", "stats", "memory:64M")
+	msg := strings.TrimSpace(r.stderr)
+	if r.code == 0 || strings.Contains(msg, "\n") || !strings.Contains(msg, "--filter stats") {
+		t.Fatalf("attach --driver ublk --filter stats: exit %d, stderr %q; want a refusal in one line", r.code, msg)
 	}
 }
 

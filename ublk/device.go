@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/sources"
 )
 
@@ -36,6 +37,12 @@ type Options struct {
 	// gives the first free number.
 	Fixed bool
 	ID    int
+	// Observe, when not nil, is passed every request served, as the NBD
+	// server passes its observer (nbd.Options.Observe): Conn is the
+	// queue's number, Flags FUA and, for a write-zeroes that must not
+	// unmap, NoHole; Latency runs from when the queue took the request
+	// until its result was ready to commit.
+	Observe func(request.Request)
 	// Logf takes the queues' complaints (nil: dropped).
 	Logf func(string, ...any)
 }
@@ -186,6 +193,9 @@ func (d *Device) serve(src sources.Source, info devInfo, o Options, nr uint32, w
 		q, err := newQueue(uint16(i), int(info.queueDepth), int(info.maxIOBuf), d.charFd, h, o.Logf)
 		if q != nil {
 			q.userCopy = userCopy
+			if o.Observe != nil {
+				q.observe, q.starts = o.Observe, make([]time.Time, q.depth)
+			}
 		}
 		if err != nil {
 			return err

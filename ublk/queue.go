@@ -3,10 +3,12 @@ package ublk
 import (
 	"fmt"
 	"runtime"
+	"time"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/nbdloop/nbdloop/internal/request"
 	"github.com/nbdloop/nbdloop/internal/uring"
 )
 
@@ -38,6 +40,10 @@ type queue struct {
 	// inMemory: the Source is in memory (Caps.InMemory): the workers, if
 	// any, only take large requests.
 	inMemory bool
+	// observe is Options.Observe; starts holds when each tag's request
+	// was taken, when it is set.
+	observe func(request.Request)
+	starts  []time.Time
 }
 
 // newQueue maps queue id's descriptors from /dev/ublkcN (charFd) and its
@@ -132,10 +138,18 @@ func (q *queue) push(nr uint32, tag int, res int32) {
 
 // serve carries out tag's request and returns its result.
 func (q *queue) serve(tag int) int32 {
+	var res int32
 	if q.userCopy {
-		return q.h.serveUserCopy(&q.descs[tag], q.buf(tag), q.charFd, userCopyPos(q.id, uint16(tag), 0))
+		res = q.h.serveUserCopy(&q.descs[tag], q.buf(tag), q.charFd, userCopyPos(q.id, uint16(tag), 0))
+	} else {
+		res = q.h.serve(&q.descs[tag], q.buf(tag))
 	}
-	return q.h.serve(&q.descs[tag], q.buf(tag))
+	if q.observe != nil {
+		if r, ok := observed(q.id, &q.descs[tag], q.starts[tag], res); ok {
+			q.observe(r)
+		}
+	}
+	return res
 }
 
 // run serves the queue on the calling goroutine, locked to its thread for
@@ -239,6 +253,9 @@ func (q *queue) loop() error {
 				}
 				active--
 				continue
+			}
+			if q.observe != nil {
+				q.starts[tag] = time.Now()
 			}
 			if q.w != nil && q.handOver(int(tag), batch) {
 				q.w.busy++
