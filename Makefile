@@ -31,7 +31,8 @@ unit:
 	$(GO) test -race -count=1 ./...
 
 # A short fuzz pass over the parsers of untrusted disk images, the NBD
-# handshake (what network clients send), the xz
+# handshake (what network clients send), a bucket disk's manifest and the
+# Content-Range of HTTP answers (what stores send), the xz
 # container and the LZMA2 decoder (the corpora in testdata/fuzz run as seeds
 # in `unit` too); `go test -fuzz` takes one
 # target at a time. The targets that open whole image files (FuzzQcow2Image,
@@ -44,7 +45,8 @@ unit:
 FUZZ_TARGETS := ./sources/qcow2:FuzzQcow2Header \
 	./sources/vmdk:FuzzVMDKDescriptor ./sources/vmdk:FuzzVMDKHeader \
 	./sources/xz:FuzzXZIndex ./sources/xz:FuzzXZBlockHeader \
-	./sources/internal/lzma2:FuzzLZMA2 ./nbd:FuzzHandshake
+	./sources/internal/lzma2:FuzzLZMA2 ./nbd:FuzzHandshake \
+	./sources/bucket:FuzzManifest ./sources/httpsrc:FuzzContentRange
 FUZZTIME ?= 5000x
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do \
