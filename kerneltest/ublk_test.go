@@ -218,6 +218,27 @@ func TestKernelUblkFilterLog(t *testing.T) {
 	}
 }
 
+// TestKernelUblkRun: attach --driver ublk --run runs the command with
+// DEVICE=/dev/ublkbN and then detaches that device, and no other: an nbd
+// device of the same number stays attached.
+func TestKernelUblkRun(t *testing.T) {
+	requireUblk(t)
+	requireDriver(t)
+	nbd := attachDev(t, "--device", "/dev/nbd3", "memory:16M")
+	r := run(t, nbdloop(t), "attach", "--driver", "ublk", "--device", "/dev/ublkb3", "--run", `test -b "$DEVICE" && echo "$DEVICE"`, "memory:16M")
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "/dev/ublkb3" {
+		t.Fatalf("attach --driver ublk --run: exit %d, stdout %q, stderr %q; want 0 and /dev/ublkb3", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat("/dev/ublkb3"); !errors.Is(err, os.ErrNotExist) {
+		run(t, nbdloop(t), "detach", "--force", "/dev/ublkb3")
+		t.Errorf("/dev/ublkb3 is still there after --run (%v)", err)
+	}
+	if _, err := os.Stat(pidFile(nbd)); err != nil {
+		t.Fatalf("%s was detached by the ublk device's --run: %v", nbd, err)
+	}
+	detach(t, nbd)
+}
+
 // TestKernelUblkKilledServer: with --no-restart, a ublk server killed
 // with SIGKILL leaves a dead device; list says so and detach removes it.
 func TestKernelUblkKilledServer(t *testing.T) {

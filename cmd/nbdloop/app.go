@@ -157,7 +157,7 @@ func attachCommand() *cli.Command {
 			&cli.BoolFlag{Name: "foreground", Usage: "serve in this process until detached or signalled (no restarts)"},
 			&cli.BoolFlag{Name: "no-restart", Usage: "do not restart the server if it dies (the device then fails I/O after --dead-timeout)"},
 			&cli.BoolFlag{Name: "autoclear", Usage: "once mounted or held, detach the device when its last opener closes it (as mount -o loop does; mount.nbdloop sets it)"},
-			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN, detach, exit with its status"},
+			&cli.StringFlag{Name: "run", Usage: "attach, run sh -c `CMD` with DEVICE=/dev/nbdN (or /dev/ublkbN), detach, exit with its status"},
 			&cli.BoolFlag{Name: "json", Usage: "print the device as a JSON object"},
 			&cli.BoolFlag{Name: "show", Usage: "print the device's name (accepted for losetup's sake: attach always prints it)"},
 			&cli.BoolFlag{Name: "verbose", Aliases: []string{"v"}, Usage: "say what attach does, step by step, on stderr: the request, pinning the files, starting the supervisor and server, probing the format, CONNECT, settling"},
@@ -429,11 +429,18 @@ func runAndDetach(c *cli.Context, d *attach.Device, command string) error {
 			status = 1
 		}
 	}
-	_, err := attach.DetachStats(context.Background(), d.Index, false)
+	detach := func(force bool) error {
+		if d.Driver == attach.DriverUblk {
+			return attach.DetachUblk(context.Background(), d.Index, force)
+		}
+		_, err := attach.DetachStats(context.Background(), d.Index, force)
+		return err
+	}
+	err := detach(false)
 	var inUse *attach.InUseError
 	if errors.As(err, &inUse) {
 		fmt.Fprintf(c.App.ErrWriter, "nbdloop: warning: %v; the command left it in use, detaching anyway\n", err)
-		_, err = attach.DetachStats(context.Background(), d.Index, true)
+		err = detach(true)
 	}
 	if err != nil {
 		fmt.Fprintf(c.App.ErrWriter, "nbdloop: %v\n", err)
