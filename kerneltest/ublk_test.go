@@ -239,6 +239,32 @@ func TestKernelUblkRun(t *testing.T) {
 	detach(t, nbd)
 }
 
+// TestKernelUblkNbdTab: a table line with --driver ublk is attached as a
+// ublk device, and nbdtab detach detaches that device, and no other: an
+// nbd device of the same number, attached by hand, stays attached.
+func TestKernelUblkNbdTab(t *testing.T) {
+	requireUblk(t)
+	requireDriver(t)
+	nbd := attachDev(t, "--device", "/dev/nbd6", "memory:16M")
+	tab := filepath.Join(scratch(t), "nbdtab")
+	os.WriteFile(tab, []byte("--driver ublk --device /dev/ublkb6 memory:16M\n"), 0o644)
+	if out := must(t, nbdloop(t), "nbdtab", "attach", tab); !strings.HasPrefix(out, "/dev/ublkb6\t") {
+		run(t, nbdloop(t), "detach", "--force", "/dev/ublkb6")
+		t.Fatalf("nbdtab attach printed %q, want /dev/ublkb6 and the line", out)
+	}
+	if out := must(t, nbdloop(t), "nbdtab", "detach", tab); !strings.HasPrefix(out, "/dev/ublkb6\t") || !strings.Contains(out, "(detached)") {
+		t.Errorf("nbdtab detach printed %q", out)
+	}
+	if _, err := os.Stat("/dev/ublkb6"); !errors.Is(err, os.ErrNotExist) {
+		run(t, nbdloop(t), "detach", "--force", "/dev/ublkb6")
+		t.Errorf("/dev/ublkb6 is still there after nbdtab detach (%v)", err)
+	}
+	if _, err := os.Stat(pidFile(nbd)); err != nil {
+		t.Fatalf("%s was detached by nbdtab detach of the ublk line: %v", nbd, err)
+	}
+	detach(t, nbd)
+}
+
 // TestKernelUblkKilledServer: with --no-restart, a ublk server killed
 // with SIGKILL leaves a dead device; list says so and detach removes it.
 func TestKernelUblkKilledServer(t *testing.T) {

@@ -390,6 +390,15 @@ func doAttach(c *cli.Context) error {
 	return nil
 }
 
+// detachDevice detaches the device d describes, through the driver that
+// serves it (a ublk device's number is not an nbd device's).
+func detachDevice(ctx context.Context, d *attach.Device, force bool) error {
+	if d.Driver == attach.DriverUblk {
+		return attach.DetachUblk(ctx, d.Index, force)
+	}
+	return attach.Detach(ctx, d.Index, force)
+}
+
 // runAndDetach runs cmd with DEVICE set, then detaches, on every exit path:
 // the signals that would end nbdloop are caught and passed to the command
 // instead, and detach follows once it has exited.
@@ -429,18 +438,11 @@ func runAndDetach(c *cli.Context, d *attach.Device, command string) error {
 			status = 1
 		}
 	}
-	detach := func(force bool) error {
-		if d.Driver == attach.DriverUblk {
-			return attach.DetachUblk(context.Background(), d.Index, force)
-		}
-		_, err := attach.DetachStats(context.Background(), d.Index, force)
-		return err
-	}
-	err := detach(false)
+	err := detachDevice(context.Background(), d, false)
 	var inUse *attach.InUseError
 	if errors.As(err, &inUse) {
 		fmt.Fprintf(c.App.ErrWriter, "nbdloop: warning: %v; the command left it in use, detaching anyway\n", err)
-		err = detach(true)
+		err = detachDevice(context.Background(), d, true)
 	}
 	if err != nil {
 		fmt.Fprintf(c.App.ErrWriter, "nbdloop: %v\n", err)

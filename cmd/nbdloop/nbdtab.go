@@ -244,7 +244,7 @@ func nbdtabDetach(c *cli.Context, file string) int {
 		if d.NbdTab == nil || d.NbdTab.File != file {
 			continue
 		}
-		if err := attach.Detach(context.Background(), d.Index, false); err != nil {
+		if err := detachDevice(context.Background(), &d, false); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", oneLine(err.Error()))
 			failed++
 			continue
