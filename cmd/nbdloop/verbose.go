@@ -40,9 +40,12 @@ func describeConfig(cfg attach.Config) string {
 	if cfg.Partition > 0 {
 		add("partition %d", cfg.Partition)
 	}
-	if cfg.Index >= 0 {
+	switch {
+	case cfg.Index >= 0 && cfg.Driver == attach.DriverUblk:
+		add("device /dev/ublkb%d", cfg.Index)
+	case cfg.Index >= 0:
 		add("device /dev/nbd%d", cfg.Index)
-	} else {
+	default:
 		add("the first free device")
 	}
 	if cfg.ReadOnly {

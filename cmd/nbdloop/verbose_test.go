@@ -20,6 +20,8 @@ func TestVerbose(t *testing.T) {
 			"SOURCE disk.img, device /dev/nbd3, read-only, 512-byte blocks, 2 connections, timeout 0s, dead timeout 30s, offset 1048576, sizelimit 4194304, direct I/O, no restarts"},
 		{[]string{"attach", "--concat", "a.img", "b.img", "-v", "-b", "4096", "--filter", "stats", "-P", "--timeout", "30"},
 			"--concat of a.img b.img, the first free device, read-write unless the source is read-only, 4096-byte blocks, 4 connections, timeout 30s, dead timeout 30s, filter stats, partition scan"},
+		{[]string{"attach", "--driver", "ublk", "--device", "/dev/ublkb2", "disk.img", "-v"},
+			"SOURCE disk.img, device /dev/ublkb2, read-write unless the source is read-only, 512-byte blocks, 4 connections, timeout 0s, dead timeout 30s"},
 		{[]string{"attach", "--partition", "2", "--format", "qcow2", "disk.qcow2", "-v", "--no-lock"},
 			"SOURCE disk.qcow2, partition 2, the first free device, read-write unless the source is read-only, 512-byte blocks, 4 connections, timeout 0s, dead timeout 30s, format qcow2, no locks"},
 	}
