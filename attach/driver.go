@@ -33,15 +33,6 @@ func (c *Config) validateDriver() error {
 	default:
 		return fmt.Errorf("--driver %q: not a driver (nbd or ublk)", c.Driver)
 	}
-	specs, err := c.filterSpecs()
-	if err != nil {
-		return err
-	}
-	for _, s := range specs {
-		if s.Name == "stats" {
-			return fmt.Errorf("--driver ublk: --filter stats keeps its statistics file for nbd devices only (use --driver nbd, or --filter log:file=PATH for every request)")
-		}
-	}
 	for _, f := range []struct {
 		set  bool
 		flag string

@@ -14,6 +14,7 @@ import (
 	"github.com/nbdloop/nbdloop/filters"
 	"github.com/nbdloop/nbdloop/kernel"
 	"github.com/nbdloop/nbdloop/sources"
+	"github.com/nbdloop/nbdloop/ublk"
 )
 
 // filterSpecs parses the --filter specs.
@@ -46,8 +47,21 @@ func openFilters(src sources.Source, cfg Config, restarted bool) (*filters.Stack
 	return filters.Open(src, specs, filters.Env{Logf: logger.Printf, Restarted: restarted})
 }
 
+// statsPath is the stats file of /dev/nbdN in dir, ublkStatsPath that of
+// /dev/ublkbN, and statsPathOf that of st's device.
 func statsPath(dir string, index int) string {
 	return filepath.Join(dir, fmt.Sprintf("nbd%d.stats.json", index))
+}
+
+func ublkStatsPath(dir string, id int) string {
+	return filepath.Join(dir, fmt.Sprintf("ublkb%d.stats.json", id))
+}
+
+func statsPathOf(dir string, st *State) string {
+	if st.Config.isUblk() {
+		return ublkStatsPath(dir, st.Config.Index)
+	}
+	return statsPath(dir, st.Config.Index)
 }
 
 // startStats writes the stack's statistics to the stats file now, every
@@ -61,7 +75,7 @@ func startStats(dir string, st *State, stack *filters.Stack, logf func(string, .
 	write := func() {
 		snap := s.Snapshot()
 		snap.Device, snap.BackendID, snap.PID = st.Name(), st.BackendID, st.PID
-		if err := writeStats(dir, st.Config.Index, &snap); err != nil {
+		if err := writeStats(dir, statsPathOf(dir, st), &snap); err != nil {
 			logf("%s: stats: %v", st.Name(), err)
 		}
 	}
@@ -92,9 +106,9 @@ func startStats(dir string, st *State, stack *filters.Stack, logf func(string, .
 	}
 }
 
-// writeStats replaces the stats file atomically, so readers never see half
-// of it.
-func writeStats(dir string, index int, snap *filters.StatsSnapshot) error {
+// writeStats replaces the stats file path in dir atomically, so readers
+// never see half of it.
+func writeStats(dir, path string, snap *filters.StatsSnapshot) error {
 	b, err := json.MarshalIndent(snap, "", "  ")
 	if err != nil {
 		return err
@@ -115,14 +129,19 @@ func writeStats(dir string, index int, snap *filters.StatsSnapshot) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), statsPath(dir, index))
+	return os.Rename(tmp.Name(), path)
 }
 
-// readStats reads the stats file of index, which must have been written
-// for backendID when that is not empty.
+// readStats reads the stats file of /dev/nbd<index>, which must have been
+// written for backendID when that is not empty.
 func readStats(dir string, index int, backendID string) (*filters.StatsSnapshot, error) {
-	dev := fmt.Sprintf("/dev/nbd%d", index)
-	b, err := os.ReadFile(statsPath(dir, index))
+	return readStatsFile(statsPath(dir, index), deviceName(index), backendID)
+}
+
+// readStatsFile reads the stats file path of dev, which must have been
+// written for backendID when that is not empty.
+func readStatsFile(path, dev, backendID string) (*filters.StatsSnapshot, error) {
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil, ErrNoStats
 	}
@@ -131,7 +150,7 @@ func readStats(dir string, index int, backendID string) (*filters.StatsSnapshot,
 	}
 	var snap filters.StatsSnapshot
 	if err := json.Unmarshal(b, &snap); err != nil {
-		return nil, fmt.Errorf("%s: %w", statsPath(dir, index), err)
+		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if backendID != "" && snap.BackendID != backendID {
 		return nil, ErrNoStats // left by an earlier attach of the same device
@@ -164,6 +183,39 @@ func ReadStats(index int) (*filters.StatsSnapshot, error) {
 		return nil, fmt.Errorf("%s: %w", dev, err)
 	}
 	return snap, nil
+}
+
+// ReadUblkStats is ReadStats for /dev/ublkb<id>, checked against the
+// device's state record.
+func ReadUblkStats(id int) (*filters.StatsSnapshot, error) {
+	dir, dev := StateDir(), ublk.BlockPath(id)
+	st := readUblkState(dir, id)
+	if st == nil || !st.server().alive() {
+		return nil, fmt.Errorf("%s: %w", dev, ErrNotAttached)
+	}
+	snap, err := readStatsFile(ublkStatsPath(dir, id), dev, st.BackendID)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dev, err)
+	}
+	return snap, nil
+}
+
+// DetachUblkStats is DetachUblk, and then returns the final statistics
+// the server wrote as it exited, or nil when it kept none.
+func DetachUblkStats(ctx context.Context, id int, force bool) (*filters.StatsSnapshot, error) {
+	dir := StateDir()
+	backend := ""
+	if st := readUblkState(dir, id); st != nil {
+		backend = st.BackendID
+	}
+	path := ublkStatsPath(dir, id)
+	var snap *filters.StatsSnapshot
+	err := detachUblk(ctx, id, force, func() {
+		if backend != "" {
+			snap, _ = readStatsFile(path, ublk.BlockPath(id), backend)
+		}
+	})
+	return snap, err
 }
 
 // DetachStats is Detach, and then returns the final statistics the server

@@ -142,6 +142,7 @@ func (r *ublkRun) serveUblkUntilEnd() error {
 		logger.Printf("%s: restarted (restart %d; the previous server %s)", dev, r.st.Restarts, r.st.LastExit)
 	}
 	logger.Printf("%s: serving %s (%d bytes, ublk)", dev, r.opened.Desc, src.Size())
+	r.deferUndo(startStats(r.host.stateDir, r.st, r.stack, logger.Printf))
 	select {
 	case <-r.dev.Done():
 		logger.Printf("%s: the kernel ended every queue", dev)

@@ -3,6 +3,7 @@ package attach
 import (
 	"context"
 	"fmt"
+	"os"
 	"syscall"
 	"time"
 
@@ -15,6 +16,12 @@ import (
 // those commands itself. Without force, a device that is mounted or held
 // is refused.
 func DetachUblk(ctx context.Context, id int, force bool) error {
+	return detachUblk(ctx, id, force, nil)
+}
+
+// detachUblk is DetachUblk; beforeRemove, when not nil, is called once the
+// server has exited, before the device's statistics file is removed.
+func detachUblk(ctx context.Context, id int, force bool, beforeRemove func()) error {
 	h := realHost()
 	dev := ublk.BlockPath(id)
 	name := fmt.Sprintf("ublkb%d", id)
@@ -65,5 +72,9 @@ func DetachUblk(ctx context.Context, id int, force bool) error {
 		ctrl.Close()
 	}
 	removeUblkState(h.stateDir, id, 0)
+	if beforeRemove != nil {
+		beforeRemove()
+	}
+	os.Remove(ublkStatsPath(h.stateDir, id))
 	return nil
 }

@@ -22,7 +22,7 @@ func TestValidateDriver(t *testing.T) {
 		{"ublk --autoclear", func(c *Config) { c.Driver, c.Autoclear = DriverUblk, true }, "--driver ublk: --autoclear"},
 		{"ublk --partscan", func(c *Config) { c.Driver, c.PartScan = DriverUblk, true }, "--driver ublk: --partscan"},
 		{"nbd --partscan", func(c *Config) { c.Driver, c.PartScan = DriverNBD, true }, ""},
-		{"ublk --filter stats", func(c *Config) { c.Driver, c.Filters = DriverUblk, []string{"stats"} }, "--driver ublk: --filter stats"},
+		{"ublk --filter stats", func(c *Config) { c.Driver, c.Filters = DriverUblk, []string{"stats"} }, ""},
 		{"ublk --filter log", func(c *Config) { c.Driver, c.Filters = DriverUblk, []string{"log:file=/tmp/x.jsonl"} }, ""},
 		{"nbd --filter stats", func(c *Config) { c.Driver, c.Filters = DriverNBD, []string{"stats"} }, ""},
 	} {

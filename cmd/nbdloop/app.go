@@ -496,13 +496,13 @@ func doDetach(c *cli.Context) error {
 	}
 	failed := 0
 	for _, idx := range indices {
-		if err := detachWithStats(c, idx, c.Bool("force"), c.Bool("stats")); err != nil {
+		if err := detachWithStats(c, idx, false, c.Bool("force"), c.Bool("stats")); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", oneLine(err.Error()))
 			failed++
 		}
 	}
 	for _, id := range ublks {
-		if err := attach.DetachUblk(c.Context, id, c.Bool("force")); err != nil {
+		if err := detachWithStats(c, id, true, c.Bool("force"), c.Bool("stats")); err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", oneLine(err.Error()))
 			failed++
 		}

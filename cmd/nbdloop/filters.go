@@ -79,21 +79,34 @@ func statsCommand() *cli.Command {
 	}
 }
 
+// statsReader returns what reads the statistics of dev: /dev/nbdN, or
+// /dev/ublkbN.
+func statsReader(dev string) (func() (*filters.StatsSnapshot, error), error) {
+	if id, ok := attach.ParseUblkDevice(dev); ok {
+		return func() (*filters.StatsSnapshot, error) { return attach.ReadUblkStats(id) }, nil
+	}
+	idx, err := attach.ParseDevice(dev)
+	if err != nil {
+		return nil, err
+	}
+	return func() (*filters.StatsSnapshot, error) { return attach.ReadStats(idx) }, nil
+}
+
 func doStats(c *cli.Context) error {
 	if c.NArg() == 0 {
 		return usageError("stats: no DEVICE given (e.g. nbdloop stats /dev/nbd0)")
 	}
-	var indices []int
+	var reads []func() (*filters.StatsSnapshot, error)
 	for _, a := range c.Args().Slice() {
-		idx, err := attach.ParseDevice(a)
+		read, err := statsReader(a)
 		if err != nil {
 			return usageError("stats: %v", err)
 		}
-		indices = append(indices, idx)
+		reads = append(reads, read)
 	}
 	failed := 0
-	for _, idx := range indices {
-		snap, err := attach.ReadStats(idx)
+	for _, read := range reads {
+		snap, err := read()
 		if err != nil {
 			fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s\n", oneLine(err.Error()))
 			failed++
@@ -172,10 +185,19 @@ func sizes(h []filters.SizeCount) string {
 	return strings.Join(parts, ",")
 }
 
-// detachWithStats detaches /dev/nbdIDX and, with print (detach --stats),
-// prints the statistics its server wrote as it exited.
-func detachWithStats(c *cli.Context, idx int, force, print bool) error {
-	snap, err := attach.DetachStats(c.Context, idx, force)
+// detachWithStats detaches /dev/nbdIDX (/dev/ublkbIDX when ublk) and, with
+// print (detach --stats), prints the statistics its server wrote as it
+// exited.
+func detachWithStats(c *cli.Context, idx int, ublk, force, print bool) error {
+	var snap *filters.StatsSnapshot
+	var err error
+	dev := fmt.Sprintf("/dev/nbd%d", idx)
+	if ublk {
+		dev = fmt.Sprintf("/dev/ublkb%d", idx)
+		snap, err = attach.DetachUblkStats(c.Context, idx, force)
+	} else {
+		snap, err = attach.DetachStats(c.Context, idx, force)
+	}
 	if err != nil {
 		return err
 	}
@@ -183,7 +205,7 @@ func detachWithStats(c *cli.Context, idx int, force, print bool) error {
 		return nil
 	}
 	if snap == nil {
-		fmt.Fprintf(c.App.ErrWriter, "nbdloop: /dev/nbd%d: %v\n", idx, attach.ErrNoStats)
+		fmt.Fprintf(c.App.ErrWriter, "nbdloop: %s: %v\n", dev, attach.ErrNoStats)
 		return nil
 	}
 	return printStats(c, snap)

@@ -15,7 +15,6 @@ import (
 	"github.com/urfave/cli/v2"
 	"golang.org/x/sys/unix"
 
-	"github.com/nbdloop/nbdloop/attach"
 	"github.com/nbdloop/nbdloop/filters"
 	"github.com/nbdloop/nbdloop/internal/bytesize"
 	"github.com/nbdloop/nbdloop/pictures"
@@ -53,7 +52,7 @@ func doTop(c *cli.Context) error {
 	if c.NArg() != 1 {
 		return usageError("top: one DEVICE expected (e.g. nbdloop top /dev/nbd0)")
 	}
-	idx, err := attach.ParseDevice(c.Args().First())
+	read, err := statsReader(c.Args().First())
 	if err != nil {
 		return usageError("top: %v", err)
 	}
@@ -61,7 +60,7 @@ func doTop(c *cli.Context) error {
 	live := !c.Bool("once") && isTerminal(w)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	prev, err := attach.ReadStats(idx)
+	prev, err := read()
 	if err != nil {
 		return fmt.Errorf("top: %w", err)
 	}
@@ -70,7 +69,7 @@ func doTop(c *cli.Context) error {
 		defer fmt.Fprint(w, "\x1b[?25h")
 	}
 	for {
-		cur, err := nextStats(ctx, idx, prev)
+		cur, err := nextStats(ctx, read, prev)
 		if errors.Is(err, context.Canceled) {
 			return nil
 		}
@@ -88,7 +87,7 @@ func doTop(c *cli.Context) error {
 }
 
 // nextStats waits until the server has written statistics newer than prev.
-func nextStats(ctx context.Context, idx int, prev *filters.StatsSnapshot) (*filters.StatsSnapshot, error) {
+func nextStats(ctx context.Context, read func() (*filters.StatsSnapshot, error), prev *filters.StatsSnapshot) (*filters.StatsSnapshot, error) {
 	deadline := time.Now().Add(topWait)
 	for {
 		select {
@@ -96,7 +95,7 @@ func nextStats(ctx context.Context, idx int, prev *filters.StatsSnapshot) (*filt
 			return nil, ctx.Err()
 		case <-time.After(100 * time.Millisecond):
 		}
-		cur, err := attach.ReadStats(idx)
+		cur, err := read()
 		if err != nil {
 			return nil, err
 		}
