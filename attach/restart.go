@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/nbdloop/nbdloop/ublk"
 )
 
 // Restart starts a new server for /dev/nbdN, which must be attached by
@@ -36,6 +38,54 @@ func (h host) restart(ctx context.Context, index int, force bool) (*Device, erro
 	if why := notRestartable(st.Config, st.Format); why != "" {
 		return nil, fmt.Errorf("%s: cannot restart: %s (detach it)", dev, why)
 	}
+	return restartRecord(ctx, dev, st, force, func() *State { return readState(dir, index) }, func() (*Device, error) {
+		devs, err := h.list([]int{index})
+		if err != nil || len(devs) != 1 {
+			return nil, fmt.Errorf("%s: restarted, but listing it failed: %v", dev, err)
+		}
+		return &devs[0], nil
+	})
+}
+
+// RestartUblk is Restart for /dev/ublkb<id>, attached by nbdloop with a
+// supervisor: the new server takes the device over with ublk's user
+// recovery, as the supervisor's own restarts do.
+func RestartUblk(ctx context.Context, id int, force bool) (*Device, error) {
+	h := realHost()
+	dev, dir := ublk.BlockPath(id), h.stateDir
+	st := readUblkState(dir, id)
+	if st == nil {
+		return nil, fmt.Errorf("%s: not attached by nbdloop, or its state record is gone (detach it and attach again)", dev)
+	}
+	ctrl, err := openUblkControl()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", dev, err)
+	}
+	exists := ctrl.Exists(id)
+	ctrl.Close()
+	if !exists {
+		return nil, fmt.Errorf("%s: not attached (nothing to restart; attach it)", dev)
+	}
+	if st.Supervisor == 0 {
+		return nil, fmt.Errorf("%s: cannot restart: attached without a supervisor (--no-restart or --foreground), so without ublk's user recovery (detach it)", dev)
+	}
+	if why := notRestartable(st.Config, st.Format); why != "" {
+		return nil, fmt.Errorf("%s: cannot restart: %s (detach it)", dev, why)
+	}
+	return restartRecord(ctx, dev, st, force, func() *State { return readUblkState(dir, id) }, func() (*Device, error) {
+		for _, d := range h.listUblk() {
+			if d.Index == id {
+				return &d, nil
+			}
+		}
+		return nil, fmt.Errorf("%s: restarted, but list does not show it", dev)
+	})
+}
+
+// restartRecord restarts the server of dev, whose record is st: through
+// its live supervisor, or a new one; then waits until read shows a new
+// live server, and returns the device as list shows it.
+func restartRecord(ctx context.Context, dev string, st *State, force bool, read func() *State, listed func() (*Device, error)) (*Device, error) {
 	oldPID := st.PID
 	supAlive, srvAlive := st.supervisor().alive(), st.server().alive()
 	switch {
@@ -54,7 +104,7 @@ func (h host) restart(ctx context.Context, index int, force bool) (*Device, erro
 	}
 	var cur *State
 	err := waitFor(ctx, 30*time.Second, func() bool {
-		cur = readState(dir, index)
+		cur = read()
 		return cur != nil && cur.PID != oldPID && cur.server().alive() && cur.DeadReason == ""
 	})
 	if err != nil {
@@ -64,11 +114,7 @@ func (h host) restart(ctx context.Context, index int, force bool) (*Device, erro
 		}
 		return nil, fmt.Errorf("%s: no new server is serving the device (%v)%s", dev, err, why)
 	}
-	devs, err := h.list([]int{index})
-	if err != nil || len(devs) != 1 {
-		return nil, fmt.Errorf("%s: restarted, but listing it failed: %v", dev, err)
-	}
-	return &devs[0], nil
+	return listed()
 }
 
 // takeOver starts a new supervisor for the device of st, whose supervisor

@@ -351,6 +351,69 @@ func TestKernelUblkKilledServer(t *testing.T) {
 	})
 }
 
+// TestKernelUblkRestartByHand: with the supervisor and then the server of
+// a ublk device killed (SIGKILL), the kernel holds the device's I/O and
+// list shows it dead; nbdloop restart starts a supervisor and a server
+// that take the device over with user recovery: the mounted ext4 carries
+// on (a file written before reads back after the caches are dropped, a new
+// one is written with fsync), and e2fsck finds it clean.
+func TestKernelUblkRestartByHand(t *testing.T) {
+	requireUblk(t)
+	dir := scratch(t)
+	img := filepath.Join(dir, "disk.img")
+	must(t, "truncate", "-s", "128M", img)
+	dev := attachUblk(t, img)
+	must(t, "mkfs.ext4", "-q", dev)
+	mnt := filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	must(t, "mount", dev, mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	first := filepath.Join(mnt, "before")
+	must(t, "dd", "if=/dev/urandom", "of="+first, "bs=1M", "count=4", "conv=fsync", "status=none")
+	sum := must(t, "sha256sum", first)
+	var sup, srv int
+	for _, d := range listDevices(t).Devices {
+		if d.Name == dev {
+			sup, srv = d.Supervisor, d.PID
+		}
+	}
+	if sup == 0 || srv == 0 {
+		t.Fatalf("list shows %s with supervisor %d, server %d", dev, sup, srv)
+	}
+	for _, pid := range []int{sup, srv} {
+		syscall.Kill(pid, syscall.SIGKILL)
+		waitFor(t, 20*time.Second, fmt.Sprintf("process %d to end", pid), func() error {
+			if syscall.Kill(pid, 0) == nil {
+				return errors.New("still running")
+			}
+			return nil
+		})
+	}
+	waitFor(t, 20*time.Second, "list to show "+dev+" dead", func() error {
+		if state, _, _ := ublkDevice(t, dev); state != "dead" {
+			return fmt.Errorf("state %q", state)
+		}
+		return nil
+	})
+	if out := must(t, nbdloop(t), "restart", dev); !strings.Contains(out, dev+": restarted") {
+		t.Errorf("restart printed %q", out)
+	}
+	state, pid, _ := ublkDevice(t, dev)
+	if state != "running" || pid == srv || pid == 0 {
+		t.Fatalf("after restart, list shows %s %s with server %d (the killed one was %d)", dev, state, pid, srv)
+	}
+	must(t, "sh", "-c", "echo 3 > /proc/sys/vm/drop_caches")
+	if got := must(t, "sha256sum", first); got != sum {
+		t.Errorf("the file written before the kills reads differently after restart")
+	}
+	must(t, "dd", "if=/dev/urandom", "of="+filepath.Join(mnt, "after"), "bs=1M", "count=4", "conv=fsync", "status=none")
+	must(t, "umount", mnt)
+	if r := run(t, "e2fsck", "-fn", dev); r.code != 0 {
+		t.Fatalf("e2fsck after the restart: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	must(t, nbdloop(t), "detach", dev)
+}
+
 // ublkDevice returns list's row of dev.
 func ublkDevice(t *testing.T, dev string) (state string, pid, restarts int) {
 	t.Helper()

@@ -15,8 +15,8 @@ func restartCommand() *cli.Command {
 		Usage:     "restart the server of an attached device without detaching it",
 		UsageText: "nbdloop restart [--force] DEVICE",
 		Description: "Starts a new server for DEVICE with the source and options it was attached with,\n" +
-			"and hands it to the kernel with NBD_CMD_RECONFIGURE: a mounted file system on the\n" +
-			"device carries on. The supervisor does this by itself when a server dies; use\n" +
+			"and hands it to the kernel with NBD_CMD_RECONFIGURE (a ublk device: with ublk's user\n" +
+			"recovery): a mounted file system on the device carries on. The supervisor does this by itself when a server dies; use\n" +
 			"restart when it gave up (list shows the device dead, with the reason in --json),\n" +
 			"after the supervisor itself was killed, or to replace a running server (it is asked\n" +
 			"to flush and hand over). A memory: device whose server and supervisor are both gone\n" +
@@ -33,14 +33,20 @@ func restartCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return usageError("restart: one DEVICE expected (e.g. nbdloop restart /dev/nbd0)")
 			}
-			idx, err := attach.ParseDevice(c.Args().First())
-			if err != nil {
-				return usageError("restart: %v", err)
+			restart := attach.Restart
+			idx, ok := attach.ParseUblkDevice(c.Args().First())
+			if ok {
+				restart = attach.RestartUblk
+			} else {
+				var err error
+				if idx, err = attach.ParseDevice(c.Args().First()); err != nil {
+					return usageError("restart: %v", err)
+				}
 			}
 			if err := requireRoot("restart"); err != nil {
 				return err
 			}
-			d, err := attach.Restart(context.Background(), idx, c.Bool("force"))
+			d, err := restart(context.Background(), idx, c.Bool("force"))
 			if err != nil {
 				return err
 			}
