@@ -265,51 +265,49 @@ func TestKernelUblkStats(t *testing.T) {
 	}
 }
 
-// TestKernelUblkRun: attach --driver ublk --run runs the command with
-// DEVICE=/dev/ublkbN and then detaches that device, and no other: an nbd
-// device of the same number stays attached.
-func TestKernelUblkRun(t *testing.T) {
+// TestKernelUblkDetachesItself: the commands that detach the devices they
+// attached (attach --run when its command ends, nbdtab detach) detach a
+// ublk device, and no other: an nbd device of the same number, attached by
+// hand, stays attached.
+func TestKernelUblkDetachesItself(t *testing.T) {
 	requireUblk(t)
 	requireDriver(t)
-	nbd := attachDev(t, "--device", "/dev/nbd3", "memory:16M")
-	r := run(t, nbdloop(t), "attach", "--driver", "ublk", "--device", "/dev/ublkb3", "--run", `test -b "$DEVICE" && echo "$DEVICE"`, "memory:16M")
-	if r.code != 0 || strings.TrimSpace(r.stdout) != "/dev/ublkb3" {
-		t.Fatalf("attach --driver ublk --run: exit %d, stdout %q, stderr %q; want 0 and /dev/ublkb3", r.code, r.stdout, r.stderr)
+	for _, c := range []struct {
+		name string
+		n    int
+		act  func(t *testing.T, dev string)
+	}{
+		{"attach --run", 3, func(t *testing.T, dev string) {
+			r := run(t, nbdloop(t), "attach", "--driver", "ublk", "--device", dev, "--run", `test -b "$DEVICE" && echo "$DEVICE"`, "memory:16M")
+			if r.code != 0 || strings.TrimSpace(r.stdout) != dev {
+				t.Fatalf("attach --driver ublk --run: exit %d, stdout %q, stderr %q; want 0 and %s", r.code, r.stdout, r.stderr, dev)
+			}
+		}},
+		{"nbdtab detach", 6, func(t *testing.T, dev string) {
+			tab := filepath.Join(scratch(t), "nbdtab")
+			os.WriteFile(tab, []byte("--driver ublk --device "+dev+" memory:16M\n"), 0o644)
+			if out := must(t, nbdloop(t), "nbdtab", "attach", tab); !strings.HasPrefix(out, dev+"\t") {
+				t.Fatalf("nbdtab attach printed %q, want %s and the line", out, dev)
+			}
+			if out := must(t, nbdloop(t), "nbdtab", "detach", tab); !strings.HasPrefix(out, dev+"\t") || !strings.Contains(out, "(detached)") {
+				t.Errorf("nbdtab detach printed %q", out)
+			}
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			nbd := attachDev(t, "--device", fmt.Sprintf("/dev/nbd%d", c.n), "memory:16M")
+			dev := fmt.Sprintf("/dev/ublkb%d", c.n)
+			c.act(t, dev)
+			if _, err := os.Stat(dev); !errors.Is(err, os.ErrNotExist) {
+				run(t, nbdloop(t), "detach", "--force", dev)
+				t.Errorf("%s is still there after %s (%v)", dev, c.name, err)
+			}
+			if _, err := os.Stat(pidFile(nbd)); err != nil {
+				t.Fatalf("%s was detached by %s of %s: %v", nbd, c.name, dev, err)
+			}
+			detach(t, nbd)
+		})
 	}
-	if _, err := os.Stat("/dev/ublkb3"); !errors.Is(err, os.ErrNotExist) {
-		run(t, nbdloop(t), "detach", "--force", "/dev/ublkb3")
-		t.Errorf("/dev/ublkb3 is still there after --run (%v)", err)
-	}
-	if _, err := os.Stat(pidFile(nbd)); err != nil {
-		t.Fatalf("%s was detached by the ublk device's --run: %v", nbd, err)
-	}
-	detach(t, nbd)
-}
-
-// TestKernelUblkNbdTab: a table line with --driver ublk is attached as a
-// ublk device, and nbdtab detach detaches that device, and no other: an
-// nbd device of the same number, attached by hand, stays attached.
-func TestKernelUblkNbdTab(t *testing.T) {
-	requireUblk(t)
-	requireDriver(t)
-	nbd := attachDev(t, "--device", "/dev/nbd6", "memory:16M")
-	tab := filepath.Join(scratch(t), "nbdtab")
-	os.WriteFile(tab, []byte("--driver ublk --device /dev/ublkb6 memory:16M\n"), 0o644)
-	if out := must(t, nbdloop(t), "nbdtab", "attach", tab); !strings.HasPrefix(out, "/dev/ublkb6\t") {
-		run(t, nbdloop(t), "detach", "--force", "/dev/ublkb6")
-		t.Fatalf("nbdtab attach printed %q, want /dev/ublkb6 and the line", out)
-	}
-	if out := must(t, nbdloop(t), "nbdtab", "detach", tab); !strings.HasPrefix(out, "/dev/ublkb6\t") || !strings.Contains(out, "(detached)") {
-		t.Errorf("nbdtab detach printed %q", out)
-	}
-	if _, err := os.Stat("/dev/ublkb6"); !errors.Is(err, os.ErrNotExist) {
-		run(t, nbdloop(t), "detach", "--force", "/dev/ublkb6")
-		t.Errorf("/dev/ublkb6 is still there after nbdtab detach (%v)", err)
-	}
-	if _, err := os.Stat(pidFile(nbd)); err != nil {
-		t.Fatalf("%s was detached by nbdtab detach of the ublk line: %v", nbd, err)
-	}
-	detach(t, nbd)
 }
 
 // TestKernelUblkKilledServer: with --no-restart, a ublk server killed
