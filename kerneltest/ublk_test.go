@@ -144,6 +144,11 @@ func TestKernelUblkDevice(t *testing.T) {
 	}
 	must(t, "dd", "if=/dev/urandom", "of="+dev, "bs=1M", "count=4", "oflag=direct", "status=none")
 	before := must(t, "sha256sum", dev)
+	other := attachUblk(t, "memory:16M")
+	if out := must(t, nbdloop(t), "list", "-n", "-O", "NAME", dev); strings.TrimSpace(out) != dev {
+		t.Errorf("list %s printed %q, want that device alone (%s is attached too)", dev, out, other)
+	}
+	must(t, nbdloop(t), "detach", other)
 	r := run(t, nbdloop(t), "attach", "--driver", "ublk", "--device", "ublkb9", "memory:64M")
 	msg := strings.TrimSpace(r.stderr)
 	if r.code != 1 || strings.Contains(msg, "\n") || !strings.Contains(msg, want) || !strings.Contains(msg, "--device") {

@@ -216,12 +216,43 @@ func servesFile(path string) (func(d *attach.Device) bool, error) {
 	}, nil
 }
 
+// listNamed lists the nbd devices of indices and the ublk devices named in
+// ublks; every device when both are empty.
+func listNamed(indices []int, ublks map[string]bool) ([]attach.Device, error) {
+	if len(ublks) == 0 {
+		return attach.List(indices)
+	}
+	var devs []attach.Device
+	if len(indices) > 0 {
+		nbds, err := attach.List(indices)
+		if err != nil {
+			return nil, err
+		}
+		devs = nbds
+	}
+	every, err := attach.List(nil)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range every {
+		if d.Driver == attach.DriverUblk && ublks[d.Name] {
+			devs = append(devs, d)
+		}
+	}
+	return devs, nil
+}
+
 func doList(c *cli.Context) error {
 	if c.Bool("served") {
 		return doListServed(c)
 	}
 	var indices []int
+	ublks := map[string]bool{} // /dev/ublkbN named
 	for _, a := range c.Args().Slice() {
+		if id, ok := attach.ParseUblkDevice(a); ok {
+			ublks[fmt.Sprintf("/dev/ublkb%d", id)] = true
+			continue
+		}
 		idx, err := attach.ParseDevice(a)
 		if err != nil {
 			return usageError("list: %v", err)
@@ -244,7 +275,7 @@ func doList(c *cli.Context) error {
 			return err
 		}
 	}
-	all, err := attach.List(indices)
+	all, err := listNamed(indices, ublks)
 	if err != nil {
 		return err
 	}
