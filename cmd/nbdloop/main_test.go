@@ -66,6 +66,7 @@ func TestUsageErrors(t *testing.T) {
 		{name: "device sda", args: []string{"attach", "--device", "/dev/sda", "disk.img"}, want: "attach: --device /dev/sda: not an nbd device (use /dev/nbdN)"},
 		{name: "ublk device nbd0", args: []string{"attach", "--driver", "ublk", "--device", "/dev/nbd0", "disk.img"}, want: "attach: --device /dev/nbd0: not a ublk device (use /dev/ublkbN)"},
 		{name: "nbd device ublkb0", args: []string{"attach", "--device", "/dev/ublkb0", "disk.img"}, want: "attach: --device /dev/ublkb0: not an nbd device (use /dev/nbdN)"},
+		{name: "resize ublk", args: []string{"resize", "/dev/ublkb0"}, want: "resize: /dev/ublkb0: nbdloop resizes nbd devices only"},
 		{name: "find with device", args: []string{"attach", "--find", "--device", "/dev/nbd1", "disk.img"}, want: "attach: --find and --device exclude each other"},
 		{name: "foreground with run", args: []string{"attach", "--foreground", "--run", "true", "disk.img"}, want: "attach: --foreground and --run exclude each other"},
 		{name: "memory 0", args: []string{"attach", "memory:0"}, want: "attach: memory:0: size must be greater than 0"},

@@ -33,6 +33,9 @@ func resizeCommand() *cli.Command {
 			if c.NArg() != 1 {
 				return usageError("resize: one DEVICE expected (e.g. nbdloop resize /dev/nbd0)")
 			}
+			if _, ok := attach.ParseUblkDevice(c.Args().First()); ok {
+				return usageError("resize: %s: nbdloop resizes nbd devices only, a ublk device keeps the size it was attached with (detach it and attach again, or attach with --driver nbd)", c.Args().First())
+			}
 			idx, err := attach.ParseDevice(c.Args().First())
 			if err != nil {
 				return usageError("resize: %v", err)
