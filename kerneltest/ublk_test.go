@@ -50,6 +50,24 @@ func attachUblk(t *testing.T, args ...string) string {
 	return dev
 }
 
+// mountedUblkExt4 makes a raw file of size in a scratch directory,
+// attaches it with --driver ublk, makes ext4 on it and mounts it; the
+// unmount and the detach are registered for cleanup. It returns the device
+// and the mount point.
+func mountedUblkExt4(t *testing.T, size string) (dev, mnt string) {
+	t.Helper()
+	dir := scratch(t)
+	img := filepath.Join(dir, "ext4.img")
+	must(t, "truncate", "-s", size, img)
+	dev = attachUblk(t, img)
+	must(t, "mkfs.ext4", "-q", dev)
+	mnt = filepath.Join(dir, "mnt")
+	os.Mkdir(mnt, 0o755)
+	must(t, "mount", dev, mnt)
+	t.Cleanup(func() { run(t, "umount", mnt) })
+	return dev, mnt
+}
+
 // fioVerify runs fio with crc32c checksums in dir: 4 KiB random direct
 // writes with fsyncs by two jobs, then 1 MiB sequential ones, each
 // verified by reading back.
@@ -362,15 +380,7 @@ func TestKernelUblkKilledServer(t *testing.T) {
 // one is written with fsync), and e2fsck finds it clean.
 func TestKernelUblkRestartByHand(t *testing.T) {
 	requireUblk(t)
-	dir := scratch(t)
-	img := filepath.Join(dir, "disk.img")
-	must(t, "truncate", "-s", "128M", img)
-	dev := attachUblk(t, img)
-	must(t, "mkfs.ext4", "-q", dev)
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	must(t, "mount", dev, mnt)
-	t.Cleanup(func() { run(t, "umount", mnt) })
+	dev, mnt := mountedUblkExt4(t, "128M")
 	first := filepath.Join(mnt, "before")
 	must(t, "dd", "if=/dev/urandom", "of="+first, "bs=1M", "count=4", "conv=fsync", "status=none")
 	sum := must(t, "sha256sum", first)
@@ -437,15 +447,7 @@ func ublkDevice(t *testing.T, dev string) (state string, pid, restarts int) {
 // clean and list counts two restarts.
 func TestKernelUblkRestartFio(t *testing.T) {
 	requireUblk(t)
-	dir := scratch(t)
-	img := filepath.Join(dir, "ext4.img")
-	must(t, "truncate", "-s", "256M", img)
-	dev := attachUblk(t, img)
-	must(t, "mkfs.ext4", "-q", dev)
-	mnt := filepath.Join(dir, "mnt")
-	os.Mkdir(mnt, 0o755)
-	must(t, "mount", dev, mnt)
-	t.Cleanup(func() { run(t, "umount", mnt) })
+	dev, mnt := mountedUblkExt4(t, "256M")
 	fio := exec.Command("fio", "--name=verify", "--directory="+mnt, "--size=32M", "--bs=4k",
 		"--rw=randwrite", "--direct=1", "--ioengine=psync", "--fsync=32", "--verify=crc32c",
 		"--do_verify=1", "--verify_fatal=1", "--rate_iops=,200")
