@@ -46,7 +46,8 @@ FUZZ_TARGETS := ./sources/qcow2:FuzzQcow2Header \
 	./sources/vmdk:FuzzVMDKDescriptor ./sources/vmdk:FuzzVMDKHeader \
 	./sources/xz:FuzzXZIndex ./sources/xz:FuzzXZBlockHeader \
 	./sources/internal/lzma2:FuzzLZMA2 ./nbd:FuzzHandshake \
-	./sources/bucket:FuzzManifest ./sources/httpsrc:FuzzContentRange
+	./sources/bucket:FuzzManifest ./sources/httpsrc:FuzzContentRange \
+	./sources/httpsrc:FuzzDirectHead
 FUZZTIME ?= 5000x
 fuzz-short:
 	@for t in $(FUZZ_TARGETS); do \

@@ -3,6 +3,9 @@
 package kerneltest
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -188,4 +191,66 @@ func TestKernelHTTPQcow2(t *testing.T) {
 	}
 	detach(t, dev)
 	requireClean(t, "after detach")
+}
+
+// TestKernelHTTPDirect: large reads of a raw image by URL that the cache
+// has none of come straight from nginx's answers, spliced through pipes
+// into the device's socket and not kept: dd with iflag=direct in 1 MiB
+// blocks reads the object's bytes, and the server's peak memory does not
+// grow with them. The same device read in 64 KiB blocks goes through the
+// cache, which keeps what it reads: the server's peak memory grows by the
+// object (the contrast that shows the first read took no room).
+func TestKernelHTTPDirect(t *testing.T) {
+	requireDriver(t)
+	dir := scratch(t)
+	ng := served(t, dir)
+	const size = 96 << 20
+	data := make([]byte, size)
+	rng := rand.NewChaCha8([32]byte{7})
+	rng.Read(data)
+	sum := sha256.Sum256(data)
+	want := hex.EncodeToString(sum[:])
+	url := ng.Put(t, "disk.img", data, time.Unix(1700000000, 0))
+	dev := attachDev(t, "-r", "--cache-size", "512M", url)
+	pid := serverPID(t, dev)
+	base := peakRSS(t, pid)
+	for _, tc := range []struct {
+		bs          string
+		grows, upto int64 // the bounds of the peak's growth
+	}{
+		{"1M", 0, 32 << 20},
+		{"64K", size * 3 / 4, 1 << 40},
+	} {
+		got := sh(t, "dd if="+dev+" iflag=direct bs="+tc.bs+" status=none | sha256sum | cut -d' ' -f1")
+		if got != want {
+			t.Errorf("bs=%s: the device's contents differ from the object's", tc.bs)
+		}
+		grew := peakRSS(t, pid) - base
+		t.Logf("bs=%s: the server's peak memory grew by %d MiB", tc.bs, grew>>20)
+		if grew < tc.grows || grew > tc.upto {
+			t.Errorf("bs=%s: the server's peak memory grew by %d MiB reading %d MiB, want %d to %d MiB", tc.bs, grew>>20, size>>20, tc.grows>>20, tc.upto>>20)
+		}
+	}
+	detach(t, dev)
+	requireClean(t, "after detach")
+}
+
+// peakRSS returns the peak resident memory of the process pid (VmHWM).
+func peakRSS(t *testing.T, pid int) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kib, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kib << 10
+		}
+	}
+	t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
 }

@@ -116,6 +116,14 @@ func (c *conn) read(req *RequestHeader, h *holeReader) uint32 {
 			return 0
 		}
 	}
+	if s.piper != nil && c.raw != nil && req.Length > inlineMax {
+		if fds, release, ok := s.piper.PipeRead(int64(req.Offset), int64(req.Length)); ok {
+			f := outFrame{file: fileRegion{pipes: fds, n: int(req.Length)}, release: release}
+			f.hlen = uint8(c.putReadHeader(f.hdr[:], req))
+			c.send(f)
+			return 0
+		}
+	}
 	if s.lender != nil && s.caps.Parallel && req.Length > inlineMax {
 		return c.readLent(req)
 	}

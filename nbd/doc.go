@@ -70,6 +70,11 @@
 //     own (a block cache: objects by URL) are written with writev(2)
 //     straight from the slices it lends, pinned until the reply is out,
 //     instead of being copied into a reply buffer first.
+//   - READs over 128 KiB that a source can put into pipes without their
+//     passing through its memory (an object on a plain http server, for
+//     large reads its cache has none of: the answer's body is spliced from
+//     the connection) are answered with the header, then splice(2) from
+//     the pipes: the socket takes their pages.
 //   - Request and reply buffers come from size-classed pools: no allocation
 //     per request at steady state (see the benchmarks' allocs/op).
 //   - A TLS session's socket is read and written with the same raw system
@@ -83,8 +88,9 @@
 // Errors from the Source become NBD error replies (ErrorCode is the one place
 // that maps them); only a peer that breaks the protocol (bad magic, a payload
 // over MaxPayload) loses its connection, and so does a READ sent with
-// sendfile whose file ends before its data (it shrank under the source):
-// its success header is already out.
+// sendfile whose file ends before its data (it shrank under the source),
+// or from pipes that hold another number of bytes: its success header is
+// already out.
 //
 // The client side (client*.go) connects to any NBD server: Dial or
 // DialURI (NBD URIs, ParseURI) runs the fixed newstyle handshake

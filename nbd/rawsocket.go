@@ -40,6 +40,7 @@ type rawSocket struct {
 	sn    int
 	serr  syscall.Errno
 	scall func(fd uintptr) bool
+	pcall func(fd uintptr) bool // Splice's
 }
 
 func newRawSocket(rc syscall.RawConn) *rawSocket {
@@ -47,6 +48,7 @@ func newRawSocket(rc syscall.RawConn) *rawSocket {
 	s.rcall = s.read
 	s.wcall = s.writev
 	s.scall = s.sendfile
+	s.pcall = s.splice
 	return s
 }
 
@@ -54,8 +56,13 @@ func newRawSocket(rc syscall.RawConn) *rawSocket {
 // ready is false when the call would block (EAGAIN): the RawConn callback
 // returns it so that the poller waits for the socket.
 func rawCall(trap, a1, a2, a3, a4 uintptr) (n int, errno syscall.Errno, ready bool) {
+	return rawCall6(trap, a1, a2, a3, a4, 0, 0)
+}
+
+// rawCall6 is rawCall with six arguments.
+func rawCall6(trap, a1, a2, a3, a4, a5, a6 uintptr) (n int, errno syscall.Errno, ready bool) {
 	for {
-		r, _, e := unix.RawSyscall6(trap, a1, a2, a3, a4, 0, 0)
+		r, _, e := unix.RawSyscall6(trap, a1, a2, a3, a4, a5, a6)
 		switch e {
 		case unix.EINTR:
 			continue
@@ -152,6 +159,49 @@ func (s *rawSocket) SendFile(fd int, off int64, n int) error {
 			return io.ErrUnexpectedEOF
 		}
 		s.sleft -= s.sn // sendfile advanced s.soff itself
+	}
+	return nil
+}
+
+// splice moves bytes from the pipe s.sfd to the socket: the pipe holds
+// them all already, so only the socket may make it wait.
+func (s *rawSocket) splice(fd uintptr) (ready bool) {
+	s.sn, s.serr, ready = rawCall6(unix.SYS_SPLICE, uintptr(s.sfd), 0, fd, 0, uintptr(s.sleft), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	return ready
+}
+
+// Splice sends the n bytes the pipes hold, in order, with splice(2): the
+// socket takes the pipes' pages. It fails with io.ErrUnexpectedEOF,
+// sending nothing, if the pipes hold another number of bytes.
+func (s *rawSocket) Splice(pipes []int, n int) error {
+	held := 0
+	for _, fd := range pipes {
+		k, err := unix.IoctlGetInt(fd, unix.TIOCINQ) // TIOCINQ is FIONREAD
+		if err != nil {
+			return io.ErrUnexpectedEOF
+		}
+		held += k
+	}
+	if held != n {
+		return io.ErrUnexpectedEOF
+	}
+	// The pipes' side of the calls never blocks, so EAGAIN is the
+	// socket's: the poller waits for it.
+	for _, fd := range pipes {
+		k, _ := unix.IoctlGetInt(fd, unix.TIOCINQ)
+		s.sfd, s.sleft = fd, k
+		for s.sleft > 0 {
+			if err := s.rc.Write(s.pcall); err != nil {
+				return err
+			}
+			if s.serr != 0 {
+				return s.serr
+			}
+			if s.sn == 0 {
+				return io.ErrUnexpectedEOF
+			}
+			s.sleft -= s.sn
+		}
 	}
 	return nil
 }

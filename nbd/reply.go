@@ -6,8 +6,9 @@ import "syscall"
 // (hdr[:hlen]: a simple reply, or an NBD_REPLY_TYPE_NONE chunk), a reply
 // that fills buf (a READ's header and data, an error or block status
 // chunk), which goes back to the pool once written, or a READ reply whose
-// header is hdr[:hlen] and whose data is sent from file, or written from
-// lent (the source's memory, given back by calling release once written).
+// header is hdr[:hlen] and whose data is sent from file (a file in RAM, or
+// a pipe the source filled), or written from lent (the source's memory);
+// release, when set, gives the file or the memory back once written.
 type outFrame struct {
 	hdr     [extDataChunkHeaderSize]byte
 	hlen    uint8
@@ -17,11 +18,13 @@ type outFrame struct {
 	release func()
 }
 
-// fileRegion is n bytes of the file fd from offset off; n is 0 for none.
+// fileRegion is n bytes of the file fd from offset off, or, when pipes is
+// not nil, the n bytes those pipes hold; n is 0 for none.
 type fileRegion struct {
-	fd  int
-	off int64
-	n   int
+	fd    int
+	off   int64
+	n     int
+	pipes []int
 }
 
 func (c *conn) sendHeader(errCode uint32, cookie uint64) {
@@ -176,7 +179,13 @@ func (c *conn) sendFile(r fileRegion) {
 	if c.werr != nil {
 		return
 	}
-	if err := c.raw.SendFile(r.fd, r.off, r.n); err != nil {
+	var err error
+	if r.pipes != nil {
+		err = c.raw.Splice(r.pipes, r.n)
+	} else {
+		err = c.raw.SendFile(r.fd, r.off, r.n)
+	}
+	if err != nil {
 		c.werr = err
 		c.s.opts.Logf("nbd: sending a READ reply from the source file: %v (closing the connection)", err)
 		c.raw.Shutdown()

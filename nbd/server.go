@@ -57,6 +57,7 @@ type Server struct {
 	serial sync.Mutex  // held around Source calls when !caps.Parallel
 	region ramRegioner // src, when its READ replies can be sent with sendfile
 	lender lender      // src, when its READ replies can be written from its memory
+	piper  piper       // src, when its READ replies can come through a pipe
 	// disc is set once any connection has received NBD_CMD_DISC: the peer
 	// asked to end, as opposed to a connection that just closed.
 	disc atomic.Bool
@@ -78,7 +79,21 @@ func NewServer(src sources.Source, opts Options) *Server {
 	s := &Server{src: src, size: uint64(src.Size()), caps: src.Caps(), opts: opts}
 	s.region, _ = src.(ramRegioner)
 	s.lender, _ = src.(lender)
+	s.piper, _ = src.(piper)
 	return s
+}
+
+// piper is a source that can put the bytes of a READ into pipes without
+// their passing through the server's memory (an object on a plain HTTP
+// server: splice(2) from the answer's connection). PipeRead returns the
+// read ends of pipes that hold exactly the n bytes at off, in order, and
+// release, to be called once, after the reply is written (or not: the
+// pipes may still hold bytes then); fds is not used after it. ok is false
+// when the source does not serve this READ so, or failed to: the server
+// then serves it as any other READ. The reply's data goes from the pipes
+// to the socket with splice(2).
+type piper interface {
+	PipeRead(off, n int64) (fds []int, release func(), ok bool)
 }
 
 // lender is a source that keeps its bytes in memory of its own (a block

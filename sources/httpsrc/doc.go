@@ -27,6 +27,24 @@
 // Object.ReadAt reads without the cache (attach probes the object's format
 // before it sizes the cache).
 //
+// Large reads straight from the server (Source.PipeRead, which the NBD
+// server uses for its READ replies): a read of at least two blocks and at
+// most MaxDirectRead that the cache has none of (no block cached, none
+// being fetched) of an object on a plain http server (not https, not
+// through a proxy, without CacheDir) is one range request on a
+// connection of its own (at most Options.Connections of them, kept
+// alive), whose body is spliced from the socket into pipes that the NBD
+// server splices on into the device's socket: a sequential reader of
+// large blocks (a copy, a scan, dd with iflag=direct) costs no copy
+// through the process's memory, and takes no room in the cache for bytes
+// it has passed. Only an answer known to be right is served so (a 206
+// for exactly the range, its Content-Length, no ETag but the pinned one,
+// no transfer or content coding, a head within 16 KiB); any other answer,
+// a failed or stalled connection (a quarter of the deadline), or a body
+// that comes in packets too small for the pipes, and the read goes
+// through the cache as any other (with its retries, and its word on a
+// replaced object). Eight such failures in a row, and it always does.
+//
 // Options.CacheDir keeps the fetched blocks in a file of that directory
 // too (sources/internal/blockstore: bounded, checked when read back, the
 // directory and the file checked when opened), shared by every

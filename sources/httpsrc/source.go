@@ -17,9 +17,10 @@ var ErrReadOnly = fmt.Errorf("objects by URL are read-only (add --filter cow for
 // Source serves an Object as a read-only sources.Source whose methods may
 // all be called in parallel, except Close.
 type Source struct {
-	obj   *Object
-	cache *blockcache.Cache
-	pool  *Pool
+	obj    *Object
+	cache  *blockcache.Cache
+	pool   *Pool
+	direct *direct // nil: every read goes through the cache
 
 	closeOnce sync.Once
 }
@@ -119,7 +120,7 @@ func (o *Object) Source(pool *Pool) (*Source, error) {
 		return nil, fmt.Errorf("%s: %d bytes: too large to serve", o.name, o.size)
 	}
 	pool.add()
-	return &Source{obj: o, cache: c, pool: pool}, nil
+	return &Source{obj: o, cache: c, pool: pool, direct: newDirect(o)}, nil
 }
 
 // blocks is the object cut into blocks of bs bytes (the last one shorter).
@@ -187,12 +188,45 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 // Lend returns the n bytes at off as slices of the cache's blocks, pinned
 // there until release is called (once): the READ replies of an NBD server
 // are written from them without a copy. The slices must not be modified
-// nor used after release. Errors are those of ReadAt.
+// nor used after release. Errors are those of ReadAt. A read of the size
+// PipeRead takes starts no readahead: the blocks after it are left for
+// PipeRead to read straight.
 func (s *Source) Lend(off, n int64) (bufs [][]byte, release func(), err error) {
 	if err := sources.CheckRange(off, n, s.obj.size); err != nil {
 		return nil, nil, err
 	}
+	if d := s.direct; d != nil && d.takes(n) {
+		// What comes after is PipeRead's, unless the cache has it: no
+		// readahead that would keep the reads it takes in the cache.
+		return s.cache.LendAlone(off, n)
+	}
 	return s.cache.Lend(off, n)
+}
+
+// PipeRead puts the n bytes at off into pipes straight from the server's
+// answer, when the object is on a plain http server, the read is at least
+// two blocks (and at most MaxDirectRead), and the cache has none of it
+// nor is fetching any: a sequential reader of large blocks (a copy, a
+// scan) then costs no copy through the process's memory, and takes no
+// room in the cache for bytes it has passed. It returns the read ends of
+// the pipes, which hold exactly the n bytes in order, and release, to call
+// once when done with them (fds is not to be used after it). ok is false
+// for any other read, and for one that failed that way: ReadAt or Lend
+// then serves it through the cache.
+func (s *Source) PipeRead(off, n int64) (fds []int, release func(), ok bool) {
+	d := s.direct
+	if d == nil || !d.takes(n) || off < 0 || off > s.obj.size-n || s.obj.replaced.Load() || !s.cache.Untouched(off, n) {
+		return nil, nil, false
+	}
+	return d.read(off, n)
+}
+
+// DirectReads counts the reads PipeRead served.
+func (s *Source) DirectReads() int64 {
+	if s.direct == nil {
+		return 0
+	}
+	return s.direct.reads.Load()
 }
 
 // WriteAt fails with ErrReadOnly.
@@ -211,6 +245,9 @@ func (s *Source) Zero(int64, int64, bool) error { return ErrReadOnly }
 // connections. A second Close returns nil.
 func (s *Source) Close() error {
 	err := s.cache.Close()
+	if s.direct != nil {
+		s.direct.close()
+	}
 	s.obj.Close()
 	s.closeOnce.Do(s.pool.release)
 	return err

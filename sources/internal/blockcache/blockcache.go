@@ -290,7 +290,7 @@ func (c *Cache) ReadAt(p []byte, off int64) (int, error) {
 		}
 		idx := rel / c.chunk
 		clo := idx * c.chunk
-		ent, e := c.get(i, idx)
+		ent, e := c.get(i, idx, true)
 		if e != nil {
 			return n, e
 		}
@@ -312,8 +312,9 @@ func (c *Cache) chunkLen(seg int, idx int64) int64 {
 
 // get returns the entry of chunk idx of segment seg (data nil for zeros),
 // decoding it if needed, pinned: its data is not modified before the
-// caller's unpin.
-func (c *Cache) get(seg int, idx int64) (*entry, error) {
+// caller's unpin. With ahead, serving it may start the readahead of a
+// sequential reader.
+func (c *Cache) get(seg int, idx int64, ahead bool) (*entry, error) {
 	key := ckey{seg, idx}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -339,7 +340,9 @@ func (c *Cache) get(seg int, idx int64) (*entry, error) {
 			}
 			e.read = true
 			e.refs++
-			c.readahead(seg, idx)
+			if ahead {
+				c.readahead(seg, idx)
+			}
 			return e, nil
 		}
 		if !missed {
@@ -399,4 +402,35 @@ func (c *Cache) Close() error {
 		return c.spill.close()
 	}
 	return nil
+}
+
+// Untouched reports whether the cache has none of the bytes [off, off+n):
+// no chunk of the range is cached, and no decode is producing one. A
+// caller that reads such a range some other way (and does not keep it)
+// takes nothing from the cache, and duplicates none of its work.
+func (c *Cache) Untouched(off, n int64) bool {
+	if n <= 0 || off < 0 || off+n > c.size {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	first, last := c.find(off), c.find(off+n-1)
+	for _, j := range c.jobs {
+		if j.seg <= last && max(j.end, j.seg+1) > first {
+			return false
+		}
+	}
+	for i := first; i <= last; i++ {
+		s := c.segs.Segment(i)
+		if s.Spill {
+			return false
+		}
+		lo, hi := max(off, s.Off)-s.Off, min(off+n, s.Off+s.Size)-s.Off
+		for idx := lo / c.chunk; idx*c.chunk < hi; idx++ {
+			if c.chunks[ckey{i, idx}] != nil {
+				return false
+			}
+		}
+	}
+	return true
 }

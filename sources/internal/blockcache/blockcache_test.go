@@ -465,3 +465,53 @@ func TestCacheSpillRunsPastBound(t *testing.T) {
 		t.Errorf("ReadAt(0) = %v, or wrong bytes", err)
 	}
 }
+
+// TestCacheUntouched: a range is untouched while no chunk of it is cached
+// and no decode is producing one.
+func TestCacheUntouched(t *testing.T) {
+	data := testData(6 << 20)
+	f := newFake(data, 2<<20, 2<<20, 2<<20)
+	gate := make(chan struct{})
+	open := func(i int) (io.Reader, error) {
+		if i == 2 {
+			<-gate
+		}
+		return f.open(i)
+	}
+	c, err := New(f.segs, open, Options{Chunk: 256 << 10, Readahead: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.ReadAt(make([]byte, 4096), 2<<20+300<<10); err != nil { // chunk 1 of segment 1
+		t.Fatal(err)
+	}
+	done := make(chan error)
+	go func() {
+		_, err := c.ReadAt(make([]byte, 4096), 5<<20) // segment 2, its decode held at open
+		done <- err
+	}()
+	for c.Untouched(4<<20, 4096) {
+		time.Sleep(time.Millisecond) // until the decode of segment 2 has started
+	}
+	for _, tc := range []struct {
+		name   string
+		off, n int64
+		want   bool
+	}{
+		{"segment 0", 0, 2 << 20, true},
+		{"the chunk read", 2<<20 + 256<<10, 256 << 10, false},
+		{"across it", 2 << 20, 1 << 20, false},
+		{"being decoded", 6<<20 - 4096, 4096, false},
+		{"past the end", 6<<20 - 4096, 8192, false},
+		{"empty", 0, 0, false},
+	} {
+		if got := c.Untouched(tc.off, tc.n); got != tc.want {
+			t.Errorf("%s: Untouched(%d, %d) = %v, want %v", tc.name, tc.off, tc.n, got, tc.want)
+		}
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

@@ -23,6 +23,16 @@ type loan struct {
 // range must lie within the image and hold no Spill segment; reads fail
 // as in ReadAt. Once warm, Lend allocates nothing.
 func (c *Cache) Lend(off, n int64) (bufs [][]byte, release func(), err error) {
+	return c.lend(off, n, true)
+}
+
+// LendAlone is Lend without starting any readahead: for a reader that
+// fetches what comes after its reads its own way.
+func (c *Cache) LendAlone(off, n int64) (bufs [][]byte, release func(), err error) {
+	return c.lend(off, n, false)
+}
+
+func (c *Cache) lend(off, n int64, ahead bool) (bufs [][]byte, release func(), err error) {
 	if off < 0 || n <= 0 || off > c.size || n > c.size-off {
 		return nil, nil, fmt.Errorf("blockcache: lending %d bytes at %d of %d: %w", n, off, c.size, syscall.EINVAL)
 	}
@@ -42,7 +52,7 @@ func (c *Cache) Lend(off, n int64) (bufs [][]byte, release func(), err error) {
 		idx := rel / c.chunk
 		lo := rel - idx*c.chunk
 		k := min(end-off, c.chunkLen(i, idx)-lo)
-		e, err := c.get(i, idx)
+		e, err := c.get(i, idx, ahead)
 		if err != nil {
 			l.release()
 			return nil, nil, err
