@@ -49,7 +49,12 @@ const sourceHelp = `SOURCE is one of:
                   a compressed, qcow2 or VMDK format, shared by every file it
                   names), over at most 4 connections; sequential reads are
                   fetched ahead in requests of up to 8 MiB, streamed into the
-                  cache; with --cache-dir DIR on disk too (a file per URL in
+                  cache; on plain http (no proxy, no --cache-dir) a raw
+                  image's reads of 512 KiB to 1 MiB that the cache has none
+                  of go straight from the server's answer to the device,
+                  spliced, not copied nor cached (a copy, dd iflag=direct
+                  bs=1M), on connections of their own (at most 4 more); with
+                  --cache-dir DIR on disk too (a file per URL in
                   DIR, all of them within --cache-size, each block checked
                   when read back and fetched again if it fails; kept for the
                   same version only, and served from there when the server
