@@ -1,7 +1,6 @@
 package nbd
 
 import (
-	"bytes"
 	"io"
 	"sync/atomic"
 	"testing"
@@ -58,8 +57,7 @@ func TestServerPipeRead(t *testing.T) {
 	src := &pipeSource{fakeSource: newFake(8 << 20)}
 	h := serve(t, src, Options{})
 	data := src.data
-	type want struct{ off, n int }
-	wants := map[uint64]want{}
+	wants := map[uint64]readWant{}
 	dataLen := map[uint64]int{}
 	cookie := uint64(0)
 	for i := 0; i < 40; i++ {
@@ -70,19 +68,9 @@ func TestServerPipeRead(t *testing.T) {
 			off &^= 64<<10 - 1
 		}
 		h.send(RequestHeader{Op: request.OpRead, Cookie: cookie, Offset: uint64(off), Length: uint64(n)}, nil)
-		wants[cookie], dataLen[cookie] = want{off, n}, n
+		wants[cookie], dataLen[cookie] = readWant{off, n}, n
 	}
-	for range wants {
-		r, got := h.recv(dataLen)
-		w, ok := wants[r.Cookie]
-		if !ok || r.Error != 0 {
-			t.Fatalf("reply %+v: unknown cookie or an error", r)
-		}
-		delete(wants, r.Cookie)
-		if !bytes.Equal(got, data[w.off:w.off+w.n]) {
-			t.Errorf("READ of %d bytes at %d: wrong bytes", w.n, w.off)
-		}
-	}
+	checkReplies(t, h, wants, dataLen, data)
 	h.client.Close()
 	if err := h.wait(); err != nil {
 		t.Errorf("Serve = %v", err)

@@ -57,11 +57,7 @@ func TestServerSendFile(t *testing.T) {
 	}
 	f, _ := memfdSource(t, data)
 	h := serve(t, f, Options{})
-	type want struct {
-		off int
-		n   int
-	}
-	wants := map[uint64]want{}
+	wants := map[uint64]readWant{}
 	dataLen := map[uint64]int{}
 	cookie := uint64(0)
 	for i := 0; i < 64; i++ {
@@ -69,14 +65,30 @@ func TestServerSendFile(t *testing.T) {
 		n := []int{1 << 20, 4096, inlineMax + 512, 3 << 20, 512}[i%5]
 		off := rng.IntN(len(data)-n) &^ 511
 		h.send(RequestHeader{Op: request.OpRead, Cookie: cookie, Offset: uint64(off), Length: uint64(n)}, nil)
-		wants[cookie], dataLen[cookie] = want{off, n}, n
+		wants[cookie], dataLen[cookie] = readWant{off, n}, n
 		if i%7 == 0 {
 			cookie++
 			h.send(RequestHeader{Op: request.OpWrite, Cookie: cookie, Offset: uint64(len(data) - 4096), Length: 4096}, data[len(data)-4096:])
-			wants[cookie] = want{-1, 0}
+			wants[cookie] = readWant{-1, 0}
 		}
 	}
-	for range wants {
+	checkReplies(t, h, wants, dataLen, data)
+	h.client.Close()
+	if err := h.wait(); err != nil {
+		t.Errorf("Serve = %v", err)
+	}
+}
+
+// readWant is what a request's reply should carry: the n bytes at off of
+// the source's data, or no data when off is -1.
+type readWant struct{ off, n int }
+
+// checkReplies reads a reply for each request of wants (dataLen: the data
+// length of each READ's reply, by cookie) and checks it succeeded with the
+// bytes of data it should carry.
+func checkReplies(t *testing.T, h *harness, wants map[uint64]readWant, dataLen map[uint64]int, data []byte) {
+	t.Helper()
+	for range len(wants) {
 		r, got := h.recv(dataLen)
 		w, ok := wants[r.Cookie]
 		if !ok || r.Error != 0 {
@@ -86,10 +98,6 @@ func TestServerSendFile(t *testing.T) {
 		if w.off >= 0 && !bytes.Equal(got, data[w.off:w.off+w.n]) {
 			t.Errorf("READ of %d bytes at %d: wrong bytes", w.n, w.off)
 		}
-	}
-	h.client.Close()
-	if err := h.wait(); err != nil {
-		t.Errorf("Serve = %v", err)
 	}
 }
 
