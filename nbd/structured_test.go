@@ -308,21 +308,41 @@ func readChunk(t *testing.T, h *harness) (ChunkHeader, []byte) {
 }
 
 // TestStructuredSendFile: a large READ from a file in RAM, sent with
-// sendfile, gets the OFFSET_DATA chunk header before its data.
+// sendfile, or from the pipes a source filled, gets the OFFSET_DATA chunk
+// header before its data.
 func TestStructuredSendFile(t *testing.T) {
 	data := make([]byte, 1<<20)
 	for i := range data {
 		data[i] = byte(i * 13)
 	}
 	f, _ := memfdSource(t, data)
-	h := serveSession(t, f, Session{StructuredReplies: true})
-	const off, n = 4096, 512 << 10
-	h.send(RequestHeader{Op: request.OpRead, Cookie: 77, Offset: off, Length: n}, nil)
-	hdr, payload := readChunk(t, h)
-	if hdr != (ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeOffsetData, Cookie: 77, Length: 8 + n}) {
-		t.Fatalf("chunk header %+v", hdr)
+	piped := &pipeSource{fakeSource: newFake(len(data))}
+	for _, tc := range []struct {
+		name string
+		src  sources.Source
+		data []byte
+	}{
+		{"sendfile", f, data},
+		{"pipes", piped, piped.data},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := serveSession(t, tc.src, Session{StructuredReplies: true})
+			const off, n = 64 << 10, 512 << 10
+			h.send(RequestHeader{Op: request.OpRead, Cookie: 77, Offset: off, Length: n}, nil)
+			hdr, payload := readChunk(t, h)
+			if hdr != (ChunkHeader{Flags: ReplyFlagDone, Type: ReplyTypeOffsetData, Cookie: 77, Length: 8 + n}) {
+				t.Fatalf("chunk header %+v", hdr)
+			}
+			if binary.BigEndian.Uint64(payload) != off || !bytes.Equal(payload[8:], tc.data[off:off+n]) {
+				t.Errorf("the chunk's offset is %d or its data differ", binary.BigEndian.Uint64(payload))
+			}
+		})
 	}
-	if binary.BigEndian.Uint64(payload) != off || !bytes.Equal(payload[8:], data[off:off+n]) {
-		t.Errorf("the chunk's offset is %d or its data differ", binary.BigEndian.Uint64(payload))
+	// The pipes are given back once written, perhaps after the client read them.
+	for end := time.Now().Add(5 * time.Second); piped.given.Load() == 0 && time.Now().Before(end); {
+		time.Sleep(time.Millisecond)
+	}
+	if piped.served.Load() != 1 || piped.given.Load() != 1 {
+		t.Errorf("pipes: %d filled, %d given back; want 1 and 1", piped.served.Load(), piped.given.Load())
 	}
 }
