@@ -41,7 +41,11 @@ type direct struct {
 	free   []*pipes // empty, for reuse
 	closed bool
 
-	fails atomic.Int32 // failures in a row; at maxDirectFails it serves no more
+	fails atomic.Int32 // unusable answers in a row; at maxDirectFails it serves no more
+	// pause is how long the path stands aside after a connection failed;
+	// until (Unix nanoseconds) is when it may be used again.
+	pause time.Duration
+	until atomic.Int64
 	reads atomic.Int64 // reads served
 }
 
@@ -52,7 +56,11 @@ const (
 	// maxDirectFails turns the path off for the object's life: a server
 	// whose answers it cannot use is not asked twice for every read.
 	maxDirectFails = 8
-	maxFreePipes   = 16
+	// directPause is how long the path stands aside after a connection
+	// failed (refused, reset, stalled, cut short): the cache's requests,
+	// which retry, serve the reads meanwhile.
+	directPause  = time.Second
+	maxFreePipes = 16
 )
 
 // newDirect returns the direct path of o, or nil when o cannot have one:
@@ -74,7 +82,7 @@ func newDirect(o *Object) *direct {
 	if port == "" {
 		port = "80"
 	}
-	d := &direct{o: o, addr: net.JoinHostPort(u.Hostname(), port), min: 2 * o.opts.BlockSize,
+	d := &direct{o: o, addr: net.JoinHostPort(u.Hostname(), port), min: 2 * o.opts.BlockSize, pause: directPause,
 		dial: net.Dialer{Timeout: o.opts.stall(), KeepAlive: 30 * time.Second}, slots: make(chan struct{}, o.opts.Connections)}
 	// Half of what the pipes hold, for packets that leave pages partly
 	// empty.
@@ -96,19 +104,20 @@ func newDirect(o *Object) *direct {
 // MaxDirectRead is the largest read served straight from the server.
 const MaxDirectRead = 1 << 20
 
-// takes reports whether reads of n bytes are the direct path's: within its
-// sizes, and the path not turned off.
+// takes reports whether reads of n bytes are the direct path's now: within
+// its sizes, the path not turned off, nor standing aside.
 func (d *direct) takes(n int64) bool {
-	return n >= d.min && n <= d.max && d.fails.Load() < maxDirectFails
+	return n >= d.min && n <= d.max && d.fails.Load() < maxDirectFails && time.Now().UnixNano() >= d.until.Load()
 }
+
+// unusable is the error of an answer the path cannot serve: the server
+// answers so, and may go on doing so.
+type unusable struct{ error }
 
 // read puts the n bytes at off into pipes, and returns their read ends
 // (in order) and the call that gives them back; ok is false when that
 // failed.
 func (d *direct) read(off, n int64) (fds []int, release func(), ok bool) {
-	if d.fails.Load() >= maxDirectFails {
-		return nil, nil, false
-	}
 	d.slots <- struct{}{}
 	defer func() { <-d.slots }()
 	p, err := d.getPipes()
@@ -132,7 +141,10 @@ func (d *direct) read(off, n int64) (fds []int, release func(), ok bool) {
 			c.close()
 		}
 		p.put()
-		if d.fails.Add(1) == maxDirectFails {
+		var bad unusable
+		if !errors.As(err, &bad) {
+			d.until.Store(time.Now().Add(d.pause).UnixNano())
+		} else if d.fails.Add(1) == maxDirectFails {
 			d.o.opts.Logf("%s: large reads go through the cache from now on: %v", d.o.name, err)
 		}
 		return nil, nil, false
@@ -358,7 +370,7 @@ func (c *directConn) get(d *direct, p *pipes, off, n int64) error {
 	head := -1
 	for head < 0 {
 		if len(c.buf) == cap(c.buf) {
-			return fmt.Errorf("the head of the answer is longer than %d bytes", maxDirectHead)
+			return unusable{fmt.Errorf("the head of the answer is longer than %d bytes", maxDirectHead)}
 		}
 		k, err := c.c.Read(c.buf[len(c.buf):cap(c.buf)])
 		if k > 0 {
@@ -382,12 +394,12 @@ func (c *directConn) get(d *direct, p *pipes, off, n int64) error {
 	c.want = strconv.AppendInt(c.want, n, 10)
 	keep, err := checkDirectHead(c.buf[:head], c.want[:k], c.want[k:], d.o.etag)
 	if err != nil {
-		return err
+		return unusable{err}
 	}
 	c.keep = keep
 	body := c.buf[head:]
 	if int64(len(body)) > n {
-		return errors.New("the body is longer than the range asked for")
+		return unusable{errors.New("the body is longer than the range asked for")}
 	}
 	if len(body) > 0 {
 		if w, err := unix.Write(p.ends[0][1], body); err != nil || w != len(body) {
@@ -407,7 +419,7 @@ func (c *directConn) get(d *direct, p *pipes, off, n int64) error {
 	case c.eof:
 		return fmt.Errorf("the body ended %d bytes short", c.left)
 	case c.full:
-		return fmt.Errorf("%d pipes are full: the answer came in packets too small", maxPipes)
+		return unusable{fmt.Errorf("%d pipes are full: the answer came in packets too small", maxPipes)}
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -314,5 +315,46 @@ func TestDirectAfterCacheReads(t *testing.T) {
 	}
 	if st := src.Stats(); st.Runs != 0 {
 		t.Errorf("%d readahead runs, want none", st.Runs)
+	}
+}
+
+// TestDirectStandsAside: a connection that fails (here: cut before any
+// answer) makes the direct path stand aside for its pause, leaving the
+// reads to the cache without asking the server, and then serve again;
+// connection failures do not turn it off for good, however many.
+func TestDirectStandsAside(t *testing.T) {
+	data := imagetest.Data(8<<20, 28)
+	var cut atomic.Int64 // direct requests to cut
+	var direct atomic.Int64
+	s := newServer(t, data, func(w http.ResponseWriter, r *http.Request, _ int64) bool {
+		if !isRange(r) {
+			return false
+		}
+		if first, last := rangeOf(r); last-first+1 == 1<<20 {
+			direct.Add(1)
+			if cut.Add(-1) >= 0 {
+				hijack(t, w, "")
+				return true
+			}
+		}
+		return false
+	})
+	src := s.open(t, Options{})
+	defer src.Close()
+	src.direct.pause = 200 * time.Millisecond
+	for round := range maxDirectFails + 2 {
+		cut.Store(1)
+		if _, ok := pipeRead(t, src, 0, 1<<20); ok {
+			t.Fatalf("round %d: PipeRead served a cut connection", round)
+		}
+		asked := direct.Load()
+		if _, ok := pipeRead(t, src, 1<<20, 1<<20); ok || direct.Load() != asked {
+			t.Fatalf("round %d: PipeRead during the pause: ok %v, %d requests, want none", round, ok, direct.Load()-asked)
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	got, ok := pipeRead(t, src, 2<<20, 1<<20)
+	if !ok || !bytes.Equal(got, data[2<<20:3<<20]) {
+		t.Fatalf("after the pauses: PipeRead ok %v, or wrong bytes", ok)
 	}
 }

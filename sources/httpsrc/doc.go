@@ -39,11 +39,13 @@
 // through the process's memory, and takes no room in the cache for bytes
 // it has passed. Only an answer known to be right is served so (a 206
 // for exactly the range, its Content-Length, no ETag but the pinned one,
-// no transfer or content coding, a head within 16 KiB); any other answer,
-// a failed or stalled connection (a quarter of the deadline), or a body
-// that comes in packets too small for the pipes, and the read goes
+// no transfer or content coding, a head within 16 KiB); for any other
+// answer, a failed or stalled connection (a quarter of the deadline), or
+// a body that comes in packets too small for the pipes, the read goes
 // through the cache as any other (with its retries, and its word on a
-// replaced object). Eight such failures in a row, and it always does.
+// replaced object). After a failed connection the large reads go through
+// the cache for a second; after eight answers in a row that it could not
+// serve, for good.
 //
 // Options.CacheDir keeps the fetched blocks in a file of that directory
 // too (sources/internal/blockstore: bounded, checked when read back, the
