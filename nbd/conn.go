@@ -19,6 +19,10 @@ type job struct {
 	// fail, when not 0, is the NBD error to reply with instead of
 	// serving the request (one readLoop refused, its payload consumed).
 	fail uint32
+	// spliced: readLoop wrote the WRITE's payload into the source's file
+	// itself (spliceWrite), with the error werr.
+	spliced bool
+	werr    error
 }
 
 type conn struct {
@@ -53,6 +57,11 @@ type conn struct {
 	// raw, when not nil, reads and writes rw's socket with raw system
 	// calls (a net.Conn: what nbdloop serves the kernel on).
 	raw *rawSocket
+	// The pipe WRITE payloads go through (spliceWrite), owned by readLoop:
+	// its read and write ends, and its capacity (0: not made yet, -1:
+	// cannot be).
+	wpipe     [2]int
+	wpipeSize int
 
 	// Owned by the writing worker.
 	iov    [][]byte
@@ -98,16 +107,22 @@ func (c *conn) readLoop() error {
 			return err
 		}
 		if payload {
-			j.buf = s.pool.get(int(req.Length))
 			if inMemory && c.br.Buffered() < int(req.Length) {
 				uncork()
 			}
-			if _, err := io.ReadFull(c.br, j.buf.b); err != nil {
-				s.pool.put(j.buf)
-				return fmt.Errorf("%w: connection closed inside a %v payload: %v", ErrProtocol, req.Op, err)
+			spliced, err := c.spliceWrite(&j)
+			if err != nil {
+				return err
+			}
+			if !spliced {
+				j.buf = s.pool.get(int(req.Length))
+				if _, err := io.ReadFull(c.br, j.buf.b); err != nil {
+					s.pool.put(j.buf)
+					return fmt.Errorf("%w: connection closed inside a %v payload: %v", ErrProtocol, req.Op, err)
+				}
 			}
 		}
-		if inMemory && req.Length <= inlineMax {
+		if inMemory && (req.Length <= inlineMax || j.spliced) {
 			if !corked {
 				c.wmu.Lock()
 				c.corked = true

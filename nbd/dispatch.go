@@ -49,7 +49,15 @@ func (c *conn) modifyAndReply(j job) uint32 {
 		if !s.caps.Parallel {
 			s.serial.Lock()
 		}
-		err = c.modify(req, j.buf)
+		if j.spliced {
+			// readLoop wrote the payload (spliceWrite).
+			err = j.werr
+			if err == nil && req.Flags&request.FlagFUA != 0 {
+				err = s.src.Flush()
+			}
+		} else {
+			err = c.modify(req, j.buf)
+		}
 		if !s.caps.Parallel {
 			s.serial.Unlock()
 		}

@@ -75,6 +75,12 @@
 //     large reads its cache has none of: the answer's body is spliced from
 //     the connection) are answered with the header, then splice(2) from
 //     the pipes: the socket takes their pages.
+//   - WRITEs over 128 KiB to a file in RAM (sources.File.RAMWriteRegion)
+//     are written by the reading goroutine itself: what it has already
+//     taken in of the payload with pwrite, the rest spliced from the
+//     socket into a pipe and from the pipe into the file, where reading
+//     the payload into a buffer and writing it from there would copy each
+//     byte twice.
 //   - Request and reply buffers come from size-classed pools: no allocation
 //     per request at steady state (see the benchmarks' allocs/op).
 //   - A TLS session's socket is read and written with the same raw system

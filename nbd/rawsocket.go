@@ -41,6 +41,13 @@ type rawSocket struct {
 	serr  syscall.Errno
 	scall func(fd uintptr) bool
 	pcall func(fd uintptr) bool // Splice's
+
+	// SpliceIn's call, on the reading goroutine.
+	ipipe int
+	imax  int
+	in    int
+	ierr  syscall.Errno
+	icall func(fd uintptr) bool
 }
 
 func newRawSocket(rc syscall.RawConn) *rawSocket {
@@ -49,6 +56,7 @@ func newRawSocket(rc syscall.RawConn) *rawSocket {
 	s.wcall = s.writev
 	s.scall = s.sendfile
 	s.pcall = s.splice
+	s.icall = s.spliceIn
 	return s
 }
 
@@ -204,6 +212,29 @@ func (s *rawSocket) Splice(pipes []int, n int) error {
 		}
 	}
 	return nil
+}
+
+func (s *rawSocket) spliceIn(fd uintptr) (ready bool) {
+	s.in, s.ierr, ready = rawCall6(unix.SYS_SPLICE, fd, 0, uintptr(s.ipipe), 0, uintptr(s.imax), unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	return ready
+}
+
+// SpliceIn moves at most max bytes from the socket into the pipe whose
+// write end is pipe, which is empty, with splice(2), waiting until some
+// come; it returns how many it moved, or io.EOF when the peer closed its
+// end.
+func (s *rawSocket) SpliceIn(pipe int, max int) (int, error) {
+	s.ipipe, s.imax = pipe, max
+	if err := s.rc.Read(s.icall); err != nil {
+		return 0, err // closed
+	}
+	switch {
+	case s.ierr != 0:
+		return 0, s.ierr
+	case s.in == 0:
+		return 0, io.EOF
+	}
+	return s.in, nil
 }
 
 // Shutdown shuts the socket down both ways, which ends the connection for

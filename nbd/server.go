@@ -58,6 +58,8 @@ type Server struct {
 	region ramRegioner // src, when its READ replies can be sent with sendfile
 	lender lender      // src, when its READ replies can be written from its memory
 	piper  piper       // src, when its READ replies can come through a pipe
+	// wregion is src when WRITE payloads can go into its file through a pipe.
+	wregion ramWriteRegioner
 	// disc is set once any connection has received NBD_CMD_DISC: the peer
 	// asked to end, as opposed to a connection that just closed.
 	disc atomic.Bool
@@ -80,6 +82,7 @@ func NewServer(src sources.Source, opts Options) *Server {
 	s.region, _ = src.(ramRegioner)
 	s.lender, _ = src.(lender)
 	s.piper, _ = src.(piper)
+	s.wregion, _ = src.(ramWriteRegioner)
 	return s
 }
 
@@ -255,6 +258,7 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, id int, ss Session
 	err := c.readLoop()
 	close(c.jobs)
 	wg.Wait()
+	c.closePipe()
 	close(stop)
 	if ctx.Err() != nil {
 		return ctx.Err()
