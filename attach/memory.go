@@ -15,11 +15,14 @@ import (
 // hands it to every server it starts, so a server that crashes and is
 // restarted finds the RAM disk as it left it. Holes read as zeros without
 // allocating, trim punches holes, and the file can be as large as the
-// device (2^63-1 bytes), which no mapping could be.
+// device (2^63-1 bytes). Once sized, it is sealed against shrinking and
+// growing: its size is the device's, and a file that cannot shrink is one
+// the server may write through a mapping (sources.File) without a page
+// vanishing under the copy.
 
 // newMemfd creates an empty memfd for a memory: device; OpenSource sizes it.
 func newMemfd(spec Spec) (*os.File, error) {
-	fd, err := unix.MemfdCreate("nbdloop-"+spec.String(), unix.MFD_CLOEXEC)
+	fd, err := unix.MemfdCreate("nbdloop-"+spec.String(), unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
 	if err != nil {
 		return nil, fmt.Errorf("%s: creating the RAM disk (memfd_create): %w", spec, err)
 	}
@@ -66,6 +69,9 @@ func openMemory(spec Spec, opts OpenOptions) (*Opened, error) {
 		mf.Close()
 		return nil, fmt.Errorf("memory:%d: the RAM disk handed down has %d bytes, not %d (detach the device)", spec.Size, st.Size, size)
 	}
+	// A memfd made by an older supervisor refuses seals (EPERM); it is
+	// then written with pwrite(2), as before.
+	unix.FcntlInt(mf.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW)
 	f, err := sources.NewFile(mf, fmt.Sprintf("memory:%d", size), sources.FileOptions{ReadOnly: false})
 	if err != nil {
 		return nil, fmt.Errorf("memory:%d: %w", spec.Size, err)

@@ -67,6 +67,11 @@ type File struct {
 	// and reads use raw system calls; -1 otherwise. Close comes after every
 	// other call, so the number stays valid while they run.
 	ramFD int
+	// wmap is a shared mapping of the whole file when it lives in RAM, is
+	// writable and is sealed against shrinking (a memory: device's memfd),
+	// so that no page of it can vanish under a copy: writes are copied
+	// into it rather than made with pwrite(2). nil otherwise.
+	wmap []byte
 
 	// Set once the filesystem answers EOPNOTSUPP, so that later calls go
 	// straight to the fallback instead of asking again.
@@ -264,8 +269,32 @@ func (f *File) init(opts FileOptions) error {
 		if err != nil {
 			return err
 		}
+		if !f.ro {
+			f.wmap = mapSealed(f.ramFD, fileSize)
+		}
 	}
 	return nil
+}
+
+// maxWriteMap is the largest file mapSealed maps: larger RAM disks, which
+// are mostly holes, keep writing with pwrite(2) rather than take that much
+// of the address space.
+const maxWriteMap = 1 << 40
+
+// mapSealed returns a shared, writable mapping of the size bytes of fd, or
+// nil when the file can shrink (no F_SEAL_SHRINK: a page of the mapping
+// could vanish, and touching it raise SIGBUS), is larger than maxWriteMap,
+// or cannot be mapped.
+func mapSealed(fd int, size int64) []byte {
+	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
+	if err != nil || seals&unix.F_SEAL_SHRINK == 0 || size > maxWriteMap {
+		return nil
+	}
+	m, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_NORESERVE)
+	if err != nil {
+		return nil
+	}
+	return m
 }
 
 // inRAM reports whether the file lives on a RAM file system (tmpfs, which
@@ -326,6 +355,10 @@ func (f *File) Close() error {
 		if cerr := f.dio.buffered.Close(); err == nil {
 			err = cerr
 		}
+	}
+	if f.wmap != nil {
+		unix.Munmap(f.wmap)
+		f.wmap = nil
 	}
 	if cerr := f.f.Close(); err == nil {
 		err = cerr

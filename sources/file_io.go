@@ -124,11 +124,16 @@ func (f *File) modified() {
 	}
 }
 
-// writeAbs writes p at file offset abs. os.File.WriteAt already loops on
-// short writes.
+// writeAbs writes p at file offset abs: into the mapping when there is
+// one, else with pwrite(2). os.File.WriteAt already loops on short
+// writes.
 func (f *File) writeAbs(p []byte, abs int64) error {
 	if f.dio != nil {
 		return f.writeDirectIO(p, abs)
+	}
+	if f.wmap != nil {
+		copy(f.wmap[abs:abs+int64(len(p))], p)
+		return nil
 	}
 	if f.ramFD >= 0 {
 		return f.rawRAM(unix.SYS_PWRITE64, "write", p, abs)

@@ -78,6 +78,9 @@ func TestFileConformance(t *testing.T) {
 		// without fallocate.
 		noFallocate bool
 		inRAM       bool
+		// sealed serves a memfd sealed against shrinking, which File
+		// writes through a mapping.
+		sealed bool
 	}{
 		{name: "whole", fileSize: 1 << 20},
 		{name: "odd size", fileSize: 1<<20 + 100},
@@ -97,6 +100,9 @@ func TestFileConformance(t *testing.T) {
 		{name: "tmpfs", fileSize: 1 << 20, inRAM: true},
 		{name: "tmpfs window", fileSize: 1<<20 + 100, opts: sources.FileOptions{Offset: 1000, SizeLimit: 700001}, inRAM: true},
 		{name: "tmpfs read-only", fileSize: 1 << 20, opts: sources.FileOptions{ReadOnly: true}, inRAM: true},
+		{name: "sealed memfd", fileSize: 1<<20 + 100, sealed: true},
+		{name: "sealed memfd window", fileSize: 1<<20 + 100, opts: sources.FileOptions{Offset: 1000, SizeLimit: 700001}, sealed: true},
+		{name: "sealed memfd writing zeros", fileSize: 1 << 20, opts: sources.FileOptions{Offset: 512}, noFallocate: true, sealed: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -110,13 +116,22 @@ func TestFileConformance(t *testing.T) {
 			}
 			want := data[tt.opts.Offset:end]
 			sourcetest.Run(t, func(t *testing.T) sources.Source {
-				path, _ := writeTemp(t, tt.fileSize)
+				path, data := writeTemp(t, tt.fileSize)
 				if tt.inRAM {
 					path = moveToShm(t, path)
 				}
-				f, err := sources.OpenFile(path, tt.opts)
+				var f *sources.File
+				var err error
+				if tt.sealed {
+					f, err = sources.NewFile(sealedMemfd(t, data), "memfd", tt.opts)
+				} else {
+					f, err = sources.OpenFile(path, tt.opts)
+				}
 				if err != nil {
 					t.Fatalf("OpenFile(%+v) = %v", tt.opts, err)
+				}
+				if got := sources.WritesMapped(f); got != tt.sealed {
+					t.Fatalf("WritesMapped = %v, want %v", got, tt.sealed)
 				}
 				if tt.inRAM && !f.Caps().InMemory {
 					t.Fatalf("Caps() = %v, want inmemory for a file on tmpfs", f.Caps())
@@ -128,6 +143,24 @@ func TestFileConformance(t *testing.T) {
 			}, want)
 		})
 	}
+}
+
+// sealedMemfd returns a memfd holding data, sealed against shrinking and
+// growing as a memory: device's is.
+func sealedMemfd(t testing.TB, data []byte) *os.File {
+	t.Helper()
+	fd, err := unix.MemfdCreate("test", unix.MFD_CLOEXEC|unix.MFD_ALLOW_SEALING)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mf := os.NewFile(uintptr(fd), "memfd")
+	if _, err := mf.WriteAt(data, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := unix.FcntlInt(mf.Fd(), unix.F_ADD_SEALS, unix.F_SEAL_SHRINK|unix.F_SEAL_GROW); err != nil {
+		t.Fatal(err)
+	}
+	return mf
 }
 
 // TestFileWindowKeepsOutside checks that nothing a windowed File does
