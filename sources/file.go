@@ -69,7 +69,7 @@ type File struct {
 	ramFD int
 	// wmap is a shared mapping of the whole file when it lives in RAM, is
 	// writable and is sealed against shrinking (a memory: device's memfd),
-	// so that no page of it can vanish under a copy: writes are copied
+	// so that no page of it can vanish under a copy: small writes are copied
 	// into it rather than made with pwrite(2). nil otherwise.
 	wmap []byte
 

@@ -124,14 +124,20 @@ func (f *File) modified() {
 	}
 }
 
+// maxMappedWrite is the largest write copied into a File's mapping. A
+// larger one is made with pwrite(2), which costs one system call for all
+// its pages where the copy would take a page fault for each page not yet
+// mapped, and which fills a hole's new page without clearing it first.
+const maxMappedWrite = 64 << 10
+
 // writeAbs writes p at file offset abs: into the mapping when there is
-// one, else with pwrite(2). os.File.WriteAt already loops on short
-// writes.
+// one and p is small, else with pwrite(2). os.File.WriteAt already loops
+// on short writes.
 func (f *File) writeAbs(p []byte, abs int64) error {
 	if f.dio != nil {
 		return f.writeDirectIO(p, abs)
 	}
-	if f.wmap != nil {
+	if f.wmap != nil && len(p) <= maxMappedWrite {
 		copy(f.wmap[abs:abs+int64(len(p))], p)
 		return nil
 	}
