@@ -263,3 +263,35 @@ func nbdClientDisconnect(t *testing.T, dev string) {
 		return nil
 	})
 }
+
+// TestKernelServeTLSMemory: nbd-client with TLS to nbdloop serve of a
+// memory: device, whose READs over TLS are written from the RAM disk's
+// mapping where they hold no hole: 16 MiB written with O_DIRECT at an
+// offset that is not a multiple of 1 MiB, then 32 MiB read back with
+// O_DIRECT in 1 MiB requests (holes, data, and requests over both) hold
+// zeros around the data written.
+func TestKernelServeTLSMemory(t *testing.T) {
+	requireDriver(t)
+	certs := tlstest.Make(t)
+	dir := scratch(t)
+	sock := nbdtest.SocketPath(t)
+	srv := nbdtest.Command(t, sock, "", nbdloop(t), "serve", "--unix", sock, "--listen", "127.0.0.1:0",
+		"--tls=require", "--tls-certificates", certs.Server, "memory:64M")
+	dev := freeDevice(t)
+	nbdClient(t, dev, "-N", "", "127.0.0.1", tcpPort(t, srv), "-cacertfile", filepath.Join(certs.Client, "ca-cert.pem"),
+		"-certfile", filepath.Join(certs.Client, "client-cert.pem"), "-keyfile", filepath.Join(certs.Client, "client-key.pem"))
+	const at = 8<<20 + 64<<10
+	ref := filepath.Join(dir, "ref")
+	must(t, "dd", "if=/dev/urandom", "of="+ref, "bs=1M", "count=16", "status=none")
+	must(t, "dd", "if="+ref, "of="+dev, "bs=1M", "oflag=direct,seek_bytes", "seek="+strconv.Itoa(at), "status=none")
+	back := filepath.Join(dir, "back")
+	must(t, "dd", "if="+dev, "of="+back, "bs=1M", "count=32", "iflag=direct", "status=none")
+	want := filepath.Join(dir, "want")
+	must(t, "truncate", "-s", "32M", want)
+	must(t, "dd", "if="+ref, "of="+want, "bs=1M", "oflag=seek_bytes", "seek="+strconv.Itoa(at), "conv=notrunc", "status=none")
+	if sha(t, back, 0) != sha(t, want, 0) {
+		t.Error("the RAM disk read back over TLS differs from the 16 MiB written between zeros")
+	}
+	nbdClientDisconnect(t, dev)
+	requireClean(t, "nbd-client TLS memory:")
+}

@@ -132,6 +132,14 @@ func (c *conn) read(req *RequestHeader, h *holeReader) uint32 {
 			return 0
 		}
 	}
+	if s.mapper != nil && c.raw == nil && req.Length > inlineMax {
+		if b, ok := s.mapper.MappedRange(int64(req.Offset), int64(req.Length)); ok {
+			f := outFrame{mapped: b}
+			f.hlen = uint8(c.putReadHeader(f.hdr[:], req))
+			c.send(f)
+			return 0
+		}
+	}
 	if s.lender != nil && s.caps.Parallel && req.Length > inlineMax {
 		return c.readLent(req)
 	}

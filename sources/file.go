@@ -39,6 +39,11 @@ import (
 // Parallel always; Flush, Zero, and Trim where supported, unless read-only;
 // Rotational from the sysfs queue of the device underneath.
 //
+// A writable file in RAM that is sealed against shrinking (F_SEAL_SHRINK:
+// a memory: device's memfd) and at most 1 TiB is also mapped: writes of
+// up to 64 KiB are copied into the mapping instead of made with pwrite,
+// and MappedRange lends ranges of data from it to a server.
+//
 // Limits: the size is taken once at open (st_size, or BLKGETSIZE64 for a
 // block device); if the file shrinks later, reads past its new end fail with
 // EIO. What a discarded range of a block device reads back as is up to the
@@ -274,27 +279,6 @@ func (f *File) init(opts FileOptions) error {
 		}
 	}
 	return nil
-}
-
-// maxWriteMap is the largest file mapSealed maps: larger RAM disks, which
-// are mostly holes, keep writing with pwrite(2) rather than take that much
-// of the address space.
-const maxWriteMap = 1 << 40
-
-// mapSealed returns a shared, writable mapping of the size bytes of fd, or
-// nil when the file can shrink (no F_SEAL_SHRINK: a page of the mapping
-// could vanish, and touching it raise SIGBUS), is larger than maxWriteMap,
-// or cannot be mapped.
-func mapSealed(fd int, size int64) []byte {
-	seals, err := unix.FcntlInt(uintptr(fd), unix.F_GET_SEALS, 0)
-	if err != nil || seals&unix.F_SEAL_SHRINK == 0 || size > maxWriteMap {
-		return nil
-	}
-	m, err := unix.Mmap(fd, 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED|unix.MAP_NORESERVE)
-	if err != nil {
-		return nil
-	}
-	return m
 }
 
 // inRAM reports whether the file lives on a RAM file system (tmpfs, which
