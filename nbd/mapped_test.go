@@ -12,28 +12,38 @@ import (
 )
 
 // mappedSource is a fakeSource whose bytes are "mapped": MappedRange lends
-// them, except for ranges over refuseAt (a hole), and counts its loans.
+// them, except for ranges over refuseAt (a hole), and counts its loans of
+// small (up to inlineMax) and large ranges, and calls whose seek does not
+// match the range's size (small: false, large: true).
 type mappedSource struct {
 	*fakeSource
-	refuseAt int64
-	mu       sync.Mutex
-	maps     int
+	refuseAt     int64
+	mu           sync.Mutex
+	small, large int
+	badSeek      int
 }
 
-func (s *mappedSource) MappedRange(off, n int64) ([]byte, bool) {
+func (s *mappedSource) MappedRange(off, n int64, seek bool) ([]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if seek != (n > inlineMax) {
+		s.badSeek++
+	}
 	if s.refuseAt >= off && s.refuseAt < off+n {
 		return nil, false
 	}
-	s.mu.Lock()
-	s.maps++
-	s.mu.Unlock()
+	if n > inlineMax {
+		s.large++
+	} else {
+		s.small++
+	}
 	return s.data[off : off+n], true
 }
 
-// TestServerMapped: on a connection without a socket of its own (TLS),
-// READs larger than inlineMax are written from the source's mapping;
-// smaller ones, and one MappedRange refuses, are read as any other. On a
-// socket the mapping is not used: sendfile serves those sources there.
+// TestServerMapped: READs up to inlineMax are written from the source's
+// mapping on any connection; larger ones only on a connection without a
+// socket of its own (TLS), since sendfile serves such sources on a
+// socket. A READ MappedRange refuses (a hole) is read as any other.
 func TestServerMapped(t *testing.T) {
 	for _, socket := range []bool{false, true} {
 		src := &mappedSource{fakeSource: newFake(8 << 20), refuseAt: 5 << 20}
@@ -48,15 +58,19 @@ func TestServerMapped(t *testing.T) {
 		wants := map[uint64]want{}
 		dataLen := map[uint64]int{}
 		rng := rand.New(rand.NewPCG(7, 8))
-		large := 0
+		small, large := 0, 0
 		for i := range 40 {
 			cookie := uint64(i + 1)
-			n := []int{1 << 20, 4096, inlineMax + 512, 3 << 20}[i%4]
+			n := []int{1 << 20, 4096, inlineMax + 512, 3 << 20, inlineMax}[i%5]
 			off := rng.IntN(8<<20-n) &^ 511
-			if i == 39 {
-				off, n = 5<<20-4096, 1<<20 // over refuseAt
-			} else if n > inlineMax && (off > 5<<20 || off+n <= 5<<20) {
+			switch {
+			case i >= 38:
+				off = 5<<20 - 4096 // over refuseAt
+			case off <= 5<<20 && off+n > 5<<20:
+			case n > inlineMax:
 				large++
+			default:
+				small++
 			}
 			h.send(RequestHeader{Op: request.OpRead, Cookie: cookie, Offset: uint64(off), Length: uint64(n)}, nil)
 			wants[cookie], dataLen[cookie] = want{off, n}, n
@@ -78,8 +92,9 @@ func TestServerMapped(t *testing.T) {
 		if socket {
 			large = 0
 		}
-		if src.maps != large {
-			t.Errorf("socket %v: %d READs from the mapping, want %d", socket, src.maps, large)
+		if src.small != small || src.large != large || src.badSeek != 0 {
+			t.Errorf("socket %v: %d small and %d large READs from the mapping, %d with the wrong seek; want %d, %d, 0",
+				socket, src.small, src.large, src.badSeek, small, large)
 		}
 	}
 }

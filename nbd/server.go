@@ -102,17 +102,19 @@ type piper interface {
 }
 
 // mapper is a source whose file is mapped into the server's memory
-// (sources.File on a memory: device's sealed memfd). On a connection
-// without a socket of its own (TLS), where sendfile cannot serve, READ
-// replies larger than inlineMax are written from the mapping instead of
-// being read into a buffer first. MappedRange returns the n bytes at off,
-// or ok false when the source does not serve this READ so (a hole in the
-// range, which reading through the mapping would fill): the server then
-// serves it as any other READ. The slice stays valid while the server
-// runs; writes that race with the READ may show in it, which NBD leaves
-// open.
+// (sources.File on a memory: device's sealed memfd). READ replies are
+// written from the mapping instead of being read into a buffer first:
+// those up to inlineMax on any connection, where the source knows the
+// range to be data without a system call (seek false), and larger ones
+// on a connection without a socket of its own (TLS), where sendfile
+// cannot serve (seek true: the source may ask its filesystem).
+// MappedRange returns the n bytes at off, or ok false when the source
+// does not serve this READ so (a hole in the range, which reading through
+// the mapping would fill): the server then serves it as any other READ.
+// The slice stays valid while the server runs; writes that race with the
+// READ may show in it, which NBD leaves open.
 type mapper interface {
-	MappedRange(off, n int64) (b []byte, ok bool)
+	MappedRange(off, n int64, seek bool) (b []byte, ok bool)
 }
 
 // lender is a source that keeps its bytes in memory of its own (a block

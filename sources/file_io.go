@@ -33,6 +33,7 @@ func (f *File) RAMWriteRegion(off, n int64) (fd int, fileOff int64, ok bool) {
 	}
 	fd, fileOff, ok = f.RAMRegion(off, n)
 	if ok {
+		f.wrote(off, n)
 		f.modified()
 	}
 	return fd, fileOff, ok
@@ -112,6 +113,7 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, f.shrunk("write", err, off)
 	}
+	f.wrote(off, int64(len(p)))
 	return len(p), nil
 }
 

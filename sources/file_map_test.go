@@ -80,7 +80,7 @@ func TestFileMappedRange(t *testing.T) {
 			}
 			var before unix.Stat_t
 			unix.Fstat(dup, &before)
-			b, ok := f.MappedRange(tt.off, tt.n)
+			b, ok := f.MappedRange(tt.off, tt.n, true)
 			if ok != tt.want {
 				t.Fatalf("MappedRange(%d, %d) ok = %v, want %v", tt.off, tt.n, ok, tt.want)
 			}
@@ -101,6 +101,70 @@ func TestFileMappedRange(t *testing.T) {
 			unix.Fstat(dup, &after)
 			if !ok && after.Blocks != before.Blocks {
 				t.Errorf("a refused MappedRange changed the file's blocks from %d to %d", before.Blocks, after.Blocks)
+			}
+		})
+	}
+}
+
+// TestFileMappedRangeKnown: without seek, MappedRange lends only a range
+// the File already knows to be data: the run Extents found, or the one
+// that writes from its start or its end extended; a Trim or Zero empties
+// it.
+func TestFileMappedRangeKnown(t *testing.T) {
+	const size = 1 << 20
+	data := bytes.Repeat([]byte("0123456789abcdef"), size/16)
+	tests := []struct {
+		name   string
+		setup  func(t *testing.T, f *sources.File)
+		off, n int64
+		want   bool
+	}{
+		{"nothing known", func(t *testing.T, f *sources.File) {}, 4096, 4096, false},
+		{"after Extents", func(t *testing.T, f *sources.File) {
+			f.Extents(0, 4096, func(sources.Extent) bool { return true })
+		}, 512 << 10, 4096, true},
+		{"after a seek", func(t *testing.T, f *sources.File) {
+			if _, ok := f.MappedRange(0, 4096, true); !ok {
+				t.Fatal("MappedRange with seek refused data")
+			}
+		}, 900 << 10, 100 << 10, true},
+		{"written from the start", func(t *testing.T, f *sources.File) {
+			for off := int64(0); off < 256<<10; off += 64 << 10 {
+				if _, err := f.WriteAt(data[off:off+64<<10], off); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}, 128 << 10, 128 << 10, true},
+		{"past what was written", func(t *testing.T, f *sources.File) {
+			f.WriteAt(data[:64<<10], 0)
+		}, 60 << 10, 8 << 10, false},
+		{"written elsewhere", func(t *testing.T, f *sources.File) {
+			f.WriteAt(data[:64<<10], 128<<10)
+		}, 128 << 10, 4096, false},
+		{"written, then trimmed elsewhere", func(t *testing.T, f *sources.File) {
+			f.WriteAt(data[:64<<10], 0)
+			f.Trim(512<<10, 4096)
+		}, 0, 4096, false},
+		{"write region", func(t *testing.T, f *sources.File) {
+			if _, _, ok := f.RAMWriteRegion(0, 1<<20); !ok {
+				t.Fatal("RAMWriteRegion refused")
+			}
+		}, 1000, 1 << 19, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := sources.NewFile(sealedMemfd(t, data), "memfd", sources.FileOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			tt.setup(t, f)
+			b, ok := f.MappedRange(tt.off, tt.n, false)
+			if ok != tt.want {
+				t.Fatalf("MappedRange(%d, %d, false) ok = %v, want %v", tt.off, tt.n, ok, tt.want)
+			}
+			if ok && !bytes.Equal(b, data[tt.off:tt.off+tt.n]) {
+				t.Errorf("MappedRange(%d, %d, false): wrong bytes", tt.off, tt.n)
 			}
 		})
 	}
