@@ -41,7 +41,7 @@ func (f *File) MappedRange(off, n int64, seek bool) (b []byte, ok bool) {
 	if f.wmap == nil || n <= 0 || CheckRange(off, n, f.size) != nil {
 		return nil, false
 	}
-	if !(off >= f.dataLo.Load() && off+n <= f.dataHi.Load()) && (!seek || !f.seekData(off, n)) {
+	if !f.knownData(off, n) && (!seek || !f.seekData(off, n)) {
 		return nil, false
 	}
 	abs := f.base + off
@@ -60,9 +60,7 @@ func (f *File) seekData(off, n int64) bool {
 	if err != nil || hole < pos+n {
 		return false
 	}
-	f.dataHi.Store(0)
-	f.dataLo.Store(off)
-	f.dataHi.Store(min(hole-f.base, f.size))
+	f.knowData(off, min(hole-f.base, f.size))
 	return true
 }
 
