@@ -16,9 +16,8 @@ import (
 // restarted finds the RAM disk as it left it. Holes read as zeros without
 // allocating, trim punches holes, and the file can be as large as the
 // device (2^63-1 bytes). Once sized, it is sealed against shrinking and
-// growing: its size is the device's, and a file that cannot shrink is one
-// the server may write through a mapping (sources.File) without a page
-// vanishing under the copy.
+// growing: its size is the device's, and nothing holding the descriptor (a
+// restarted server, a program that maps it) sees it change under it.
 
 // newMemfd creates an empty memfd for a memory: device; OpenSource sizes it.
 func newMemfd(spec Spec) (*os.File, error) {

@@ -467,53 +467,6 @@ func TestKernelMemoryTrim(t *testing.T) {
 	detach(t, dev)
 }
 
-// TestKernelMemoryMappedReads: reads of up to 128 KiB from a RAM disk,
-// which the server writes from its mapping of the memfd where its writes
-// showed data, and reads with pread elsewhere: 16 MiB written from the
-// start and 4 MiB further on read back between zeros, in 16 KiB and 4 KiB
-// requests; reading the holes does not fill them; after a discard in the
-// first 16 MiB, that range reads as zeros and its memory is freed.
-func TestKernelMemoryMappedReads(t *testing.T) {
-	requireDriver(t)
-	dev := attachDev(t, "memory:64M")
-	pid := serverPID(t, dev)
-	mem0 := memfdBytes(t, pid)
-	dir := scratch(t)
-	want := filepath.Join(dir, "want")
-	must(t, "truncate", "-s", "64M", want)
-	sh(t, "head -c 16M /dev/urandom > "+dir+"/a && head -c 4M /dev/urandom > "+dir+"/b")
-	for _, part := range []struct {
-		name string
-		seek int
-	}{{"a", 0}, {"b", 40}} {
-		for _, to := range []string{dev, want} {
-			must(t, "dd", "if="+filepath.Join(dir, part.name), "of="+to, "bs=1M", "seek="+strconv.Itoa(part.seek),
-				"oflag=direct", "conv=notrunc", "status=none")
-		}
-	}
-	for _, bs := range []string{"16k", "4k"} {
-		back := filepath.Join(dir, "back")
-		must(t, "dd", "if="+dev, "of="+back, "bs="+bs, "iflag=direct", "status=none")
-		if sha(t, back, 0) != sha(t, want, 0) {
-			t.Errorf("the RAM disk read back in %s requests differs from what was written", bs)
-		}
-	}
-	if mem := memfdBytes(t, pid); mem > mem0+21<<20 {
-		t.Errorf("the RAM disk holds %d bytes after 20 MiB written and the whole disk read, %d before", mem, mem0)
-	}
-	must(t, "blkdiscard", "-o", "4M", "-l", "4M", dev)
-	must(t, "dd", "if=/dev/zero", "of="+want, "bs=1M", "seek=4", "count=4", "conv=notrunc", "status=none")
-	back := filepath.Join(dir, "back")
-	must(t, "dd", "if="+dev, "of="+back, "bs=16k", "iflag=direct", "status=none")
-	if sha(t, back, 0) != sha(t, want, 0) {
-		t.Error("after a discard, the RAM disk reads back differently from what was written with zeros there")
-	}
-	if mem := memfdBytes(t, pid); mem > mem0+17<<20 {
-		t.Errorf("the RAM disk holds %d bytes after 4 MiB of 20 discarded, %d before the writes", mem, mem0)
-	}
-	detach(t, dev)
-}
-
 // memfdBytes is the memory a server's RAM disk holds: the blocks allocated
 // to its memfd (descriptor 4).
 func memfdBytes(t *testing.T, pid int) int64 {

@@ -265,8 +265,8 @@ func nbdClientDisconnect(t *testing.T, dev string) {
 }
 
 // TestKernelServeTLSMemory: nbd-client with TLS to nbdloop serve of a
-// memory: device, whose READs over TLS are written from the RAM disk's
-// mapping where they hold no hole: 16 MiB written with O_DIRECT at an
+// memory: device, whose READs over TLS cannot use sendfile and are read
+// from the RAM disk with pread: 16 MiB written with O_DIRECT at an
 // offset that is not a multiple of 1 MiB, then 32 MiB read back with
 // O_DIRECT in 1 MiB requests (holes, data, and requests over both) hold
 // zeros around the data written.

@@ -132,27 +132,8 @@ func (c *conn) read(req *RequestHeader, h *holeReader) uint32 {
 			return 0
 		}
 	}
-	if s.mapper != nil && c.raw == nil && req.Length > inlineMax {
-		if b, ok := s.mapper.MappedRange(int64(req.Offset), int64(req.Length), true); ok {
-			f := outFrame{mapped: b}
-			f.hlen = uint8(c.putReadHeader(f.hdr[:], req))
-			c.send(f)
-			return 0
-		}
-	}
 	if s.lender != nil && s.caps.Parallel && req.Length > inlineMax {
 		return c.readLent(req)
-	}
-	if s.mapper != nil && req.Length <= inlineMax {
-		// Written from the mapping, where the source knows the range to
-		// be data without asking the filesystem: the socket's copy is
-		// the only one.
-		if b, ok := s.mapper.MappedRange(int64(req.Offset), int64(req.Length), false); ok {
-			f := outFrame{mapped: b}
-			f.hlen = uint8(c.putReadHeader(f.hdr[:], req))
-			c.send(f)
-			return 0
-		}
 	}
 	buf := s.pool.get(c.readHdr + int(req.Length))
 	if !s.caps.Parallel {

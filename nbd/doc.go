@@ -90,15 +90,6 @@
 //     records instead of costing a record and a system call each. The
 //     server's records are full-size from the first byte
 //     (attach sets tls.Config.DynamicRecordSizingDisabled).
-//   - READs from a source whose file is mapped into the server's memory
-//     (a memory: device's sealed memfd; sources.File.MappedRange) are
-//     written from the mapping where the range holds no hole, instead of
-//     being read into a buffer first: those up to 128 KiB on any
-//     connection, when the source knows the range to be data without
-//     asking its filesystem, and larger ones on a TLS session, where
-//     sendfile cannot serve (they are encrypted straight from the
-//     mapping). On a plain socket large READs keep sendfile: a copy by
-//     the server costs more than it saves the client under emulation.
 //
 // Errors from the Source become NBD error replies (ErrorCode is the one place
 // that maps them); only a peer that breaks the protocol (bad magic, a payload

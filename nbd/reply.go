@@ -7,16 +7,14 @@ import "syscall"
 // that fills buf (a READ's header and data, an error or block status
 // chunk), which goes back to the pool once written, or a READ reply whose
 // header is hdr[:hlen] and whose data is sent from file (a file in RAM, or
-// a pipe the source filled), or written from lent (the source's memory)
-// or mapped (the source's mapping of its file); release, when set, gives
-// the file or the memory back once written.
+// a pipe the source filled), or written from lent (the source's memory);
+// release, when set, gives the file or the memory back once written.
 type outFrame struct {
 	hdr     [extDataChunkHeaderSize]byte
 	hlen    uint8
 	buf     *buffer
 	file    fileRegion
 	lent    [][]byte
-	mapped  []byte
 	release func()
 }
 
@@ -135,9 +133,6 @@ func (c *conn) writeBatch(batch []outFrame) {
 		default:
 			c.iov = append(c.iov, f.hdr[:f.hlen])
 			c.iov = append(c.iov, f.lent...)
-			if f.mapped != nil {
-				c.iov = append(c.iov, f.mapped)
-			}
 		}
 	}
 	c.writeIovecs()
@@ -151,7 +146,6 @@ func (c *conn) writeBatch(batch []outFrame) {
 			f.release()
 			f.lent, f.release = nil, nil
 		}
-		f.mapped = nil
 	}
 }
 

@@ -58,7 +58,6 @@ type Server struct {
 	region ramRegioner // src, when its READ replies can be sent with sendfile
 	lender lender      // src, when its READ replies can be written from its memory
 	piper  piper       // src, when its READ replies can come through a pipe
-	mapper mapper      // src, when its READ replies can be written from a mapping of its file
 	// wregion is src when WRITE payloads can go into its file through a pipe.
 	wregion ramWriteRegioner
 	// disc is set once any connection has received NBD_CMD_DISC: the peer
@@ -83,7 +82,6 @@ func NewServer(src sources.Source, opts Options) *Server {
 	s.region, _ = src.(ramRegioner)
 	s.lender, _ = src.(lender)
 	s.piper, _ = src.(piper)
-	s.mapper, _ = src.(mapper)
 	s.wregion, _ = src.(ramWriteRegioner)
 	return s
 }
@@ -99,22 +97,6 @@ func NewServer(src sources.Source, opts Options) *Server {
 // to the socket with splice(2).
 type piper interface {
 	PipeRead(off, n int64) (fds []int, release func(), ok bool)
-}
-
-// mapper is a source whose file is mapped into the server's memory
-// (sources.File on a memory: device's sealed memfd). READ replies are
-// written from the mapping instead of being read into a buffer first:
-// those up to inlineMax on any connection, where the source knows the
-// range to be data without a system call (seek false), and larger ones
-// on a connection without a socket of its own (TLS), where sendfile
-// cannot serve (seek true: the source may ask its filesystem).
-// MappedRange returns the n bytes at off, or ok false when the source
-// does not serve this READ so (a hole in the range, which reading through
-// the mapping would fill): the server then serves it as any other READ.
-// The slice stays valid while the server runs; writes that race with the
-// READ may show in it, which NBD leaves open.
-type mapper interface {
-	MappedRange(off, n int64, seek bool) (b []byte, ok bool)
 }
 
 // lender is a source that keeps its bytes in memory of its own (a block

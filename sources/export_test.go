@@ -24,6 +24,3 @@ func DirectIOLayout(f *File) (start, end, align int64, ok bool) {
 
 // SetDatasync makes f's Flush call fn instead of fdatasync(2).
 func SetDatasync(f *File, fn func(fd int) error) { f.datasync = fn }
-
-// WritesMapped reports whether f writes through a mapping of its file.
-func WritesMapped(f *File) bool { return f.wmap != nil }

@@ -39,11 +39,6 @@ import (
 // Parallel always; Flush, Zero, and Trim where supported, unless read-only;
 // Rotational from the sysfs queue of the device underneath.
 //
-// A writable file in RAM that is sealed against shrinking (F_SEAL_SHRINK:
-// a memory: device's memfd) and at most 1 TiB is also mapped: writes of
-// up to 64 KiB are copied into the mapping instead of made with pwrite,
-// and MappedRange lends ranges of data from it to a server.
-//
 // Limits: the size is taken once at open (st_size, or BLKGETSIZE64 for a
 // block device); if the file shrinks later, reads past its new end fail with
 // EIO. What a discarded range of a block device reads back as is up to the
@@ -72,11 +67,6 @@ type File struct {
 	// and reads use raw system calls; -1 otherwise. Close comes after every
 	// other call, so the number stays valid while they run.
 	ramFD int
-	// wmap is a shared mapping of the whole file when it lives in RAM, is
-	// writable and is sealed against shrinking (a memory: device's memfd),
-	// so that no page of it can vanish under a copy: small writes are copied
-	// into it rather than made with pwrite(2). nil otherwise.
-	wmap []byte
 
 	// Set once the filesystem answers EOPNOTSUPP, so that later calls go
 	// straight to the fallback instead of asking again.
@@ -274,9 +264,6 @@ func (f *File) init(opts FileOptions) error {
 		if err != nil {
 			return err
 		}
-		if !f.ro {
-			f.wmap = mapSealed(f.ramFD, fileSize)
-		}
 	}
 	return nil
 }
@@ -339,10 +326,6 @@ func (f *File) Close() error {
 		if cerr := f.dio.buffered.Close(); err == nil {
 			err = cerr
 		}
-	}
-	if f.wmap != nil {
-		unix.Munmap(f.wmap)
-		f.wmap = nil
 	}
 	if cerr := f.f.Close(); err == nil {
 		err = cerr

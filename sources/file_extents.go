@@ -21,7 +21,7 @@ func (f *File) Extents(off, length int64, fn func(Extent) bool) error {
 	if length == 0 {
 		return nil
 	}
-	if f.block || f.knownData(off, length) {
+	if f.block || off >= f.dataLo.Load() && off+length <= f.dataHi.Load() {
 		fn(Extent{Off: off, Length: length, Kind: ExtentData})
 		return nil
 	}
@@ -60,27 +60,14 @@ func (f *File) Extents(off, length int64, fn func(Extent) bool) error {
 		case hole <= pos:
 			hole = end // a filesystem that answers nonsense: data
 		}
-		f.knowData(pos-f.base, min(hole-f.base, f.size))
+		f.dataHi.Store(0)
+		f.dataLo.Store(pos - f.base)
+		f.dataHi.Store(min(hole-f.base, f.size))
 		if !emit(hole, ExtentData) {
 			return nil
 		}
 	}
 	return nil
-}
-
-// knownData reports whether the n bytes at off in the window lie inside
-// the run of data the File knows (dataLo, dataHi).
-func (f *File) knownData(off, n int64) bool {
-	return off >= f.dataLo.Load() && off+n <= f.dataHi.Load()
-}
-
-// knowData makes lo to hi in the window the run of data the File knows.
-// dataHi is emptied first, so that a reader between the stores sees an
-// empty run, not the new start with the old end.
-func (f *File) knowData(lo, hi int64) {
-	f.dataHi.Store(0)
-	f.dataLo.Store(lo)
-	f.dataHi.Store(hi)
 }
 
 // seek returns lseek(fd, off, whence). The file's offset moves, which no

@@ -33,7 +33,6 @@ func (f *File) RAMWriteRegion(off, n int64) (fd int, fileOff int64, ok bool) {
 	}
 	fd, fileOff, ok = f.RAMRegion(off, n)
 	if ok {
-		f.wrote(off, n)
 		f.modified()
 	}
 	return fd, fileOff, ok
@@ -113,7 +112,6 @@ func (f *File) WriteAt(p []byte, off int64) (int, error) {
 	if err != nil {
 		return 0, f.shrunk("write", err, off)
 	}
-	f.wrote(off, int64(len(p)))
 	return len(p), nil
 }
 
@@ -126,22 +124,11 @@ func (f *File) modified() {
 	}
 }
 
-// maxMappedWrite is the largest write copied into a File's mapping. A
-// larger one is made with pwrite(2), which costs one system call for all
-// its pages where the copy would take a page fault for each page not yet
-// mapped, and which fills a hole's new page without clearing it first.
-const maxMappedWrite = 64 << 10
-
-// writeAbs writes p at file offset abs: into the mapping when there is
-// one and p is small, else with pwrite(2). os.File.WriteAt already loops
-// on short writes.
+// writeAbs writes p at file offset abs. os.File.WriteAt already loops on
+// short writes.
 func (f *File) writeAbs(p []byte, abs int64) error {
 	if f.dio != nil {
 		return f.writeDirectIO(p, abs)
-	}
-	if f.wmap != nil && len(p) <= maxMappedWrite {
-		copy(f.wmap[abs:abs+int64(len(p))], p)
-		return nil
 	}
 	if f.ramFD >= 0 {
 		return f.rawRAM(unix.SYS_PWRITE64, "write", p, abs)
