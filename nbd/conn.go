@@ -67,6 +67,16 @@ type conn struct {
 	iov    [][]byte
 	joined []byte // writeJoined's copy of the replies; at most joinMax
 	werr   error  // first reply write error
+	// held is rw's transport when it can gather the TLS records of a
+	// batch of replies into fewer writes (tlsTransport); nil otherwise.
+	held holder
+}
+
+// holder is a transport that gathers what is written between Hold and
+// Release, and writes it by Release at the latest.
+type holder interface {
+	Hold()
+	Release() error
 }
 
 // readLoop reads requests until the peer sends DISC or closes its end

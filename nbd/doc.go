@@ -89,7 +89,9 @@
 //     into one write of up to 256 KiB, so that small replies share TLS
 //     records instead of costing a record and a system call each. The
 //     server's records are full-size from the first byte
-//     (attach sets tls.Config.DynamicRecordSizingDisabled).
+//     (attach sets tls.Config.DynamicRecordSizingDisabled), and the
+//     records of a batch are written 64 KiB at a time rather than one
+//     system call each.
 //
 // Errors from the Source become NBD error replies (ErrorCode is the one place
 // that maps them); only a peer that breaks the protocol (bad magic, a payload

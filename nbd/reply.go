@@ -160,7 +160,7 @@ func (c *conn) writeIovecs() {
 		if c.raw != nil {
 			err = c.raw.WriteBuffers(c.iov)
 		} else {
-			err = c.writeJoined()
+			err = c.writeHeld()
 		}
 		if err != nil {
 			c.werr = err
@@ -200,6 +200,20 @@ const joinMax = 256 << 10
 // bytes, and written with one Write, so that a batch of small replies
 // becomes a few full TLS records and system calls, not one of each per
 // reply. A reply over joinMax is written on its own, uncopied.
+// writeHeld writes c.iov with writeJoined, through a transport that
+// gathers the TLS records of the whole batch when rw has one.
+func (c *conn) writeHeld() error {
+	if c.held == nil {
+		return c.writeJoined()
+	}
+	c.held.Hold()
+	err := c.writeJoined()
+	if rerr := c.held.Release(); err == nil {
+		err = rerr
+	}
+	return err
+}
+
 func (c *conn) writeJoined() error {
 	for _, b := range c.iov {
 		if len(c.joined)+len(b) > joinMax && len(c.joined) > 0 {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -237,6 +238,9 @@ func (s *Server) serve(ctx context.Context, rw io.ReadWriter, id int, ss Session
 		}
 	}
 	c.br = bufio.NewReaderSize(in, 256<<10)
+	if nc, ok := rw.(interface{ NetConn() net.Conn }); ok {
+		c.held, _ = nc.NetConn().(holder)
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < s.opts.Workers; i++ {
 		wg.Add(1)
