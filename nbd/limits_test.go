@@ -147,8 +147,10 @@ func TestIdleTimeout(t *testing.T) {
 			addr = ln.Addr().String()
 			log := serveForTest(t, tc.wrap(ln), ListenOptions{IdleTimeout: idle})
 
-			idler := dialGo(t, tc.network, addr, "small")
+			// Taken before the handshake: the server's idle time starts
+			// at its last reply, which the client sees a little later.
 			idleSince := time.Now()
+			idler := dialGo(t, tc.network, addr, "small")
 			busy := dialGo(t, tc.network, addr, "disk")
 			ended := make(chan time.Duration, 1)
 			go func() {
