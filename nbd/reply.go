@@ -192,14 +192,6 @@ func (c *conn) sendFile(r fileRegion) {
 	}
 }
 
-// joinMax is the most reply bytes writeJoined copies into one Write.
-const joinMax = 256 << 10
-
-// writeJoined writes c.iov to a connection without a socket of its own (a
-// TLS session): replies are copied together into c.joined, up to joinMax
-// bytes, and written with one Write, so that a batch of small replies
-// becomes a few full TLS records and system calls, not one of each per
-// reply. A reply over joinMax is written on its own, uncopied.
 // writeHeld writes c.iov with writeJoined, through a transport that
 // gathers the TLS records of the whole batch when rw has one.
 func (c *conn) writeHeld() error {
@@ -214,6 +206,14 @@ func (c *conn) writeHeld() error {
 	return err
 }
 
+// joinMax is the most reply bytes writeJoined copies into one Write.
+const joinMax = 256 << 10
+
+// writeJoined writes c.iov to a connection without a socket of its own (a
+// TLS session): replies are copied together into c.joined, up to joinMax
+// bytes, and written with one Write, so that a batch of small replies
+// becomes a few full TLS records and system calls, not one of each per
+// reply. A reply over joinMax is written on its own, uncopied.
 func (c *conn) writeJoined() error {
 	for _, b := range c.iov {
 		if len(c.joined)+len(b) > joinMax && len(c.joined) > 0 {
