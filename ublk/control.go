@@ -58,6 +58,10 @@ func (c *Control) Close() error {
 	return unix.Close(c.fd)
 }
 
+// maxControlWaits bounds how many more times send waits for a command's
+// completion when io_uring_enter returns without it.
+const maxControlWaits = 100
+
 // send sends command nr with header cmd and waits for its result; buf,
 // when not nil, is the memory cmd.addr points at, kept alive meanwhile.
 func (c *Control) send(nr uint32, cmd ctrlCmd, buf unsafe.Pointer) (int32, error) {
@@ -72,8 +76,17 @@ func (c *Control) send(nr uint32, cmd ctrlCmd, buf unsafe.Pointer) (int32, error
 	if _, err := c.ring.Submit(1); err != nil {
 		return 0, err
 	}
-	runtime.KeepAlive(buf)
+	// io_uring_enter may return before the completion it was asked to
+	// wait for (task work run, a signal): wait again, a bounded number
+	// of times.
 	cqe := c.ring.PeekCQE()
+	for tries := 0; cqe == nil && tries < maxControlWaits; tries++ {
+		if _, err := c.ring.Submit(1); err != nil {
+			return 0, err
+		}
+		cqe = c.ring.PeekCQE()
+	}
+	runtime.KeepAlive(buf)
 	if cqe == nil {
 		return 0, errors.New("ublk control: no completion")
 	}
